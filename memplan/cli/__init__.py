@@ -1,0 +1,8 @@
+"""The ``memplan`` command line: thin click commands that parse, call the core and render."""
+
+from __future__ import annotations
+
+from memplan.cli.app import main
+from memplan.cli import simulate as _simulate  # noqa: F401  (registers the command)
+
+__all__ = ["main"]

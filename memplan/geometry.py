@@ -1,0 +1,80 @@
+"""Memory geometry: pages, pageblocks, sections and memory blocks (x86-64 defaults).
+
+Constants follow arch/x86 and ``include/linux/pageblock-flags.h`` (spec §1.1): 4 KiB pages,
+``pageblock_order`` 9 (2 MiB), ``MAX_PAGE_ORDER`` 10 (4 MiB), ``SECTION_SIZE_BITS`` 27
+(128 MiB). The memory block size is a multiple of the section size and a power of two
+(``memory_dev_init()`` panics otherwise, ``drivers/base/memory.c``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+#: ``sizeof(struct page)`` on x86-64; the memmap costs 64 bytes per 4 KiB page.
+STRUCT_PAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes that decide how a physical address range splits into kernel units."""
+
+    memory_block_size: int = 128 * MiB
+    page_size: int = 4096
+    pageblock_order: int = 9
+    max_page_order: int = 10
+    section_size: int = 128 * MiB
+
+    def __post_init__(self) -> None:
+        size = self.memory_block_size
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"memory block size {size:#x} is not a power of two")
+        if size < self.section_size:
+            raise ValueError(
+                f"memory block size {size:#x} is smaller than the section size {self.section_size:#x}"
+            )
+
+    @property
+    def page_shift(self) -> int:
+        return self.page_size.bit_length() - 1
+
+    @property
+    def pageblock_pages(self) -> int:
+        """``pageblock_nr_pages``: 512 on x86-64."""
+        return 1 << self.pageblock_order
+
+    @property
+    def pageblock_size(self) -> int:
+        return self.pageblock_pages * self.page_size
+
+    @property
+    def pages_per_block(self) -> int:
+        return self.memory_block_size // self.page_size
+
+    @property
+    def pageblocks_per_block(self) -> int:
+        return self.pages_per_block // self.pageblock_pages
+
+    @property
+    def pages_per_section(self) -> int:
+        """``PAGES_PER_SECTION``."""
+        return self.section_size // self.page_size
+
+    @property
+    def vmemmap_pages_per_block(self) -> int:
+        """Pages of self-hosted memmap per block with memmap_on_memory (spec §1.4)."""
+        return self.pages_per_block * STRUCT_PAGE_SIZE // self.page_size
+
+    def block_of_pfn(self, pfn: int) -> int:
+        return pfn // self.pages_per_block
+
+    def block_start_pfn(self, block: int) -> int:
+        return block * self.pages_per_block
+
+    def pfn(self, address: int) -> int:
+        return address >> self.page_shift
+
+    def address(self, pfn: int) -> int:
+        return pfn << self.page_shift

@@ -1,0 +1,1 @@
+"""Everything that turns user input (profiles, snapshots) into a ``Machine``."""

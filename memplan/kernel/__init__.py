@@ -1,0 +1,1 @@
+"""The kernel model: ``offline_pages()`` and the code around it, in numpy."""

@@ -1,0 +1,63 @@
+"""Free hugetlb folios during offlining: ``dissolve_free_hugetlb_folios()`` (mm/hugetlb.c, v6.10+).
+
+Each free folio is dissolved only while its hstate has headroom
+(``available_huge_pages()``: ``free_huge_pages > resv_huge_pages``); every dissolve lowers
+``free_huge_pages``. An in-use hugetlb folio (refcount > 0) fails with -EBUSY. The first
+failure aborts; folios dissolved before it stay dissolved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+from memplan.kernel.pages import first_index
+from memplan.model import FOLIO_ORDER, IS_HUGETLB, PageKind
+
+
+@dataclass
+class DissolveOutcome:
+    #: index (in the range) of the folio that made dissolve fail, or ``None``
+    failure: Optional[int]
+    #: pages of free folios that dissolve (within headroom, before any failure)
+    dissolved: np.ndarray
+    #: pages of free folios that would dissolve if no earlier folio failed
+    dissolvable: np.ndarray
+
+
+def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
+             headroom: Dict[int, int]) -> DissolveOutcome:
+    hugetlb = IS_HUGETLB[kinds]
+    heads = np.flatnonzero(hugetlb & folio_first)
+    order = FOLIO_ORDER[kinds[heads]]
+    free = refcount[heads] == 0
+    ok = np.zeros(len(heads), dtype=bool)
+    for o in np.unique(order):
+        mask = free & (order == o)
+        ok |= mask & (np.cumsum(mask) <= headroom.get(int(o), 0))
+    fail = ~ok
+    folio_id = np.cumsum(folio_first) - 1
+    head_index = np.full(int(folio_id[-1]) + 1 if len(folio_id) else 0, -1, dtype=np.int64)
+    head_index[folio_id[heads]] = np.arange(len(heads))
+    page_head = np.where(hugetlb, head_index[folio_id], -1)
+    dissolvable = np.zeros(len(kinds), dtype=bool)
+    has = page_head >= 0
+    dissolvable[has] = ok[page_head[has]]
+    f = first_index(fail)
+    if f is None:
+        return DissolveOutcome(None, dissolvable, dissolvable)
+    cut = int(heads[f])
+    dissolved = dissolvable & (np.arange(len(kinds)) < cut)
+    return DissolveOutcome(cut, dissolved, dissolvable)
+
+
+def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int) -> int:
+    """Free hugetlb folios of the given order whose head page lies in ``kinds`` (pfn ``base_pfn``
+    onwards): the ones ``dequeue_hugetlb_folio_node_exact()`` skips while this range is
+    isolated (it tests the head page's pageblock)."""
+    kind = PageKind.HUGETLB_FREE if order == 9 else PageKind.GIGANTIC_FREE
+    size = 1 << order
+    skip = (-base_pfn) % size
+    return int(np.count_nonzero(kinds[skip::size] == kind))

@@ -1,0 +1,146 @@
+"""The inner migrate loop of ``offline_pages()``: ``scan_movable_pages()`` + ``do_migrate_range()``.
+
+The kernel repeats SCAN/MIGRATE until SCAN finds nothing or fails. Because nothing outside
+the model changes between rounds, the loop's fixed point is computed directly:
+
+* round 1 SCAN from the range start stops at the first page that is movable (FOUND) or a
+  "definitely unmovable" PageOffline page (BUSY, predicate site 2);
+* on FOUND, MIGRATE walks from there to the end of the range (site 3) and migrates every
+  isolatable folio; folios whose migration cannot succeed (long-term pins, extra references,
+  no target) fail the same way in every later round;
+* round 2 SCAN restarts at the found pfn: a failed folio before any BUSY page means the write
+  loops until a signal; a BUSY page means -EBUSY "unmovable page"; otherwise -ENOENT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from memplan.kernel.pages import RATELIMIT_BURST, RangeView, first_index
+from memplan.kernel.semantics import OfflineSemantics
+from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind
+from memplan.results import LogEntry, LogLevel
+
+ENOMEM = -12
+
+
+@dataclass
+class MigrationTargets:
+    """Where migrated folios can go while this block is isolated.
+
+    ``capacity``: free pages on the allowed nodes outside the block (``None`` = plenty);
+    ``pool``: free hugetlb folios of each order outside the block that the pool may hand out
+    (``alloc_hugetlb_folio_nodemask()``: only while ``free_huge_pages > resv_huge_pages``).
+    """
+
+    capacity: Optional[int] = None
+    pool: Dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class MigrationOutcome:
+    #: "none_left" (-ENOENT), "busy" (-EBUSY "unmovable page") or "loops" (until a signal)
+    result: str
+    #: index in the range of the page SCAN stops at (busy) or keeps finding (loops)
+    index: Optional[int]
+    #: pages of folios that migrate successfully
+    migrated: np.ndarray
+    #: kinds after the migration rounds (migrated pages freed, pool sources back in the pool)
+    kinds_after: np.ndarray
+    refcount_after: np.ndarray
+    #: pages that need a migration target taken from ``capacity``
+    demand: int
+    log: List[LogEntry]
+
+
+def found_pages(view: RangeView) -> np.ndarray:
+    """Pages SCAN reports as movable: LRU, movable_ops (checked before PageOffline), and
+    in-use hugetlb folios with the migratable flag."""
+    return view.lru | view.movable_ops | view.hugetlb_in_use_migratable
+
+
+def busy_pages(view: RangeView, semantics: OfflineSemantics) -> np.ndarray:
+    """PageOffline pages without movable_ops that make SCAN fail (site 2)."""
+    return view.offline & ~view.movable_ops & semantics.scan_busy(view.refcount, view.skippable)
+
+
+def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTargets) -> MigrationOutcome:
+    found = found_pages(view)
+    busy = busy_pages(view, semantics)
+    first = view.folio_first()
+    heads = np.flatnonzero(found & first)
+    kinds_h = view.kinds[heads]
+    size_h = np.left_shift(np.int64(1), FOLIO_ORDER[kinds_h].astype(np.int64))
+    # Long-term pins and any reference beyond the kind's own make migrate_pages() fail
+    # (folio_migrate_mapping()'s refcount check) every round.
+    pinned = IS_PINNED[kinds_h] | (view.refcount[heads] > DEFAULT_REFCOUNT[kinds_h])
+    uses_pool = np.zeros(len(heads), dtype=bool)
+    for kind, order in ((PageKind.HUGETLB, 9), (PageKind.GIGANTIC, 18)):
+        mask = (kinds_h == kind) & ~pinned
+        uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
+    # Gigantic folios cannot be allocated fresh (alloc_migrate_hugetlb_folio() returns NULL).
+    needs_capacity = ~pinned & ~uses_pool & (kinds_h != PageKind.GIGANTIC)
+    demand_curve = np.cumsum(np.where(needs_capacity, size_h, 0))
+    fits = demand_curve <= targets.capacity if targets.capacity is not None else np.ones(len(heads), bool)
+    success_h = uses_pool | (needs_capacity & fits)
+    enomem_h = ~pinned & ~success_h
+
+    # Expand folio results to pages (folios are contiguous runs starting at their heads).
+    folio_id = np.cumsum(first) - 1
+    head_of_folio = np.full(int(folio_id[-1]) + 1 if len(folio_id) else 0, -1, dtype=np.int64)
+    head_of_folio[folio_id[heads]] = np.arange(len(heads))
+    page_head = np.where(found, head_of_folio[folio_id], -1)
+    migrated = np.zeros(len(view), dtype=bool)
+    failed = np.zeros(len(view), dtype=bool)
+    pool_pages = np.zeros(len(view), dtype=bool)
+    has = page_head >= 0
+    migrated[has] = success_h[page_head[has]]
+    failed[has] = ~success_h[page_head[has]]
+    pool_pages[has] = uses_pool[page_head[has]]
+    demand = int(demand_curve[-1]) if len(demand_curve) else 0
+
+    kinds_after = view.kinds.copy()
+    refcount_after = view.refcount.copy()
+    kinds_after[migrated & ~pool_pages] = PageKind.FREE
+    freed_pool = migrated & pool_pages
+    kinds_after[freed_pool & (view.kinds == PageKind.HUGETLB)] = PageKind.HUGETLB_FREE
+    kinds_after[freed_pool & (view.kinds == PageKind.GIGANTIC)] = PageKind.GIGANTIC_FREE
+    refcount_after[migrated] = 0
+
+    h = first_index(found | busy)
+    if h is None:
+        return MigrationOutcome("none_left", None, migrated, view.kinds, view.refcount, demand, [])
+    if busy[h]:
+        return MigrationOutcome("busy", h, migrated, view.kinds, view.refcount, demand, [])
+
+    # Round 1 MIGRATE from h: messages, rate-limited together (one static ratelimit state).
+    after = np.arange(len(view)) >= h
+    skipped = (view.offline & semantics.migrate_skips(view.skippable)) | (view.refcount == 0) | view.hwpoison
+    not_isolatable = first & after & ~skipped & ~found
+    events: List[List[LogEntry]] = []
+    for i in np.flatnonzero(not_isolatable):
+        pfn = view.pfn + int(i)
+        events.append([LogEntry(LogLevel.PR_WARN, f"failed to isolate pfn {pfn:x}", pfn, "do_migrate_range"),
+                       LogEntry(LogLevel.DUMP_PAGE, "isolation failed", pfn, "do_migrate_range")])
+        if len(events) >= RATELIMIT_BURST:
+            break
+    failed_heads = heads[~success_h]
+    if len(failed_heads) and len(events) < RATELIMIT_BURST:
+        ret = ENOMEM if enomem_h.any() else int(len(failed_heads))
+        for i in failed_heads[: RATELIMIT_BURST - len(events)]:
+            pfn = view.pfn + int(i)
+            events.append([LogEntry(LogLevel.PR_WARN, f"migrating pfn {pfn:x} failed ret:{ret}", pfn,
+                                    "do_migrate_range"),
+                           LogEntry(LogLevel.DUMP_PAGE, "migration failure", pfn, "do_migrate_range")])
+
+    again = first_index((failed & found) | busy, h)
+    if again is not None and not busy[again]:
+        log = [LogEntry(e.level, e.text, e.pfn, e.function, e.count, True) for pair in events for e in pair]
+        return MigrationOutcome("loops", again, migrated, kinds_after, refcount_after, demand, log)
+    log = [e for pair in events for e in pair]
+    if again is not None:
+        return MigrationOutcome("busy", again, migrated, kinds_after, refcount_after, demand, log)
+    return MigrationOutcome("none_left", None, migrated, kinds_after, refcount_after, demand, log)

@@ -1,0 +1,142 @@
+"""The two PageOffline semantics as ONE set of variation points (spec §5.1).
+
+Every difference between mainline (``refcount``) and the posted ``PG_offline_skippable``
+patch (``skippable``) is one of the five predicate sites below, plus what virtio-mem does in
+its memory notifier. The pipeline (``memplan.kernel.offline``) and the per-page reference
+(``memplan.kernel.reference``) call only these methods, so a third variant (e.g. a future
+"frozen PageOffline" kernel) is one more subclass.
+
+All predicates take numpy arrays describing PageOffline pages (``refcount`` after the memory
+notifier ran, ``skippable`` = ``PageOfflineSkippable``) and return boolean arrays; they work on
+0-d arrays too.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from memplan.errors import UsageError, did_you_mean
+from memplan.results import HazardKind, LogLevel
+
+#: (level, kernel text, function, hazard, mask)
+CommitCheck = Tuple[LogLevel, str, str, HazardKind, np.ndarray]
+
+
+class OfflineSemantics(ABC):
+    """How ``offline_pages()`` treats PageOffline pages that are not movable (no movable_ops)."""
+
+    name: str
+    title: str
+    #: virtio-mem drops its reference on fake-offline pages in MEM_GOING_OFFLINE and re-takes
+    #: it in MEM_CANCEL_OFFLINE (``virtio_mem_fake_offline_going_offline()``)
+    virtio_mem_drops_refs: bool
+    #: virtio-mem sets PG_offline_skippable on its fake-offline pages
+    #: (``virtio_mem_set_fake_offline()`` in PATCH-v2)
+    virtio_mem_marks_skippable: bool
+    #: driver removal clears PG_offline_skippable on unplugged parts of online partial blocks
+    #: (``virtio_mem_sbm_mark_mb_non_skippable()`` in PATCH-v2)
+    virtio_mem_unload_clears_skippable: bool
+
+    # Site 1: mm/page_isolation.c page_is_unmovable(), PB_ISOLATE_MODE_MEM_OFFLINE rule.
+    @abstractmethod
+    def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
+        """PageOffline pages (refcount > 0, kernel zone) that isolation lets through."""
+
+    # Site 2: mm/memory_hotplug.c scan_movable_pages().
+    @abstractmethod
+    def scan_busy(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+        """PageOffline pages that make SCAN return -EBUSY ("unmovable page")."""
+
+    # Site 3: mm/memory_hotplug.c do_migrate_range().
+    @abstractmethod
+    def migrate_skips(self, skippable: np.ndarray) -> np.ndarray:
+        """PageOffline pages MIGRATE skips before ``folio_try_get()``."""
+
+    # Site 4: mm/page_isolation.c __test_page_isolated_in_pageblock(), MEM_OFFLINE mode.
+    @abstractmethod
+    def test_passes(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+        """PageOffline pages TEST_ISOLATED accepts."""
+
+    # Site 5: mm/page_alloc.c __offline_isolated_pages().
+    @abstractmethod
+    def commit_checks(self, refcount: np.ndarray, skippable: np.ndarray) -> List[CommitCheck]:
+        """The assertions the commit step runs on every PageOffline page still in the range."""
+
+
+class RefcountSemantics(OfflineSemantics):
+    """Mainline: every released kernel (ML-NEW torvalds/linux @ c17ee635, still refcount)."""
+
+    name = "refcount"
+    title = "mainline (MEM_GOING_OFFLINE refcount protocol)"
+    virtio_mem_drops_refs = True
+    virtio_mem_marks_skippable = False
+    virtio_mem_unload_clears_skippable = False
+
+    def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
+        # "We treat all PageOffline() pages as movable when offlining to give drivers a
+        # chance to decrement their reference count in MEM_GOING_OFFLINE".
+        return np.ones_like(skippable, dtype=bool)
+
+    def scan_busy(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+        # if (PageOffline(page) && page_count(page)) return -EBUSY;
+        return refcount != 0
+
+    def migrate_skips(self, skippable: np.ndarray) -> np.ndarray:
+        # No special case: refcount-0 pages fail folio_try_get() and are skipped anyway.
+        return np.zeros_like(skippable, dtype=bool)
+
+    def test_passes(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+        # else if (PageOffline(page) && !page_count(page)) pfn++;
+        return refcount == 0
+
+    def commit_checks(self, refcount: np.ndarray, skippable: np.ndarray) -> List[CommitCheck]:
+        return [(LogLevel.BUG, "BUG_ON(page_count(page))", "__offline_isolated_pages",
+                 HazardKind.BUG, refcount != 0)]
+
+
+class SkippableSemantics(OfflineSemantics):
+    """The posted patch "mm/memory_hotplug: PG_offline_skippable ..." (v2, 2025-05-20), not merged."""
+
+    name = "skippable"
+    title = "PG_offline_skippable patch (posted May 2025, not in mainline)"
+    virtio_mem_drops_refs = False
+    virtio_mem_marks_skippable = True
+    virtio_mem_unload_clears_skippable = True
+
+    def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
+        # if ((flags & MEMORY_OFFLINE) && PageOffline(page) && PageOfflineSkippable(page)) continue;
+        return np.asarray(skippable, dtype=bool)
+
+    def scan_busy(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+        # if (PageOffline(page) && !PageOfflineSkippable(page)) return -EBUSY;
+        return ~np.asarray(skippable, dtype=bool)
+
+    def migrate_skips(self, skippable: np.ndarray) -> np.ndarray:
+        # if (PageOffline(page) && PageOfflineSkippable(page)) continue;
+        return np.asarray(skippable, dtype=bool)
+
+    def test_passes(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+        return np.asarray(skippable, dtype=bool)
+
+    def commit_checks(self, refcount: np.ndarray, skippable: np.ndarray) -> List[CommitCheck]:
+        return [
+            (LogLevel.WARN_ONCE, "WARN_ON_ONCE(!PageOfflineSkippable(page))", "__offline_isolated_pages",
+             HazardKind.WARN, ~np.asarray(skippable, dtype=bool)),
+            (LogLevel.WARN_ONCE, "WARN_ON_ONCE(page_count(page) != 1)", "__offline_isolated_pages",
+             HazardKind.WARN, refcount != 1),
+        ]
+
+
+SEMANTICS: Dict[str, OfflineSemantics] = {s.name: s for s in (RefcountSemantics(), SkippableSemantics())}
+
+
+def get_semantics(name: str) -> OfflineSemantics:
+    """Look up a semantics by name (``refcount`` or ``skippable``)."""
+    try:
+        return SEMANTICS[name]
+    except KeyError:
+        raise UsageError(f"unknown semantics {name!r}; choose one of: {', '.join(SEMANTICS)}",
+                         hint=did_you_mean(name, SEMANTICS)) from None

@@ -1,0 +1,23 @@
+"""Kernel-version gates, drgn-style: each rule names the release that introduced it."""
+
+from __future__ import annotations
+
+import re
+from typing import Optional, Tuple
+
+#: NUMA node notifiers in online_pages()/offline_pages() ("node notifier failure"): v6.17.
+NODE_NOTIFIER = (6, 17)
+
+
+def parse_release(release: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``"6.1.0-56-amd64"`` -> ``(6, 1)``; ``None`` or unparsable -> ``None`` (newest rules)."""
+    if not release:
+        return None
+    match = re.match(r"\s*(\d+)\.(\d+)", release)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def at_least(release: Optional[str], version: Tuple[int, int]) -> bool:
+    """Whether a kernel release has a feature introduced in ``version`` (unknown: yes)."""
+    parsed = parse_release(release)
+    return parsed is None or parsed >= version

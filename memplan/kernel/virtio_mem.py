@@ -1,0 +1,295 @@
+"""virtio-mem: device geometry, SBM/BBM block states and fake-offline pages.
+
+Mirrors ``drivers/virtio/virtio_mem.c`` (ML-NEW torvalds/linux @ c17ee635):
+``virtio_mem_init_hotplug()`` (sub-block size, SBM/BBM choice, big-block size),
+``enum virtio_mem_sbm_mb_state`` / ``enum virtio_mem_bbm_bb_state`` and
+``virtio_mem_online_page()`` (which pages stay fake-offline while a block is online).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from memplan.geometry import Geometry
+from memplan.model import DriverState, OnlineType, VirtioMemDevice, VirtioMemMode, Zone
+
+
+class SbmState(str, Enum):
+    """``enum virtio_mem_sbm_mb_state`` (without the ``VIRTIO_MEM_SBM_MB_`` prefix)."""
+
+    UNUSED = "UNUSED"
+    PLUGGED = "PLUGGED"
+    OFFLINE = "OFFLINE"
+    OFFLINE_PARTIAL = "OFFLINE_PARTIAL"
+    KERNEL = "KERNEL"
+    KERNEL_PARTIAL = "KERNEL_PARTIAL"
+    MOVABLE = "MOVABLE"
+    MOVABLE_PARTIAL = "MOVABLE_PARTIAL"
+
+
+class BbmState(str, Enum):
+    """``enum virtio_mem_bbm_bb_state`` (without the ``VIRTIO_MEM_BBM_BB_`` prefix)."""
+
+    UNUSED = "UNUSED"
+    PLUGGED = "PLUGGED"
+    ADDED = "ADDED"
+    FAKE_OFFLINE = "FAKE_OFFLINE"
+
+
+class DeviceConfigError(ValueError):
+    """The device description is inconsistent; ``key`` names the offending profile key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def subblock_size(geometry: Geometry, device_block_size: int) -> int:
+    """``sb_size = max(device_block_size, PAGE_SIZE * pageblock_nr_pages)`` (2 MiB on x86-64)."""
+    return max(device_block_size, geometry.pageblock_size)
+
+
+def select_mode(geometry: Geometry, device_block_size: int, force_bbm: bool = False) -> VirtioMemMode:
+    """SBM iff the sub-block is smaller than a memory block and ``force_bbm`` is off."""
+    if subblock_size(geometry, device_block_size) < geometry.memory_block_size and not force_bbm:
+        return VirtioMemMode.SBM
+    return VirtioMemMode.BBM
+
+
+def big_block_size(geometry: Geometry, device_block_size: int, param: int = 0) -> Tuple[int, Optional[str]]:
+    """``bb_size = max(device_block_size, memory_block_size)``; ``bbm_block_size`` overrides it
+    only if it is a power of two and not smaller (else the kernel warns and ignores it)."""
+    size = max(device_block_size, geometry.memory_block_size)
+    if not param:
+        return size, None
+    if param & (param - 1):
+        return size, "bbm_block_size is not a power of 2"
+    if param < size:
+        return size, "bbm_block_size is too small"
+    return param, None
+
+
+def default_kernel_zone(geometry: Geometry, start_pfn: int) -> Zone:
+    """``default_kernel_zone_for_pfn()`` for hotplugged memory on x86-64: the lowest kernel
+    zone whose span contains the range (DMA < 16 MiB, DMA32 < 4 GiB, else Normal)."""
+    address = geometry.address(start_pfn)
+    if address < 16 << 20:
+        return Zone.DMA
+    if address < 4 << 30:
+        return Zone.DMA32
+    return Zone.NORMAL
+
+
+def configure(
+    geometry: Geometry,
+    *,
+    id: str,
+    addr: int,
+    region_size: int,
+    device_block_size: int,
+    mode: str = "auto",
+    bbm_block_size: int = 0,
+    plugged_blocks: Optional[Sequence[int]] = None,
+    plugged_size: Optional[int] = None,
+    online: OnlineType = OnlineType.MOVABLE,
+    node: int = 0,
+    driver: DriverState = DriverState.LOADED,
+    fake_offline_big_blocks: Sequence[int] = (),
+    unplug_online: bool = True,
+) -> Tuple[VirtioMemDevice, List[str]]:
+    """Build a device the way ``virtio_mem_init_hotplug()`` sees it; returns it and warnings."""
+    warnings: List[str] = []
+    if device_block_size <= 0 or device_block_size & (device_block_size - 1):
+        raise DeviceConfigError("block_size", f"{device_block_size:#x} is not a power of two")
+    if device_block_size < geometry.page_size:
+        raise DeviceConfigError("block_size", f"{device_block_size:#x} is smaller than a page")
+    if addr % geometry.memory_block_size:
+        raise DeviceConfigError("addr", f"{addr:#x} is not aligned to the memory block size "
+                                f"({geometry.memory_block_size >> 20} MiB)")
+    if region_size <= 0 or region_size % device_block_size:
+        raise DeviceConfigError("region_size", f"{region_size:#x} is not a multiple of the device block size")
+    auto = select_mode(geometry, device_block_size)
+    if mode == "auto":
+        chosen = auto
+    elif mode == "sbm":
+        if auto is not VirtioMemMode.SBM:
+            raise DeviceConfigError("mode", "SBM needs a sub-block smaller than a memory block "
+                                    f"(sub-block {subblock_size(geometry, device_block_size) >> 20} MiB)")
+        chosen = VirtioMemMode.SBM
+    elif mode == "bbm":
+        chosen = VirtioMemMode.BBM  # force_bbm=1
+    else:
+        raise DeviceConfigError("mode", f"{mode!r} is not one of auto, sbm, bbm")
+
+    if chosen is VirtioMemMode.SBM:
+        if bbm_block_size:
+            raise DeviceConfigError("bbm_block_size", "only applies to Big Block Mode")
+        unit = subblock_size(geometry, device_block_size)
+        mb = geometry.memory_block_size
+        usable_start = -(-addr // mb) * mb
+        usable_end = (addr + region_size) // mb * mb
+    else:
+        unit, warning = big_block_size(geometry, device_block_size, bbm_block_size)
+        if warning:
+            warnings.append(f"virtio-mem {id}: {warning}; using {unit >> 20} MiB big blocks")
+        usable_start = -(-addr // unit) * unit
+        usable_end = (addr + region_size) // unit * unit
+    units = max((usable_end - usable_start) // unit, 0)
+    if units == 0:
+        raise DeviceConfigError("region_size", f"the region holds no whole {unit >> 20} MiB "
+                                f"{'sub-block' if chosen is VirtioMemMode.SBM else 'big block'}")
+
+    per_unit = unit // device_block_size
+    head = (usable_start - addr) // device_block_size
+    device_blocks = region_size // device_block_size
+    plugged_db = np.zeros(device_blocks, dtype=bool)
+    if plugged_blocks is not None and plugged_size is not None:
+        raise DeviceConfigError("plugged", "give either plugged or plugged_size, not both")
+    if plugged_size is not None:
+        if plugged_size % unit:
+            raise DeviceConfigError("plugged_size", f"{plugged_size:#x} is not a multiple of the "
+                                    f"{unit >> 20} MiB (un)plug unit")
+        count = plugged_size // device_block_size
+        if count > units * per_unit:
+            raise DeviceConfigError("plugged_size", "is larger than the usable region")
+        plugged_db[head:head + count] = True
+    elif plugged_blocks is not None:
+        idx = np.asarray(list(plugged_blocks), dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= device_blocks):
+            raise DeviceConfigError("plugged", f"device block {int(idx.max())} is outside the region "
+                                    f"({device_blocks} blocks of {device_block_size >> 10} KiB)")
+        plugged_db[idx] = True
+    outside = plugged_db.copy()
+    outside[head:head + units * per_unit] = False
+    if outside.any():
+        raise DeviceConfigError("plugged", f"device block {int(np.flatnonzero(outside)[0])} is not in a "
+                                "usable part of the region")
+    grid = plugged_db[head:head + units * per_unit].reshape(units, per_unit)
+    partial = grid.any(axis=1) & ~grid.all(axis=1)
+    if partial.any():
+        raise DeviceConfigError("plugged", f"unit {int(np.flatnonzero(partial)[0])} is partly plugged; the "
+                                f"driver plugs whole {unit >> 10} KiB "
+                                f"{'sub-blocks' if chosen is VirtioMemMode.SBM else 'big blocks'}")
+    plugged = grid.all(axis=1)
+
+    fake_offline = frozenset(int(b) for b in fake_offline_big_blocks)
+    if fake_offline and chosen is not VirtioMemMode.BBM:
+        raise DeviceConfigError("fake_offline_big_blocks", "only applies to Big Block Mode")
+    for bb in fake_offline:
+        if not 0 <= bb < units or not plugged[bb]:
+            raise DeviceConfigError("fake_offline_big_blocks", f"big block {bb} is not plugged")
+
+    device = VirtioMemDevice(
+        id=id, addr=addr, region_size=region_size, device_block_size=device_block_size, mode=chosen,
+        unit_size=unit, plugged=plugged, online=online, node=node, driver=driver,
+        fake_offline_units=fake_offline, unplug_online=unplug_online,
+        first_block=usable_start // geometry.memory_block_size, units=units,
+    )
+    return device, warnings
+
+
+@dataclass(frozen=True)
+class AddedBlock:
+    """A memory block the driver added with ``add_memory_driver_managed()``."""
+
+    block: int
+    state: str  # SbmState / BbmState name
+    online: bool
+    zone: Zone
+
+
+def units_per_block(device: VirtioMemDevice, geometry: Geometry) -> int:
+    """SBM: sub-blocks per memory block (``sbs_per_mb``); BBM: 0 (a big block spans blocks)."""
+    if device.mode is VirtioMemMode.SBM:
+        return geometry.memory_block_size // device.unit_size
+    return 0
+
+
+def blocks_per_unit(device: VirtioMemDevice, geometry: Geometry) -> int:
+    """BBM: memory blocks per big block."""
+    return max(device.unit_size // geometry.memory_block_size, 1)
+
+
+def block_zone(device: VirtioMemDevice, geometry: Geometry, block: int) -> Zone:
+    if device.online is OnlineType.MOVABLE:
+        return Zone.MOVABLE
+    return default_kernel_zone(geometry, geometry.block_start_pfn(block))
+
+
+def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock]:
+    """Every memory block of the device that exists (has plugged memory), with its state."""
+    out: List[AddedBlock] = []
+    online = device.online is not OnlineType.OFFLINE
+    if device.mode is VirtioMemMode.SBM:
+        per = units_per_block(device, geometry)
+        grid = device.plugged.reshape(-1, per)
+        for i, row in enumerate(grid):
+            if not row.any():
+                continue  # UNUSED: never added, no memory block device
+            full = bool(row.all())
+            block = device.first_block + i
+            if not online:
+                state = SbmState.OFFLINE if full else SbmState.OFFLINE_PARTIAL
+            elif device.online is OnlineType.MOVABLE:
+                state = SbmState.MOVABLE if full else SbmState.MOVABLE_PARTIAL
+            else:
+                state = SbmState.KERNEL if full else SbmState.KERNEL_PARTIAL
+            out.append(AddedBlock(block, state.value, online, block_zone(device, geometry, block)))
+    else:
+        per = blocks_per_unit(device, geometry)
+        for bb in np.flatnonzero(device.plugged):
+            state = BbmState.FAKE_OFFLINE if int(bb) in device.fake_offline_units else BbmState.ADDED
+            for j in range(per):
+                block = device.first_block + int(bb) * per + j
+                out.append(AddedBlock(block, state.value, online, block_zone(device, geometry, block)))
+    return out
+
+
+def fake_offline_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[Tuple[int, int]]:
+    """pfn ranges [start, end) that are fake-offline (PageOffline) inside online blocks.
+
+    SBM: unplugged sub-blocks of added, online blocks (``virtio_mem_online_page()`` keeps them
+    back). BBM: every page of an online block of a ``FAKE_OFFLINE`` big block.
+    """
+    if device.online is OnlineType.OFFLINE:
+        return []
+    ranges: List[Tuple[int, int]] = []
+    unit_pages = device.unit_size // geometry.page_size
+    base = geometry.block_start_pfn(device.first_block)
+    if device.mode is VirtioMemMode.SBM:
+        per = units_per_block(device, geometry)
+        grid = device.plugged.reshape(-1, per)
+        added = grid.any(axis=1)
+        unplugged = ~grid & added[:, None]
+        flat = unplugged.ravel()
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], flat.astype(np.int8), [0]))))
+        for lo, hi in zip(edges[::2], edges[1::2]):
+            ranges.append((base + int(lo) * unit_pages, base + int(hi) * unit_pages))
+    else:
+        for bb in sorted(device.fake_offline_units):
+            ranges.append((base + bb * unit_pages, base + (bb + 1) * unit_pages))
+    return ranges
+
+
+def block_states(device: VirtioMemDevice, geometry: Geometry) -> Dict[int, str]:
+    return {b.block: b.state for b in added_blocks(device, geometry)}
+
+
+def fake_offline_skippable(device: VirtioMemDevice, state: Optional[str], marks_skippable: bool,
+                           unload_clears: bool) -> bool:
+    """Whether this block's fake-offline pages carry PG_offline_skippable (Variant S only).
+
+    PATCH-v2 sets the flag whenever virtio-mem fake-offlines a page; on driver removal
+    ``virtio_mem_sbm_mark_mb_non_skippable()`` clears it for ``KERNEL_PARTIAL`` and
+    ``MOVABLE_PARTIAL`` blocks.
+    """
+    if not marks_skippable:
+        return False
+    if (unload_clears and device.driver is DriverState.UNLOADED
+            and state in (SbmState.KERNEL_PARTIAL.value, SbmState.MOVABLE_PARTIAL.value)):
+        return False
+    return True

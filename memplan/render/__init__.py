@@ -1,0 +1,1 @@
+"""Turning result dataclasses into output: rich tables for people, JSON for scripts."""

@@ -1,0 +1,68 @@
+"""Rich tables for people (lsmem-like columns and sizes)."""
+
+from __future__ import annotations
+
+from typing import List
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from memplan.results import BlockVerdict, Outcome, SimulationResult
+from memplan.units import format_size
+
+RESULT_STYLE = {Outcome.OFFLINED: "green", Outcome.FAILS: "red", Outcome.HANGS: "yellow"}
+
+
+def lsmem_range(v: BlockVerdict) -> str:
+    """lsmem's RANGE cell: ``0x%016x-0x%016x`` with an inclusive end."""
+    return f"0x{v.start:016x}-0x{v.end:016x}"
+
+
+def culprit_text(v: BlockVerdict) -> str:
+    if v.culprit is None:
+        return ""
+    return f"{v.culprit.kind.label}@{v.culprit.pfn:#x}"
+
+
+def simulation_table(result: SimulationResult) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (("BLOCK", "right"), ("RANGE", "left"), ("SIZE", "right"), ("ZONE", "left"),
+                          ("RESULT", "left"), ("ERRNO", "left"), ("REASON", "left"), ("STEP", "left"),
+                          ("FREE", "right"), ("TO MIGRATE", "right"), ("SKIPPED", "right"),
+                          ("DISSOLVED", "right"), ("CULPRIT", "left")):
+        table.add_column(name, justify=justify, no_wrap=name not in ("REASON", "CULPRIT"))
+    confidence = any(b.confidence for b in result.blocks)
+    if confidence:
+        table.add_column("CONFIDENCE")
+    for v in result.blocks:
+        row: List = [
+            str(v.block), lsmem_range(v), format_size(v.size), v.zone.value if v.zone else "none",
+            Text(v.result.value, style=RESULT_STYLE[v.result]), v.errno.value if v.errno else "-",
+            v.reason.value if v.reason else "-", v.step.value if v.step else "-",
+            str(v.pages.free), str(v.pages.migrated), str(v.pages.skipped_offline), str(v.pages.dissolved),
+            culprit_text(v),
+        ]
+        if confidence:
+            row.append(v.confidence or "")
+        table.add_row(*row)
+    return table
+
+
+def summary_lines(result: SimulationResult) -> List[str]:
+    s = result.summary
+    lines = [
+        f"Semantics:          {result.semantics}" + (f" ({result.semantics_reason})" if result.semantics_reason else ""),
+        f"Blocks judged:      {s.blocks}",
+        f"Would offline:      {s.offlined} ({format_size(s.offlinable_bytes)})",
+        f"Would fail:         {s.fails}",
+        f"Would hang:         {s.hangs} (until a signal: -EINTR \"signal backoff\")",
+    ]
+    return lines
+
+
+def print_simulation(console: Console, result: SimulationResult) -> None:
+    console.print(simulation_table(result))
+    console.print()
+    for line in summary_lines(result):
+        console.print(line, highlight=False, markup=False)

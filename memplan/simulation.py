@@ -1,0 +1,256 @@
+"""``memplan simulate``: judge every selected block against the machine's current state.
+
+Blocks are materialised in chunks (bounded memory). Each block is judged independently, as
+if it were the only one being offlined; the only cross-block input is where migrated pages
+can go (free pages of other online blocks on the allowed nodes, spec §3 step 9b) and the
+hugetlb pools, which a second pass takes into account only where it matters.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from memplan.errors import UsageError
+from memplan.kernel import hugetlb as hugetlb_mod
+from memplan.kernel import versions
+from memplan.kernel.migration import MigrationTargets
+from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup, fast_verdicts, offline_block
+from memplan.kernel.semantics import OfflineSemantics, get_semantics
+from memplan.kernel.virtio_mem import block_states
+from memplan.model import (
+    IS_HUGETLB, BlockState, HugetlbPool, Machine, PageKind, Zone,
+)
+from memplan.results import BlockVerdict, SimulationResult
+
+#: Pages materialised at once (bounded memory: about 4 MiB of page kinds per chunk).
+CHUNK_PAGES = 1 << 22
+
+Progress = Callable[[int, int], None]
+
+
+def chunks(ids: np.ndarray, pages_per_block: int) -> List[np.ndarray]:
+    """Split block ids into chunks of consecutive ids of at most ``CHUNK_PAGES`` pages."""
+    per = max(1, CHUNK_PAGES // pages_per_block)
+    out: List[np.ndarray] = []
+    start = 0
+    while start < len(ids):
+        end = start + 1
+        while end < len(ids) and end - start < per and ids[end] == ids[end - 1] + 1:
+            end += 1
+        out.append(ids[start:end])
+        start = end
+    return out
+
+
+@dataclass(frozen=True)
+class Census:
+    """Per-row free pages of every online block and free hugetlb folios of the machine."""
+
+    free_pages: np.ndarray
+    free_hugetlb: Dict[int, int]
+
+
+_CENSUS: "weakref.WeakKeyDictionary[Machine, Census]" = weakref.WeakKeyDictionary()
+
+
+def census(machine: Machine) -> Census:
+    """Count free pages per online block and free hugetlb folios (cached per machine)."""
+    cached = _CENSUS.get(machine)
+    if cached is not None:
+        return cached
+    geo = machine.geometry
+    table = machine.blocks
+    free = np.zeros(len(table), dtype=np.int64)
+    huge = {9: 0, 18: 0}
+    online_ids = table.ids[table.online]
+    for ids in chunks(online_ids, geo.pages_per_block):
+        batch = machine.pages.materialize(ids)
+        rows = table.rows(ids)
+        free[rows] = np.count_nonzero(batch.kinds == PageKind.FREE, axis=1)
+        for r, block in enumerate(ids):
+            base = geo.block_start_pfn(int(block))
+            for order in (9, 18):
+                huge[order] += hugetlb_mod.free_folio_heads(batch.kinds[r], base, order)
+    result = Census(free, huge)
+    _CENSUS[machine] = result
+    return result
+
+
+def resolve_pools(machine: Machine) -> Dict[int, HugetlbPool]:
+    """Pool counters; a missing ``free`` is the number of free folios the machine holds."""
+    pools: Dict[int, HugetlbPool] = {}
+    for order in (9, 18):
+        pool = machine.environment.hugetlb.get(order)
+        if pool is not None and pool.free is not None:
+            pools[order] = pool
+            continue
+        possible = getattr(machine.pages, "possible_kinds", lambda: None)()
+        free_kind = PageKind.HUGETLB_FREE if order == 9 else PageKind.GIGANTIC_FREE
+        if possible is not None and free_kind not in possible:
+            free = 0
+        else:
+            free = census(machine).free_hugetlb[order]
+        pools[order] = HugetlbPool(free=free, resv=pool.resv if pool else 0)
+    return pools
+
+
+class Simulator:
+    """Builds per-block contexts for one machine and runs the pipeline over chunks."""
+
+    def __init__(self, machine: Machine, semantics: OfflineSemantics) -> None:
+        self.machine = machine
+        self.semantics = semantics
+        geo = machine.geometry
+        table = machine.blocks
+        online = table.online
+        node_present: Dict[int, int] = {}
+        for node, pages in zip(table.node[online], table.ram_pages[online]):
+            node_present[int(node)] = node_present.get(int(node), 0) + int(pages)
+        self.setup = OfflineSetup(
+            geometry=geo, semantics=semantics, environment=machine.environment, pools=resolve_pools(machine),
+            node_present_pages=node_present,
+            node_notifier=versions.at_least(machine.kernel, versions.NODE_NOTIFIER),
+        )
+        self.device_states = [block_states(d, geo) for d in machine.devices]
+        self._no_pageblocks = np.zeros(geo.pageblocks_per_block, dtype=bool)
+        self._cma = self._pageblock_masks(machine.cma)
+        self._isolated = self._pageblock_masks(machine.environment.isolated)
+
+    def _pageblock_masks(self, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
+        geo = self.machine.geometry
+        masks: Dict[int, np.ndarray] = {}
+        for lo, hi in ranges:
+            for block in range(lo // geo.pages_per_block, (hi - 1) // geo.pages_per_block + 1):
+                mask = masks.setdefault(block, np.zeros(geo.pageblocks_per_block, dtype=bool))
+                base = geo.block_start_pfn(block)
+                a = max(lo - base, 0) // geo.pageblock_pages
+                b = -(-(min(hi - base, geo.pages_per_block)) // geo.pageblock_pages)
+                mask[a:b] = True
+        return masks
+
+    def context(self, row: int, capacity: Optional[int] = None) -> BlockContext:
+        machine, geo = self.machine, self.machine.geometry
+        table = machine.blocks
+        block = int(table.ids[row])
+        device_index = int(table.device[row])
+        device = machine.devices[device_index] if device_index >= 0 else None
+        return BlockContext(
+            block=block, start_pfn=geo.block_start_pfn(block), state=table.state_of(row), zone=table.zone_of(row),
+            node=int(table.node[row]), vmemmap=int(table.vmemmap[row]), device=device,
+            device_state=self.device_states[device_index].get(block) if device else None,
+            cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
+            targets=MigrationTargets(capacity=capacity),
+        )
+
+    def run(self, block_ids: np.ndarray, capacities: Optional[Dict[int, int]] = None,
+            progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
+        machine = self.machine
+        table = machine.blocks
+        out: List[Tuple[BlockVerdict, BlockStats]] = []
+        done = 0
+        for ids in chunks(block_ids, machine.geometry.pages_per_block):
+            rows = table.rows(ids)
+            online_ids = ids[table.online[rows]]
+            batch = machine.pages.materialize(online_ids) if len(online_ids) else None
+            contexts = [self.context(int(r), (capacities or {}).get(int(table.ids[r]))) for r in rows]
+            online_ctx = [c for c in contexts if c.state is BlockState.ONLINE]
+            fast: List = []
+            if batch is not None:
+                has_ref = (np.zeros(len(online_ids), bool) if batch.refcount is None
+                           else (batch.refcount != batch.refcounts_default()).any(axis=1))
+                fast = fast_verdicts(self.setup, online_ctx, batch.kinds, has_ref)
+            j = 0
+            for ctx in contexts:
+                if ctx.state is not BlockState.ONLINE:
+                    empty = np.zeros(machine.geometry.pages_per_block, dtype=np.uint8)
+                    out.append(offline_block(self.setup, ctx, empty, None))
+                    continue
+                result = fast[j]
+                if result is None:
+                    ref = batch.refcount[j] if batch.refcount is not None else None
+                    result = offline_block(self.setup, ctx, batch.kinds[j], ref)
+                out.append(result)
+                j += 1
+            done += len(ids)
+            if progress:
+                progress(done, len(block_ids))
+        return out
+
+
+def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarray:
+    """The requested block ids (all online blocks by default); unknown ids are a usage error."""
+    table = machine.blocks
+    if blocks is None:
+        return table.ids[table.online]
+    ids = np.asarray(sorted(set(int(b) for b in blocks)), dtype=np.int64)
+    exists = table.exists(ids)
+    if not exists.all():
+        missing = int(ids[~exists][0])
+        raise UsageError(f"memory block {missing} does not exist on {machine.name} "
+                         f"(blocks: {_describe_ids(table.ids)})")
+    return ids
+
+
+def _describe_ids(ids: np.ndarray) -> str:
+    from memplan.units import format_block_ranges
+    text = format_block_ranges([int(i) for i in ids])
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict[int, int]:
+    """Free pages each block's migrated pages may use: online blocks on the other memory nodes,
+    or on its own node when it is the only one (``do_migrate_range()``'s nodemask)."""
+    table = machine.blocks
+    online = table.online
+    needy = {b: s.demand for b, s in stats.items() if s.demand > 0}
+    if not needy:
+        return {}
+    # Lower bound from the selected blocks alone; a census only when that is not enough.
+    rows_known = table.rows(list(stats))
+    free_known = np.zeros(len(table), dtype=np.int64)
+    free_known[rows_known] = [stats[int(b)].free_pages for b in table.ids[rows_known]]
+
+    def capacities(free: np.ndarray) -> Dict[int, int]:
+        per_node: Dict[int, int] = {}
+        for node, pages in zip(table.node[online], free[online]):
+            per_node[int(node)] = per_node.get(int(node), 0) + int(pages)
+        memory_nodes = {int(n) for n in table.node[online] if n >= 0}
+        out: Dict[int, int] = {}
+        for block in needy:
+            row = int(table.rows([block])[0])
+            node = int(table.node[row])
+            allowed = (memory_nodes - {node}) or {node}
+            cap = sum(per_node.get(n, 0) for n in allowed)
+            if node in allowed:
+                cap -= int(free[row])
+            out[block] = cap
+        return out
+
+    lower = capacities(free_known)
+    if all(needy[b] <= lower[b] for b in needy):
+        return {}
+    exact = capacities(census(machine).free_pages)
+    return {b: exact[b] for b in needy if needy[b] > exact[b]}
+
+
+def simulate(machine: Machine, semantics: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
+             progress: Optional[Progress] = None) -> SimulationResult:
+    """Predict offlining each selected block (default: every online block)."""
+    sem = get_semantics(semantics or machine.default_semantics)
+    ids = select_blocks(machine, blocks)
+    simulator = Simulator(machine, sem)
+    results = simulator.run(ids, progress=progress)
+    stats = {v.block: s for v, s in results}
+    short = migration_capacities(machine, stats)
+    if short:
+        redo = np.asarray(sorted(short), dtype=np.int64)
+        redone = {v.block: (v, s) for v, s in simulator.run(redo, capacities=short)}
+        results = [redone.get(v.block, (v, s)) for v, s in results]
+    return SimulationResult(
+        profile=machine.source, machine=machine.name, semantics=sem.name,
+        blocks=tuple(v for v, _ in results), warnings=machine.warnings,
+    )

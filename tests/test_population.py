@@ -1,0 +1,86 @@
+import numpy as np
+
+from conftest import machine_from
+from memplan.model import PageKind
+
+FILLED = """
+[[ram]]
+start = "1GiB"
+size = "1GiB"
+zone = "Movable"
+[[fill]]
+blocks = "8-15"
+seed = 5
+anon = 0.3
+file = 0.2
+thp = 0.1
+hugetlb_free = 0.05
+slab = 0.001
+"""
+
+
+def test_same_pages_whatever_the_chunking():
+    m = machine_from(FILLED)
+    whole = m.pages.materialize(np.arange(8, 16)).kinds
+    for b in range(8, 16):
+        assert np.array_equal(m.pages.materialize(np.array([b])).kinds[0], whole[b - 8])
+    assert np.array_equal(m.pages.materialize(np.array([9, 12])).kinds, whole[[1, 4]])
+
+
+def test_same_pages_on_a_second_load():
+    a = machine_from(FILLED).pages.materialize(np.arange(8, 16)).kinds
+    b = machine_from(FILLED).pages.materialize(np.arange(8, 16)).kinds
+    assert np.array_equal(a, b)
+
+
+def test_seed_changes_pages():
+    a = machine_from(FILLED).pages.materialize(np.array([8])).kinds
+    b = machine_from(FILLED.replace("seed = 5", "seed = 6")).pages.materialize(np.array([8])).kinds
+    assert not np.array_equal(a, b)
+
+
+def test_fractions_are_respected_on_average():
+    kinds = machine_from(FILLED).pages.materialize(np.arange(8, 16)).kinds
+    n = kinds.size
+    for kind, fraction in ((PageKind.ANON, 0.3), (PageKind.FILE, 0.2), (PageKind.THP, 0.1),
+                           (PageKind.HUGETLB_FREE, 0.05), (PageKind.SLAB, 0.001)):
+        assert abs(np.count_nonzero(kinds == kind) / n - fraction) < 0.02
+
+
+def test_compound_kinds_fill_whole_aligned_folios():
+    kinds = machine_from(FILLED).pages.materialize(np.arange(8, 16)).kinds.reshape(-1, 512)
+    for kind in (PageKind.THP, PageKind.HUGETLB_FREE):
+        slots = (kinds == kind)
+        assert np.all(slots.all(axis=1) | ~slots.any(axis=1))
+
+
+def test_fixed_pages_win_and_break_compound_slots():
+    m = machine_from(FILLED + '\n[[pages]]\npfn = "0x40003"\nkind = "kernel"\nrefcount = 4\n')
+    batch = m.pages.materialize(np.array([8]))
+    assert batch.kinds[0, 3] == PageKind.KERNEL
+    assert batch.refcount is not None and batch.refcount[0, 3] == 4
+    first_slot = batch.kinds[0, :512]
+    assert not np.isin(first_slot, [PageKind.THP, PageKind.HUGETLB_FREE]).any()
+
+
+def test_refcount_array_only_when_needed():
+    assert machine_from(FILLED).pages.materialize(np.array([8])).refcount is None
+
+
+def test_holes_and_fake_offline_are_fixed():
+    m = machine_from("""
+[[ram]]
+start = "1GiB"
+size = "64MiB"
+zone = "Normal"
+[[virtio_mem]]
+id = "v"
+addr = "4GiB"
+region_size = "128MiB"
+plugged = ["0-3"]
+online = "movable"
+""")
+    hole_block = m.pages.materialize(np.array([8])).kinds[0]
+    assert (hole_block[16384:] == PageKind.HOLE).all() and (hole_block[:16384] == PageKind.FREE).all()
+    vm = m.pages.materialize(np.array([32])).kinds[0]
+    assert (vm[:2048] == PageKind.FREE).all() and (vm[2048:] == PageKind.FAKE_OFFLINE).all()

@@ -1,0 +1,111 @@
+"""Profile format 1: what loads, and one clear error (file, key, value) for what does not."""
+
+import textwrap
+
+import pytest
+
+from conftest import bundled, machine_from
+from memplan.errors import ProfileError
+from memplan.inputs.profile import load_profile
+from memplan.model import BlockState, Zone
+
+OK_RAM = '[[ram]]\nstart = "0"\nsize = "1GiB"\nzone = "Normal"\n'
+
+
+def load_text(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(textwrap.dedent(text))
+    return load_profile(str(path))
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("", "format: is required"),
+    ("format = 2\n" + OK_RAM, "format: 2 is not supported"),
+    ("format = 1\n", "describes no memory"),
+    ("format = 1\nbogus = 1\n" + OK_RAM, "bogus: unknown key"),
+    ("format = 1\n[machine]\nnmae = 'x'\n" + OK_RAM, "machine.nmae: unknown key (did you mean 'name'?)"),
+    ("format = 1\n[machine]\nmemory_block_size = '96MiB'\n" + OK_RAM, "memory_block_size"),
+    ("format = 1\n[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Norml'\n", "ram[0].zone: 'Norml' is not a zone"),
+    ("format = 1\n[[ram]]\nstart = '1M'\nsize = '1GiB'\nzone = 'Normal'\n", "ram[0].start: 0x100000 is not aligned"),
+    ("format = 1\n[[ram]]\nstart = 0\nsize = 'lots'\nzone = 'Normal'\n", "ram[0].size: 'lots' is not a size"),
+    ("format = 1\n" + OK_RAM + OK_RAM, "ram[1]: overlaps ram[0]"),
+    ("format = 1\n" + OK_RAM + "[[pages]]\npfn = 16\nkind = 'slabb'\n", "pages[0].kind: 'slabb' is not a page kind (did you mean 'slab'?)"),
+    ("format = 1\n" + OK_RAM + "[[pages]]\npfn = 16\nkind = 'slab'\n[[pages]]\npfn = 16\nkind = 'anon'\n", "pages[1]: overlaps pages[0]"),
+    ("format = 1\n" + OK_RAM + "[[pages]]\npfn = 7\nkind = 'thp'\ncount = 512\n", "whole 2 MiB folios"),
+    ("format = 1\n" + OK_RAM + "[[pages]]\npfn = '0x900000'\nkind = 'slab'\n", "not inside an existing memory block"),
+    ("format = 1\n" + OK_RAM + "[[pages]]\npfn = 16\nkind = 'fake_offline'\n", "fake_offline pages exist only"),
+    ("format = 1\n" + OK_RAM + "[[fill]]\nblocks = '0-3'\nanon = 0.7\nfile = 0.5\n", "fractions add up to 1.2, over 1"),
+    ("format = 1\n" + OK_RAM + "[[fill]]\nblocks = '0-3'\nanon = 1.5\n", "fill[0].anon: 1.5 is not a fraction"),
+    ("format = 1\n" + OK_RAM + "[[fill]]\nblocks = '0-3'\nanno = 0.1\n", "fill[0].anno: unknown key (did you mean 'anon'?)"),
+    ("format = 1\n" + OK_RAM + "[[fill]]\nblocks = '0-3'\ngigantic = 0.1\n", "place it with [[pages]]"),
+    ("format = 1\n" + OK_RAM + "[[fill]]\nblocks = '0-99'\n", "memory block 8 does not exist"),
+    ("format = 1\n" + OK_RAM + "[[fill]]\nblocks = '0-1'\n[[fill]]\nblocks = '1'\n", "block 1 is already filled by fill[0]"),
+    ("format = 1\n" + OK_RAM + "[[fill]]\nblocks = '1-x'\n", "fill[0].blocks"),
+    ("format = 1\n" + OK_RAM + "[environment]\nnotifier_veto = 'EBUSSY'\n", "(did you mean 'EBUSY'?)"),
+    ("format = 1\n" + OK_RAM + "[environment]\nisolated = ['0x1000-0x1fff']\n", "not aligned to 2 MiB pageblocks"),
+    ("format = 1\n" + OK_RAM + "[[virtio_mem]]\nid = 'v'\naddr = '512MiB'\nregion_size = '1GiB'\n", "virtio_mem[0]: overlaps ram[0]"),
+    ("format = 1\n[[virtio_mem]]\nid = 'v'\naddr = '4GiB'\nregion_size = '1GiB'\nplugged = ['0-2']\nblock_size = '1MiB'\n", "virtio_mem[0].plugged: unit 1 is partly plugged"),
+    ("format = 1\n[[virtio_mem]]\nid = 'v'\naddr = '4GiB'\nregion_size = '1GiB'\nonline = 'maybe'\n", "virtio_mem[0].online: 'maybe' is not one of"),
+    ("format = 1\n[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\nholes = [{start = '0x100', size = '0x1000'}]\n", "whole number of pages"),
+    ("format = 1\n[[ram]]\nstart = 0\nsize = '64MiB'\nzone = 'Normal'\n[[ram]]\nstart = '64MiB'\nsize = '64MiB'\nzone = 'Normal'\nstate = 'offline'\n", "partly online and partly offline"),
+    ("format = 1 [", "invalid TOML"),
+])
+def test_errors_name_file_key_and_value(tmp_path, text, needle):
+    with pytest.raises(ProfileError) as info:
+        load_text(tmp_path, text)
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / "bad.toml"))
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_missing_file():
+    with pytest.raises(ProfileError, match="cannot read"):
+        load_profile("/nonexistent/profile.toml")
+
+
+def test_blocks_zones_and_holes():
+    m = machine_from("""
+[[ram]]
+start = "1GiB"
+size = "64MiB"
+zone = "DMA32"
+[[ram]]
+start = "0x44000000"
+size = "64MiB"
+zone = "Normal"
+[[ram]]
+start = "2GiB"
+size = "100MiB"
+zone = "Movable"
+state = "offline"
+""")
+    t = m.blocks
+    assert list(t.ids) == list(range(0, 9)) + [16]
+    assert t.zone_of(int(t.rows([8])[0])) is None  # two zones: valid_zones "none"
+    row16 = int(t.rows([16])[0])
+    assert t.state_of(row16) is BlockState.OFFLINE and t.ram_pages[row16] == 25600
+    assert t.zone_of(int(t.rows([3])[0])) is Zone.NORMAL
+
+
+def test_virtio_mem_fill_by_device_id_and_modes():
+    m = machine_from("""
+[[virtio_mem]]
+id = "vmem0"
+addr = "4GiB"
+region_size = "1GiB"
+plugged_size = "256MiB"
+online = "kernel"
+[[fill]]
+blocks = "vmem0"
+anon = 0.5
+""")
+    assert m.devices[0].mode.value == "sbm"
+    rows = m.blocks.rows([32, 33])
+    assert list(m.blocks.zone[rows]) == [Zone.NORMAL.code] * 2
+
+
+@pytest.mark.parametrize("name", ["boot-vm.toml", "sbm-guest.toml", "bbm-guest.toml", "hugetlb-cma-host.toml"])
+def test_bundled_profiles_load(name):
+    m = load_profile(bundled(name))
+    assert len(m.blocks) > 10

@@ -1,0 +1,43 @@
+import io
+import json
+
+from rich.console import Console
+
+from conftest import bundled
+from memplan import __version__
+from memplan.inputs.profile import load_profile
+from memplan.render import json as render_json
+from memplan.render import table as render_table
+from memplan.simulation import simulate
+
+BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "culprit", "pages",
+              "kernel_log", "hazards", "device", "device_state"}
+PAGE_KEYS = {"total", "free", "migrated", "skipped_offline", "dissolved", "hwpoison", "vmemmap", "holes", "blocking"}
+
+
+def test_json_document_shape():
+    result = simulate(load_profile(bundled("sbm-guest.toml")))
+    stream = io.StringIO()
+    render_json.write(render_json.simulation_dict(result), stream)
+    doc = json.loads(stream.getvalue())
+    assert doc["memplan"] == __version__ and doc["semantics"] == "refcount"
+    assert set(doc["summary"]) == {"blocks", "offlined", "fails", "hangs", "offlinable_bytes"}
+    for block in doc["blocks"]:
+        assert set(block) == BLOCK_KEYS
+        assert set(block["pages"]) == PAGE_KEYS
+        assert sum(v for k, v in block["pages"].items() if k != "total") == block["pages"]["total"]
+        assert block["end"] - block["start"] + 1 == 128 << 20
+    hang = next(b for b in doc["blocks"] if b["result"] == "hangs")
+    assert hang["culprit"] == {"pfn": 0x123000, "kind": "anon", "refcount": 3}
+    assert hang["kernel_log"][0] == {"level": "pr_warn", "text": "migrating pfn 123000 failed ret:3",
+                                     "pfn": 0x123000, "function": "do_migrate_range", "count": 1, "repeats": True}
+
+
+def test_table_lists_every_block_and_a_summary():
+    result = simulate(load_profile(bundled("boot-vm.toml")), blocks=[0, 15, 23, 64])
+    console = Console(width=200, record=True, color_system=None)
+    render_table.print_simulation(console, result)
+    text = console.export_text()
+    assert "0x0000000000000000-0x0000000007ffffff" in text
+    assert "memory holes" in text and "failure to isolate range" in text
+    assert "Would offline:" in text

@@ -1,0 +1,390 @@
+"""Golden scenarios: spec §5.2, one small profile per row, both semantics.
+
+Each case asserts result, errno, the kernel's exact reason string, the step and the kernel
+log texts (level, text) under ``refcount`` (mainline) and ``skippable`` (the posted patch).
+Unless a row says otherwise the block under test is block 8 (1 GiB) and blocks 0-7 are free
+ZONE_NORMAL memory that migrated pages can go to.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import pytest
+
+from conftest import machine_from
+from memplan.kernel.reference import reference_offline
+from memplan.kernel.semantics import get_semantics
+from memplan.simulation import Simulator, simulate
+
+DUMP_UNMOVABLE = ("dump_page", "unmovable page")
+
+
+def debug(reason: str, block: int = 8) -> Tuple[str, str]:
+    start = block << 27
+    return ("pr_debug", f"memory offlining [mem {start:#010x}-{start + (1 << 27) - 1:#010x}] failed due to {reason}")
+
+
+OK = ("offlined", None, None, None, [])
+
+
+def expect(result: str, errno: Optional[str], reason: Optional[str], step: Optional[str],
+           log: Optional[List[Tuple[str, str]]] = None, block: int = 8):
+    entries = list(log or [])
+    if reason:
+        entries.append(debug(reason, block))
+    return (result, errno, reason, step, entries)
+
+
+ISOLATE_FAIL = expect("fails", "EBUSY", "failure to isolate range", "isolate", [DUMP_UNMOVABLE])
+SCAN_BUSY = expect("fails", "EBUSY", "unmovable page", "scan")
+
+TARGET = """
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "{zone}"
+"""
+
+SBM = """
+[[virtio_mem]]
+id = "vmem0"
+addr = "4GiB"
+region_size = "1GiB"
+block_size = "2MiB"
+plugged = ["0-15"]
+online = "{online}"
+driver = "{driver}"
+"""
+# plugged 0-15: block 32 has sub-blocks 0-15 plugged (32 MiB), 16-63 fake-offline.
+SBM_FAKE_PFN = 0x100000 + 16 * 512
+
+
+def target(zone: str = "Normal", pages: str = "", env: str = "") -> str:
+    return TARGET.format(zone=zone) + pages + env
+
+
+def sbm(online: str = "kernel", driver: str = "loaded", pages: str = "", env: str = "") -> str:
+    return SBM.format(online=online, driver=driver) + pages + env
+
+
+def page(pfn: int, kind: str, count: int = 1, refcount: Optional[int] = None) -> str:
+    text = f'\n[[pages]]\npfn = "{pfn:#x}"\ncount = {count}\nkind = "{kind}"\n'
+    if refcount is not None:
+        text += f"refcount = {refcount}\n"
+    return text
+
+
+MID = 0x40000 + 0x4000  # a pfn in the middle of block 8
+
+CASES = [
+    # row, id, profile, block, refcount semantics, skippable semantics
+    (1, "normal-free", target("Normal"), 8, OK, OK),
+    (2, "movable-lru-thp", target("Movable", page(MID, "anon", 100) + page(MID + 512, "file", 50)
+                                  + page(0x40000 + 0x1000, "thp", 512)), 8, OK, OK),
+    (3, "normal-slab", target("Normal", page(MID, "slab")), 8, ISOLATE_FAIL, ISOLATE_FAIL),
+    (3, "normal-pagetable", target("Normal", page(MID, "pagetable")), 8, ISOLATE_FAIL, ISOLATE_FAIL),
+    (4, "movable-stray-kernel", target("Movable", page(MID, "kernel")), 8,
+     expect("hangs", "EINTR", "signal backoff", "test_isolated"),
+     expect("hangs", "EINTR", "signal backoff", "test_isolated")),
+    (5, "movable-reserved", target("Movable", page(MID, "reserved")), 8, ISOLATE_FAIL, ISOLATE_FAIL),
+    (6, "normal-long-term-pin", target("Normal", page(MID, "pinned")), 8,
+     expect("hangs", "EINTR", "signal backoff", "scan",
+            [("pr_warn", f"migrating pfn {MID:x} failed ret:1"), ("dump_page", "migration failure")]),
+     expect("hangs", "EINTR", "signal backoff", "scan",
+            [("pr_warn", f"migrating pfn {MID:x} failed ret:1"), ("dump_page", "migration failure")])),
+    (7, "movable-transient-pin-released", target("Movable", page(MID, "anon", 16)), 8, OK, OK),
+    (8, "boot-block-with-hole", target("Normal") + """
+[[ram]]
+start = "0x48000000"
+size = "0x7e00000"
+zone = "Normal"
+""", 9, expect("fails", "EINVAL", "memory holes", "holes", block=9),
+     expect("fails", "EINVAL", "memory holes", "holes", block=9)),
+    (9, "block-spanning-two-zones", """
+[[ram]]
+start = "1GiB"
+size = "64MiB"
+zone = "DMA32"
+[[ram]]
+start = "0x44000000"
+size = "64MiB"
+zone = "Normal"
+""", 8, expect("fails", "EINVAL", None, "zone"), expect("fails", "EINVAL", None, "zone")),
+    (10, "free-hugetlb-headroom", target("Normal", page(MID, "hugetlb_free", 1024),
+                                         '\n[environment]\nhugetlb_2m = { free = 2, resv = 0 }\n'), 8, OK, OK),
+    (10, "free-hugetlb-short-headroom", target("Normal", page(MID, "hugetlb_free", 1024),
+                                               '\n[environment]\nhugetlb_2m = { free = 2, resv = 1 }\n'), 8,
+     expect("fails", "EBUSY", "failure to dissolve huge pages", "dissolve"),
+     expect("fails", "EBUSY", "failure to dissolve huge pages", "dissolve")),
+    (11, "free-hugetlb-all-reserved", target("Normal", page(MID, "hugetlb_free", 512),
+                                             '\n[environment]\nhugetlb_2m = { free = 1, resv = 1 }\n'), 8,
+     expect("fails", "EBUSY", "failure to dissolve huge pages", "dissolve"),
+     expect("fails", "EBUSY", "failure to dissolve huge pages", "dissolve")),
+    (12, "hugetlb-in-use-pool-target", target("Normal", page(MID, "hugetlb", 512) + page(0x1000, "hugetlb_free", 512),
+                                              '\n[environment]\nhugetlb_2m = { free = 1, resv = 0 }\n'), 8, OK, OK),
+    (12, "hugetlb-in-use-fresh-target", target("Normal", page(MID, "hugetlb", 512)), 8, OK, OK),
+    (13, "gigantic-no-pool-page", """
+[[ram]]
+start = "1GiB"
+size = "1GiB"
+zone = "Normal"
+[[pages]]
+pfn = "0x40000"
+count = 262144
+kind = "gigantic"
+""", 8, expect("hangs", "EINTR", "signal backoff", "scan",
+               [("pr_warn", "migrating pfn 40000 failed ret:-12"), ("dump_page", "migration failure")]),
+     expect("hangs", "EINTR", "signal backoff", "scan",
+            [("pr_warn", "migrating pfn 40000 failed ret:-12"), ("dump_page", "migration failure")])),
+    (14, "hugetlb-not-migratable", target("Normal", page(MID, "hugetlb_unmigratable", 512)), 8,
+     expect("fails", "EBUSY", "failure to dissolve huge pages", "dissolve"),
+     expect("fails", "EBUSY", "failure to dissolve huge pages", "dissolve")),
+    (15, "hwpoison", target("Normal", page(MID, "hwpoison", 3)), 8, OK, OK),
+    (16, "memmap-on-memory", """
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "Movable"
+memmap_on_memory = true
+""" + page(MID, "anon", 10), 8, OK, OK),
+    (17, "cma-pageblock", """
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "Normal"
+cma = ["0x40200000-0x403fffff"]
+""", 8, ISOLATE_FAIL, ISOLATE_FAIL),
+    (18, "sbm-kernel-partial", sbm("kernel"), 32, OK, OK),
+    (19, "sbm-movable-partial", sbm("movable"), 32, OK, OK),
+    (20, "fake-offline-page-referenced", sbm("kernel", pages=page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2)), 32,
+     expect("fails", "EBUSY", "unmovable page", "scan",
+            [("warn", "WARN_ON(!page_ref_dec_and_test(page))"), ("dump_page", "fake-offline page referenced")],
+            block=32),
+     expect("offlined", None, None, None, [("warn_once", "WARN_ON_ONCE(page_count(page) != 1)")], block=32)),
+    (21, "foreign-ref-dropped-during-offline", sbm("kernel", pages=page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2),
+                                                   env='\n[environment]\nforeign_ref_dropped = "during-offline"\n'), 32,
+     expect("offlined", None, None, None,
+            [("warn", "WARN_ON(!page_ref_dec_and_test(page))"), ("dump_page", "fake-offline page referenced")],
+            block=32),
+     OK),
+    (22, "foreign-ref-dropped-after-offline", sbm("kernel", pages=page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2),
+                                                  env='\n[environment]\nforeign_ref_dropped = "after-offline"\n'), 32,
+     expect("fails", "EBUSY", "unmovable page", "scan",
+            [("warn", "WARN_ON(!page_ref_dec_and_test(page))"), ("dump_page", "fake-offline page referenced")],
+            block=32),
+     expect("offlined", None, None, None, [("warn_once", "WARN_ON_ONCE(page_count(page) != 1)")], block=32)),
+    (23, "sbm-fully-plugged", sbm("movable").replace('["0-15"]', '["0-63"]') + page(0x100000 + 7, "anon", 9), 32,
+     OK, OK),
+    (24, "bbm-added-block", """
+[[virtio_mem]]
+id = "vmem0"
+addr = "4GiB"
+region_size = "1GiB"
+block_size = "128MiB"
+plugged_size = "256MiB"
+online = "kernel"
+""" + page(0x108000 + 3, "slab"), 33,
+     expect("fails", "EBUSY", "failure to isolate range", "isolate", [DUMP_UNMOVABLE], block=33),
+     expect("fails", "EBUSY", "failure to isolate range", "isolate", [DUMP_UNMOVABLE], block=33)),
+    (25, "bbm-fake-offline-big-block", """
+[[virtio_mem]]
+id = "vmem0"
+addr = "4GiB"
+region_size = "1GiB"
+block_size = "128MiB"
+plugged_size = "256MiB"
+online = "movable"
+fake_offline_big_blocks = "1"
+""", 33, OK, OK),
+    (26, "virtio-mem-driver-removing", sbm("movable", driver="removing"), 32,
+     expect("fails", "EBUSY", "notifier failure", "notifier", block=32),
+     expect("fails", "EBUSY", "notifier failure", "notifier", block=32)),
+    (27, "virtio-mem-unloaded-normal", sbm("kernel", driver="unloaded"), 32,
+     expect("fails", "EBUSY", "unmovable page", "scan", block=32),
+     expect("fails", "EBUSY", "failure to isolate range", "isolate", [DUMP_UNMOVABLE], block=32)),
+    (28, "virtio-mem-unloaded-movable", sbm("movable", driver="unloaded"), 32,
+     expect("fails", "EBUSY", "unmovable page", "scan", block=32),
+     expect("fails", "EBUSY", "unmovable page", "scan", block=32)),
+    (29, "balloon-with-migration", target("Normal", page(MID, "balloon_movable", 64)), 8, OK, OK),
+    (30, "balloon-without-migration-normal", target("Normal", page(MID, "balloon", 64)), 8, SCAN_BUSY, ISOLATE_FAIL),
+    (31, "hv-xen-balloon-normal", target("DMA32", page(MID, "balloon", 512)), 8, SCAN_BUSY, ISOLATE_FAIL),
+    (32, "hv-hot-add-gap-movable", target("Movable", page(MID, "balloon", 512)), 8, SCAN_BUSY, SCAN_BUSY),
+    (33, "hv-hot-add-gap-normal", target("Normal", page(MID, "balloon", 512)), 8, SCAN_BUSY, ISOLATE_FAIL),
+    (34, "refcount-protocol-driver-movable", target("Movable", page(MID, "offline_refcount_driver", 8)), 8,
+     OK, SCAN_BUSY),
+    (35, "refcount-protocol-driver-normal", target("Normal", page(MID, "offline_refcount_driver", 8)), 8,
+     OK, ISOLATE_FAIL),
+    (36, "pageoffline-refcount-0-orphan", target("Normal", page(MID, "offline_orphan", 4)), 8, OK, SCAN_BUSY),
+    (37, "signal-pending", sbm("movable", env='\n[environment]\nsignal_pending = true\n'), 32,
+     expect("fails", "EINTR", "signal backoff", "scan", block=32),
+     expect("fails", "EINTR", "signal backoff", "scan", block=32)),
+    (38, "concurrent-isolation", target("Normal", env='\n[environment]\nisolated = ["0x42000000-0x421fffff"]\n'), 8,
+     expect("fails", "EBUSY", "failure to isolate range", "isolate"),
+     expect("fails", "EBUSY", "failure to isolate range", "isolate")),
+    (39, "block-already-offline", """
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "Movable"
+state = "offline"
+""", 8, expect("fails", "EINVAL", None, "state"), expect("fails", "EINVAL", None, "state")),
+    (40, "zsmalloc", target("Normal", page(MID, "movable", 32)), 8, OK, OK),
+    (41, "node-last-memory-veto", """
+[machine]
+nodes = 2
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "Normal"
+node = 1
+[environment]
+node_notifier_veto = "EBUSY"
+""", 8, expect("fails", "EBUSY", "node notifier failure", "notifier"),
+     expect("fails", "EBUSY", "node notifier failure", "notifier")),
+    (42, "other-notifier-veto", target("Normal", env='\n[environment]\nnotifier_veto = "EPERM"\n'), 8,
+     expect("fails", "EPERM", "notifier failure", "notifier"),
+     expect("fails", "EPERM", "notifier failure", "notifier")),
+]
+
+
+def observed(verdict):
+    return (verdict.result.value, verdict.errno.value if verdict.errno else None,
+            verdict.reason.value if verdict.reason else None, verdict.step.value if verdict.step else None,
+            [(e.level.value, e.text) for e in verdict.kernel_log])
+
+
+@pytest.mark.parametrize("row,name,profile,block,refcount,skippable", CASES,
+                         ids=[f"row{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize("semantics", ["refcount", "skippable"])
+def test_spec_row(row, name, profile, block, refcount, skippable, semantics):
+    machine = machine_from(profile)
+    verdict = simulate(machine, semantics, [block]).blocks[0]
+    assert observed(verdict) == (refcount if semantics == "refcount" else skippable)
+    # The per-page reference transcription of the kernel loops agrees.
+    sim = Simulator(machine, get_semantics(semantics))
+    row_index = int(machine.blocks.rows([block])[0])
+    ctx = sim.context(row_index)
+    batch = machine.pages.materialize(np.array([block]))
+    ref = reference_offline(sim.setup, ctx, batch.kinds[0], None if batch.refcount is None else batch.refcount[0])
+    assert (ref.result, ref.errno, ref.reason, ref.step) == (verdict.result, verdict.errno, verdict.reason, verdict.step)
+    assert ref.culprit_pfn == (verdict.culprit.pfn if verdict.culprit else None)
+
+
+def test_every_expressible_row_is_covered():
+    rows = {c[0] for c in CASES}
+    assert rows >= set(range(1, 21)) | {23, 24} | set(range(26, 41))
+
+
+def _one(profile: str, block: int, semantics: str = "refcount"):
+    return simulate(machine_from(profile), semantics, [block]).blocks[0]
+
+
+def test_isolation_reports_last_pageblock_before_middle_ones():
+    # start_isolate_page_range(): first pageblock, last pageblock, then the middle ones.
+    v = _one(target("Normal", page(MID, "slab") + page(0x40000 + 32767, "kernel")), 8)
+    assert v.culprit.pfn == 0x40000 + 32767 and v.culprit.kind.label == "kernel"
+    assert v.kernel_log[0].pfn == 0x40000 + 32767
+
+
+def test_cma_culprit_is_first_page_of_the_pageblock():
+    v = _one("""
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "Normal"
+cma = ["0x40200000-0x403fffff"]
+""", 8)
+    assert v.culprit.pfn == 0x40200
+    assert [(e.level.value, e.pfn) for e in v.kernel_log][0] == ("dump_page", 0x40200)
+
+
+def test_pinned_page_before_balloon_page_hangs_but_after_it_fails():
+    # SCAN returns the first FOUND or BUSY page in pfn order (refcount semantics, ZONE_MOVABLE).
+    before = _one(target("Movable", page(MID, "pinned") + page(MID + 100, "balloon")), 8)
+    after = _one(target("Movable", page(MID + 100, "pinned") + page(MID, "balloon")), 8)
+    assert (before.result.value, before.step.value) == ("hangs", "scan")
+    assert (after.result.value, after.reason.value) == ("fails", "unmovable page")
+
+
+def test_migration_into_full_memory_hangs_with_enomem():
+    full = """
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "Movable"
+[[fill]]
+blocks = "0-7"
+seed = 1
+anon = 1.0
+""" + page(MID, "anon", 4)
+    v = _one(full, 8)
+    assert (v.result.value, v.step.value) == ("hangs", "scan")
+    assert v.kernel_log[0].text == f"migrating pfn {MID:x} failed ret:-12"
+    assert v.culprit.pfn == MID
+
+
+def test_migration_targets_come_from_other_nodes_first():
+    # Node 1 is full: a block on node 0 cannot migrate there even though node 0 has room.
+    two_nodes = """
+[machine]
+nodes = 2
+[[ram]]
+start = "1GiB"
+size = "1GiB"
+zone = "Normal"
+node = 1
+[[fill]]
+blocks = "8-15"
+seed = 3
+anon = 1.0
+""" + page(0x100, "anon", 4)
+    v = _one(two_nodes, 0)
+    assert (v.result.value, v.step.value) == ("hangs", "scan")
+
+
+def test_dissolve_short_headroom_keeps_first_and_names_second():
+    v = _one(target("Normal", page(MID, "hugetlb_free", 1024), '\n[environment]\nhugetlb_2m = { free = 2, resv = 1 }\n'), 8)
+    assert v.culprit.pfn == MID + 512
+    assert v.pages.dissolved == 512
+
+
+def test_hugetlb_pool_defaults_to_the_free_pages_of_the_profile():
+    v = _one(target("Normal", page(MID, "hugetlb_free", 1024)), 8)
+    assert v.result.value == "offlined" and v.pages.dissolved == 1024
+
+
+def test_node_notifier_does_not_exist_before_6_17():
+    profile = """
+[machine]
+nodes = 2
+kernel = "6.1.0-56-amd64"
+[[ram]]
+start = "1GiB"
+size = "128MiB"
+zone = "Normal"
+node = 1
+[environment]
+node_notifier_veto = "EBUSY"
+"""
+    assert _one(profile, 8).result.value == "offlined"
+
+
+def test_hazards_follow_the_seed_discussion():
+    referenced = page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2)
+    during = sbm("kernel", pages=referenced, env='\n[environment]\nforeign_ref_dropped = "during-offline"\n')
+    after = sbm("kernel", pages=referenced, env='\n[environment]\nforeign_ref_dropped = "after-offline"\n')
+    assert "freed_to_buddy" in {h.kind.value for h in _one(during, 32, "refcount").hazards}
+    assert not {h.kind.value for h in _one(during, 32, "skippable").hazards}
+    assert "stale_memmap_reference" in {h.kind.value for h in _one(after, 32, "skippable").hazards}
+    orphan = target("Normal", page(MID, "offline_orphan", 4))
+    assert "unsafe_reonline" in {h.kind.value for h in _one(orphan, 8, "refcount").hazards}
+
+
+def test_page_counts_of_a_partial_sbm_block():
+    v = _one(sbm("movable", pages=page(0x100000 + 10, "anon", 90)), 32)
+    assert v.pages.skipped_offline == 48 * 512
+    assert v.pages.migrated == 90
+    assert v.pages.free == 16 * 512 - 90
+    assert v.device_state == "MOVABLE_PARTIAL"

@@ -1,0 +1,52 @@
+"""The five predicate sites of spec §5.1, one by one."""
+
+import numpy as np
+import pytest
+
+from memplan.errors import UsageError
+from memplan.kernel.semantics import SEMANTICS, get_semantics
+
+R, S = get_semantics("refcount"), get_semantics("skippable")
+REF = np.array([0, 1, 2, 0, 1, 2])
+SKIP = np.array([False, False, False, True, True, True])
+
+
+def test_isolation_site():
+    assert R.isolation_treats_as_movable(SKIP).all()
+    assert (S.isolation_treats_as_movable(SKIP) == SKIP).all()
+
+
+def test_scan_site():
+    assert (R.scan_busy(REF, SKIP) == (REF != 0)).all()
+    assert (S.scan_busy(REF, SKIP) == ~SKIP).all()
+
+
+def test_migrate_site():
+    assert not R.migrate_skips(SKIP).any()
+    assert (S.migrate_skips(SKIP) == SKIP).all()
+
+
+def test_test_isolated_site():
+    assert (R.test_passes(REF, SKIP) == (REF == 0)).all()
+    assert (S.test_passes(REF, SKIP) == SKIP).all()
+
+
+def test_commit_site():
+    (level, text, _, _, mask), = R.commit_checks(REF, SKIP)
+    assert (level.value, text) == ("bug", "BUG_ON(page_count(page))") and (mask == (REF != 0)).all()
+    checks = S.commit_checks(REF, SKIP)
+    assert [(c[0].value, c[1]) for c in checks] == [("warn_once", "WARN_ON_ONCE(!PageOfflineSkippable(page))"),
+                                                    ("warn_once", "WARN_ON_ONCE(page_count(page) != 1)")]
+    assert (checks[1][4] == (REF != 1)).all()
+
+
+def test_virtio_mem_side_effects():
+    assert (R.virtio_mem_drops_refs, R.virtio_mem_marks_skippable) == (True, False)
+    assert (S.virtio_mem_drops_refs, S.virtio_mem_marks_skippable, S.virtio_mem_unload_clears_skippable) == (
+        False, True, True)
+
+
+def test_registry():
+    assert set(SEMANTICS) == {"refcount", "skippable"}
+    with pytest.raises(UsageError, match="did you mean 'skippable'"):
+        get_semantics("skipable")

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from conftest import bundled, machine_from
+from memplan.errors import UsageError
+from memplan.inputs.profile import load_profile
+from memplan import simulation
+from memplan.simulation import simulate
+
+
+def test_default_is_every_online_block():
+    m = load_profile(bundled("boot-vm.toml"))
+    r = simulate(m)
+    assert [b.block for b in r.blocks] == list(m.blocks.ids[m.blocks.online])
+    assert r.semantics == "refcount"
+
+
+def test_unknown_block_is_a_usage_error():
+    with pytest.raises(UsageError, match="memory block 99 does not exist"):
+        simulate(load_profile(bundled("boot-vm.toml")), blocks=[99])
+
+
+def test_results_do_not_depend_on_chunk_size(monkeypatch):
+    m = load_profile(bundled("sbm-guest.toml"))
+    whole = simulate(m)
+    monkeypatch.setattr(simulation, "CHUNK_PAGES", 32768)
+    assert simulate(load_profile(bundled("sbm-guest.toml"))) == whole
+
+
+def test_selected_blocks_match_a_full_run():
+    m = load_profile(bundled("bbm-guest.toml"))
+    full = {b.block: b for b in simulate(m, "skippable").blocks}
+    for b in simulate(m, "skippable", [33, 64, 100]).blocks:
+        assert b == full[b.block]
+
+
+def test_offline_blocks_can_be_selected():
+    m = machine_from('[[ram]]\nstart = "1GiB"\nsize = "128MiB"\nzone = "Movable"\nstate = "offline"\n')
+    assert simulate(m).blocks[-1].block == 7  # default: online blocks only
+    v = simulate(m, blocks=[8]).blocks[0]
+    assert (v.errno.value, v.step.value) == ("EINVAL", "state")
+    assert v.pages.blocking == v.pages.total
+
+
+def test_capacity_needs_a_census_only_when_short():
+    # Blocks 0-7 are free: the lower bound from the selected blocks is enough.
+    m = machine_from('[[ram]]\nstart = "1GiB"\nsize = "128MiB"\nzone = "Movable"\n[[fill]]\nblocks = "8"\nanon = 1\n')
+    assert simulate(m, blocks=[8]).blocks[0].result.value == "offlined"
+    # Selecting only block 8 of a full machine: the census finds no room.
+    full = machine_from('[[ram]]\nstart = "1GiB"\nsize = "128MiB"\nzone = "Movable"\n'
+                        '[[fill]]\nblocks = "0-8"\nanon = 1\n')
+    v = simulate(full, blocks=[8]).blocks[0]
+    assert (v.result.value, v.step.value) == ("hangs", "scan")
+
+
+def test_summary():
+    r = simulate(load_profile(bundled("sbm-guest.toml")))
+    s = r.summary
+    assert s.blocks == s.offlined + s.fails + s.hangs
+    assert s.offlinable_bytes == s.offlined * 128 * 2 ** 20
