@@ -75,8 +75,10 @@ def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTarg
     kinds_h = view.kinds[heads]
     size_h = np.left_shift(np.int64(1), FOLIO_ORDER[kinds_h].astype(np.int64))
     # Long-term pins and any reference beyond the kind's own make migrate_pages() fail
-    # (folio_migrate_mapping()'s refcount check) every round.
-    pinned = IS_PINNED[kinds_h] | (view.refcount[heads] > DEFAULT_REFCOUNT[kinds_h])
+    # (folio_migrate_mapping()'s refcount check) every round; a folio whose refcount is 0
+    # is found by SCAN but never isolated (folio_try_get() fails), also every round.
+    ref_h = view.refcount[heads]
+    pinned = IS_PINNED[kinds_h] | (ref_h > DEFAULT_REFCOUNT[kinds_h]) | (ref_h == 0)
     uses_pool = np.zeros(len(heads), dtype=bool)
     for kind, order in ((PageKind.HUGETLB, 9), (PageKind.GIGANTIC, 18)):
         mask = (kinds_h == kind) & ~pinned
@@ -127,7 +129,7 @@ def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTarg
                        LogEntry(LogLevel.DUMP_PAGE, "isolation failed", pfn, "do_migrate_range")])
         if len(events) >= RATELIMIT_BURST:
             break
-    failed_heads = heads[~success_h]
+    failed_heads = heads[~success_h & (ref_h > 0)]  # refcount-0 folios never reach migrate_pages()
     if len(failed_heads) and len(events) < RATELIMIT_BURST:
         ret = ENOMEM if enomem_h.any() else int(len(failed_heads))
         for i in failed_heads[: RATELIMIT_BURST - len(events)]:
