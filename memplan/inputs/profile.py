@@ -97,6 +97,26 @@ class _Reader:
             raise self.fail(name, f"{value!r} is not one of {', '.join(choices)}", hint=did_you_mean(str(value), choices))
         return value
 
+    def pageblock_ranges(self, name: str, geometry: Geometry,
+                         within: Optional[Tuple[int, int]] = None) -> List[Tuple[int, int]]:
+        """A list of inclusive address ranges (``"0x20000000-0x21ffffff"``) aligned to
+        pageblocks, as pfn ranges [start, end)."""
+        raw = self.table.get(name, [])
+        if not isinstance(raw, list):
+            raise self.fail(name, "must be an array of inclusive ranges like \"0x20000000-0x21ffffff\"")
+        ranges = []
+        for j, text in enumerate(raw):
+            try:
+                lo, hi = parse_inclusive_range(text)
+            except ValueError as exc:
+                raise self.fail(f"{name}[{j}]", str(exc)) from None
+            if lo % geometry.pageblock_size or hi % geometry.pageblock_size:
+                raise self.fail(f"{name}[{j}]", f"{text!r} is not aligned to 2 MiB pageblocks")
+            if within and (lo < within[0] or hi > within[1]):
+                raise self.fail(f"{name}[{j}]", f"{text!r} is outside the range")
+            ranges.append((geometry.pfn(lo), geometry.pfn(hi)))
+        return ranges
+
     def string(self, name: str, default: Optional[str] = None) -> Optional[str]:
         value = self.table.get(name, default)
         if value is not None and not isinstance(value, str):
@@ -207,20 +227,7 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
         clash = _overlap(holes)
         if clash:
             raise ProfileError(path, clash[1], f"overlaps {clash[0]}")
-        cma = []
-        raw_cma = r.raw("cma", [])
-        if not isinstance(raw_cma, list):
-            raise r.fail("cma", "must be an array of inclusive ranges like \"0x20000000-0x21ffffff\"")
-        for j, text in enumerate(raw_cma):
-            try:
-                cs, ce = parse_inclusive_range(text)
-            except ValueError as exc:
-                raise r.fail(f"cma[{j}]", str(exc)) from None
-            if cs % geometry.pageblock_size or ce % geometry.pageblock_size:
-                raise r.fail(f"cma[{j}]", f"{text!r} is not aligned to 2 MiB pageblocks")
-            if cs < start or ce > start + size:
-                raise r.fail(f"cma[{j}]", f"{text!r} is outside the range")
-            cma.append((cs // page, ce // page))
+        cma = r.pageblock_ranges("cma", geometry, within=(start, start + size))
         memmap = r.boolean("memmap_on_memory", False)
         if memmap:
             if start % geometry.memory_block_size or size % geometry.memory_block_size:
@@ -463,18 +470,7 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
         if env.has(key):
             pool = _Reader(path, f"environment.{key}", env.raw(key), {"free", "resv"})
             pools[order] = HugetlbPool(free=pool.integer("free", None), resv=pool.integer("resv", 0))
-    isolated: List[Tuple[int, int]] = []
-    raw_isolated = env.raw("isolated", [])
-    if not isinstance(raw_isolated, list):
-        raise env.fail("isolated", "must be an array of inclusive ranges like \"0x20000000-0x201fffff\"")
-    for j, text in enumerate(raw_isolated):
-        try:
-            lo, hi = parse_inclusive_range(text)
-        except ValueError as exc:
-            raise env.fail(f"isolated[{j}]", str(exc)) from None
-        if lo % geometry.pageblock_size or hi % geometry.pageblock_size:
-            raise env.fail(f"isolated[{j}]", f"{text!r} is not aligned to 2 MiB pageblocks")
-        isolated.append((lo // page, hi // page))
+    isolated = env.pageblock_ranges("isolated", geometry)
     environment = Environment(
         signal_pending=env.boolean("signal_pending", False),
         notifier_veto=_errno(env, "notifier_veto"),
