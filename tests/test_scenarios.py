@@ -388,3 +388,48 @@ def test_page_counts_of_a_partial_sbm_block():
     assert v.pages.migrated == 90
     assert v.pages.free == 16 * 512 - 90
     assert v.device_state == "MOVABLE_PARTIAL"
+
+
+@pytest.mark.parametrize("extra,pages,step", [
+    ("signal_pending = true\n", "", "scan"),
+    ('notifier_veto = "EBUSY"\n', "", "notifier"),
+    ("", page(0x100000 + 3, "pinned"), "scan"),  # hangs until a signal, then cancels
+])
+def test_cancel_after_a_freed_fake_offline_page_raises_a_free_pages_refcount(extra, pages, step):
+    # Row 21 when the attempt does not complete: MEM_CANCEL_OFFLINE's page_ref_inc() hits the
+    # page put_page() already freed to the buddy (refcount semantics only).
+    env = '\n[environment]\nforeign_ref_dropped = "during-offline"\n' + extra
+    profile = sbm("movable", pages=page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2) + pages, env=env)
+    refcount = _one(profile, 32, "refcount")
+    assert refcount.step.value == step and refcount.result.value != "offlined"
+    kinds = [h.kind.value for h in refcount.hazards]
+    assert kinds.count("freed_to_buddy") == 1 and kinds.count("refcount_on_free_page") == 1
+    assert next(h for h in refcount.hazards if h.kind.value == "refcount_on_free_page").pfn == SBM_FAKE_PFN + 5
+    assert "refcount_on_free_page" not in {h.kind.value for h in _one(profile, 32, "skippable").hazards}
+
+
+def test_no_cancel_hazard_when_the_freed_page_lets_offlining_succeed_or_before_the_notifier():
+    referenced = page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2)
+    during = '\n[environment]\nforeign_ref_dropped = "during-offline"\n'
+    ok = _one(sbm("movable", pages=referenced, env=during), 32)
+    assert ok.result.value == "offlined" and "refcount_on_free_page" not in {h.kind.value for h in ok.hazards}
+    # Isolation fails before MEM_GOING_OFFLINE: virtio-mem never dropped its reference.
+    isolated = _one(sbm("kernel", pages=referenced + page(0x100000 + 3, "slab"), env=during), 32)
+    assert isolated.step.value == "isolate" and not isolated.hazards
+
+
+def test_predicate_inputs_are_what_the_pipeline_sees():
+    from memplan.kernel.offline import predicate_inputs
+    machine = machine_from(sbm("kernel", pages=page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2),
+                               env='\n[environment]\nforeign_ref_dropped = "during-offline"\n'))
+    batch = machine.pages.materialize(np.array([32]))
+    row = int(machine.blocks.rows([32])[0])
+    for name, dropped, skippable in (("refcount", 48 * 512, 0), ("skippable", 0, 48 * 512)):
+        sim = Simulator(machine, get_semantics(name))
+        inputs = predicate_inputs(sim.setup, sim.context(row), batch.kinds[0], batch.refcount[0])
+        assert int(inputs.dropped.sum()) == dropped and int(inputs.before.skippable.sum()) == skippable
+        index = SBM_FAKE_PFN + 5 - inputs.before.pfn
+        assert inputs.before.refcount[index] == 2
+        # refcount: virtio-mem's reference, then the foreign one, are gone -> freed to the buddy.
+        assert bool(inputs.freed[index]) is (name == "refcount")
+        assert inputs.after.refcount[index] == (0 if name == "refcount" else 1)

@@ -97,18 +97,12 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
                              culprit=None, pages=PageCounts(total=ppb)), BlockStats(0, 0, {}))
 
     nr_vmemmap = ctx.vmemmap
-    lo = ctx.start_pfn + nr_vmemmap
-    ref_all = refcount if refcount is not None else DEFAULT_REFCOUNT[kinds]
-    k = kinds[nr_vmemmap:]
-    ref = ref_all[nr_vmemmap:].astype(np.int64)
-    skippable = np.zeros(len(k), dtype=bool)
-    if ctx.device is not None:
-        if fake_offline_skippable(ctx.device, ctx.device_state, sem.virtio_mem_marks_skippable,
-                                  sem.virtio_mem_unload_clears_skippable):
-            skippable = k == PageKind.FAKE_OFFLINE
-    view = RangeView(lo, k, ref, skippable)
+    view = _range_view(sem, ctx, kinds, refcount)
+    lo, k, skippable = view.pfn, view.kinds, view.skippable
     log: List[LogEntry] = []
     hazards: List[Hazard] = []
+    #: hazards of MEM_CANCEL_OFFLINE, which runs when offlining fails after MEM_GOING_OFFLINE
+    on_cancel: List[Hazard] = []
 
     # Classification of every page, whatever step decides the verdict.
     pools = setup.pools
@@ -147,8 +141,9 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
         entries = list(log)
         if reason is not None:
             entries.append(_pr_debug(lo, block_end_pfn, reason, geo.page_shift))
+        found = tuple(hazards) + (tuple(on_cancel) if step is not Step.COMMIT else ())
         return (BlockVerdict(**common, result=result, errno=errno, reason=reason, step=step, culprit=culprit,
-                             pages=counts, kernel_log=tuple(entries), hazards=tuple(hazards)), stats)
+                             pages=counts, kernel_log=tuple(entries), hazards=found), stats)
 
     # Step 1: memory_block_offline(): mem->zone is NULL for early blocks spanning zones/nodes.
     if ctx.zone is None:
@@ -188,6 +183,17 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
     log.extend(notified.log)
     hazards.extend(notified.hazards)
+    taken_back = notified.dropped & notified.freed
+    if taken_back.any():
+        # Every failure from here on sends MEM_CANCEL_OFFLINE: virtio_mem_fake_offline_cancel_offline()
+        # does page_ref_inc() on every page whose reference it dropped (drivers/virtio/virtio_mem.c,
+        # ML-NEW), including the ones put_page() freed meanwhile; undo_isolate_page_range() then
+        # returns them to the ordinary free lists with refcount 1 (spec row 21).
+        pfn = lo + int(np.flatnonzero(taken_back)[0])
+        on_cancel.append(Hazard(HazardKind.REFCOUNT_ON_FREE_PAGE,
+                                f"MEM_CANCEL_OFFLINE: page_ref_inc() on {int(taken_back.sum())} fake-offline page(s) "
+                                "already freed to the buddy: unplugged memory back on the free lists with refcount "
+                                "1", pfn))
     if env.notifier_veto is not None:
         # Another notifier vetoes; MEM_CANCEL_OFFLINE lets virtio-mem re-take its references.
         return verdict(Outcome.FAILS, env.notifier_veto, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
@@ -230,12 +236,56 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
                          pages=counts, kernel_log=tuple(log), hazards=tuple(hazards)), stats)
 
 
+def _range_view(sem: OfflineSemantics, ctx: BlockContext, kinds: np.ndarray,
+                refcount: Optional[np.ndarray]) -> RangeView:
+    """The pages ``offline_pages()`` gets (vmemmap excluded) with ``PageOfflineSkippable``."""
+    lo = ctx.start_pfn + ctx.vmemmap
+    k = kinds[ctx.vmemmap:]
+    ref_all = refcount if refcount is not None else DEFAULT_REFCOUNT[kinds]
+    ref = ref_all[ctx.vmemmap:].astype(np.int64)
+    skippable = np.zeros(len(k), dtype=bool)
+    if ctx.device is not None and fake_offline_skippable(ctx.device, ctx.device_state,
+                                                         sem.virtio_mem_marks_skippable,
+                                                         sem.virtio_mem_unload_clears_skippable):
+        skippable = k == PageKind.FAKE_OFFLINE
+    return RangeView(lo, k, ref, skippable)
+
+
+@dataclass(frozen=True)
+class PredicateInputs:
+    """One block's pages as the predicate sites of one semantics see them.
+
+    ``before``: at isolation (site 1); ``after``: once every MEM_GOING_OFFLINE handler ran and
+    the foreign-reference timing applied (sites 2-5); ``dropped``: pages whose reference
+    virtio-mem dropped in MEM_GOING_OFFLINE (MEM_CANCEL_OFFLINE re-takes it); ``freed``: pages
+    ``put_page()`` freed to the buddy meanwhile. ``diff-semantics`` compares these per site.
+    """
+
+    before: RangeView
+    after: RangeView
+    dropped: np.ndarray
+    freed: np.ndarray
+
+
+def predicate_inputs(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
+                     refcount: Optional[np.ndarray]) -> PredicateInputs:
+    """What ``offline_block()`` feeds the semantics' predicate sites for this block."""
+    view = _range_view(setup.semantics, ctx, kinds, refcount)
+    notified = _going_offline_refcounts(view, ctx, setup.semantics, setup.environment)
+    after = RangeView(view.pfn, notified.kinds, notified.refcount, view.skippable)
+    return PredicateInputs(view, after, notified.dropped, notified.freed)
+
+
 @dataclass
 class _Notified:
     kinds: np.ndarray
     refcount: np.ndarray
     log: List[LogEntry]
     hazards: List[Hazard]
+    #: pages whose reference virtio-mem dropped
+    dropped: np.ndarray
+    #: pages put_page() freed to the buddy while offlining
+    freed: np.ndarray
 
 
 def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSemantics,
@@ -253,8 +303,11 @@ def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSem
     device = ctx.device
     fake = kinds == PageKind.FAKE_OFFLINE
     foreign = fake & (ref > 1)
+    dropped = np.zeros(len(kinds), dtype=bool)
+    freed = np.zeros(len(kinds), dtype=bool)
     if device is not None and device.driver is DriverState.LOADED and sem.virtio_mem_drops_refs:
         ref[fake] -= 1
+        dropped = fake
         referenced = np.flatnonzero(fake & (ref != 0))
         if len(referenced):
             pfns = view.pfn + referenced
@@ -269,6 +322,10 @@ def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSem
     if env.foreign_ref_dropped is ForeignRefTiming.DURING_OFFLINE and foreign.any():
         # The foreign holder drops its references while the block is isolated.
         ref[foreign] -= view.refcount[foreign] - 1
+        # Under refcount virtio-mem already dropped its own reference: put_page() frees the
+        # page. mm/page_alloc.c free_pages_prepare() resets the page type of a typed page
+        # ("Reset the page_type (which overlays _mapcount)", since the 2025 movable_ops series),
+        # so it lands silently on the isolated free list (seed mail: "ouch").
         freed = foreign & (ref == 0)
         if freed.any():
             kinds = kinds.copy()
@@ -278,7 +335,7 @@ def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSem
                                   f"{int(freed.sum())} fake-offline page(s) freed to the buddy by put_page() while "
                                   "offlining (unplugged memory on the isolated free list; managed page count skew; "
                                   "a MEM_CANCEL_OFFLINE would raise the refcount of a free page)", pfn))
-    return _Notified(kinds, ref, log, hazards)
+    return _Notified(kinds, ref, log, hazards, dropped, freed)
 
 
 def _after_success_hazards(view: RangeView, after: RangeView, sem: OfflineSemantics,
