@@ -68,6 +68,8 @@ class DeviceSummary:
     plugged_bytes: int
     blocks: Tuple[int, ...]
     fake_offline_pages: int
+    #: fake-offline pages with KPF_DIRTY: kept back when the block was onlined
+    kept_back_pages: int
     skippable_pages: int
 
 

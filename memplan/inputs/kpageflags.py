@@ -279,14 +279,13 @@ class FlagsHistogram:
     reserved for flags 0; ``show_summary()`` walks the slots in order.
     """
 
-    def __init__(self, raw: bool = False) -> None:
-        self.raw = raw
+    def __init__(self) -> None:
         self.pages: Dict[int, int] = {}
         self.first_pfn: Dict[int, int] = {}
         self.total = 0
 
     def add(self, start_pfn: int, flags: np.ndarray) -> None:
-        values = flags if self.raw else well_known_flags(flags)
+        values = well_known_flags(flags)
         uniq, first, counts = np.unique(values, return_index=True, return_counts=True)
         for value, index, count in zip(uniq.tolist(), first.tolist(), counts.tolist()):
             if value not in self.pages:

@@ -53,6 +53,7 @@ class _DeviceFacts:
     blocks: Tuple[int, ...]
     fake_offline: int
     skippable: int
+    kept_back: int
 
 
 class SnapshotPageSource:
@@ -160,11 +161,6 @@ class SnapshotPageSource:
             row = end
         return PageBatch(block_ids=ids, kinds=kinds)
 
-    def close(self) -> None:
-        self.flags.close()
-        if self.counts is not None:
-            self.counts.close()
-
 
 # --------------------------------------------------------------------------------------------
 # Loading
@@ -232,7 +228,7 @@ def _virtio_regions(iomem: Sequence[Resource]) -> List[Tuple[str, int, int, List
     return sorted(out, key=lambda d: d[1])
 
 
-def _lowest_power_of_two(values: np.ndarray, cap: int) -> int:
+def _common_power_of_two(values: np.ndarray, cap: int) -> int:
     """The largest power of two (<= cap) dividing every value."""
     g = 0
     for v in values.tolist():
@@ -248,8 +244,9 @@ def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: S
     """Reconstruct ``virtio_mem_init_hotplug()``'s view of a device from what is visible.
 
     The plugged bitmap is not exported (spec §6.3): inside an online block, runs of
-    fake-offline pages are the unplugged sub-blocks, so their common alignment is the
-    sub-block size (SBM) — or whole memory blocks (BBM, a FAKE_OFFLINE big block).
+    fake-offline pages are the unplugged sub-blocks, so their common alignment bounds the
+    sub-block size (SBM) from above — whole memory blocks mean BBM (a FAKE_OFFLINE big block).
+    Returns the device, whether mode/unit are assumed, and the alignment bound.
     """
     mb = geometry.memory_block_size
     ppb = geometry.pages_per_block
@@ -264,7 +261,7 @@ def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: S
     # Alignment only bounds the unit from above; sb_size = max(device_block_size, pageblock
     # size) bounds it from below (virtio_mem_init_hotplug()). Where the bounds differ, the
     # lower one (QEMU's default 2 MiB device block) is used and marked as assumed.
-    unit_pages = _lowest_power_of_two(np.asarray(boundaries, dtype=np.int64), ppb) if boundaries else 0
+    unit_pages = _common_power_of_two(np.asarray(boundaries, dtype=np.int64), ppb) if boundaries else 0
     unit_max = unit_pages * page if boundaries else None
     if force_bbm or (boundaries and unit_pages >= ppb):
         mode = VirtioMemMode.BBM
@@ -324,6 +321,40 @@ def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: S
     return device, assumed, unit_max
 
 
+def _virtio_devices(probe: SnapshotPageSource, facts: SysrootFacts, infos: Dict[int, MemoryBlockInfo],
+                    block_node: Dict[int, int]) -> Tuple[List[VirtioMemDevice], List[_DeviceFacts], Dict[int, int]]:
+    """Every virtio-mem device with its fake-offline pages (read now: they decide the
+    semantics), and the device index of each of its memory blocks."""
+    geometry = probe.geometry
+    mb = geometry.memory_block_size
+    devices: List[VirtioMemDevice] = []
+    device_facts: List[_DeviceFacts] = []
+    device_of_block: Dict[int, int] = {}
+    for name, start, end, ranges in _virtio_regions(facts.iomem):
+        masks: Dict[int, np.ndarray] = {}
+        members = [b for b in sorted(infos) if any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)]
+        fake = skippable = kept_back = 0
+        for b in members:
+            device_of_block[b] = len(devices)
+            if infos[b].state is not BlockState.ONLINE:
+                continue  # no online memmap: the sub-block state is not visible
+            flags, mapcount = probe.read(b * geometry.pages_per_block, geometry.pages_per_block)
+            cls = probe.classes_of(b * geometry.pages_per_block, flags, mapcount)
+            offline = (cls == PageClass.FAKE_OFFLINE) | (cls == PageClass.FAKE_OFFLINE_SKIPPABLE)
+            fake += int(offline.sum())
+            skippable += int((cls == PageClass.FAKE_OFFLINE_SKIPPABLE).sum())
+            # PageDirty: kept back by the online callback, never handed to the buddy
+            # (virtio_mem_set_fake_offline(onlined=false)); otherwise unplugged while online.
+            kept_back += int((offline & ((flags & np.uint64(kpf.bit(KPF.DIRTY))) != 0)).sum())
+            if offline.any():
+                masks[b] = offline
+        device, assumed, unit_max = _build_device(geometry, name, start, end, ranges, infos, masks, facts.params,
+                                                  block_node.get(members[0], 0) if members else 0)
+        devices.append(device)
+        device_facts.append(_DeviceFacts(device, assumed, unit_max, tuple(members), fake, skippable, kept_back))
+    return devices, device_facts, device_of_block
+
+
 def load_snapshot(root: str, live: bool = False) -> Machine:
     """Read a sysroot (``/`` when ``live``) into a machine backed by its kpageflags."""
     tree = Tree(root, live)
@@ -355,34 +386,9 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     probe = SnapshotPageSource(geometry, flags, counts, ram, block_zone, {}, movable_ops_visible,
                                kpf.PRIMARY_KINDS, None)
 
-    # virtio-mem devices, their fake-offline pages and the semantics they reveal.
-    devices: List[VirtioMemDevice] = []
-    device_facts: List[_DeviceFacts] = []
-    device_of_block: Dict[int, int] = {}
-    fake_total = skippable_total = 0
-    for name, start, end, ranges in _virtio_regions(facts.iomem):
-        masks: Dict[int, np.ndarray] = {}
-        member_blocks = [b for b in sorted(infos) if any(lo < (b + 1) * geometry.memory_block_size
-                                                          and hi > b * geometry.memory_block_size
-                                                          for lo, hi in ranges)]
-        fake = skippable = 0
-        for b in member_blocks:
-            device_of_block[b] = len(devices)
-            if infos[b].state is not BlockState.ONLINE:
-                continue
-            cls = probe.block_classes(b, 1)[0]
-            offline = (cls == PageClass.FAKE_OFFLINE) | (cls == PageClass.FAKE_OFFLINE_SKIPPABLE)
-            fake += int(offline.sum())
-            skippable += int((cls == PageClass.FAKE_OFFLINE_SKIPPABLE).sum())
-            masks[b] = offline
-        device, assumed, unit_max = _build_device(geometry, name, start, end, ranges, infos,
-                                        {b: m for b, m in masks.items() if m.any()}, facts.params,
-                                        block_node.get(member_blocks[0], 0) if member_blocks else 0)
-        devices.append(device)
-        device_facts.append(_DeviceFacts(device, assumed, unit_max, tuple(member_blocks), fake, skippable))
-        fake_total += fake
-        skippable_total += skippable
-
+    devices, device_facts, device_of_block = _virtio_devices(probe, facts, infos, block_node)
+    fake_total = sum(d.fake_offline for d in device_facts)
+    skippable_total = sum(d.skippable for d in device_facts)
     semantics, reason = detect_semantics(fake_total, skippable_total, facts.release, bool(devices))
     primary, pessimistic = kpf.PRIMARY_KINDS.copy(), kpf.PESSIMISTIC_KINDS.copy()
     if semantics == "skippable":
@@ -595,7 +601,7 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
                             unflagged_by_zone.get((z.node, z.zone), 0)) for z in facts.zones if z.present)
     devices = tuple(DeviceSummary(d.device.id, d.device.addr, d.device.region_size, d.device.mode.value,
                                   d.device.unit_size, d.assumed, d.unit_max, d.device.plugged_size, d.blocks, d.fake_offline,
-                                  d.skippable) for d in device_facts)
+                                  d.kept_back, d.skippable) for d in device_facts)
     return SnapshotReport(
         source=machine.source, machine=machine.name, kernel=machine.kernel, block_size=geo.memory_block_size,
         pfns=pfns, page_size=geo.page_size, block_groups=block_groups, classes=classes, flags=flag_rows,

@@ -33,7 +33,7 @@ def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:
         "devices": [{"id": d.id, "start": d.start, "size": d.size, "mode": d.mode, "unit_size": d.unit_size,
                      "unit_max": d.unit_max, "assumed": d.assumed, "plugged_bytes": d.plugged_bytes,
                      "blocks": list(d.blocks), "fake_offline_pages": d.fake_offline_pages,
-                     "skippable_pages": d.skippable_pages} for d in report.devices],
+                     "kept_back_pages": d.kept_back_pages, "skippable_pages": d.skippable_pages} for d in report.devices],
         "semantics": report.semantics,
         "semantics_reason": report.semantics_reason,
         "blind_spots": list(report.blind_spots),
@@ -87,7 +87,8 @@ def print_snapshot(console: Console, report: SnapshotReport) -> None:
                      else " (assumed: no fake-offline pages show it)")
         line(f"virtio-mem {d.id}: {format_size(d.size)} region at {d.start:#x}, {d.mode.upper()}, "
              f"{format_size(d.unit_size)} {unit}s{bound}, {format_size(d.plugged_bytes)} plugged, "
-             f"{d.fake_offline_pages} fake-offline pages ({d.skippable_pages} with KPF_OWNER_2)")
+             f"{d.fake_offline_pages} fake-offline pages ({d.kept_back_pages} kept back at onlining, "
+             f"{d.skippable_pages} with KPF_OWNER_2)")
     line()
     line(f"Semantics:  {report.semantics} ({report.semantics_reason})")
     line()

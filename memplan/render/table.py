@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List
 
 from rich.console import Console
@@ -9,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memplan.results import BlockVerdict, Outcome, SimulationResult
-from memplan.units import format_size
+from memplan.units import format_block_ranges, format_size
 
 RESULT_STYLE = {Outcome.OFFLINED: "green", Outcome.FAILS: "red", Outcome.HANGS: "yellow"}
 
@@ -63,8 +64,6 @@ def summary_lines(result: SimulationResult) -> List[str]:
 
 def blind_spot_lines(result: SimulationResult) -> List[str]:
     """Snapshot verdicts: the blind spots, grouped by block (counts differ per block: N)."""
-    import re
-    from memplan.units import format_block_ranges
     groups: Dict[tuple, List[int]] = {}
     for v in result.blocks:
         if v.blind_spots:
