@@ -406,6 +406,8 @@ class Machine:
     warnings: Tuple[str, ...] = ()
     #: extra per-block facts from a snapshot (confidence inputs), keyed by block id
     annotations: Dict[int, dict] = field(default_factory=dict)
+    #: why ``default_semantics`` was chosen, when a snapshot detected it
+    semantics_reason: Optional[str] = None
 
     def device_of_block(self, row: int) -> Optional[VirtioMemDevice]:
         index = int(self.blocks.device[row])

@@ -8,12 +8,14 @@ hugetlb pools, which a second pass takes into account only where it matters.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from memplan import confidence
 from memplan.errors import UsageError
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
@@ -237,11 +239,9 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     return {b: exact[b] for b in needy if needy[b] > exact[b]}
 
 
-def simulate(machine: Machine, semantics: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
-             progress: Optional[Progress] = None) -> SimulationResult:
-    """Predict offlining each selected block (default: every online block)."""
-    sem = get_semantics(semantics or machine.default_semantics)
-    ids = select_blocks(machine, blocks)
+def judge(machine: Machine, sem: OfflineSemantics, ids: np.ndarray,
+          progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
+    """Run the pipeline over the given blocks, then again where migration targets run short."""
     simulator = Simulator(machine, sem)
     results = simulator.run(ids, progress=progress)
     stats = {v.block: s for v, s in results}
@@ -250,7 +250,40 @@ def simulate(machine: Machine, semantics: Optional[str] = None, blocks: Optional
         redo = np.asarray(sorted(short), dtype=np.int64)
         redone = {v.block: (v, s) for v, s in simulator.run(redo, capacities=short)}
         results = [redone.get(v.block, (v, s)) for v, s in results]
+    return results
+
+
+def with_confidence(machine: Machine, sem: OfflineSemantics, verdicts: List[BlockVerdict]) -> List[BlockVerdict]:
+    """Snapshot machines: judge blocks with ambiguous pages a second time, reading them
+    pessimistically (``machine.pages.alternative``), and attach confidence and blind spots."""
+    alternative = getattr(machine.pages, "alternative", None)
+    if alternative is None:
+        return verdicts
+
+    def evidence(block: int):
+        return machine.annotations.get(block, {}).get("evidence")
+
+    again = np.asarray([v.block for v in verdicts if confidence.needs_second_reading(v, evidence(v.block))],
+                       dtype=np.int64)
+    second: Dict[int, BlockVerdict] = {}
+    if len(again):
+        pessimistic = dataclasses.replace(machine, pages=alternative)
+        second = {v.block: v for v, _ in judge(pessimistic, sem, again)}
+    out = []
+    for v in verdicts:
+        level, spots = confidence.assess(v, second.get(v.block), evidence(v.block), sem.name)
+        out.append(dataclasses.replace(v, confidence=level, blind_spots=spots))
+    return out
+
+
+def simulate(machine: Machine, semantics: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
+             progress: Optional[Progress] = None) -> SimulationResult:
+    """Predict offlining each selected block (default: every online block)."""
+    sem = get_semantics(semantics or machine.default_semantics)
+    ids = select_blocks(machine, blocks)
+    verdicts = with_confidence(machine, sem, [v for v, _ in judge(machine, sem, ids, progress)])
     return SimulationResult(
         profile=machine.source, machine=machine.name, semantics=sem.name,
-        blocks=tuple(v for v, _ in results), warnings=machine.warnings,
+        blocks=tuple(verdicts), warnings=machine.warnings,
+        semantics_reason=machine.semantics_reason if semantics is None else None,
     )

@@ -43,3 +43,47 @@ def write_profile(tmp_path):
 
 def bundled(name: str) -> str:
     return os.path.join(PROFILES, name)
+
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+QEMU_FIXTURES = ("qemu-6.1-pre", "qemu-6.1-post1", "qemu-6.1-post2", "qemu-6.1-bbm-post1")
+
+
+def fixture_tree(name: str) -> str:
+    """A real-kernel snapshot tree under tests/fixtures/."""
+    return os.path.join(FIXTURES, name)
+
+
+def build_sysroot(root: str, blocks: dict, flags, iomem: str, *, counts=None, release: Optional[str] = "6.1.0",
+                  compress: bool = True, block_size: int = 128 << 20, hugepages: bool = True) -> str:
+    """Write a small sysroot: ``blocks`` maps block id -> (state, valid_zones); ``flags``
+    (and ``counts``) are the whole kpageflags (kpagecount) arrays, pfn 0 onwards."""
+    import lzma
+
+    import numpy as np
+
+    def put(rel: str, data, mode: str = "w") -> None:
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, mode) as handle:
+            handle.write(data)
+
+    put("sys/devices/system/memory/block_size_bytes", f"{block_size:x}\n")
+    for block, (state, zones) in blocks.items():
+        put(f"sys/devices/system/memory/memory{block}/state", state + "\n")
+        put(f"sys/devices/system/memory/memory{block}/valid_zones", zones + "\n")
+    put("proc/iomem", iomem)
+    for size in ("2048kB", "1048576kB") if hugepages else ():
+        for key in ("nr", "free", "resv", "surplus"):
+            put(f"sys/kernel/mm/hugepages/hugepages-{size}/{key}_hugepages", "0\n")
+    if release is not None:
+        put("proc/osrelease", release + "\n")
+    for name, values in (("kpageflags", flags), ("kpagecount", counts)):
+        if values is None:
+            continue
+        data = np.asarray(values, dtype="<u8").tobytes()
+        if compress:
+            put(f"proc/{name}.xz", lzma.compress(data, preset=0), "wb")
+        else:
+            put(f"proc/{name}", data, "wb")
+    return root

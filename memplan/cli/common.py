@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import click
 from rich.console import Console
@@ -26,14 +27,61 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+class SnapshotSource(str):
+    """PROFILE's value when ``--sysroot DIR`` or ``--live`` was given instead: the sysroot
+    path (``/`` when live). It is a ``str``, so commands pass it on like a profile path."""
+
+    live: bool = False
+
+    def __new__(cls, root: str, live: bool = False) -> "SnapshotSource":
+        obj = super().__new__(cls, root)
+        obj.live = live
+        return obj
+
+
+def machine_source(profile: Optional[str], sysroot: Optional[str], live: bool) -> str:
+    """Exactly one of PROFILE, ``--sysroot DIR`` and ``--live``."""
+    given = [name for name, value in (("PROFILE", profile), ("--sysroot", sysroot), ("--live", live)) if value]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} exclude each other: give a PROFILE, --sysroot DIR or --live")
+    if not given:
+        raise UsageError("give a PROFILE, --sysroot DIR (a saved snapshot) or --live (this machine)")
+    if live:
+        return SnapshotSource("/", live=True)
+    if sysroot:
+        return SnapshotSource(sysroot)
+    assert profile is not None
+    return profile
+
+
 def load_machine(profile: str) -> Machine:
-    """A machine from a profile path (snapshot sources plug in here)."""
+    """A machine from a profile path, or from a snapshot (``--sysroot``/``--live``)."""
+    if isinstance(profile, SnapshotSource):
+        from memplan.inputs.snapshot import load_snapshot
+        return load_snapshot(str(profile), live=profile.live)
     from memplan.inputs.profile import load_profile
     return load_profile(profile)
 
 
+def snapshot_options(func: Callable) -> Callable:
+    """``--sysroot DIR`` and ``--live`` (shared by ``machine_argument`` and ``memplan snapshot``)."""
+    func = click.option("--live", is_flag=True,
+                        help="Snapshot this machine (reads /sys and /proc; needs root for /proc/kpageflags).")(func)
+    return click.option("--sysroot", metavar="DIR", type=click.Path(file_okay=False), default=None,
+                        help="Read a saved snapshot tree instead of a profile (like lsmem --sysroot).")(func)
+
+
 def machine_argument(func: Callable) -> Callable:
-    return click.argument("profile", metavar="PROFILE", type=click.Path(dir_okay=False))(func)
+    """PROFILE, or ``--sysroot DIR`` / ``--live`` in its place. The command still receives
+    one ``profile`` argument; pass it to ``load_machine()``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, profile: Optional[str] = None, sysroot: Optional[str] = None, live: bool = False,
+                **kwargs: Any) -> Any:
+        return func(*args, profile=machine_source(profile, sysroot, live), **kwargs)
+
+    wrapper = snapshot_options(wrapper)
+    return click.argument("profile", metavar="[PROFILE]", required=False, type=click.Path(dir_okay=False))(wrapper)
 
 
 def semantics_option(func: Callable) -> Callable:

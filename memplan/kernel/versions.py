@@ -7,6 +7,9 @@ from typing import Optional, Tuple
 
 #: NUMA node notifiers in online_pages()/offline_pages() ("node notifier failure"): v6.17.
 NODE_NOTIFIER = (6, 17)
+#: PG_movable_ops (an alias of PG_uptodate) marks movable_ops pages; kpageflags shows it as
+#: KPF_UPTODATE on PageOffline/zsmalloc pages (page_has_movable_ops(), movable_ops rework): v6.17.
+MOVABLE_OPS_FLAG = (6, 17)
 
 
 def parse_release(release: Optional[str]) -> Optional[Tuple[int, int]]:

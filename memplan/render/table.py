@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import List
+import re
+from typing import Dict, List
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from memplan.results import BlockVerdict, Outcome, SimulationResult
-from memplan.units import format_size
+from memplan.units import format_block_ranges, format_size
 
 RESULT_STYLE = {Outcome.OFFLINED: "green", Outcome.FAILS: "red", Outcome.HANGS: "yellow"}
 
@@ -61,8 +62,22 @@ def summary_lines(result: SimulationResult) -> List[str]:
     return lines
 
 
+def blind_spot_lines(result: SimulationResult) -> List[str]:
+    """Snapshot verdicts: the blind spots, grouped by block (counts differ per block: N)."""
+    groups: Dict[tuple, List[int]] = {}
+    for v in result.blocks:
+        if v.blind_spots:
+            key = (v.confidence,) + tuple(re.sub(r"\b\d+\b", "N", s) for s in v.blind_spots)
+            groups.setdefault(key, []).append(v.block)
+    lines = []
+    for key, blocks in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        lines.append(f"  blocks {format_block_ranges(blocks)} ({key[0]}):")
+        lines.extend(f"    - {spot}" for spot in key[1:])
+    return (["Blind spots (snapshot; per-block counts N in --json):"] + lines) if lines else []
+
+
 def print_simulation(console: Console, result: SimulationResult) -> None:
     console.print(simulation_table(result))
     console.print()
-    for line in summary_lines(result):
+    for line in summary_lines(result) + blind_spot_lines(result):
         console.print(line, highlight=False, markup=False)

@@ -1,0 +1,50 @@
+"""``memplan snapshot``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from memplan.cli.app import main
+from memplan.cli.common import load_machine, machine_source, print_warnings, snapshot_options, stdout_console
+from memplan.inputs.snapshot import describe
+from memplan.render import json as render_json
+from memplan.render import snapshot as render_snapshot
+from memplan.status import ExitStatus
+
+
+@main.command("snapshot")
+@snapshot_options
+@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@click.option("--page-types", "page_types", is_flag=True,
+              help="Print the page-flags summary exactly as the kernel's tools/mm/page-types prints it.")
+@click.option("--save", metavar="DIR", type=click.Path(file_okay=False), default=None,
+              help="Also write the snapshot as a tree under DIR (a new or empty directory): the sysfs/procfs "
+                   "files read, kpageflags and kpagecount xz-compressed. Ship it; read it with --sysroot.")
+def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_types: bool,
+                     save: Optional[str]) -> None:
+    """Show what a snapshot of a machine captures, and what it cannot see.
+
+    Reads /sys/devices/system/memory, /proc/kpageflags, /proc/kpagecount, /proc/iomem,
+    /proc/zoneinfo, hugepage and memory-hotplug parameters (--live: this machine, read-only;
+    --sysroot DIR: a saved tree). Prints memory blocks per state and zone, pages per class
+    (page-types style), the zones, virtio-mem devices, the detected PageOffline semantics and
+    the blind spots. Every command that takes a PROFILE accepts --sysroot/--live instead.
+
+    \b
+    Examples:
+      memplan snapshot --live
+      memplan snapshot --live --save /tmp/myhost    # then: memplan simulate --sysroot /tmp/myhost
+    """
+    machine = load_machine(machine_source(None, sysroot, live))
+    report = describe(machine, save_to=save)
+    print_warnings(report.warnings)
+    if as_json:
+        render_json.write(render_snapshot.snapshot_dict(report), sys.stdout)
+    elif page_types:
+        click.echo(report.page_types, nl=False)
+    else:
+        render_snapshot.print_snapshot(stdout_console(), report)
+    raise SystemExit(int(ExitStatus.SUCCESS))

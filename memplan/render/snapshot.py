@@ -1,0 +1,101 @@
+"""``memplan snapshot``: the report as rich tables and as one JSON document."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from rich.console import Console
+from rich.table import Table
+
+from memplan import __version__
+from memplan.snapshot_report import SnapshotReport
+from memplan.units import format_size
+
+
+def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:
+    """The stable JSON document of ``memplan snapshot --json``."""
+    return {
+        "memplan": __version__,
+        "source": report.source,
+        "machine": report.machine,
+        "kernel": report.kernel,
+        "block_size": report.block_size,
+        "page_size": report.page_size,
+        "pfns": report.pfns,
+        "blocks": [{"state": g.state, "zone": g.zone, "blocks": g.blocks, "bytes": g.bytes}
+                   for g in report.block_groups],
+        "page_classes": [{"class": c.label, "pages": c.pages, "kind": c.kind, "meaning": c.meaning}
+                         for c in report.classes],
+        "page_flags": [{"flags": f"0x{f.flags:016x}", "pages": f.pages, "symbolic": f.symbolic,
+                        "long_symbolic": f.long_symbolic} for f in report.flags],
+        "zones": [{"node": z.node, "zone": z.zone, "present": z.present, "managed": z.managed, "free": z.free,
+                   "pcp": z.pcp, "cma": z.cma, "unflagged": z.unflagged} for z in report.zones],
+        "devices": [{"id": d.id, "start": d.start, "size": d.size, "mode": d.mode, "unit_size": d.unit_size,
+                     "unit_max": d.unit_max, "assumed": d.assumed, "plugged_bytes": d.plugged_bytes,
+                     "blocks": list(d.blocks), "fake_offline_pages": d.fake_offline_pages,
+                     "kept_back_pages": d.kept_back_pages, "skippable_pages": d.skippable_pages} for d in report.devices],
+        "semantics": report.semantics,
+        "semantics_reason": report.semantics_reason,
+        "blind_spots": list(report.blind_spots),
+        "warnings": list(report.warnings),
+        "saved_to": report.saved_to,
+    }
+
+
+def _mb(pages: int, page_size: int) -> int:
+    return (pages * page_size) >> 20
+
+
+def print_snapshot(console: Console, report: SnapshotReport) -> None:
+    def line(text: str = "") -> None:
+        console.print(text, highlight=False, markup=False)
+
+    line(f"Snapshot:   {report.machine} ({report.source})")
+    line(f"Kernel:     {report.kernel or 'unknown'}")
+    line(f"Memory:     {report.pfns} pfns in /proc/kpageflags, {format_size(report.block_size)} memory blocks")
+    line()
+    blocks = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (("STATE", "left"), ("ZONE", "left"), ("BLOCKS", "right"), ("SIZE", "right")):
+        blocks.add_column(name, justify=justify)
+    for g in report.block_groups:
+        blocks.add_row(g.state, g.zone, str(g.blocks), format_size(g.bytes))
+    console.print(blocks)
+    line()
+    classes = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (("PAGES", "right"), ("MB", "right"), ("CLASS", "left"), ("READ AS", "left"),
+                          ("WHAT KPAGEFLAGS SHOWS", "left")):
+        classes.add_column(name, justify=justify)
+    for c in report.classes:
+        classes.add_row(str(c.pages), str(_mb(c.pages, report.page_size)), c.label, c.kind, c.meaning)
+    console.print(classes)
+    line("(pages of online memory blocks; `--page-types` prints the kernel's page-types summary)")
+    if report.zones:
+        line()
+        zones = Table(box=None, header_style="bold", pad_edge=False)
+        for name in ("NODE", "ZONE", "PRESENT", "MANAGED", "FREE", "PER-CPU FREE", "CMA", "NO FLAGS"):
+            zones.add_column(name, justify="left" if name == "ZONE" else "right")
+        for z in report.zones:
+            zones.add_row(str(z.node), z.zone, str(z.present), str(z.managed), str(z.free), str(z.pcp),
+                          "-" if z.cma is None else str(z.cma), str(z.unflagged))
+        console.print(zones)
+    for d in report.devices:
+        line()
+        unit = "sub-block" if d.mode == "sbm" else "big block"
+        bound = ""
+        if d.assumed:
+            bound = (f" (assumed; fake-offline runs are aligned to {format_size(d.unit_max)})" if d.unit_max
+                     else " (assumed: no fake-offline pages show it)")
+        line(f"virtio-mem {d.id}: {format_size(d.size)} region at {d.start:#x}, {d.mode.upper()}, "
+             f"{format_size(d.unit_size)} {unit}s{bound}, {format_size(d.plugged_bytes)} plugged, "
+             f"{d.fake_offline_pages} fake-offline pages ({d.kept_back_pages} kept back at onlining, "
+             f"{d.skippable_pages} with KPF_OWNER_2)")
+    line()
+    line(f"Semantics:  {report.semantics} ({report.semantics_reason})")
+    line()
+    line("Blind spots (what this snapshot cannot see):")
+    for spot in report.blind_spots:
+        line(f"  - {spot}")
+    if report.saved_to:
+        line()
+        line(f"Saved to:   {report.saved_to}")
+

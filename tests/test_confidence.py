@@ -1,0 +1,127 @@
+"""Confidence and blind spots of snapshot verdicts."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import build_sysroot
+from memplan.confidence import assess, needs_second_reading
+from memplan.evidence import CLASSES, BlockEvidence, PageClass
+from memplan.inputs.kpageflags import KPF, bit
+from memplan.inputs.snapshot import load_snapshot
+from memplan.model import Errno, Zone
+from memplan.results import BlockVerdict, Outcome, PageCounts, Reason, Step
+from memplan.simulation import simulate
+
+PPB = 32768
+
+
+def evidence(zone=Zone.NORMAL, cma=0, **counts):
+    values = [0] * CLASSES
+    for name, n in counts.items():
+        values[int(PageClass[name.upper()])] = n
+    return BlockEvidence(block=1, zone=zone, counts=tuple(values), zone_cma_pages=cma)
+
+
+def verdict(result=Outcome.OFFLINED, errno=None, reason=None, step=None, zone=Zone.NORMAL, **pages):
+    return BlockVerdict(block=1, start=0, end=(128 << 20) - 1, zone=zone, node=0, result=result, errno=errno,
+                        reason=reason, step=step, culprit=None, pages=PageCounts(total=PPB, **pages))
+
+
+ISOLATION_FAILS = dict(result=Outcome.FAILS, errno=Errno.EBUSY, reason=Reason.FAILURE_TO_ISOLATE_RANGE,
+                       step=Step.ISOLATE)
+
+
+def test_page_free_steps_are_certain():
+    v = verdict(Outcome.FAILS, Errno.EINVAL, Reason.MEMORY_HOLES, Step.HOLES)
+    assert assess(v, None, evidence(unflagged=9), "refcount") == ("certain", ())
+    assert not needs_second_reading(v, evidence(unflagged=9))
+
+
+def test_only_free_pages_is_certain():
+    assert assess(verdict(free=PPB), None, evidence(free=PPB), "refcount") == ("certain", ())
+
+
+def test_no_flag_pages_in_a_kernel_zone_that_decide_the_verdict_are_unknown():
+    ev = evidence(unflagged=3, free=PPB - 3)
+    primary = verdict(free=PPB)
+    assert needs_second_reading(primary, ev)
+    level, spots = assess(primary, verdict(**ISOLATION_FAILS), ev, "refcount")
+    assert level == "unknown" and spots == ("3 pages with no flags could be unmovable kernel allocations",)
+
+
+def test_no_flag_pages_in_zone_movable_are_likely():
+    ev = evidence(zone=Zone.MOVABLE, unflagged=5, free=PPB - 5)
+    hang = verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, zone=Zone.MOVABLE)
+    level, spots = assess(verdict(zone=Zone.MOVABLE, free=PPB), hang, ev, "refcount")
+    assert level == "likely" and "ZONE_MOVABLE" in spots[0]
+
+
+def test_visible_unmovable_page_makes_isolation_failure_certain():
+    ev = evidence(slab=1, unflagged=10, untyped=2, free=PPB - 13)
+    assert assess(verdict(**ISOLATION_FAILS), verdict(**ISOLATION_FAILS), ev, "refcount") == ("certain", ())
+
+
+def test_isolation_failure_resting_on_an_assumed_kernel_page_is_likely():
+    ev = evidence(untyped=2, free=PPB - 2)
+    level, spots = assess(verdict(**ISOLATION_FAILS), None, ev, "refcount")
+    assert level == "likely" and "assumed unmovable" in spots[0]
+
+
+def test_lru_pages_and_fake_offline_pages_are_blind_spots():
+    ev = evidence(zone=Zone.MOVABLE, lru_anon=100, fake_offline=512, free=PPB - 612)
+    v = verdict(zone=Zone.MOVABLE, free=PPB - 612, migrated=100, skipped_offline=512)
+    level, spots = assess(v, None, ev, "refcount")
+    assert level == "likely" and len(spots) == 2
+    assert "extra references" in spots[0] and "512 fake-offline pages" in spots[1]
+    # under skippable an extra reference on a fake-offline page only WARNs
+    assert len(assess(v, None, ev, "skippable")[1]) == 1
+
+
+def test_cma_in_the_zone_is_a_blind_spot_once_isolation_passes():
+    ev = evidence(free=PPB, cma=4096)
+    level, spots = assess(verdict(free=PPB), None, ev, "refcount")
+    assert level == "likely" and "CMA" in spots[0]
+    assert assess(verdict(**ISOLATION_FAILS), None, evidence(reserved=1, cma=4096), "refcount")[0] == "certain"
+
+
+def test_unmapped_hugetlb_that_matters_is_unknown():
+    ev = evidence(hugetlb_unmapped=512, free=PPB - 512)
+    dissolve = verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE)
+    level, spots = assess(verdict(free=PPB - 512, dissolved=512), dissolve, ev, "refcount")
+    assert level == "unknown" and "hugetlb" in spots[0]
+
+
+@pytest.fixture
+def kernel_zone_machine(tmp_path):
+    """Block 1: free + 3 no-flag pages; block 2: free + one slab page; block 3: free only."""
+    flags = np.full(4 * PPB, bit(KPF.BUDDY), dtype=np.uint64)
+    flags[PPB + 100:PPB + 103] = 0
+    flags[2 * PPB + 7] = bit(KPF.SLAB)
+    root = build_sysroot(str(tmp_path / "t"), {b: ("online", "Normal") for b in (1, 2, 3)}, flags,
+                         "00000000-00000fff : Reserved\n08000000-1fffffff : System RAM\n")
+    return load_snapshot(root)
+
+
+def test_simulate_attaches_confidence_from_both_readings(kernel_zone_machine):
+    result = simulate(kernel_zone_machine)
+    by_block = {v.block: v for v in result.blocks}
+    assert (by_block[1].result, by_block[1].confidence) == (Outcome.OFFLINED, "unknown")
+    assert by_block[1].blind_spots == ("3 pages with no flags could be unmovable kernel allocations",)
+    assert (by_block[2].result, by_block[2].confidence, by_block[2].culprit.pfn) == (Outcome.FAILS, "certain",
+                                                                                     2 * PPB + 7)
+    assert (by_block[3].result, by_block[3].confidence, by_block[3].blind_spots) == (Outcome.OFFLINED, "certain", ())
+
+
+def test_profiles_get_no_confidence():
+    from conftest import bundled
+    from memplan.inputs.profile import load_profile
+    result = simulate(load_profile(bundled("sbm-guest.toml")), blocks=[36])
+    assert result.blocks[0].confidence is None and result.semantics_reason is None
+
+
+def test_verdicts_stay_frozen_dataclasses(kernel_zone_machine):
+    v = simulate(kernel_zone_machine, blocks=[3]).blocks[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.confidence = "likely"
