@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.errors import UsageError
+from memplan.geometry import Geometry
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
 from memplan.kernel.migration import MigrationTargets
@@ -121,16 +122,7 @@ class Simulator:
         self._isolated = self._pageblock_masks(machine.environment.isolated)
 
     def _pageblock_masks(self, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
-        geo = self.machine.geometry
-        masks: Dict[int, np.ndarray] = {}
-        for lo, hi in ranges:
-            for block in range(lo // geo.pages_per_block, (hi - 1) // geo.pages_per_block + 1):
-                mask = masks.setdefault(block, np.zeros(geo.pageblocks_per_block, dtype=bool))
-                base = geo.block_start_pfn(block)
-                a = max(lo - base, 0) // geo.pageblock_pages
-                b = -(-(min(hi - base, geo.pages_per_block)) // geo.pageblock_pages)
-                mask[a:b] = True
-        return masks
+        return pageblock_masks(self.machine.geometry, ranges)
 
     def context(self, row: int, capacity: Optional[int] = None) -> BlockContext:
         machine, geo = self.machine, self.machine.geometry
@@ -179,6 +171,19 @@ class Simulator:
             if progress:
                 progress(done, len(block_ids))
         return out
+
+
+def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
+    """Per memory block touched by the pfn ranges [start, end): which of its pageblocks they cover."""
+    masks: Dict[int, np.ndarray] = {}
+    for lo, hi in ranges:
+        for block in range(lo // geo.pages_per_block, (hi - 1) // geo.pages_per_block + 1):
+            mask = masks.setdefault(block, np.zeros(geo.pageblocks_per_block, dtype=bool))
+            base = geo.block_start_pfn(block)
+            a = max(lo - base, 0) // geo.pageblock_pages
+            b = -(-(min(hi - base, geo.pages_per_block)) // geo.pageblock_pages)
+            mask[a:b] = True
+    return masks
 
 
 def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarray:
