@@ -10,6 +10,7 @@ from memplan.errors import UsageError
 from memplan.model import Zone
 from memplan.plans.plan import parse_plan_size, plan, valid_zones_match
 from memplan.results import Outcome
+from memplan.simulation import simulate
 
 MB = 1 << 20
 PPB = 32768  # pages per 128 MiB block
@@ -146,3 +147,27 @@ def test_memory_left_per_zone_and_node():
                        ZoneMemory(1, Zone.MOVABLE, 1, 400)))
     assert left.nodes() == {0: (15, 150), 1: (1, 400)}
     assert (left.free_bytes, left.total_bytes, left.movable_ratio_percent) == (16, 550, 450)
+
+
+def test_simulate_and_the_first_plan_attempt_agree_on_zone_restricted_targets():
+    # Block 0 (Normal) may only migrate into kernel zones; the free block 1 is ZONE_MOVABLE.
+    machine = machine_from("""
+[[ram]]
+start = "0"
+size = "128MiB"
+zone = "Normal"
+
+[[ram]]
+start = "128MiB"
+size = "128MiB"
+zone = "Movable"
+
+[[pages]]
+pfn = "0x10"
+count = 100
+kind = "anon"
+""", spare=False)
+    (sim,) = simulate(machine, blocks=[0]).blocks
+    result, _ = plan(machine, 128 * MB, blocks=[0])
+    assert sim.result is result.attempts[0].result is Outcome.HANGS
+    assert sim.culprit == result.attempts[0].culprit and sim.culprit.pfn == 0x10

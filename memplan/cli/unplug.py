@@ -13,7 +13,7 @@ from memplan.cli.app import main
 from memplan.cli.common import load_machine, machine_argument, print_warnings, semantics_option, stdout_console
 from memplan.errors import UsageError
 from memplan.plans.state import MachineState
-from memplan.plans.unplug import run_unplug, sweep
+from memplan.plans.unplug import find_device, run_unplug, sweep
 from memplan.plans.writer import read_document, write_profile
 from memplan.render import capacity_json
 from memplan.render import capacity_table
@@ -90,8 +90,7 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
         raise SystemExit(int(ExitStatus.SUCCESS))
 
     state = MachineState(machine, semantics)
-    from memplan.plans.unplug import _device
-    dev = _device(state, device)
+    dev = find_device(state, device)
     if to_size is not None:
         requested = _size("--to", to_size)
     else:

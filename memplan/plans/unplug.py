@@ -308,7 +308,8 @@ class VirtioMemDriver:
         return rc
 
 
-def _device(state: MachineState, name: Optional[str]) -> DeviceState:
+def find_device(state: MachineState, name: Optional[str]) -> DeviceState:
+    """The device ``--device`` names (the only one when there is one); usage errors otherwise."""
     names = [d.device.id for d in state.devices]
     if not names:
         raise UsageError(f"{state.machine.name} has no virtio-mem device")
@@ -353,7 +354,7 @@ def _block_states(state: MachineState, drv: VirtioMemDriver) -> Dict[int, Tuple[
 
 def run_unplug(state: MachineState, device: Optional[str], requested: int) -> UnplugResult:
     """Change ``requested-size`` to ``requested`` and let the driver work until it settles (mutates ``state``)."""
-    dev = _device(state, device)
+    dev = find_device(state, device)
     check_request(dev, requested)
     drv = VirtioMemDriver(state, dev)
     before = _block_states(state, drv)
@@ -448,7 +449,7 @@ def sweep(machine: Machine, device: Optional[str], step: Optional[int] = None,
           semantics: Optional[str] = None) -> SweepResult:
     """Achievable plugged size for every requested size from 0 to the plugged size."""
     base = MachineState(machine, semantics)
-    dev = _device(base, device)
+    dev = find_device(base, device)
     plugged = dev.plugged_bytes
     if step is None:
         step = max(dev.device.unit_size, base.geometry.memory_block_size)

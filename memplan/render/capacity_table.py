@@ -78,11 +78,12 @@ def unplug_table(result: UnplugResult) -> Table:
     for b in result.blocks:
         if not (b.visited or b.state_before != b.state_after):
             continue
+        shown = [c for c in b.culprits if c.unit is not None] or list(b.culprits)
         culprits = ", ".join(
             f"{'sb' if sbm else 'sec'} {'all' if c.unit is None else c.unit}: "
             f"{c.kind.label if c.kind else '?'}@{c.pfn:#x} {c.errno.value}" if c.pfn is not None
             else f"{'all' if c.unit is None else c.unit}: {c.errno.value}"
-            for c in b.culprits)
+            for c in shown)
         table.add_row(str(b.block), format_block_ranges(list(b.memory_blocks)), b.zone.value if b.zone else "-",
                       b.state_before, b.state_after, str(len(b.unplugged_units)) if sbm else
                       ("yes" if b.unplugged_units else "no"),
@@ -139,7 +140,7 @@ def sweep_table(result: SweepResult) -> Table:
         # The driver never unplugs more than asked: requested <= achievable <= plugged.
         bar = Text()
         bar.append("█" * wanted, style="green")
-        bar.append("█" * max(filled - wanted, 0), style="red")
+        bar.append("▒" * max(filled - wanted, 0), style="red")
         bar.append("·" * max(CURVE_WIDTH - max(filled, wanted), 0), style="dim")
         table.add_row(format_size(p.requested_bytes), format_size(p.plugged_after_bytes),
                       format_size(result.plugged_before_bytes - p.plugged_after_bytes),
@@ -153,8 +154,7 @@ def print_sweep(console: Console, result: SweepResult) -> None:
     lines: List[str] = [
         f"Device:             {result.device} ({result.mode.upper()}), plugged {format_size(result.plugged_before_bytes)}",
         f"Floor:              {format_size(result.floor_bytes)} (the smallest plugged size any request reaches)",
-        "Curve:              green = plugged and requested, red = plugged beyond the request, "
-        "dim = unplugged",
+        "Curve:              █ plugged as requested, ▒ plugged beyond the request (could not go), · unplugged",
     ]
     for line in lines:
         console.print(line, highlight=False, markup=False)
