@@ -138,3 +138,29 @@ def test_unwritable_output(tmp_path):
     from memplan.errors import UsageError
     with pytest.raises(UsageError, match="cannot write"):
         write_profile(state, doc, str(tmp_path / "missing" / "x.toml"))
+
+
+def test_gigantic_folios_are_written_whole(tmp_path):
+    text = textwrap.dedent("""
+    format = 1
+    [[ram]]
+    start = "0"
+    size = "3GiB"
+    zone = "Normal"
+
+    [[pages]]
+    pfn = "0x40000"
+    count = 524288
+    kind = "gigantic"
+
+    [[pages]]
+    pfn = "0x1000"
+    count = 10
+    kind = "anon"
+    """)
+    machine = build_machine(toml.loads(text), "<test>")
+    _, state = plan(machine, 128 * MB)  # block 23 (free) goes; the two 1 GiB folios stay
+    out, _ = profile_document(state, toml.loads(text))
+    assert [(p["pfn"], p.get("count"), p["kind"]) for p in out["pages"]] == [("0x1000", 10, "anon"),
+                                                                              ("0x40000", 524288, "gigantic")]
+    assert_round_trip(state, toml.loads(text), tmp_path)

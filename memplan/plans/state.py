@@ -46,11 +46,10 @@ from memplan.kernel.migration import ZONELIST_ORDER, MigrationTargets, target_zo
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
 from memplan.kernel.pages import RangeView
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
-from memplan.kernel.virtio_mem import BbmState, SbmState, block_zone
+from memplan.kernel.virtio_mem import BbmState, SbmState
 from memplan.model import (
-    DEFAULT_REFCOUNT, FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_MOVABLE_OPS, IS_PINNED, BlockState, BlockTable,
-    DriverState, Environment, HugetlbPool, Machine, OnlineType, PageBatch, PageKind, VirtioMemDevice,
-    VirtioMemMode, Zone, ZONE_NONE,
+    DEFAULT_REFCOUNT, FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_MOVABLE_OPS, IS_PINNED, ZONE_NONE, BlockState,
+    BlockTable, HugetlbPool, Machine, PageBatch, PageKind, VirtioMemDevice, VirtioMemMode, Zone,
 )
 from memplan.results import BlockVerdict, Outcome
 from memplan.simulation import chunks, pageblock_masks
@@ -407,9 +406,9 @@ class MachineState:
         isolated = self._isolated.get(block, self._no_pageblocks)[lo // pb:hi // pb]
         kinds, ref = pages.kinds[lo:hi], pages.refcount[lo:hi]
         before = kinds.copy()
-        result = alloc_contig_range(before, ref, geo.block_start_pfn(block) + lo, zone is Zone.MOVABLE, cma, isolated,
-                                    pb, alloc)
-        first = RangeView(lo, before, ref.astype(np.int64), np.zeros(len(before), bool)).folio_first()
+        start_pfn = geo.block_start_pfn(block) + lo
+        result = alloc_contig_range(before, ref, start_pfn, zone is Zone.MOVABLE, cma, isolated, pb, alloc)
+        first = RangeView(start_pfn, before, ref.astype(np.int64), np.zeros(len(before), bool)).folio_first()
         # Pool bookkeeping: free folios replaced (+1 new elsewhere was counted by the allocator,
         # -1 here for the dissolved original); sources left in the pool count again.
         replaced = result.vacated & first & (before == PageKind.HUGETLB_FREE)

@@ -273,28 +273,27 @@ def _merge_runs(runs: List[Tuple[int, int, int, int]]) -> List[Tuple[int, int, i
 
 
 def _whole_gigantic_folios(final: Machine, runs: List[Tuple[int, int, int, int]]) -> List[Tuple[int, int, int, int]]:
-    """A 1 GiB folio is written whole or not at all ([[pages]] needs whole folios)."""
+    """A 1 GiB folio is written whole or not at all ([[pages]] needs whole folios): widen every
+    gigantic run to the folios it touches (their pages are all of that kind in the state)."""
     geo = final.geometry
-    size = 1 << 18
     out: List[Tuple[int, int, int, int]] = []
-    covered: set = set()
     for pfn, count, kind, ref in runs:
-        if FOLIO_ORDER[kind] <= geo.pageblock_order:
+        order = int(FOLIO_ORDER[kind])
+        if order <= geo.pageblock_order:
             out.append((pfn, count, kind, ref))
             continue
-        head = pfn - pfn % size
-        if head in covered:
-            continue
-        covered.add(head)
-        out.append((head, size, kind, ref))
-    # Drop order-0/2 MiB runs that a whole gigantic folio now covers.
-    folios = sorted(covered)
-    result = []
-    for run in sorted(out):
-        pfn = run[0]
-        inside = any(h <= pfn < h + size for h in folios) and FOLIO_ORDER[run[2]] <= geo.pageblock_order
-        if not inside:
-            result.append(run)
+        size = 1 << order
+        lo, hi = pfn - pfn % size, -(-(pfn + count) // size) * size
+        out.append((lo, hi - lo, kind, ref))
+    out.sort()
+    result: List[Tuple[int, int, int, int]] = []
+    for run in out:
+        if result and run[0] < result[-1][0] + result[-1][1]:
+            prev = result[-1]
+            if prev[2:] == run[2:]:
+                result[-1] = (prev[0], max(prev[0] + prev[1], run[0] + run[1]) - prev[0], prev[2], prev[3])
+            continue  # inside a widened folio
+        result.append(run)
     return _merge_runs(result)
 
 
