@@ -281,6 +281,9 @@ class VirtioMemDevice:
     first_block: int = 0
     #: number of units that fit into the region
     units: int = 0
+    #: memory blocks that are added but offline although ``online`` says how the others were
+    #: onlined (e.g. offlined through sysfs later; profile key ``offline_blocks``)
+    offline_blocks: frozenset = frozenset()
 
     @property
     def plugged_size(self) -> int:

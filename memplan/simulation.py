@@ -17,14 +17,15 @@ import numpy as np
 
 from memplan import confidence
 from memplan.errors import UsageError
+from memplan.geometry import Geometry
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
-from memplan.kernel.migration import MigrationTargets
+from memplan.kernel.migration import MigrationTargets, target_zones
 from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup, fast_verdicts, offline_block
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
 from memplan.kernel.virtio_mem import block_states
 from memplan.model import (
-    IS_HUGETLB, BlockState, HugetlbPool, Machine, PageKind, Zone,
+    IS_HUGETLB, ZONE_NONE, BlockState, HugetlbPool, Machine, PageKind, Zone,
 )
 from memplan.results import BlockVerdict, SimulationResult
 
@@ -123,16 +124,7 @@ class Simulator:
         self._isolated = self._pageblock_masks(machine.environment.isolated)
 
     def _pageblock_masks(self, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
-        geo = self.machine.geometry
-        masks: Dict[int, np.ndarray] = {}
-        for lo, hi in ranges:
-            for block in range(lo // geo.pages_per_block, (hi - 1) // geo.pages_per_block + 1):
-                mask = masks.setdefault(block, np.zeros(geo.pageblocks_per_block, dtype=bool))
-                base = geo.block_start_pfn(block)
-                a = max(lo - base, 0) // geo.pageblock_pages
-                b = -(-(min(hi - base, geo.pages_per_block)) // geo.pageblock_pages)
-                mask[a:b] = True
-        return masks
+        return pageblock_masks(self.machine.geometry, ranges)
 
     def context(self, row: int, capacity: Optional[int] = None) -> BlockContext:
         machine, geo = self.machine, self.machine.geometry
@@ -183,6 +175,19 @@ class Simulator:
         return out
 
 
+def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
+    """Per memory block touched by the pfn ranges [start, end): which of its pageblocks they cover."""
+    masks: Dict[int, np.ndarray] = {}
+    for lo, hi in ranges:
+        for block in range(lo // geo.pages_per_block, (hi - 1) // geo.pages_per_block + 1):
+            mask = masks.setdefault(block, np.zeros(geo.pageblocks_per_block, dtype=bool))
+            base = geo.block_start_pfn(block)
+            a = max(lo - base, 0) // geo.pageblock_pages
+            b = -(-(min(hi - base, geo.pages_per_block)) // geo.pageblock_pages)
+            mask[a:b] = True
+    return masks
+
+
 def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarray:
     """The requested block ids (all online blocks by default); unknown ids are a usage error."""
     table = machine.blocks
@@ -205,7 +210,8 @@ def _describe_ids(ids: np.ndarray) -> str:
 
 def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict[int, int]:
     """Free pages each block's migrated pages may use: online blocks on the other memory nodes,
-    or on its own node when it is the only one (``do_migrate_range()``'s nodemask)."""
+    or on its own node when it is the only one (``do_migrate_range()``'s nodemask), in the
+    zones ``alloc_migration_target()`` allows for the block's zone."""
     table = machine.blocks
     online = table.online
     needy = {b: s.demand for b, s in stats.items() if s.demand > 0}
@@ -217,16 +223,21 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     free_known[rows_known] = [stats[int(b)].free_pages for b in table.ids[rows_known]]
 
     def capacities(free: np.ndarray) -> Dict[int, int]:
-        per_node: Dict[int, int] = {}
-        for node, pages in zip(table.node[online], free[online]):
-            per_node[int(node)] = per_node.get(int(node), 0) + int(pages)
+        per_zone: Dict[Tuple[int, int], int] = {}
+        for node, zone, pages in zip(table.node[online], table.zone[online], free[online]):
+            key = (int(node), int(zone))
+            per_zone[key] = per_zone.get(key, 0) + int(pages)
         memory_nodes = {int(n) for n in table.node[online] if n >= 0}
         out: Dict[int, int] = {}
         for block in needy:
             row = int(table.rows([block])[0])
             node = int(table.node[row])
             allowed = (memory_nodes - {node}) or {node}
-            cap = sum(per_node.get(n, 0) for n in allowed)
+            # alloc_migration_target(): a folio leaving a kernel zone never lands in ZONE_MOVABLE
+            # (boot blocks spanning kernel zones count as kernel-zone memory).
+            source = table.zone_of(row)
+            zones = {z.code for z in target_zones(source)} | {ZONE_NONE} if source else None
+            cap = sum(v for (n, z), v in per_zone.items() if n in allowed and (zones is None or z in zones))
             if node in allowed:
                 cap -= int(free[row])
             out[block] = cap

@@ -109,3 +109,30 @@ anon = 0.5
 def test_bundled_profiles_load(name):
     m = load_profile(bundled(name))
     assert len(m.blocks) > 10
+
+
+def test_virtio_mem_offline_blocks():
+    m = machine_from("""
+[[virtio_mem]]
+id = "vmem0"
+addr = "4GiB"
+region_size = "512MiB"
+block_size = "2MiB"
+plugged = ["0-100"]
+online = "movable"
+offline_blocks = "33"
+""")
+    t = m.blocks
+    assert [t.state_of(int(r)).value for r in t.rows([32, 33])] == ["online", "offline"]
+    from memplan.kernel.virtio_mem import block_states, fake_offline_ranges
+    assert block_states(m.devices[0], m.geometry) == {32: "MOVABLE", 33: "OFFLINE_PARTIAL"}
+    assert fake_offline_ranges(m.devices[0], m.geometry) == []  # block 33's unplugged part has no memmap
+    with pytest.raises(ProfileError, match=r"virtio_mem\[0\]\.offline_blocks: memory block 34 is not an added"):
+        machine_from("""
+[[virtio_mem]]
+id = "vmem0"
+addr = "4GiB"
+region_size = "512MiB"
+plugged = ["0-100"]
+offline_blocks = "34"
+""")

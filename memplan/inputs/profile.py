@@ -30,7 +30,7 @@ _TOP = {"format", "machine", "ram", "virtio_mem", "fill", "pages", "environment"
 _MACHINE = {"name", "description", "memory_block_size", "semantics", "nodes", "kernel"}
 _RAM = {"start", "size", "zone", "node", "state", "holes", "cma", "memmap_on_memory"}
 _VMEM = {"id", "addr", "region_size", "block_size", "mode", "bbm_block_size", "plugged", "plugged_size",
-         "online", "node", "driver", "fake_offline_big_blocks", "unplug_online"}
+         "online", "node", "driver", "fake_offline_big_blocks", "unplug_online", "offline_blocks"}
 _FILL_META = {"blocks", "seed"}
 _PAGES = {"pfn", "count", "kind", "refcount"}
 _ENV = {"signal_pending", "notifier_veto", "node_notifier_veto", "hugetlb_2m", "hugetlb_1g", "isolated",
@@ -267,6 +267,12 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
                 fake_bbs = parse_block_ranges(v.raw("fake_offline_big_blocks"))
             except ValueError as exc:
                 raise v.fail("fake_offline_big_blocks", str(exc)) from None
+        offline_blocks: List[int] = []
+        if v.has("offline_blocks"):
+            try:
+                offline_blocks = parse_block_ranges(v.raw("offline_blocks"))
+            except ValueError as exc:
+                raise v.fail("offline_blocks", str(exc)) from None
         addr, region = v.size("addr", required=True), v.size("region_size", required=True)
         try:
             device, dev_warnings = virtio_mem.configure(
@@ -280,6 +286,7 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
                 driver=DriverState(v.choice("driver", [d.value for d in DriverState], "loaded")),
                 fake_offline_big_blocks=fake_bbs,
                 unplug_online=v.boolean("unplug_online", True),
+                offline_blocks=offline_blocks,
             )
         except virtio_mem.DeviceConfigError as exc:
             raise v.fail(exc.key, str(exc)) from None

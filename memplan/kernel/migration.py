@@ -15,16 +15,33 @@ the model changes between rounds, the loop's fixed point is computed directly:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from memplan.kernel.pages import RATELIMIT_BURST, RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
-from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind
+from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind, Zone
 from memplan.results import LogEntry, LogLevel
 
 ENOMEM = -12
+
+#: Zonelist order of one node, highest zone first (``build_zonerefs_node()``).
+ZONELIST_ORDER = (Zone.MOVABLE, Zone.NORMAL, Zone.DMA32, Zone.DMA)
+
+
+def target_zones(source_zone: Zone) -> Tuple[Zone, ...]:
+    """Zones a migration target for a folio in ``source_zone`` may come from, in zonelist order.
+
+    ``alloc_migration_target()`` (mm/migrate.c) adds ``__GFP_HIGHMEM`` only when the source
+    folio sits in ZONE_MOVABLE (or highmem); ``GFP_KERNEL | __GFP_MOVABLE`` without it maps to
+    ZONE_NORMAL in ``gfp_zone()``, so a folio leaving a kernel zone can only land in kernel
+    zones, one leaving ZONE_MOVABLE anywhere. Both ``do_migrate_range()`` (offlining) and
+    ``__alloc_contig_migrate_range()`` (virtio-mem) allocate through it.
+    """
+    if source_zone is Zone.MOVABLE:
+        return ZONELIST_ORDER
+    return ZONELIST_ORDER[1:]
 
 
 @dataclass
@@ -54,6 +71,10 @@ class MigrationOutcome:
     #: pages that need a migration target taken from ``capacity``
     demand: int
     log: List[LogEntry]
+    #: MIGRATE ran at least once (migrated folios stay migrated whatever the verdict)
+    ran: bool = False
+    #: pages of hugetlb folios whose target came from the pool (their source returns to the pool)
+    pool: Optional[np.ndarray] = None
 
 
 def found_pages(view: RangeView) -> np.ndarray:
@@ -141,8 +162,11 @@ def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTarg
     again = first_index((failed & found) | busy, h)
     if again is not None and not busy[again]:
         log = [LogEntry(e.level, e.text, e.pfn, e.function, e.count, True) for pair in events for e in pair]
-        return MigrationOutcome("loops", again, migrated, kinds_after, refcount_after, demand, log)
+        return MigrationOutcome("loops", again, migrated, kinds_after, refcount_after, demand, log, True,
+                                migrated & pool_pages)
     log = [e for pair in events for e in pair]
     if again is not None:
-        return MigrationOutcome("busy", again, migrated, kinds_after, refcount_after, demand, log)
-    return MigrationOutcome("none_left", None, migrated, kinds_after, refcount_after, demand, log)
+        return MigrationOutcome("busy", again, migrated, kinds_after, refcount_after, demand, log, True,
+                                migrated & pool_pages)
+    return MigrationOutcome("none_left", None, migrated, kinds_after, refcount_after, demand, log, True,
+                            migrated & pool_pages)

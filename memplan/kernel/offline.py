@@ -63,6 +63,26 @@ class BlockContext:
     targets: MigrationTargets = field(default_factory=MigrationTargets)
 
 
+@dataclass(frozen=True, eq=False)
+class OfflineEffects:
+    """What an attempt changed in the machine, whatever its verdict.
+
+    ``offline_pages()`` never undoes a migration or a dissolve: after a failure (or a signal
+    ending a hang) the folios migrated so far live elsewhere and their source pages are free
+    in the block. Masks cover the offlined range (the block minus its vmemmap pages, which
+    start ``offset`` pages into the block).
+    """
+
+    offset: int
+    #: pages of folios migrated to a freshly allocated target
+    migrated: np.ndarray
+    #: pages of hugetlb folios migrated to a free pool folio outside the block (their source
+    #: went back to the pool as a free folio)
+    pool_migrated: np.ndarray
+    #: pages of free hugetlb folios dissolved (``dissolve_free_hugetlb_folios()``)
+    dissolved: np.ndarray
+
+
 @dataclass(frozen=True)
 class BlockStats:
     """By-products other blocks' verdicts depend on (migration targets, hugetlb pools)."""
@@ -70,6 +90,8 @@ class BlockStats:
     free_pages: int
     demand: int
     free_hugetlb: Dict[int, int]
+    #: page-level effects (``offline_block()`` only; ``None`` when nothing was migrated or dissolved)
+    effects: Optional[OfflineEffects] = field(default=None, compare=False)
 
 
 def _pr_debug(start_pfn: int, end_pfn: int, reason: Reason, page_shift: int) -> LogEntry:
@@ -132,8 +154,21 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
     )
     stats = BlockStats(free_pages, moved.demand, in_block_free)
 
+    def effects() -> BlockStats:
+        # Reached only after the retry loops started: migration (and dissolving, once SCAN
+        # found nothing left) already happened.
+        none = np.zeros(len(k), dtype=bool)
+        pool = moved.pool if moved.pool is not None else none
+        return BlockStats(stats.free_pages, stats.demand, stats.free_hugetlb, OfflineEffects(
+            offset=nr_vmemmap,
+            migrated=(moved.migrated & ~pool) if moved.ran else none,
+            pool_migrated=pool if moved.ran else none,
+            dissolved=dis.dissolved if moved.result == "none_left" else none,
+        ))
+
     def verdict(result: Outcome, errno: Optional[Errno], reason: Optional[Reason], step: Step,
-                culprit_index: Optional[int] = None, culprit_view: RangeView = view) -> Tuple[BlockVerdict, BlockStats]:
+                culprit_index: Optional[int] = None, culprit_view: RangeView = view,
+                ran: bool = False) -> Tuple[BlockVerdict, BlockStats]:
         culprit = None
         if culprit_index is not None:
             culprit = Culprit(pfn=lo + culprit_index, kind=PageKind(int(culprit_view.kinds[culprit_index])),
@@ -143,7 +178,8 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
             entries.append(_pr_debug(lo, block_end_pfn, reason, geo.page_shift))
         found = tuple(hazards) + (tuple(on_cancel) if step is not Step.COMMIT else ())
         return (BlockVerdict(**common, result=result, errno=errno, reason=reason, step=step, culprit=culprit,
-                             pages=counts, kernel_log=tuple(entries), hazards=found), stats)
+                             pages=counts, kernel_log=tuple(entries), hazards=found),
+                effects() if ran else stats)
 
     # Step 1: memory_block_offline(): mem->zone is NULL for early blocks spanning zones/nodes.
     if ctx.zone is None:
@@ -203,12 +239,14 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
         return verdict(Outcome.FAILS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN)
     log.extend(moved.log)
     if moved.result == "busy":
-        return verdict(Outcome.FAILS, Errno.EBUSY, Reason.UNMOVABLE_PAGE, Step.SCAN, moved.index, after_notifier)
+        return verdict(Outcome.FAILS, Errno.EBUSY, Reason.UNMOVABLE_PAGE, Step.SCAN, moved.index, after_notifier,
+                       ran=True)
     if moved.result == "loops":
-        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN, moved.index, after_notifier)
+        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN, moved.index, after_notifier,
+                       ran=True)
     if dis.failure is not None:
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE,
-                       dis.failure, RangeView(lo, moved.kinds_after, moved.refcount_after, skippable))
+                       dis.failure, RangeView(lo, moved.kinds_after, moved.refcount_after, skippable), ran=True)
     final_kinds = moved.kinds_after.copy()
     final_kinds[dis.dissolved] = PageKind.FREE
     final = RangeView(lo, final_kinds, moved.refcount_after, skippable)
@@ -216,7 +254,7 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
     stuck = first_index(~passes)
     if stuck is not None:
         # test_pages_isolated() fails every round: the outer loop never ends.
-        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, stuck, final)
+        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, stuck, final, ran=True)
 
     # Step 10: __offline_isolated_pages() (predicate site 5).
     offline_idx = np.flatnonzero(final.offline)
@@ -230,10 +268,11 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
             hazards.append(Hazard(hazard, f"{text} at commit ({len(hits)} page(s))", pfn))
             bugged |= level is LogLevel.BUG
     if bugged:
-        return verdict(Outcome.FAILS, None, None, Step.COMMIT, int(offline_idx[0]) if len(offline_idx) else None, final)
+        return verdict(Outcome.FAILS, None, None, Step.COMMIT, int(offline_idx[0]) if len(offline_idx) else None, final,
+                       ran=True)
     hazards.extend(_after_success_hazards(view, after_notifier, sem, env))
     return (BlockVerdict(**common, result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None,
-                         pages=counts, kernel_log=tuple(log), hazards=tuple(hazards)), stats)
+                         pages=counts, kernel_log=tuple(log), hazards=tuple(hazards)), effects())
 
 
 def _range_view(sem: OfflineSemantics, ctx: BlockContext, kinds: np.ndarray,

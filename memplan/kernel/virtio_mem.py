@@ -8,7 +8,7 @@ Mirrors ``drivers/virtio/virtio_mem.c`` (ML-NEW torvalds/linux @ c17ee635):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -100,6 +100,7 @@ def configure(
     driver: DriverState = DriverState.LOADED,
     fake_offline_big_blocks: Sequence[int] = (),
     unplug_online: bool = True,
+    offline_blocks: Sequence[int] = (),
 ) -> Tuple[VirtioMemDevice, List[str]]:
     """Build a device the way ``virtio_mem_init_hotplug()`` sees it; returns it and warnings."""
     warnings: List[str] = []
@@ -189,7 +190,20 @@ def configure(
         fake_offline_units=fake_offline, unplug_online=unplug_online,
         first_block=usable_start // geometry.memory_block_size, units=units,
     )
+    if offline_blocks:
+        added = {b.block for b in added_blocks(device, geometry)}
+        for block in sorted(set(offline_blocks)):
+            if block not in added:
+                raise DeviceConfigError("offline_blocks", f"memory block {block} is not an added memory block "
+                                        f"of this device (blocks with plugged memory: "
+                                        f"{_ranges(sorted(added)) or 'none'})")
+        device = replace(device, offline_blocks=frozenset(int(b) for b in offline_blocks))
     return device, warnings
+
+
+def _ranges(blocks: Sequence[int]) -> str:
+    from memplan.units import format_block_ranges
+    return format_block_ranges(list(blocks))
 
 
 @dataclass(frozen=True)
@@ -223,7 +237,6 @@ def block_zone(device: VirtioMemDevice, geometry: Geometry, block: int) -> Zone:
 def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock]:
     """Every memory block of the device that exists (has plugged memory), with its state."""
     out: List[AddedBlock] = []
-    online = device.online is not OnlineType.OFFLINE
     if device.mode is VirtioMemMode.SBM:
         per = units_per_block(device, geometry)
         grid = device.plugged.reshape(-1, per)
@@ -232,6 +245,7 @@ def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock
                 continue  # UNUSED: never added, no memory block device
             full = bool(row.all())
             block = device.first_block + i
+            online = block_online(device, block)
             if not online:
                 state = SbmState.OFFLINE if full else SbmState.OFFLINE_PARTIAL
             elif device.online is OnlineType.MOVABLE:
@@ -245,8 +259,14 @@ def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock
             state = BbmState.FAKE_OFFLINE if int(bb) in device.fake_offline_units else BbmState.ADDED
             for j in range(per):
                 block = device.first_block + int(bb) * per + j
-                out.append(AddedBlock(block, state.value, online, block_zone(device, geometry, block)))
+                out.append(AddedBlock(block, state.value, block_online(device, block),
+                                      block_zone(device, geometry, block)))
     return out
+
+
+def block_online(device: VirtioMemDevice, block: int) -> bool:
+    """Whether an added memory block of the device is online."""
+    return device.online is not OnlineType.OFFLINE and block not in device.offline_blocks
 
 
 def fake_offline_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[Tuple[int, int]]:
@@ -264,15 +284,31 @@ def fake_offline_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[Tup
         per = units_per_block(device, geometry)
         grid = device.plugged.reshape(-1, per)
         added = grid.any(axis=1)
+        for block in device.offline_blocks:
+            added[block - device.first_block] = False  # offline: no online memmap
         unplugged = ~grid & added[:, None]
         flat = unplugged.ravel()
         edges = np.flatnonzero(np.diff(np.concatenate(([0], flat.astype(np.int8), [0]))))
         for lo, hi in zip(edges[::2], edges[1::2]):
             ranges.append((base + int(lo) * unit_pages, base + int(hi) * unit_pages))
     else:
+        ppb = geometry.pages_per_block
         for bb in sorted(device.fake_offline_units):
-            ranges.append((base + bb * unit_pages, base + (bb + 1) * unit_pages))
-    return ranges
+            lo, hi = base + bb * unit_pages, base + (bb + 1) * unit_pages
+            for block in range(lo // ppb, hi // ppb):
+                if block not in device.offline_blocks:
+                    ranges.append((block * ppb, (block + 1) * ppb))
+    return _merge(ranges)
+
+
+def _merge(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    merged: List[Tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def block_states(device: VirtioMemDevice, geometry: Geometry) -> Dict[int, str]:

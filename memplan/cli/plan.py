@@ -1,0 +1,61 @@
+"""``memplan plan``."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import click
+
+from memplan.cli.app import main
+from memplan.cli.common import load_machine, machine_argument, parse_blocks, print_warnings, semantics_option, stdout_console
+from memplan.plans.plan import CHMEM_ZONES, parse_plan_size, plan
+from memplan.plans.writer import read_document, write_profile
+from memplan.render import capacity_json
+from memplan.render import capacity_table
+from memplan.render import json as render_json
+from memplan.status import ExitStatus, check_status
+
+
+@main.command("plan")
+@machine_argument
+@click.option("--size", required=True, metavar="SIZE",
+              help="Memory to take away, like chmem: 8G, 512M, 8GiB; a bare number means MiB. Must be a "
+                   "multiple of the memory block size.")
+@click.option("--blocks", "blocks", metavar="RANGE", default=None,
+              help="Only these memory blocks are candidates, lsmem syntax: 7, 32-63, 1,4,8-9.")
+@click.option("--zone", type=click.Choice(CHMEM_ZONES, case_sensitive=False), default=None,
+              help="Only blocks of this zone (chmem -z: valid_zones must start with the name).")
+@semantics_option
+@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@click.option("--check", is_flag=True,
+              help="Exit 0 if SIZE is fully achieved, 64 if partly, 1 if not at all (chmem's codes).")
+@click.option("--write-profile", "out", type=click.Path(dir_okay=False), default=None, metavar="OUT.toml",
+              help="Write the machine the plan leaves behind as a format-1 profile.")
+def plan_command(profile: str, size: str, blocks: Optional[str], zone: Optional[str], semantics: Optional[str],
+                 as_json: bool, check: bool, out: Optional[str]) -> None:
+    """Predict what "chmem -d SIZE" would do: offline memory blocks from the highest down.
+
+    Every write goes through the offline pipeline against the state the earlier ones left:
+    migrated pages fill free memory elsewhere, so later blocks may find no room. Blocks
+    that fail or would hang are skipped (chmem continues) until SIZE is reached.
+
+    \b
+    Example:
+      memplan plan profiles/sbm-guest.toml --size 1G --zone Movable --check
+    """
+    machine = load_machine(profile)
+    wanted = parse_plan_size(size, machine.geometry.memory_block_size)
+    result, state = plan(machine, wanted, semantics, parse_blocks(blocks), zone)
+    warnings: List[str] = list(result.warnings)
+    if out:
+        warnings += write_profile(state, read_document(profile), out,
+                                  header=f"written by memplan plan {profile} --size {size}")
+    print_warnings(warnings)
+    if as_json:
+        render_json.write(capacity_json.plan_dict(result), sys.stdout)
+    else:
+        capacity_table.print_plan(stdout_console(), result)
+    if check:
+        raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
+    raise SystemExit(int(ExitStatus.SUCCESS))

@@ -1,0 +1,113 @@
+"""``memplan unplug``."""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import List, Optional
+
+import click
+from rich.console import Console
+
+from memplan.cli.app import main
+from memplan.cli.common import load_machine, machine_argument, print_warnings, semantics_option, stdout_console
+from memplan.errors import UsageError
+from memplan.plans.state import MachineState
+from memplan.plans.unplug import find_device, run_unplug, sweep
+from memplan.plans.writer import read_document, write_profile
+from memplan.render import capacity_json
+from memplan.render import capacity_table
+from memplan.render import json as render_json
+from memplan.status import ExitStatus, check_status
+from memplan.units import parse_size
+
+
+def _size(option: str, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+@main.command("unplug")
+@machine_argument
+@click.option("--device", metavar="ID", default=None, help="virtio-mem device id (required with several devices).")
+@click.option("--to", "to_size", metavar="SIZE", default=None, help="New requested-size, e.g. 1G.")
+@click.option("--by", "by_size", metavar="SIZE", default=None, help="Lower requested-size by SIZE from the plugged size.")
+@click.option("--sweep", "do_sweep", is_flag=True,
+              help="Achievable size for every requested size from 0 to the plugged size (table and curve).")
+@click.option("--step", metavar="SIZE", default=None,
+              help="Sweep step (default: the larger of the memory block size and the unplug unit).")
+@click.option("--svg", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="With --sweep: also save the table and curve as SVG.")
+@semantics_option
+@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@click.option("--check", is_flag=True,
+              help="Exit 0 if the requested size is reached, 64 if partly, 1 if nothing was unplugged.")
+@click.option("--write-profile", "out", type=click.Path(dir_okay=False), default=None, metavar="OUT.toml",
+              help="Write the machine the driver leaves behind as a format-1 profile.")
+def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], by_size: Optional[str],
+                   do_sweep: bool, step: Optional[str], svg: Optional[str], semantics: Optional[str], as_json: bool,
+                   check: bool, out: Optional[str]) -> None:
+    """Predict the virtio-mem driver's response to a lower requested-size.
+
+    SBM: blocks in the kernel's state order (OFFLINE_PARTIAL, OFFLINE, MOVABLE_PARTIAL,
+    KERNEL_PARTIAL, MOVABLE, KERNEL), highest first; sub-blocks are fake-offlined with
+    alloc_contig_range(), busy ones skipped; fully unplugged blocks are offlined and
+    removed. BBM: big blocks in three passes, fake-offlined section by section with
+    rollback. Reports the plugged size QEMU would show, per block the new state, the
+    sub-blocks that stayed plugged with the page that pinned each, and the retry timeline.
+
+    \b
+    Examples:
+      memplan unplug profiles/sbm-guest.toml --device vmem0 --to 2G
+      memplan unplug profiles/bbm-guest.toml --sweep --svg curve.svg
+    """
+    if do_sweep:
+        if to_size or by_size:
+            raise UsageError("--sweep tries every size itself; drop --to/--by")
+        if check or out:
+            raise UsageError("--check and --write-profile need one request (--to or --by), not --sweep")
+    elif (to_size is None) == (by_size is None):
+        raise UsageError("give exactly one of --to SIZE and --by SIZE (or --sweep)")
+    elif svg or step:
+        raise UsageError("--svg and --step only apply to --sweep")
+    machine = load_machine(profile)
+    if do_sweep:
+        result = sweep(machine, device, _size("--step", step) if step else None, semantics)
+        print_warnings(list(machine.warnings) + list(result.warnings))
+        if as_json:
+            render_json.write(capacity_json.sweep_dict(result), sys.stdout)
+        if svg:
+            recorder = Console(file=io.StringIO(), record=True, width=120)
+            capacity_table.print_sweep(recorder, result)
+            try:
+                recorder.save_svg(svg, title=f"memplan unplug --sweep {profile}")
+            except OSError as exc:
+                raise UsageError(f"--svg: cannot write {svg}: {exc.strerror or exc}") from None
+        if not as_json:
+            capacity_table.print_sweep(stdout_console(), result)
+        raise SystemExit(int(ExitStatus.SUCCESS))
+
+    state = MachineState(machine, semantics)
+    dev = find_device(state, device)
+    if to_size is not None:
+        requested = _size("--to", to_size)
+    else:
+        by = _size("--by", by_size or "0")
+        if by > dev.plugged_bytes:
+            raise UsageError(f"--by {by_size} is more than the plugged size of {dev.device.id}")
+        requested = dev.plugged_bytes - by
+    result = run_unplug(state, dev.device.id, requested)
+    warnings: List[str] = list(machine.warnings) + list(result.warnings)
+    if out:
+        warnings += write_profile(state, read_document(profile), out,
+                                  header=f"written by memplan unplug {profile} (requested-size {requested})")
+    print_warnings(warnings)
+    if as_json:
+        render_json.write(capacity_json.unplug_dict(result), sys.stdout)
+    else:
+        capacity_table.print_unplug(stdout_console(), result)
+    if check:
+        raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
+    raise SystemExit(int(ExitStatus.SUCCESS))

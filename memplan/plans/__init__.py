@@ -1,0 +1,1 @@
+"""Capacity plans: sequential simulation over a machine state that every step changes."""

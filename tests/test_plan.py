@@ -1,0 +1,173 @@
+"""memplan plan: chmem -d over a machine state that every offline changes (hand-computed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import machine_from
+from memplan.capacity import MemoryLeft, ZoneMemory
+from memplan.errors import UsageError
+from memplan.model import Zone
+from memplan.plans.plan import parse_plan_size, plan, valid_zones_match
+from memplan.results import Outcome
+from memplan.simulation import simulate
+
+MB = 1 << 20
+PPB = 32768  # pages per 128 MiB block
+
+# Four ZONE_NORMAL blocks on one node: block 0 full of anon pages, blocks 1-3 half full.
+HALF_FULL = """
+[[ram]]
+start = "0"
+size = "512MiB"
+zone = "Normal"
+
+[[pages]]
+pfn = "0x0"
+count = 32768
+kind = "anon"
+
+[[pages]]
+pfn = "0x8000"
+count = 16384
+kind = "anon"
+
+[[pages]]
+pfn = "0x10000"
+count = 16384
+kind = "anon"
+
+[[pages]]
+pfn = "0x18000"
+count = 16384
+kind = "anon"
+"""
+
+
+def test_free_memory_runs_out_at_the_right_block():
+    machine = machine_from(HALF_FULL, spare=False)
+    result, state = plan(machine, 384 * MB)
+    got = [(a.block, a.result, a.culprit.pfn if a.culprit else None) for a in result.attempts]
+    # Block 3: 16384 pages go to the lowest free pages (block 1), 16384 free pages vanish with it.
+    # Block 2: the only free pages left are its own: nothing can move (-ENOMEM every round).
+    # Block 1 (now full): 16384 of its pages fit into block 2, the rest cannot; block 0 likewise.
+    assert got == [(3, Outcome.OFFLINED, None), (2, Outcome.HANGS, 0x10000), (1, Outcome.HANGS, 0x8000 + 16384),
+                   (0, Outcome.HANGS, 16384)]
+    assert result.attempts[1].kernel_log[0].text == "migrating pfn 10000 failed ret:-12"
+    assert result.achieved_bytes == 128 * MB and result.asked_bytes == 384 * MB
+    assert state.free_pages_total() == 16384  # migration moves pages, it never creates free ones
+    assert [int(state.free[state.row_of(b)]) for b in (0, 1, 2)] == [16384, 0, 0]
+    assert "Could only disable 128M of memory" in result.warnings
+
+
+def test_migration_targets_exclude_the_source_node():
+    # Node 0 is full; on node 1 block 2 is free but do_migrate_range() only allows other nodes.
+    machine = machine_from("""
+[machine]
+nodes = 2
+
+[[ram]]
+start = "0"
+size = "256MiB"
+zone = "Normal"
+node = 0
+
+[[ram]]
+start = "256MiB"
+size = "256MiB"
+zone = "Normal"
+node = 1
+
+[[fill]]
+blocks = "0-1"
+seed = 1
+anon = 1.0
+
+[[pages]]
+pfn = "0x18000"
+count = 100
+kind = "anon"
+""", spare=False)
+    result, _ = plan(machine, 128 * MB)
+    assert [(a.block, a.result) for a in result.attempts] == [(3, Outcome.HANGS), (2, Outcome.OFFLINED)]
+    assert result.achieved_bytes == 128 * MB
+
+
+def test_sizes_follow_chmem():
+    assert parse_plan_size("256", 128 * MB) == 256 * MB  # a bare number means MiB
+    assert parse_plan_size("1G", 128 * MB) == 1 << 30
+    with pytest.raises(UsageError, match=r"Size must be aligned to memory block size \(128M\)"):
+        parse_plan_size("100M", 128 * MB)
+    with pytest.raises(UsageError, match="--size"):
+        parse_plan_size("lots", 128 * MB)
+
+
+def test_zone_filter_is_chmems_prefix_match():
+    assert valid_zones_match("DMA32", "DMA") and valid_zones_match("Movable", "movable")
+    assert not valid_zones_match("Normal", "Movable") and not valid_zones_match("none", "Normal")
+
+
+def test_zone_and_block_filters_restrict_candidates():
+    machine = machine_from("""
+[[ram]]
+start = "1GiB"
+size = "256MiB"
+zone = "Movable"
+""")
+    result, _ = plan(machine, 128 * MB, zone="movable")
+    assert [a.block for a in result.attempts] == [9] and result.zone == "Movable" and result.candidates == 2
+    result, _ = plan(machine, 256 * MB, blocks=[2, 3, 9])
+    assert [a.block for a in result.attempts] == [9, 3]
+    with pytest.raises(UsageError, match="memory block 99 does not exist"):
+        plan(machine, 128 * MB, blocks=[99])
+
+
+def test_nothing_asked_is_fully_achieved():
+    result, _ = plan(machine_from(""), 0)
+    assert result.attempts == () and result.achieved_bytes == 0
+
+
+def test_movable_ratio_warning():
+    # 1 GiB Normal (spare) + 4 GiB Movable: 400 % > 301 %; offlining 1 GiB of Movable leaves 300 %.
+    machine = machine_from("""
+[[ram]]
+start = "4GiB"
+size = "4GiB"
+zone = "Movable"
+""")
+    result, _ = plan(machine, 128 * MB, zone="Movable")
+    assert result.left.movable_ratio_percent == 387 and result.left.ratio_exceeded
+    assert any("auto_movable_ratio" in w for w in result.warnings)
+    result, _ = plan(machine, 1 << 30, zone="Movable")
+    assert result.left.movable_ratio_percent == 300 and not result.left.ratio_exceeded
+
+
+def test_memory_left_per_zone_and_node():
+    left = MemoryLeft((ZoneMemory(0, Zone.NORMAL, 10, 100), ZoneMemory(0, Zone.MOVABLE, 5, 50),
+                       ZoneMemory(1, Zone.MOVABLE, 1, 400)))
+    assert left.nodes() == {0: (15, 150), 1: (1, 400)}
+    assert (left.free_bytes, left.total_bytes, left.movable_ratio_percent) == (16, 550, 450)
+
+
+def test_simulate_and_the_first_plan_attempt_agree_on_zone_restricted_targets():
+    # Block 0 (Normal) may only migrate into kernel zones; the free block 1 is ZONE_MOVABLE.
+    machine = machine_from("""
+[[ram]]
+start = "0"
+size = "128MiB"
+zone = "Normal"
+
+[[ram]]
+start = "128MiB"
+size = "128MiB"
+zone = "Movable"
+
+[[pages]]
+pfn = "0x10"
+count = 100
+kind = "anon"
+""", spare=False)
+    (sim,) = simulate(machine, blocks=[0]).blocks
+    result, _ = plan(machine, 128 * MB, blocks=[0])
+    assert sim.result is result.attempts[0].result is Outcome.HANGS
+    assert sim.culprit == result.attempts[0].culprit and sim.culprit.pfn == 0x10

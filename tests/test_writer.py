@@ -1,0 +1,166 @@
+"""--write-profile: the resulting machine as a format-1 profile that loads back identically."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import SPARE
+from memplan.inputs import toml
+from memplan.inputs.profile import build_machine, load_profile
+from memplan.plans.plan import plan
+from memplan.plans.unplug import unplug
+from memplan.plans.writer import dumps, profile_document, write_profile
+from memplan.simulation import simulate
+
+MB = 1 << 20
+
+TEXT = SPARE + textwrap.dedent("""
+[[ram]]
+start = "1GiB"
+size = "256MiB"
+zone = "Movable"
+holes = [{ start = "0x4ff00000", size = "0x100000" }]
+
+[[fill]]
+blocks = "0-9"
+seed = 11
+anon = 0.2
+file = 0.1
+thp = 0.2
+
+[[pages]]
+pfn = "0x40000"
+count = 1024
+kind = "hugetlb_free"
+
+[[pages]]
+pfn = "0x40400"
+count = 512
+kind = "hugetlb"
+
+[[virtio_mem]]
+id = "vmem0"
+addr = "4GiB"
+region_size = "256MiB"
+block_size = "2MiB"
+plugged = ["0-100"]
+online = "movable"
+
+[[fill]]
+blocks = "vmem0"
+seed = 12
+anon = 0.3
+
+[[pages]]
+pfn = "0x100a11"
+kind = "slab"
+
+[[pages]]
+pfn = "0x101400"
+count = 3
+kind = "anon"
+refcount = 4
+
+[environment]
+hugetlb_2m = { resv = 0 }
+""")
+
+
+def machine_and_doc():
+    doc = toml.loads(TEXT)
+    return build_machine(toml.loads(TEXT), "<test>"), doc
+
+
+def assert_round_trip(state, doc, tmp_path):
+    path = tmp_path / "out.toml"
+    write_profile(state, doc, str(path), header="test")
+    loaded = load_profile(str(path))
+    snap = state.to_machine()
+    assert list(loaded.blocks.ids) == list(snap.blocks.ids)
+    assert list(loaded.blocks.state) == list(snap.blocks.state)
+    online = snap.blocks.ids[snap.blocks.online]
+    a, b = snap.pages.materialize(online), loaded.pages.materialize(online)
+    assert np.array_equal(a.kinds, b.kinds) and np.array_equal(a.refcounts(), b.refcounts())
+    for semantics in ("refcount", "skippable"):
+        key = [(v.block, v.result, v.errno, v.reason, v.step, v.pages) for v in simulate(snap, semantics).blocks]
+        assert key == [(v.block, v.result, v.errno, v.reason, v.step, v.pages)
+                       for v in simulate(loaded, semantics).blocks]
+    return path, loaded
+
+
+def test_plan_result_loads_back(tmp_path):
+    machine, doc = machine_and_doc()
+    result, state = plan(machine, 384 * MB)
+    # 33 (MOVABLE_PARTIAL) goes, 32 hangs on its slab page, 9 has a hole, then 8 and 7.
+    assert result.offlined == (33, 8, 7)
+    path, loaded = assert_round_trip(state, doc, tmp_path)
+    text = path.read_text()
+    assert 'state = "offline"' in text and "offline_blocks" in text
+    assert text.startswith("# test")
+    pool = loaded.environment.hugetlb[9]
+    assert (pool.free, pool.resv) == (state.pools[9].free, 0)
+
+
+def test_unplug_result_loads_back_and_chains(tmp_path):
+    machine, doc = machine_and_doc()
+    first, state = unplug(machine, "vmem0", 0)
+    # Left: sub-block 5 (slab page) and sub-block 10 (anon pages with extra references) of block 32.
+    assert first.plugged_after_bytes == 4 * MB and first.blocks[0].plugged_units_left == (5, 10)
+    path, loaded = assert_round_trip(state, doc, tmp_path)
+    again, _ = unplug(loaded, "vmem0", 0)
+    assert (again.plugged_before_bytes, again.plugged_after_bytes) == (4 * MB, 4 * MB)
+    assert [(c.unit, c.kind.label) for b in again.blocks for c in b.culprits] == [(5, "slab"), (10, "anon")]
+
+
+def test_untouched_machine_writes_no_pages_but_the_originals():
+    machine, doc = machine_and_doc()
+    result, state = plan(machine, 0)
+    out, warnings = profile_document(state, doc)
+    assert not warnings
+    # The original explicit pages come back (whole runs), nothing else.
+    assert {p["kind"] for p in out["pages"]} == {"hugetlb_free", "hugetlb", "slab", "anon"}
+    assert build_machine(toml.loads(dumps(out)), "<again>").blocks.ids.tolist() == machine.blocks.ids.tolist()
+
+
+def test_toml_values():
+    text = dumps({"format": 1, "machine": {"name": 'a "b"'}, "ram": [{"start": "0", "holes": [{"start": "0x0"}],
+                                                                     "memmap_on_memory": False}]})
+    assert toml.loads(text) == {"format": 1, "machine": {"name": 'a "b"'},
+                                "ram": [{"start": "0", "holes": [{"start": "0x0"}], "memmap_on_memory": False}]}
+
+
+def test_unwritable_output(tmp_path):
+    machine, doc = machine_and_doc()
+    _, state = plan(machine, 0)
+    from memplan.errors import UsageError
+    with pytest.raises(UsageError, match="cannot write"):
+        write_profile(state, doc, str(tmp_path / "missing" / "x.toml"))
+
+
+def test_gigantic_folios_are_written_whole(tmp_path):
+    text = textwrap.dedent("""
+    format = 1
+    [[ram]]
+    start = "0"
+    size = "3GiB"
+    zone = "Normal"
+
+    [[pages]]
+    pfn = "0x40000"
+    count = 524288
+    kind = "gigantic"
+
+    [[pages]]
+    pfn = "0x1000"
+    count = 10
+    kind = "anon"
+    """)
+    machine = build_machine(toml.loads(text), "<test>")
+    _, state = plan(machine, 128 * MB)  # block 23 (free) goes; the two 1 GiB folios stay
+    out, _ = profile_document(state, toml.loads(text))
+    assert [(p["pfn"], p.get("count"), p["kind"]) for p in out["pages"]] == [("0x1000", 10, "anon"),
+                                                                              ("0x40000", 524288, "gigantic")]
+    assert_round_trip(state, toml.loads(text), tmp_path)
