@@ -38,6 +38,10 @@ def target_zones(source_zone: Zone) -> Tuple[Zone, ...]:
     ZONE_NORMAL in ``gfp_zone()``, so a folio leaving a kernel zone can only land in kernel
     zones, one leaving ZONE_MOVABLE anywhere. Both ``do_migrate_range()`` (offlining) and
     ``__alloc_contig_migrate_range()`` (virtio-mem) allocate through it.
+
+    Not modelled: a large folio's target mask gets ``GFP_TRANSHUGE``, which carries
+    ``__GFP_HIGHMEM``, so a THP leaving a kernel zone may also land in ZONE_MOVABLE; memplan
+    counts only kernel-zone targets for it (conservative when ZONE_MOVABLE has the room).
     """
     if source_zone is Zone.MOVABLE:
         return ZONELIST_ORDER
