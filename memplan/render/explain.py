@@ -1,0 +1,172 @@
+"""``memplan explain`` output: the rich story of one block and its JSON document."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from memplan import __version__, kpf
+from memplan.explanation import BlockStory, CulpritPage, PopulationRow
+from memplan.render.json import block_dict
+from memplan.render.table import RESULT_STYLE, lsmem_range
+from memplan.results import LogEntry, LogLevel, Outcome
+from memplan.trace import StepRecord, StepStatus
+from memplan.units import format_size
+
+STATUS_STYLE = {StepStatus.PASSED: "green", StepStatus.FAILED: "bold red", StepStatus.HANGS: "bold yellow",
+                StepStatus.NOT_REACHED: "dim"}
+
+
+# --- JSON -------------------------------------------------------------------------------
+
+def step_dict(s: StepRecord) -> Dict[str, Any]:
+    return {"step": s.step.value, "function": s.step.function, "status": s.status.value, "detail": s.detail,
+            "pfn": s.pfn, "count": s.count}
+
+
+def population_dict(r: PopulationRow, page_size: int) -> Dict[str, Any]:
+    return {"kind": r.kind.label, "flags": r.flags, "symbolic": kpf.symbolic(r.flags),
+            "long_names": kpf.long_names(r.flags), "pages": r.pages, "bytes": r.pages * page_size,
+            "refcounts": list(r.refcounts)}
+
+
+def culprit_page_dict(c: CulpritPage) -> Dict[str, Any]:
+    return {"pfn": c.pfn, "kind": c.kind.label, "refcount": c.refcount, "flags": c.flags,
+            "symbolic": kpf.symbolic(c.flags), "long_names": kpf.long_names(c.flags), "description": c.description}
+
+
+def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
+    """``memplan explain --json``: ``block`` is the block object of ``simulate --json``."""
+    return {
+        "memplan": __version__,
+        "profile": story.profile,
+        "machine": story.machine,
+        "semantics": story.semantics,
+        "block": block_dict(story.verdict),
+        "steps": [step_dict(s) for s in story.steps],
+        "population": [population_dict(r, page_size) for r in story.population],
+        "culprit": culprit_page_dict(story.culprit) if story.culprit else None,
+        "advice": story.advice,
+    }
+
+
+# --- rich -------------------------------------------------------------------------------
+
+def kernel_lines(entries: Sequence[LogEntry]) -> List[str]:
+    """The kernel log as dmesg would show it (one line per message, merged repeats counted)."""
+    out: List[str] = []
+    for e in entries:
+        where = f" at {e.function}" if e.function else ""
+        if e.level is LogLevel.DUMP_PAGE:
+            text = f"page dumped because: {e.text}" + (f" (pfn {e.pfn:#x})" if e.pfn is not None else "")
+        elif e.level in (LogLevel.WARN, LogLevel.WARN_ONCE):
+            text = f"WARNING{where}: {e.text}" + (" (once per boot)" if e.level is LogLevel.WARN_ONCE else "")
+        elif e.level is LogLevel.BUG:
+            text = f"kernel BUG{where}: {e.text}"
+        elif e.level is LogLevel.PR_DEBUG:
+            text = f"{e.text} (pr_debug: dynamic debug only)"
+        else:
+            text = e.text
+        if e.count > 1:
+            text += f" [x{e.count} more pages]" if e.pfn is not None else f" [x{e.count}]"
+        if e.repeats:
+            text += " [again every retry round]"
+        out.append(f"{e.level.value:<9} {text}")
+    return out
+
+
+def _outcome(story: BlockStory) -> Text:
+    v = story.verdict
+    text = Text(v.result.value, style=RESULT_STYLE[v.result])
+    if v.result is Outcome.OFFLINED:
+        text.append(": the write succeeds and the block goes offline")
+    elif v.result is Outcome.HANGS:
+        text.append(f": the write does not return until a signal arrives, then -EINTR \"signal backoff\" "
+                    f"(decided at {v.step.value if v.step else '?'})")
+    else:
+        errno = f"-{v.errno.value}" if v.errno else "no errno"
+        reason = f" \"{v.reason.value}\"" if v.reason else ""
+        text.append(f": the write returns {errno}{reason} (decided at {v.step.value if v.step else '?'})")
+    return text
+
+
+def steps_table(steps: Sequence[StepRecord]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("STEP", no_wrap=True)
+    table.add_column("KERNEL", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("DETAIL", overflow="fold")
+    for i, s in enumerate(steps, 1):
+        table.add_row(str(i), s.step.title, s.step.function, Text(s.status.label, style=STATUS_STYLE[s.status]),
+                      s.detail or ("-" if s.status is StepStatus.NOT_REACHED else ""))
+    return table
+
+
+def population_table(rows: Sequence[PopulationRow], page_size: int) -> Table:
+    """page-types' summary (``flags page-count MB symbolic-flags long-symbolic-flags``) per kind."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (("kind", "left"), ("flags", "left"), ("page-count", "right"), ("MB", "right"),
+                          ("symbolic-flags", "left"), ("long-symbolic-flags", "left"), ("refcount", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "long-symbolic-flags",
+                         overflow="fold" if name == "long-symbolic-flags" else "ellipsis")
+    total = 0
+    for r in rows:
+        total += r.pages
+        refs = ",".join(str(x) for x in r.refcounts[:4]) + (",..." if len(r.refcounts) > 4 else "")
+        table.add_row(r.kind.label, f"0x{r.flags:016x}", str(r.pages), str((r.pages * page_size) >> 20),
+                      kpf.symbolic(r.flags), kpf.long_names(r.flags), refs)
+    table.add_row("total", "", str(total), str((total * page_size) >> 20), "", "", "")
+    return table
+
+
+def culprit_table(c: CulpritPage) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("pfn", "flags", "symbolic-flags", "long-symbolic-flags", "refcount", "kind"):
+        table.add_column(name, no_wrap=name != "long-symbolic-flags",
+                         overflow="fold" if name == "long-symbolic-flags" else "ellipsis")
+    table.add_row(f"{c.pfn:#x}", f"0x{c.flags:016x}", kpf.symbolic(c.flags), kpf.long_names(c.flags),
+                  str(c.refcount), c.kind.label)
+    return table
+
+
+def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> None:
+    v = story.verdict
+    zone = f"ZONE_{v.zone.value.upper()}" if v.zone else "valid_zones none"
+    device = f", virtio-mem {v.device} {v.device_state}" if v.device else ""
+    plain = dict(highlight=False, markup=False, soft_wrap=True)
+    console.print(Text(f"memory block {v.block}", style="bold") + Text(
+        f" (memory{v.block}): {lsmem_range(v)}, {format_size(v.size)}, {zone}, node {v.node}{device}"),
+        highlight=False, soft_wrap=True)
+    console.print(f"{story.machine} ({story.profile}), semantics {story.semantics}: {story.semantics_title}", **plain)
+    console.print(_outcome(story), highlight=False, soft_wrap=True)
+    console.print()
+    console.print(Text("The offline pipeline, step by step (offline_pages(), spec section 3):", style="bold"),
+                  highlight=False)
+    console.print(steps_table(story.steps))
+    console.print()
+    if story.population:
+        console.print(Text("Pages of the block (kpageflags as page-types -r shows them):", style="bold"),
+                      highlight=False)
+        console.print(population_table(story.population, page_size))
+    else:
+        console.print(Text("Pages of the block: none to show (an offline block has no memmap; kpageflags reads "
+                           "nothing for it).", style="bold"), highlight=False, soft_wrap=True)
+    if story.culprit:
+        console.print()
+        console.print(Text("The culprit page (page-types -L style):", style="bold"), highlight=False)
+        console.print(culprit_table(story.culprit))
+        console.print(f"  {story.culprit.kind.label}: {story.culprit.description}", **plain)
+    console.print()
+    console.print(Text("What the kernel would print:", style="bold"), highlight=False)
+    lines = kernel_lines(v.kernel_log)
+    for line in lines or ["(nothing)"]:
+        console.print(f"  {line}", **plain)
+    for h in v.hazards:
+        console.print(Text.assemble("  hazard ", (h.kind.value, "red"), f": {h.text}"), highlight=False,
+                      soft_wrap=True)
+    console.print()
+    console.print(Text.assemble(("Advice: ", "bold"), story.advice), highlight=False, soft_wrap=True)
