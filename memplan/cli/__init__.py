@@ -6,5 +6,7 @@ from memplan.cli.app import main
 from memplan.cli import simulate as _simulate  # noqa: F401  (registers the command)
 from memplan.cli import diff as _diff  # noqa: F401  (registers the command)
 from memplan.cli import explain as _explain  # noqa: F401  (registers the command)
+from memplan.cli import map as _map  # noqa: F401  (registers the command)
+from memplan.cli import profiles as _profiles  # noqa: F401  (registers the command)
 
 __all__ = ["main"]
