@@ -94,7 +94,7 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     print_warnings(warnings)
     console = stdout_console()
     renderable = map_renderable(bmap, console.width)
-    console.print(renderable)
-    if svg or html:
+    if svg or html:  # first: a file that cannot be written is an error before any output
         _export(renderable, console.width, svg, html, title)
+    console.print(renderable)
     raise SystemExit(int(ExitStatus.SUCCESS))

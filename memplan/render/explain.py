@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from rich.console import Console
 from rich.table import Table
@@ -56,25 +56,39 @@ def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
 # --- rich -------------------------------------------------------------------------------
 
 def kernel_lines(entries: Sequence[LogEntry]) -> List[str]:
-    """The kernel log as dmesg would show it (one line per message, merged repeats counted)."""
-    out: List[str] = []
+    """The kernel log as dmesg would show it; a message printed for several pages is one line
+    with the count and the pfns (``[x10, pfn 0x15a000-0x15a009]``)."""
+    groups: Dict[Tuple, List[LogEntry]] = {}
     for e in entries:
-        where = f" at {e.function}" if e.function else ""
-        if e.level is LogLevel.DUMP_PAGE:
-            text = f"page dumped because: {e.text}" + (f" (pfn {e.pfn:#x})" if e.pfn is not None else "")
-        elif e.level in (LogLevel.WARN, LogLevel.WARN_ONCE):
-            text = f"WARNING{where}: {e.text}" + (" (once per boot)" if e.level is LogLevel.WARN_ONCE else "")
-        elif e.level is LogLevel.BUG:
-            text = f"kernel BUG{where}: {e.text}"
-        elif e.level is LogLevel.PR_DEBUG:
-            text = f"{e.text} (pr_debug: dynamic debug only)"
-        else:
-            text = e.text
-        if e.count > 1:
-            text += f" [x{e.count} more pages]" if e.pfn is not None else f" [x{e.count}]"
-        if e.repeats:
-            text += " [again every retry round]"
-        out.append(f"{e.level.value:<9} {text}")
+        template = e.text.replace(f"pfn {e.pfn:x}", "pfn %lx") if e.pfn is not None else e.text
+        groups.setdefault((e.level, template, e.function, e.repeats), []).append(e)
+    out: List[str] = []
+    for (level, template, function, repeats), items in groups.items():
+        first = items[0]
+        text = first.text if len(items) == 1 else template
+        where = f" at {function}" if function else ""
+        if level is LogLevel.DUMP_PAGE:
+            text = f"page dumped because: {text}"
+        elif level in (LogLevel.WARN, LogLevel.WARN_ONCE):
+            text = f"WARNING{where}: {text}" + (" (once per boot)" if level is LogLevel.WARN_ONCE else "")
+        elif level is LogLevel.BUG:
+            text = f"kernel BUG{where}: {text}"
+        elif level is LogLevel.PR_DEBUG:
+            text = f"{text} (pr_debug: dynamic debug only)"
+        pfns = [e.pfn for e in items if e.pfn is not None]
+        count = sum(e.count for e in items)
+        notes = []
+        if count > 1:
+            notes.append(f"x{count}")
+        if len(pfns) == 1 and count == 1:
+            notes.append(f"pfn {pfns[0]:#x}")
+        elif pfns and all(e.count == 1 for e in items):
+            notes.append(f"pfns {min(pfns):#x}..{max(pfns):#x}")
+        elif pfns:
+            notes.append(f"from pfn {min(pfns):#x}")
+        if repeats:
+            notes.append("again every retry round")
+        out.append(f"{level.value:<9} {text}" + (f" [{', '.join(notes)}]" if notes else ""))
     return out
 
 
@@ -106,30 +120,47 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
     return table
 
 
-def population_table(rows: Sequence[PopulationRow], page_size: int) -> Table:
+#: below this console width the hex flags column is left out (symbolic-flags says the same)
+WIDE = 150
+
+
+def _flag_columns(table: Table, hex_flags: bool) -> None:
+    if hex_flags:
+        table.add_column("flags", no_wrap=True)
+
+
+def population_table(rows: Sequence[PopulationRow], page_size: int, hex_flags: bool = True) -> Table:
     """page-types' summary (``flags page-count MB symbolic-flags long-symbolic-flags``) per kind."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("kind", "left"), ("flags", "left"), ("page-count", "right"), ("MB", "right"),
-                          ("symbolic-flags", "left"), ("long-symbolic-flags", "left"), ("refcount", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "long-symbolic-flags",
-                         overflow="fold" if name == "long-symbolic-flags" else "ellipsis")
+    table.add_column("kind", no_wrap=True)
+    _flag_columns(table, hex_flags)
+    table.add_column("page-count", justify="right", no_wrap=True)
+    table.add_column("MB", justify="right", no_wrap=True)
+    table.add_column("symbolic-flags", no_wrap=True)
+    table.add_column("long-symbolic-flags", overflow="fold", min_width=19)
+    table.add_column("refcount", no_wrap=True)
     total = 0
     for r in rows:
         total += r.pages
         refs = ",".join(str(x) for x in r.refcounts[:4]) + (",..." if len(r.refcounts) > 4 else "")
-        table.add_row(r.kind.label, f"0x{r.flags:016x}", str(r.pages), str((r.pages * page_size) >> 20),
+        flags = [f"0x{r.flags:016x}"] if hex_flags else []
+        table.add_row(r.kind.label, *flags, str(r.pages), str((r.pages * page_size) >> 20),
                       kpf.symbolic(r.flags), kpf.long_names(r.flags), refs)
-    table.add_row("total", "", str(total), str((total * page_size) >> 20), "", "", "")
+    table.add_row("total", *([""] if hex_flags else []), str(total), str((total * page_size) >> 20), "", "", "")
     return table
 
 
-def culprit_table(c: CulpritPage) -> Table:
+def culprit_table(c: CulpritPage, hex_flags: bool = True) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("pfn", "flags", "symbolic-flags", "long-symbolic-flags", "refcount", "kind"):
-        table.add_column(name, no_wrap=name != "long-symbolic-flags",
-                         overflow="fold" if name == "long-symbolic-flags" else "ellipsis")
-    table.add_row(f"{c.pfn:#x}", f"0x{c.flags:016x}", kpf.symbolic(c.flags), kpf.long_names(c.flags),
-                  str(c.refcount), c.kind.label)
+    table.add_column("pfn", no_wrap=True)
+    _flag_columns(table, hex_flags)
+    table.add_column("symbolic-flags", no_wrap=True)
+    table.add_column("long-symbolic-flags", overflow="fold", min_width=19)
+    table.add_column("refcount", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    flags = [f"0x{c.flags:016x}"] if hex_flags else []
+    table.add_row(f"{c.pfn:#x}", *flags, kpf.symbolic(c.flags), kpf.long_names(c.flags), str(c.refcount),
+                  c.kind.label)
     return table
 
 
@@ -151,14 +182,14 @@ def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> N
     if story.population:
         console.print(Text("Pages of the block (kpageflags as page-types -r shows them):", style="bold"),
                       highlight=False)
-        console.print(population_table(story.population, page_size))
+        console.print(population_table(story.population, page_size, console.width >= WIDE))
     else:
         console.print(Text("Pages of the block: none to show (an offline block has no memmap; kpageflags reads "
                            "nothing for it).", style="bold"), highlight=False, soft_wrap=True)
     if story.culprit:
         console.print()
         console.print(Text("The culprit page (page-types -L style):", style="bold"), highlight=False)
-        console.print(culprit_table(story.culprit))
+        console.print(culprit_table(story.culprit, console.width >= WIDE))
         console.print(f"  {story.culprit.kind.label}: {story.culprit.description}", **plain)
     console.print()
     console.print(Text("What the kernel would print:", style="bold"), highlight=False)
