@@ -145,3 +145,8 @@ def test_every_help_has_an_example(command):
 def test_bash_completion_script():
     result = CliRunner().invoke(main, [], prog_name="memplan", env={"_MEMPLAN_COMPLETE": "bash_source"})
     assert result.exit_code == 0 and "_memplan_completion" in result.output
+
+
+def test_missing_profile_and_block_suggest_the_fix():
+    one_error_line(run("simulate", "sbm-guest.toml"), "did you mean profiles/sbm-guest.toml?")
+    one_error_line(run("map", SBM, "--blocks", "99"), "did you mean 57?")

@@ -35,3 +35,14 @@ def bundled_profiles(dirs: Optional[Sequence[str]] = None) -> List[BundledProfil
             return [BundledProfile(os.path.splitext(f)[0], os.path.join(directory, f),
                                    profile_description(os.path.join(directory, f))) for f in names]
     return []
+
+
+def missing_profile_hint(path: str) -> Optional[str]:
+    """For a profile path that does not exist: the bundled profile it probably means."""
+    if os.path.exists(path):
+        return None
+    wanted = os.path.splitext(os.path.basename(path))[0]
+    for profile in bundled_profiles():
+        if profile.name == wanted:
+            return f"did you mean {os.path.relpath(profile.path)}? memplan profiles lists the bundled profiles"
+    return "memplan profiles lists the bundled profiles"

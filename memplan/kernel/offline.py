@@ -288,9 +288,10 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
                        moved.kinds_after, lo, 18 if failed_kind is PageKind.GIGANTIC_FREE else 9))
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE,
                        dis.failure, RangeView(lo, moved.kinds_after, moved.refcount_after, skippable))
-    n_dissolved = int(np.count_nonzero(dis.dissolved))
-    record(PipelineStep.DISSOLVE, StepStatus.PASSED, f"{n_dissolved} pages of free hugetlb folios dissolved"
-           if n_dissolved else "no free hugetlb folio in the range")
+    if trace is not None:
+        n_dissolved = int(np.count_nonzero(dis.dissolved))
+        record(PipelineStep.DISSOLVE, StepStatus.PASSED, f"{n_dissolved} pages of free hugetlb folios dissolved"
+               if n_dissolved else "no free hugetlb folio in the range")
     final_kinds = moved.kinds_after.copy()
     final_kinds[dis.dissolved] = PageKind.FREE
     final = RangeView(lo, final_kinds, moved.refcount_after, skippable)
@@ -321,10 +322,11 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
                + ": the kernel crashes", lo + int(offline_idx[0]) if len(offline_idx) else None)
         return verdict(Outcome.FAILS, None, None, Step.COMMIT, int(offline_idx[0]) if len(offline_idx) else None, final)
     hazards.extend(_after_success_hazards(view, after_notifier, sem, env))
-    record(PipelineStep.TEST_ISOLATED, StepStatus.PASSED, "every page is free, hwpoisoned or accepted PageOffline")
-    warned = [e.text for e in log if e.function == "__offline_isolated_pages"]
-    record(PipelineStep.COMMIT, StepStatus.PASSED, f"{len(offline_idx)} PageOffline pages counted as already offline, "
-           f"the rest taken off the free lists" + (f"; {'; '.join(warned)}" if warned else ""))
+    if trace is not None:
+        record(PipelineStep.TEST_ISOLATED, StepStatus.PASSED, "every page is free, hwpoisoned or accepted PageOffline")
+        warned = [e.text for e in log if e.function == "__offline_isolated_pages"]
+        record(PipelineStep.COMMIT, StepStatus.PASSED, f"{len(offline_idx)} PageOffline pages counted as already "
+               "offline, the rest taken off the free lists" + (f"; {'; '.join(warned)}" if warned else ""))
     return (BlockVerdict(**common, result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None,
                          pages=counts, kernel_log=tuple(log), hazards=tuple(hazards)), stats)
 

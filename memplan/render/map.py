@@ -118,8 +118,7 @@ def legend_lines(bmap: BlockMap) -> List[Text]:
 def title_lines(bmap: BlockMap) -> List[Text]:
     cells = bmap.cells
     judged = sum(1 for c in cells if c.kind in (CellKind.OFFLINES, CellKind.FAILS, CellKind.HANGS))
-    what = f"semantics {bmap.semantics[0]}" if not bmap.is_diff else \
-        f"{bmap.semantics[0]} (left) vs {bmap.semantics[1]} (right)"
+    what = f"semantics {bmap.semantics[0]}" if not bmap.is_diff else f"{bmap.semantics[0]} vs {bmap.semantics[1]}"
     return [Text.assemble((bmap.machine, "bold"), f" ({bmap.source}): {what}, "
                           f"{format_size(bmap.memory_block_size)} memory blocks, {judged} judged")]
 
