@@ -22,7 +22,7 @@ without flags) is exactly what the snapshot reader must treat as a blind spot.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -124,7 +124,7 @@ for _kind, _flags in KIND_FLAGS.items():
     _FLAGS_LUT[int(_kind)] = _flags
 
 
-def page_flags(kinds: np.ndarray, pfns: np.ndarray, skippable: np.ndarray = None) -> np.ndarray:
+def page_flags(kinds: np.ndarray, pfns: np.ndarray, skippable: Optional[np.ndarray] = None) -> np.ndarray:
     """The kpageflags value of every page (``uint64``), from its kind and pfn.
 
     ``pfns`` locates compound heads (a folio of order ``n`` starts at a multiple of ``1 << n``);

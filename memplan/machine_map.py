@@ -9,7 +9,7 @@ the same comparison ``diff-semantics`` reports.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from memplan.blockmap import BlockMap, Cell, CellKind, Change, Segment
 from memplan.diff import changed_fields
@@ -41,7 +41,7 @@ def _cells(machine: Machine, verdicts: Dict[int, BlockVerdict], span: Optional[T
     rows = {int(b): r for r, b in enumerate(table.ids)}
     multi_node = machine.nodes > 1
     segments: List[Segment] = []
-    current: Optional[Dict] = None
+    current: Optional[Dict[str, Any]] = None
 
     def close() -> None:
         if current is not None:
@@ -83,7 +83,8 @@ def _cells(machine: Machine, verdicts: Dict[int, BlockVerdict], span: Optional[T
             close()
             current = dict(first=block, last=block, zone=zone_name, node=node, device=device.id if device else None,
                            mode=device.mode.value.upper() if device else None, cells=[])
-        elif kind is not CellKind.UNPLUGGED and current["zone"] is None:
+        assert current is not None
+        if joins and kind is not CellKind.UNPLUGGED and current["zone"] is None:
             current["zone"], current["node"] = zone_name, node
         current["cells"].append(cell)
         current["last"] = block

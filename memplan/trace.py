@@ -38,7 +38,8 @@ class PipelineStep(str, Enum):
         return _FUNCTIONS[self]
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:
+        """A short human name (``SCAN/MIGRATE``, ``pageblock isolation``)."""
         return _TITLES[self]
 
     @property

@@ -6,7 +6,7 @@ import io
 from typing import Optional
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from memplan.cli.app import main
 from memplan.cli.common import (
@@ -22,7 +22,7 @@ from memplan.simulation import simulate
 from memplan.status import ExitStatus
 
 
-def _export(renderable, width: int, svg: Optional[str], html: Optional[str], title: str) -> None:
+def _export(renderable: RenderableType, width: int, svg: Optional[str], html: Optional[str], title: str) -> None:
     """Render once more on a recording console with colours and save it (rich's export)."""
     recorder = Console(record=True, width=width, file=io.StringIO(), force_terminal=True, color_system="truecolor",
                        highlight=False)

@@ -115,7 +115,7 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
     table.add_column("STATUS", no_wrap=True)
     table.add_column("DETAIL", overflow="fold")
     for i, s in enumerate(steps, 1):
-        table.add_row(str(i), s.step.title, s.step.function, Text(s.status.label, style=STATUS_STYLE[s.status]),
+        table.add_row(str(i), s.step.label, s.step.function, Text(s.status.label, style=STATUS_STYLE[s.status]),
                       s.detail or ("-" if s.status is StepStatus.NOT_REACHED else ""))
     return table
 
@@ -168,11 +168,14 @@ def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> N
     v = story.verdict
     zone = f"ZONE_{v.zone.value.upper()}" if v.zone else "valid_zones none"
     device = f", virtio-mem {v.device} {v.device_state}" if v.device else ""
-    plain = dict(highlight=False, markup=False, soft_wrap=True)
+
+    def line(text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
     console.print(Text(f"memory block {v.block}", style="bold") + Text(
         f" (memory{v.block}): {lsmem_range(v)}, {format_size(v.size)}, {zone}, node {v.node}{device}"),
         highlight=False, soft_wrap=True)
-    console.print(f"{story.machine} ({story.profile}), semantics {story.semantics}: {story.semantics_title}", **plain)
+    line(f"{story.machine} ({story.profile}), semantics {story.semantics}: {story.semantics_title}")
     console.print(_outcome(story), highlight=False, soft_wrap=True)
     console.print()
     console.print(Text("The offline pipeline, step by step (offline_pages(), spec section 3):", style="bold"),
@@ -190,12 +193,12 @@ def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> N
         console.print()
         console.print(Text("The culprit page (page-types -L style):", style="bold"), highlight=False)
         console.print(culprit_table(story.culprit, console.width >= WIDE))
-        console.print(f"  {story.culprit.kind.label}: {story.culprit.description}", **plain)
+        line(f"  {story.culprit.kind.label}: {story.culprit.description}")
     console.print()
     console.print(Text("What the kernel would print:", style="bold"), highlight=False)
     lines = kernel_lines(v.kernel_log)
-    for line in lines or ["(nothing)"]:
-        console.print(f"  {line}", **plain)
+    for text in lines or ["(nothing)"]:
+        line(f"  {text}")
     for h in v.hazards:
         console.print(Text.assemble("  hazard ", (h.kind.value, "red"), f": {h.text}"), highlight=False,
                       soft_wrap=True)
