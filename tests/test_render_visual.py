@@ -51,9 +51,14 @@ def test_map_wraps_at_the_width(sbm):
     console = plain(40)
     console.print(map_renderable(machine_map(sbm, simulate(sbm)), 40))
     lines = console.export_text().splitlines()
-    grid = [line for line in lines if "vmem0 SBM" in line]
-    assert len(grid) == 8  # 64 slots of the region, 8 per row at this width
-    assert all(len(line.rstrip()) <= 40 for line in lines if "SBM" in line)
+    header = next(line for line in lines if line.lstrip().startswith("BLOCK"))
+    assert header.split()[:4] == ["BLOCK", "ZONE", "DEVICE", "CELLS"]  # ADDRESS left out to fit
+    grid = [line.rstrip() for line in lines if "vmem0 SBM" in line]
+    # 64 slots of the region, 8 per row at this width; the last 4 rows hold only unplugged
+    # slots and collapse into one line.
+    assert [line.split()[0] for line in grid] == ["32", "40", "48", "56", "64"]
+    assert grid[3].endswith("vmem0 SBM  .o......") and grid[4].startswith("   64  Movable  vmem0 SBM  ........ x4")
+    assert all(len(line) <= 40 for line in grid)
 
 
 def test_diff_map_snapshot():

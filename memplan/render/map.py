@@ -28,6 +28,8 @@ LABEL = {CellKind.OFFLINES: "offlines", CellKind.FAILS: "fails", CellKind.HANGS:
 CHANGE_GLYPH = {Change.LEFT_ONLY: "<", Change.RIGHT_ONLY: ">", Change.OTHER: "*"}
 CHANGE_STYLE = {Change.LEFT_ONLY: "bold magenta", Change.RIGHT_ONLY: "bold cyan", Change.OTHER: "bold yellow"}
 GROUP = 8
+#: this many consecutive rows of only unplugged slots collapse into one line
+COLLAPSE_ROWS = 3
 
 
 def cell_text(cell: Cell, diff: bool) -> Tuple[str, str]:
@@ -54,23 +56,28 @@ def cells_per_row(width: int, label_width: int) -> int:
 
 
 def map_lines(bmap: BlockMap, width: int) -> List[Text]:
-    """The grid, one ``Text`` per output line."""
+    """The grid, one ``Text`` per output line. On a narrow console the ADDRESS, then the
+    DEVICE and ZONE labels are left out so that at least one group of cells fits."""
     label_rows: List[List[str]] = []
     for s in bmap.segments:
         label_rows.append(_labels(bmap, s, s.first))
         label_rows.append(_labels(bmap, s, s.last))
     heads = ["BLOCK", "ADDRESS", "ZONE", "DEVICE"]
     widths = [max([len(h)] + [len(r[i]) for r in label_rows]) for i, h in enumerate(heads)]
-    label_width = sum(widths) + 2 * len(widths)
+    keep = [0, 1, 2, 3]
+    for drop in (1, 3, 2):
+        if sum(widths[i] + 2 for i in keep) + GROUP <= width:
+            break
+        keep.remove(drop)
+    label_width = sum(widths[i] + 2 for i in keep)
     per_row = cells_per_row(width, label_width)
 
     def label(parts: List[str]) -> Text:
-        cells = [parts[0].rjust(widths[0]), parts[1].rjust(widths[1]), parts[2].ljust(widths[2]),
-                 parts[3].ljust(widths[3])]
+        cells = [parts[i].rjust(widths[i]) if i < 2 else parts[i].ljust(widths[i]) for i in keep]
         return Text("  ".join(cells) + "  ")
 
-    lines = [Text("  ".join([heads[0].rjust(widths[0]), heads[1].rjust(widths[1]), heads[2].ljust(widths[2]),
-                             heads[3].ljust(widths[3])]) + "  " + "CELLS (one per memory block)", style="bold")]
+    lines = [label(heads) + Text("CELLS (one per block)")]
+    lines[0].stylize("bold")
     for s in bmap.segments:
         if s.gap:
             line = label([str(s.first), f"{s.first * bmap.memory_block_size:#x}", "", ""])
@@ -78,11 +85,30 @@ def map_lines(bmap: BlockMap, width: int) -> List[Text]:
                         f"({format_size(s.blocks * bmap.memory_block_size)})", style="dim")
             lines.append(line)
             continue
-        for start in range(0, len(s.cells), per_row):
-            chunk = s.cells[start:start + per_row]
+        chunks = [s.cells[start:start + per_row] for start in range(0, len(s.cells), per_row)]
+        i = 0
+        while i < len(chunks):
+            # Three or more rows of nothing but unplugged slots (a big, mostly empty device
+            # region) become one line.
+            j = i
+            while j < len(chunks) and all(c.kind is CellKind.UNPLUGGED for c in chunks[j]):
+                j += 1
+            if j - i >= COLLAPSE_ROWS:
+                first, last = chunks[i][0].block, chunks[j - 1][-1].block
+                line = label(_labels(bmap, s, first))
+                slots = last - first + 1
+                line.append(f"{GLYPH[CellKind.UNPLUGGED] * GROUP} x{slots // GROUP} "
+                            f"({slots} blocks {first}-{last}, {format_size(slots * bmap.memory_block_size)}) "
+                            "not plugged",
+                            style=STYLE[CellKind.UNPLUGGED])
+                lines.append(line)
+                i = j
+                continue
+            chunk = chunks[i]
+            i += 1
             line = label(_labels(bmap, s, chunk[0].block))
-            for i, cell in enumerate(chunk):
-                if i and i % GROUP == 0:
+            for n, cell in enumerate(chunk):
+                if n and n % GROUP == 0:
                     line.append(" ")
                 glyph, style = cell_text(cell, bmap.is_diff)
                 line.append(glyph, style=style)
