@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import click
 
 from memplan.errors import UsageError
-from memplan.render.lsmem import TableOptions
+from memplan.render.lsmem import ColumnSet, TableOptions
 
 _OPTIONS = ("output", "output_all", "in_bytes", "split", "all_rows", "noheadings", "raw")
 
@@ -32,6 +32,13 @@ def table_options(func: Callable) -> Callable:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def columns_epilog(column_set: ColumnSet) -> str:
+    """lsmem's "Available output columns" list for a command's ``--help``."""
+    width = max(len(c.name) for c in column_set.columns)
+    lines = [f"  {c.name:<{width}}  {c.help}" for c in column_set.columns]
+    return "\b\nAvailable output columns (default: " + ",".join(column_set.default) + "):\n" + "\n".join(lines)
 
 
 def pop_table_options(kwargs: dict) -> TableOptions:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import exclusive_formats, pop_table_options, table_options, used_table_options
+from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
 from memplan.cli.common import blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, stdout_console
 from memplan.diff import DEFAULT_LEFT, DEFAULT_RIGHT, diff_semantics, with_foreign_ref_timing
 from memplan.kernel.semantics import SEMANTICS
@@ -20,7 +20,7 @@ from memplan.render import json as render_json
 from memplan.status import ExitStatus
 
 
-@main.command("diff-semantics")
+@main.command("diff-semantics", epilog=columns_epilog(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT)))
 @machine_argument
 @click.option("--left", type=click.Choice(list(SEMANTICS)), default=DEFAULT_LEFT, show_default=True,
               help="Semantics on the left side.")

@@ -7,7 +7,7 @@ import sys
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import exclusive_formats, pop_table_options, table_options, used_table_options
+from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
 from memplan.cli.common import (
     blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, semantics_option,
     stdout_console,
@@ -22,7 +22,7 @@ from memplan.simulation import simulate as run_simulation
 from memplan.status import ExitStatus, check_status
 
 
-@main.command("simulate")
+@main.command("simulate", epilog=columns_epilog(verdict_columns()))
 @machine_argument
 @semantics_option
 @blocks_option
