@@ -197,8 +197,10 @@ def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarr
     exists = table.exists(ids)
     if not exists.all():
         missing = int(ids[~exists][0])
+        nearest = int(table.ids[np.argmin(np.abs(table.ids - missing))]) if len(table.ids) else None
         raise UsageError(f"memory block {missing} does not exist on {machine.name} "
-                         f"(blocks: {_describe_ids(table.ids)})")
+                         f"(blocks: {_describe_ids(table.ids)})",
+                         hint=f"did you mean {nearest}?" if nearest is not None else None)
     return ids
 
 

@@ -8,5 +8,8 @@ from memplan.cli import diff as _diff  # noqa: F401  (registers the command)
 from memplan.cli import snapshot as _snapshot  # noqa: F401  (registers the command)
 from memplan.cli import plan as _plan  # noqa: F401
 from memplan.cli import unplug as _unplug  # noqa: F401
+from memplan.cli import explain as _explain  # noqa: F401  (registers the command)
+from memplan.cli import map as _map  # noqa: F401  (registers the command)
+from memplan.cli import profiles as _profiles  # noqa: F401  (registers the command)
 
 __all__ = ["main"]

@@ -38,4 +38,13 @@ def main() -> None:
     memplan models the kernel's memory-block offlining (offline_pages()) and virtio-mem
     unplug over a machine profile (TOML) or a snapshot of a live host, in the kernel's
     mainline "refcount" semantics or the proposed "skippable" one. It only reads.
+
+    \b
+    Examples:
+      memplan profiles
+      memplan simulate profiles/sbm-guest.toml
+      memplan map profiles/sbm-guest.toml
+      memplan explain profiles/sbm-guest.toml 36
+
+    Shell completion (bash): eval "$(_MEMPLAN_COMPLETE=bash_source memplan)"
     """

@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Optional
 import click
 from rich.console import Console
 
-from memplan.errors import UsageError
+from memplan.errors import ProfileError, UsageError
 from memplan.kernel.semantics import SEMANTICS
 from memplan.model import Machine
 from memplan.units import parse_block_ranges
@@ -60,7 +60,14 @@ def load_machine(profile: str) -> Machine:
         from memplan.inputs.snapshot import load_snapshot
         return load_snapshot(str(profile), live=profile.live)
     from memplan.inputs.profile import load_profile
-    return load_profile(profile)
+    try:
+        return load_profile(profile)
+    except ProfileError as exc:
+        from memplan.inputs.bundled import missing_profile_hint
+        hint = None if exc.hint or exc.key else missing_profile_hint(profile)
+        if hint is None:
+            raise
+        raise ProfileError(exc.path, "", exc.message[len(exc.path) + 2:], hint=hint) from None
 
 
 def snapshot_options(func: Callable) -> Callable:

@@ -7,16 +7,20 @@ import sys
 import click
 
 from memplan.cli.app import main
+from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
 from memplan.cli.common import blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, stdout_console
 from memplan.diff import DEFAULT_LEFT, DEFAULT_RIGHT, diff_semantics, with_foreign_ref_timing
 from memplan.kernel.semantics import SEMANTICS
 from memplan.model import ForeignRefTiming
+from memplan.errors import UsageError
+from memplan.render import csv as render_csv
 from memplan.render import diff as render_diff
+from memplan.render.block_columns import difference_columns
 from memplan.render import json as render_json
 from memplan.status import ExitStatus
 
 
-@main.command("diff-semantics")
+@main.command("diff-semantics", epilog=columns_epilog(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT)))
 @machine_argument
 @click.option("--left", type=click.Choice(list(SEMANTICS)), default=DEFAULT_LEFT, show_default=True,
               help="Semantics on the left side.")
@@ -27,8 +31,10 @@ from memplan.status import ExitStatus
               help="When an unexpected reference on a fake-offline page is dropped (overrides the "
                    "profile's [environment] foreign_ref_dropped).")
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@click.option("--csv", "as_csv", is_flag=True, help="Write CSV to stdout: one row per differing block.")
+@table_options
 def diff_semantics_command(profile: str, left: str, right: str, blocks: str, foreign_ref_dropped: str,
-                           as_json: bool) -> None:
+                           as_json: bool, as_csv: bool, **table: object) -> None:
     """Show every block whose offline verdict differs between two kernel semantics.
 
     Runs the same simulation under LEFT (default: refcount, mainline) and RIGHT (default:
@@ -38,15 +44,31 @@ def diff_semantics_command(profile: str, left: str, right: str, blocks: str, for
     blocks can still be offlined under each side, per zone. Exit status as diff(1): 0 no
     difference, 1 differences, 2 bad input.
 
+    The group tables take lsmem's controls (-o with the columns BLOCK, RANGE, SIZE, ZONE,
+    NODE, the two semantics' names, CHANGED, SITES, CULPRIT; --split, --all, --bytes, -n);
+    --raw prints one raw table of every differing block instead of the report.
+
     \b
     Example:
       memplan diff-semantics profiles/skippable-review.toml --foreign-ref-dropped during-offline
+      memplan diff-semantics profiles/skippable-review.toml --raw -o BLOCK,ZONE,SITES
     """
+    options = pop_table_options(table)
+    exclusive_formats(json=as_json, csv=as_csv, raw=options.raw)
+    if as_json or as_csv:
+        used = used_table_options(options)
+        if used:
+            raise UsageError(f"{used} applies to the table, not to --{'json' if as_json else 'csv'}")
+    columns = difference_columns(left, right)
+    columns.splits(options, columns.select(options))  # bad column names fail before the simulation
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     result = diff_semantics(machine, left, right, parse_blocks(blocks))
     print_warnings(result.warnings)
     if as_json:
         render_json.write(render_diff.diff_dict(result), sys.stdout)
+    elif as_csv:
+        render_csv.write_diff(result, sys.stdout, noheader=options.noheadings)
     else:
-        render_diff.print_diff(stdout_console(), result, {name: SEMANTICS[name].title for name in (left, right)})
+        render_diff.print_diff(stdout_console(), result, {name: SEMANTICS[name].title for name in (left, right)},
+                               options)
     raise SystemExit(int(ExitStatus.FAILURE if result.differences else ExitStatus.SUCCESS))

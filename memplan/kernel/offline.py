@@ -16,7 +16,7 @@ import numpy as np
 
 from memplan.geometry import Geometry
 from memplan.kernel import hugetlb as hugetlb_mod
-from memplan.kernel.isolation import isolate_range, unmovable_pages
+from memplan.kernel.isolation import isolate_range, isolation_order, unmovable_pages
 from memplan.kernel.migration import MigrationTargets, migrate
 from memplan.kernel.pages import RangeView, first_index, per_page_entries
 from memplan.kernel.semantics import OfflineSemantics
@@ -28,6 +28,7 @@ from memplan.model import (
 from memplan.results import (
     BlockVerdict, Culprit, Hazard, HazardKind, LogEntry, LogLevel, Outcome, PageCounts, Reason, Step,
 )
+from memplan.trace import PipelineStep, StepRecord, StepStatus, TraceRecorder
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,30 @@ def _pr_debug(start_pfn: int, end_pfn: int, reason: Reason, page_shift: int) -> 
 def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
                   refcount: Optional[np.ndarray]) -> Tuple[BlockVerdict, BlockStats]:
     """Predict writing ``offline`` to ``memoryN/state`` for one block (its pages in ``kinds``)."""
+    return _offline_block(setup, ctx, kinds, refcount, None)
+
+
+def offline_block_traced(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
+                         refcount: Optional[np.ndarray]) -> Tuple[BlockVerdict, BlockStats, Tuple[StepRecord, ...]]:
+    """``offline_block()`` plus what every step of the pipeline decided (``memplan explain``).
+
+    The verdict and stats are exactly ``offline_block()``'s: the same code runs, it only
+    records each step's outcome on the way.
+    """
+    recorder = TraceRecorder()
+    verdict, stats = _offline_block(setup, ctx, kinds, refcount, recorder)
+    return verdict, stats, recorder.steps()
+
+
+def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, refcount: Optional[np.ndarray],
+                   trace: Optional[TraceRecorder]) -> Tuple[BlockVerdict, BlockStats]:
     geo, sem, env = setup.geometry, setup.semantics, setup.environment
+
+    def record(step: PipelineStep, status: StepStatus, detail: str, pfn: Optional[int] = None,
+               count: Optional[int] = None) -> None:
+        if trace is not None:
+            trace.record(step, status, detail, pfn, count)
+
     ppb = geo.pages_per_block
     block_end_pfn = ctx.start_pfn + ppb
     common = dict(block=ctx.block, start=ctx.start_pfn << geo.page_shift,
@@ -115,9 +139,12 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
     # Step 0: memory_block_change_state(): only an online block can go offline (state_store()
     # turns device_offline()'s "already offline" into -EINVAL).
     if ctx.state is not BlockState.ONLINE:
+        record(PipelineStep.STATE, StepStatus.FAILED, f"the block is {ctx.state.value}: only an online block can go "
+               "offline (state_store() returns -EINVAL)")
         return (BlockVerdict(**common, result=Outcome.FAILS, errno=Errno.EINVAL, reason=None, step=Step.STATE,
                              culprit=None, pages=PageCounts(total=ppb)), BlockStats(0, 0, {}))
 
+    record(PipelineStep.STATE, StepStatus.PASSED, "online; mem->state becomes MEM_GOING_OFFLINE")
     nr_vmemmap = ctx.vmemmap
     view = _range_view(sem, ctx, kinds, refcount)
     lo, k, skippable = view.pfn, view.kinds, view.skippable
@@ -183,20 +210,32 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
 
     # Step 1: memory_block_offline(): mem->zone is NULL for early blocks spanning zones/nodes.
     if ctx.zone is None:
+        record(PipelineStep.ZONE, StepStatus.FAILED, "mem->zone is NULL (valid_zones: none): the block spans two "
+               "zones or two nodes")
         return verdict(Outcome.FAILS, Errno.EINVAL, None, Step.ZONE)
+    record(PipelineStep.ZONE, StepStatus.PASSED, f"mem->zone is ZONE_{ctx.zone.value.upper()}, node {ctx.node}"
+           + (f"; {nr_vmemmap} self-hosted memmap pages stay out of the range" if nr_vmemmap else ""))
 
     # Step 2: offline_pages() alignment sanity check (memmap_on_memory shifts the start).
     if not len(k) or lo % geo.pageblock_pages or block_end_pfn % geo.pages_per_section:
         log.append(LogEntry(LogLevel.WARN_ONCE, "WARN_ON_ONCE(!nr_pages || !pageblock_aligned(start_pfn) || "
                             "!IS_ALIGNED(start_pfn + nr_pages, PAGES_PER_SECTION))", lo, "offline_pages"))
+        record(PipelineStep.ALIGNMENT, StepStatus.FAILED, f"[{lo:#x}, {block_end_pfn:#x}) is not pageblock-aligned "
+               "or does not end on a section boundary: WARN_ON_ONCE", lo)
         return verdict(Outcome.FAILS, Errno.EINVAL, None, Step.ALIGNMENT)
+    record(PipelineStep.ALIGNMENT, StepStatus.PASSED, f"pfn {lo:#x}-{block_end_pfn - 1:#x} ({len(k)} pages): "
+           "pageblock-aligned start, section-aligned end")
 
     # Step 3: walk_system_ram_range() must count every page.
     if counts.holes:
+        record(PipelineStep.HOLES, StepStatus.FAILED, f"{counts.holes} of {len(k)} pages are not System RAM",
+               lo + int(np.argmax(k == PageKind.HOLE)))
         return verdict(Outcome.FAILS, Errno.EINVAL, Reason.MEMORY_HOLES, Step.HOLES)
+    record(PipelineStep.HOLES, StepStatus.PASSED, f"all {len(k)} pages are System RAM")
 
     # Step 4: "multizone range" cannot happen here: a block spanning zones has mem->zone NULL
     # and was rejected in step 1 (the kernel keeps the check as a WARN_ON_ONCE sanity test).
+    record(PipelineStep.MULTIZONE, StepStatus.PASSED, f"first and last page are in ZONE_{ctx.zone.value.upper()}")
 
     # Step 6: start_isolate_page_range(PB_ISOLATE_MODE_MEM_OFFLINE).
     unmovable = unmovable_pages(view, ctx.zone is Zone.MOVABLE, sem)
@@ -205,17 +244,37 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
     if failure is not None:
         if failure.dumped:
             log.append(LogEntry(LogLevel.DUMP_PAGE, "unmovable page", lo + failure.index, "set_migratetype_isolate"))
+        if trace is not None:
+            record(PipelineStep.ISOLATE, StepStatus.FAILED,
+                   _isolation_detail(len(unmovable) // geo.pageblock_pages, failure.pageblock, failure.cause,
+                                     PageKind(int(k[failure.index])), lo, geo.pageblock_pages),
+                   lo + failure.index)
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE, failure.index)
+    if trace is not None:
+        record(PipelineStep.ISOLATE, StepStatus.PASSED,
+               _isolation_detail(len(unmovable) // geo.pageblock_pages, None, "", None, lo, geo.pageblock_pages)
+               + ("; ZONE_MOVABLE: only PG_reserved pages count as unmovable" if ctx.zone is Zone.MOVABLE else ""))
 
     # Step 7: node notifier (v6.17+) when this offline would empty the node.
-    if (setup.node_notifier and env.node_notifier_veto is not None
-            and len(k) >= setup.node_present_pages.get(ctx.node, 0) - nr_vmemmap):
+    last_memory = len(k) >= setup.node_present_pages.get(ctx.node, 0) - nr_vmemmap
+    if setup.node_notifier and env.node_notifier_veto is not None and last_memory:
+        record(PipelineStep.NODE_NOTIFIER, StepStatus.FAILED, f"the block is node {ctx.node}'s last memory and a node "
+               f"notifier vetoes NODE_REMOVING_LAST_MEMORY with -{env.node_notifier_veto.value}")
         return verdict(Outcome.FAILS, env.node_notifier_veto, Reason.NODE_NOTIFIER_FAILURE, Step.NOTIFIER)
+    if not setup.node_notifier:
+        record(PipelineStep.NODE_NOTIFIER, StepStatus.PASSED, "this kernel has no node notifiers (before 6.17)")
+    elif last_memory:
+        record(PipelineStep.NODE_NOTIFIER, StepStatus.PASSED, f"node {ctx.node}'s last memory: "
+               "NODE_REMOVING_LAST_MEMORY, nobody vetoes")
+    else:
+        record(PipelineStep.NODE_NOTIFIER, StepStatus.PASSED, f"node {ctx.node} keeps other memory: not sent")
 
     # Step 8: memory_notify(MEM_GOING_OFFLINE). virtio-mem's handler runs for its own blocks.
     device = ctx.device
     if device is not None and device.driver is DriverState.REMOVING:
         # vm->removing: notifier_from_errno(-EBUSY); its MEM_CANCEL_OFFLINE is ignored.
+        record(PipelineStep.GOING_OFFLINE, StepStatus.FAILED, f"virtio-mem {device.id} is being removed "
+               "(vm->removing): its notifier returns -EBUSY")
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
     log.extend(notified.log)
     hazards.extend(notified.hazards)
@@ -230,23 +289,47 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
                                 f"MEM_CANCEL_OFFLINE: page_ref_inc() on {int(taken_back.sum())} fake-offline page(s) "
                                 "already freed to the buddy: unplugged memory back on the free lists with refcount "
                                 "1", pfn))
+    notes = _notifier_detail(view, notified, device, sem) if trace is not None else ""
     if env.notifier_veto is not None:
         # Another notifier vetoes; MEM_CANCEL_OFFLINE lets virtio-mem re-take its references.
+        record(PipelineStep.GOING_OFFLINE, StepStatus.FAILED, f"{notes}; another memory notifier vetoes with "
+               f"-{env.notifier_veto.value} (MEM_CANCEL_OFFLINE follows)")
         return verdict(Outcome.FAILS, env.notifier_veto, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
+    record(PipelineStep.GOING_OFFLINE, StepStatus.PASSED, notes)
 
     # Step 9: the retry loops.
     if env.signal_pending:
+        record(PipelineStep.SIGNAL, StepStatus.FAILED, "a signal is pending on the writing task: -EINTR before the "
+               "first SCAN")
         return verdict(Outcome.FAILS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN)
+    record(PipelineStep.SIGNAL, StepStatus.PASSED, "no signal pending")
     log.extend(moved.log)
     if moved.result == "busy":
+        record(PipelineStep.SCAN, StepStatus.FAILED, _scan_busy_detail(after_notifier, moved.index, sem)
+               if trace is not None else "", lo + int(moved.index))
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.UNMOVABLE_PAGE, Step.SCAN, moved.index, after_notifier,
                        ran=True)
     if moved.result == "loops":
+        record(PipelineStep.SCAN, StepStatus.HANGS, _scan_loop_detail(after_notifier, moved.index, targets)
+               if trace is not None else "", lo + int(moved.index))
         return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN, moved.index, after_notifier,
                        ran=True)
+    record(PipelineStep.SCAN, StepStatus.PASSED, f"MIGRATE moved {counts.migrated} pages; SCAN then finds nothing "
+           "(-ENOENT)" if counts.migrated else "SCAN finds nothing to migrate (-ENOENT)")
     if dis.failure is not None:
+        if trace is not None:
+            after_migration = RangeView(lo, moved.kinds_after, moved.refcount_after, skippable)
+            failed_kind = PageKind(int(moved.kinds_after[dis.failure]))
+            record(PipelineStep.DISSOLVE, StepStatus.FAILED,
+                   _dissolve_detail(after_migration, dis.failure, {o: pools[o].headroom for o in (9, 18)}),
+                   lo + int(dis.failure), hugetlb_mod.free_folio_heads(
+                       moved.kinds_after, lo, 18 if failed_kind is PageKind.GIGANTIC_FREE else 9))
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE,
                        dis.failure, RangeView(lo, moved.kinds_after, moved.refcount_after, skippable), ran=True)
+    if trace is not None:
+        n_dissolved = int(np.count_nonzero(dis.dissolved))
+        record(PipelineStep.DISSOLVE, StepStatus.PASSED, f"{n_dissolved} pages of free hugetlb folios dissolved"
+               if n_dissolved else "no free hugetlb folio in the range")
     final_kinds = moved.kinds_after.copy()
     final_kinds[dis.dissolved] = PageKind.FREE
     final = RangeView(lo, final_kinds, moved.refcount_after, skippable)
@@ -254,7 +337,12 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
     stuck = first_index(~passes)
     if stuck is not None:
         # test_pages_isolated() fails every round: the outer loop never ends.
-        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, stuck, final, ran=True)
+        record(PipelineStep.TEST_ISOLATED, StepStatus.HANGS,
+               f"pfn {lo + stuck:#x} ({PageKind(int(final.kinds[stuck])).label}, refcount {int(final.refcount[stuck])}) "
+               "is not free, not hwpoisoned and not an accepted PageOffline page: -EBUSY every round",
+               lo + stuck)
+        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, stuck, final,
+                       ran=True)
 
     # Step 10: __offline_isolated_pages() (predicate site 5).
     offline_idx = np.flatnonzero(final.offline)
@@ -268,9 +356,17 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
             hazards.append(Hazard(hazard, f"{text} at commit ({len(hits)} page(s))", pfn))
             bugged |= level is LogLevel.BUG
     if bugged:
+        record(PipelineStep.TEST_ISOLATED, StepStatus.PASSED, "every page is free, hwpoisoned or accepted PageOffline")
+        record(PipelineStep.COMMIT, StepStatus.FAILED, "; ".join(e.text for e in log if e.level is LogLevel.BUG)
+               + ": the kernel crashes", lo + int(offline_idx[0]) if len(offline_idx) else None)
         return verdict(Outcome.FAILS, None, None, Step.COMMIT, int(offline_idx[0]) if len(offline_idx) else None, final,
                        ran=True)
     hazards.extend(_after_success_hazards(view, after_notifier, sem, env))
+    if trace is not None:
+        record(PipelineStep.TEST_ISOLATED, StepStatus.PASSED, "every page is free, hwpoisoned or accepted PageOffline")
+        warned = [e.text for e in log if e.function == "__offline_isolated_pages"]
+        record(PipelineStep.COMMIT, StepStatus.PASSED, f"{len(offline_idx)} PageOffline pages counted as already "
+               "offline, the rest taken off the free lists" + (f"; {'; '.join(warned)}" if warned else ""))
     return (BlockVerdict(**common, result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None,
                          pages=counts, kernel_log=tuple(log), hazards=tuple(hazards)), effects())
 
@@ -437,3 +533,97 @@ def fast_verdicts(setup: OfflineSetup, contexts: Sequence[BlockContext], kinds: 
             device=ctx.device.id if ctx.device else None, device_state=ctx.device_state)
         out.append((verdict, BlockStats(n_free, migrated, {9: 0, 18: 0})))
     return out
+
+
+# --- step details for offline_block_traced() (memplan explain) -----------------------------
+
+def _isolation_detail(pageblocks: int, failed: Optional[int], cause: str, kind: Optional[PageKind], pfn: int,
+                      pageblock_pages: int) -> str:
+    """The walk of ``start_isolate_page_range()``: first, last, then the middle pageblocks."""
+    order = isolation_order(pageblocks)
+    walk = "pageblock 0" if pageblocks == 1 else (
+        f"pageblock 0, then {pageblocks - 1}, then 1-{pageblocks - 2} ascending" if pageblocks > 2
+        else "pageblock 0, then 1")
+    if failed is None:
+        return f"{pageblocks} pageblocks isolated in order: {walk}"
+    position = order.index(failed) + 1
+    start = pfn + failed * pageblock_pages
+    why = {"isolated": "is already isolated by someone else (no dump)",
+           "cma": "is a CMA pageblock",
+           "unmovable": f"holds an unmovable {kind.label if kind else ''} page"}[cause]
+    return (f"order {walk}; pageblock {failed} (pfn {start:#x}, walked {_ordinal(position)}) {why}: -EBUSY, "
+            "the pageblocks isolated before it are undone")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _notifier_detail(view: RangeView, notified: "_Notified", device: Optional[VirtioMemDevice],
+                     sem: OfflineSemantics) -> str:
+    """What the MEM_GOING_OFFLINE handlers did to this block's pages."""
+    parts: List[str] = []
+    fake = int(np.count_nonzero(view.kinds == PageKind.FAKE_OFFLINE))
+    if device is None:
+        parts.append("no virtio-mem device covers the block")
+    elif device.driver is not DriverState.LOADED:
+        parts.append(f"virtio-mem {device.id} is {device.driver.value}: nobody handles its "
+                     f"{fake} fake-offline pages" if fake else f"virtio-mem {device.id} is {device.driver.value}")
+    elif not fake:
+        parts.append(f"virtio-mem {device.id}: the block has no fake-offline page")
+    elif sem.virtio_mem_drops_refs:
+        dropped = int(np.count_nonzero(notified.dropped))
+        still = int(np.count_nonzero(notified.dropped & (notified.refcount != 0)))
+        text = f"virtio-mem {device.id} drops its reference on {dropped} fake-offline pages (refcount 1 -> 0)"
+        if still:
+            text += f"; {still} still referenced: WARN_ON + dump_page \"fake-offline page referenced\""
+        parts.append(text)
+    else:
+        parts.append(f"virtio-mem {device.id} leaves its {fake} fake-offline pages alone (PG_offline_skippable)")
+    driver = int(np.count_nonzero(view.kinds == PageKind.OFFLINE_REFCOUNT_DRIVER))
+    if driver:
+        parts.append(f"the refcount-protocol driver drops its reference on {driver} pages")
+    freed = int(np.count_nonzero(notified.freed))
+    if freed:
+        parts.append(f"the foreign reference is dropped: put_page() frees {freed} fake-offline pages to the buddy")
+    return "; ".join(parts)
+
+
+def _scan_busy_detail(view: RangeView, index: int, sem: OfflineSemantics) -> str:
+    kind = PageKind(int(view.kinds[index]))
+    why = ("not PG_offline_skippable" if sem.virtio_mem_marks_skippable
+           else f"refcount {int(view.refcount[index])} after MEM_GOING_OFFLINE")
+    return (f"SCAN stops at pfn {view.pfn + index:#x}: a PageOffline {kind.label} page without movable_ops, {why}: "
+            "definitely unmovable, -EBUSY")
+
+
+def _scan_loop_detail(view: RangeView, index: int, targets: MigrationTargets) -> str:
+    kind = PageKind(int(view.kinds[index]))
+    ref = int(view.refcount[index])
+    default = int(DEFAULT_REFCOUNT[int(kind)])
+    if kind is PageKind.PINNED:
+        why = "a long-term pin (FOLL_LONGTERM) keeps an extra reference"
+    elif ref == 0:
+        why = "refcount 0: folio_try_get() fails, it is never isolated"
+    elif ref > default:
+        why = f"refcount {ref} where migration expects {default}: extra references"
+    elif kind is PageKind.GIGANTIC:
+        why = "no free 1 GiB pool page outside the block and gigantic pages cannot be allocated fresh"
+    else:
+        why = (f"no migration target: the allowed nodes have {targets.capacity} free pages for the block's movable "
+               "pages (-ENOMEM)" if targets.capacity is not None else "no migration target (-ENOMEM)")
+    return (f"MIGRATE fails on the {kind.label} folio at pfn {view.pfn + index:#x} every round ({why}); SCAN finds "
+            "it again: the loop runs until a signal")
+
+
+def _dissolve_detail(view: RangeView, index: int, headroom: Dict[int, int]) -> str:
+    kind = PageKind(int(view.kinds[index]))
+    pfn = view.pfn + index
+    if int(view.refcount[index]) > 0:
+        return (f"the in-use {kind.label} folio at pfn {pfn:#x} is not marked migratable (SCAN skipped it): "
+                "dissolve_free_hugetlb_folio() returns -EBUSY")
+    order = 18 if kind is PageKind.GIGANTIC_FREE else 9
+    heads = hugetlb_mod.free_folio_heads(view.kinds, view.pfn, order)
+    return (f"the block holds {heads} free {'1 GiB' if order == 18 else '2 MiB'} hugetlb folios but the pool's "
+            f"headroom (free - resv) is {headroom.get(order, 0)}: dissolving the one at pfn {pfn:#x} returns -EBUSY")

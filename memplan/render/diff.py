@@ -13,7 +13,9 @@ from memplan.differences import (
     BlockDifference, OwnerAnswer, OwnerOutcome, SemanticsDiff, SidedHazard, Site, SiteFinding,
 )
 from memplan.render.json import block_dict
+from memplan.render.block_columns import difference_columns
 from memplan.render.logs import log_lines
+from memplan.render.lsmem import TableOptions, merged_rows, raw_lines, rich_table
 from memplan.render.table import RESULT_STYLE, culprit_text, lsmem_range
 from memplan.results import BlockVerdict, Outcome
 from memplan.units import format_size
@@ -124,7 +126,13 @@ def _log_lines(v: BlockVerdict) -> List[str]:
     return log_lines(v.kernel_log)
 
 
-def _difference_table(diff: SemanticsDiff, items: Sequence[BlockDifference]) -> Table:
+def _difference_table(diff: SemanticsDiff, items: Sequence[BlockDifference],
+                      options: Optional[TableOptions] = None) -> Table:
+    if options is not None:
+        # lsmem's controls (-o, --split, --all, --bytes, -n) over the diff's columns.
+        columns = difference_columns(diff.left, diff.right)
+        shown = columns.select(options)
+        return rich_table(shown, merged_rows(columns, items, options, shown), options)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in (("BLOCK", "right"), ("RANGE", "left"), ("SIZE", "right"), ("ZONE", "left"),
                           (diff.left.upper(), "left"), (diff.right.upper(), "left"), ("CULPRIT", "left")):
@@ -178,19 +186,29 @@ def owners_table(diff: SemanticsDiff) -> Table:
     return table
 
 
-def summary_lines(diff: SemanticsDiff) -> List[str]:
+def summary_lines(diff: SemanticsDiff, in_bytes: bool = False) -> List[str]:
     s = diff.summary
     width = max(len(diff.left), len(diff.right)) + 16
+    size = (lambda n: str(n)) if in_bytes else format_size
     return [
         f"{'Blocks compared:':<{width}} {s.blocks}",
         f"{'Blocks that differ:':<{width}} {s.differ}",
-        f"{f'Offlinable ({diff.left}):':<{width}} {s.left_offlined} ({format_size(s.left_offlinable_bytes)})",
-        f"{f'Offlinable ({diff.right}):':<{width}} {s.right_offlined} ({format_size(s.right_offlinable_bytes)})",
+        f"{f'Offlinable ({diff.left}):':<{width}} {s.left_offlined} ({size(s.left_offlinable_bytes)})",
+        f"{f'Offlinable ({diff.right}):':<{width}} {s.right_offlined} ({size(s.right_offlinable_bytes)})",
     ]
 
 
-def print_diff(console: Console, diff: SemanticsDiff, titles: Optional[Dict[str, str]] = None) -> None:
+def print_diff(console: Console, diff: SemanticsDiff, titles: Optional[Dict[str, str]] = None,
+               options: Optional[TableOptions] = None) -> None:
+    """The grouped report; with ``options`` the group tables take lsmem's controls, and
+    ``options.raw`` prints only one raw table of every differing block (no groups, no details)."""
     titles = titles or {}
+    if options is not None and options.raw:
+        columns = difference_columns(diff.left, diff.right)
+        shown = columns.select(options)
+        for line in raw_lines(shown, merged_rows(columns, diff.differences, options, shown), options):
+            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return
 
     for side, name in (("left: ", diff.left), ("right:", diff.right)):
         console.print(f"{side} {name}" + (f" - {titles[name]}" if name in titles else ""), highlight=False,
@@ -206,7 +224,7 @@ def print_diff(console: Console, diff: SemanticsDiff, titles: Optional[Dict[str,
         where = " + ".join(s.value for s in sites) or "no predicate site"
         console.print(Text.assemble((where, "bold"), f": {diff.left} {lshort} -> {diff.right} {rshort}",
                                     f" ({len(items)} block{'s' if len(items) != 1 else ''})"), highlight=False)
-        console.print(_difference_table(diff, items))
+        console.print(_difference_table(diff, items, options))
         for d in items:
             _print_details(console, diff, d)
     if diff.owners:
@@ -217,5 +235,5 @@ def print_diff(console: Console, diff: SemanticsDiff, titles: Optional[Dict[str,
         for o in diff.owners:
             console.print(f"  {o.kind.label} - {o.owner}: {o.note}", highlight=False, markup=False, soft_wrap=True)
     console.print()
-    for line in summary_lines(diff):
+    for line in summary_lines(diff, options.in_bytes if options is not None else False):
         console.print(line, highlight=False, markup=False)

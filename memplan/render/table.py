@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from rich.console import Console
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.text import Text
 
 from memplan.results import BlockVerdict, Outcome, SimulationResult
 from memplan.units import format_block_ranges, format_size
+
+if TYPE_CHECKING:
+    from memplan.render.lsmem import TableOptions
 
 RESULT_STYLE = {Outcome.OFFLINED: "green", Outcome.FAILS: "red", Outcome.HANGS: "yellow"}
 
@@ -76,8 +79,16 @@ def blind_spot_lines(result: SimulationResult) -> List[str]:
     return (["Blind spots (snapshot; per-block counts N in --json):"] + lines) if lines else []
 
 
-def print_simulation(console: Console, result: SimulationResult) -> None:
-    console.print(simulation_table(result))
+def print_simulation(console: Console, result: SimulationResult, options: Optional["TableOptions"] = None) -> None:
+    """The lsmem-style table (contiguous blocks with equal columns merged, see
+    ``memplan.render.lsmem``) and the summary (not in ``--raw`` mode, as lsmem)."""
+    from memplan.render.block_columns import verdict_columns
+    from memplan.render.lsmem import TableOptions, print_table
+    options = options or TableOptions()
+    columns = verdict_columns(confidence=any(b.confidence for b in result.blocks))
+    print_table(console, columns, result.blocks, options)
+    if options.raw:
+        return
     console.print()
     for line in summary_lines(result) + blind_spot_lines(result):
         console.print(line, highlight=False, markup=False)

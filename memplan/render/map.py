@@ -1,0 +1,158 @@
+"""``memplan map``: draw a ``BlockMap`` as a grid of one-character cells.
+
+Each segment (one zone, node and device) starts a new line labelled with its first block,
+its start address, zone and device; its cells wrap at the console width in groups of eight.
+A cell's character says what it is even without colour (``o`` offlines, ``X`` fails, ``H``
+hangs, ``-`` offline, ``.`` unplugged virtio-mem slot, ``?`` not judged); colour repeats it.
+With ``--diff`` a block whose verdict differs shows ``<`` (offlines only on the left), ``>``
+(only on the right) or ``*`` (differs otherwise); the others are dimmed.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from rich.console import Group
+from rich.text import Text
+
+from memplan.blockmap import BlockMap, Cell, CellKind, Change, Segment
+from memplan.units import format_size
+
+GLYPH = {CellKind.OFFLINES: "o", CellKind.FAILS: "X", CellKind.HANGS: "H", CellKind.OFFLINE: "-",
+         CellKind.UNPLUGGED: ".", CellKind.NOT_JUDGED: "?"}
+STYLE = {CellKind.OFFLINES: "bold green", CellKind.FAILS: "bold red", CellKind.HANGS: "bold yellow",
+         CellKind.OFFLINE: "bright_black", CellKind.UNPLUGGED: "blue", CellKind.NOT_JUDGED: "bright_black"}
+LABEL = {CellKind.OFFLINES: "offlines", CellKind.FAILS: "fails", CellKind.HANGS: "hangs until a signal",
+         CellKind.OFFLINE: "offline already", CellKind.UNPLUGGED: "virtio-mem, not plugged (no block)",
+         CellKind.NOT_JUDGED: "not judged"}
+CHANGE_GLYPH = {Change.LEFT_ONLY: "<", Change.RIGHT_ONLY: ">", Change.OTHER: "*"}
+CHANGE_STYLE = {Change.LEFT_ONLY: "bold magenta", Change.RIGHT_ONLY: "bold cyan", Change.OTHER: "bold yellow"}
+GROUP = 8
+#: this many consecutive rows of only unplugged slots collapse into one line
+COLLAPSE_ROWS = 3
+
+
+def cell_text(cell: Cell, diff: bool) -> Tuple[str, str]:
+    """The character and style of one cell."""
+    if diff and cell.change is not Change.SAME:
+        return CHANGE_GLYPH[cell.change], CHANGE_STYLE[cell.change]
+    return GLYPH[cell.kind], ("dim " if diff else "") + STYLE[cell.kind]
+
+
+def _labels(bmap: BlockMap, segment: Segment, first: int) -> List[str]:
+    address = first * bmap.memory_block_size
+    zone = segment.zone or ""
+    if segment.node is not None and segment.zone is not None:
+        zone += f"/{segment.node}"
+    device = f"{segment.device} {segment.device_mode}" if segment.device else ""
+    return [str(first), f"{address:#x}", zone, device]
+
+
+def cells_per_row(width: int, label_width: int) -> int:
+    """Cells that fit after the labels, in whole groups of eight (at least one group)."""
+    avail = width - label_width
+    groups = max((avail + 1) // (GROUP + 1), 1)
+    return groups * GROUP
+
+
+def map_lines(bmap: BlockMap, width: int) -> List[Text]:
+    """The grid, one ``Text`` per output line. On a narrow console the ADDRESS, then the
+    DEVICE and ZONE labels are left out so that at least one group of cells fits."""
+    label_rows: List[List[str]] = []
+    for s in bmap.segments:
+        label_rows.append(_labels(bmap, s, s.first))
+        label_rows.append(_labels(bmap, s, s.last))
+    heads = ["BLOCK", "ADDRESS", "ZONE", "DEVICE"]
+    widths = [max([len(h)] + [len(r[i]) for r in label_rows]) for i, h in enumerate(heads)]
+    keep = [0, 1, 2, 3]
+    for drop in (1, 3, 2):
+        if sum(widths[i] + 2 for i in keep) + GROUP <= width:
+            break
+        keep.remove(drop)
+    label_width = sum(widths[i] + 2 for i in keep)
+    per_row = cells_per_row(width, label_width)
+
+    def label(parts: List[str]) -> Text:
+        cells = [parts[i].rjust(widths[i]) if i < 2 else parts[i].ljust(widths[i]) for i in keep]
+        return Text("  ".join(cells) + "  ")
+
+    lines = [label(heads) + Text("CELLS (one per block)")]
+    lines[0].stylize("bold")
+    for s in bmap.segments:
+        if s.gap:
+            line = label([str(s.first), f"{s.first * bmap.memory_block_size:#x}", "", ""])
+            line.append(f"no memory: {s.blocks} block{'s' if s.blocks != 1 else ''} "
+                        f"({format_size(s.blocks * bmap.memory_block_size)})", style="dim")
+            lines.append(line)
+            continue
+        chunks = [s.cells[start:start + per_row] for start in range(0, len(s.cells), per_row)]
+        i = 0
+        while i < len(chunks):
+            # Three or more rows of nothing but unplugged slots (a big, mostly empty device
+            # region) become one line.
+            j = i
+            while j < len(chunks) and all(c.kind is CellKind.UNPLUGGED for c in chunks[j]):
+                j += 1
+            if j - i >= COLLAPSE_ROWS:
+                first, last = chunks[i][0].block, chunks[j - 1][-1].block
+                line = label(_labels(bmap, s, first))
+                slots = last - first + 1
+                line.append(f"{GLYPH[CellKind.UNPLUGGED] * GROUP} x{slots // GROUP} "
+                            f"({slots} blocks {first}-{last}, {format_size(slots * bmap.memory_block_size)}) "
+                            "not plugged",
+                            style=STYLE[CellKind.UNPLUGGED])
+                lines.append(line)
+                i = j
+                continue
+            chunk = chunks[i]
+            i += 1
+            line = label(_labels(bmap, s, chunk[0].block))
+            for n, cell in enumerate(chunk):
+                if n and n % GROUP == 0:
+                    line.append(" ")
+                glyph, style = cell_text(cell, bmap.is_diff)
+                line.append(glyph, style=style)
+            lines.append(line)
+    return lines
+
+
+def legend_lines(bmap: BlockMap) -> List[Text]:
+    """One line per cell kind (and, for a diff, per kind of change), with its count."""
+    size = bmap.memory_block_size
+    lines: List[Text] = [Text("Legend:", style="bold")]
+    for kind in CellKind:
+        n = bmap.counts.get(kind, 0)
+        line = Text("  ")
+        line.append(GLYPH[kind], style=("dim " if bmap.is_diff else "") + STYLE[kind])
+        line.append(f"  {LABEL[kind]:<36} {n:>6}" + (f"  {format_size(n * size)}" if n else ""))
+        lines.append(line)
+    if bmap.is_diff:
+        left, right = bmap.semantics
+        names = {Change.LEFT_ONLY: f"offlines only under {left}", Change.RIGHT_ONLY: f"offlines only under {right}",
+                 Change.OTHER: "verdict differs otherwise"}
+        lines.append(Text(f"Differences ({left} -> {right}; dimmed cells: the same verdict under both):",
+                          style="bold"))
+        for change in (Change.LEFT_ONLY, Change.RIGHT_ONLY, Change.OTHER):
+            n = bmap.changes.get(change, 0)
+            line = Text("  ")
+            line.append(CHANGE_GLYPH[change], style=CHANGE_STYLE[change])
+            line.append(f"  {names[change]:<36} {n:>6}")
+            lines.append(line)
+    return lines
+
+
+def title_lines(bmap: BlockMap) -> List[Text]:
+    cells = bmap.cells
+    judged = sum(1 for c in cells if c.kind in (CellKind.OFFLINES, CellKind.FAILS, CellKind.HANGS))
+    what = f"semantics {bmap.semantics[0]}" if not bmap.is_diff else f"{bmap.semantics[0]} vs {bmap.semantics[1]}"
+    return [Text.assemble((bmap.machine, "bold"), f" ({bmap.source}): {what}, "
+                          f"{format_size(bmap.memory_block_size)} memory blocks, {judged} judged")]
+
+
+def map_renderable(bmap: BlockMap, width: int) -> Group:
+    """Title, grid and legend as one renderable (printed to stdout and to SVG/HTML alike)."""
+    grid = map_lines(bmap, width)
+    for t in grid:
+        t.no_wrap = True
+        t.overflow = "crop"
+    return Group(*title_lines(bmap), Text(""), *grid, Text(""), *legend_lines(bmap))

@@ -1,0 +1,47 @@
+from hypothesis import given
+from hypothesis import strategies as st
+import numpy as np
+
+from memplan import kpf
+from memplan.model import FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_PAGE_OFFLINE, PageKind
+
+
+def test_symbolic_has_page_types_width_and_letters():
+    # page_flag_name(): one character per named bit (27 uapi + 10 kernel-hacker + 7 page-types bits).
+    assert len(kpf.symbolic(0)) == 44 == len(kpf.PAGE_FLAG_NAMES)
+    assert kpf.symbolic(0) == "_" * 44
+    s = kpf.symbolic(1 << kpf.KPF_BUDDY | 1 << kpf.KPF_RESERVED)
+    assert s[10] == "B" and s[27] == "r" and s.count("_") == 42
+
+
+@given(st.integers(0, (1 << 42) - 1))
+def test_long_names_list_exactly_the_set_named_bits(flags):
+    flags &= sum(1 << b for b in kpf.PAGE_FLAG_NAMES)
+    names = kpf.long_names(flags).split(",") if flags else []
+    assert len(names) == bin(flags).count("1")
+    assert len(kpf.symbolic(flags)) - kpf.symbolic(flags).count("_") == len(names)
+
+
+def test_kind_flags_follow_the_kernel_predicates():
+    for kind in PageKind:
+        flags = kpf.KIND_FLAGS[kind]
+        assert bool(flags >> kpf.KPF_OFFLINE & 1) == bool(IS_PAGE_OFFLINE[int(kind)]), kind
+        assert bool(flags >> kpf.KPF_LRU & 1) == bool(IS_LRU[int(kind)]), kind
+        assert bool(flags >> kpf.KPF_HUGE & 1) == bool(IS_HUGETLB[int(kind)]), kind
+    assert kpf.KIND_FLAGS[PageKind.FREE] == 1 << kpf.KPF_BUDDY
+    assert kpf.KIND_FLAGS[PageKind.PINNED] == kpf.KIND_FLAGS[PageKind.ANON]  # pins are invisible
+    assert kpf.KIND_FLAGS[PageKind.KERNEL] == 0
+
+
+def test_compound_head_and_tail_bits():
+    kinds = np.full(1024, int(PageKind.THP), dtype=np.uint8)
+    flags = kpf.page_flags(kinds, np.arange(0x200000, 0x200000 + 1024))
+    head = flags & (1 << kpf.KPF_COMPOUND_HEAD) != 0
+    tail = flags & (1 << kpf.KPF_COMPOUND_TAIL) != 0
+    assert list(np.flatnonzero(head)) == [0, 512] and int(tail.sum()) == 1022
+    assert FOLIO_ORDER[int(PageKind.THP)] == 9
+
+
+def test_skippable_fake_offline_shows_owner_2():
+    assert kpf.kind_page_flags(PageKind.FAKE_OFFLINE, 7) == 0x800000  # what 6.1-7.2 kernels report (spec §9)
+    assert kpf.kind_page_flags(PageKind.FAKE_OFFLINE, 7, skippable=True) == 0x800000 | 1 << 34
