@@ -41,3 +41,76 @@ def test_table_lists_every_block_and_a_summary():
     assert "0x0000000000000000-0x0000000007ffffff" in text
     assert "memory holes" in text and "failure to isolate range" in text
     assert "Would offline:" in text
+
+
+# ---- large results: streamed JSON, the plain table layout ------------------------------------
+
+import re  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+import pytest  # noqa: E402
+
+from memplan.results import SimulationResult  # noqa: E402
+
+PROFILES = ["sbm-guest.toml", "bbm-guest.toml", "boot-vm.toml", "hugetlb-cma-host.toml"]
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_streamed_json_is_byte_for_byte_the_document(name):
+    result = simulate(load_profile(bundled(name)))
+    for r in (result, replace(result, blocks=()), replace(result, semantics_reason="from the snapshot")):
+        whole, streamed = io.StringIO(), io.StringIO()
+        render_json.write(render_json.simulation_dict(r), whole)
+        render_json.write_simulation(r, streamed)
+        assert streamed.getvalue() == whole.getvalue()
+
+
+def rich_text(result: SimulationResult, **console) -> str:
+    c = Console(file=io.StringIO(), **console)
+    c.print(render_table.simulation_table(result))
+    return c.file.getvalue()
+
+
+def fast_text(result: SimulationResult, **console) -> str:
+    c = Console(file=io.StringIO(), **console)
+    render_table.print_simulation(c, result)
+    text = c.file.getvalue()
+    return text[:text.index("\n\nSemantics:")] + "\n"
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_plain_table_is_what_rich_prints(name):
+    result = simulate(load_profile(bundled(name)))
+    assert render_table._plain_table(Console(width=200, color_system=None), result) is not None
+    assert fast_text(result, width=200, color_system=None) == rich_text(result, width=200, color_system=None)
+    with_confidence = replace(result, blocks=tuple(replace(b, confidence="likely" if b.block % 2 else "certain")
+                                                   for b in result.blocks))
+    assert fast_text(with_confidence, width=200, color_system=None) == rich_text(with_confidence, width=200,
+                                                                                 color_system=None)
+
+
+def test_narrow_console_gets_rich_layout():
+    result = simulate(load_profile(bundled("sbm-guest.toml")), blocks=[35, 36])
+    console = Console(width=100, color_system=None)
+    assert render_table._plain_table(console, result) is None
+    assert fast_text(result, width=100, color_system=None) == rich_text(result, width=100, color_system=None)
+
+
+def test_colour_terminal_keeps_rich_for_small_tables_and_the_same_text_for_big_ones(monkeypatch):
+    result = simulate(load_profile(bundled("sbm-guest.toml")), blocks=[1, 35, 36])
+    term = dict(width=200, color_system="truecolor", force_terminal=True)
+    assert render_table._plain_table(Console(**term), result) is None
+    monkeypatch.setattr(render_table, "RICH_MAX_ROWS", 1)
+    plain = fast_text(result, **term)
+    assert "\x1b[" in plain  # styled
+
+    def strip(text: str) -> str:
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)
+    assert strip(plain) == strip(rich_text(result, **term))
+
+
+def test_recording_console_records_the_plain_table():
+    result = simulate(load_profile(bundled("boot-vm.toml")))
+    console = Console(width=200, record=True, color_system=None, file=io.StringIO())
+    render_table.print_simulation(console, result)
+    assert console.export_text() == console.file.getvalue()

@@ -11,6 +11,8 @@ from memplan.cli.common import (
     blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, semantics_option,
     stdout_console,
 )
+from memplan.cli.progress import block_progress
+from memplan.cli.progress import wanted as progress_wanted
 from memplan.render import json as render_json
 from memplan.render import table as render_table
 from memplan.results import Outcome
@@ -37,10 +39,12 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, c
       memplan simulate profiles/sbm-guest.toml --semantics skippable --blocks 32-47
     """
     machine = load_machine(profile)
-    result = run_simulation(machine, semantics, parse_blocks(blocks))
+    selected = parse_blocks(blocks)
+    with block_progress(progress_wanted(as_json), machine.geometry.pages_per_block) as progress:
+        result = run_simulation(machine, semantics, selected, progress=progress)
     print_warnings(result.warnings)
     if as_json:
-        render_json.write(render_json.simulation_dict(result), sys.stdout)
+        render_json.write_simulation(result, sys.stdout)
     else:
         render_table.print_simulation(stdout_console(), result)
     if check:
