@@ -40,7 +40,6 @@ def profile_text(size: int, partial_every: int = 16, seed: int = 1) -> str:
     blocks = size // BLOCK
     boot = max(size // 16, 4 * GiB)
     normal = boot - 2 * GiB
-    boot_blocks = boot // BLOCK
     dev_addr = 4 * GiB + normal
     dev_size = size - boot
     dev_blocks = dev_size // BLOCK

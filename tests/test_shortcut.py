@@ -54,7 +54,8 @@ def machines(draw):
                         "plugged": [str(i) for i, p in enumerate(plugged) if p],
                         "online": draw(st.sampled_from(["movable", "movable", "kernel"])),
                         "driver": draw(st.sampled_from(["loaded", "loaded", "unloaded", "removing"]))}],
-        "fill": [{"blocks": "8-11", "seed": draw(st.integers(0, 99)), **draw(st.fixed_dictionaries({}, optional=FRACTIONS))},
+        "fill": [{"blocks": "8-11", "seed": draw(st.integers(0, 99)),
+                  **draw(st.fixed_dictionaries({}, optional=FRACTIONS))},
                  {"blocks": "vmem0", "seed": draw(st.integers(0, 99)),
                   **draw(st.fixed_dictionaries({}, optional={k: FRACTIONS[k] for k in ("anon", "file", "thp", "slab",
                                                                                         "hwpoison")}))}],
@@ -191,6 +192,11 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
     outcomes = [v.result for v, _ in got]
     assert outcomes == [Outcome.OFFLINED, Outcome.FAILS, Outcome.FAILS, Outcome.OFFLINED, Outcome.OFFLINED]
     assert got[3][0].pages.skipped_offline == 16 * 512  # the unplugged quarter of block 16
+    for verdict, stats in got:  # plain Python ints: the JSON writer and equality rely on them
+        values = [verdict.block, verdict.start, verdict.end, verdict.node, stats.free_pages, stats.demand]
+        values += [getattr(verdict.pages, f) for f in ("total", "free", "migrated", "skipped_offline", "hwpoison")]
+        values += [verdict.culprit.pfn, verdict.culprit.refcount] if verdict.culprit else []
+        assert all(type(v) is int for v in values), values
     for r, (verdict, stats) in zip(rows, got):
         ctx = sim.context(int(r))
         j = int(np.flatnonzero(ids == ctx.block)[0])

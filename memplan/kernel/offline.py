@@ -122,7 +122,8 @@ def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
         pool={o: (max(pools[o].free - in_block_free[o], 0) if pools[o].headroom > 0 else 0) for o in (9, 18)},
     )
     notified = _going_offline_refcounts(view, ctx, sem, env)
-    after_notifier = RangeView(lo, notified.kinds, notified.refcount, skippable)
+    after_notifier = (view.with_refcount(notified.refcount) if notified.kinds is view.kinds
+                      else RangeView(lo, notified.kinds, notified.refcount, skippable))
     moved = migrate(after_notifier, sem, targets)
     folio_first = RangeView(lo, moved.kinds_after, moved.refcount_after, skippable).folio_first()
     dis = hugetlb_mod.dissolve(moved.kinds_after, moved.refcount_after, folio_first,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -43,8 +43,8 @@ def _offsets(n: int) -> np.ndarray:
 class RangeView:
     """The pages ``[pfn, pfn + len)`` that ``offline_pages()`` works on (vmemmap excluded).
 
-    Predicates are computed once per view (views are never mutated: a step that changes pages
-    builds a new view).
+    Predicates are computed once per view and shared with views of the same pages that only
+    differ in refcounts (views are never mutated: a step that changes pages builds a new view).
     """
 
     pfn: int
@@ -52,61 +52,73 @@ class RangeView:
     refcount: np.ndarray
     #: ``PageOfflineSkippable`` per page (always false under the refcount semantics)
     skippable: np.ndarray
+    #: values that depend only on ``pfn`` and ``kinds``, by name
+    derived: Dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.kinds)
 
-    @cached_property
+    def with_refcount(self, refcount: np.ndarray) -> "RangeView":
+        """The same pages with other refcounts (what depends only on the kinds is shared)."""
+        return RangeView(self.pfn, self.kinds, refcount, self.skippable, self.derived)
+
+    def _derived(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        value = self.derived.get(name)
+        if value is None:
+            value = self.derived[name] = compute()
+        return value
+
+    @property
     def predicates(self) -> np.ndarray:
         """``KIND_PREDICATES`` of every page."""
-        return np.take(KIND_PREDICATES, self.kinds)
+        return self._derived("predicates", lambda: np.take(KIND_PREDICATES, self.kinds))
 
     def _test(self, bit: int) -> np.ndarray:
         return np.bitwise_and(self.predicates, np.uint8(bit)) != 0
 
-    @cached_property
+    @property
     def lru(self) -> np.ndarray:
-        return self._test(_LRU)
+        return self._derived("lru", lambda: self._test(_LRU))
 
-    @cached_property
+    @property
     def movable_ops(self) -> np.ndarray:
-        return self._test(_MOVABLE_OPS)
+        return self._derived("movable_ops", lambda: self._test(_MOVABLE_OPS))
 
-    @cached_property
+    @property
     def offline(self) -> np.ndarray:
         """``PageOffline``."""
-        return self._test(_OFFLINE)
+        return self._derived("offline", lambda: self._test(_OFFLINE))
 
-    @cached_property
+    @property
     def reserved(self) -> np.ndarray:
-        return self._test(_RESERVED)
+        return self._derived("reserved", lambda: self._test(_RESERVED))
 
-    @cached_property
+    @property
     def hugetlb(self) -> np.ndarray:
-        return self._test(_HUGETLB)
+        return self._derived("hugetlb", lambda: self._test(_HUGETLB))
 
-    @cached_property
+    @property
     def compound(self) -> np.ndarray:
         """Part of a folio of order > 0."""
-        return self._test(_COMPOUND)
+        return self._derived("compound", lambda: self._test(_COMPOUND))
 
-    @cached_property
+    @property
     def hwpoison(self) -> np.ndarray:
-        return self.kinds == PageKind.HWPOISON.value
+        return self._derived("hwpoison", lambda: self.kinds == PageKind.HWPOISON.value)
 
-    @cached_property
+    @property
     def buddy(self) -> np.ndarray:
-        return self.kinds == PageKind.FREE.value
+        return self._derived("buddy", lambda: self.kinds == PageKind.FREE.value)
 
     @cached_property
     def hugetlb_in_use_migratable(self) -> np.ndarray:
         """``PageHuge && folio_test_hugetlb_migratable`` (free folios have the flag cleared)."""
         return self._test(_HUGETLB_MIGRATABLE) & (self.refcount > 0)
 
-    @cached_property
+    @property
     def first(self) -> np.ndarray:
-        """``folio_first()``, computed once per view."""
-        return self.folio_first()
+        """``folio_first()``, computed once."""
+        return self._derived("first", self.folio_first)
 
     def folio_first(self) -> np.ndarray:
         """True on the first page of every folio inside the range (a tail page at the start of

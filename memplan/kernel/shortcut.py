@@ -19,6 +19,7 @@ kernel log and ``BlockStats`` included.
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, fields
+from types import MappingProxyType
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -68,6 +69,13 @@ assert LOOK_CLOSER == int(PageKind.HWPOISON) and all((int(k) >= LOOK_CLOSER) == 
 _ZONES = {code: Zone.from_code(code) for code in (z.code for z in Zone)}
 _KINDS = {int(k): k for k in PageKind}
 _MOVABLE = Zone.MOVABLE.code
+_OFFLINED = (Outcome.OFFLINED, None, None, None, None, ())
+# Page counts and stats are immutable values that most blocks of a big machine share (the free
+# page count of a block takes a few hundred values): intern them instead of building one pair
+# per block (time and memory).
+_INTERNED: dict = {}
+_INTERN_LIMIT = 4096
+_NO_FREE_HUGETLB = MappingProxyType({9: 0, 18: 0})
 
 
 def _count_nonzero(a: np.ndarray) -> int:
@@ -153,7 +161,8 @@ def fake_offline_is_skipped(sem: OfflineSemantics, device: Optional[VirtioMemDev
     before = np.int64(DEFAULT_REFCOUNT[_FAKE])
     after = before - 1 if sem.virtio_mem_drops_refs else before
     migrate_leaves = bool(sem.migrate_skips(skippable)) or after == 0
-    commit_quiet = not any(bool(np.any(mask)) for *_, mask in sem.commit_checks(np.array([after]), np.array([skippable])))
+    checks = sem.commit_checks(np.array([after]), np.array([skippable]))
+    commit_quiet = not any(bool(np.any(mask)) for *_, mask in checks)
     return (bool(sem.isolation_treats_as_movable(skippable)) and not bool(sem.scan_busy(after, skippable))
             and migrate_leaves and bool(sem.test_passes(after, skippable)) and commit_quiet)
 
@@ -177,8 +186,8 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
     hold a page whose refcount is not its kind's default; ``whole_folios`` promises that every
     THP page belongs to a whole, aligned 2 MiB folio (else the folio heads are counted the way
     ``RangeView.folio_first()`` does); ``special_rows`` (optional) marks the rows that may hold
-    a page of kind ``LOOK_CLOSER`` or above (else one OR over the bytes finds them). The result equals ``offline_block()``'s for every block it
-    decides.
+    a page of kind ``LOOK_CLOSER`` or above (else one OR over the bytes finds them). The result
+    equals ``offline_block()``'s for every block it decides.
     """
     geo, sem, env = setup.geometry, setup.semantics, setup.environment
     n, ppb = kinds.shape
@@ -203,45 +212,48 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
         used = list(map(_count_nonzero, kinds))  # pages that are not free
     else:
         used = [_count_nonzero(kinds[r]) for r in rows]
-    no_free_hugetlb = {9: 0, 18: 0}
+    no_free_hugetlb = _NO_FREE_HUGETLB
     block_col, start_col = blocks.block.tolist(), blocks.start_pfn.tolist()
     zone_col, node_col, capacity_col = blocks.zone.tolist(), blocks.node.tolist(), blocks.capacity.tolist()
     devices, device_states = blocks.device, blocks.device_state
-    device_ids = [d.id if d is not None else None for d in devices]
     special_col = special.tolist()
     skipped_cache: dict = {}
-    # Per decided row: (row, free, migrated, skipped, hwpoison, demand, culprit index or -1).
-    decided: List[Tuple[int, int, int, int, int, int, int]] = []
     for r, n_used in zip(rows, used):
-        migrated = n_used
-        poison = fake = blocking = 0
-        index = -1
+        migrated, poison, fake, blocking = n_used, 0, 0, 0
+        device = devices[r]
+        culprit = None
         if special_col[r]:
+            # Count the pages from LOOK_CLOSER up, then account for them kind by kind (most
+            # likely first); anything left over is a kind only the full pipeline judges.
             row = kinds[r]
-            device = devices[r]
-            poison = _count_nonzero(row == _POISON)
+            left = _count_nonzero(row >= LOOK_CLOSER)
             key = (id(device), device_states[r])
             if key not in skipped_cache:
                 skipped_cache[key] = fake_offline_is_skipped(sem, device, device_states[r])
-            if skipped_cache[key]:
+            if left and skipped_cache[key]:
                 fake = _count_nonzero(row == _FAKE)
-            if zone_col[r] == _MOVABLE:
-                unmovable = row == RESERVED_KINDS[0]
-            else:
-                unmovable = (row - np.uint8(_UNMOVABLE_LO)) < _UNMOVABLE_N
-            blocking = _count_nonzero(unmovable)
-            if _count_nonzero(row < _TRIVIAL_BELOW) + poison + fake + blocking != ppb:
+                left -= fake
+            movable = zone_col[r] == _MOVABLE
+            if left:
+                blocking = _count_nonzero(row == RESERVED_KINDS[0] if movable
+                                          else (row - np.uint8(_UNMOVABLE_LO)) < _UNMOVABLE_N)
+                left -= blocking
+            if left:
+                poison = _count_nonzero(row == _POISON)
+                left -= poison
+            if left:
                 continue  # some other kind: the full pipeline decides
             migrated = n_used - poison - fake - blocking
             if blocking:
                 # start_isolate_page_range(): first, last, then the middle pageblocks; within
                 # the failing pageblock has_unmovable_pages() reports its lowest unmovable page.
-                if unmovable[:pb].any():
-                    index = int(np.argmax(unmovable[:pb]))
-                elif unmovable[ppb - pb:].any():
-                    index = ppb - pb + int(np.argmax(unmovable[ppb - pb:]))
-                else:
-                    index = int(np.argmax(unmovable))
+                for lo, hi in ((0, pb), (ppb - pb, ppb), (pb, ppb - pb)):
+                    part = row[lo:hi]
+                    unmovable = (part == RESERVED_KINDS[0] if movable
+                                 else (part - np.uint8(_UNMOVABLE_LO)) < _UNMOVABLE_N)
+                    if unmovable.any():
+                        culprit = lo + int(np.argmax(unmovable))
+                        break
         demand = migrated
         if not whole_folios:
             thp_mask = kinds[r] == _THP
@@ -250,29 +262,31 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
                 demand = migrated - thp + _THP_PAGES * _thp_heads(kinds[r], thp_mask)
         if 0 <= capacity_col[r] < demand:
             continue  # not every folio finds a target: do_migrate_range() fails some
-        if index < 0:
-            device = devices[r]
-            if (env_stops or (device is not None and device.driver is DriverState.REMOVING)
-                    or (node_veto and ppb >= setup.node_present_pages.get(node_col[r], 0))):
-                continue
-        decided.append((r, ppb - n_used, migrated, fake, poison, demand, index))
-
-    for r, free, migrated, fake, poison, demand, index in decided:
         start_pfn = start_col[r]
-        if index < 0:
-            result, errno, reason, step, culprit, log = Outcome.OFFLINED, None, None, None, None, ()
+        if culprit is not None:
+            kind = int(kinds[r, culprit])
+            pfn = start_pfn + culprit
+            result = (Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE,
+                      Culprit(pfn, _KINDS[kind], int(DEFAULT_REFCOUNT[kind])),
+                      (LogEntry(LogLevel.DUMP_PAGE, "unmovable page", pfn, "set_migratetype_isolate"),
+                       pr_debug_entry(start_pfn, start_pfn + ppb, Reason.FAILURE_TO_ISOLATE_RANGE, page_shift)))
+        elif (env_stops or (device is not None and device.driver is DriverState.REMOVING)
+              or (node_veto and ppb >= setup.node_present_pages.get(node_col[r], 0))):
+            continue
         else:
-            kind = int(kinds[r, index])
-            pfn = start_pfn + index
-            result, errno, reason, step = Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE
-            culprit = Culprit(pfn, _KINDS[kind], int(DEFAULT_REFCOUNT[kind]))
-            log = (LogEntry(LogLevel.DUMP_PAGE, "unmovable page", pfn, "set_migratetype_isolate"),
-                   pr_debug_entry(start_pfn, start_pfn + ppb, Reason.FAILURE_TO_ISOLATE_RANGE, page_shift))
+            result = _OFFLINED
+        key = (ppb, n_used, migrated, fake, poison, demand)
+        shared = _INTERNED.get(key)
+        if shared is None:
+            if len(_INTERNED) >= _INTERN_LIMIT:
+                _INTERNED.clear()
+            shared = _INTERNED[key] = (
+                _counts(total=ppb, free=ppb - n_used, migrated=migrated, skipped_offline=fake, hwpoison=poison),
+                _stats(free_pages=ppb - n_used, demand=demand, free_hugetlb=no_free_hugetlb))
         out[r] = (_verdict(block=block_col[r], start=start_pfn << page_shift,
                            end=((start_pfn + ppb) << page_shift) - 1, zone=_ZONES[zone_col[r]], node=node_col[r],
-                           result=result, errno=errno, reason=reason, step=step, culprit=culprit,
-                           pages=_counts(total=ppb, free=free, migrated=migrated, skipped_offline=fake,
-                                         hwpoison=poison),
-                           kernel_log=log, device=device_ids[r], device_state=device_states[r]),
-                  _stats(free_pages=free, demand=demand, free_hugetlb=no_free_hugetlb))
+                           result=result[0], errno=result[1], reason=result[2], step=result[3], culprit=result[4],
+                           pages=shared[0], kernel_log=result[5], device=device.id if device is not None else None,
+                           device_state=device_states[r]),
+                  shared[1])
     return out

@@ -267,7 +267,7 @@ def added_block_columns(device: VirtioMemDevice, geometry: Geometry) -> AddedBlo
         per = blocks_per_unit(device, geometry)
         bbs = np.flatnonzero(device.plugged).astype(np.int64)
         blocks = (device.first_block + bbs[:, None] * per + np.arange(per, dtype=np.int64)).ravel()
-        fake = np.isin(bbs, np.fromiter(device.fake_offline_units, dtype=np.int64, count=len(device.fake_offline_units)))
+        fake = np.isin(bbs, np.array(sorted(device.fake_offline_units), dtype=np.int64))
         names = (BbmState.ADDED.value, BbmState.FAKE_OFFLINE.value)
         state = np.repeat(fake, per).astype(np.int8)
     return AddedBlockColumns(blocks, state, names, online, _block_zones(device, geometry, blocks))
