@@ -79,6 +79,9 @@ _ERRNO_NUMBERS = {
 
 #: Bit 7 of a page-kind code: the kind needs the full per-page pipeline.
 SPECIAL_BIT = 0x80
+#: Kind codes from here up (HWPoison and the ``SPECIAL_BIT`` kinds) are more than a free page or
+#: a trivially migratable one: block-level shortcuts count them.
+LOOK_CLOSER = 0x40
 
 
 class PageKind(IntEnum):
@@ -370,6 +373,15 @@ class PageBatch:
     block_ids: np.ndarray
     kinds: np.ndarray
     refcount: Optional[np.ndarray] = None
+    #: rows that may hold a page with a non-default refcount (``None``: compare ``refcount``
+    #: with the defaults to find out); a superset is fine
+    refcount_rows: Optional[np.ndarray] = None
+    #: every page of a compound kind lies in a whole, naturally aligned folio of that kind
+    #: (profiles guarantee it; a snapshot need not)
+    whole_folios: bool = False
+    #: rows that may hold a page of kind code ``LOOK_CLOSER`` or above (``None``: look at the
+    #: bytes to find out); a superset is fine
+    special_rows: Optional[np.ndarray] = None
 
     def refcounts(self) -> np.ndarray:
         """The refcount of every page (defaults filled in)."""
@@ -380,6 +392,14 @@ class PageBatch:
     def refcounts_default(self) -> np.ndarray:
         """What ``refcounts()`` would be if no page had an explicit refcount."""
         return DEFAULT_REFCOUNT[self.kinds]
+
+    def rows_with_refcount(self) -> np.ndarray:
+        """Per row: some page may have a refcount other than its kind's default."""
+        if self.refcount is None:
+            return np.zeros(len(self.kinds), dtype=bool)
+        if self.refcount_rows is not None:
+            return self.refcount_rows
+        return (self.refcount != self.refcounts_default()).any(axis=1)
 
 
 class PageSource(Protocol):

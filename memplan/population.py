@@ -18,10 +18,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.geometry import Geometry
-from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, Fill, PageBatch, PageKind, PageRun
+from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER, Fill, PageBatch, PageKind, PageRun
 
 RESOLUTION = 1 << 16
 _NO_COMPOUND = 0xFF
+#: memory blocks per lookup-table pass in ``_fill_rows`` (bounded intp temporaries)
+_TAKE_ROWS = 4
 
 
 def _thresholds(weights: Sequence[Tuple[PageKind, float]], scale: float) -> np.ndarray:
@@ -47,6 +49,8 @@ class FillPlan:
     compound: np.ndarray
     has_compound: bool
     state: dict
+    #: the fill may draw a kind code ``LOOK_CLOSER`` or above
+    draws_special: bool = True
 
     @classmethod
     def compile(cls, fill: Fill) -> "FillPlan":
@@ -56,7 +60,8 @@ class FillPlan:
         order0 = _thresholds(small, 1.0 / (1.0 - p_compound) if p_compound < 1.0 else 0.0)
         order0[order0 == _NO_COMPOUND] = int(PageKind.FREE)
         bitgen = np.random.PCG64(np.random.SeedSequence(fill.seed))
-        return cls(fill, order0, _thresholds(compound, 1.0), p_compound > 0, bitgen.state)
+        special = any(int(k) >= LOOK_CLOSER for k, f in fill.fractions.items() if f > 0)
+        return cls(fill, order0, _thresholds(compound, 1.0), p_compound > 0, bitgen.state, special)
 
 
 class ProfilePageSource:
@@ -111,6 +116,7 @@ class ProfilePageSource:
         kinds = np.zeros((len(block_ids), ppb), dtype=np.uint8)
         fixed_runs = self._runs_in(int(block_ids.min()) * ppb if len(block_ids) else 0,
                                    (int(block_ids.max()) + 1) * ppb if len(block_ids) else 0)
+        special_rows = np.zeros(len(block_ids), dtype=bool)
         # Fills, in runs of consecutive blocks that share a fill.
         row = 0
         while row < len(block_ids):
@@ -121,13 +127,17 @@ class ProfilePageSource:
                 end += 1
             if plan_index is not None:
                 self._fill_rows(kinds, row, end, block_ids, self.plans[plan_index], fixed_runs)
+                special_rows[row:end] = self.plans[plan_index].draws_special
             row = end
         # Fixed runs on top.
         refcount: Optional[np.ndarray] = None
+        refcount_rows = np.zeros(len(block_ids), dtype=bool)
         for run in fixed_runs:
             lo, hi = run.pfn, run.pfn + run.count
             b_lo, b_hi = lo // ppb, (hi - 1) // ppb
             rows = np.flatnonzero((block_ids >= b_lo) & (block_ids <= b_hi))
+            if int(run.kind) >= LOOK_CLOSER:
+                special_rows[rows] = True
             for r in rows:
                 base = int(block_ids[r]) * ppb
                 s, e = max(lo - base, 0), min(hi - base, ppb)
@@ -136,16 +146,26 @@ class ProfilePageSource:
                     if refcount is None:
                         refcount = DEFAULT_REFCOUNT[kinds]
                     refcount[r, s:e] = run.refcount
+                    refcount_rows[r] = True
                 elif refcount is not None:
                     refcount[r, s:e] = DEFAULT_REFCOUNT[int(run.kind)]
-        return PageBatch(block_ids=block_ids, kinds=kinds, refcount=refcount)
+        # Fills place compound folios in whole free slots and [[pages]] must cover whole,
+        # aligned folios (validated by the profile loader): every folio is whole.
+        return PageBatch(block_ids=block_ids, kinds=kinds, refcount=refcount, refcount_rows=refcount_rows,
+                         whole_folios=True, special_rows=special_rows)
 
     def _fill_rows(self, kinds: np.ndarray, row: int, end: int, block_ids: np.ndarray, plan: FillPlan,
                    fixed_runs: List[PageRun]) -> None:
         geo = self.geometry
         ppb, slot_pages = geo.pages_per_block, geo.pageblock_pages
         pages_u16, slot_u16 = self._draw(plan, int(block_ids[row]), end - row)
-        np.take(plan.order0, pages_u16, out=kinds[row:end])
+        # A few blocks per take(): it converts the u16 draws to intp indexes first, and a
+        # cache-sized temporary makes that twice as fast as one take over the whole chunk.
+        # The draws are below 65536 = len(order0), so "wrap" never wraps (and skips the check).
+        step = _TAKE_ROWS
+        for first in range(0, end - row, step):
+            np.take(plan.order0, pages_u16[first:first + step], out=kinds[row + first:min(row + first + step, end)],
+                    mode="wrap")
         if not plan.has_compound:
             return
         slot_kind = np.take(plan.compound, slot_u16)

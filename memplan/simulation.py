@@ -9,9 +9,11 @@ hugetlb pools, which a second pass takes into account only where it matters.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,13 +22,12 @@ from memplan.errors import UsageError
 from memplan.geometry import Geometry
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
-from memplan.kernel.migration import MigrationTargets, target_zones
-from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup, fast_verdicts, offline_block
+from memplan.kernel.migration import MigrationTargets
+from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup, offline_block
+from memplan.kernel.shortcut import BlockColumns, chunk_verdicts
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
-from memplan.kernel.virtio_mem import block_states
-from memplan.model import (
-    IS_HUGETLB, ZONE_NONE, BlockState, HugetlbPool, Machine, PageKind, Zone,
-)
+from memplan.kernel.virtio_mem import added_block_columns, block_states
+from memplan.model import HugetlbPool, Machine, PageKind, Zone
 from memplan.results import BlockVerdict, SimulationResult
 
 #: Pages materialised at once (bounded memory: about 4 MiB of page kinds per chunk).
@@ -38,14 +39,12 @@ Progress = Callable[[int, int], None]
 def chunks(ids: np.ndarray, pages_per_block: int) -> List[np.ndarray]:
     """Split block ids into chunks of consecutive ids of at most ``CHUNK_PAGES`` pages."""
     per = max(1, CHUNK_PAGES // pages_per_block)
+    ids = np.asarray(ids)
+    # Runs of consecutive ids, each cut every ``per`` ids.
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
     out: List[np.ndarray] = []
-    start = 0
-    while start < len(ids):
-        end = start + 1
-        while end < len(ids) and end - start < per and ids[end] == ids[end - 1] + 1:
-            end += 1
-        out.append(ids[start:end])
-        start = end
+    for run_start, run_end in zip([0] + breaks.tolist(), breaks.tolist() + [len(ids)]):
+        out.extend(ids[i:min(i + per, run_end)] for i in range(run_start, run_end, per))
     return out
 
 
@@ -73,7 +72,7 @@ def census(machine: Machine) -> Census:
     for ids in chunks(online_ids, geo.pages_per_block):
         batch = machine.pages.materialize(ids)
         rows = table.rows(ids)
-        free[rows] = np.count_nonzero(batch.kinds == PageKind.FREE, axis=1)
+        free[rows] = np.count_nonzero(batch.kinds == PageKind.FREE.value, axis=1)
         for r, block in enumerate(ids):
             base = geo.block_start_pfn(int(block))
             for order in (9, 18):
@@ -110,18 +109,31 @@ class Simulator:
         geo = machine.geometry
         table = machine.blocks
         online = table.online
-        node_present: Dict[int, int] = {}
-        for node, pages in zip(table.node[online], table.ram_pages[online]):
-            node_present[int(node)] = node_present.get(int(node), 0) + int(pages)
+        nodes, node_of_row = np.unique(table.node[online], return_inverse=True)
+        present = np.zeros(len(nodes), dtype=np.int64)
+        np.add.at(present, node_of_row, table.ram_pages[online])
+        node_present: Dict[int, int] = dict(zip(nodes.tolist(), present.tolist()))
         self.setup = OfflineSetup(
             geometry=geo, semantics=semantics, environment=machine.environment, pools=resolve_pools(machine),
             node_present_pages=node_present,
             node_notifier=versions.at_least(machine.kernel, versions.NODE_NOTIFIER),
         )
         self.device_states = [block_states(d, geo) for d in machine.devices]
+        # Per table row: the device object and its per-block state (None outside devices).
+        self._device_of_row = np.empty(len(table), dtype=object)
+        self._device_state_of_row = np.empty(len(table), dtype=object)
+        for index, device in enumerate(machine.devices):
+            cols = added_block_columns(device, geo)
+            present = table.exists(cols.blocks)
+            rows = table.rows(cols.blocks[present])
+            self._device_of_row[rows] = device
+            names = np.array(cols.state_names, dtype=object)
+            self._device_state_of_row[rows] = names[cols.state[present]]
         self._no_pageblocks = np.zeros(geo.pageblocks_per_block, dtype=bool)
         self._cma = self._pageblock_masks(machine.cma)
         self._isolated = self._pageblock_masks(machine.environment.isolated)
+        self._special_pageblock_blocks = np.array(
+            sorted(b for masks in (self._cma, self._isolated) for b, m in masks.items() if m.any()), dtype=np.int64)
 
     def _pageblock_masks(self, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
         return pageblock_masks(self.machine.geometry, ranges)
@@ -140,32 +152,49 @@ class Simulator:
             targets=MigrationTargets(capacity=capacity),
         )
 
+    def columns(self, rows: np.ndarray, capacities: Optional[Dict[int, int]] = None) -> BlockColumns:
+        """``context()`` for many rows at once, as columns (no per-block objects)."""
+        machine, geo = self.machine, self.machine.geometry
+        table = machine.blocks
+        ids = table.ids[rows]
+        capacity = np.full(len(rows), -1, dtype=np.int64)
+        if capacities:
+            for i, block in enumerate(ids.tolist()):
+                capacity[i] = capacities.get(block, -1)
+        return BlockColumns(
+            block=ids, start_pfn=ids * geo.pages_per_block, state=table.state[rows], zone=table.zone[rows],
+            node=table.node[rows], vmemmap=table.vmemmap[rows],
+            special_pageblocks=np.isin(ids, self._special_pageblock_blocks), capacity=capacity,
+            device=tuple(self._device_of_row[rows].tolist()),
+            device_state=tuple(self._device_state_of_row[rows].tolist()),
+        )
+
     def run(self, block_ids: np.ndarray, capacities: Optional[Dict[int, int]] = None,
             progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
         machine = self.machine
         table = machine.blocks
+        caps = capacities or {}
         out: List[Tuple[BlockVerdict, BlockStats]] = []
         done = 0
         for ids in chunks(block_ids, machine.geometry.pages_per_block):
             rows = table.rows(ids)
-            online_ids = ids[table.online[rows]]
-            batch = machine.pages.materialize(online_ids) if len(online_ids) else None
-            contexts = [self.context(int(r), (capacities or {}).get(int(table.ids[r]))) for r in rows]
-            online_ctx = [c for c in contexts if c.state is BlockState.ONLINE]
+            online = table.online[rows]
+            online_rows = rows[online]
+            batch = machine.pages.materialize(ids[online]) if len(online_rows) else None
             fast: List = []
             if batch is not None:
-                has_ref = (np.zeros(len(online_ids), bool) if batch.refcount is None
-                           else (batch.refcount != batch.refcounts_default()).any(axis=1))
-                fast = fast_verdicts(self.setup, online_ctx, batch.kinds, has_ref)
+                fast = chunk_verdicts(self.setup, self.columns(online_rows, caps), batch.kinds,
+                                      batch.rows_with_refcount(), batch.whole_folios, batch.special_rows)
             j = 0
-            for ctx in contexts:
-                if ctx.state is not BlockState.ONLINE:
+            for r, is_online in zip(rows.tolist(), online.tolist()):
+                if not is_online:
                     empty = np.zeros(machine.geometry.pages_per_block, dtype=np.uint8)
-                    out.append(offline_block(self.setup, ctx, empty, None))
+                    out.append(offline_block(self.setup, self.context(r, caps.get(int(table.ids[r]))), empty, None))
                     continue
                 result = fast[j]
                 if result is None:
                     ref = batch.refcount[j] if batch.refcount is not None else None
+                    ctx = self.context(r, caps.get(int(table.ids[r])))
                     result = offline_block(self.setup, ctx, batch.kinds[j], ref)
                 out.append(result)
                 j += 1
@@ -216,40 +245,64 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     zones ``alloc_migration_target()`` allows for the block's zone."""
     table = machine.blocks
     online = table.online
-    needy = {b: s.demand for b, s in stats.items() if s.demand > 0}
-    if not needy:
+    needy_blocks = np.array([b for b, s in stats.items() if s.demand > 0], dtype=np.int64)
+    if not len(needy_blocks):
         return {}
+    demand = np.array([stats[b].demand for b in needy_blocks.tolist()], dtype=np.int64)
+    needy_rows = table.rows(needy_blocks)
+    needy_nodes = table.node[needy_rows]
+    needy_zones = table.zone[needy_rows]
     # Lower bound from the selected blocks alone; a census only when that is not enough.
-    rows_known = table.rows(list(stats))
+    known = np.array(list(stats), dtype=np.int64)
     free_known = np.zeros(len(table), dtype=np.int64)
-    free_known[rows_known] = [stats[int(b)].free_pages for b in table.ids[rows_known]]
+    free_known[table.rows(known)] = [stats[b].free_pages for b in known.tolist()]
+    online_nodes = table.node[online]
+    node_ids, node_of_online = np.unique(online_nodes, return_inverse=True)
+    memory_nodes = set(node_ids[node_ids >= 0].tolist())
 
-    def capacities(free: np.ndarray) -> Dict[int, int]:
-        per_zone: Dict[Tuple[int, int], int] = {}
-        for node, zone, pages in zip(table.node[online], table.zone[online], free[online]):
-            key = (int(node), int(zone))
-            per_zone[key] = per_zone.get(key, 0) + int(pages)
-        memory_nodes = {int(n) for n in table.node[online] if n >= 0}
-        out: Dict[int, int] = {}
-        for block in needy:
-            row = int(table.rows([block])[0])
-            node = int(table.node[row])
+    def capacities(free: np.ndarray) -> np.ndarray:
+        # alloc_migration_target(): a folio leaving a kernel zone never lands in ZONE_MOVABLE
+        # (boot blocks spanning kernel zones count as kernel-zone memory); one leaving
+        # ZONE_MOVABLE may land anywhere (memplan.kernel.migration.target_zones).
+        kernel = table.zone[online] != Zone.MOVABLE.code
+        per_node_all = np.zeros(len(node_ids), dtype=np.int64)
+        per_node_kernel = np.zeros(len(node_ids), dtype=np.int64)
+        np.add.at(per_node_all, node_of_online, free[online])
+        np.add.at(per_node_kernel, node_of_online, np.where(kernel, free[online], 0))
+        all_zones = dict(zip(node_ids.tolist(), per_node_all.tolist()))
+        kernel_zones = dict(zip(node_ids.tolist(), per_node_kernel.tolist()))
+        movable_source = needy_zones == Zone.MOVABLE.code
+        out = np.zeros(len(needy_blocks), dtype=np.int64)
+        for node in np.unique(needy_nodes).tolist():
             allowed = (memory_nodes - {node}) or {node}
-            # alloc_migration_target(): a folio leaving a kernel zone never lands in ZONE_MOVABLE
-            # (boot blocks spanning kernel zones count as kernel-zone memory).
-            source = table.zone_of(row)
-            zones = {z.code for z in target_zones(source)} | {ZONE_NONE} if source else None
-            cap = sum(v for (n, z), v in per_zone.items() if n in allowed and (zones is None or z in zones))
-            if node in allowed:
-                cap -= int(free[row])
-            out[block] = cap
+            for from_movable, sums in ((True, all_zones), (False, kernel_zones)):
+                here = (needy_nodes == node) & (movable_source == from_movable)
+                out[here] = sum(sums.get(n, 0) for n in allowed)
+                if node in allowed:
+                    # The block's own free pages are never its targets (they sit in the
+                    # isolated range).
+                    out[here] -= free[needy_rows[here]]
         return out
 
-    lower = capacities(free_known)
-    if all(needy[b] <= lower[b] for b in needy):
+    if (demand <= capacities(free_known)).all():
         return {}
     exact = capacities(census(machine).free_pages)
-    return {b: exact[b] for b in needy if needy[b] > exact[b]}
+    short = demand > exact
+    return dict(zip(needy_blocks[short].tolist(), exact[short].tolist()))
+
+
+@contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a 16 TiB run allocates some 400,000 small acyclic
+    objects (verdicts, counts), and each full collection would walk all of them again (it
+    more than doubled the pipeline's time). Nothing collectable is created meanwhile."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def judge(machine: Machine, sem: OfflineSemantics, ids: np.ndarray,
@@ -294,7 +347,8 @@ def simulate(machine: Machine, semantics: Optional[str] = None, blocks: Optional
     """Predict offlining each selected block (default: every online block)."""
     sem = get_semantics(semantics or machine.default_semantics)
     ids = select_blocks(machine, blocks)
-    verdicts = with_confidence(machine, sem, [v for v, _ in judge(machine, sem, ids, progress)])
+    with _without_cyclic_gc():
+        verdicts = with_confidence(machine, sem, [v for v, _ in judge(machine, sem, ids, progress)])
     return SimulationResult(
         profile=machine.source, machine=machine.name, semantics=sem.name,
         blocks=tuple(verdicts), warnings=machine.warnings,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import List, Union
+from typing import List, Tuple, Union
 
 SizeLike = Union[int, str]
 
@@ -62,23 +62,22 @@ def parse_inclusive_range(value: str) -> tuple:
     return start, end + 1
 
 
-def parse_block_ranges(value: Union[str, int]) -> List[int]:
-    """Parse an lsmem/chmem block range list: ``"7"``, ``"32-63"``, ``"1,4,8-9"`` (also ``memory8-9``).
+def parse_block_spans(value: Union[str, int]) -> List[Tuple[int, int]]:
+    """Parse an lsmem/chmem block range list into its ``(first, last)`` spans (inclusive), as
+    written: ``"1,4,8-9"`` -> ``[(1, 1), (4, 4), (8, 9)]``. Large ranges stay two numbers.
 
-    Returns the sorted, de-duplicated block ids.
-
-    >>> parse_block_ranges("1,4,8-9")
-    [1, 4, 8, 9]
+    >>> parse_block_spans("1,4,8-9")
+    [(1, 1), (4, 4), (8, 9)]
     """
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a block range")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{value} is negative")
-        return [value]
+        return [(value, value)]
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{value!r} is not a block range (examples: 7, 32-63, 1,4,8-9)")
-    blocks = set()
+    spans = []
     for part in value.split(","):
         part = part.strip()
         if part.startswith("memory"):
@@ -90,6 +89,20 @@ def parse_block_ranges(value: Union[str, int]) -> List[int]:
         hi = int(last) if sep else lo
         if hi < lo:
             raise ValueError(f"{part!r} ends before it starts")
+        spans.append((lo, hi))
+    return spans
+
+
+def parse_block_ranges(value: Union[str, int]) -> List[int]:
+    """Parse an lsmem/chmem block range list: ``"7"``, ``"32-63"``, ``"1,4,8-9"`` (also ``memory8-9``).
+
+    Returns the sorted, de-duplicated block ids.
+
+    >>> parse_block_ranges("1,4,8-9")
+    [1, 4, 8, 9]
+    """
+    blocks = set()
+    for lo, hi in parse_block_spans(value):
         blocks.update(range(lo, hi + 1))
     return sorted(blocks)
 

@@ -9,7 +9,7 @@ from typing import Optional
 import pytest
 
 from memplan.inputs import toml
-from memplan.inputs.profile import build_machine, load_profile
+from memplan.inputs.profile import build_machine
 from memplan.model import Machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

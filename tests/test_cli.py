@@ -90,3 +90,68 @@ plugged_size = "128MiB"
     assert result.exit_code == 0
     assert "bbm_block_size is not a power of 2" in result.stderr
     json.loads(result.stdout)
+
+
+# ---- the progress bar on stderr -----------------------------------------------------------------
+
+import io  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+
+from memplan.cli import progress as progress_mod  # noqa: E402
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_for_a_terminal_without_json():
+    assert progress_mod.wanted(False, _Terminal())
+    assert not progress_mod.wanted(True, _Terminal())
+    assert not progress_mod.wanted(False, io.StringIO())
+
+
+def test_progress_bar_shows_blocks_and_pages_per_second():
+    screen = _Terminal()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with progress_mod.block_progress(True, 32768, console=console) as update:
+        update(64, 128)
+        update(128, 128)
+    text = screen.getvalue()
+    assert "128/128" in text and "blocks" in text and "pages/s" in text
+    with progress_mod.block_progress(False, 32768) as update:
+        assert update is None
+
+
+def test_simulate_reports_progress_when_stderr_is_a_terminal(monkeypatch):
+    calls = []
+
+    def fake_wanted(as_json: bool, stream=None) -> bool:
+        calls.append(as_json)
+        return True
+
+    monkeypatch.setattr("memplan.cli.simulate.progress_wanted", fake_wanted)
+    seen = []
+
+    class Recorder:
+        def __init__(self, enabled, pages_per_block):
+            self.enabled = enabled
+
+        def __enter__(self):
+            return lambda done, total: seen.append((done, total))
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("memplan.cli.simulate.block_progress", Recorder)
+    result = CliRunner().invoke(main, ["simulate", SBM])
+    assert result.exit_code == 0 and calls == [False]
+    assert seen and seen[-1][0] == seen[-1][1]
+
+
+def test_json_run_prints_nothing_but_the_document(tmp_path):
+    runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+    result = runner.invoke(main, ["simulate", SBM, "--json"])
+    assert result.exit_code == 0 and result.stderr == ""
+    json.loads(result.stdout)

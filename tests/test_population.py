@@ -84,3 +84,67 @@ online = "movable"
     assert (hole_block[16384:] == PageKind.HOLE).all() and (hole_block[:16384] == PageKind.FREE).all()
     vm = m.pages.materialize(np.array([32])).kinds[0]
     assert (vm[:2048] == PageKind.FREE).all() and (vm[2048:] == PageKind.FAKE_OFFLINE).all()
+
+
+# ---- hints the page source gives the block-level shortcut -----------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER  # noqa: E402
+
+HINTED = """
+[[ram]]
+start = "1GiB"
+size = "512MiB"
+zone = "Normal"
+holes = [{{ start = "0x50000000", size = "0x3000" }}]
+
+[[virtio_mem]]
+id = "vmem0"
+addr = "2GiB"
+region_size = "256MiB"
+plugged = ["0-40", "64-70", "100-127"]
+
+[[fill]]
+blocks = "8-10"
+seed = {seed}
+anon = 0.3
+thp = {thp}
+hugetlb = {hugetlb}
+slab = {slab}
+
+[[fill]]
+blocks = "vmem0"
+seed = {seed}
+file = 0.3
+thp = {thp}
+
+[[pages]]
+pfn = "{pfn}"
+count = 2
+kind = "{kind}"
+refcount = 3
+"""
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 50), st.sampled_from([0, 0.2]), st.sampled_from([0, 0.1]), st.sampled_from([0, 0.001]),
+       st.integers(8 * 32768, 12 * 32768 - 2), st.sampled_from(["anon", "slab"]))
+def test_hints_cover_what_the_pages_hold(seed, thp, hugetlb, slab, pfn, kind):
+    machine = machine_from(HINTED.format(seed=seed, thp=thp, hugetlb=hugetlb, slab=slab, pfn=hex(pfn), kind=kind))
+    ids = machine.blocks.ids
+    batch = machine.pages.materialize(ids)
+    kinds = batch.kinds
+    assert batch.special_rows is not None and batch.whole_folios
+    # special_rows: every row holding a kind from LOOK_CLOSER up is marked
+    assert not ((kinds >= LOOK_CLOSER).any(axis=1) & ~batch.special_rows).any()
+    # refcount_rows: every row with a non-default refcount is marked
+    if batch.refcount is not None:
+        assert not ((batch.refcount != DEFAULT_REFCOUNT[kinds]).any(axis=1) & ~batch.refcount_rows).any()
+    assert batch.rows_with_refcount().any() == (batch.refcount is not None)
+    # whole_folios: 2 MiB kinds fill whole aligned slots
+    slots = kinds.reshape(len(ids), -1, 512)
+    compound = FOLIO_ORDER[slots] == 9
+    assert (compound.all(axis=2) | ~compound.any(axis=2)).all()
+    assert ((slots == slots[:, :, :1]) | ~compound).all()

@@ -136,3 +136,113 @@ region_size = "512MiB"
 plugged = ["0-100"]
 offline_blocks = "34"
 """)
+
+
+# ---- the block table is built with numpy: compare it with a per-block construction ----------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from memplan.inputs.profile import build_machine  # noqa: E402
+from memplan.kernel import virtio_mem  # noqa: E402
+
+PAGE, PB, BLOCK_BYTES = 4096, 2 << 20, 128 << 20
+
+
+@st.composite
+def layouts(draw):
+    """Random [[ram]] ranges (pageblock aligned, some spanning blocks, holes, mixed zones,
+    nodes and states, memmap_on_memory) and one SBM virtio-mem device above them."""
+    rams, cursor = [], 0
+    for _ in range(draw(st.integers(1, 5))):
+        cursor += draw(st.integers(0, 80)) * PB
+        size = draw(st.integers(1, 130)) * PB
+        hotplugged = draw(st.integers(0, 4)) == 0
+        if hotplugged:  # a hot-added DIMM: whole blocks that host their own memmap
+            cursor = -(-cursor // BLOCK_BYTES) * BLOCK_BYTES
+            size = draw(st.integers(1, 2)) * BLOCK_BYTES
+        ram = {"start": cursor, "size": size, "zone": draw(st.sampled_from(["DMA32", "Normal", "Movable"])),
+               "node": draw(st.integers(0, 2)), "state": draw(st.sampled_from(["online", "online", "offline"]))}
+        if hotplugged:
+            ram["memmap_on_memory"] = True
+        elif draw(st.integers(0, 3)) == 0:
+            offset = draw(st.integers(0, size // PAGE - 1))
+            ram["holes"] = [{"start": cursor + offset * PAGE,
+                             "size": min(draw(st.integers(1, 40000)), size // PAGE - offset) * PAGE}]
+        rams.append(ram)
+        cursor += size
+    plugged = draw(st.lists(st.booleans(), min_size=128, max_size=128))
+    plugged[0] = True
+    addr = (cursor // BLOCK_BYTES + 1) * BLOCK_BYTES
+    device = {"id": "vmem0", "addr": addr, "region_size": "256MiB", "block_size": "2MiB",
+              "plugged": [str(i) for i, p in enumerate(plugged) if p], "node": draw(st.integers(0, 2)),
+              "online": draw(st.sampled_from(["movable", "kernel", "offline"]))}
+    return {"format": 1, "ram": rams, "virtio_mem": [device]}
+
+
+def reference_blocks(doc):
+    """One Python dict entry per memory block, the obvious way (None: partly online/offline)."""
+    ppb = BLOCK_BYTES // PAGE
+    pages, zones, nodes, states, memmap = {}, {}, {}, {}, {}
+    for ram in doc["ram"]:
+        lo, hi = ram["start"] // PAGE, (ram["start"] + ram["size"]) // PAGE
+        covered = [(lo, hi, 1)] + [(h["start"] // PAGE, (h["start"] + h["size"]) // PAGE, -1)
+                                   for h in ram.get("holes", [])]
+        for a, b, sign in covered:
+            for block in range(a // ppb, (b - 1) // ppb + 1):
+                pages[block] = pages.get(block, 0) + sign * (min(b, (block + 1) * ppb) - max(a, block * ppb))
+        for block in range(lo // ppb, (hi - 1) // ppb + 1):
+            zones.setdefault(block, set()).add(Zone(ram["zone"]).code)
+            nodes.setdefault(block, set()).add(ram["node"])
+            states.setdefault(block, set()).add(ram["state"])
+            if ram.get("memmap_on_memory"):
+                memmap[block] = ppb * 64 // PAGE
+    machine_geo = build_machine({"format": 1, "ram": [{"start": 0, "size": "128MiB", "zone": "Normal"}]}).geometry
+    dev = doc["virtio_mem"][0]
+    device, _ = virtio_mem.configure(machine_geo, id="vmem0", addr=dev["addr"], region_size=256 << 20,
+                                     device_block_size=2 << 20, plugged_blocks=[int(i) for i in dev["plugged"]],
+                                     online=virtio_mem.OnlineType(dev["online"]), node=dev["node"])
+    device_of = {}
+    for added in virtio_mem.added_blocks(device, machine_geo):
+        pages[added.block], zones[added.block], nodes[added.block] = ppb, {added.zone.code}, {dev["node"]}
+        states[added.block] = {"online" if added.online else "offline"}
+        device_of[added.block] = 0
+    ids = sorted(b for b, n in pages.items() if n > 0)
+    if any(len(states[b]) > 1 for b in ids):
+        return None
+    return {
+        "ids": ids, "ram_pages": [pages[b] for b in ids],
+        "state": [0 if "online" in states[b] else 1 for b in ids],
+        "zone": [next(iter(zones[b])) if len(zones[b]) == 1 and len(nodes[b]) == 1 else -1 for b in ids],
+        "node": [next(iter(nodes[b])) if len(nodes[b]) == 1 else -1 for b in ids],
+        "vmemmap": [memmap.get(b, 0) for b in ids], "device": [device_of.get(b, -1) for b in ids],
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layouts())
+def test_block_table_matches_a_per_block_construction(doc):
+    expected = reference_blocks(doc)
+    if expected is None:
+        with pytest.raises(ProfileError, match="partly online and partly offline"):
+            build_machine(doc, "<hypothesis>")
+        return
+    table = build_machine(doc, "<hypothesis>").blocks
+    for column, values in expected.items():
+        assert getattr(table, column).tolist() == values, column
+
+
+def test_plugged_ranges_stay_ranges(tmp_path):
+    # A range far outside the region is reported without building a map that large.
+    text = """
+        format = 1
+        [[virtio_mem]]
+        id = "vmem0"
+        addr = "4GiB"
+        region_size = "1GiB"
+        plugged = ["0-511", "1000000000000-1000000000001"]
+        """
+    with pytest.raises(ProfileError, match="virtio_mem\\[0\\].plugged: device block 1000000000001 is outside"):
+        load_text(tmp_path, text)
+    m = load_text(tmp_path, text.replace(', "1000000000000-1000000000001"', ""))
+    assert m.blocks.ids.tolist() == list(range(32, 40)) and m.devices[0].plugged_size == 1 << 30

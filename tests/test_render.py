@@ -41,3 +41,23 @@ def test_table_lists_every_block_and_a_summary():
     assert "0x0000000000000000-0x0000000007ffffff" in text
     assert "memory holes" in text and "failure to isolate range" in text
     assert "Would offline:" in text
+
+
+# ---- large results: streamed JSON ------------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+PROFILES = ["sbm-guest.toml", "bbm-guest.toml", "boot-vm.toml", "hugetlb-cma-host.toml"]
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_streamed_json_is_byte_for_byte_the_document(name):
+    result = simulate(load_profile(bundled(name)))
+    for r in (result, replace(result, blocks=()), replace(result, semantics_reason="from the snapshot")):
+        whole, streamed = io.StringIO(), io.StringIO()
+        render_json.write(render_json.simulation_dict(r), whole)
+        render_json.write_simulation(r, streamed)
+        assert streamed.getvalue() == whole.getvalue()

@@ -58,3 +58,19 @@ def test_summary():
     s = r.summary
     assert s.blocks == s.offlined + s.fails + s.hangs
     assert s.offlinable_bytes == s.offlined * 128 * 2 ** 20
+
+
+def test_chunks_are_consecutive_and_bounded(monkeypatch):
+    monkeypatch.setattr(simulation, "CHUNK_PAGES", 3 * 32768)
+    ids = np.array([0, 1, 2, 3, 4, 7, 8, 20], dtype=np.int64)
+    assert [c.tolist() for c in simulation.chunks(ids, 32768)] == [[0, 1, 2], [3, 4], [7, 8], [20]]
+    assert simulation.chunks(np.array([], dtype=np.int64), 32768) == []
+
+
+def test_capacity_redo_uses_the_shortcut_columns():
+    # Block 8 needs more targets than the rest of the machine has: the redo pass passes the
+    # capacity to the shortcut, which must leave the block to the full pipeline (it hangs).
+    full = machine_from('[[ram]]\nstart = "1GiB"\nsize = "256MiB"\nzone = "Movable"\n'
+                        '[[fill]]\nblocks = "0-7,9"\nanon = 0.999\n[[fill]]\nblocks = "8"\nanon = 0.5\n')
+    verdicts = {v.block: v for v in simulate(full).blocks}
+    assert verdicts[8].result.value == "hangs" and verdicts[8].step.value == "scan"

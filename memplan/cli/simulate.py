@@ -14,6 +14,8 @@ from memplan.cli.common import (
 )
 from memplan.errors import UsageError
 from memplan.render import csv as render_csv
+from memplan.cli.progress import block_progress
+from memplan.cli.progress import wanted as progress_wanted
 from memplan.render import json as render_json
 from memplan.render import table as render_table
 from memplan.render.block_columns import verdict_columns
@@ -59,10 +61,12 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, a
     columns = verdict_columns(confidence=True)
     columns.splits(options, columns.select(options))  # bad column names fail before the simulation
     machine = load_machine(profile)
-    result = run_simulation(machine, semantics, parse_blocks(blocks))
+    selected = parse_blocks(blocks)
+    with block_progress(progress_wanted(as_json or as_csv), machine.geometry.pages_per_block) as progress:
+        result = run_simulation(machine, semantics, selected, progress=progress)
     print_warnings(result.warnings)
     if as_json:
-        render_json.write(render_json.simulation_dict(result), sys.stdout)
+        render_json.write_simulation(result, sys.stdout)
     elif as_csv:
         render_csv.write_simulation(result, sys.stdout, noheader=options.noheadings)
     else:

@@ -22,7 +22,7 @@ from memplan.model import (
     ForeignRefTiming, HugetlbPool, Machine, OnlineType, PageKind, PageRun, VirtioMemDevice, Zone,
 )
 from memplan.population import ProfilePageSource
-from memplan.units import parse_block_ranges, parse_inclusive_range, parse_size
+from memplan.units import parse_block_ranges, parse_block_spans, parse_inclusive_range, parse_size
 
 FORMAT = 1
 
@@ -195,7 +195,7 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
     semantics = mach.choice("semantics", list(SEMANTICS), "refcount")
     kernel = mach.string("kernel")
     mach.string("description")
-    ppb, pb_pages = geometry.pages_per_block, geometry.pageblock_pages
+    ppb = geometry.pages_per_block
     page = geometry.page_size
 
     # ---- [[ram]] -------------------------------------------------------------------------
@@ -251,14 +251,14 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
             raise v.fail("id", f"{dev_id!r} is used twice")
         seen_ids.add(dev_id)
         plugged_raw = v.raw("plugged")
-        plugged_blocks = None
+        plugged_spans: Optional[List[Tuple[int, int]]] = None
         if plugged_raw is not None:
             if not isinstance(plugged_raw, list):
                 raise v.fail("plugged", "must be a list of device-block ranges like [\"0-1535\"]")
-            plugged_blocks = []
+            plugged_spans = []
             for j, item in enumerate(plugged_raw):
                 try:
-                    plugged_blocks.extend(parse_block_ranges(item))
+                    plugged_spans.extend(parse_block_spans(item))
                 except ValueError as exc:
                     raise v.fail(f"plugged[{j}]", str(exc)) from None
         fake_bbs: List[int] = []
@@ -274,10 +274,14 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
             except ValueError as exc:
                 raise v.fail("offline_blocks", str(exc)) from None
         addr, region = v.size("addr", required=True), v.size("region_size", required=True)
+        device_block_size = v.size("block_size", 2 << 20)
+        plugged_blocks = None
+        if plugged_spans is not None:
+            plugged_blocks = _span_indexes(plugged_spans, region // device_block_size if device_block_size else 0)
         try:
             device, dev_warnings = virtio_mem.configure(
                 geometry, id=dev_id, addr=addr, region_size=region,
-                device_block_size=v.size("block_size", 2 << 20),
+                device_block_size=device_block_size,
                 mode=v.choice("mode", ["auto", "sbm", "bbm"], "auto"),
                 bbm_block_size=v.size("bbm_block_size", 0),
                 plugged_blocks=plugged_blocks, plugged_size=v.size("plugged_size"),
@@ -300,74 +304,106 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
         raise ProfileError(path, "ram", "the profile describes no memory (add [[ram]] or [[virtio_mem]])")
 
     # ---- memory blocks -------------------------------------------------------------------
-    ram_pages: Dict[int, int] = {}
-    zones: Dict[int, Set[Zone]] = {}
-    nodes_of: Dict[int, Set[int]] = {}
-    states: Dict[int, Set[str]] = {}
-    vmemmap: Dict[int, int] = {}
-    device_of: Dict[int, int] = {}
+    # Built as numpy columns: one row per (range, block) pair, reduced per block (a 16 TiB
+    # profile has 131072 blocks; no per-block Python work).
     holes_pfn: List[Tuple[int, int]] = []
     cma_pfn: List[Tuple[int, int]] = []
+    cover_blocks: List[np.ndarray] = []
+    cover_pages: List[np.ndarray] = []
+    attr: Dict[str, List[np.ndarray]] = {"block": [], "zone": [], "node": [], "state": [], "memmap": []}
 
-    def cover(lo_pfn: int, hi_pfn: int, delta: int) -> None:
-        first, last = lo_pfn // ppb, (hi_pfn - 1) // ppb
-        for block in range(first, last + 1):
-            b_lo, b_hi = block * ppb, (block + 1) * ppb
-            ram_pages[block] = ram_pages.get(block, 0) + delta * (min(hi_pfn, b_hi) - max(lo_pfn, b_lo))
+    def cover(lo_pfn: int, hi_pfn: int, sign: int) -> np.ndarray:
+        blocks = np.arange(lo_pfn // ppb, (hi_pfn - 1) // ppb + 1, dtype=np.int64)
+        pages = np.minimum(hi_pfn, (blocks + 1) * ppb) - np.maximum(lo_pfn, blocks * ppb)
+        cover_blocks.append(blocks)
+        cover_pages.append(sign * pages)
+        return blocks
 
     for ram in rams:
         lo, hi = ram["start"] // page, ram["end"] // page
-        cover(lo, hi, +1)
+        blocks = cover(lo, hi, +1)
         for hs, he, _ in ram["holes"]:
             cover(hs // page, he // page, -1)
             holes_pfn.append((hs // page, he // page))
-        for block in range(lo // ppb, (hi - 1) // ppb + 1):
-            zones.setdefault(block, set()).add(ram["zone"])
-            nodes_of.setdefault(block, set()).add(ram["node"])
-            states.setdefault(block, set()).add(ram["state"])
-            if ram["memmap"]:
-                vmemmap[block] = geometry.vmemmap_pages_per_block
+        for key, value in (("block", blocks), ("zone", ram["zone"].code), ("node", ram["node"]),
+                           ("state", 0 if ram["state"] == "online" else 1), ("memmap", int(ram["memmap"]))):
+            attr[key].append(np.broadcast_to(np.int64(value), blocks.shape) if key != "block" else blocks)
         cma_pfn.extend(ram["cma"])
-    for index, device in enumerate(devices):
-        for added in virtio_mem.added_blocks(device, geometry):
-            b = added.block
-            ram_pages[b] = ppb
-            zones[b] = {added.zone}
-            nodes_of[b] = {device.node}
-            states[b] = {"online" if added.online else "offline"}
-            device_of[b] = index
-    ids = sorted(b for b, n in ram_pages.items() if n > 0)
-    for b in ids:
-        if len(states[b]) > 1:
-            raise ProfileError(path, "ram", f"memory block {b} is partly online and partly offline; a block "
-                               "changes state as a whole")
+    empty = np.zeros(0, dtype=np.int64)
+    ram_ids, cover_inverse = np.unique(np.concatenate(cover_blocks or [empty]), return_inverse=True)
+    ram_pages = np.zeros(len(ram_ids), dtype=np.int64)
+    np.add.at(ram_pages, cover_inverse, np.concatenate(cover_pages or [empty]))
+    attr_rows = np.searchsorted(ram_ids, np.concatenate(attr["block"] or [empty]))
+    columns: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    for key in ("zone", "node", "state", "memmap"):
+        values = np.concatenate(attr[key] or [empty])
+        low = np.full(len(ram_ids), np.iinfo(np.int64).max, dtype=np.int64)
+        high = np.full(len(ram_ids), np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(low, attr_rows, values)
+        np.maximum.at(high, attr_rows, values)
+        columns[key] = (low, high)
+    # virtio-mem blocks: the device decides everything about the blocks it added.
+    dev_cols = [virtio_mem.added_block_columns(device, geometry) for device in devices]
+    dev_ids = np.concatenate([c.blocks for c in dev_cols] or [empty])
+    all_ids = np.union1d(ram_ids, dev_ids)
+    n_all = len(all_ids)
+    in_ram = np.searchsorted(all_ids, ram_ids)
+    pages_col = np.zeros(n_all, dtype=np.int64)
+    pages_col[in_ram] = ram_pages
+    cols: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    for key, (low, high) in columns.items():
+        a, b = np.zeros(n_all, dtype=np.int64), np.zeros(n_all, dtype=np.int64)
+        a[in_ram], b[in_ram] = low, high
+        cols[key] = (a, b)
+    device_col = np.full(n_all, -1, dtype=np.int32)
+    for index, (device, c) in enumerate(zip(devices, dev_cols)):
+        rows = np.searchsorted(all_ids, c.blocks)
+        pages_col[rows] = ppb
+        for key, value in (("zone", c.zone.astype(np.int64)), ("node", device.node),
+                           ("state", np.where(c.online, 0, 1))):
+            cols[key][0][rows] = value
+            cols[key][1][rows] = value
+        device_col[rows] = index
+    keep = pages_col > 0
+    ids = all_ids[keep]
+    zone_lo, zone_hi = (c[keep] for c in cols["zone"])
+    node_lo, node_hi = (c[keep] for c in cols["node"])
+    state_lo, state_hi = (c[keep] for c in cols["state"])
+    mixed_state = np.flatnonzero(state_lo != state_hi)
+    if len(mixed_state):
+        raise ProfileError(path, "ram", f"memory block {int(ids[mixed_state[0]])} is partly online and partly "
+                           "offline; a block changes state as a whole")
+    pages_kept = pages_col[keep]
     # Pages outside System RAM inside an existing block are holes (offline_pages step 3).
-    for b in ids:
-        if ram_pages[b] < ppb:
-            covered = sorted((max(r["start"] // page, b * ppb), min(r["end"] // page, (b + 1) * ppb))
-                             for r in rams if r["start"] // page < (b + 1) * ppb and r["end"] // page > b * ppb)
-            cursor = b * ppb
-            for lo, hi in covered:
-                if lo > cursor:
-                    holes_pfn.append((cursor, lo))
-                cursor = max(cursor, hi)
-            if cursor < (b + 1) * ppb:
-                holes_pfn.append((cursor, (b + 1) * ppb))
-    node_ids = {n for b in ids for n in nodes_of[b]}
-    nodes = mach.integer("nodes", max(node_ids) + 1 if node_ids else 1, minimum=1)
-    if node_ids and max(node_ids) >= nodes:
-        raise mach.fail("nodes", f"{nodes} is too small: node {max(node_ids)} is used")
+    for b in ids[pages_kept < ppb].tolist():
+        covered = sorted((max(r["start"] // page, b * ppb), min(r["end"] // page, (b + 1) * ppb))
+                         for r in rams if r["start"] // page < (b + 1) * ppb and r["end"] // page > b * ppb)
+        cursor = b * ppb
+        for lo, hi in covered:
+            if lo > cursor:
+                holes_pfn.append((cursor, lo))
+            cursor = max(cursor, hi)
+        if cursor < (b + 1) * ppb:
+            holes_pfn.append((cursor, (b + 1) * ppb))
+    highest_node = int(node_hi.max()) if len(ids) else None
+    nodes = mach.integer("nodes", highest_node + 1 if highest_node is not None else 1, minimum=1)
+    if highest_node is not None and highest_node >= nodes:
+        raise mach.fail("nodes", f"{nodes} is too small: node {highest_node} is used")
+    single = (zone_lo == zone_hi) & (node_lo == node_hi)
     table = BlockTable(
         ids=ids,
-        state=[0 if "online" in states[b] else 1 for b in ids],
-        zone=[next(iter(zones[b])).code if len(zones[b]) == 1 and len(nodes_of[b]) == 1 else ZONE_NONE for b in ids],
-        node=[next(iter(nodes_of[b])) if len(nodes_of[b]) == 1 else -1 for b in ids],
-        ram_pages=[ram_pages[b] for b in ids],
-        vmemmap=[vmemmap.get(b, 0) for b in ids],
-        device=[device_of.get(b, -1) for b in ids],
+        state=state_lo,
+        zone=np.where(single, zone_lo, ZONE_NONE),
+        node=np.where(node_lo == node_hi, node_lo, -1),
+        ram_pages=pages_kept,
+        vmemmap=np.where(cols["memmap"][1][keep] > 0, geometry.vmemmap_pages_per_block, 0),
+        device=device_col[keep],
     )
-    existing = set(ids)
-    online = {b for b in ids if "online" in states[b]}
+    id_list = ids.tolist()
+    existing = set(id_list)
+    online = set(ids[state_lo == 0].tolist())
+    vmemmap = {b: int(n) for b, n in zip(id_list, table.vmemmap.tolist()) if n}
+    device_of_rows = table.device
 
     # ---- fixed runs: holes, vmemmap, fake-offline -----------------------------------------
     fixed: List[PageRun] = [PageRun(lo, hi - lo, PageKind.HOLE) for lo, hi in merge_ranges(holes_pfn)]
@@ -430,26 +466,28 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
 
     # ---- [[fill]] ------------------------------------------------------------------------
     fills: List[Fill] = []
-    fill_of: Dict[int, int] = {}
-    fill_keys: Dict[int, str] = {}
+    fill_row = np.full(len(ids), -1, dtype=np.int32)  # fill index per table row
+    fill_keys: List[str] = []
     for i, tbl in enumerate(_tables(path, doc, "fill")):
         f = _Reader(path, f"fill[{i}]", tbl, _FILL_META | set(PROFILE_KINDS))
         target = f.raw("blocks")
         if target is None:
             raise f.fail("blocks", "is required (\"all\", a block range like \"32-63\", or a virtio_mem id)")
         if target == "all":
-            blocks = ids
+            rows = np.arange(len(ids))
         elif isinstance(target, str) and target in seen_ids:
             index = [d.id for d in devices].index(target)
-            blocks = [b for b in ids if device_of.get(b) == index]
+            rows = np.flatnonzero(device_of_rows == index)
         else:
             try:
-                blocks = parse_block_ranges(target)
+                spans = parse_block_spans(target)
             except ValueError as exc:
                 raise f.fail("blocks", str(exc), hint=did_you_mean(str(target), sorted(seen_ids))) from None
-            absent = [b for b in blocks if b not in existing]
-            if absent:
-                raise f.fail("blocks", f"memory block {absent[0]} does not exist")
+            wanted = _span_indexes(spans, None)
+            present = table.exists(wanted)
+            if not present.all():
+                raise f.fail("blocks", f"memory block {int(wanted[~present][0])} does not exist")
+            rows = table.rows(wanted)
         seed = f.integer("seed", 0)
         fractions: Dict[PageKind, float] = {}
         for key, value in tbl.items():
@@ -463,12 +501,15 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
         total = sum(fractions.values())
         if total > 1 + 1e-9:
             raise f.fail("blocks", f"fractions add up to {total:g}, over 1")
-        for b in blocks:
-            if b in fill_of:
-                raise f.fail("blocks", f"memory block {b} is already filled by {fill_keys[b]}")
-            fill_of[b] = len(fills)
-            fill_keys[b] = f"fill[{i}]"
-        fills.append(Fill(blocks=tuple(blocks), seed=seed, fractions=fractions))
+        taken = np.flatnonzero(fill_row[rows] >= 0)
+        if len(taken):
+            row = int(rows[taken[0]])
+            raise f.fail("blocks", f"memory block {int(ids[row])} is already filled by {fill_keys[fill_row[row]]}")
+        fill_row[rows] = len(fills)
+        fill_keys.append(f"fill[{i}]")
+        fills.append(Fill(blocks=tuple(ids[rows].tolist()), seed=seed, fractions=fractions))
+    filled = fill_row >= 0
+    fill_of = dict(zip(ids[filled].tolist(), fill_row[filled].tolist()))
 
     # ---- [environment] -------------------------------------------------------------------
     env = _Reader(path, "environment", doc.get("environment", {}), _ENV)
@@ -494,6 +535,27 @@ def build_machine(doc: dict, path: str = "<profile>") -> Machine:
         environment=environment, default_semantics=semantics, nodes=nodes, kernel=kernel,
         cma=tuple(merge_ranges(cma_pfn)), warnings=tuple(warnings),
     )
+
+
+def _span_indexes(spans: Sequence[Tuple[int, int]], limit: Optional[int]) -> np.ndarray:
+    """The sorted, distinct indexes of inclusive ``spans``, built without a Python int per index.
+
+    With a ``limit``, an index at or beyond it is returned alone (the caller reports it) instead
+    of allocating a map that large.
+    """
+    if not spans:
+        return np.zeros(0, dtype=np.int64)
+    highest = max(hi for _, hi in spans)
+    if limit is not None and highest >= limit:
+        return np.array([highest], dtype=np.int64)
+    base = min(lo for lo, _ in spans)
+    if limit is None and highest - base > 64 * len(spans) + (1 << 20):
+        # Sparse ids (large block numbers): concatenate the spans instead of a dense map.
+        return np.unique(np.concatenate([np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in spans]))
+    present = np.zeros(highest - base + 1, dtype=bool)
+    for lo, hi in spans:  # one slice per span as written in the profile, not one per index
+        present[lo - base:hi - base + 1] = True
+    return np.flatnonzero(present) + base
 
 
 def merge_ranges(ranges: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:

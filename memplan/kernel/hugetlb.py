@@ -29,7 +29,7 @@ class DissolveOutcome:
 
 def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
              headroom: Dict[int, int]) -> DissolveOutcome:
-    hugetlb = IS_HUGETLB[kinds]
+    hugetlb = np.take(IS_HUGETLB, kinds)
     heads = np.flatnonzero(hugetlb & folio_first)
     order = FOLIO_ORDER[kinds[heads]]
     free = refcount[heads] == 0
@@ -38,13 +38,14 @@ def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
         mask = free & (order == o)
         ok |= mask & (np.cumsum(mask) <= headroom.get(int(o), 0))
     fail = ~ok
-    folio_id = np.cumsum(folio_first) - 1
-    head_index = np.full(int(folio_id[-1]) + 1 if len(folio_id) else 0, -1, dtype=np.int64)
-    head_index[folio_id[heads]] = np.arange(len(heads))
-    page_head = np.where(hugetlb, head_index[folio_id], -1)
-    dissolvable = np.zeros(len(kinds), dtype=bool)
-    has = page_head >= 0
-    dissolvable[has] = ok[page_head[has]]
+    if len(heads):
+        # One code per folio (has a hugetlb head / dissolves), one gather to the pages.
+        folio_id = np.cumsum(folio_first) - 1
+        code = np.zeros(int(folio_id[-1]) + 1, dtype=np.uint8)
+        code[folio_id[heads]] = 1 | (ok << 1)
+        dissolvable = (np.take(code, folio_id) * hugetlb) == 3
+    else:
+        dissolvable = np.zeros(len(kinds), dtype=bool)
     f = first_index(fail)
     if f is None:
         return DissolveOutcome(None, dissolvable, dissolvable)
@@ -57,7 +58,7 @@ def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int) -> int:
     """Free hugetlb folios of the given order whose head page lies in ``kinds`` (pfn ``base_pfn``
     onwards): the ones ``dequeue_hugetlb_folio_node_exact()`` skips while this range is
     isolated (it tests the head page's pageblock)."""
-    kind = PageKind.HUGETLB_FREE if order == 9 else PageKind.GIGANTIC_FREE
+    kind = (PageKind.HUGETLB_FREE if order == 9 else PageKind.GIGANTIC_FREE).value
     size = 1 << order
     skip = (-base_pfn) % size
     return int(np.count_nonzero(kinds[skip::size] == kind))

@@ -25,6 +25,8 @@ from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind, Zo
 from memplan.results import LogEntry, LogLevel
 
 ENOMEM = -12
+#: pages per folio of each kind
+_FOLIO_PAGES = np.left_shift(np.int64(1), FOLIO_ORDER.astype(np.int64))
 
 #: Zonelist order of one node, highest zone first (``build_zonerefs_node()``).
 ZONELIST_ORDER = (Zone.MOVABLE, Zone.NORMAL, Zone.DMA32, Zone.DMA)
@@ -89,53 +91,65 @@ def found_pages(view: RangeView) -> np.ndarray:
 
 def busy_pages(view: RangeView, semantics: OfflineSemantics) -> np.ndarray:
     """PageOffline pages without movable_ops that make SCAN fail (site 2)."""
-    return view.offline & ~view.movable_ops & semantics.scan_busy(view.refcount, view.skippable)
+    offline = view.offline & ~view.movable_ops
+    if not offline.any():
+        return offline
+    return offline & semantics.scan_busy(view.refcount, view.skippable)
 
 
 def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTargets) -> MigrationOutcome:
     found = found_pages(view)
     busy = busy_pages(view, semantics)
-    first = view.folio_first()
+    first = view.first
     heads = np.flatnonzero(found & first)
     kinds_h = view.kinds[heads]
-    size_h = np.left_shift(np.int64(1), FOLIO_ORDER[kinds_h].astype(np.int64))
+    size_h = np.take(_FOLIO_PAGES, kinds_h)
     # Long-term pins and any reference beyond the kind's own make migrate_pages() fail
     # (folio_migrate_mapping()'s refcount check) every round; a folio whose refcount is 0
     # is found by SCAN but never isolated (folio_try_get() fails), also every round.
     ref_h = view.refcount[heads]
-    pinned = IS_PINNED[kinds_h] | (ref_h > DEFAULT_REFCOUNT[kinds_h]) | (ref_h == 0)
+    pinned = np.take(IS_PINNED, kinds_h) | (ref_h > np.take(DEFAULT_REFCOUNT, kinds_h)) | (ref_h == 0)
     uses_pool = np.zeros(len(heads), dtype=bool)
     for kind, order in ((PageKind.HUGETLB, 9), (PageKind.GIGANTIC, 18)):
-        mask = (kinds_h == kind) & ~pinned
-        uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
+        mask = (kinds_h == kind.value) & ~pinned
+        if mask.any():
+            uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
     # Gigantic folios cannot be allocated fresh (alloc_migrate_hugetlb_folio() returns NULL).
-    needs_capacity = ~pinned & ~uses_pool & (kinds_h != PageKind.GIGANTIC)
-    demand_curve = np.cumsum(np.where(needs_capacity, size_h, 0))
-    fits = demand_curve <= targets.capacity if targets.capacity is not None else np.ones(len(heads), bool)
+    needs_capacity = ~pinned & ~uses_pool & (kinds_h != PageKind.GIGANTIC.value)
+    needed = np.where(needs_capacity, size_h, 0)
+    if targets.capacity is None:
+        fits = np.ones(len(heads), bool)
+        demand = int(needed.sum())
+    else:
+        demand_curve = np.cumsum(needed)
+        fits = demand_curve <= targets.capacity
+        demand = int(demand_curve[-1]) if len(demand_curve) else 0
     success_h = uses_pool | (needs_capacity & fits)
     enomem_h = ~pinned & ~success_h
 
-    # Expand folio results to pages (folios are contiguous runs starting at their heads).
-    folio_id = np.cumsum(first) - 1
-    head_of_folio = np.full(int(folio_id[-1]) + 1 if len(folio_id) else 0, -1, dtype=np.int64)
-    head_of_folio[folio_id[heads]] = np.arange(len(heads))
-    page_head = np.where(found, head_of_folio[folio_id], -1)
-    migrated = np.zeros(len(view), dtype=bool)
-    failed = np.zeros(len(view), dtype=bool)
-    pool_pages = np.zeros(len(view), dtype=bool)
-    has = page_head >= 0
-    migrated[has] = success_h[page_head[has]]
-    failed[has] = ~success_h[page_head[has]]
-    pool_pages[has] = uses_pool[page_head[has]]
-    demand = int(demand_curve[-1]) if len(demand_curve) else 0
+    # Expand folio results to pages (folios are contiguous runs starting at their heads): one
+    # code per folio (has a found head / migrates / uses the pool), one gather to the pages.
+    if len(heads) == 0:
+        migrated = failed = pool_pages = np.zeros(len(view), dtype=bool)
+    elif success_h.all() and not uses_pool.any() and len(heads) == np.count_nonzero(found):
+        # Every found page is its own head (order-0 pages only) and migrates.
+        migrated, failed, pool_pages = found, np.zeros(len(view), dtype=bool), np.zeros(len(view), dtype=bool)
+    else:
+        folio_id = np.cumsum(first) - 1
+        code = np.zeros(int(folio_id[-1]) + 1, dtype=np.uint8)
+        code[folio_id[heads]] = 1 | (success_h.view(np.uint8) << 1) | (uses_pool.view(np.uint8) << 2)
+        page_code = np.take(code, folio_id) * found
+        migrated = (page_code & 3) == 3
+        failed = (page_code & 3) == 1
+        pool_pages = (page_code & 5) == 5
 
-    kinds_after = view.kinds.copy()
-    refcount_after = view.refcount.copy()
-    kinds_after[migrated & ~pool_pages] = PageKind.FREE
+    # Migrated folios are freed; pool-backed hugetlb sources go back to the pool (free folios).
+    kinds_after = np.where(migrated & ~pool_pages, np.uint8(PageKind.FREE.value), view.kinds)
     freed_pool = migrated & pool_pages
-    kinds_after[freed_pool & (view.kinds == PageKind.HUGETLB)] = PageKind.HUGETLB_FREE
-    kinds_after[freed_pool & (view.kinds == PageKind.GIGANTIC)] = PageKind.GIGANTIC_FREE
-    refcount_after[migrated] = 0
+    if freed_pool.any():
+        kinds_after[freed_pool & (view.kinds == PageKind.HUGETLB.value)] = PageKind.HUGETLB_FREE
+        kinds_after[freed_pool & (view.kinds == PageKind.GIGANTIC.value)] = PageKind.GIGANTIC_FREE
+    refcount_after = np.where(migrated, np.int64(0), view.refcount)
 
     h = first_index(found | busy)
     if h is None:

@@ -22,7 +22,7 @@ from memplan.kernel.pages import RangeView, first_index, per_page_entries
 from memplan.kernel.semantics import OfflineSemantics
 from memplan.kernel.virtio_mem import fake_offline_skippable
 from memplan.model import (
-    DEFAULT_REFCOUNT, SPECIAL_BIT, BlockState, DriverState, Environment, Errno, ForeignRefTiming,
+    DEFAULT_REFCOUNT, BlockState, DriverState, Environment, Errno, ForeignRefTiming,
     HugetlbPool, PageKind, VirtioMemDevice, Zone,
 )
 from memplan.results import (
@@ -95,7 +95,12 @@ class BlockStats:
     effects: Optional[OfflineEffects] = field(default=None, compare=False)
 
 
-def _pr_debug(start_pfn: int, end_pfn: int, reason: Reason, page_shift: int) -> LogEntry:
+#: ``DEFAULT_REFCOUNT`` widened once (the pipeline works on int64 refcounts)
+_DEFAULT_REFCOUNT64 = DEFAULT_REFCOUNT.astype(np.int64)
+
+
+def pr_debug_entry(start_pfn: int, end_pfn: int, reason: Reason, page_shift: int) -> LogEntry:
+    """``offline_pages()``'s ``pr_debug("memory offlining [mem %#010llx-%#010llx] failed due to %s")``."""
     start = start_pfn << page_shift
     end = (end_pfn << page_shift) - 1
     return LogEntry(LogLevel.PR_DEBUG, f"memory offlining [mem {start:#010x}-{end:#010x}] failed due to "
@@ -134,7 +139,7 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
     common = dict(block=ctx.block, start=ctx.start_pfn << geo.page_shift,
                   end=(block_end_pfn << geo.page_shift) - 1, zone=ctx.zone, node=ctx.node,
                   device=ctx.device.id if ctx.device else None, device_state=ctx.device_state)
-    free_pages = int(np.count_nonzero(kinds == PageKind.FREE))
+    free_pages = int(np.count_nonzero(kinds == PageKind.FREE.value))
 
     # Step 0: memory_block_change_state(): only an online block can go offline (state_store()
     # turns device_offline()'s "already offline" into -EINVAL).
@@ -161,12 +166,13 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
         pool={o: (max(pools[o].free - in_block_free[o], 0) if pools[o].headroom > 0 else 0) for o in (9, 18)},
     )
     notified = _going_offline_refcounts(view, ctx, sem, env)
-    after_notifier = RangeView(lo, notified.kinds, notified.refcount, skippable)
+    after_notifier = (view.with_refcount(notified.refcount) if notified.kinds is view.kinds
+                      else RangeView(lo, notified.kinds, notified.refcount, skippable))
     moved = migrate(after_notifier, sem, targets)
     folio_first = RangeView(lo, moved.kinds_after, moved.refcount_after, skippable).folio_first()
     dis = hugetlb_mod.dissolve(moved.kinds_after, moved.refcount_after, folio_first,
                                {o: pools[o].headroom for o in (9, 18)})
-    originally_free_huge = (k == PageKind.HUGETLB_FREE) | (k == PageKind.GIGANTIC_FREE)
+    originally_free_huge = (k == PageKind.HUGETLB_FREE.value) | (k == PageKind.GIGANTIC_FREE.value)
     offline_pages_mask = after_notifier.offline & ~after_notifier.movable_ops
     skipped = offline_pages_mask & sem.test_passes(after_notifier.refcount, skippable)
     counts = PageCounts(
@@ -177,7 +183,7 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
         dissolved=int(np.count_nonzero(dis.dissolvable & originally_free_huge)),
         hwpoison=int(np.count_nonzero(view.hwpoison)),
         vmemmap=nr_vmemmap,
-        holes=int(np.count_nonzero(k == PageKind.HOLE)),
+        holes=int(np.count_nonzero(k == PageKind.HOLE.value)),
     )
     stats = BlockStats(free_pages, moved.demand, in_block_free)
 
@@ -202,7 +208,7 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
                               refcount=int(culprit_view.refcount[culprit_index]))
         entries = list(log)
         if reason is not None:
-            entries.append(_pr_debug(lo, block_end_pfn, reason, geo.page_shift))
+            entries.append(pr_debug_entry(lo, block_end_pfn, reason, geo.page_shift))
         found = tuple(hazards) + (tuple(on_cancel) if step is not Step.COMMIT else ())
         return (BlockVerdict(**common, result=result, errno=errno, reason=reason, step=step, culprit=culprit,
                              pages=counts, kernel_log=tuple(entries), hazards=found),
@@ -376,13 +382,12 @@ def _range_view(sem: OfflineSemantics, ctx: BlockContext, kinds: np.ndarray,
     """The pages ``offline_pages()`` gets (vmemmap excluded) with ``PageOfflineSkippable``."""
     lo = ctx.start_pfn + ctx.vmemmap
     k = kinds[ctx.vmemmap:]
-    ref_all = refcount if refcount is not None else DEFAULT_REFCOUNT[kinds]
-    ref = ref_all[ctx.vmemmap:].astype(np.int64)
+    ref = np.take(_DEFAULT_REFCOUNT64, k) if refcount is None else refcount[ctx.vmemmap:].astype(np.int64)
     skippable = np.zeros(len(k), dtype=bool)
     if ctx.device is not None and fake_offline_skippable(ctx.device, ctx.device_state,
                                                          sem.virtio_mem_marks_skippable,
                                                          sem.virtio_mem_unload_clears_skippable):
-        skippable = k == PageKind.FAKE_OFFLINE
+        skippable = k == PageKind.FAKE_OFFLINE.value
     return RangeView(lo, k, ref, skippable)
 
 
@@ -436,11 +441,12 @@ def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSem
     log: List[LogEntry] = []
     hazards: List[Hazard] = []
     device = ctx.device
-    fake = kinds == PageKind.FAKE_OFFLINE
-    foreign = fake & (ref > 1)
+    fake = kinds == PageKind.FAKE_OFFLINE.value
+    has_fake = bool(fake.any())
+    foreign = fake & (ref > 1) if has_fake else fake
     dropped = np.zeros(len(kinds), dtype=bool)
     freed = np.zeros(len(kinds), dtype=bool)
-    if device is not None and device.driver is DriverState.LOADED and sem.virtio_mem_drops_refs:
+    if has_fake and device is not None and device.driver is DriverState.LOADED and sem.virtio_mem_drops_refs:
         ref[fake] -= 1
         dropped = fake
         referenced = np.flatnonzero(fake & (ref != 0))
@@ -453,7 +459,9 @@ def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSem
                 log.extend(entry)
             hazards.append(Hazard(HazardKind.WARN, f"{len(referenced)} fake-offline page(s) referenced by someone "
                                   "else when virtio-mem dropped its reference", int(pfns[0])))
-    ref[kinds == PageKind.OFFLINE_REFCOUNT_DRIVER] -= 1
+    driver_pages = kinds == PageKind.OFFLINE_REFCOUNT_DRIVER.value
+    if driver_pages.any():
+        ref[driver_pages] -= 1
     if env.foreign_ref_dropped is ForeignRefTiming.DURING_OFFLINE and foreign.any():
         # The foreign holder drops its references while the block is isolated.
         ref[foreign] -= view.refcount[foreign] - 1
@@ -476,14 +484,16 @@ def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSem
 def _after_success_hazards(view: RangeView, after: RangeView, sem: OfflineSemantics,
                            env: Environment) -> List[Hazard]:
     hazards: List[Hazard] = []
-    foreign = (view.kinds == PageKind.FAKE_OFFLINE) & (view.refcount > 1)
-    if foreign.any() and env.foreign_ref_dropped is ForeignRefTiming.AFTER_OFFLINE:
+    foreign = ((view.kinds == PageKind.FAKE_OFFLINE.value) & (view.refcount > 1)
+               if env.foreign_ref_dropped is ForeignRefTiming.AFTER_OFFLINE else None)
+    if foreign is not None and foreign.any():
         hazards.append(Hazard(HazardKind.STALE_MEMMAP_REFERENCE,
                               f"{int(foreign.sum())} foreign reference(s) on fake-offline pages dropped after the "
                               "block went offline: put_page() on a stale (possibly poisoned) memmap, not freed to "
                               "the buddy", view.pfn + int(np.flatnonzero(foreign)[0])))
-    orphans = (after.kinds == PageKind.OFFLINE_ORPHAN) & (after.refcount == 0) & sem.test_passes(
-        after.refcount, after.skippable)
+    orphans = after.kinds == PageKind.OFFLINE_ORPHAN.value
+    if orphans.any():
+        orphans &= (after.refcount == 0) & sem.test_passes(after.refcount, after.skippable)
     if orphans.any():
         hazards.append(Hazard(HazardKind.UNSAFE_REONLINE,
                               f"{int(orphans.sum())} PageOffline page(s) with refcount 0 and no owner were skipped "
@@ -494,45 +504,13 @@ def _after_success_hazards(view: RangeView, after: RangeView, sem: OfflineSemant
 
 def fast_verdicts(setup: OfflineSetup, contexts: Sequence[BlockContext], kinds: np.ndarray,
                   has_refcount: np.ndarray) -> List[Optional[Tuple[BlockVerdict, BlockStats]]]:
-    """Verdicts for blocks that need no per-page pass: online, single zone, no vmemmap, no CMA or
-    isolated pageblocks, only free / LRU / movable_ops / hwpoison pages with default refcounts,
-    migration targets for all of them, and nothing in the environment that stops offlining.
-
-    Such a block always offlines (every step passes); its counts come from two reductions.
-    ``None`` marks blocks that need ``offline_block()``. The verdicts are identical to what
+    """Verdicts for blocks that need no per-page pass (``None`` marks blocks that need
+    ``offline_block()``); see ``memplan.kernel.shortcut.chunk_verdicts``, which this wraps for
+    callers holding ``BlockContext`` objects. The verdicts are identical to what
     ``offline_block()`` returns for the same pages (tests compare them).
     """
-    env = setup.environment
-    if env.signal_pending or env.notifier_veto is not None:
-        return [None] * len(contexts)
-    geo = setup.geometry
-    words = kinds.view(np.uint64)
-    special = np.bitwise_or.reduce(words, axis=1) & np.uint64(int.from_bytes(bytes([SPECIAL_BIT]) * 8, "little"))
-    out: List[Optional[Tuple[BlockVerdict, BlockStats]]] = []
-    candidates = (special == 0) & ~has_refcount
-    free = np.count_nonzero(kinds == PageKind.FREE, axis=1) if candidates.any() else None
-    for row, ctx in enumerate(contexts):
-        if (not candidates[row] or ctx.state is not BlockState.ONLINE or ctx.zone is None or ctx.vmemmap
-                or ctx.cma.any() or ctx.isolated.any()
-                or (ctx.device is not None and ctx.device.driver is DriverState.REMOVING)
-                or (setup.node_notifier and env.node_notifier_veto is not None
-                    and geo.pages_per_block >= setup.node_present_pages.get(ctx.node, 0))):
-            out.append(None)
-            continue
-        n_free = int(free[row])
-        n_poison = int(np.count_nonzero(kinds[row] == PageKind.HWPOISON)) if kinds[row].max() >= PageKind.HWPOISON else 0
-        migrated = geo.pages_per_block - n_free - n_poison
-        if ctx.targets.capacity is not None and migrated > ctx.targets.capacity:
-            out.append(None)
-            continue
-        counts = PageCounts(total=geo.pages_per_block, free=n_free, migrated=migrated, hwpoison=n_poison)
-        verdict = BlockVerdict(
-            block=ctx.block, start=ctx.start_pfn << geo.page_shift,
-            end=((ctx.start_pfn + geo.pages_per_block) << geo.page_shift) - 1, zone=ctx.zone, node=ctx.node,
-            result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None, pages=counts,
-            device=ctx.device.id if ctx.device else None, device_state=ctx.device_state)
-        out.append((verdict, BlockStats(n_free, migrated, {9: 0, 18: 0})))
-    return out
+    from memplan.kernel.shortcut import BlockColumns, chunk_verdicts  # shortcut builds on this module
+    return chunk_verdicts(setup, BlockColumns.from_contexts(contexts), kinds, has_refcount)
 
 
 # --- step details for offline_block_traced() (memplan explain) -----------------------------

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -19,59 +20,111 @@ PER_PAGE_LOG_LIMIT = 8
 RATELIMIT_BURST = 10
 
 
+# One byte of kernel predicates per page kind: a block's predicates come from a single
+# lookup-table pass (``np.take``) plus cheap bit tests, instead of one table pass each.
+_LRU, _MOVABLE_OPS, _OFFLINE, _RESERVED, _HUGETLB, _HUGETLB_MIGRATABLE, _COMPOUND = (1 << i for i in range(7))
+KIND_PREDICATES = (IS_LRU * _LRU | IS_MOVABLE_OPS * _MOVABLE_OPS | IS_PAGE_OFFLINE * _OFFLINE
+                   | IS_RESERVED * _RESERVED | IS_HUGETLB * _HUGETLB | IS_HUGETLB_MIGRATABLE * _HUGETLB_MIGRATABLE
+                   | (FOLIO_ORDER > 0) * _COMPOUND).astype(np.uint8)
+#: ``(1 << folio order) - 1`` per kind: a page starts a folio where ``pfn & mask == 0``
+FOLIO_MASK = ((np.uint32(1) << FOLIO_ORDER.astype(np.uint32)) - np.uint32(1)).astype(np.uint32)
+_ARANGE = np.arange(1 << 15, dtype=np.uint32)
+
+
+def _offsets(n: int) -> np.ndarray:
+    """``arange(n)`` as uint32, shared (a block is judged thousands of times per run)."""
+    global _ARANGE
+    if n > len(_ARANGE):
+        _ARANGE = np.arange(max(n, 2 * len(_ARANGE)), dtype=np.uint32)
+    return _ARANGE[:n]
+
+
 @dataclass
 class RangeView:
-    """The pages ``[pfn, pfn + len)`` that ``offline_pages()`` works on (vmemmap excluded)."""
+    """The pages ``[pfn, pfn + len)`` that ``offline_pages()`` works on (vmemmap excluded).
+
+    Predicates are computed once per view and shared with views of the same pages that only
+    differ in refcounts (views are never mutated: a step that changes pages builds a new view).
+    """
 
     pfn: int
     kinds: np.ndarray
     refcount: np.ndarray
     #: ``PageOfflineSkippable`` per page (always false under the refcount semantics)
     skippable: np.ndarray
+    #: values that depend only on ``pfn`` and ``kinds``, by name
+    derived: Dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.kinds)
 
+    def with_refcount(self, refcount: np.ndarray) -> "RangeView":
+        """The same pages with other refcounts (what depends only on the kinds is shared)."""
+        return RangeView(self.pfn, self.kinds, refcount, self.skippable, self.derived)
+
+    def _derived(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        value = self.derived.get(name)
+        if value is None:
+            value = self.derived[name] = compute()
+        return value
+
+    @property
+    def predicates(self) -> np.ndarray:
+        """``KIND_PREDICATES`` of every page."""
+        return self._derived("predicates", lambda: np.take(KIND_PREDICATES, self.kinds))
+
+    def _test(self, bit: int) -> np.ndarray:
+        return np.bitwise_and(self.predicates, np.uint8(bit)) != 0
+
     @property
     def lru(self) -> np.ndarray:
-        return IS_LRU[self.kinds]
+        return self._derived("lru", lambda: self._test(_LRU))
 
     @property
     def movable_ops(self) -> np.ndarray:
-        return IS_MOVABLE_OPS[self.kinds]
+        return self._derived("movable_ops", lambda: self._test(_MOVABLE_OPS))
 
     @property
     def offline(self) -> np.ndarray:
         """``PageOffline``."""
-        return IS_PAGE_OFFLINE[self.kinds]
+        return self._derived("offline", lambda: self._test(_OFFLINE))
 
     @property
     def reserved(self) -> np.ndarray:
-        return IS_RESERVED[self.kinds]
+        return self._derived("reserved", lambda: self._test(_RESERVED))
 
     @property
     def hugetlb(self) -> np.ndarray:
-        return IS_HUGETLB[self.kinds]
+        return self._derived("hugetlb", lambda: self._test(_HUGETLB))
+
+    @property
+    def compound(self) -> np.ndarray:
+        """Part of a folio of order > 0."""
+        return self._derived("compound", lambda: self._test(_COMPOUND))
 
     @property
     def hwpoison(self) -> np.ndarray:
-        return self.kinds == PageKind.HWPOISON
+        return self._derived("hwpoison", lambda: self.kinds == PageKind.HWPOISON.value)
 
     @property
     def buddy(self) -> np.ndarray:
-        return self.kinds == PageKind.FREE
+        return self._derived("buddy", lambda: self.kinds == PageKind.FREE.value)
 
-    @property
+    @cached_property
     def hugetlb_in_use_migratable(self) -> np.ndarray:
         """``PageHuge && folio_test_hugetlb_migratable`` (free folios have the flag cleared)."""
-        return IS_HUGETLB_MIGRATABLE[self.kinds] & (self.refcount > 0)
+        return self._test(_HUGETLB_MIGRATABLE) & (self.refcount > 0)
+
+    @property
+    def first(self) -> np.ndarray:
+        """``folio_first()``, computed once."""
+        return self._derived("first", self.folio_first)
 
     def folio_first(self) -> np.ndarray:
         """True on the first page of every folio inside the range (a tail page at the start of
         the range counts: the walks reach a folio that began in an earlier block there)."""
-        order = FOLIO_ORDER[self.kinds].astype(np.int64)
-        pfns = self.pfn + np.arange(len(self.kinds), dtype=np.int64)
-        first = (pfns & ((np.int64(1) << order) - 1)) == 0
+        offsets = _offsets(len(self.kinds)) + np.uint32(self.pfn & 0xFFFFFFFF)  # low bits of the pfns
+        first = np.bitwise_and(offsets, np.take(FOLIO_MASK, self.kinds)) == 0
         if len(first):
             first[0] = True
         # A new folio also starts where the kind changes (e.g. two kinds of 2 MiB folios).

@@ -159,7 +159,8 @@ def configure(
             raise DeviceConfigError("plugged_size", "is larger than the usable region")
         plugged_db[head:head + count] = True
     elif plugged_blocks is not None:
-        idx = np.asarray(list(plugged_blocks), dtype=np.int64)
+        idx = np.asarray(plugged_blocks if isinstance(plugged_blocks, np.ndarray) else list(plugged_blocks),
+                         dtype=np.int64)
         if len(idx) and (idx.min() < 0 or idx.max() >= device_blocks):
             raise DeviceConfigError("plugged", f"device block {int(idx.max())} is outside the region "
                                     f"({device_blocks} blocks of {device_block_size >> 10} KiB)")
@@ -234,34 +235,65 @@ def block_zone(device: VirtioMemDevice, geometry: Geometry, block: int) -> Zone:
     return default_kernel_zone(geometry, geometry.block_start_pfn(block))
 
 
-def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock]:
+@dataclass(frozen=True)
+class AddedBlockColumns:
+    """The memory blocks a device added, as numpy columns (a big device adds 100k+ blocks).
+
+    ``state`` indexes ``state_names``; ``zone`` holds ``Zone.code`` values.
+    """
+
+    blocks: np.ndarray
+    state: np.ndarray
+    state_names: Tuple[str, ...]
+    #: per block: onlined (``offline_blocks`` lists the ones offlined since)
+    online: np.ndarray
+    zone: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+
+def _block_zones(device: VirtioMemDevice, geometry: Geometry, blocks: np.ndarray) -> np.ndarray:
+    """``block_zone()`` for many blocks at once."""
+    if device.online is OnlineType.MOVABLE:
+        return np.full(len(blocks), Zone.MOVABLE.code, dtype=np.int8)
+    address = blocks * geometry.memory_block_size
+    return np.where(address < 16 << 20, Zone.DMA.code,
+                    np.where(address < 4 << 30, Zone.DMA32.code, Zone.NORMAL.code)).astype(np.int8)
+
+
+def added_block_columns(device: VirtioMemDevice, geometry: Geometry) -> AddedBlockColumns:
     """Every memory block of the device that exists (has plugged memory), with its state."""
-    out: List[AddedBlock] = []
+    offline = np.array(sorted(device.offline_blocks), dtype=np.int64)
     if device.mode is VirtioMemMode.SBM:
         per = units_per_block(device, geometry)
         grid = device.plugged.reshape(-1, per)
-        for i, row in enumerate(grid):
-            if not row.any():
-                continue  # UNUSED: never added, no memory block device
-            full = bool(row.all())
-            block = device.first_block + i
-            online = block_online(device, block)
-            if not online:
-                state = SbmState.OFFLINE if full else SbmState.OFFLINE_PARTIAL
-            elif device.online is OnlineType.MOVABLE:
-                state = SbmState.MOVABLE if full else SbmState.MOVABLE_PARTIAL
-            else:
-                state = SbmState.KERNEL if full else SbmState.KERNEL_PARTIAL
-            out.append(AddedBlock(block, state.value, online, block_zone(device, geometry, block)))
+        used = grid.any(axis=1)  # UNUSED blocks were never added: no memory block device
+        full = grid.all(axis=1)[used]
+        blocks = device.first_block + np.flatnonzero(used).astype(np.int64)
+        online = (device.online is not OnlineType.OFFLINE) & ~np.isin(blocks, offline)
+        names = (SbmState.OFFLINE_PARTIAL.value, SbmState.OFFLINE.value,
+                 SbmState.MOVABLE_PARTIAL.value, SbmState.MOVABLE.value,
+                 SbmState.KERNEL_PARTIAL.value, SbmState.KERNEL.value)
+        base = 2 if device.online is OnlineType.MOVABLE else 4
+        state = (np.where(online, base, 0) + full).astype(np.int8)
     else:
         per = blocks_per_unit(device, geometry)
-        for bb in np.flatnonzero(device.plugged):
-            state = BbmState.FAKE_OFFLINE if int(bb) in device.fake_offline_units else BbmState.ADDED
-            for j in range(per):
-                block = device.first_block + int(bb) * per + j
-                out.append(AddedBlock(block, state.value, block_online(device, block),
-                                      block_zone(device, geometry, block)))
-    return out
+        bbs = np.flatnonzero(device.plugged).astype(np.int64)
+        blocks = (device.first_block + bbs[:, None] * per + np.arange(per, dtype=np.int64)).ravel()
+        fake = np.isin(bbs, np.array(sorted(device.fake_offline_units), dtype=np.int64))
+        names = (BbmState.ADDED.value, BbmState.FAKE_OFFLINE.value)
+        state = np.repeat(fake, per).astype(np.int8)
+        online = (device.online is not OnlineType.OFFLINE) & ~np.isin(blocks, offline)
+    return AddedBlockColumns(blocks, state, names, online, _block_zones(device, geometry, blocks))
+
+
+def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock]:
+    """Every memory block of the device that exists (has plugged memory), with its state."""
+    cols = added_block_columns(device, geometry)
+    return [AddedBlock(int(b), cols.state_names[s], bool(o), Zone.from_code(int(z)))
+            for b, s, o, z in zip(cols.blocks.tolist(), cols.state.tolist(), cols.online.tolist(),
+                                  cols.zone.tolist())]
 
 
 def block_online(device: VirtioMemDevice, block: int) -> bool:
@@ -288,9 +320,11 @@ def fake_offline_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[Tup
             added[block - device.first_block] = False  # offline: no online memmap
         unplugged = ~grid & added[:, None]
         flat = unplugged.ravel()
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], flat.astype(np.int8), [0]))))
-        for lo, hi in zip(edges[::2], edges[1::2]):
-            ranges.append((base + int(lo) * unit_pages, base + int(hi) * unit_pages))
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        edges = np.concatenate(([0] if flat[0] else [], edges, [len(flat)] if flat[-1] else [])).astype(np.int64)
+        starts = (base + edges[::2] * unit_pages).tolist()
+        ends = (base + edges[1::2] * unit_pages).tolist()
+        ranges.extend(zip(starts, ends))
     else:
         ppb = geometry.pages_per_block
         for bb in sorted(device.fake_offline_units):
@@ -312,7 +346,9 @@ def _merge(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
 
 
 def block_states(device: VirtioMemDevice, geometry: Geometry) -> Dict[int, str]:
-    return {b.block: b.state for b in added_blocks(device, geometry)}
+    cols = added_block_columns(device, geometry)
+    names = cols.state_names
+    return dict(zip(cols.blocks.tolist(), [names[s] for s in cols.state.tolist()]))
 
 
 def fake_offline_skippable(device: VirtioMemDevice, state: Optional[str], marks_skippable: bool,

@@ -55,14 +55,15 @@ def block_dict(v: BlockVerdict) -> Dict[str, Any]:
     return out
 
 
-def simulation_dict(result: SimulationResult) -> Dict[str, Any]:
+def simulation_dict(result: SimulationResult, blocks: bool = True) -> Dict[str, Any]:
+    """``simulate --json``; ``blocks=False`` leaves the (long) block list empty."""
     s = result.summary
     doc: Dict[str, Any] = {
         "memplan": __version__,
         "profile": result.profile,
         "machine": result.machine,
         "semantics": result.semantics,
-        "blocks": [block_dict(b) for b in result.blocks],
+        "blocks": [block_dict(b) for b in result.blocks] if blocks else [],
         "summary": {"blocks": s.blocks, "offlined": s.offlined, "fails": s.fails, "hangs": s.hangs,
                     "offlinable_bytes": s.offlinable_bytes},
         "warnings": list(result.warnings),
@@ -75,3 +76,27 @@ def simulation_dict(result: SimulationResult) -> Dict[str, Any]:
 def write(doc: Dict[str, Any], stream: IO[str]) -> None:
     json.dump(doc, stream, indent=1)
     stream.write("\n")
+
+
+#: blocks encoded per ``write()`` call when streaming
+_BATCH = 512
+
+
+def write_simulation(result: SimulationResult, stream: IO[str]) -> None:
+    """``write(simulation_dict(result), stream)``, byte for byte, without building the whole
+    document: blocks are encoded one at a time and written in batches (a 16 TiB machine has
+    131072 blocks; ``json.dump`` would also write them a token at a time)."""
+    text = json.dumps(simulation_dict(result, blocks=False), indent=1)
+    marker = '"blocks": []'
+    head, tail = text.split(marker, 1)
+    if not result.blocks:
+        stream.write(text + "\n")
+        return
+    stream.write(head + '"blocks": [\n')
+    # Inside the document a block is at nesting level 2: each of its lines gets two more spaces.
+    for first in range(0, len(result.blocks), _BATCH):
+        parts = []
+        for v in result.blocks[first:first + _BATCH]:
+            parts.append("  " + json.dumps(block_dict(v), indent=1).replace("\n", "\n  "))
+        stream.write((",\n" if first else "") + ",\n".join(parts))
+    stream.write("\n ]" + tail + "\n")

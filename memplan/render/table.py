@@ -6,8 +6,6 @@ import re
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from memplan.results import BlockVerdict, Outcome, SimulationResult
 from memplan.units import format_block_ranges, format_size
@@ -27,30 +25,6 @@ def culprit_text(v: BlockVerdict) -> str:
     if v.culprit is None:
         return ""
     return f"{v.culprit.kind.label}@{v.culprit.pfn:#x}"
-
-
-def simulation_table(result: SimulationResult) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("BLOCK", "right"), ("RANGE", "left"), ("SIZE", "right"), ("ZONE", "left"),
-                          ("RESULT", "left"), ("ERRNO", "left"), ("REASON", "left"), ("STEP", "left"),
-                          ("FREE", "right"), ("TO MIGRATE", "right"), ("SKIPPED", "right"),
-                          ("DISSOLVED", "right"), ("CULPRIT", "left")):
-        table.add_column(name, justify=justify, no_wrap=name not in ("REASON", "CULPRIT"))
-    confidence = any(b.confidence for b in result.blocks)
-    if confidence:
-        table.add_column("CONFIDENCE")
-    for v in result.blocks:
-        row: List = [
-            str(v.block), lsmem_range(v), format_size(v.size), v.zone.value if v.zone else "none",
-            Text(v.result.value, style=RESULT_STYLE[v.result]), v.errno.value if v.errno else "-",
-            v.reason.value if v.reason else "-", v.step.value if v.step else "-",
-            str(v.pages.free), str(v.pages.migrated), str(v.pages.skipped_offline), str(v.pages.dissolved),
-            culprit_text(v),
-        ]
-        if confidence:
-            row.append(v.confidence or "")
-        table.add_row(*row)
-    return table
 
 
 def summary_lines(result: SimulationResult) -> List[str]:

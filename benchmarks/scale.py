@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Scale benchmark: `memplan simulate` on generated 1 TiB and 16 TiB machines.
+
+Prints, for each size:
+
+* wall time and peak RSS of ``memplan simulate PROFILE --json`` and of the table output, each in
+  a fresh process (``/usr/bin/time -v`` when available, else ``resource.getrusage`` of a child);
+* the pipeline's own time (``simulate()`` minus page materialisation, best of ``--repeat``)
+  against one ``np.count_nonzero`` pass over a one-byte-per-page uint8 array of the same number
+  of pages, timed in the same process: the machine's limit for the data;
+* the per-page reference (``memplan/kernel/reference.py``, a page-at-a-time transcription of the
+  kernel loops) on evenly spaced sample blocks: its time per block scaled to the machine against
+  the pipeline's, and whether both reach the same verdicts.
+
+Targets (issue 6): 1 TiB under 2 s and 1 GiB; 16 TiB under 30 s and 1 GiB; pipeline within 10x
+of the count_nonzero pass; at least 50x faster than the per-page reference.
+
+    python benchmarks/scale.py                 # 1 TiB and 16 TiB (about a minute)
+    python benchmarks/scale.py --sizes 1TiB    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import numpy as np  # noqa: E402
+
+from make_profile import profile_text  # noqa: E402
+from memplan.inputs.profile import load_profile  # noqa: E402
+from memplan.kernel.reference import reference_offline  # noqa: E402
+from memplan.kernel.semantics import get_semantics  # noqa: E402
+from memplan.simulation import Simulator, simulate  # noqa: E402
+from memplan.units import format_size, parse_size  # noqa: E402
+
+GiB = 1 << 30
+
+
+class TimedSource:
+    """A page source wrapper that adds up the time spent materialising pages."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seconds = inner, 0.0
+
+    def materialize(self, block_ids):
+        start = time.perf_counter()
+        batch = self.inner.materialize(block_ids)
+        self.seconds += time.perf_counter() - start
+        return batch
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def run_cli(args: List[str]) -> Tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of ``python -m memplan ARGS > /dev/null`` in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, "-m", "memplan"] + args
+    gnu_time = shutil.which("time") if os.path.exists("/usr/bin/time") else None
+    with open(os.devnull, "w") as devnull:
+        if gnu_time:
+            start = time.perf_counter()
+            done = subprocess.run(["/usr/bin/time", "-v"] + command, stdout=devnull, stderr=subprocess.PIPE,
+                                  env=env, cwd=ROOT, text=True)
+            wall = time.perf_counter() - start
+            match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+            if done.returncode == 0 and match:
+                return wall, int(match.group(1)) * 1024
+        # resource.getrusage(RUSAGE_CHILDREN) of a wrapper process that runs only this command
+        wrapper = ("import resource, subprocess, sys, time; s = time.perf_counter(); "
+                   "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+                   "print(time.perf_counter() - s, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r)")
+        out = subprocess.run([sys.executable, "-c", wrapper] + command, capture_output=True, env=env, cwd=ROOT,
+                             text=True, check=True).stdout.split()
+        if out[2] != "0":
+            raise SystemExit(f"memplan {' '.join(args)} failed")
+        return float(out[0]), int(out[1]) * 1024
+
+
+def count_nonzero_limit(pages: int) -> float:
+    """Seconds for one np.count_nonzero pass over ``pages`` one-byte page states (best of 5; a
+    machine larger than 1 TiB is covered by repeated passes over a 1 TiB array)."""
+    array = np.ones(min(pages, 1 << 28), dtype=np.uint8)
+    best = min(_timed(lambda: np.count_nonzero(array)) for _ in range(5))
+    return best * pages / len(array)
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def pipeline_seconds(path: str, repeat: int):
+    """Best (simulate() - materialisation) over ``repeat`` runs, the materialisation time of that
+    run, and the result."""
+    machine = load_profile(path)
+    best: Optional[Tuple[float, float]] = None
+    result = None
+    for _ in range(repeat):
+        source = TimedSource(machine.pages)
+        timed = dataclasses.replace(machine, pages=source)
+        start = time.perf_counter()
+        result = simulate(timed)
+        total = time.perf_counter() - start
+        if best is None or total - source.seconds < best[0]:
+            best = (total - source.seconds, source.seconds)
+    assert best is not None
+    return best[0], best[1], machine, result
+
+
+def reference_sample(machine, result, samples: int):
+    """Seconds per block of the per-page reference on evenly spaced blocks, and how many of
+    those blocks get the same verdict (result, errno, reason, step, culprit) as the pipeline."""
+    sim = Simulator(machine, get_semantics(result.semantics))
+    verdicts = {v.block: v for v in result.blocks}
+    ids = machine.blocks.ids[machine.blocks.online]
+    picks = ids[np.linspace(0, len(ids) - 1, samples).round().astype(int)]
+    seconds, agree = 0.0, 0
+    for block in picks.tolist():
+        row = int(machine.blocks.rows([block])[0])
+        batch = machine.pages.materialize(np.array([block]))
+        refcount = None if batch.refcount is None else batch.refcount[0]
+        start = time.perf_counter()
+        ref = reference_offline(sim.setup, sim.context(row), batch.kinds[0], refcount)
+        seconds += time.perf_counter() - start
+        v = verdicts[block]
+        got = (v.result, v.errno, v.reason, v.step, v.culprit.pfn if v.culprit else None)
+        agree += got == (ref.result, ref.errno, ref.reason, ref.step, ref.culprit_pfn)
+    return seconds / len(picks), agree, len(picks)
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1TiB,16TiB", help="machine sizes (default 1TiB,16TiB)")
+    parser.add_argument("--repeat", type=int, default=3, help="in-process simulate() runs per size (best is kept)")
+    parser.add_argument("--samples", type=int, default=16, help="blocks the per-page reference judges")
+    parser.add_argument("--keep", metavar="DIR", help="write the generated profiles here instead of a temp dir")
+    args = parser.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    workdir = args.keep or tempfile.mkdtemp(prefix="memplan-scale-")
+    os.makedirs(workdir, exist_ok=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"memplan scale benchmark: {os.cpu_count()} CPUs, load average {load:.2f} at start, numpy {np.__version__}")
+    print(f"profiles: benchmarks/make_profile.py --size SIZE (written to {workdir})\n")
+    rows = []
+    for size in sizes:
+        path = os.path.join(workdir, f"scale-{format_size(size).lower()}.toml")
+        with open(path, "w") as handle:
+            handle.write(profile_text(size))
+        json_wall, json_rss = run_cli(["simulate", path, "--json"])
+        table_wall, table_rss = run_cli(["simulate", path])
+        pages = size // 4096
+        before = count_nonzero_limit(pages)
+        pipeline, materialise, machine, result = pipeline_seconds(path, args.repeat if size <= 1 << 40 else
+                                                                  max(1, args.repeat - 1))
+        pages = len(machine.blocks) * machine.geometry.pages_per_block
+        limit = min(before, count_nonzero_limit(pages))  # timed before and after, like the pipeline: best
+        per_block, agree, sampled = reference_sample(machine, result, args.samples)
+        reference = per_block * len(result.blocks)
+        rows.append((size, len(machine.blocks), pages, json_wall, json_rss, table_wall, table_rss, pipeline,
+                     materialise, limit, reference, agree, sampled))
+        del machine, result
+
+    print(f"{'size':>6} {'blocks':>7} {'pages':>11}  {'--json wall':>11} {'peak RSS':>9}  {'table wall':>10} "
+          f"{'peak RSS':>9}  target")
+    for size, blocks, pages, jw, jr, tw, tr, *_ in rows:
+        wall_target, rss_target = (2.0 if size <= 1 << 40 else 30.0), 1 * GiB
+        ok = max(jw, tw) < wall_target and max(jr, tr) < rss_target
+        print(f"{format_size(size):>6} {blocks:>7} {pages:>11}  {jw:>9.2f} s {jr / 2**20:>5.0f} MiB  {tw:>8.2f} s "
+              f"{tr / 2**20:>5.0f} MiB  < {wall_target:g} s, < 1 GiB: {verdict(ok)}")
+    print()
+    print(f"{'size':>6}  {'pipeline':>9} {'materialise':>11}  {'count_nonzero':>13}  {'ratio':>6}  "
+          f"{'pipeline':>11}  {'reference':>10}  {'speed-up':>9}  verdicts")
+    for size, blocks, pages, *_, pipeline, materialise, limit, reference, agree, sampled in rows:
+        ratio, speedup = pipeline / limit, reference / pipeline
+        print(f"{format_size(size):>6}  {pipeline:>7.3f} s {materialise:>9.2f} s  {limit:>11.4f} s  {ratio:>5.1f}x  "
+              f"{pages / pipeline / 1e9:>5.2f} Gpg/s  {reference:>8.0f} s  {speedup:>8.0f}x  "
+              f"{agree}/{sampled} agree  (<= 10x: {verdict(ratio <= 10)}, >= 50x: {verdict(speedup >= 50)})")
+    print("\npipeline = simulate() minus page materialisation (best run); reference = per-page Python "
+          "(memplan/kernel/reference.py) time per sampled block x blocks")
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

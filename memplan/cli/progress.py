@@ -1,0 +1,61 @@
+"""A progress bar on stderr for long runs (blocks done, pages per second, time left).
+
+Shown only when stderr is a terminal and the command writes no JSON; it disappears when the
+run ends, so it never mixes with results (stdout) or with the one-line errors (stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, \
+    TimeRemainingColumn
+from rich.text import Text
+
+from memplan.simulation import Progress as ProgressCallback
+
+
+class PagesPerSecond(ProgressColumn):
+    """Pages judged per second (the tasks count memory blocks)."""
+
+    def __init__(self, pages_per_block: int) -> None:
+        super().__init__()
+        self.pages_per_block = pages_per_block
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("- pages/s", style="progress.data.speed")
+        rate = speed * self.pages_per_block
+        for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if rate >= scale:
+                return Text(f"{rate / scale:.1f}{unit} pages/s", style="progress.data.speed")
+        return Text(f"{rate:.0f} pages/s", style="progress.data.speed")
+
+
+def wanted(as_json: bool, stream=None) -> bool:
+    """A bar only for people: stderr is a terminal and stdout is not a JSON document."""
+    stream = sys.stderr if stream is None else stream
+    return not as_json and bool(getattr(stream, "isatty", lambda: False)())
+
+
+@contextmanager
+def block_progress(enabled: bool, pages_per_block: int, description: str = "simulating",
+                   console: Optional[Console] = None) -> Iterator[Optional[ProgressCallback]]:
+    """A ``progress(done, total)`` callback that drives a rich bar, or ``None`` when disabled."""
+    if not enabled:
+        yield None
+        return
+    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                   MofNCompleteColumn(), TextColumn("blocks"), PagesPerSecond(pages_per_block),
+                   TimeRemainingColumn(), console=console or Console(stderr=True), transient=True)
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
