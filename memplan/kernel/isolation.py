@@ -30,8 +30,10 @@ def unmovable_pages(view: RangeView, zone_movable: bool, semantics: OfflineSeman
     compound = FOLIO_ORDER[view.kinds] > 0
     hugetlb = view.hugetlb
     lru, movable_ops = view.lru, view.movable_ops
-    # Hugetlb folios are movable iff the hstate supports migration (x86-64: PMD and PUD sizes);
-    # other compound folios only if they are on the LRU.
+    # Hugetlb folios are movable iff the hstate supports migration: x86-64 selects
+    # CONFIG_ARCH_ENABLE_HUGEPAGE_MIGRATION and the generic arch_hugetlb_migration_supported()
+    # (include/linux/hugetlb.h) accepts PMD, PUD and PGDIR sizes, so 2 MiB and 1 GiB both are.
+    # Other compound folios are movable only if they are on the LRU.
     unmovable |= compound & (hugetlb if not hugepage_migration else np.zeros_like(hugetlb))
     unmovable |= compound & ~hugetlb & ~lru
     considered = ~compound & ~view.reserved & (view.refcount != 0) & ~view.hwpoison
