@@ -8,5 +8,6 @@ from memplan.cli import diff as _diff  # noqa: F401  (registers the command)
 from memplan.cli import snapshot as _snapshot  # noqa: F401  (registers the command)
 from memplan.cli import plan as _plan  # noqa: F401
 from memplan.cli import unplug as _unplug  # noqa: F401
+from memplan.cli import fleet as _fleet  # noqa: F401
 
 __all__ = ["main"]
