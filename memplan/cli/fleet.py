@@ -124,6 +124,7 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
         render_json.write(render_fleet.fleet_dict(report), sys.stdout)
     elif not jsonl:
         rate = len(report.hosts) / elapsed if elapsed > 0 else 0.0
-        ran = f"{backend.describe(len(tasks))}: {len(report.hosts)} hosts in {elapsed:.1f} s ({rate:.1f} hosts/s)"
+        n = len(report.hosts)
+        ran = f"{backend.describe(len(tasks))}: {n} host{'s' if n != 1 else ''} in {elapsed:.1f} s ({rate:.1f} hosts/s)"
         render_fleet.print_fleet(stdout_console(), report, ran)
     raise SystemExit(int(check_fleet(report) if check else ExitStatus.SUCCESS))
