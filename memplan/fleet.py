@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -276,7 +276,8 @@ def _verdicts_tally(verdicts: Sequence[BlockVerdict]) -> _ZoneTally:
     return tally
 
 
-def _host(task: HostTask, machine: Machine, semantics: str, zones: Tuple[ZoneSummary, ...], **fields) -> HostSummary:
+def _host(task: HostTask, machine: Machine, semantics: str, zones: Tuple[ZoneSummary, ...],
+          **fields: Any) -> HostSummary:
     return HostSummary(
         host=task.host, input=task.input, mode=task.options.mode, machine=machine.name, semantics=semantics,
         blocks=sum(z.blocks for z in zones), offlined=sum(z.offlined for z in zones),

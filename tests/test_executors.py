@@ -94,7 +94,8 @@ def test_unreachable_scheduler_is_a_usage_error(fleet):
 
 def test_without_dask_the_dask_options_say_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    with pytest.raises(UsageError, match=r"--scheduler needs Dask, which is not installed: pip install 'memplan\[fleet\]'"):
+    hint = r"--scheduler needs Dask, which is not installed: pip install 'memplan\[fleet\]'"
+    with pytest.raises(UsageError, match=hint):
         require_dask("--scheduler")
 
 
