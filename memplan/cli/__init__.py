@@ -11,5 +11,6 @@ from memplan.cli import unplug as _unplug  # noqa: F401
 from memplan.cli import explain as _explain  # noqa: F401  (registers the command)
 from memplan.cli import map as _map  # noqa: F401  (registers the command)
 from memplan.cli import profiles as _profiles  # noqa: F401  (registers the command)
+from memplan.cli import fleet as _fleet  # noqa: F401
 
 __all__ = ["main"]

@@ -1,0 +1,130 @@
+"""``memplan fleet``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Optional, Tuple
+
+import click
+
+from memplan.cli.app import main
+from memplan.cli.common import print_warnings, semantics_option, stderr_console, stdout_console
+from memplan.errors import UsageError
+from memplan.executors import Backend, require_dask, run_tasks
+from memplan.fleet import FleetAggregate, FleetOptions, check_fleet, make_tasks
+from memplan.fleet_report import FleetMode
+from memplan.render import fleet as render_fleet
+from memplan.render import json as render_json
+from memplan.status import ExitStatus
+from memplan.units import parse_size
+
+
+def _size(option: str, value: str, bare_mib: bool = False) -> int:
+    """A size; with ``bare_mib`` a bare number means MiB (chmem's SIZE, as ``plan --size``)."""
+    text = value.strip()
+    try:
+        size = parse_size(text) * (1 << 20) if bare_mib and text.isdigit() else parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+    if size <= 0:
+        raise UsageError(f"{option}: {value!r} is not more than 0")
+    return size
+
+
+def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optional[str],
+             plan_size: Optional[str]) -> FleetOptions:
+    if unplug_by is not None and plan_size is not None:
+        raise UsageError("--unplug-by and --plan-size exclude each other: ask one question of the fleet")
+    if device is not None and unplug_by is None:
+        raise UsageError("--device only applies to --unplug-by")
+    if unplug_by is not None:
+        return FleetOptions(FleetMode.UNPLUG, semantics, _size("--unplug-by", unplug_by), device)
+    if plan_size is not None:
+        return FleetOptions(FleetMode.PLAN, semantics, _size("--plan-size", plan_size, bare_mib=True))
+    return FleetOptions(FleetMode.SIMULATE, semantics)
+
+
+def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optional[int]) -> Backend:
+    given = [name for name, value in (("--workers", workers), ("--scheduler", scheduler),
+                                      ("--dask-local", dask_local)) if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} exclude each other: choose where the fleet runs")
+    if scheduler is not None:
+        require_dask("--scheduler")
+        return Backend("dask", scheduler=scheduler)
+    if dask_local is not None:
+        require_dask("--dask-local")
+        return Backend("dask", workers=dask_local)
+    return Backend("local", workers=workers)
+
+
+@main.command("fleet")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@semantics_option
+@click.option("--unplug-by", metavar="SIZE", default=None,
+              help="Lower every virtio-mem device's requested-size by SIZE (memplan unplug --by) on every host.")
+@click.option("--device", metavar="ID", default=None, help="With --unplug-by: only this virtio-mem device.")
+@click.option("--plan-size", metavar="SIZE", default=None,
+              help="Offline SIZE the way chmem -d does (memplan plan --size) on every host; a bare number means MiB.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Local worker processes (default: one per CPU; 1 runs in this process).")
+@click.option("--scheduler", metavar="URL", default=None,
+              help="Run on a Dask cluster: tcp://HOST:PORT of its scheduler (needs memplan[fleet]).")
+@click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Start a Dask LocalCluster of N worker processes and run on it (needs memplan[fleet]).")
+@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout when the fleet is done.")
+@click.option("--jsonl", is_flag=True, help="Write one JSON line per host to stdout as soon as it is done.")
+@click.option("--check", is_flag=True,
+              help="Exit 0 if every host reaches the asked size (has offlinable memory without --plan-size/"
+                   "--unplug-by), 64 if some do, 1 if none does, 2 if a host could not be judged.")
+def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: Optional[str],
+                  device: Optional[str], plan_size: Optional[str], workers: Optional[int], scheduler: Optional[str],
+                  dask_local: Optional[int], as_json: bool, jsonl: bool, check: bool) -> None:
+    """Ask every host of a fleet the same question and aggregate the answers.
+
+    Each INPUT is a profile, a saved sysroot (memplan snapshot --save DIR) or a folder or glob
+    of them. Every host gets the per-block simulation of memplan simulate, or with
+    --plan-size / --unplug-by the capacity plan of memplan plan / memplan unplug. Prints per
+    host the offlinable and unreclaimable memory, failing and hanging blocks and what blocks
+    them, hosts sorted by unreclaimable memory; then fleet totals and the top blocking causes
+    with their share of the blocked memory. A host that cannot be read is an error row; it
+    never stops the run (exit status 0 unless --check).
+
+    \b
+    Examples:
+      memplan fleet snapshots/ --jsonl | jq -c 'select(.unreclaimable_bytes > 0)'
+      memplan fleet 'snapshots/*' --plan-size 8G --check
+      memplan fleet profiles/ --unplug-by 1G --scheduler tcp://10.0.0.5:8786
+    """
+    if as_json and jsonl:
+        raise UsageError("--json and --jsonl exclude each other")
+    options = _options(semantics, unplug_by, device, plan_size)
+    backend = _backend(workers, scheduler, dask_local)
+    tasks = make_tasks(inputs, options)
+    aggregate = FleetAggregate(options)
+    show_progress = not (as_json or jsonl) and sys.stderr.isatty()
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(render_fleet.progress_bar(stderr_console())) if show_progress else None
+        progress_task = bar.add_task("fleet", total=len(tasks)) if bar is not None else None
+        results = stack.enter_context(contextlib.closing(run_tasks(tasks, backend)))
+        for host in results:
+            aggregate.add(host)
+            if jsonl:
+                render_fleet.write_line(host, sys.stdout)
+            if bar is not None and progress_task is not None:
+                bar.advance(progress_task)
+    elapsed = time.perf_counter() - started
+    report = aggregate.report()
+    if report.errors:
+        print_warnings([f"{report.errors} of {len(report.hosts)} hosts could not be judged (error rows)"])
+    if as_json:
+        render_json.write(render_fleet.fleet_dict(report), sys.stdout)
+    elif not jsonl:
+        rate = len(report.hosts) / elapsed if elapsed > 0 else 0.0
+        n = len(report.hosts)
+        ran = f"{backend.describe(len(tasks))}: {n} host{'s' if n != 1 else ''} in {elapsed:.1f} s ({rate:.1f} hosts/s)"
+        render_fleet.print_fleet(stdout_console(), report, ran)
+    raise SystemExit(int(check_fleet(report) if check else ExitStatus.SUCCESS))

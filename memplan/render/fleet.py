@@ -1,0 +1,236 @@
+"""Output of ``memplan fleet``: the rich summary table, the JSON document, JSON lines, and
+the progress bar on stderr."""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any, Dict, List, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from memplan import __version__
+from memplan.fleet_report import FleetCause, FleetMode, FleetReport, HostSummary
+from memplan.units import format_size
+
+#: Blocking causes listed under the table (``--json`` has them all).
+TOP_CAUSES = 10
+#: Causes shown per host in the table.
+HOST_CAUSES = 2
+
+
+def zone_label(zone: str) -> str:
+    """``Normal`` -> ``ZONE_NORMAL``; ``none`` (a block spanning zones) -> ``no single zone``."""
+    return "no single zone" if zone == "none" else f"ZONE_{zone.upper()}"
+
+
+def where(cause: str, zone: str, label: bool = True) -> str:
+    """``slab in ZONE_NORMAL``; a cause of a block spanning zones stands alone."""
+    if zone == "none":
+        return cause
+    return f"{cause} in {zone_label(zone) if label else zone}"
+
+
+def cause_text(cause: FleetCause) -> str:
+    """``412 hosts: slab in ZONE_NORMAL``."""
+    return f"{cause.hosts} host{'s' if cause.hosts != 1 else ''}: {where(cause.cause, cause.zone)}"
+
+
+# ---- JSON -------------------------------------------------------------------------------
+
+
+def host_dict(h: HostSummary) -> Dict[str, Any]:
+    """One host (a ``--jsonl`` line; an element of ``--json``'s ``hosts``). Keys always present;
+    an error row has ``error`` set, zeros and empty lists."""
+    return {
+        "host": h.host,
+        "input": h.input.value,
+        "mode": h.mode.value,
+        "machine": h.machine,
+        "semantics": h.semantics,
+        "error": h.error,
+        "blocks": h.blocks,
+        "offlined": h.offlined,
+        "fails": h.fails,
+        "hangs": h.hangs,
+        "memory_bytes": h.memory_bytes,
+        "offlinable_bytes": h.offlinable_bytes,
+        "unreclaimable_bytes": h.unreclaimable_bytes,
+        "blocked_bytes": h.blocked_bytes,
+        "asked_bytes": h.asked_bytes,
+        "achieved_bytes": h.achieved_bytes,
+        "unknown_blocks": h.unknown_blocks,
+        "zones": [{"zone": z.zone, "blocks": z.blocks, "offlined": z.offlined, "fails": z.fails, "hangs": z.hangs,
+                   "offlinable_bytes": z.offlinable_bytes, "blocked_bytes": z.blocked_bytes,
+                   "causes": [{"cause": c.cause, "blocks": c.blocks, "bytes": c.bytes} for c in z.causes]}
+                  for z in h.zones],
+        "devices": [{"device": d.device, "mode": d.mode, "plugged_before_bytes": d.plugged_before_bytes,
+                     "plugged_after_bytes": d.plugged_after_bytes, "asked_bytes": d.asked_bytes,
+                     "achieved_bytes": d.achieved_bytes, "stop": d.stop, "errno": d.errno} for d in h.devices],
+    }
+
+
+def fleet_dict(report: FleetReport) -> Dict[str, Any]:
+    """``memplan fleet --json``."""
+    return {
+        "memplan": __version__,
+        "mode": report.mode.value,
+        "semantics": report.semantics,
+        "size_bytes": report.size_bytes,
+        "device": report.device,
+        "summary": {
+            "hosts": len(report.hosts),
+            "errors": report.errors,
+            "succeeded": report.succeeded,
+            "memory_bytes": report.memory_bytes,
+            "offlinable_bytes": report.offlinable_bytes,
+            "unreclaimable_bytes": report.unreclaimable_bytes,
+            "blocked_bytes": report.blocked_bytes,
+            "asked_bytes": report.asked_bytes,
+            "achieved_bytes": report.achieved_bytes,
+            "zones": [{"zone": z.zone, "hosts": z.hosts, "blocks": z.blocks, "offlinable_bytes": z.offlinable_bytes,
+                       "blocked_bytes": z.blocked_bytes} for z in report.zones],
+        },
+        "causes": [{"cause": c.cause, "zone": c.zone, "hosts": c.hosts, "blocks": c.blocks, "bytes": c.bytes,
+                    "share": round(c.share, 6)} for c in report.causes],
+        "hosts": [host_dict(h) for h in report.hosts],
+    }
+
+
+def write_line(host: HostSummary, stream: IO[str]) -> None:
+    """One ``--jsonl`` line, flushed at once so a pipeline sees it while the fleet still runs."""
+    stream.write(json.dumps(host_dict(host), separators=(",", ":")) + "\n")
+    stream.flush()
+
+
+# ---- rich -------------------------------------------------------------------------------
+
+
+def _host_causes(h: HostSummary) -> str:
+    causes = sorted(h.causes(), key=lambda zc: (-zc[1].bytes, -zc[1].blocks, zc[1].cause))
+    parts = [f"{where(c.cause, zone, label=False)}" + (f" ({format_size(c.bytes)})" if c.bytes else "")
+             for zone, c in causes[:HOST_CAUSES]]
+    if len(causes) > HOST_CAUSES:
+        parts.append(f"+{len(causes) - HOST_CAUSES} more")
+    return ", ".join(parts)
+
+
+def fleet_table(report: FleetReport) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    capacity = report.mode is not FleetMode.SIMULATE
+    unknown = any(h.unknown_blocks for h in report.hosts)
+    columns = [("HOST", "left"), ("MACHINE", "left"), ("MEMORY", "right")]
+    if capacity:
+        columns += [("ASKED", "right"), ("ACHIEVED", "right"), ("SHORT", "right")]
+    else:
+        columns += [("OFFLINABLE", "right"), ("UNRECLAIMABLE", "right")]
+    columns += [("BLOCKS", "right"), ("FAILS", "right"), ("HANGS", "right")]
+    if unknown:
+        columns.append(("UNKNOWN", "right"))
+    columns.append(("BLOCKED BY", "left"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name != "BLOCKED BY")
+    for h in report.hosts:
+        if h.error is not None:
+            cells: List[Any] = [h.host, h.machine or "-"] + ["-"] * (len(columns) - 3)
+            cells.append(Text(f"error: {h.error}", style="red"))
+            table.add_row(*cells)
+            continue
+        cells = [h.host, h.machine or "-", format_size(h.memory_bytes)]
+        if capacity:
+            short = h.unreclaimable_bytes
+            cells += [format_size(h.asked_bytes or 0), format_size(h.achieved_bytes or 0),
+                      Text(format_size(short), style="red" if short else "green")]
+        else:
+            cells += [format_size(h.offlinable_bytes),
+                      Text(format_size(h.unreclaimable_bytes), style="red" if h.unreclaimable_bytes else "green")]
+        cells += [str(h.blocks), str(h.fails), str(h.hangs)]
+        if unknown:
+            cells.append(str(h.unknown_blocks))
+        cells.append(_host_causes(h))
+        table.add_row(*cells)
+    return table
+
+
+def causes_table(report: FleetReport, limit: int = TOP_CAUSES) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False,
+                  title="Top blocking causes (share of the blocked memory)", title_justify="left")
+    for name, justify in (("HOSTS", "right"), ("CAUSE", "left"), ("BLOCKS", "right"), ("MEMORY", "right"),
+                          ("SHARE", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for c in report.causes[:limit]:
+        table.add_row(str(c.hosts), where(c.cause, c.zone), str(c.blocks), format_size(c.bytes),
+                      f"{c.share * 100:.1f}%")
+    return table
+
+
+def _percent(part: int, whole: int) -> str:
+    return f" ({part * 100 / whole:.0f}%)" if whole else ""
+
+
+def _by_zone(report: FleetReport) -> str:
+    return ", ".join(f"{z.zone} {format_size(z.offlinable_bytes)}" for z in report.zones
+                     if z.offlinable_bytes) or "-"
+
+
+def summary_lines(report: FleetReport, ran: Optional[str] = None) -> List[str]:
+    hosts = len(report.hosts)
+    judged = hosts - report.errors
+    lines = [f"Hosts:              {hosts} ({judged} judged, {report.errors} error{'s' if report.errors != 1 else ''})"]
+    if report.semantics:
+        lines.append(f"Semantics:          {report.semantics}")
+    lines.append(f"Online memory:      {format_size(report.memory_bytes)}")
+    if report.mode is FleetMode.SIMULATE:
+        lines += [
+            f"Offlinable:         {format_size(report.offlinable_bytes)}"
+            f"{_percent(report.offlinable_bytes, report.memory_bytes)}",
+            f"Unreclaimable:      {format_size(report.unreclaimable_bytes)}"
+            f"{_percent(report.unreclaimable_bytes, report.memory_bytes)}",
+        ]
+        if report.zones:
+            lines.append("Offlinable by zone: " + _by_zone(report))
+    else:
+        what = ("chmem -d " if report.mode is FleetMode.PLAN else "unplug by ") + format_size(report.size_bytes or 0)
+        if report.mode is FleetMode.UNPLUG:
+            what += f" from {'device ' + report.device if report.device else 'every virtio-mem device'}"
+        asked, achieved = report.asked_bytes or 0, report.achieved_bytes or 0
+        lines += [
+            f"Asked:              {format_size(asked)} ({what} on {judged} host{'s' if judged != 1 else ''})",
+            f"Achieved:           {format_size(achieved)}{_percent(achieved, asked)}",
+            f"Short:              {format_size(report.unreclaimable_bytes)}",
+            f"Hosts reaching it:  {report.succeeded} of {hosts}",
+        ]
+        if report.zones:
+            lines.append("Achieved by zone:   " + _by_zone(report))
+    if ran:
+        lines.append(f"Ran on:             {ran}")
+    return lines
+
+
+def print_fleet(console: Console, report: FleetReport, ran: Optional[str] = None) -> None:
+    console.print(fleet_table(report))
+    console.print()
+    for line in summary_lines(report, ran):
+        console.print(line, highlight=False, markup=False)
+    if report.causes:
+        console.print()
+        console.print(causes_table(report))
+
+
+# ---- progress ---------------------------------------------------------------------------
+
+
+class RateColumn(ProgressColumn):
+    """Hosts per second (rich's speed estimate over the recent samples)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- hosts/s" if speed is None else f"{speed:.1f} hosts/s", style="progress.data.speed")
+
+
+def progress_bar(console: Console) -> Progress:
+    """hosts done / total, hosts/s, ETA; cleared when done."""
+    return Progress(TextColumn("fleet"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console, transient=True)
