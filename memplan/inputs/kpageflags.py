@@ -339,6 +339,11 @@ def _has(flags: np.ndarray, mask: int) -> np.ndarray:
     return (flags & _U64(mask)) != 0
 
 
+def has_huge(flags: np.ndarray) -> bool:
+    """Whether any of these pages is part of a hugetlb folio (KPF_HUGE)."""
+    return bool(np.bitwise_or.reduce(flags) & _U64(bit(KPF.HUGE))) if len(flags) else False
+
+
 def classify(flags: np.ndarray, mapcount: Optional[np.ndarray], start_pfn: int,
              movable_ops_visible: bool) -> np.ndarray:
     """The ``PageClass`` of every pfn (one byte each), from its flags and mapcount.

@@ -102,13 +102,23 @@ class SnapshotPageSource:
             block = (start_pfn + len(flags)) // ppb
             raise InputError(f"{self.flags.display}: ends at pfn {start_pfn + len(flags):#x}, but memory block "
                              f"{block} needs pfns up to {(block + 1) * ppb - 1:#x} (truncated?)")
-        mapcount = None
-        if self.counts is not None:
-            mapcount = self.counts.read(start_pfn, count)
-            if len(mapcount) < count:
-                raise InputError(f"{self.counts.display}: ends at pfn {start_pfn + len(mapcount):#x}, before "
-                                 f"{self.flags.display} (truncated?)")
-        return flags, mapcount
+        return flags, self.mapcount(start_pfn, flags)
+
+    def mapcount(self, start_pfn: int, flags: np.ndarray, always: bool = False) -> Optional[np.ndarray]:
+        """``/proc/kpagecount`` for these pfns, read only where it tells more than the flags.
+
+        A page is mapped exactly when ``stable_page_flags()`` sets KPF_MMAP (``page_mapped()``,
+        or ``folio_mapped()`` on snapshot-based kernels), so the mapcount only matters for
+        hugetlb folios (in use vs free); reading it everywhere would double the time spent in
+        the kernel producing /proc data.
+        """
+        if self.counts is None or not (always or kpf.has_huge(flags)):
+            return None
+        mapcount = self.counts.read(start_pfn, len(flags))
+        if len(mapcount) < len(flags):
+            raise InputError(f"{self.counts.display}: ends at pfn {start_pfn + len(mapcount):#x}, before "
+                             f"{self.flags.display} (truncated?)")
+        return mapcount
 
     def _mask(self, ranges: np.ndarray, lo: int, hi: int) -> np.ndarray:
         mask = np.zeros(hi - lo, dtype=bool)
@@ -548,16 +558,12 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
             flags = source.flags.read(start, chunk)
             if len(flags) == 0:
                 break
-            mapcount = None
-            if source.counts is not None:
-                mapcount = source.counts.read(start, len(flags))
-                if len(mapcount) < len(flags):
-                    raise InputError(f"{source.counts.display}: ends at pfn {start + len(mapcount):#x}, before "
-                                     f"{source.flags.display} (truncated?)")
+            mapcount = source.mapcount(start, flags, always=writer is not None)
             histogram.add(start, flags)
             if writer is not None:
                 writer.pages(flags, mapcount)
-            cls = source.classes_of(start, flags, mapcount)
+            # Classify exactly as the page source does (mapcount only where hugetlb pages are).
+            cls = source.classes_of(start, flags, mapcount if kpf.has_huge(flags) else None)
             first_block = start // ppb
             for i in range(-(-len(flags) // ppb)):
                 block = first_block + i

@@ -146,7 +146,7 @@ def alloc_contig_range(kinds: np.ndarray, refcount: np.ndarray, start_pfn: int, 
     pool = np.asarray(pool, dtype=bool)
 
     # Expand the served folios to their pages.
-    folio_id = np.cumsum(first) - 1
+    folio_id = np.cumsum(first, dtype=np.int32) - 1  # int32: bool->int64 cumsum is 10x slower
     vacated_folio = np.zeros(int(folio_id[-1]) + 1 if n else 0, dtype=bool)
     pool_folio = np.zeros_like(vacated_folio)
     vacated_folio[folio_id[served_heads[:done]]] = True

@@ -30,6 +30,9 @@ class DissolveOutcome:
 def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
              headroom: Dict[int, int]) -> DissolveOutcome:
     hugetlb = np.take(IS_HUGETLB, kinds)
+    if not hugetlb.any():
+        none = np.zeros(len(kinds), dtype=bool)
+        return DissolveOutcome(None, none, none)
     heads = np.flatnonzero(hugetlb & folio_first)
     order = FOLIO_ORDER[kinds[heads]]
     free = refcount[heads] == 0
@@ -40,7 +43,7 @@ def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
     fail = ~ok
     if len(heads):
         # One code per folio (has a hugetlb head / dissolves), one gather to the pages.
-        folio_id = np.cumsum(folio_first) - 1
+        folio_id = np.cumsum(folio_first, dtype=np.int32) - 1  # int32: bool->int64 cumsum is 10x slower
         code = np.zeros(int(folio_id[-1]) + 1, dtype=np.uint8)
         code[folio_id[heads]] = 1 | (ok << 1)
         dissolvable = (np.take(code, folio_id) * hugetlb) == 3

@@ -95,8 +95,8 @@ class BlockStats:
     effects: Optional[OfflineEffects] = field(default=None, compare=False)
 
 
-#: ``DEFAULT_REFCOUNT`` widened once (the pipeline works on int64 refcounts)
-_DEFAULT_REFCOUNT64 = DEFAULT_REFCOUNT.astype(np.int64)
+#: The pipeline works on int32 refcounts (``DEFAULT_REFCOUNT``'s type; the kernel's is an atomic_t).
+_DEFAULT_REFCOUNT32 = DEFAULT_REFCOUNT.astype(np.int32)
 
 
 def pr_debug_entry(start_pfn: int, end_pfn: int, reason: Reason, page_shift: int) -> LogEntry:
@@ -169,7 +169,9 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
     after_notifier = (view.with_refcount(notified.refcount) if notified.kinds is view.kinds
                       else RangeView(lo, notified.kinds, notified.refcount, skippable))
     moved = migrate(after_notifier, sem, targets)
-    folio_first = RangeView(lo, moved.kinds_after, moved.refcount_after, skippable).folio_first()
+    # Migration frees whole folios or returns hugetlb sources to the pool in place: the hugetlb
+    # folio boundaries dissolve walks are the ones before migration.
+    folio_first = after_notifier.first
     dis = hugetlb_mod.dissolve(moved.kinds_after, moved.refcount_after, folio_first,
                                {o: pools[o].headroom for o in (9, 18)})
     originally_free_huge = (k == PageKind.HUGETLB_FREE.value) | (k == PageKind.GIGANTIC_FREE.value)
@@ -382,7 +384,7 @@ def _range_view(sem: OfflineSemantics, ctx: BlockContext, kinds: np.ndarray,
     """The pages ``offline_pages()`` gets (vmemmap excluded) with ``PageOfflineSkippable``."""
     lo = ctx.start_pfn + ctx.vmemmap
     k = kinds[ctx.vmemmap:]
-    ref = np.take(_DEFAULT_REFCOUNT64, k) if refcount is None else refcount[ctx.vmemmap:].astype(np.int64)
+    ref = np.take(_DEFAULT_REFCOUNT32, k) if refcount is None else refcount[ctx.vmemmap:].astype(np.int32)
     skippable = np.zeros(len(k), dtype=bool)
     if ctx.device is not None and fake_offline_skippable(ctx.device, ctx.device_state,
                                                          sem.virtio_mem_marks_skippable,

@@ -110,6 +110,17 @@ class RangeView:
     def buddy(self) -> np.ndarray:
         return self._derived("buddy", lambda: self.kinds == PageKind.FREE.value)
 
+    @property
+    def lru_or_movable_ops(self) -> np.ndarray:
+        """``PageLRU || page_has_movable_ops()``: what SCAN reports first."""
+        return self._derived("lru_or_movable_ops", lambda: self._test(_LRU | _MOVABLE_OPS))
+
+    @property
+    def maybe_hugetlb_migratable(self) -> bool:
+        """Whether any page is of a migratable hugetlb kind (refcount not considered)."""
+        return bool(self._derived("any_hugetlb_migratable",
+                                  lambda: np.array(self._test(_HUGETLB_MIGRATABLE).any())))
+
     @cached_property
     def hugetlb_in_use_migratable(self) -> np.ndarray:
         """``PageHuge && folio_test_hugetlb_migratable`` (free folios have the flag cleared)."""

@@ -78,8 +78,16 @@ _INTERN_LIMIT = 4096
 _NO_FREE_HUGETLB = MappingProxyType({9: 0, 18: 0})
 
 
+# numpy's C implementation: the public np.count_nonzero() adds a Python wrapper (axis handling)
+# that costs as much as counting a 128 MiB block's bytes.
+try:
+    from numpy._core.multiarray import count_nonzero as _c_count_nonzero
+except ImportError:  # pragma: no cover - older numpy
+    _c_count_nonzero = np.count_nonzero
+
+
 def _count_nonzero(a: np.ndarray) -> int:
-    return int(np.count_nonzero(a))
+    return int(_c_count_nonzero(a))
 
 
 def _factory(cls: type) -> Callable[..., Any]:
@@ -101,6 +109,7 @@ def _factory(cls: type) -> Callable[..., Any]:
 
 
 _verdict = _factory(BlockVerdict)
+_VERDICT_DEFAULTS = {f.name: f.default for f in fields(BlockVerdict) if f.default is not MISSING}
 _counts = _factory(PageCounts)
 _stats = _factory(BlockStats)
 
@@ -218,7 +227,47 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
     devices, device_states = blocks.device, blocks.device_state
     special_col = special.tolist()
     skipped_cache: dict = {}
+    # Verdicts of one chunk share everything but block, addresses and counts: copy a template
+    # (BlockVerdict is a plain frozen dataclass; its instance dict is all there is).
+    templates: dict = {}
+    def emit(r: int, result: tuple, n_used: int, migrated: int, fake: int, poison: int, demand: int) -> None:
+        key = (ppb, n_used, migrated, fake, poison, demand)
+        shared = _INTERNED.get(key)
+        if shared is None:
+            if len(_INTERNED) >= _INTERN_LIMIT:
+                _INTERNED.clear()
+            shared = _INTERNED[key] = (
+                _counts(total=ppb, free=ppb - n_used, migrated=migrated, skipped_offline=fake, hwpoison=poison),
+                _stats(free_pages=ppb - n_used, demand=demand, free_hugetlb=no_free_hugetlb))
+        device = devices[r]
+        template_key = (result, zone_col[r], node_col[r], id(device), device_states[r])
+        template = templates.get(template_key)
+        if template is None:
+            template = templates[template_key] = dict(
+                _VERDICT_DEFAULTS, zone=_ZONES[zone_col[r]], node=node_col[r], result=result[0], errno=result[1],
+                reason=result[2], step=result[3], culprit=result[4], kernel_log=result[5],
+                device=device.id if device is not None else None, device_state=device_states[r])
+        fields_ = template.copy()
+        start_pfn = start_col[r]
+        fields_["block"] = block_col[r]
+        fields_["start"] = start_pfn << page_shift
+        fields_["end"] = ((start_pfn + ppb) << page_shift) - 1
+        fields_["pages"] = shared[0]
+        verdict = object.__new__(BlockVerdict)
+        object.__setattr__(verdict, "__dict__", fields_)
+        out[r] = (verdict, shared[1])
+
+    # Blocks of only free, LRU and movable_ops pages in whole folios: every step passes unless
+    # the environment, the driver, the node notifier or the migration targets stop it.
+    removing = [d is not None and d.driver is DriverState.REMOVING for d in devices]
+    present = setup.node_present_pages
+    plain_ok = whole_folios and not env_stops
     for r, n_used in zip(rows, used):
+        if (plain_ok and not special_col[r] and not removing[r]
+                and not (node_veto and ppb >= present.get(node_col[r], 0))
+                and not (0 <= capacity_col[r] < n_used)):
+            emit(r, _OFFLINED, n_used, n_used, 0, 0, n_used)
+            continue
         migrated, poison, fake, blocking = n_used, 0, 0, 0
         device = devices[r]
         culprit = None
@@ -234,9 +283,11 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
                 fake = _count_nonzero(row == _FAKE)
                 left -= fake
             movable = zone_col[r] == _MOVABLE
+            unmovable = None
             if left:
-                blocking = _count_nonzero(row == RESERVED_KINDS[0] if movable
-                                          else (row - np.uint8(_UNMOVABLE_LO)) < _UNMOVABLE_N)
+                unmovable = (row == RESERVED_KINDS[0] if movable
+                             else (row - np.uint8(_UNMOVABLE_LO)) < _UNMOVABLE_N)
+                blocking = _count_nonzero(unmovable)
                 left -= blocking
             if left:
                 poison = _count_nonzero(row == _POISON)
@@ -248,11 +299,10 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
                 # start_isolate_page_range(): first, last, then the middle pageblocks; within
                 # the failing pageblock has_unmovable_pages() reports its lowest unmovable page.
                 for lo, hi in ((0, pb), (ppb - pb, ppb), (pb, ppb - pb)):
-                    part = row[lo:hi]
-                    unmovable = (part == RESERVED_KINDS[0] if movable
-                                 else (part - np.uint8(_UNMOVABLE_LO)) < _UNMOVABLE_N)
-                    if unmovable.any():
-                        culprit = lo + int(np.argmax(unmovable))
+                    part = unmovable[lo:hi]
+                    hit = int(np.argmax(part))
+                    if part[hit]:
+                        culprit = lo + hit
                         break
         demand = migrated
         if not whole_folios:
@@ -275,18 +325,5 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
             continue
         else:
             result = _OFFLINED
-        key = (ppb, n_used, migrated, fake, poison, demand)
-        shared = _INTERNED.get(key)
-        if shared is None:
-            if len(_INTERNED) >= _INTERN_LIMIT:
-                _INTERNED.clear()
-            shared = _INTERNED[key] = (
-                _counts(total=ppb, free=ppb - n_used, migrated=migrated, skipped_offline=fake, hwpoison=poison),
-                _stats(free_pages=ppb - n_used, demand=demand, free_hugetlb=no_free_hugetlb))
-        out[r] = (_verdict(block=block_col[r], start=start_pfn << page_shift,
-                           end=((start_pfn + ppb) << page_shift) - 1, zone=_ZONES[zone_col[r]], node=node_col[r],
-                           result=result[0], errno=result[1], reason=result[2], step=result[3], culprit=result[4],
-                           pages=shared[0], kernel_log=result[5], device=device.id if device is not None else None,
-                           device_state=device_states[r]),
-                  shared[1])
+        emit(r, result, n_used, migrated, fake, poison, demand)
     return out
