@@ -113,3 +113,25 @@ def blocks_option(func: Callable) -> Callable:
 def print_warnings(warnings) -> None:
     for warning in warnings:
         click.echo(f"memplan: warning: {warning}", err=True)
+
+
+def finish_capacity_command(result: Any, state: Any, profile: str, out: Optional[str], header: str,
+                            warnings: List[str], as_json: bool, check: bool,
+                            to_dict: Callable[[Any], dict], print_table: Callable[[Console, Any], None]) -> None:
+    """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
+    warnings, render, and exit with chmem's codes under ``--check``."""
+    from memplan.plans.writer import read_document, write_profile
+    from memplan.render import json as render_json
+    from memplan.status import ExitStatus, check_status
+
+    warnings = list(warnings)
+    if out:
+        warnings += write_profile(state, read_document(profile), out, header=header)
+    print_warnings(warnings)
+    if as_json:
+        render_json.write(to_dict(result), sys.stdout)
+    else:
+        print_table(stdout_console(), result)
+    if check:
+        raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
+    raise SystemExit(int(ExitStatus.SUCCESS))

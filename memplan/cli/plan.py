@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from typing import List, Optional
+from typing import Optional
 
 import click
 
 from memplan.cli.app import main
-from memplan.cli.common import load_machine, machine_argument, parse_blocks, print_warnings, semantics_option, stdout_console
+from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, parse_blocks, semantics_option
 from memplan.plans.plan import CHMEM_ZONES, parse_plan_size, plan
-from memplan.plans.writer import read_document, write_profile
 from memplan.render import capacity_json
 from memplan.render import capacity_table
-from memplan.render import json as render_json
-from memplan.status import ExitStatus, check_status
 
 
 @main.command("plan")
@@ -47,15 +43,6 @@ def plan_command(profile: str, size: str, blocks: Optional[str], zone: Optional[
     machine = load_machine(profile)
     wanted = parse_plan_size(size, machine.geometry.memory_block_size)
     result, state = plan(machine, wanted, semantics, parse_blocks(blocks), zone)
-    warnings: List[str] = list(result.warnings)
-    if out:
-        warnings += write_profile(state, read_document(profile), out,
-                                  header=f"written by memplan plan {profile} --size {size}")
-    print_warnings(warnings)
-    if as_json:
-        render_json.write(capacity_json.plan_dict(result), sys.stdout)
-    else:
-        capacity_table.print_plan(stdout_console(), result)
-    if check:
-        raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
-    raise SystemExit(int(ExitStatus.SUCCESS))
+    finish_capacity_command(result, state, profile, out, f"written by memplan plan {profile} --size {size}",
+                            list(result.warnings), as_json, check, capacity_json.plan_dict,
+                            capacity_table.print_plan)

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import List, Optional
+from typing import Optional
 
 import click
 from rich.console import Console
 
 from memplan.cli.app import main
-from memplan.cli.common import load_machine, machine_argument, print_warnings, semantics_option, stdout_console
+from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, print_warnings, semantics_option, stdout_console
 from memplan.errors import UsageError
 from memplan.plans.state import MachineState
 from memplan.plans.unplug import find_device, run_unplug, sweep
-from memplan.plans.writer import read_document, write_profile
 from memplan.render import capacity_json
 from memplan.render import capacity_table
 from memplan.render import json as render_json
-from memplan.status import ExitStatus, check_status
+from memplan.status import ExitStatus
 from memplan.units import parse_size
 
 
@@ -99,15 +98,7 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
             raise UsageError(f"--by {by_size} is more than the plugged size of {dev.device.id}")
         requested = dev.plugged_bytes - by
     result = run_unplug(state, dev.device.id, requested)
-    warnings: List[str] = list(machine.warnings) + list(result.warnings)
-    if out:
-        warnings += write_profile(state, read_document(profile), out,
-                                  header=f"written by memplan unplug {profile} (requested-size {requested})")
-    print_warnings(warnings)
-    if as_json:
-        render_json.write(capacity_json.unplug_dict(result), sys.stdout)
-    else:
-        capacity_table.print_unplug(stdout_console(), result)
-    if check:
-        raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
-    raise SystemExit(int(ExitStatus.SUCCESS))
+    finish_capacity_command(result, state, profile, out,
+                            f"written by memplan unplug {profile} (requested-size {requested})",
+                            list(machine.warnings) + list(result.warnings), as_json, check,
+                            capacity_json.unplug_dict, capacity_table.print_unplug)

@@ -79,7 +79,8 @@ def unplug_block_dict(b: UnplugBlock, mode: str) -> Dict[str, Any]:
     return out
 
 
-def unplug_dict(result: UnplugResult) -> Dict[str, Any]:
+def _device_header(result: Any) -> Dict[str, Any]:
+    """The keys ``unplug`` and ``unplug --sweep`` documents start with."""
     return {
         "memplan": __version__,
         "profile": result.profile,
@@ -88,6 +89,12 @@ def unplug_dict(result: UnplugResult) -> Dict[str, Any]:
         "device": result.device,
         "mode": result.mode,
         "unit_bytes": result.unit_size,
+    }
+
+
+def unplug_dict(result: UnplugResult) -> Dict[str, Any]:
+    return {
+        **_device_header(result),
         "device_block_bytes": result.device_block_size,
         "requested_bytes": result.requested_bytes,
         "plugged_before_bytes": result.plugged_before_bytes,
@@ -115,13 +122,7 @@ def sweep_dict(result: SweepResult) -> Dict[str, Any]:
         for p in result.points
     ]
     return {
-        "memplan": __version__,
-        "profile": result.profile,
-        "machine": result.machine,
-        "semantics": result.semantics,
-        "device": result.device,
-        "mode": result.mode,
-        "unit_bytes": result.unit_size,
+        **_device_header(result),
         "step_bytes": result.step,
         "plugged_before_bytes": result.plugged_before_bytes,
         "floor_bytes": result.floor_bytes,
