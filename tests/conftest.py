@@ -25,6 +25,35 @@ zone = "Normal"
 """
 
 
+# Four ZONE_NORMAL blocks on one node: block 0 full of anon pages, blocks 1-3 half full.
+HALF_FULL = """
+[[ram]]
+start = "0"
+size = "512MiB"
+zone = "Normal"
+
+[[pages]]
+pfn = "0x0"
+count = 32768
+kind = "anon"
+
+[[pages]]
+pfn = "0x8000"
+count = 16384
+kind = "anon"
+
+[[pages]]
+pfn = "0x10000"
+count = 16384
+kind = "anon"
+
+[[pages]]
+pfn = "0x18000"
+count = 16384
+kind = "anon"
+"""
+
+
 def machine_from(text: str, spare: bool = True) -> Machine:
     """A machine from a TOML snippet (prefixed with ``SPARE`` unless ``spare`` is false)."""
     body = textwrap.dedent(text)

@@ -7,37 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import SPARE
+from conftest import HALF_FULL as _HALF_FULL, SPARE
 from memplan.cli import main
 from memplan.inputs.profile import load_profile
 
-HALF_FULL = """
-format = 1
-[[ram]]
-start = "0"
-size = "512MiB"
-zone = "Normal"
-
-[[pages]]
-pfn = "0x0"
-count = 32768
-kind = "anon"
-
-[[pages]]
-pfn = "0x8000"
-count = 16384
-kind = "anon"
-
-[[pages]]
-pfn = "0x10000"
-count = 16384
-kind = "anon"
-
-[[pages]]
-pfn = "0x18000"
-count = 16384
-kind = "anon"
-"""
+HALF_FULL = "format = 1\n" + _HALF_FULL
 
 STUCK = """
 format = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import machine_from
+from conftest import HALF_FULL, machine_from
 from memplan.capacity import MemoryLeft, ZoneMemory
 from memplan.errors import UsageError
 from memplan.model import Zone
@@ -15,33 +15,6 @@ from memplan.simulation import simulate
 MB = 1 << 20
 PPB = 32768  # pages per 128 MiB block
 
-# Four ZONE_NORMAL blocks on one node: block 0 full of anon pages, blocks 1-3 half full.
-HALF_FULL = """
-[[ram]]
-start = "0"
-size = "512MiB"
-zone = "Normal"
-
-[[pages]]
-pfn = "0x0"
-count = 32768
-kind = "anon"
-
-[[pages]]
-pfn = "0x8000"
-count = 16384
-kind = "anon"
-
-[[pages]]
-pfn = "0x10000"
-count = 16384
-kind = "anon"
-
-[[pages]]
-pfn = "0x18000"
-count = 16384
-kind = "anon"
-"""
 
 
 def test_free_memory_runs_out_at_the_right_block():
