@@ -185,6 +185,12 @@ class Simulator:
             if batch is not None:
                 fast = chunk_verdicts(self.setup, self.columns(online_rows, caps), batch.kinds,
                                       batch.rows_with_refcount(), batch.whole_folios, batch.special_rows)
+            if len(fast) == len(rows) and None not in fast:
+                out.extend(fast)  # every block decided without the per-page pipeline
+                done += len(ids)
+                if progress:
+                    progress(done, len(block_ids))
+                continue
             j = 0
             for r, is_online in zip(rows.tolist(), online.tolist()):
                 if not is_online:
@@ -245,17 +251,19 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     zones ``alloc_migration_target()`` allows for the block's zone."""
     table = machine.blocks
     online = table.online
-    needy_blocks = np.array([b for b, s in stats.items() if s.demand > 0], dtype=np.int64)
-    if not len(needy_blocks):
+    known = np.fromiter(stats.keys(), dtype=np.int64, count=len(stats))
+    all_demand = np.fromiter((s.demand for s in stats.values()), dtype=np.int64, count=len(stats))
+    needy = all_demand > 0
+    if not needy.any():
         return {}
-    demand = np.array([stats[b].demand for b in needy_blocks.tolist()], dtype=np.int64)
+    needy_blocks, demand = known[needy], all_demand[needy]
     needy_rows = table.rows(needy_blocks)
     needy_nodes = table.node[needy_rows]
     needy_zones = table.zone[needy_rows]
     # Lower bound from the selected blocks alone; a census only when that is not enough.
-    known = np.array(list(stats), dtype=np.int64)
     free_known = np.zeros(len(table), dtype=np.int64)
-    free_known[table.rows(known)] = [stats[b].free_pages for b in known.tolist()]
+    free_known[table.rows(known)] = np.fromiter((s.free_pages for s in stats.values()), dtype=np.int64,
+                                                count=len(stats))
     online_nodes = table.node[online]
     node_ids, node_of_online = np.unique(online_nodes, return_inverse=True)
     memory_nodes = set(node_ids[node_ids >= 0].tolist())

@@ -240,7 +240,7 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
                 _counts(total=ppb, free=ppb - n_used, migrated=migrated, skipped_offline=fake, hwpoison=poison),
                 _stats(free_pages=ppb - n_used, demand=demand, free_hugetlb=no_free_hugetlb))
         device = devices[r]
-        template_key = (result, zone_col[r], node_col[r], id(device), device_states[r])
+        template_key = (result, zone_col[r], node_col[r], id(device), device_states[r])  # see the plain path
         template = templates.get(template_key)
         if template is None:
             template = templates[template_key] = dict(
@@ -262,11 +262,43 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
     removing = [d is not None and d.driver is DriverState.REMOVING for d in devices]
     present = setup.node_present_pages
     plain_ok = whole_folios and not env_stops
+    plain_shared: dict = {}  # n_used -> (PageCounts, BlockStats) of a plain offlined block
+    plain_template: Optional[dict] = None
+    plain_template_key = None
     for r, n_used in zip(rows, used):
         if (plain_ok and not special_col[r] and not removing[r]
                 and not (node_veto and ppb >= present.get(node_col[r], 0))
                 and not (0 <= capacity_col[r] < n_used)):
-            emit(r, _OFFLINED, n_used, n_used, 0, 0, n_used)
+            # The common case, inlined: emit(r, _OFFLINED, n_used, n_used, 0, 0, n_used).
+            shared = plain_shared.get(n_used)
+            if shared is None:
+                key = (ppb, n_used, n_used, 0, 0, n_used)
+                shared = _INTERNED.get(key)
+                if shared is None:
+                    if len(_INTERNED) >= _INTERN_LIMIT:
+                        _INTERNED.clear()
+                    shared = _INTERNED[key] = (
+                        _counts(total=ppb, free=ppb - n_used, migrated=n_used, skipped_offline=0, hwpoison=0),
+                        _stats(free_pages=ppb - n_used, demand=n_used, free_hugetlb=no_free_hugetlb))
+                plain_shared[n_used] = shared
+            device = devices[r]
+            template_key = (zone_col[r], node_col[r], id(device), device_states[r])
+            if template_key != plain_template_key:
+                plain_template_key = template_key
+                plain_template = templates.get((_OFFLINED,) + template_key)
+                if plain_template is None:
+                    emit(r, _OFFLINED, n_used, n_used, 0, 0, n_used)
+                    plain_template = templates[(_OFFLINED,) + template_key]
+                    continue
+            fields_ = plain_template.copy()
+            start_pfn = start_col[r]
+            fields_["block"] = block_col[r]
+            fields_["start"] = start_pfn << page_shift
+            fields_["end"] = ((start_pfn + ppb) << page_shift) - 1
+            fields_["pages"] = shared[0]
+            verdict = object.__new__(BlockVerdict)
+            object.__setattr__(verdict, "__dict__", fields_)
+            out[r] = (verdict, shared[1])
             continue
         migrated, poison, fake, blocking = n_used, 0, 0, 0
         device = devices[r]
