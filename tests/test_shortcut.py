@@ -210,9 +210,10 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
 def test_fast_constructors_build_the_same_objects():
     counts = shortcut._counts(total=8, free=1, migrated=2, skipped_offline=3, hwpoison=1)
     assert counts == PageCounts(total=8, free=1, migrated=2, skipped_offline=3, hwpoison=1) and counts.blocking == 1
-    verdict = shortcut._verdict(block=1, start=0, end=7, zone=Zone.NORMAL, node=0, result=Outcome.OFFLINED,
-                                errno=None, reason=None, step=None, culprit=None, pages=counts, device=None,
-                                device_state=None)
+    template = dict(shortcut._VERDICT_DEFAULTS, zone=Zone.NORMAL, node=0, result=Outcome.OFFLINED, errno=None,
+                    reason=None, step=None, culprit=None, kernel_log=(), device=None, device_state=None)
+    verdict = shortcut._verdict_from(template, block=1, start=0, end=7, pages=counts)
+    assert "block" not in template  # the shared template is not touched
     assert verdict == BlockVerdict(block=1, start=0, end=7, zone=Zone.NORMAL, node=0, result=Outcome.OFFLINED,
                                    errno=None, reason=None, step=None, culprit=None, pages=counts)
     assert shortcut._stats(free_pages=1, demand=2, free_hugetlb={}) == BlockStats(1, 2, {})

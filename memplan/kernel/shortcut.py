@@ -108,8 +108,18 @@ def _factory(cls: type) -> Callable[..., Any]:
     return make
 
 
-_verdict = _factory(BlockVerdict)
 _VERDICT_DEFAULTS = {f.name: f.default for f in fields(BlockVerdict) if f.default is not MISSING}
+
+
+def _verdict_from(template: dict, **fields_: Any) -> BlockVerdict:
+    """A ``BlockVerdict`` whose fields are ``template`` updated with ``fields_`` (the template
+    holds what the verdicts of a chunk share; BlockVerdict is a plain frozen dataclass whose
+    instance dict is all there is, and a 16 TiB run builds 131072 of them)."""
+    values = dict(template)
+    values.update(fields_)
+    verdict = object.__new__(BlockVerdict)
+    object.__setattr__(verdict, "__dict__", values)
+    return verdict
 _counts = _factory(PageCounts)
 _stats = _factory(BlockStats)
 
@@ -227,9 +237,9 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
     devices, device_states = blocks.device, blocks.device_state
     special_col = special.tolist()
     skipped_cache: dict = {}
-    # Verdicts of one chunk share everything but block, addresses and counts: copy a template
-    # (BlockVerdict is a plain frozen dataclass; its instance dict is all there is).
+    # Verdicts of one chunk share everything but block, addresses and counts.
     templates: dict = {}
+
     def emit(r: int, result: tuple, n_used: int, migrated: int, fake: int, poison: int, demand: int) -> None:
         key = (ppb, n_used, migrated, fake, poison, demand)
         shared = _INTERNED.get(key)
@@ -240,66 +250,18 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
                 _counts(total=ppb, free=ppb - n_used, migrated=migrated, skipped_offline=fake, hwpoison=poison),
                 _stats(free_pages=ppb - n_used, demand=demand, free_hugetlb=no_free_hugetlb))
         device = devices[r]
-        template_key = (result, zone_col[r], node_col[r], id(device), device_states[r])  # see the plain path
+        template_key = (result, zone_col[r], node_col[r], id(device), device_states[r])
         template = templates.get(template_key)
         if template is None:
             template = templates[template_key] = dict(
                 _VERDICT_DEFAULTS, zone=_ZONES[zone_col[r]], node=node_col[r], result=result[0], errno=result[1],
                 reason=result[2], step=result[3], culprit=result[4], kernel_log=result[5],
                 device=device.id if device is not None else None, device_state=device_states[r])
-        fields_ = template.copy()
         start_pfn = start_col[r]
-        fields_["block"] = block_col[r]
-        fields_["start"] = start_pfn << page_shift
-        fields_["end"] = ((start_pfn + ppb) << page_shift) - 1
-        fields_["pages"] = shared[0]
-        verdict = object.__new__(BlockVerdict)
-        object.__setattr__(verdict, "__dict__", fields_)
-        out[r] = (verdict, shared[1])
+        out[r] = (_verdict_from(template, block=block_col[r], start=start_pfn << page_shift,
+                                end=((start_pfn + ppb) << page_shift) - 1, pages=shared[0]), shared[1])
 
-    # Blocks of only free, LRU and movable_ops pages in whole folios: every step passes unless
-    # the environment, the driver, the node notifier or the migration targets stop it.
-    removing = [d is not None and d.driver is DriverState.REMOVING for d in devices]
-    present = setup.node_present_pages
-    plain_ok = whole_folios and not env_stops
-    plain_shared: dict = {}  # n_used -> (PageCounts, BlockStats) of a plain offlined block
-    plain_template: Optional[dict] = None
-    plain_template_key = None
     for r, n_used in zip(rows, used):
-        if (plain_ok and not special_col[r] and not removing[r]
-                and not (node_veto and ppb >= present.get(node_col[r], 0))
-                and not (0 <= capacity_col[r] < n_used)):
-            # The common case, inlined: emit(r, _OFFLINED, n_used, n_used, 0, 0, n_used).
-            shared = plain_shared.get(n_used)
-            if shared is None:
-                key = (ppb, n_used, n_used, 0, 0, n_used)
-                shared = _INTERNED.get(key)
-                if shared is None:
-                    if len(_INTERNED) >= _INTERN_LIMIT:
-                        _INTERNED.clear()
-                    shared = _INTERNED[key] = (
-                        _counts(total=ppb, free=ppb - n_used, migrated=n_used, skipped_offline=0, hwpoison=0),
-                        _stats(free_pages=ppb - n_used, demand=n_used, free_hugetlb=no_free_hugetlb))
-                plain_shared[n_used] = shared
-            device = devices[r]
-            template_key = (zone_col[r], node_col[r], id(device), device_states[r])
-            if template_key != plain_template_key:
-                plain_template_key = template_key
-                plain_template = templates.get((_OFFLINED,) + template_key)
-                if plain_template is None:
-                    emit(r, _OFFLINED, n_used, n_used, 0, 0, n_used)
-                    plain_template = templates[(_OFFLINED,) + template_key]
-                    continue
-            fields_ = plain_template.copy()
-            start_pfn = start_col[r]
-            fields_["block"] = block_col[r]
-            fields_["start"] = start_pfn << page_shift
-            fields_["end"] = ((start_pfn + ppb) << page_shift) - 1
-            fields_["pages"] = shared[0]
-            verdict = object.__new__(BlockVerdict)
-            object.__setattr__(verdict, "__dict__", fields_)
-            out[r] = (verdict, shared[1])
-            continue
         migrated, poison, fake, blocking = n_used, 0, 0, 0
         device = devices[r]
         culprit = None
