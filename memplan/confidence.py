@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from memplan.evidence import VISIBLY_UNMOVABLE_KERNEL_ZONE, BlockEvidence, PageClass
+from memplan.kernel.semantics import foreign_reference_blocks, get_semantics
 from memplan.model import Zone
 from memplan.results import BlockVerdict, Outcome, Step
 
@@ -84,7 +85,7 @@ def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence:
     stuck_at_scan = verdict.result is Outcome.HANGS and verdict.step is Step.SCAN
     if verdict.pages.migrated and reached_migration and not stuck_at_scan:
         spots.append("LRU pages may carry extra references (vmsplice, pins) a snapshot cannot see")
-    if (semantics == "refcount" and verdict.pages.skipped_offline and reached_migration
+    if (foreign_reference_blocks(get_semantics(semantics)) and verdict.pages.skipped_offline and reached_migration
             and not (verdict.step is Step.SCAN and verdict.result is Outcome.FAILS)):
         spots.append(f"{verdict.pages.skipped_offline} fake-offline pages: an extra reference on one (refcounts "
                      "are not exported) would fail offlining with EBUSY")

@@ -50,3 +50,9 @@ def test_registry():
     assert set(SEMANTICS) == {"refcount", "skippable"}
     with pytest.raises(UsageError, match="did you mean 'skippable'"):
         get_semantics("skipable")
+
+
+def test_foreign_reference_blocks_follows_the_scan_site():
+    from memplan.kernel.semantics import foreign_reference_blocks
+    assert foreign_reference_blocks(R) is True   # row 20: refcount 1 after virtio-mem's drop -> -EBUSY
+    assert foreign_reference_blocks(S) is False  # skippable: SCAN ignores the refcount

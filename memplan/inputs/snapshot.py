@@ -32,6 +32,7 @@ from memplan.inputs import kpageflags as kpf
 from memplan.inputs.kpageflags import KPF, FlagsHistogram, KpageFile
 from memplan.inputs.sysroot import MEMORY_DIR, MemoryBlockInfo, Resource, SysrootFacts, Tree, ZoneInfo, ram_ranges, read_sysroot
 from memplan.kernel import versions
+from memplan.kernel.semantics import foreign_reference_blocks, get_semantics
 from memplan.model import (
     BlockState, BlockTable, DriverState, Environment, HugetlbPool, Machine, OnlineType, PageBatch, PageKind,
     VirtioMemDevice, VirtioMemMode, Zone, ZONE_NONE,
@@ -517,7 +518,7 @@ def machine_blind_spots(facts: SysrootFacts, class_pages: np.ndarray, movable_op
     if lru:
         out.append(f"{lru} LRU pages may carry extra references (vmsplice, long-term pins) a snapshot cannot see; "
                    "such a page makes offlining hang")
-    if semantics == "refcount" and class_pages[PageClass.FAKE_OFFLINE]:
+    if foreign_reference_blocks(get_semantics(semantics)) and class_pages[PageClass.FAKE_OFFLINE]:
         out.append("fake-offline pages: their refcount is not exported; an extra reference fails offlining")
     unmapped = int(class_pages[PageClass.HUGETLB_UNMAPPED] + class_pages[PageClass.GIGANTIC_UNMAPPED])
     if unmapped:

@@ -130,6 +130,14 @@ class SkippableSemantics(OfflineSemantics):
         ]
 
 
+def foreign_reference_blocks(semantics: OfflineSemantics) -> bool:
+    """Whether one unexpected reference on a (loaded) virtio-mem fake-offline page stops
+    offlining: what SCAN (site 2) sees after virtio-mem's MEM_GOING_OFFLINE handler ran
+    (spec row 20). Used to name the blind spot a snapshot has there (refcounts are not exported)."""
+    refcount = np.int64(2 - (1 if semantics.virtio_mem_drops_refs else 0))
+    return bool(semantics.scan_busy(refcount, np.bool_(semantics.virtio_mem_marks_skippable)))
+
+
 SEMANTICS: Dict[str, OfflineSemantics] = {s.name: s for s in (RefcountSemantics(), SkippableSemantics())}
 
 
