@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Dict, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -310,6 +310,24 @@ class Fill:
     blocks: Tuple[int, ...]
     seed: int
     fractions: Dict[PageKind, float]
+
+
+def consecutive_runs(ids: np.ndarray, max_len: Optional[int] = None,
+                     key: Optional[Callable[[int], object]] = None) -> List[Tuple[int, int]]:
+    """Row ranges ``[start, end)`` of ``ids`` holding consecutive block ids, at most ``max_len``
+    long and (with ``key``) with one key value each: the units pages are read or drawn in."""
+    ids = np.asarray(ids)
+    if not len(ids):
+        return []
+    cuts = np.flatnonzero(np.diff(ids) != 1) + 1
+    if key is not None:
+        keys = [key(int(b)) for b in ids.tolist()]
+        cuts = np.union1d(cuts, [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]).astype(np.int64)
+    out: List[Tuple[int, int]] = []
+    for start, end in zip([0] + cuts.tolist(), cuts.tolist() + [len(ids)]):
+        step = max_len or (end - start)
+        out.extend((i, min(i + step, end)) for i in range(start, end, step))
+    return out
 
 
 class BlockTable:

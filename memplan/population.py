@@ -18,7 +18,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.geometry import Geometry
-from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER, Fill, PageBatch, PageKind, PageRun
+from memplan.model import (
+    DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER, Fill, PageBatch, PageKind, PageRun,
+    consecutive_runs,
+)
 
 RESOLUTION = 1 << 16
 _NO_COMPOUND = 0xFF
@@ -118,17 +121,11 @@ class ProfilePageSource:
                                    (int(block_ids.max()) + 1) * ppb if len(block_ids) else 0)
         special_rows = np.zeros(len(block_ids), dtype=bool)
         # Fills, in runs of consecutive blocks that share a fill.
-        row = 0
-        while row < len(block_ids):
+        for row, end in consecutive_runs(block_ids, key=self.fill_of_block.get):
             plan_index = self.fill_of_block.get(int(block_ids[row]))
-            end = row + 1
-            while (end < len(block_ids) and block_ids[end] == block_ids[end - 1] + 1
-                   and self.fill_of_block.get(int(block_ids[end])) == plan_index):
-                end += 1
             if plan_index is not None:
                 self._fill_rows(kinds, row, end, block_ids, self.plans[plan_index], fixed_runs)
                 special_rows[row:end] = self.plans[plan_index].draws_special
-            row = end
         # Fixed runs on top.
         refcount: Optional[np.ndarray] = None
         refcount_rows = np.zeros(len(block_ids), dtype=bool)

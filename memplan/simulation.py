@@ -27,7 +27,7 @@ from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup, offli
 from memplan.kernel.shortcut import BlockColumns, chunk_verdicts
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
 from memplan.kernel.virtio_mem import added_block_columns, block_states
-from memplan.model import HugetlbPool, Machine, PageKind, Zone
+from memplan.model import HugetlbPool, Machine, PageKind, Zone, consecutive_runs
 from memplan.results import BlockVerdict, SimulationResult
 
 #: Pages materialised at once (bounded memory: about 4 MiB of page kinds per chunk).
@@ -38,14 +38,8 @@ Progress = Callable[[int, int], None]
 
 def chunks(ids: np.ndarray, pages_per_block: int) -> List[np.ndarray]:
     """Split block ids into chunks of consecutive ids of at most ``CHUNK_PAGES`` pages."""
-    per = max(1, CHUNK_PAGES // pages_per_block)
     ids = np.asarray(ids)
-    # Runs of consecutive ids, each cut every ``per`` ids.
-    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
-    out: List[np.ndarray] = []
-    for run_start, run_end in zip([0] + breaks.tolist(), breaks.tolist() + [len(ids)]):
-        out.extend(ids[i:min(i + per, run_end)] for i in range(run_start, run_end, per))
-    return out
+    return [ids[a:b] for a, b in consecutive_runs(ids, max(1, CHUNK_PAGES // pages_per_block))]
 
 
 @dataclass(frozen=True)

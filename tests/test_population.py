@@ -148,3 +148,12 @@ def test_hints_cover_what_the_pages_hold(seed, thp, hugetlb, slab, pfn, kind):
     compound = FOLIO_ORDER[slots] == 9
     assert (compound.all(axis=2) | ~compound.any(axis=2)).all()
     assert ((slots == slots[:, :, :1]) | ~compound).all()
+
+
+def test_consecutive_runs():
+    from memplan.model import consecutive_runs
+    ids = np.array([1, 2, 3, 4, 5, 8, 9, 20])
+    assert consecutive_runs(ids) == [(0, 5), (5, 7), (7, 8)]
+    assert consecutive_runs(ids, 2) == [(0, 2), (2, 4), (4, 5), (5, 7), (7, 8)]
+    assert consecutive_runs(ids, key=lambda b: b >= 4) == [(0, 3), (3, 5), (5, 7), (7, 8)]
+    assert consecutive_runs(np.array([], dtype=np.int64)) == []

@@ -35,7 +35,7 @@ from memplan.kernel import versions
 from memplan.kernel.semantics import foreign_reference_blocks, get_semantics
 from memplan.model import (
     BlockState, BlockTable, DriverState, Environment, HugetlbPool, Machine, OnlineType, PageBatch, PageKind,
-    VirtioMemDevice, VirtioMemMode, Zone, ZONE_NONE,
+    VirtioMemDevice, VirtioMemMode, Zone, ZONE_NONE, consecutive_runs,
 )
 from memplan.snapshot_report import (
     BlockGroup, ClassCount, DeviceSummary, FlagsCount, SnapshotReport, ZoneCount,
@@ -159,17 +159,12 @@ class SnapshotPageSource:
         ppb = self.geometry.pages_per_block
         kinds = np.empty((len(ids), ppb), dtype=np.uint8)
         per_read = max(kpf.CHUNK_PFNS // ppb, 1)  # 16 blocks of 128 MiB, at least one block
-        row = 0
-        while row < len(ids):
-            end = row + 1
-            while end < len(ids) and end - row < per_read and ids[end] == ids[end - 1] + 1:
-                end += 1
+        for row, end in consecutive_runs(ids, per_read):
             cls = self.block_classes(int(ids[row]), end - row)
             np.take(self.kinds, cls, out=kinds[row:end])
             if self.evidence is not None:
                 for r in range(end - row):
                     self.record(int(ids[row + r]), np.bincount(cls[r], minlength=CLASSES))
-            row = end
         return PageBatch(block_ids=ids, kinds=kinds)
 
 
