@@ -51,6 +51,16 @@ def parse_size(value: SizeLike) -> int:
     return int(scaled)
 
 
+def parse_chmem_size(value: str) -> int:
+    """chmem's SIZE (``parse_single_param()``): like :func:`parse_size`, but a bare number means MiB.
+
+    >>> parse_chmem_size("512"), parse_chmem_size("1G")
+    (536870912, 1073741824)
+    """
+    text = value.strip()
+    return parse_size(text) * (1 << 20) if text.isdigit() else parse_size(text)
+
+
 def parse_inclusive_range(value: str) -> tuple:
     """Parse ``"0x20000000-0x21ffffff"`` (inclusive end, like lsmem's RANGE) into ``(start, end_exclusive)``."""
     if not isinstance(value, str) or "-" not in value:

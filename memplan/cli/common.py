@@ -135,3 +135,15 @@ def finish_capacity_command(result: Any, state: Any, profile: str, out: Optional
     if check:
         raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
     raise SystemExit(int(ExitStatus.SUCCESS))
+
+
+def size_value(option: str, value: str, chmem: bool = False, positive: bool = False) -> int:
+    """A size given on the command line (``chmem``: a bare number means MiB)."""
+    from memplan.units import parse_chmem_size, parse_size
+    try:
+        size = parse_chmem_size(value) if chmem else parse_size(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+    if positive and size <= 0:
+        raise UsageError(f"{option}: {value!r} is not more than 0")
+    return size

@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import click
 
 from memplan.cli.app import main
-from memplan.cli.common import print_warnings, semantics_option, stderr_console, stdout_console
+from memplan.cli.common import print_warnings, semantics_option, size_value, stderr_console, stdout_console
 from memplan.errors import UsageError
 from memplan.executors import Backend, require_dask, run_tasks
 from memplan.fleet import FleetAggregate, FleetOptions, check_fleet, make_tasks
@@ -18,19 +18,6 @@ from memplan.fleet_report import FleetMode
 from memplan.render import fleet as render_fleet
 from memplan.render import json as render_json
 from memplan.status import ExitStatus
-from memplan.units import parse_size
-
-
-def _size(option: str, value: str, bare_mib: bool = False) -> int:
-    """A size; with ``bare_mib`` a bare number means MiB (chmem's SIZE, as ``plan --size``)."""
-    text = value.strip()
-    try:
-        size = parse_size(text) * (1 << 20) if bare_mib and text.isdigit() else parse_size(text)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-    if size <= 0:
-        raise UsageError(f"{option}: {value!r} is not more than 0")
-    return size
 
 
 def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optional[str],
@@ -40,9 +27,9 @@ def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optiona
     if device is not None and unplug_by is None:
         raise UsageError("--device only applies to --unplug-by")
     if unplug_by is not None:
-        return FleetOptions(FleetMode.UNPLUG, semantics, _size("--unplug-by", unplug_by), device)
+        return FleetOptions(FleetMode.UNPLUG, semantics, size_value("--unplug-by", unplug_by, positive=True), device)
     if plan_size is not None:
-        return FleetOptions(FleetMode.PLAN, semantics, _size("--plan-size", plan_size, bare_mib=True))
+        return FleetOptions(FleetMode.PLAN, semantics, size_value("--plan-size", plan_size, chmem=True, positive=True))
     return FleetOptions(FleetMode.SIMULATE, semantics)
 
 

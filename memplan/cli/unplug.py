@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from memplan.cli.app import main
-from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, print_warnings, semantics_option, stdout_console
+from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, print_warnings, semantics_option, size_value, stdout_console
 from memplan.errors import UsageError
 from memplan.plans.state import MachineState
 from memplan.plans.unplug import find_device, run_unplug, sweep
@@ -18,14 +18,6 @@ from memplan.render import capacity_json
 from memplan.render import capacity_table
 from memplan.render import json as render_json
 from memplan.status import ExitStatus
-from memplan.units import parse_size
-
-
-def _size(option: str, value: str) -> int:
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
 
 
 @main.command("unplug")
@@ -73,7 +65,7 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
         raise UsageError("--svg and --step only apply to --sweep")
     machine = load_machine(profile)
     if do_sweep:
-        result = sweep(machine, device, _size("--step", step) if step else None, semantics)
+        result = sweep(machine, device, size_value("--step", step) if step else None, semantics)
         print_warnings(list(machine.warnings) + list(result.warnings))
         if as_json:
             render_json.write(capacity_json.sweep_dict(result), sys.stdout)
@@ -91,9 +83,9 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
     state = MachineState(machine, semantics)
     dev = find_device(state, device)
     if to_size is not None:
-        requested = _size("--to", to_size)
+        requested = size_value("--to", to_size)
     else:
-        by = _size("--by", by_size or "0")
+        by = size_value("--by", by_size or "0")
         if by > dev.plugged_bytes:
             raise UsageError(f"--by {by_size} is more than the plugged size of {dev.device.id}")
         requested = dev.plugged_bytes - by

@@ -27,10 +27,9 @@ CHMEM_ZONES = ("DMA", "DMA32", "Normal", "Highmem", "Movable", "Device")
 
 def parse_plan_size(text: str, block_size: int) -> int:
     """chmem's SIZE: ``<n>[K|M|G|T...]``; a bare number means MiB (``parse_single_param()``)."""
-    from memplan.units import parse_size
-    value = text.strip()
+    from memplan.units import parse_chmem_size
     try:
-        size = parse_size(value) * (1 << 20) if value.isdigit() else parse_size(value)
+        size = parse_chmem_size(text)
     except ValueError as exc:
         raise UsageError(f"--size: {exc}") from None
     if size % block_size:
