@@ -18,107 +18,19 @@ from __future__ import annotations
 import lzma
 import os
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from memplan.errors import InputError
 from memplan.evidence import CLASSES, PageClass
+from memplan.kpf import (  # noqa: F401  (KPF, bit, symbolic_flags, ... are the reader's vocabulary too)
+    BITS_COMPOUND, KPF, bit, long_symbolic_flags, symbolic_flags, well_known_flags,
+)
 from memplan.model import PageKind
 
 
-class KPF(IntEnum):
-    """``KPF_*`` bit numbers of ``/proc/kpageflags``."""
-
-    LOCKED = 0
-    ERROR = 1
-    REFERENCED = 2
-    UPTODATE = 3  # also PG_reported (free page reporting) and, 6.17+, PG_movable_ops
-    DIRTY = 4
-    LRU = 5
-    ACTIVE = 6
-    SLAB = 7
-    WRITEBACK = 8
-    RECLAIM = 9
-    BUDDY = 10
-    MMAP = 11
-    ANON = 12
-    SWAPCACHE = 13
-    SWAPBACKED = 14
-    COMPOUND_HEAD = 15
-    COMPOUND_TAIL = 16
-    HUGE = 17
-    UNEVICTABLE = 18
-    HWPOISON = 19
-    NOPAGE = 20
-    KSM = 21
-    THP = 22
-    OFFLINE = 23
-    ZERO_PAGE = 24
-    IDLE = 25
-    PGTABLE = 26
-    # kernel-internal ("kernel hacking assistances")
-    RESERVED = 32
-    MLOCKED = 33
-    OWNER_2 = 34  # PG_owner_2: PG_offline_skippable on PageOffline pages (Variant S)
-    PRIVATE = 35
-    PRIVATE_2 = 36
-    OWNER_PRIVATE = 37
-    ARCH = 38
-    UNCACHED = 39
-    SOFTDIRTY = 40
-    ARCH_2 = 41
-    ARCH_3 = 42
-
-
-def bit(*names: KPF) -> int:
-    """The mask of the given bits."""
-    out = 0
-    for name in names:
-        out |= 1 << int(name)
-    return out
-
-
-#: ``page_flag_names[]`` of tools/mm/page-types.c: (bit, letter, long name), in bit order.
-#: Bits 47+ are page-types' own pseudo-bits for overloaded flags (only shown with ``-r``).
-PAGE_TYPES_NAMES: Tuple[Tuple[int, str, str], ...] = (
-    (0, "L", "locked"), (1, "E", "error"), (2, "R", "referenced"), (3, "U", "uptodate"), (4, "D", "dirty"),
-    (5, "l", "lru"), (6, "A", "active"), (7, "S", "slab"), (8, "W", "writeback"), (9, "I", "reclaim"),
-    (10, "B", "buddy"), (11, "M", "mmap"), (12, "a", "anonymous"), (13, "s", "swapcache"),
-    (14, "b", "swapbacked"), (15, "H", "compound_head"), (16, "T", "compound_tail"), (17, "G", "huge"),
-    (18, "u", "unevictable"), (19, "X", "hwpoison"), (20, "n", "nopage"), (21, "x", "ksm"), (22, "t", "thp"),
-    (23, "o", "offline"), (24, "z", "zero_page"), (25, "i", "idle_page"), (26, "g", "pgtable"),
-    (32, "r", "reserved"), (33, "m", "mlocked"), (34, "d", "owner_2"), (35, "P", "private"),
-    (36, "p", "private_2"), (37, "O", "owner_private"), (38, "h", "arch"), (40, "f", "softdirty"),
-    (41, "H", "arch_2"),
-    (47, "d", "anon_exclusive"), (48, "I", "readahead"), (50, "A", "slub_frozen"), (51, "E", "slub_debug"),
-    (61, "F", "file"), (62, "w", "swap"), (63, "1", "mmap_exclusive"),
-)
-
-#: ``KPF_HACKERS_BITS``: bits 32-47, hidden by page-types unless ``-r``.
-HACKERS_BITS = 0xFFFF << 32
-BITS_COMPOUND = bit(KPF.COMPOUND_HEAD, KPF.COMPOUND_TAIL)
-
 _U64 = np.uint64
-
-
-def well_known_flags(flags: np.ndarray) -> np.ndarray:
-    """page-types' default view (``well_known_flags()``): hide the kernel-hacker bits, and
-    compound head/tail unless the page is hugetlb."""
-    out = flags & _U64(~HACKERS_BITS & 0xFFFFFFFFFFFFFFFF)
-    hide = ((out & _U64(BITS_COMPOUND)) != 0) & ((out & _U64(bit(KPF.HUGE))) == 0)
-    return np.where(hide, out & _U64(~BITS_COMPOUND & 0xFFFFFFFFFFFFFFFF), out)
-
-
-def symbolic_flags(value: int) -> str:
-    """page-types' fixed-width symbolic string: one letter per named bit, ``_`` when clear."""
-    return "".join(letter if value >> b & 1 else "_" for b, letter, _ in PAGE_TYPES_NAMES)
-
-
-def long_symbolic_flags(value: int) -> str:
-    """page-types' comma-separated long names of the set bits."""
-    return ",".join(name for b, _, name in PAGE_TYPES_NAMES if value >> b & 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,14 +28,14 @@ def step_dict(s: StepRecord) -> Dict[str, Any]:
 
 
 def population_dict(r: PopulationRow, page_size: int) -> Dict[str, Any]:
-    return {"kind": r.kind.label, "flags": r.flags, "symbolic": kpf.symbolic(r.flags),
-            "long_names": kpf.long_names(r.flags), "pages": r.pages, "bytes": r.pages * page_size,
+    return {"kind": r.kind.label, "flags": r.flags, "symbolic": kpf.symbolic_flags(r.flags),
+            "long_names": kpf.long_symbolic_flags(r.flags), "pages": r.pages, "bytes": r.pages * page_size,
             "refcounts": list(r.refcounts)}
 
 
 def culprit_page_dict(c: CulpritPage) -> Dict[str, Any]:
     return {"pfn": c.pfn, "kind": c.kind.label, "refcount": c.refcount, "flags": c.flags,
-            "symbolic": kpf.symbolic(c.flags), "long_names": kpf.long_names(c.flags), "description": c.description}
+            "symbolic": kpf.symbolic_flags(c.flags), "long_names": kpf.long_symbolic_flags(c.flags), "description": c.description}
 
 
 def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
@@ -145,7 +145,7 @@ def population_table(rows: Sequence[PopulationRow], page_size: int, hex_flags: b
         refs = ",".join(str(x) for x in r.refcounts[:4]) + (",..." if len(r.refcounts) > 4 else "")
         flags = [f"0x{r.flags:016x}"] if hex_flags else []
         table.add_row(r.kind.label, *flags, str(r.pages), str((r.pages * page_size) >> 20),
-                      kpf.symbolic(r.flags), kpf.long_names(r.flags), refs)
+                      kpf.symbolic_flags(r.flags), kpf.long_symbolic_flags(r.flags), refs)
     table.add_row("total", *([""] if hex_flags else []), str(total), str((total * page_size) >> 20), "", "", "")
     return table
 
@@ -159,7 +159,7 @@ def culprit_table(c: CulpritPage, hex_flags: bool = True) -> Table:
     table.add_column("refcount", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     flags = [f"0x{c.flags:016x}"] if hex_flags else []
-    table.add_row(f"{c.pfn:#x}", *flags, kpf.symbolic(c.flags), kpf.long_names(c.flags), str(c.refcount),
+    table.add_row(f"{c.pfn:#x}", *flags, kpf.symbolic_flags(c.flags), kpf.long_symbolic_flags(c.flags), str(c.refcount),
                   c.kind.label)
     return table
 
