@@ -26,7 +26,7 @@ from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from memplan.units import format_size, parse_size  # noqa: E402
+from memplan.core.units import format_size, parse_size  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
 BLOCK = 128 * MiB

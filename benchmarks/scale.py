@@ -39,11 +39,11 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import numpy as np  # noqa: E402
 
 from make_profile import profile_text  # noqa: E402
-from memplan.inputs.profile import load_profile  # noqa: E402
-from memplan.kernel.reference import reference_offline  # noqa: E402
+from memplan.profile.reader import load_profile  # noqa: E402
+from oracle import reference_offline  # noqa: E402
 from memplan.kernel.semantics import get_semantics  # noqa: E402
-from memplan.simulation import Simulator, simulate  # noqa: E402
-from memplan.units import format_size, parse_size  # noqa: E402
+from memplan.engine.simulation import Simulator, simulate  # noqa: E402
+from memplan.core.units import format_size, parse_size  # noqa: E402
 
 GiB = 1 << 30
 

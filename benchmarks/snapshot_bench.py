@@ -56,12 +56,12 @@ def phase(name: str, source: str) -> dict:
             os.close(fd)
         extra = {"bytes": total}
     elif name == "snapshot":
-        from memplan.inputs.snapshot import describe, load_snapshot
+        from memplan.snapshot.reader import describe, load_snapshot
         report = describe(load_snapshot(source, live=live))
         extra = {"pfns": report.pfns}
     elif name == "simulate":
-        from memplan.inputs.snapshot import load_snapshot
-        from memplan.simulation import simulate
+        from memplan.snapshot.reader import load_snapshot
+        from memplan.engine.simulation import simulate
         result = simulate(load_snapshot(source, live=live))
         extra = {"blocks": len(result.blocks)}
     else:

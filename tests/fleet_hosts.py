@@ -100,7 +100,7 @@ def write_fleet(root: str, hosts: int = 6, fixtures: Sequence[str] = FLEET_FIXTU
 def die_on_gen_1(task):
     """A task function whose worker process dies on host gen-1 (``os._exit``, like the OOM
     killer), and that runs ``run_host`` on every other host."""
-    from memplan.fleet import run_host
+    from memplan.fleet.compute import run_host
     if os.path.basename(task.host) == "gen-1.toml":
         os._exit(9)
     return run_host(task)

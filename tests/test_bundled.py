@@ -2,7 +2,7 @@ import os
 import shutil
 
 from conftest import PROFILES
-from memplan.inputs.bundled import bundled_profiles, profile_dirs
+from memplan.profile.bundled import bundled_profiles, profile_dirs
 
 
 def test_checkout_profiles_have_descriptions():

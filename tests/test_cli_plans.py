@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from conftest import HALF_FULL as _HALF_FULL, SPARE
 from memplan.cli import main
-from memplan.inputs.profile import load_profile
+from memplan.profile.reader import load_profile
 
 HALF_FULL = "format = 1\n" + _HALF_FULL
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import build_sysroot
-from memplan.confidence import assess, needs_second_reading
-from memplan.evidence import CLASSES, BlockEvidence, PageClass
-from memplan.inputs.kpageflags import KPF, bit
-from memplan.inputs.snapshot import load_snapshot
-from memplan.model import Errno, Zone
-from memplan.results import BlockVerdict, Outcome, PageCounts, Reason, Step
-from memplan.simulation import simulate
+from memplan.snapshot.confidence import assess, needs_second_reading
+from memplan.snapshot.evidence import CLASSES, BlockEvidence, PageClass
+from memplan.snapshot.kpageflags import KPF, bit
+from memplan.snapshot.reader import load_snapshot
+from memplan.core.model import Errno, Zone
+from memplan.core.results import BlockVerdict, Confidence, ForeignRefEffect, Outcome, PageCounts, Reason, Step
+from memplan.engine.simulation import simulate
 
 PPB = 32768
 
@@ -35,61 +35,61 @@ ISOLATION_FAILS = dict(result=Outcome.FAILS, errno=Errno.EBUSY, reason=Reason.FA
 
 def test_page_free_steps_are_certain():
     v = verdict(Outcome.FAILS, Errno.EINVAL, Reason.MEMORY_HOLES, Step.HOLES)
-    assert assess(v, None, evidence(unflagged=9), "refcount") == ("certain", ())
+    assert assess(v, None, evidence(unflagged=9), ForeignRefEffect.BLOCKS) == ("certain", ())
     assert not needs_second_reading(v, evidence(unflagged=9))
 
 
 def test_only_free_pages_is_certain():
-    assert assess(verdict(free=PPB), None, evidence(free=PPB), "refcount") == ("certain", ())
+    assert assess(verdict(free=PPB), None, evidence(free=PPB), ForeignRefEffect.BLOCKS) == ("certain", ())
 
 
 def test_no_flag_pages_in_a_kernel_zone_that_decide_the_verdict_are_unknown():
     ev = evidence(unflagged=3, free=PPB - 3)
     primary = verdict(free=PPB)
     assert needs_second_reading(primary, ev)
-    level, spots = assess(primary, verdict(**ISOLATION_FAILS), ev, "refcount")
+    level, spots = assess(primary, verdict(**ISOLATION_FAILS), ev, ForeignRefEffect.BLOCKS)
     assert level == "unknown" and spots == ("3 pages with no flags could be unmovable kernel allocations",)
 
 
 def test_no_flag_pages_in_zone_movable_are_likely():
     ev = evidence(zone=Zone.MOVABLE, unflagged=5, free=PPB - 5)
     hang = verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, zone=Zone.MOVABLE)
-    level, spots = assess(verdict(zone=Zone.MOVABLE, free=PPB), hang, ev, "refcount")
+    level, spots = assess(verdict(zone=Zone.MOVABLE, free=PPB), hang, ev, ForeignRefEffect.BLOCKS)
     assert level == "likely" and "ZONE_MOVABLE" in spots[0]
 
 
 def test_visible_unmovable_page_makes_isolation_failure_certain():
     ev = evidence(slab=1, unflagged=10, untyped=2, free=PPB - 13)
-    assert assess(verdict(**ISOLATION_FAILS), verdict(**ISOLATION_FAILS), ev, "refcount") == ("certain", ())
+    assert assess(verdict(**ISOLATION_FAILS), verdict(**ISOLATION_FAILS), ev, ForeignRefEffect.BLOCKS) == ("certain", ())
 
 
 def test_isolation_failure_resting_on_an_assumed_kernel_page_is_likely():
     ev = evidence(untyped=2, free=PPB - 2)
-    level, spots = assess(verdict(**ISOLATION_FAILS), None, ev, "refcount")
+    level, spots = assess(verdict(**ISOLATION_FAILS), None, ev, ForeignRefEffect.BLOCKS)
     assert level == "likely" and "assumed unmovable" in spots[0]
 
 
 def test_lru_pages_and_fake_offline_pages_are_blind_spots():
     ev = evidence(zone=Zone.MOVABLE, lru_anon=100, fake_offline=512, free=PPB - 612)
     v = verdict(zone=Zone.MOVABLE, free=PPB - 612, migrated=100, skipped_offline=512)
-    level, spots = assess(v, None, ev, "refcount")
+    level, spots = assess(v, None, ev, ForeignRefEffect.BLOCKS)
     assert level == "likely" and len(spots) == 2
     assert "extra references" in spots[0] and "512 fake-offline pages" in spots[1]
     # under skippable an extra reference on a fake-offline page only WARNs
-    assert len(assess(v, None, ev, "skippable")[1]) == 1
+    assert len(assess(v, None, ev, ForeignRefEffect.WARNS)[1]) == 1
 
 
 def test_cma_in_the_zone_is_a_blind_spot_once_isolation_passes():
     ev = evidence(free=PPB, cma=4096)
-    level, spots = assess(verdict(free=PPB), None, ev, "refcount")
+    level, spots = assess(verdict(free=PPB), None, ev, ForeignRefEffect.BLOCKS)
     assert level == "likely" and "CMA" in spots[0]
-    assert assess(verdict(**ISOLATION_FAILS), None, evidence(reserved=1, cma=4096), "refcount")[0] == "certain"
+    assert assess(verdict(**ISOLATION_FAILS), None, evidence(reserved=1, cma=4096), ForeignRefEffect.BLOCKS)[0] == "certain"
 
 
 def test_unmapped_hugetlb_that_matters_is_unknown():
     ev = evidence(hugetlb_unmapped=512, free=PPB - 512)
     dissolve = verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE)
-    level, spots = assess(verdict(free=PPB - 512, dissolved=512), dissolve, ev, "refcount")
+    level, spots = assess(verdict(free=PPB - 512, dissolved=512), dissolve, ev, ForeignRefEffect.BLOCKS)
     assert level == "unknown" and "hugetlb" in spots[0]
 
 
@@ -107,16 +107,16 @@ def kernel_zone_machine(tmp_path):
 def test_simulate_attaches_confidence_from_both_readings(kernel_zone_machine):
     result = simulate(kernel_zone_machine)
     by_block = {v.block: v for v in result.blocks}
-    assert (by_block[1].result, by_block[1].confidence) == (Outcome.OFFLINED, "unknown")
+    assert (by_block[1].result, by_block[1].confidence) == (Outcome.OFFLINED, Confidence.UNKNOWN)
     assert by_block[1].blind_spots == ("3 pages with no flags could be unmovable kernel allocations",)
-    assert (by_block[2].result, by_block[2].confidence, by_block[2].culprit.pfn) == (Outcome.FAILS, "certain",
+    assert (by_block[2].result, by_block[2].confidence, by_block[2].culprit.pfn) == (Outcome.FAILS, Confidence.CERTAIN,
                                                                                      2 * PPB + 7)
-    assert (by_block[3].result, by_block[3].confidence, by_block[3].blind_spots) == (Outcome.OFFLINED, "certain", ())
+    assert (by_block[3].result, by_block[3].confidence, by_block[3].blind_spots) == (Outcome.OFFLINED, Confidence.CERTAIN, ())
 
 
 def test_profiles_get_no_confidence():
     from conftest import bundled
-    from memplan.inputs.profile import load_profile
+    from memplan.profile.reader import load_profile
     result = simulate(load_profile(bundled("sbm-guest.toml")), blocks=[36])
     assert result.blocks[0].confidence is None and result.semantics_reason is None
 

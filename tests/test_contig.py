@@ -9,7 +9,7 @@ import pytest
 
 from memplan.kernel.contig import ContigStep, Request, alloc_contig_range, unmovable_pages_other
 from memplan.kernel.pages import RangeView
-from memplan.model import DEFAULT_REFCOUNT, Errno, PageKind
+from memplan.core.model import DEFAULT_REFCOUNT, Errno, PageKind
 
 PB = 512
 START = 0x100000

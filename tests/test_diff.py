@@ -1,4 +1,4 @@
-"""``memplan.diff``: spec §5.2 rows as differences, Zi Yan's question, foreign-reference timing.
+"""``memplan.diff.compute``: spec §5.2 rows as differences, Zi Yan's question, foreign-reference timing.
 
 The profiles are the scenario builders of ``test_scenarios`` (block 8 = 128 MiB of boot RAM,
 block 32 = a virtio-mem SBM block with sub-blocks 0-15 plugged).
@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from conftest import bundled, machine_from
 from test_properties import SETTINGS, ram_machines, sbm_machines
 from test_scenarios import MID, SBM_FAKE_PFN, page, sbm, target
-from memplan.diff import OWNER_KINDS, diff_semantics, reached_sites, with_foreign_ref_timing
-from memplan.differences import Site
-from memplan.inputs.profile import build_machine, load_profile
+from memplan.diff.compute import OWNER_KINDS, diff_semantics, reached_sites, with_foreign_ref_timing
+from memplan.diff.types import Site
+from memplan.profile.reader import build_machine, load_profile
 from memplan.kernel.semantics import SEMANTICS
-from memplan.model import ForeignRefTiming, PageKind
+from memplan.core.model import ForeignRefTiming, PageKind
 
 REFERENCED = page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2)
 
@@ -189,7 +189,7 @@ def test_skippable_review_profile_reproduces_the_seed_discussion():
 
 
 def test_skippable_review_has_partial_blocks_in_both_zones():
-    from memplan.simulation import simulate
+    from memplan.engine.simulation import simulate
     result = simulate(load_profile(bundled("skippable-review.toml")), "refcount")
     states = {(v.zone.value, v.device_state) for v in result.blocks if v.device}
     assert ("Normal", "KERNEL_PARTIAL") in states and ("Movable", "MOVABLE_PARTIAL") in states

@@ -1,4 +1,4 @@
-"""memplan.executors: the local process pool and Dask give exactly the in-process answers."""
+"""memplan.fleet.executors: the local process pool and Dask give exactly the in-process answers."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from fleet_hosts import dask_scheduler, die_on_gen_1, write_fleet  # noqa: F401  (fixture)
-from memplan.errors import UsageError
-from memplan.executors import Backend, require_dask, run_tasks
-from memplan.fleet import FleetOptions, make_tasks
-from memplan.fleet_report import FleetMode
+from memplan.core.errors import UsageError
+from memplan.fleet.executors import Backend, require_dask, run_tasks
+from memplan.fleet.compute import FleetOptions, make_tasks
+from memplan.fleet.types import FleetMode
 
 
 @pytest.fixture(scope="module")

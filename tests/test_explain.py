@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import bundled, machine_from
-from memplan.errors import UsageError
-from memplan.explain import explain_block, kind_counts
-from memplan.inputs.profile import load_profile
-from memplan.simulation import simulate
-from memplan.trace import PipelineStep, StepStatus
+from memplan.core.errors import UsageError
+from memplan.explain.compute import explain_block, kind_counts
+from memplan.profile.reader import load_profile
+from memplan.engine.simulation import simulate
+from memplan.kernel.trace import PipelineStep, StepStatus
 
 
 @pytest.fixture(scope="module")

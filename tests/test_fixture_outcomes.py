@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from conftest import QEMU_FIXTURES, fixture_tree
 from memplan.cli import main
-from memplan.results import Reason
+from memplan.core.results import Reason
 
 REASONS = {r.value for r in Reason}
 

@@ -1,4 +1,4 @@
-"""memplan.fleet: inputs, per-host summaries (checked against simulate / plan / unplug run on
+"""memplan.fleet.compute: inputs, per-host summaries (checked against simulate / plan / unplug run on
 each host directly), error rows, aggregation and --check."""
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from collections import Counter, defaultdict
 import pytest
 
 from fleet_hosts import write_fleet
-from memplan.fleet import (
+from memplan.fleet.compute import (
     NO_MIGRATION_TARGET, FleetOptions, HostTask, check_fleet, expand_inputs, fleet_report, make_tasks, run_host,
     verdict_cause,
 )
-from memplan.fleet_report import CauseCount, FleetMode, HostSummary, InputKind, ZoneSummary
-from memplan.inputs.profile import load_profile
-from memplan.inputs.snapshot import load_snapshot
+from memplan.fleet.types import CauseCount, FleetMode, HostSummary, InputKind, ZoneSummary
+from memplan.profile.reader import load_profile
+from memplan.snapshot.reader import load_snapshot
 from memplan.plans.plan import plan
 from memplan.plans.unplug import unplug
-from memplan.results import Outcome
-from memplan.simulation import simulate
-from memplan.status import ExitStatus
+from memplan.core.results import Outcome
+from memplan.engine.simulation import simulate
+from memplan.core.status import ExitStatus
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -212,8 +212,8 @@ def test_broken_inputs_are_error_rows(tmp_path, fleet):
 
 
 def test_verdict_cause_names_enomem_migration_failures():
-    from memplan.inputs import toml
-    from memplan.inputs.profile import build_machine
+    from memplan.profile import toml
+    from memplan.profile.reader import build_machine
     # Two blocks, each 90 % anon: neither has room in the other (simulate judges blocks alone,
     # but the migration targets are the other blocks' free pages).
     doc = toml.loads("""

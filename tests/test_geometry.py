@@ -1,6 +1,6 @@
 import pytest
 
-from memplan.geometry import GiB, Geometry, MiB
+from memplan.core.geometry import GiB, Geometry, MiB
 
 
 def test_x86_64_defaults():

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memplan.errors import InputError
-from memplan.evidence import PageClass
-from memplan.inputs import kpageflags as kpf
-from memplan.inputs.kpageflags import KPF, FlagsHistogram, KpageFile, bit, classify
-from memplan.model import PageKind
+from memplan.core.errors import InputError
+from memplan.snapshot.evidence import PageClass
+from memplan.snapshot import kpageflags as kpf
+from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile, bit, classify
+from memplan.core.model import PageKind
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 HOST = os.path.join(FIXTURES, "host-6.18-24g")
@@ -192,7 +192,7 @@ def test_movable_ops_visible_from_617():
 
 
 def test_kind_tables_differ_only_on_ambiguous_classes():
-    from memplan.evidence import AMBIGUOUS
+    from memplan.snapshot.evidence import AMBIGUOUS
     for cls in PageClass:
         same = kpf.PRIMARY_KINDS[cls] == kpf.PESSIMISTIC_KINDS[cls]
         assert same == (cls not in AMBIGUOUS), cls

@@ -2,8 +2,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 import numpy as np
 
-from memplan import kpf
-from memplan.model import FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_PAGE_OFFLINE, PageKind
+from memplan.snapshot import kpf
+from memplan.core.model import FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_PAGE_OFFLINE, PageKind
 
 
 def test_symbolic_has_page_types_width_and_letters():

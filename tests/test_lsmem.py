@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from memplan.errors import UsageError
+from memplan.core.errors import UsageError
 from memplan.render.lsmem import (
     Column, ColumnSet, Merge, TableOptions, merged_rows, print_table, raw_escape, raw_lines,
 )

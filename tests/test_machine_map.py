@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import bundled, machine_from
-from memplan.blockmap import CellKind, Change
-from memplan.diff import diff_semantics
-from memplan.inputs.profile import load_profile
-from memplan.machine_map import diff_map, machine_map
-from memplan.simulation import simulate
+from memplan.map.types import CellKind, Change
+from memplan.diff.compute import diff_semantics
+from memplan.profile.reader import load_profile
+from memplan.map.compute import diff_map, machine_map
+from memplan.engine.simulation import simulate
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from conftest import HALF_FULL, machine_from
-from memplan.capacity import MemoryLeft, ZoneMemory
-from memplan.errors import UsageError
-from memplan.model import Zone
+from memplan.plans.types import MemoryLeft, ZoneMemory
+from memplan.core.errors import UsageError
+from memplan.core.model import Zone
 from memplan.plans.plan import parse_plan_size, plan, valid_zones_match
-from memplan.results import Outcome
-from memplan.simulation import simulate
+from memplan.core.results import Outcome
+from memplan.engine.simulation import simulate
 
 MB = 1 << 20
 PPB = 32768  # pages per 128 MiB block

@@ -1,7 +1,7 @@
 import numpy as np
 
 from conftest import machine_from
-from memplan.model import PageKind
+from memplan.core.model import PageKind
 
 FILLED = """
 [[ram]]
@@ -91,7 +91,7 @@ online = "movable"
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER  # noqa: E402
+from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER  # noqa: E402
 
 HINTED = """
 [[ram]]
@@ -151,7 +151,7 @@ def test_hints_cover_what_the_pages_hold(seed, thp, hugetlb, slab, pfn, kind):
 
 
 def test_consecutive_runs():
-    from memplan.model import consecutive_runs
+    from memplan.core.machine import consecutive_runs
     ids = np.array([1, 2, 3, 4, 5, 8, 9, 20])
     assert consecutive_runs(ids) == [(0, 5), (5, 7), (7, 8)]
     assert consecutive_runs(ids, 2) == [(0, 2), (2, 4), (4, 5), (5, 7), (7, 8)]

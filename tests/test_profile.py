@@ -5,9 +5,9 @@ import textwrap
 import pytest
 
 from conftest import bundled, machine_from
-from memplan.errors import ProfileError
-from memplan.inputs.profile import load_profile
-from memplan.model import BlockState, Zone
+from memplan.core.errors import ProfileError
+from memplan.profile.reader import load_profile
+from memplan.core.model import BlockState, Zone
 
 OK_RAM = '[[ram]]\nstart = "0"\nsize = "1GiB"\nzone = "Normal"\n'
 
@@ -143,7 +143,7 @@ offline_blocks = "34"
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from memplan.inputs.profile import build_machine  # noqa: E402
+from memplan.profile.reader import build_machine  # noqa: E402
 from memplan.kernel import virtio_mem  # noqa: E402
 
 PAGE, PB, BLOCK_BYTES = 4096, 2 << 20, 128 << 20

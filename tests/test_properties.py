@@ -15,11 +15,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memplan.inputs.profile import build_machine
-from memplan.kernel.offline import fast_verdicts, offline_block
-from memplan.kernel.reference import reference_offline
+from memplan.profile.reader import build_machine
+from memplan.engine.shortcut import BlockColumns, chunk_verdicts
+from memplan.kernel.offline import offline_block
+from oracle import reference_offline
 from memplan.kernel.semantics import SEMANTICS, get_semantics
-from memplan.simulation import Simulator, simulate
+from memplan.engine.simulation import Simulator, simulate
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BLOCK = 8
@@ -146,7 +147,7 @@ def test_fast_path_agrees_with_full_pipeline(doc):
         ctx = sim.context(int(machine.blocks.rows([BLOCK])[0]))
         batch = machine.pages.materialize(np.array([BLOCK]))
         has_ref = np.array([batch.refcount is not None])
-        fast = fast_verdicts(sim.setup, [ctx], batch.kinds, has_ref)[0]
+        fast = chunk_verdicts(sim.setup, BlockColumns.from_contexts([ctx]), batch.kinds, has_ref)[0]
         if fast is not None:
             assert fast == offline_block(sim.setup, ctx, batch.kinds[0], None)
 

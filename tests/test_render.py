@@ -5,10 +5,10 @@ from rich.console import Console
 
 from conftest import bundled
 from memplan import __version__
-from memplan.inputs.profile import load_profile
+from memplan.profile.reader import load_profile
 from memplan.render import json as render_json
 from memplan.render import table as render_table
-from memplan.simulation import simulate
+from memplan.engine.simulation import simulate
 
 BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "culprit", "pages",
               "kernel_log", "hazards", "device", "device_state"}

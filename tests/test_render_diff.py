@@ -8,8 +8,8 @@ from rich.console import Console
 from conftest import bundled
 from test_render import BLOCK_KEYS
 from memplan import __version__
-from memplan.diff import diff_semantics, with_foreign_ref_timing
-from memplan.inputs.profile import load_profile
+from memplan.diff.compute import diff_semantics, with_foreign_ref_timing
+from memplan.profile.reader import load_profile
 from memplan.render import diff as render_diff
 from memplan.render import json as render_json
 

@@ -7,8 +7,8 @@ import json
 
 from rich.console import Console
 
-from memplan.fleet import FleetOptions, fleet_report
-from memplan.fleet_report import CauseCount, DeviceSummary, FleetMode, HostSummary, InputKind, ZoneSummary
+from memplan.fleet.compute import FleetOptions, fleet_report
+from memplan.fleet.types import CauseCount, DeviceSummary, FleetMode, HostSummary, InputKind, ZoneSummary
 from memplan.render import fleet as render_fleet
 
 GiB = 1 << 30

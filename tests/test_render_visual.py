@@ -13,14 +13,14 @@ from rich.console import Console
 
 from conftest import bundled
 from golden import assert_golden
-from memplan.explain import explain_block
-from memplan.inputs.profile import load_profile
-from memplan.machine_map import diff_map, machine_map
+from memplan.explain.compute import explain_block
+from memplan.profile.reader import load_profile
+from memplan.map.compute import diff_map, machine_map
 from memplan.render import table as render_table
 from memplan.render.explain import print_story
 from memplan.render.lsmem import TableOptions
 from memplan.render.map import map_renderable
-from memplan.simulation import simulate
+from memplan.engine.simulation import simulate
 
 
 def load(name: str):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import machine_from
-from memplan.kernel.reference import reference_offline
+from oracle import reference_offline
 from memplan.kernel.semantics import get_semantics
-from memplan.simulation import Simulator, simulate
+from memplan.engine.simulation import Simulator, simulate
 
 DUMP_UNMOVABLE = ("dump_page", "unmovable page")
 

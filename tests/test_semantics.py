@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from memplan.errors import UsageError
+from memplan.core.errors import UsageError
 from memplan.kernel.semantics import SEMANTICS, get_semantics
 
 R, S = get_semantics("refcount"), get_semantics("skippable")

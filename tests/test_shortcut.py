@@ -1,4 +1,4 @@
-"""The block-level shortcut (memplan.kernel.shortcut) against the full pipeline and the reference.
+"""The block-level shortcut (memplan.engine.shortcut) against the full pipeline and the reference.
 
 * on random machines, ``simulate()`` with the shortcut gives exactly the result it gives when
   every block goes through ``offline_block()`` (verdicts, page counts, kernel log), in both
@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import machine_from
-from memplan import simulation
-from memplan.inputs.profile import build_machine
-from memplan.kernel import shortcut
+from memplan.engine import simulation
+from memplan.profile.reader import build_machine
+from memplan.engine import shortcut
 from memplan.kernel.offline import BlockStats, offline_block
-from memplan.kernel.reference import reference_offline
+from oracle import reference_offline
 from memplan.kernel.semantics import SEMANTICS, get_semantics
-from memplan.model import PageKind
-from memplan.results import BlockVerdict, Outcome, PageCounts, Zone
-from memplan.simulation import Simulator, simulate
+from memplan.core.model import PageKind
+from memplan.core.results import BlockVerdict, Outcome, PageCounts, Zone
+from memplan.engine.simulation import Simulator, simulate
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PPB = 32768

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 
 from conftest import bundled, machine_from
-from memplan.errors import UsageError
-from memplan.inputs.profile import load_profile
-from memplan import simulation
-from memplan.simulation import simulate
+from memplan.core.errors import UsageError
+from memplan.profile.reader import load_profile
+from memplan.core import machine as machine_module
+from memplan.engine import simulation
+from memplan.engine.simulation import simulate
 
 
 def test_default_is_every_online_block():
@@ -23,7 +24,7 @@ def test_unknown_block_is_a_usage_error():
 def test_results_do_not_depend_on_chunk_size(monkeypatch):
     m = load_profile(bundled("sbm-guest.toml"))
     whole = simulate(m)
-    monkeypatch.setattr(simulation, "CHUNK_PAGES", 32768)
+    monkeypatch.setattr(machine_module, "CHUNK_PAGES", 32768)
     assert simulate(load_profile(bundled("sbm-guest.toml"))) == whole
 
 
@@ -61,7 +62,7 @@ def test_summary():
 
 
 def test_chunks_are_consecutive_and_bounded(monkeypatch):
-    monkeypatch.setattr(simulation, "CHUNK_PAGES", 3 * 32768)
+    monkeypatch.setattr(machine_module, "CHUNK_PAGES", 3 * 32768)
     ids = np.array([0, 1, 2, 3, 4, 7, 8, 20], dtype=np.int64)
     assert [c.tolist() for c in simulation.chunks(ids, 32768)] == [[0, 1, 2], [3, 4], [7, 8], [20]]
     assert simulation.chunks(np.array([], dtype=np.int64), 32768) == []

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import QEMU_FIXTURES, build_sysroot, fixture_tree
-from memplan.errors import InputError, UsageError
-from memplan.evidence import PageClass
-from memplan.inputs.kpageflags import KPF, bit
-from memplan.inputs.snapshot import describe, detect_semantics, load_snapshot
-from memplan.model import BlockState, VirtioMemMode, Zone
-from memplan.simulation import simulate
+from memplan.core.errors import InputError, UsageError
+from memplan.snapshot.evidence import PageClass
+from memplan.snapshot.kpageflags import KPF, bit
+from memplan.snapshot.reader import describe, detect_semantics, load_snapshot
+from memplan.core.model import BlockState, VirtioMemMode, Zone
+from memplan.engine.simulation import simulate
 
 PPB = 32768
 
@@ -65,7 +65,7 @@ def test_materialize_reads_only_the_blocks_asked_for():
     batch = source.materialize(np.array([33, 34]))
     assert batch.kinds.shape == (2, PPB)
     assert calls and all(33 * PPB <= s and s + c <= 35 * PPB for s, c in calls)
-    evidence = machine.annotations[34]["evidence"]
+    evidence = machine.assessor.evidence[34]
     assert sum(evidence.counts) == PPB and evidence.count(PageClass.FAKE_OFFLINE) == 2560
 
 

@@ -103,7 +103,7 @@ def test_usage_errors(args, needle):
 
 
 def test_unreadable_kpageflags_is_one_line(monkeypatch):
-    import memplan.inputs.kpageflags as kpf
+    import memplan.snapshot.kpageflags as kpf
     real_open = os.open
 
     def deny(path, flags, *args):

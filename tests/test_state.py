@@ -6,10 +6,10 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from conftest import machine_from
-from memplan.model import FOLIO_ORDER, PageKind
+from memplan.core.model import FOLIO_ORDER, PageKind
 from memplan.plans.state import MachineState
-from memplan.results import Outcome
-from memplan.simulation import simulate
+from memplan.core.results import Outcome
+from memplan.engine.simulation import simulate
 
 PPB = 32768
 PB = 512

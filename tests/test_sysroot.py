@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from memplan.errors import InputError
-from memplan.inputs.sysroot import (
+from memplan.core.errors import InputError
+from memplan.snapshot.sysroot import (
     Tree, ram_ranges, read_hugepages, read_iomem, read_memory, read_params, read_release, read_zoneinfo,
 )
-from memplan.model import BlockState, Zone
+from memplan.core.model import BlockState, Zone
 
 
 def write(root, rel, text):

@@ -7,12 +7,12 @@ import copy
 import numpy as np
 from hypothesis import given
 
-from memplan.inputs.profile import build_machine
+from memplan.profile.reader import build_machine
 from memplan.kernel.offline import offline_block, offline_block_traced
 from memplan.kernel.semantics import SEMANTICS, get_semantics
-from memplan.results import Outcome
-from memplan.simulation import Simulator
-from memplan.trace import PipelineStep, StepStatus, TraceRecorder
+from memplan.core.results import Outcome
+from memplan.engine.simulation import Simulator
+from memplan.kernel.trace import PipelineStep, StepStatus, TraceRecorder
 from test_properties import BLOCK, SETTINGS, ram_machines, sbm_machines
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from memplan.units import format_block_ranges, format_size, parse_block_ranges, parse_inclusive_range, parse_size
+from memplan.core.units import format_block_ranges, format_size, parse_block_ranges, parse_inclusive_range, parse_size
 
 
 @pytest.mark.parametrize("text,value", [

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import machine_from
-from memplan.errors import UsageError
-from memplan.model import Errno, PageKind
+from memplan.core.errors import UsageError
+from memplan.core.model import Errno, PageKind
 from memplan.plans.state import MachineState
 from memplan.plans.unplug import sweep, unplug
 

@@ -1,8 +1,8 @@
 import pytest
 
-from memplan.geometry import GiB, Geometry, MiB
+from memplan.core.geometry import GiB, Geometry, MiB
 from memplan.kernel import virtio_mem as vm
-from memplan.model import DriverState, OnlineType, VirtioMemMode, Zone
+from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
 
 G = Geometry()
 

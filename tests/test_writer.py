@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import SPARE
-from memplan.inputs import toml
-from memplan.inputs.profile import build_machine, load_profile
+from memplan.profile import toml
+from memplan.profile.reader import build_machine, load_profile
 from memplan.plans.plan import plan
 from memplan.plans.unplug import unplug
-from memplan.plans.writer import dumps, profile_document, write_profile
-from memplan.simulation import simulate
+from memplan.profile.writer import dumps, profile_document, write_profile
+from memplan.engine.simulation import simulate
 
 MB = 1 << 20
 
@@ -135,7 +135,7 @@ def test_toml_values():
 def test_unwritable_output(tmp_path):
     machine, doc = machine_and_doc()
     _, state = plan(machine, 0)
-    from memplan.errors import UsageError
+    from memplan.core.errors import UsageError
     with pytest.raises(UsageError, match="cannot write"):
         write_profile(state, doc, str(tmp_path / "missing" / "x.toml"))
 

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from memplan import __version__
-from memplan.errors import MemplanError
-from memplan.status import ExitStatus
+from memplan.core.errors import MemplanError
+from memplan.core.status import ExitStatus
 
 
 class MemplanGroup(click.Group):

@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 import click
 
-from memplan.errors import UsageError
+from memplan.core.errors import UsageError
 from memplan.render.lsmem import ColumnSet, TableOptions
 
 _OPTIONS = ("output", "output_all", "in_bytes", "split", "all_rows", "noheadings", "raw")

@@ -10,10 +10,10 @@ from typing import Any, Callable, List, Optional
 import click
 from rich.console import Console
 
-from memplan.errors import ProfileError, UsageError
+from memplan.core.errors import ProfileError, UsageError
 from memplan.kernel.semantics import SEMANTICS
-from memplan.model import Machine
-from memplan.units import parse_block_ranges
+from memplan.core.machine import Machine
+from memplan.core.units import parse_block_ranges
 
 
 def stdout_console() -> Console:
@@ -57,13 +57,13 @@ def machine_source(profile: Optional[str], sysroot: Optional[str], live: bool) -
 def load_machine(profile: str) -> Machine:
     """A machine from a profile path, or from a snapshot (``--sysroot``/``--live``)."""
     if isinstance(profile, SnapshotSource):
-        from memplan.inputs.snapshot import load_snapshot
+        from memplan.snapshot.reader import load_snapshot
         return load_snapshot(str(profile), live=profile.live)
-    from memplan.inputs.profile import load_profile
+    from memplan.profile.reader import load_profile
     try:
         return load_profile(profile)
     except ProfileError as exc:
-        from memplan.inputs.bundled import missing_profile_hint
+        from memplan.profile.bundled import missing_profile_hint
         hint = None if exc.hint or exc.key else missing_profile_hint(profile)
         if hint is None:
             raise
@@ -120,9 +120,9 @@ def finish_capacity_command(result: Any, state: Any, profile: str, out: Optional
                             to_dict: Callable[[Any], dict], print_table: Callable[[Console, Any], None]) -> None:
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
     warnings, render, and exit with chmem's codes under ``--check``."""
-    from memplan.plans.writer import read_document, write_profile
+    from memplan.profile.writer import read_document, write_profile
     from memplan.render import json as render_json
-    from memplan.status import ExitStatus, check_status
+    from memplan.core.status import ExitStatus, check_status
 
     warnings = list(warnings)
     if out:
@@ -139,7 +139,7 @@ def finish_capacity_command(result: Any, state: Any, profile: str, out: Optional
 
 def size_value(option: str, value: str, chmem: bool = False, positive: bool = False) -> int:
     """A size given on the command line (``chmem``: a bare number means MiB)."""
-    from memplan.units import parse_chmem_size, parse_size
+    from memplan.core.units import parse_chmem_size, parse_size
     try:
         size = parse_chmem_size(value) if chmem else parse_size(value)
     except ValueError as exc:

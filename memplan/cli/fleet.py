@@ -11,13 +11,13 @@ import click
 
 from memplan.cli.app import main
 from memplan.cli.common import print_warnings, semantics_option, size_value, stderr_console, stdout_console
-from memplan.errors import UsageError
-from memplan.executors import Backend, require_dask, run_tasks
-from memplan.fleet import FleetAggregate, FleetOptions, check_fleet, make_tasks
-from memplan.fleet_report import FleetMode
+from memplan.core.errors import UsageError
+from memplan.fleet.executors import Backend, require_dask, run_tasks
+from memplan.fleet.compute import FleetAggregate, FleetOptions, check_fleet, make_tasks
+from memplan.fleet.types import FleetMode
 from memplan.render import fleet as render_fleet
 from memplan.render import json as render_json
-from memplan.status import ExitStatus
+from memplan.core.status import ExitStatus
 
 
 def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optional[str],

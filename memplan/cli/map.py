@@ -12,14 +12,14 @@ from memplan.cli.app import main
 from memplan.cli.common import (
     blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, semantics_option, stdout_console,
 )
-from memplan.diff import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
-from memplan.errors import UsageError
+from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
+from memplan.core.errors import UsageError
 from memplan.kernel.semantics import SEMANTICS
-from memplan.machine_map import diff_map, machine_map
-from memplan.model import ForeignRefTiming
+from memplan.map.compute import diff_map, machine_map
+from memplan.core.model import ForeignRefTiming
 from memplan.render.map import map_renderable
-from memplan.simulation import simulate
-from memplan.status import ExitStatus
+from memplan.engine.simulation import simulate
+from memplan.core.status import ExitStatus
 
 
 def _export(renderable: RenderableType, width: int, svg: Optional[str], html: Optional[str], title: str) -> None:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
     TimeRemainingColumn
 from rich.text import Text
 
-from memplan.simulation import Progress as ProgressCallback
+from memplan.engine.simulation import Progress as ProgressCallback
 
 
 class PagesPerSecond(ProgressColumn):

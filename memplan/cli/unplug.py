@@ -11,13 +11,13 @@ from rich.console import Console
 
 from memplan.cli.app import main
 from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, print_warnings, semantics_option, size_value, stdout_console
-from memplan.errors import UsageError
+from memplan.core.errors import UsageError
 from memplan.plans.state import MachineState
 from memplan.plans.unplug import find_device, run_unplug, sweep
 from memplan.render import capacity_json
 from memplan.render import capacity_table
 from memplan.render import json as render_json
-from memplan.status import ExitStatus
+from memplan.core.status import ExitStatus
 
 
 @main.command("unplug")

@@ -35,7 +35,7 @@ import numpy as np
 
 from memplan.kernel.isolation import isolate_range
 from memplan.kernel.pages import RangeView, first_index
-from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, Errno, PageKind
+from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, Errno, PageKind
 
 #: ``MAX_PAGE_ORDER`` on x86-64: hugetlb folios above it are "gigantic" for alloc_contig_range().
 MAX_PAGE_ORDER = 10

@@ -14,7 +14,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from memplan.kernel.pages import first_index
-from memplan.model import FOLIO_ORDER, IS_HUGETLB, PageKind
+from memplan.core.model import FOLIO_ORDER, IS_HUGETLB, PageKind
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 
 from memplan.kernel.pages import RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
-from memplan.model import FOLIO_ORDER
+from memplan.core.model import FOLIO_ORDER
 
 
 def unmovable_pages(view: RangeView, zone_movable: bool, semantics: OfflineSemantics,

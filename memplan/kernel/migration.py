@@ -21,8 +21,8 @@ import numpy as np
 
 from memplan.kernel.pages import RATELIMIT_BURST, RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
-from memplan.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind, Zone
-from memplan.results import LogEntry, LogLevel
+from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind, Zone
+from memplan.core.results import LogEntry, LogLevel
 
 ENOMEM = -12
 #: pages per folio of each kind

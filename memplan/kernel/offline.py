@@ -14,21 +14,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from memplan.geometry import Geometry
+from memplan.core.geometry import Geometry
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel.isolation import isolate_range, isolation_order, unmovable_pages
 from memplan.kernel.migration import MigrationTargets, migrate
 from memplan.kernel.pages import RangeView, first_index, per_page_entries
 from memplan.kernel.semantics import OfflineSemantics
 from memplan.kernel.virtio_mem import fake_offline_skippable
-from memplan.model import (
-    DEFAULT_REFCOUNT, BlockState, DriverState, Environment, Errno, ForeignRefTiming,
-    HugetlbPool, PageKind, VirtioMemDevice, Zone,
+from memplan.core.model import (
+    DEFAULT_REFCOUNT, BlockState, DriverState, Errno, ForeignRefTiming, PageKind, Zone,
 )
-from memplan.results import (
+from memplan.core.machine import Environment, HugetlbPool, VirtioMemDevice
+from memplan.core.results import (
     BlockVerdict, Culprit, Hazard, HazardKind, LogEntry, LogLevel, Outcome, PageCounts, Reason, Step,
 )
-from memplan.trace import PipelineStep, StepRecord, StepStatus, TraceRecorder
+from memplan.kernel.trace import PipelineStep, StepRecord, StepStatus, TraceRecorder
 
 
 @dataclass(frozen=True)
@@ -502,17 +502,6 @@ def _after_success_hazards(view: RangeView, after: RangeView, sem: OfflineSemant
                               "as already offline; onlining the block again hands them to the buddy",
                               view.pfn + int(np.flatnonzero(orphans)[0])))
     return hazards
-
-
-def fast_verdicts(setup: OfflineSetup, contexts: Sequence[BlockContext], kinds: np.ndarray,
-                  has_refcount: np.ndarray) -> List[Optional[Tuple[BlockVerdict, BlockStats]]]:
-    """Verdicts for blocks that need no per-page pass (``None`` marks blocks that need
-    ``offline_block()``); see ``memplan.kernel.shortcut.chunk_verdicts``, which this wraps for
-    callers holding ``BlockContext`` objects. The verdicts are identical to what
-    ``offline_block()`` returns for the same pages (tests compare them).
-    """
-    from memplan.kernel.shortcut import BlockColumns, chunk_verdicts  # shortcut builds on this module
-    return chunk_verdicts(setup, BlockColumns.from_contexts(contexts), kinds, has_refcount)
 
 
 # --- step details for offline_block_traced() (memplan explain) -----------------------------

@@ -8,11 +8,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from memplan.model import (
-    FOLIO_ORDER, IS_HUGETLB, IS_HUGETLB_MIGRATABLE, IS_LRU, IS_MOVABLE_OPS, IS_PAGE_OFFLINE, IS_RESERVED,
-    PageKind,
+from memplan.core.model import (
+    FOLIO_ORDER, IS_HUGETLB, IS_HUGETLB_MIGRATABLE, IS_LRU, IS_MOVABLE_OPS, IS_PAGE_OFFLINE, IS_RESERVED, PageKind,
 )
-from memplan.results import LogEntry, LogLevel
+from memplan.core.results import LogEntry, LogLevel
 
 #: Per-page messages (e.g. one WARN per referenced fake-offline page) beyond this many are merged.
 PER_PAGE_LOG_LIMIT = 8

@@ -14,12 +14,12 @@ notifier ran, ``skippable`` = ``PageOfflineSkippable``) and return boolean array
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from memplan.errors import UsageError, did_you_mean
-from memplan.results import HazardKind, LogLevel
+from memplan.core.errors import UsageError, did_you_mean
+from memplan.core.results import ForeignRefEffect, HazardKind, LogLevel
 
 #: (level, kernel text, function, hazard, mask)
 CommitCheck = Tuple[LogLevel, str, str, HazardKind, np.ndarray]
@@ -39,6 +39,18 @@ class OfflineSemantics(ABC):
     #: driver removal clears PG_offline_skippable on unplugged parts of online partial blocks
     #: (``virtio_mem_sbm_mark_mb_non_skippable()`` in PATCH-v2)
     virtio_mem_unload_clears_skippable: bool
+
+    def foreign_reference_effect(self) -> ForeignRefEffect:
+        """What one unexpected reference on a (loaded) virtio-mem fake-offline page does (spec
+        rows 20 and 22), from this semantics' own predicate sites: SCAN (site 2) after
+        virtio-mem's MEM_GOING_OFFLINE handler ran, else the commit checks (site 5)."""
+        refcount = np.array([2 - (1 if self.virtio_mem_drops_refs else 0)], dtype=np.int64)
+        skippable = np.array([self.virtio_mem_marks_skippable])
+        if bool(self.scan_busy(refcount, skippable)[0]):
+            return ForeignRefEffect.BLOCKS
+        if any(bool(mask.any()) for *_, mask in self.commit_checks(refcount, skippable)):
+            return ForeignRefEffect.WARNS
+        return ForeignRefEffect.NONE
 
     # Site 1: mm/page_isolation.c page_is_unmovable(), PB_ISOLATE_MODE_MEM_OFFLINE rule.
     @abstractmethod
@@ -134,15 +146,22 @@ def foreign_reference_blocks(semantics: OfflineSemantics) -> bool:
     """Whether one unexpected reference on a (loaded) virtio-mem fake-offline page stops
     offlining: what SCAN (site 2) sees after virtio-mem's MEM_GOING_OFFLINE handler ran
     (spec row 20). Used to name the blind spot a snapshot has there (refcounts are not exported)."""
-    refcount = np.int64(2 - (1 if semantics.virtio_mem_drops_refs else 0))
-    return bool(semantics.scan_busy(refcount, np.bool_(semantics.virtio_mem_marks_skippable)))
+    return semantics.foreign_reference_effect() is ForeignRefEffect.BLOCKS
 
 
 SEMANTICS: Dict[str, OfflineSemantics] = {s.name: s for s in (RefcountSemantics(), SkippableSemantics())}
 
 
-def get_semantics(name: str) -> OfflineSemantics:
-    """Look up a semantics by name (``refcount`` or ``skippable``)."""
+#: What every released kernel does, and what a machine uses unless told otherwise.
+MAINLINE = "refcount"
+#: The posted, unmerged PG_offline_skippable patch.
+PROPOSED = "skippable"
+
+
+def get_semantics(name: Optional[str]) -> OfflineSemantics:
+    """Look up a semantics by name (``refcount`` or ``skippable``; ``None``: mainline)."""
+    if name is None:
+        return SEMANTICS[MAINLINE]
     try:
         return SEMANTICS[name]
     except KeyError:

@@ -14,8 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from memplan.geometry import Geometry
-from memplan.model import DriverState, OnlineType, VirtioMemDevice, VirtioMemMode, Zone
+from memplan.core.geometry import Geometry
+from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
+from memplan.core.machine import VirtioMemDevice
 
 
 class SbmState(str, Enum):
@@ -203,7 +204,7 @@ def configure(
 
 
 def _ranges(blocks: Sequence[int]) -> str:
-    from memplan.units import format_block_ranges
+    from memplan.core.units import format_block_ranges
     return format_block_ranges(list(blocks))
 
 

@@ -37,8 +37,8 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from memplan.capacity import MemoryLeft, ZoneMemory
-from memplan.geometry import Geometry
+from memplan.plans.types import MemoryLeft, ZoneMemory
+from memplan.core.geometry import Geometry
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
 from memplan.kernel.contig import ContigResult, Request, alloc_contig_range
@@ -47,12 +47,13 @@ from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, o
 from memplan.kernel.pages import RangeView
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
 from memplan.kernel.virtio_mem import BbmState, SbmState
-from memplan.model import (
-    DEFAULT_REFCOUNT, FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_MOVABLE_OPS, IS_PINNED, ZONE_NONE, BlockState,
-    BlockTable, HugetlbPool, Machine, PageBatch, PageKind, VirtioMemDevice, VirtioMemMode, Zone,
+from memplan.core.model import (
+    DEFAULT_REFCOUNT, FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_MOVABLE_OPS, IS_PINNED, ZONE_NONE, BlockState, PageKind, VirtioMemMode, Zone,
 )
-from memplan.results import BlockVerdict, Outcome
-from memplan.simulation import chunks, pageblock_masks
+from memplan.core.machine import BlockTable, HugetlbPool, Machine, PageBatch, VirtioMemDevice
+from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.machine import chunks
+from memplan.engine.simulation import pageblock_masks
 
 FREE = int(PageKind.FREE)
 HUGE_ORDERS = (9, 18)

@@ -16,15 +16,16 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from memplan.capacity import (
+from memplan.plans.types import (
     RETRY_MAX_S, RETRY_MIN_S, SweepPoint, SweepResult, UnitCulprit, UnplugBlock, UnplugResult, WorkRun,
 )
-from memplan.errors import UsageError, did_you_mean
+from memplan.core.errors import UsageError, did_you_mean
 from memplan.kernel.virtio_mem import SbmState
-from memplan.model import DriverState, Errno, Machine, PageKind, Zone
+from memplan.core.model import DriverState, Errno, PageKind, Zone
+from memplan.core.machine import Machine
 from memplan.plans.state import DeviceState, MachineState
-from memplan.results import BlockVerdict, Outcome
-from memplan.units import format_size
+from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.units import format_size
 
 #: ``virtio_mem_sbm_unplug_request()``'s state order.
 SBM_UNPLUG_ORDER = (SbmState.OFFLINE_PARTIAL, SbmState.OFFLINE, SbmState.MOVABLE_PARTIAL, SbmState.KERNEL_PARTIAL,

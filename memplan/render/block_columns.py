@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
-from memplan.differences import BlockDifference
+from memplan.diff.types import BlockDifference
 from memplan.render.lsmem import Column, ColumnSet, Merge
-from memplan.render.table import RESULT_STYLE, culprit_text
-from memplan.results import BlockVerdict, Outcome
+from memplan.render.cells import RESULT_STYLE, culprit_text
+from memplan.core.results import BlockVerdict, Outcome
 
 
 def _dash(value: Any) -> str:
@@ -50,7 +50,7 @@ VERDICT_COLUMNS: Tuple[Column[BlockVerdict], ...] = (
     Column("DEVICE-STATE", lambda v: v.device_state, Merge.SPLIT, "virtio-mem block state", fmt=_dash),
     Column("HAZARDS", lambda v: ",".join(h.kind.value for h in v.hazards), Merge.SPLIT,
            "hazard kinds beyond the outcome", fmt=lambda s: s or "-"),
-    Column("CONFIDENCE", lambda v: v.confidence, Merge.SPLIT, "snapshot verdicts: certain, likely, unknown",
+    Column("CONFIDENCE", lambda v: v.confidence.value if v.confidence else None, Merge.SPLIT, "snapshot verdicts: certain, likely, unknown",
            fmt=_dash),
 )
 

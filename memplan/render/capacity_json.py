@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from memplan import __version__
-from memplan.capacity import (
+from memplan.plans.types import (
     AUTO_MOVABLE_RATIO, RETRY_MAX_S, MemoryLeft, PlanResult, SweepResult, UnitCulprit, UnplugBlock, UnplugResult,
 )
 from memplan.render.json import block_dict

@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memplan.capacity import AUTO_MOVABLE_RATIO, RETRY_MAX_S, MemoryLeft, PlanResult, SweepResult, UnplugResult
-from memplan.render.table import RESULT_STYLE, culprit_text, lsmem_range
-from memplan.units import format_block_ranges, format_size
+from memplan.plans.types import AUTO_MOVABLE_RATIO, RETRY_MAX_S, MemoryLeft, PlanResult, SweepResult, UnplugResult
+from memplan.render.cells import RESULT_STYLE, culprit_text, lsmem_range
+from memplan.core.units import format_block_ranges, format_size
 
 #: Width of the sweep curve in character cells.
 CURVE_WIDTH = 48

@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 from typing import IO, Any, Iterable, List, Sequence, Tuple
 
-from memplan.differences import SemanticsDiff
-from memplan.results import BlockVerdict, SimulationResult
+from memplan.diff.types import SemanticsDiff
+from memplan.core.results import BlockVerdict, SimulationResult
 
 SIMULATION_COLUMNS: Tuple[str, ...] = (
     "block", "start", "end", "size", "zone", "node", "result", "errno", "reason", "step",
@@ -37,7 +37,7 @@ def verdict_row(v: BlockVerdict) -> List[Any]:
         c.pfn if c else "", c.kind.label if c else "", c.refcount if c else "",
         p.total, p.free, p.migrated, p.skipped_offline, p.dissolved, p.hwpoison, p.vmemmap, p.holes, p.blocking,
         _value(v.device), _value(v.device_state), ";".join(h.kind.value for h in v.hazards), len(v.kernel_log),
-        _value(v.confidence),
+        _value(v.confidence.value if v.confidence else None),
     ]
 
 

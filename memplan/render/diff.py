@@ -9,16 +9,16 @@ from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
-from memplan.differences import (
+from memplan.diff.types import (
     BlockDifference, OwnerAnswer, OwnerOutcome, SemanticsDiff, SidedHazard, Site, SiteFinding,
 )
 from memplan.render.json import block_dict
 from memplan.render.block_columns import difference_columns
-from memplan.render.logs import log_lines
+from memplan.core.results import log_lines
 from memplan.render.lsmem import TableOptions, merged_rows, raw_lines, rich_table
-from memplan.render.table import RESULT_STYLE, culprit_text, lsmem_range
-from memplan.results import BlockVerdict, Outcome
-from memplan.units import format_size
+from memplan.render.cells import RESULT_STYLE, culprit_text, lsmem_range
+from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.units import format_size
 
 
 # --- JSON -------------------------------------------------------------------------------

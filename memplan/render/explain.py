@@ -8,13 +8,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memplan import __version__, kpf
-from memplan.explanation import BlockStory, CulpritPage, PopulationRow
+from memplan import __version__
+from memplan.snapshot import kpf
+from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
 from memplan.render.json import block_dict
-from memplan.render.table import RESULT_STYLE, lsmem_range
-from memplan.results import LogEntry, LogLevel, Outcome
-from memplan.trace import StepRecord, StepStatus
-from memplan.units import format_size
+from memplan.render.cells import RESULT_STYLE, lsmem_range
+from memplan.core.results import LogEntry, LogLevel, Outcome
+from memplan.kernel.trace import StepRecord, StepStatus
+from memplan.core.units import format_size
 
 STATUS_STYLE = {StepStatus.PASSED: "green", StepStatus.FAILED: "bold red", StepStatus.HANGS: "bold yellow",
                 StepStatus.NOT_REACHED: "dim"}

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
-from memplan.fleet_report import FleetCause, FleetMode, FleetReport, HostSummary
-from memplan.units import format_size
+from memplan.fleet.types import FleetCause, FleetMode, FleetReport, HostSummary
+from memplan.core.units import format_size
 
 #: Blocking causes listed under the table (``--json`` has them all).
 TOP_CAUSES = 10

@@ -6,7 +6,7 @@ import json
 from typing import Any, Dict, IO
 
 from memplan import __version__
-from memplan.results import BlockVerdict, Culprit, Hazard, LogEntry, PageCounts, SimulationResult
+from memplan.core.results import BlockVerdict, Culprit, Hazard, LogEntry, PageCounts, SimulationResult
 
 
 def culprit_dict(culprit: Culprit) -> Dict[str, Any]:
@@ -50,7 +50,7 @@ def block_dict(v: BlockVerdict) -> Dict[str, Any]:
         "device_state": v.device_state,
     }
     if v.confidence is not None:
-        out["confidence"] = v.confidence
+        out["confidence"] = v.confidence.value
         out["blind_spots"] = list(v.blind_spots)
     return out
 

@@ -54,8 +54,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memplan.errors import UsageError, did_you_mean
-from memplan.units import format_size
+from memplan.core.errors import UsageError, did_you_mean
+from memplan.core.units import format_size
 
 T = TypeVar("T")
 

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from memplan import __version__
-from memplan.snapshot_report import SnapshotReport
-from memplan.units import format_size
+from memplan.snapshot.report import SnapshotReport
+from memplan.core.units import format_size
 
 
 def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:

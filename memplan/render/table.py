@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from rich.console import Console
 
-from memplan.results import BlockVerdict, Outcome, SimulationResult
-from memplan.units import format_block_ranges, format_size
-
-if TYPE_CHECKING:
-    from memplan.render.lsmem import TableOptions
-
-RESULT_STYLE = {Outcome.OFFLINED: "green", Outcome.FAILS: "red", Outcome.HANGS: "yellow"}
-
-
-def lsmem_range(v: BlockVerdict) -> str:
-    """lsmem's RANGE cell: ``0x%016x-0x%016x`` with an inclusive end."""
-    return f"0x{v.start:016x}-0x{v.end:016x}"
-
-
-def culprit_text(v: BlockVerdict) -> str:
-    if v.culprit is None:
-        return ""
-    return f"{v.culprit.kind.label}@{v.culprit.pfn:#x}"
+from memplan.core.results import SimulationResult
+from memplan.core.units import format_block_ranges, format_size
+from memplan.render.block_columns import verdict_columns
+from memplan.render.lsmem import TableOptions, print_table
 
 
 def summary_lines(result: SimulationResult) -> List[str]:
@@ -44,7 +30,7 @@ def blind_spot_lines(result: SimulationResult) -> List[str]:
     groups: Dict[tuple, List[int]] = {}
     for v in result.blocks:
         if v.blind_spots:
-            key = (v.confidence,) + tuple(re.sub(r"\b\d+\b", "N", s) for s in v.blind_spots)
+            key = (v.confidence.value if v.confidence else "",) + tuple(re.sub(r"\b\d+\b", "N", s) for s in v.blind_spots)
             groups.setdefault(key, []).append(v.block)
     lines = []
     for key, blocks in sorted(groups.items(), key=lambda kv: kv[1][0]):
@@ -53,11 +39,9 @@ def blind_spot_lines(result: SimulationResult) -> List[str]:
     return (["Blind spots (snapshot; per-block counts N in --json):"] + lines) if lines else []
 
 
-def print_simulation(console: Console, result: SimulationResult, options: Optional["TableOptions"] = None) -> None:
+def print_simulation(console: Console, result: SimulationResult, options: Optional[TableOptions] = None) -> None:
     """The lsmem-style table (contiguous blocks with equal columns merged, see
     ``memplan.render.lsmem``) and the summary (not in ``--raw`` mode, as lsmem)."""
-    from memplan.render.block_columns import verdict_columns
-    from memplan.render.lsmem import TableOptions, print_table
     options = options or TableOptions()
     columns = verdict_columns(confidence=any(b.confidence for b in result.blocks))
     print_table(console, columns, result.blocks, options)

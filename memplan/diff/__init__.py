@@ -1,0 +1,1 @@
+"""Feature: ``memplan diff-semantics`` — its computation and its result types."""

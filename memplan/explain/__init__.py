@@ -1,0 +1,1 @@
+"""Feature: ``memplan explain`` — its computation and its result types."""

@@ -1,0 +1,1 @@
+"""Feature: ``memplan fleet`` — per-host work, aggregation, result types and executors."""

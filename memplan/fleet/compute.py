@@ -1,0 +1,444 @@
+"""``memplan fleet``: the same question for every host of a fleet, and one answer for all.
+
+An INPUT is a profile, a saved sysroot tree (``memplan snapshot --save DIR``) or a folder /
+glob of them. Every host is a ``HostTask`` — a path plus the options, nothing else, so it
+pickles into a worker process or onto a Dask worker — and ``run_host()`` turns it into a
+``HostSummary``: the very core functions of ``memplan simulate`` / ``plan`` / ``unplug``
+on the host's machine, reduced to counters per zone and the causes that block memory. A
+host that cannot be read or judged becomes one error row; nothing a host does stops the
+fleet. ``FleetAggregate`` folds the summaries, in whatever order they arrive, into a
+``FleetReport``. Where the work runs is ``memplan.fleet.executors``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from memplan.plans.types import UnitCulprit, UnplugBlock
+from memplan.core.errors import MemplanError, UsageError
+from memplan.fleet.types import (
+    CauseCount, DeviceSummary, FleetCause, FleetMode, FleetReport, HostSummary, InputKind, ZoneSummary, ZoneTotal,
+)
+from memplan.kernel.migration import ENOMEM as MIGRATE_ENOMEM
+from memplan.core.model import Errno, PageKind, Zone
+from memplan.core.machine import Machine
+from memplan.core.results import BlockVerdict, Confidence, Outcome, Step
+from memplan.core.status import ExitStatus, check_status
+from memplan.core.units import format_size
+
+#: Cause of a block whose migration fails because no free page is left to migrate to.
+NO_MIGRATION_TARGET = "no migration target"
+#: Zone name of a block whose ``valid_zones`` is ``none`` (it spans zones).
+NO_ZONE = "none"
+_ZONE_ORDER = {z.value: z.code for z in Zone}
+_GLOB_CHARS = frozenset("*?[")
+#: Failures the kernel reports without a reason string (``offline_block()`` steps 0-2):
+#: ``state_store()`` on a block that is not online, ``memory_block_offline()`` with
+#: ``mem->zone == NULL`` (an early block spanning zones or nodes), ``offline_pages()``'s
+#: alignment ``WARN_ON_ONCE``.
+_STEP_CAUSES = {Step.STATE: "not online", Step.ZONE: "spans zones", Step.ALIGNMENT: "misaligned range"}
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """The question asked of every host (picklable, shipped with every task)."""
+
+    mode: FleetMode = FleetMode.SIMULATE
+    #: ``None``: each host's own default (the profile's, or what its snapshot shows)
+    semantics: Optional[str] = None
+    #: plan: bytes to offline (chmem -d); unplug: bytes to lower every device's requested size by
+    size: Optional[int] = None
+    #: unplug: only this virtio-mem device (default: every device of the host)
+    device: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.mode is not FleetMode.SIMULATE and self.size is None:
+            raise UsageError(f"fleet {self.mode.value} needs a size")
+        if self.device is not None and self.mode is not FleetMode.UNPLUG:
+            raise UsageError("--device only applies to --unplug-by")
+
+
+@dataclass(frozen=True)
+class HostTask:
+    """One host's work: where its machine is and what to ask. ``error`` is set when the
+    INPUT already showed there is nothing to read (the task never runs)."""
+
+    #: the host as the INPUT named it (shown in every output)
+    host: str
+    input: InputKind
+    options: FleetOptions
+    error: Optional[str] = None
+    #: absolute path to read (workers may run in another directory); default: ``host``
+    path: Optional[str] = None
+
+    @property
+    def source(self) -> str:
+        return self.path or self.host
+
+
+# ---- inputs -----------------------------------------------------------------------------
+
+
+def is_sysroot(path: str) -> bool:
+    """A saved tree: ``sys/devices/system/memory`` or ``proc/kpageflags*`` under it."""
+    if os.path.isdir(os.path.join(path, "sys", "devices", "system", "memory")):
+        return True
+    return bool(glob.glob(os.path.join(glob.escape(path), "proc", "kpageflags*")))
+
+
+def expand_inputs(inputs: Iterable[str]) -> List[Tuple[str, InputKind, Optional[str]]]:
+    """Every host the INPUTs name, in order, each once: ``(path, kind, error)``.
+
+    A file is a profile (whatever its name); a directory is a sysroot when it looks like one,
+    otherwise a folder searched recursively for sysroots and ``*.toml`` profiles (hidden
+    entries skipped, a sysroot not descended into). A pattern with ``*?[`` that names no
+    existing path is expanded as a glob. An INPUT that yields no host is an error row.
+    """
+    out: List[Tuple[str, InputKind, Optional[str]]] = []
+    seen: Set[str] = set()
+
+    def add(path: str, kind: InputKind, error: Optional[str] = None) -> None:
+        key = path if error is not None else os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            out.append((path, kind, error))
+
+    for text in inputs:
+        if os.path.lexists(text) or not (_GLOB_CHARS & set(text)):
+            _expand_path(text, add)
+            continue
+        matches = sorted(glob.glob(text))
+        if not matches:
+            add(text, InputKind.INVALID, "matches no file or directory")
+        for match in matches:
+            _expand_path(match, add)
+    return out
+
+
+def _expand_path(path: str, add: Callable[..., None]) -> None:
+    if not os.path.exists(path):
+        add(path, InputKind.INVALID, "no such file or directory")
+    elif os.path.isfile(path):
+        add(path, InputKind.PROFILE)
+    elif not os.path.isdir(path):
+        add(path, InputKind.INVALID, "neither a profile nor a directory")
+    elif is_sysroot(path):
+        add(path, InputKind.SYSROOT)
+    else:
+        found: List[Tuple[str, InputKind]] = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for d in list(dirs):
+                if is_sysroot(os.path.join(root, d)):
+                    found.append((os.path.join(root, d), InputKind.SYSROOT))
+                    dirs.remove(d)
+            found.extend((os.path.join(root, name), InputKind.PROFILE) for name in files
+                         if name.endswith(".toml") and not name.startswith("."))
+        for host, kind in sorted(found):
+            add(host, kind)
+        if not found:
+            add(path, InputKind.INVALID, "no profile (*.toml) or sysroot in this directory")
+
+
+def make_tasks(inputs: Iterable[str], options: FleetOptions) -> List[HostTask]:
+    """One task per host the INPUTs name (``expand_inputs()``)."""
+    return [HostTask(path, kind, options, error, path=os.path.abspath(path))
+            for path, kind, error in expand_inputs(inputs)]
+
+
+# ---- one host ---------------------------------------------------------------------------
+
+
+def load_host(task: HostTask) -> Machine:
+    if task.input is InputKind.SYSROOT:
+        from memplan.snapshot.reader import load_snapshot
+        return load_snapshot(task.source)
+    from memplan.profile.reader import load_profile
+    return load_profile(task.source)
+
+
+def run_host(task: HostTask) -> HostSummary:
+    """The host's summary; every failure becomes its error row (``MEMPLAN_TRACEBACK=1``
+    re-raises failures that are not input errors)."""
+    options = task.options
+    if task.error is not None:
+        return HostSummary(host=task.host, input=task.input, mode=options.mode, error=task.error)
+    machine: Optional[Machine] = None
+    try:
+        machine = load_host(task)
+        if options.mode is FleetMode.PLAN:
+            return plan_summary(task, machine)
+        if options.mode is FleetMode.UNPLUG:
+            return unplug_summary(task, machine)
+        return simulate_summary(task, machine)
+    except MemplanError as exc:
+        error = str(exc)
+    except MemoryError:
+        error = "out of memory"
+    except OSError as exc:
+        error = f"cannot read: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one broken host never stops the fleet
+        if os.environ.get("MEMPLAN_TRACEBACK"):
+            raise
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    return HostSummary(host=task.host, input=task.input, mode=options.mode,
+                       machine=machine.name if machine is not None else None, error=error)
+
+
+def verdict_cause(v: BlockVerdict) -> str:
+    """Why a block does not offline, as one short name.
+
+    ``do_migrate_range()`` prints ``migrating pfn %lx failed ret:%d`` with -ENOMEM when no
+    target page could be allocated (memplan.kernel.migration): then the page kind is not to
+    blame, the lack of free memory is. Otherwise the culprit page's kind, else the kernel's
+    reason string (``memory holes``, ``multizone range``, ``notifier failure``, ...).
+    """
+    enomem = f"failed ret:{MIGRATE_ENOMEM}"
+    if any(e.function == "do_migrate_range" and e.text.endswith(enomem) for e in v.kernel_log):
+        return NO_MIGRATION_TARGET
+    if v.culprit is not None:
+        return v.culprit.kind.label
+    if v.reason is not None:
+        return v.reason.value
+    if v.step in _STEP_CAUSES:
+        return _STEP_CAUSES[v.step]
+    parts = [p for p in (v.errno.value if v.errno else None, f"at {v.step.value}" if v.step else None) if p]
+    return " ".join(parts) or v.result.value
+
+
+def unit_cause(c: UnitCulprit) -> str:
+    """Why a virtio-mem unit stays plugged. ``alloc_contig_range()`` returns -ENOMEM when a
+    migration target cannot be allocated, or at a 1 GiB hugetlb folio
+    (``isolate_or_dissolve_huge_folio()``: the folio is to blame then)."""
+    if c.errno is Errno.ENOMEM and c.kind is not PageKind.GIGANTIC:
+        return NO_MIGRATION_TARGET
+    if c.kind is not None:
+        return c.kind.label
+    return f"{c.errno.value} at {c.step}"
+
+
+class _ZoneTally:
+    """Per-zone counters of one host."""
+
+    def __init__(self) -> None:
+        self.zones: Dict[str, Dict[str, int]] = {}
+        self.causes: Dict[str, Dict[str, List[int]]] = {}
+
+    def _zone(self, zone: Optional[Zone]) -> Tuple[str, Dict[str, int]]:
+        name = zone.value if zone is not None else NO_ZONE
+        counters = self.zones.setdefault(name, {"blocks": 0, "offlined": 0, "fails": 0, "hangs": 0,
+                                                "offlinable_bytes": 0})
+        return name, counters
+
+    def block(self, zone: Optional[Zone], *, offlined: bool = False, fails: bool = False, hangs: bool = False,
+              offlinable_bytes: int = 0) -> None:
+        _, c = self._zone(zone)
+        c["blocks"] += 1
+        c["offlined"] += int(offlined)
+        c["fails"] += int(fails)
+        c["hangs"] += int(hangs)
+        c["offlinable_bytes"] += offlinable_bytes
+
+    def cause(self, zone: Optional[Zone], cause: str, nbytes: int) -> None:
+        name, _ = self._zone(zone)
+        entry = self.causes.setdefault(name, {}).setdefault(cause, [0, 0])
+        entry[0] += 1
+        entry[1] += nbytes
+
+    def summaries(self) -> Tuple[ZoneSummary, ...]:
+        out = []
+        for name in sorted(self.zones, key=lambda n: _ZONE_ORDER.get(n, len(_ZONE_ORDER))):
+            c = self.zones[name]
+            causes = tuple(CauseCount(cause, blocks, nbytes) for cause, (blocks, nbytes)
+                           in sorted(self.causes.get(name, {}).items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0])))
+            out.append(ZoneSummary(zone=name, blocks=c["blocks"], offlined=c["offlined"], fails=c["fails"],
+                                   hangs=c["hangs"], offlinable_bytes=c["offlinable_bytes"],
+                                   blocked_bytes=sum(x.bytes for x in causes), causes=causes))
+        return tuple(out)
+
+
+def _online_bytes(machine: Machine) -> int:
+    return int(np.count_nonzero(machine.blocks.online)) * machine.geometry.memory_block_size
+
+
+def _verdicts_tally(verdicts: Sequence[BlockVerdict]) -> _ZoneTally:
+    tally = _ZoneTally()
+    for v in verdicts:
+        offlined = v.result is Outcome.OFFLINED
+        tally.block(v.zone, offlined=offlined, fails=v.result is Outcome.FAILS, hangs=v.result is Outcome.HANGS,
+                    offlinable_bytes=v.size if offlined else 0)
+        if not offlined:
+            tally.cause(v.zone, verdict_cause(v), v.size)
+    return tally
+
+
+def _host(task: HostTask, machine: Machine, semantics: str, zones: Tuple[ZoneSummary, ...],
+          **fields: Any) -> HostSummary:
+    return HostSummary(
+        host=task.host, input=task.input, mode=task.options.mode, machine=machine.name, semantics=semantics,
+        blocks=sum(z.blocks for z in zones), offlined=sum(z.offlined for z in zones),
+        fails=sum(z.fails for z in zones), hangs=sum(z.hangs for z in zones), memory_bytes=_online_bytes(machine),
+        offlinable_bytes=sum(z.offlinable_bytes for z in zones), blocked_bytes=sum(z.blocked_bytes for z in zones),
+        zones=zones, **fields)
+
+
+def simulate_summary(task: HostTask, machine: Machine) -> HostSummary:
+    """``memplan simulate``: every online block, judged on its own."""
+    from memplan.engine.simulation import simulate
+    result = simulate(machine, task.options.semantics)
+    zones = _verdicts_tally(result.blocks).summaries()
+    unreclaimable = sum(v.size for v in result.blocks if v.result is not Outcome.OFFLINED)
+    unknown = sum(1 for v in result.blocks if v.confidence is Confidence.UNKNOWN)
+    return _host(task, machine, result.semantics, zones, unreclaimable_bytes=unreclaimable, unknown_blocks=unknown)
+
+
+def plan_summary(task: HostTask, machine: Machine) -> HostSummary:
+    """``memplan plan --size``: chmem -d, block after block over one changing machine state."""
+    from memplan.plans.plan import plan
+    size = int(task.options.size or 0)
+    result, _ = plan(machine, size, task.options.semantics)
+    zones = _verdicts_tally(result.attempts).summaries()
+    return _host(task, machine, result.semantics, zones, unreclaimable_bytes=max(size - result.achieved_bytes, 0),
+                 asked_bytes=size, achieved_bytes=result.achieved_bytes)
+
+
+def _unplug_block(tally: _ZoneTally, block: UnplugBlock, unit_size: int, sbm: bool) -> None:
+    """One device block: what was unplugged, and which culprits keep the rest plugged.
+
+    The units still plugged are charged to the culprits: in SBM each sub-block culprit keeps
+    its own sub-block, the rest goes to the whole-block culprit (the one-shot attempt or
+    ``offline_and_remove_memory()``); in BBM the big block is one unit, charged to its first
+    culprit. A culprit whose unit was unplugged later is gone (the driver forgets it)."""
+    hangs = any(r.result is Outcome.HANGS for r in block.removal)
+    removed = block.state_after == "UNUSED" and block.state_before != "UNUSED"
+    if block.visited:
+        tally.block(block.zone, offlined=removed, fails=bool(block.culprits) and not hangs, hangs=hangs,
+                    offlinable_bytes=len(block.unplugged_units) * unit_size)
+    elif block.unplugged_units:
+        tally.block(block.zone, offlinable_bytes=len(block.unplugged_units) * unit_size)
+    if not block.culprits:
+        return
+    left = set(block.plugged_units_left)
+    remaining = len(left) * unit_size
+    charged: Dict[int, int] = {}
+    if sbm:
+        for i, c in enumerate(block.culprits):
+            if c.unit is not None and c.unit in left:
+                charged[i] = unit_size
+                remaining -= unit_size
+    rest = next((i for i, c in enumerate(block.culprits) if c.unit is None), 0)
+    charged[rest] = charged.get(rest, 0) + max(remaining, 0)
+    per_cause: Dict[str, int] = {}
+    for i, c in enumerate(block.culprits):
+        name = unit_cause(c)
+        per_cause[name] = per_cause.get(name, 0) + charged.get(i, 0)
+    for name, nbytes in per_cause.items():
+        tally.cause(block.zone, name, nbytes)
+
+
+def unplug_summary(task: HostTask, machine: Machine) -> HostSummary:
+    """``memplan unplug --by``: lower every virtio-mem device's requested size (or the one
+    ``--device`` names) by SIZE, one device after the other on the same machine state."""
+    from memplan.plans.state import MachineState
+    from memplan.plans.unplug import find_device, run_unplug
+    by = int(task.options.size or 0)
+    state = MachineState(machine, task.options.semantics)
+    if task.options.device is not None:
+        devices = [find_device(state, task.options.device)]
+    else:
+        devices = list(state.devices)
+        if not devices:
+            raise UsageError(f"{machine.name} has no virtio-mem device")
+    for dev in devices:
+        if by % dev.device.device_block_size:
+            raise UsageError(f"--unplug-by {format_size(by)} is not a multiple of the device block size of "
+                             f"{dev.device.id} ({format_size(dev.device.device_block_size)}); QEMU refuses it")
+    tally = _ZoneTally()
+    summaries: List[DeviceSummary] = []
+    for dev in devices:
+        requested = max(dev.plugged_bytes - by, 0)
+        result = run_unplug(state, dev.device.id, requested)
+        for block in result.blocks:
+            _unplug_block(tally, block, result.unit_size, result.mode == "sbm")
+        summaries.append(DeviceSummary(
+            device=result.device, mode=result.mode, plugged_before_bytes=result.plugged_before_bytes,
+            plugged_after_bytes=result.plugged_after_bytes, asked_bytes=by, stop=result.stop,
+            errno=result.errno.value if result.errno else None))
+    zones = tally.summaries()
+    asked = by * len(summaries)
+    achieved = sum(d.achieved_bytes for d in summaries)
+    return _host(task, machine, state.semantics.name, zones, unreclaimable_bytes=max(asked - achieved, 0),
+                 asked_bytes=asked, achieved_bytes=achieved, devices=tuple(summaries))
+
+
+# ---- the fleet --------------------------------------------------------------------------
+
+
+def host_order(host: HostSummary) -> Tuple:
+    """Most unreclaimable memory first; error rows last; then by path."""
+    return (host.error is not None, -host.unreclaimable_bytes, -host.blocked_bytes, host.host)
+
+
+class FleetAggregate:
+    """Folds host summaries, in arrival order, into the fleet's report."""
+
+    def __init__(self, options: FleetOptions) -> None:
+        self.options = options
+        self.hosts: List[HostSummary] = []
+
+    def add(self, host: HostSummary) -> None:
+        self.hosts.append(host)
+
+    def report(self) -> FleetReport:
+        hosts = tuple(sorted(self.hosts, key=host_order))
+        zone_totals: Dict[str, List[int]] = {}
+        causes: Dict[Tuple[str, str], List[int]] = {}
+        for host in hosts:
+            for z in host.zones:
+                t = zone_totals.setdefault(z.zone, [0, 0, 0, 0])
+                t[0] += 1
+                t[1] += z.blocks
+                t[2] += z.offlinable_bytes
+                t[3] += z.blocked_bytes
+            for zone, c in host.causes():
+                t = causes.setdefault((c.cause, zone), [0, 0, 0])
+                t[0] += 1
+                t[1] += c.blocks
+                t[2] += c.bytes
+        blocked = sum(h.blocked_bytes for h in hosts)
+        fleet_causes = tuple(sorted(
+            (FleetCause(cause=cause, zone=zone, hosts=n, blocks=blocks, bytes=nbytes,
+                        share=(nbytes / blocked) if blocked else 0.0)
+             for (cause, zone), (n, blocks, nbytes) in causes.items()),
+            key=lambda c: (-c.hosts, -c.bytes, c.cause, _ZONE_ORDER.get(c.zone, len(_ZONE_ORDER)))))
+        zones = tuple(ZoneTotal(zone, *zone_totals[zone])
+                      for zone in sorted(zone_totals, key=lambda n: _ZONE_ORDER.get(n, len(_ZONE_ORDER))))
+        return FleetReport(mode=self.options.mode, semantics=self.options.semantics, hosts=hosts, zones=zones,
+                           causes=fleet_causes, size_bytes=self.options.size, device=self.options.device)
+
+
+def fleet_report(hosts: Iterable[HostSummary], options: FleetOptions) -> FleetReport:
+    aggregate = FleetAggregate(options)
+    for host in hosts:
+        aggregate.add(host)
+    return aggregate.report()
+
+
+def check_fleet(report: FleetReport) -> ExitStatus:
+    """``--check``: 2 when a host could not be judged; else 0 when every host reaches the
+    asked size (plan/unplug) or has offlinable memory (simulate), 64 when some do, 1 none."""
+    if report.errors:
+        return ExitStatus.BAD_INPUT
+    return check_status(report.succeeded, len(report.hosts))
+
+
+__all__ = [
+    "FleetOptions", "HostTask", "FleetAggregate", "NO_MIGRATION_TARGET", "check_fleet", "expand_inputs",
+    "fleet_report", "host_order", "is_sysroot", "make_tasks", "plan_summary", "run_host", "simulate_summary",
+    "unit_cause", "unplug_summary", "verdict_cause",
+]

@@ -1,1 +1,0 @@
-"""Everything that turns user input (profiles, snapshots) into a ``Machine``."""

@@ -1,0 +1,1 @@
+"""Feature: ``memplan map`` — its computation and its result types."""

@@ -1,0 +1,1 @@
+"""Input: machine profiles (TOML), their seeded page populations, the bundled profiles and the profile writer."""

@@ -1,0 +1,118 @@
+"""How sure a verdict made from a snapshot is, and which blind spots it rests on (spec §6.3, §8.5).
+
+A snapshot cannot see refcounts, pins, pageblock types or (before 6.17) movable_ops. Every
+block is judged twice: with each ambiguous page read as its most likely kind (the verdict
+shown) and read as its worst plausible kind. Then:
+
+* ``certain``: no invisible quantity can change the verdict — it is decided before any page
+  is looked at (state, zone, holes), or by a page that is visibly unmovable, or the block holds
+  nothing a snapshot has to guess about;
+* ``likely``: both readings agree, but the verdict rests on something not exported (extra
+  references on LRU or fake-offline pages, CMA pageblocks, pages assumed to be kernel
+  allocations) — or they disagree only over pages that are hardly ever unmovable (no-flag
+  pages in ZONE_MOVABLE, user pages in a per-CPU LRU batch);
+* ``unknown``: the readings disagree over pages that may well be unmovable (no-flag pages in
+  a kernel zone, unmapped hugetlb folios, balloon pages of unknown movability).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from memplan.core.machine import PageSource
+from memplan.core.model import Zone
+from memplan.core.results import BlockVerdict, Confidence, ForeignRefEffect, Outcome, Step
+from memplan.snapshot.evidence import VISIBLY_UNMOVABLE_KERNEL_ZONE, BlockEvidence, PageClass
+
+CERTAIN, LIKELY, UNKNOWN = Confidence.CERTAIN, Confidence.LIKELY, Confidence.UNKNOWN
+LEVELS = tuple(Confidence)
+
+#: steps decided before offline_pages() looks at a single page
+PAGE_FREE_STEPS = frozenset({Step.STATE, Step.ZONE, Step.ALIGNMENT, Step.HOLES, Step.MULTIZONE})
+#: steps at or after SCAN/MIGRATE: the verdict passed isolation and the memory notifier
+_MIGRATION_REACHED = frozenset({Step.SCAN, Step.DISSOLVE, Step.TEST_ISOLATED, Step.COMMIT})
+
+
+def _key(v: BlockVerdict) -> tuple:
+    return (v.result, v.errno, v.reason)
+
+
+def needs_second_reading(verdict: BlockVerdict, evidence: Optional[BlockEvidence]) -> bool:
+    """Whether the pessimistic reading could say something else."""
+    return (evidence is not None and evidence.ambiguous > 0 and verdict.step not in PAGE_FREE_STEPS)
+
+
+def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence: Optional[BlockEvidence],
+           foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
+    """``(confidence, blind_spots)`` of one snapshot verdict."""
+    if evidence is None or verdict.step in PAGE_FREE_STEPS:
+        return CERTAIN, ()
+    spots: List[str] = []
+    n = evidence.count
+    movable_zone = verdict.zone is Zone.MOVABLE
+    differs = alternative is not None and _key(alternative) != _key(verdict)
+    plausible = False
+    if differs:
+        if n(PageClass.UNFLAGGED):
+            if movable_zone:
+                spots.append(f"{n(PageClass.UNFLAGGED)} pages with no flags in ZONE_MOVABLE: free per-CPU pages "
+                             "or movable pages in transit (a stray unmovable allocation would make offlining hang)")
+            else:
+                plausible = True
+                spots.append(f"{n(PageClass.UNFLAGGED)} pages with no flags could be unmovable kernel allocations")
+        if n(PageClass.USER_UNTYPED):
+            spots.append(f"{n(PageClass.USER_UNTYPED)} user pages off the LRU (per-CPU LRU batches, drained before "
+                         "offlining) are assumed movable")
+        unmapped = n(PageClass.HUGETLB_UNMAPPED) + n(PageClass.GIGANTIC_UNMAPPED)
+        if unmapped:
+            plausible = True
+            spots.append(f"{unmapped} hugetlb pages not mapped: free in the pool, or in use but not migratable yet")
+        if n(PageClass.BALLOON_UNKNOWN):
+            plausible = True
+            spots.append(f"{n(PageClass.BALLOON_UNKNOWN)} PageOffline pages outside virtio-mem: balloon pages "
+                         "migrate only with balloon compaction, which this kernel does not export")
+
+    visible_cause = (verdict.step is Step.ISOLATE and (
+        n(PageClass.RESERVED) > 0 or (not movable_zone and evidence.total(VISIBLY_UNMOVABLE_KERNEL_ZONE) > 0)))
+    if n(PageClass.UNTYPED) and not visible_cause:
+        spots.append(f"{n(PageClass.UNTYPED)} pages in use without a page type are assumed unmovable kernel "
+                     "allocations")
+
+    passed_isolation = verdict.result is Outcome.OFFLINED or verdict.step not in (Step.ISOLATE,)
+    reached_migration = verdict.result is Outcome.OFFLINED or verdict.step in _MIGRATION_REACHED
+    stuck_at_scan = verdict.result is Outcome.HANGS and verdict.step is Step.SCAN
+    if verdict.pages.migrated and reached_migration and not stuck_at_scan:
+        spots.append("LRU pages may carry extra references (vmsplice, pins) a snapshot cannot see")
+    if (foreign_reference is ForeignRefEffect.BLOCKS and verdict.pages.skipped_offline and reached_migration
+            and not (verdict.step is Step.SCAN and verdict.result is Outcome.FAILS)):
+        spots.append(f"{verdict.pages.skipped_offline} fake-offline pages: an extra reference on one (refcounts "
+                     "are not exported) would fail offlining with EBUSY")
+    if evidence.zone_cma_pages and passed_isolation:
+        spots.append(f"the zone has {evidence.zone_cma_pages} CMA pages and CMA pageblocks cannot be located: "
+                     "one in this block would fail isolation")
+
+    if differs and plausible:
+        return UNKNOWN, tuple(spots)
+    if spots or differs:
+        return LIKELY, tuple(spots)
+    return CERTAIN, ()
+
+
+class SnapshotAssessor:
+    """``VerdictAssessor`` of a snapshot machine: the evidence its primary reading recorded per
+    block, and the pessimistic reading of the same pages."""
+
+    def __init__(self, evidence: Dict[int, BlockEvidence], alternative: Optional[PageSource]) -> None:
+        #: filled by the primary reading as blocks are materialised
+        self.evidence = evidence
+        self._alternative = alternative
+
+    def second_reading(self) -> Optional[PageSource]:
+        return self._alternative
+
+    def needs_second_reading(self, verdict: BlockVerdict) -> bool:
+        return needs_second_reading(verdict, self.evidence.get(verdict.block))
+
+    def assess(self, verdict: BlockVerdict, second: Optional[BlockVerdict],
+               foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
+        return assess(verdict, second, self.evidence.get(verdict.block), foreign_reference)

@@ -1,0 +1,698 @@
+"""A ``Machine`` from a snapshot of a real machine: a live ``/`` or a saved sysroot (spec §6).
+
+``load_snapshot()`` reads the sysfs/procfs text files (``memplan.snapshot.sysroot``), rebuilds
+every memory block (state, zone, node, System RAM pages, virtio-mem device) and returns a
+machine whose pages come from ``/proc/kpageflags`` block by block (``SnapshotPageSource``):
+nothing per page is held beyond the chunk being judged.
+
+Each pfn gets a ``PageClass`` (what its flags prove) and then a ``PageKind`` (what the kernel
+will meet). Ambiguous classes have two readings: the primary one (the most likely kind) and a
+pessimistic one (the worst plausible kind); the source's ``alternative`` serves the second,
+and ``memplan.engine.simulation`` compares both readings to give every verdict a confidence.
+
+``describe()`` is the one full pass over the machine for ``memplan snapshot``: the page-types
+summary, the class histogram and, with ``save_to``, a saved copy of the tree.
+"""
+
+from __future__ import annotations
+
+import lzma
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from memplan.core.errors import InputError, UsageError
+from memplan.snapshot.confidence import SnapshotAssessor
+from memplan.snapshot.evidence import CLASS_MEANING, CLASSES, BlockEvidence, PageClass
+from memplan.core.geometry import Geometry
+from memplan.snapshot import kpageflags as kpf
+from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile
+from memplan.snapshot.sysroot import MEMORY_DIR, MemoryBlockInfo, Resource, SysrootFacts, Tree, ZoneInfo, ram_ranges, read_sysroot
+from memplan.kernel import versions
+from memplan.kernel.semantics import foreign_reference_blocks, get_semantics
+from memplan.core.model import BlockState, DriverState, OnlineType, PageKind, VirtioMemMode, Zone, ZONE_NONE
+from memplan.core.machine import (
+    BlockTable, Environment, HugetlbPool, Machine, PageBatch, VirtioMemDevice, consecutive_runs,
+)
+from memplan.snapshot.report import (
+    BlockGroup, ClassCount, DeviceSummary, FlagsCount, SnapshotReport, ZoneCount,
+)
+
+VIRTIO_MEM_RAM = "System RAM (virtio_mem)"
+
+
+@dataclass(frozen=True)
+class _DeviceFacts:
+    """What the snapshot showed of one virtio-mem device (for the report)."""
+
+    device: VirtioMemDevice
+    assumed: bool
+    unit_max: Optional[int]
+    blocks: Tuple[int, ...]
+    fake_offline: int
+    skippable: int
+    kept_back: int
+
+
+class SnapshotPageSource:
+    """Pages of a snapshot, classified from kpageflags/kpagecount on demand, in chunks.
+
+    ``materialize()`` reads only the blocks asked for. The primary reading also records a
+    ``BlockEvidence`` per block into ``evidence`` (shared with the machine's ``SnapshotAssessor``).
+    """
+
+    def __init__(self, geometry: Geometry, flags: KpageFile, counts: Optional[KpageFile],
+                 ram: Sequence[Tuple[int, int, str]], zone_of_block: Dict[int, Optional[Zone]],
+                 cma_of_block: Dict[int, int], movable_ops_visible: bool, kinds: np.ndarray,
+                 evidence: Optional[Dict[int, BlockEvidence]], pessimistic_kinds: Optional[np.ndarray] = None) -> None:
+        self.geometry = geometry
+        self.flags = flags
+        self.counts = counts
+        self.ram = tuple(ram)
+        self._ram = np.array([(lo, hi) for lo, hi, _ in ram], dtype=np.int64).reshape(-1, 2)
+        self._virtio = np.array([(lo, hi) for lo, hi, name in ram if name == VIRTIO_MEM_RAM],
+                                dtype=np.int64).reshape(-1, 2)
+        self.zone_of_block = zone_of_block
+        self.cma_of_block = cma_of_block
+        self.movable_ops_visible = movable_ops_visible
+        self.kinds = kinds
+        self.evidence = evidence
+        self._pessimistic_kinds = pessimistic_kinds
+        #: the tree and parsed files behind this source (``describe()`` needs them)
+        self.context: Optional["SnapshotContext"] = None
+
+    @property
+    def alternative(self) -> Optional["SnapshotPageSource"]:
+        """The same pages read pessimistically (ambiguous classes -> worst plausible kind)."""
+        if self._pessimistic_kinds is None:
+            return None
+        return SnapshotPageSource(self.geometry, self.flags, self.counts, self.ram, self.zone_of_block,
+                                  self.cma_of_block, self.movable_ops_visible, self._pessimistic_kinds, None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, start_pfn: int, count: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Flags and mapcounts of memory blocks ``[start_pfn, start_pfn + count)``; a file that
+        ends inside them is an error naming the first block it cuts."""
+        flags = self.flags.read(start_pfn, count)
+        if len(flags) < count:
+            ppb = self.geometry.pages_per_block
+            block = (start_pfn + len(flags)) // ppb
+            raise InputError(f"{self.flags.display}: ends at pfn {start_pfn + len(flags):#x}, but memory block "
+                             f"{block} needs pfns up to {(block + 1) * ppb - 1:#x} (truncated?)")
+        return flags, self.mapcount(start_pfn, flags)
+
+    def mapcount(self, start_pfn: int, flags: np.ndarray, always: bool = False) -> Optional[np.ndarray]:
+        """``/proc/kpagecount`` for these pfns, read only where it tells more than the flags.
+
+        A page is mapped exactly when ``stable_page_flags()`` sets KPF_MMAP (``page_mapped()``,
+        or ``folio_mapped()`` on snapshot-based kernels), so the mapcount only matters for
+        hugetlb folios (in use vs free); reading it everywhere would double the time spent in
+        the kernel producing /proc data.
+        """
+        if self.counts is None or not (always or kpf.has_huge(flags)):
+            return None
+        mapcount = self.counts.read(start_pfn, len(flags))
+        if len(mapcount) < len(flags):
+            raise InputError(f"{self.counts.display}: ends at pfn {start_pfn + len(mapcount):#x}, before "
+                             f"{self.flags.display} (truncated?)")
+        return mapcount
+
+    def _mask(self, ranges: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        mask = np.zeros(hi - lo, dtype=bool)
+        for a, b in ranges:
+            if b > lo and a < hi:
+                mask[max(a, lo) - lo:min(b, hi) - lo] = True
+        return mask
+
+    def classes_of(self, start_pfn: int, flags: np.ndarray, mapcount: Optional[np.ndarray]) -> np.ndarray:
+        """``PageClass`` per pfn with the machine's context: holes, virtio-mem resources."""
+        cls = kpf.classify(flags, mapcount, start_pfn, self.movable_ops_visible)
+        end = start_pfn + len(flags)
+        cls[~self._mask(self._ram, start_pfn, end)] = PageClass.HOLE
+        if len(self._virtio):
+            inside = self._mask(self._virtio, start_pfn, end)
+            offline = inside & ((flags & np.uint64(kpf.bit(KPF.OFFLINE))) != 0) & (cls != PageClass.HOLE)
+            skippable = (flags & np.uint64(kpf.bit(KPF.OWNER_2))) != 0
+            cls[offline & ~skippable] = PageClass.FAKE_OFFLINE
+            cls[offline & skippable] = PageClass.FAKE_OFFLINE_SKIPPABLE
+        return cls
+
+    def block_classes(self, first_block: int, nblocks: int) -> np.ndarray:
+        ppb = self.geometry.pages_per_block
+        start = first_block * ppb
+        flags, mapcount = self.read(start, nblocks * ppb)
+        return self.classes_of(start, flags, mapcount).reshape(nblocks, ppb)
+
+    def record(self, block: int, counts: np.ndarray) -> None:
+        if self.evidence is None:
+            return
+        self.evidence[block] = BlockEvidence(
+            block=block, zone=self.zone_of_block.get(block), counts=tuple(int(c) for c in counts),
+            zone_cma_pages=self.cma_of_block.get(block, 0), movable_ops_visible=self.movable_ops_visible)
+
+    def materialize(self, block_ids: np.ndarray) -> PageBatch:
+        ids = np.asarray(block_ids, dtype=np.int64)
+        ppb = self.geometry.pages_per_block
+        kinds = np.empty((len(ids), ppb), dtype=np.uint8)
+        per_read = max(kpf.CHUNK_PFNS // ppb, 1)  # 16 blocks of 128 MiB, at least one block
+        for row, end in consecutive_runs(ids, per_read):
+            cls = self.block_classes(int(ids[row]), end - row)
+            np.take(self.kinds, cls, out=kinds[row:end])
+            if self.evidence is not None:
+                for r in range(end - row):
+                    self.record(int(ids[row + r]), np.bincount(cls[r], minlength=CLASSES))
+        return PageBatch(block_ids=ids, kinds=kinds)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _open_page_files(tree: Tree) -> Tuple[KpageFile, Optional[KpageFile]]:
+    def find(rel: str) -> Optional[KpageFile]:
+        if tree.live:
+            return KpageFile(tree.path(rel), tree.display(rel)) if tree.exists(rel) else None
+        return KpageFile.find(tree.path(rel), tree.display(rel))
+
+    flags = find("proc/kpageflags")
+    if flags is None:
+        raise InputError(f"{tree.display('proc/kpageflags')}: missing (also no .xz copy)")
+    counts = find("proc/kpagecount")
+    sizes = [f.size_hint() for f in (flags, counts) if f is not None]
+    if len(sizes) == 2 and None not in sizes and sizes[0] != sizes[1]:
+        raise InputError(f"{counts.display} has {sizes[1]} entries but {flags.display} has {sizes[0]}")
+    return flags, counts
+
+
+def _zone_cma(facts: SysrootFacts, block_zone: Dict[int, Optional[Zone]], block_node: Dict[int, int]) -> Dict[int, int]:
+    by_zone: Dict[Tuple[int, str], Optional[int]] = {(z.node, z.zone): z.cma for z in facts.zones}
+    out: Dict[int, int] = {}
+    for block, zone in block_zone.items():
+        if zone is None:
+            continue
+        cma = by_zone.get((block_node.get(block, 0), zone.value))
+        if cma is None:
+            # No per-zone counter (older kernels): CmaTotal 0 rules CMA out everywhere.
+            cma = 0 if not facts.cma_total else facts.cma_total >> 12
+        out[block] = int(cma)
+    return out
+
+
+def _zone_from_zoneinfo(zones: Sequence[ZoneInfo], node: int, lo: int, hi: int) -> Optional[Zone]:
+    """A block without ``valid_zones``: the one zone whose span covers it."""
+    hits = [z for z in zones if z.node == node and z.start_pfn is not None and z.spanned
+            and z.start_pfn <= lo and hi <= z.start_pfn + z.spanned]
+    names = {z.zone for z in hits}
+    if len(names) == 1:
+        name = names.pop()
+        return next((zone for zone in Zone if zone.value == name), None)
+    return None
+
+
+def _virtio_regions(iomem: Sequence[Resource]) -> List[Tuple[str, int, int, List[Tuple[int, int]]]]:
+    """virtio-mem devices: (id, region start, region end, [System RAM (virtio_mem) byte ranges]).
+
+    virtio-mem adds its memory with ``add_memory_driver_managed(..., "System RAM (virtio_mem)")``
+    under the device's own resource (named after the virtio device, spec §6.2).
+    """
+    groups: Dict[Optional[int], List[Resource]] = {}
+    for r in iomem:
+        if r.name == VIRTIO_MEM_RAM:
+            groups.setdefault(r.parent, []).append(r)
+    out = []
+    for parent, children in groups.items():
+        ranges = sorted((c.start, c.end + 1) for c in children)
+        if parent is not None and not iomem[parent].name.startswith("System RAM"):
+            p = iomem[parent]
+            out.append((p.name, p.start, p.end + 1, ranges))
+        else:
+            out.append((f"virtio_mem@{ranges[0][0]:#x}", ranges[0][0], ranges[-1][1], ranges))
+    return sorted(out, key=lambda d: d[1])
+
+
+def _common_power_of_two(values: np.ndarray, cap: int) -> int:
+    """The largest power of two (<= cap) dividing every value."""
+    g = 0
+    for v in values.tolist():
+        g = math.gcd(g, int(v))
+    if g == 0:
+        return cap
+    return min(g & -g, cap)
+
+
+def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: Sequence[Tuple[int, int]],
+                  blocks: Dict[int, MemoryBlockInfo], offline_masks: Dict[int, np.ndarray], params: Dict[str, str],
+                  node: int) -> Tuple[VirtioMemDevice, bool, Optional[int]]:
+    """Reconstruct ``virtio_mem_init_hotplug()``'s view of a device from what is visible.
+
+    The plugged bitmap is not exported (spec §6.3): inside an online block, runs of
+    fake-offline pages are the unplugged sub-blocks, so their common alignment bounds the
+    sub-block size (SBM) from above — whole memory blocks mean BBM (a FAKE_OFFLINE big block).
+    Returns the device, whether mode/unit are assumed, and the alignment bound.
+    """
+    mb = geometry.memory_block_size
+    ppb = geometry.pages_per_block
+    page = geometry.page_size
+    first_block = -(-start // mb)
+    last_block = end // mb  # exclusive
+    boundaries: List[int] = []
+    for block, mask in sorted(offline_masks.items()):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+        boundaries.extend((block * ppb + edges - first_block * ppb).tolist())
+    force_bbm = params.get("virtio_mem.force_bbm", "N").upper().startswith("Y")
+    # Alignment only bounds the unit from above; sb_size = max(device_block_size, pageblock
+    # size) bounds it from below (virtio_mem_init_hotplug()). Where the bounds differ, the
+    # lower one (QEMU's default 2 MiB device block) is used and marked as assumed.
+    unit_pages = _common_power_of_two(np.asarray(boundaries, dtype=np.int64), ppb) if boundaries else 0
+    unit_max = unit_pages * page if boundaries else None
+    if force_bbm or (boundaries and unit_pages >= ppb):
+        mode = VirtioMemMode.BBM
+        unit = mb
+        try:
+            param = int(params.get("virtio_mem.bbm_block_size", "0") or 0, 0)
+        except ValueError:
+            param = 0
+        if param and not param & (param - 1) and param >= mb:
+            unit = param
+        first_unit_block = -(-start // unit) * unit // mb
+    else:
+        mode = VirtioMemMode.SBM
+        unit = geometry.pageblock_size
+        first_unit_block = first_block
+    unit_pages = unit // page
+    added = {b for b in range(first_block, last_block)
+             if any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)}
+    online = [b for b in sorted(added) if blocks[b].state is BlockState.ONLINE] if blocks else []
+    if mode is VirtioMemMode.SBM:
+        per = mb // unit
+        units = max(last_block - first_unit_block, 0) * per
+        plugged = np.zeros(units, dtype=bool)
+        for b in added:
+            u0 = (b - first_unit_block) * per
+            if b in offline_masks:
+                plugged[u0:u0 + per] = ~offline_masks[b].reshape(per, unit_pages).all(axis=1)
+            else:
+                plugged[u0:u0 + per] = True
+        fake_units: frozenset = frozenset()
+    else:
+        per_bb = max(unit // mb, 1)
+        units = max((end // unit * unit) // mb - first_unit_block, 0) // per_bb
+        plugged = np.zeros(units, dtype=bool)
+        fake = []
+        for bb in range(units):
+            members = range(first_unit_block + bb * per_bb, first_unit_block + (bb + 1) * per_bb)
+            plugged[bb] = any(b in added for b in members)
+            masks = [offline_masks[b] for b in members if b in offline_masks]
+            if masks and all(m.all() for m in masks):
+                fake.append(bb)
+        fake_units = frozenset(fake)
+    zones = {blocks[b].zone for b in online}
+    if not online:
+        online_type = OnlineType.OFFLINE
+    elif zones == {Zone.MOVABLE}:
+        online_type = OnlineType.MOVABLE
+    else:
+        online_type = OnlineType.KERNEL
+    unplug_online = params.get("virtio_mem.unplug_online", "Y").upper().startswith("Y")
+    device = VirtioMemDevice(
+        id=name, addr=start, region_size=end - start, device_block_size=unit, mode=mode, unit_size=unit,
+        plugged=plugged, online=online_type, node=node, driver=DriverState.LOADED,
+        fake_offline_units=fake_units, unplug_online=unplug_online, first_block=first_unit_block, units=units,
+    )
+    assumed = unit_max is None or (mode is VirtioMemMode.SBM and unit_max != unit)
+    return device, assumed, unit_max
+
+
+def _virtio_devices(probe: SnapshotPageSource, facts: SysrootFacts, infos: Dict[int, MemoryBlockInfo],
+                    block_node: Dict[int, int]) -> Tuple[List[VirtioMemDevice], List[_DeviceFacts], Dict[int, int]]:
+    """Every virtio-mem device with its fake-offline pages (read now: they decide the
+    semantics), and the device index of each of its memory blocks."""
+    geometry = probe.geometry
+    mb = geometry.memory_block_size
+    devices: List[VirtioMemDevice] = []
+    device_facts: List[_DeviceFacts] = []
+    device_of_block: Dict[int, int] = {}
+    for name, start, end, ranges in _virtio_regions(facts.iomem):
+        masks: Dict[int, np.ndarray] = {}
+        members = [b for b in sorted(infos) if any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)]
+        fake = skippable = kept_back = 0
+        for b in members:
+            device_of_block[b] = len(devices)
+            if infos[b].state is not BlockState.ONLINE:
+                continue  # no online memmap: the sub-block state is not visible
+            flags, mapcount = probe.read(b * geometry.pages_per_block, geometry.pages_per_block)
+            cls = probe.classes_of(b * geometry.pages_per_block, flags, mapcount)
+            offline = (cls == PageClass.FAKE_OFFLINE) | (cls == PageClass.FAKE_OFFLINE_SKIPPABLE)
+            fake += int(offline.sum())
+            skippable += int((cls == PageClass.FAKE_OFFLINE_SKIPPABLE).sum())
+            # PageDirty: kept back by the online callback, never handed to the buddy
+            # (virtio_mem_set_fake_offline(onlined=false)); otherwise unplugged while online.
+            kept_back += int((offline & ((flags & np.uint64(kpf.bit(KPF.DIRTY))) != 0)).sum())
+            if offline.any():
+                masks[b] = offline
+        device, assumed, unit_max = _build_device(geometry, name, start, end, ranges, infos, masks, facts.params,
+                                                  block_node.get(members[0], 0) if members else 0)
+        devices.append(device)
+        device_facts.append(_DeviceFacts(device, assumed, unit_max, tuple(members), fake, skippable, kept_back))
+    return devices, device_facts, device_of_block
+
+
+def load_snapshot(root: str, live: bool = False) -> Machine:
+    """Read a sysroot (``/`` when ``live``) into a machine backed by its kpageflags."""
+    tree = Tree(root, live)
+    facts = read_sysroot(tree)
+    try:
+        geometry = Geometry(memory_block_size=facts.memory.block_size)
+    except ValueError as exc:
+        raise InputError(f"{tree.display(MEMORY_DIR + '/block_size_bytes')}: {exc}") from None
+    flags, counts = _open_page_files(tree)
+    warnings: List[str] = []
+    if counts is None:
+        warnings.append(f"{tree.display('proc/kpagecount')} missing: hugetlb folios in use look free")
+    if facts.release is None:
+        warnings.append("no kernel release in the tree (proc/sys/kernel/osrelease, proc/osrelease): "
+                        "assuming the newest mainline rules")
+    ppb = geometry.pages_per_block
+    ram = ram_ranges(facts.iomem, geometry.page_shift)
+    infos = {b.id: b for b in facts.memory.blocks}
+    block_node = {b.id: (b.node if b.node is not None else 0) for b in facts.memory.blocks}
+    block_zone: Dict[int, Optional[Zone]] = {}
+    for b in facts.memory.blocks:
+        zone = b.zone
+        if not b.valid_zones:
+            zone = _zone_from_zoneinfo(facts.zones, block_node[b.id], b.id * ppb, (b.id + 1) * ppb)
+        block_zone[b.id] = zone
+    movable_ops_visible = facts.release is not None and versions.at_least(facts.release, versions.MOVABLE_OPS_FLAG)
+
+    evidence: Dict[int, BlockEvidence] = {}
+    probe = SnapshotPageSource(geometry, flags, counts, ram, block_zone, {}, movable_ops_visible,
+                               kpf.PRIMARY_KINDS, None)
+
+    devices, device_facts, device_of_block = _virtio_devices(probe, facts, infos, block_node)
+    fake_total = sum(d.fake_offline for d in device_facts)
+    skippable_total = sum(d.skippable for d in device_facts)
+    semantics, reason = detect_semantics(fake_total, skippable_total, facts.release, bool(devices))
+    primary, pessimistic = kpf.PRIMARY_KINDS.copy(), kpf.PESSIMISTIC_KINDS.copy()
+    if semantics == "skippable":
+        # Under PG_offline_skippable a fake-offline page without the flag is an ordinary,
+        # unmovable PageOffline page (virtio_mem_sbm_mark_mb_non_skippable()).
+        primary[int(PageClass.FAKE_OFFLINE)] = pessimistic[int(PageClass.FAKE_OFFLINE)] = int(PageKind.BALLOON)
+
+    vmemmap = _self_hosted_memmap(probe, geometry, facts, infos, device_of_block)
+    table = BlockTable(
+        ids=[b.id for b in facts.memory.blocks],
+        state=[BlockTable.STATES.index(b.state) for b in facts.memory.blocks],
+        zone=[block_zone[b.id].code if block_zone[b.id] is not None else ZONE_NONE for b in facts.memory.blocks],
+        node=[block_node[b.id] for b in facts.memory.blocks],
+        ram_pages=[_ram_pages(ram, b.id * ppb, (b.id + 1) * ppb) for b in facts.memory.blocks],
+        vmemmap=[vmemmap.get(b.id, 0) for b in facts.memory.blocks],
+        device=[device_of_block.get(b.id, -1) for b in facts.memory.blocks],
+    )
+    source = SnapshotPageSource(geometry, flags, counts, ram, block_zone,
+                                _zone_cma(facts, block_zone, block_node), movable_ops_visible, primary, evidence,
+                                pessimistic)
+    # Pool counters as read; an hstate the tree says nothing about is counted from the pages
+    # (``free=None``: memplan.engine.simulation.resolve_pools()).
+    pools = {h.order: HugetlbPool(free=h.free, resv=h.resv) for h in facts.hugepages.values() if h.order in (9, 18)}
+    name = socket.gethostname() if live else os.path.basename(os.path.normpath(root)) or root
+    machine = Machine(
+        name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
+        devices=tuple(devices), environment=Environment(hugetlb=pools), default_semantics=semantics,
+        nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
+        assessor=SnapshotAssessor(evidence, source.alternative), semantics_reason=reason,
+    )
+    source.context = SnapshotContext(tree, facts, tuple(device_facts))
+    return machine
+
+
+@dataclass(frozen=True)
+class SnapshotContext:
+    """The tree and parsed files behind a snapshot machine (for ``describe()``)."""
+
+    tree: Tree
+    facts: SysrootFacts
+    devices: Tuple[_DeviceFacts, ...]
+
+
+def _self_hosted_memmap(source: SnapshotPageSource, geometry: Geometry, facts: SysrootFacts,
+                        infos: Dict[int, MemoryBlockInfo], device_of_block: Dict[int, int]) -> Dict[int, int]:
+    """memmap_on_memory blocks: the first ``nr_vmemmap`` pages host the block's own memmap and
+    are left out of offline_pages() (spec §1.4, P18).
+
+    ``mhp_init_memmap_on_memory()`` marks each of them ``SetPageVmemmapSelfHosted()``
+    (PG_owner_priv_1 = KPF_OWNER_PRIVATE; older kernels also PG_reserved). That flag is
+    ambiguous on its own, so it counts only where the module parameter enables the feature
+    (``Y``, or ``force``: rounded up to whole pageblocks); virtio-mem never uses it.
+    """
+    mode = facts.params.get("memory_hotplug.memmap_on_memory", "N").strip().lower()
+    if mode not in ("y", "1", "force"):
+        return {}
+    pages = geometry.vmemmap_pages_per_block
+    pb = geometry.pageblock_pages
+    if pages % pb:
+        if mode != "force":
+            return {}
+        pages = -(-pages // pb) * pb
+    ppb = geometry.pages_per_block
+    out: Dict[int, int] = {}
+    for block, info in sorted(infos.items()):
+        if info.state is not BlockState.ONLINE or block in device_of_block:
+            continue
+        flags, _ = source.read(block * ppb, pages)
+        if ((flags & np.uint64(kpf.bit(KPF.OWNER_PRIVATE))) != 0).all():
+            out[block] = pages
+    return out
+
+
+def _ram_pages(ram: Sequence[Tuple[int, int, str]], lo: int, hi: int) -> int:
+    return sum(max(0, min(b, hi) - max(a, lo)) for a, b, _ in ram)
+
+
+def detect_semantics(fake_offline: int, skippable: int, release: Optional[str], has_device: bool) -> Tuple[str, str]:
+    """refcount or skippable, and why (spec §5.1 last rows: KPF_OWNER_2 = PG_offline_skippable).
+
+    Only virtio-mem sets PG_offline_skippable, and only on its fake-offline pages; every
+    released kernel uses the refcount protocol, so without such pages the answer is refcount.
+    """
+    kernel = f"kernel {release}" if release else "unknown kernel"
+    if skippable:
+        return "skippable", (f"{skippable} of {fake_offline} fake-offline pages carry KPF_OWNER_2 "
+                             "(PG_offline_skippable, the posted patch)")
+    if fake_offline:
+        return "refcount", (f"none of the {fake_offline} fake-offline pages carries KPF_OWNER_2 "
+                            f"(PG_offline_skippable); {kernel}")
+    where = "the virtio-mem device has no fake-offline pages" if has_device else "no virtio-mem device"
+    return "refcount", (f"{where} to inspect; every released kernel uses refcount "
+                        f"(PG_offline_skippable was never merged); {kernel}")
+
+
+# --------------------------------------------------------------------------------------------
+# The full pass: memplan snapshot
+
+
+def _snapshot_of(machine: Machine) -> SnapshotContext:
+    context = getattr(machine.pages, "context", None)
+    if not isinstance(machine.pages, SnapshotPageSource) or context is None:
+        raise UsageError(f"{machine.source} is not a snapshot")
+    return context
+
+
+def machine_blind_spots(facts: SysrootFacts, class_pages: np.ndarray, movable_ops_visible: bool,
+                        semantics: str, zones: Sequence[ZoneCount] = ()) -> List[str]:
+    """What this snapshot cannot see, machine-wide (spec §6.3)."""
+    out: List[str] = []
+    unflagged = int(class_pages[PageClass.UNFLAGGED])
+    if unflagged:
+        out.append(f"{unflagged} pages in memory blocks carry no flag: free per-CPU pages, or untyped kernel "
+                   "allocations (vmalloc, kernel stacks, driver pages) that a snapshot cannot tell apart")
+    lru = int(class_pages[PageClass.LRU_ANON] + class_pages[PageClass.LRU_FILE] + class_pages[PageClass.THP])
+    if lru:
+        out.append(f"{lru} LRU pages may carry extra references (vmsplice, long-term pins) a snapshot cannot see; "
+                   "such a page makes offlining hang")
+    if foreign_reference_blocks(get_semantics(semantics)) and class_pages[PageClass.FAKE_OFFLINE]:
+        out.append("fake-offline pages: their refcount is not exported; an extra reference fails offlining")
+    unmapped = int(class_pages[PageClass.HUGETLB_UNMAPPED] + class_pages[PageClass.GIGANTIC_UNMAPPED])
+    if unmapped:
+        out.append(f"{unmapped} hugetlb pages are not mapped: free in the pool, or in use but not migratable yet")
+    if class_pages[PageClass.BALLOON_UNKNOWN] and not movable_ops_visible:
+        out.append("PageOffline pages outside virtio-mem: balloon compaction (movable_ops) is exported only "
+                   "from 6.17 on")
+    for z in zones:
+        if z.unflagged > z.pcp:
+            unmanaged = max(z.present - z.managed, 0)
+            out.append(f"zone {z.zone} (node {z.node}): {z.unflagged} no-flag pages but only {z.pcp} on the per-CPU "
+                       f"free lists (zoneinfo), so most are not free per-CPU pages; {unmanaged} present pages are "
+                       "not managed by the page allocator")
+    out.append("pageblock migratetypes and CMA pageblocks are not exported per pfn"
+               + (f" (CMA pages: {sum(z.cma or 0 for z in facts.zones)})" if facts.zones else ""))
+    return out
+
+
+def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
+    """One streaming pass over kpageflags/kpagecount: the report ``memplan snapshot`` prints
+    (and, with ``save_to``, a saved tree: the only thing memplan ever writes)."""
+    context = _snapshot_of(machine)
+    tree, facts, device_facts = context.tree, context.facts, context.devices
+    source: SnapshotPageSource = machine.pages  # type: ignore[assignment]
+    geo = machine.geometry
+    ppb = geo.pages_per_block
+    writer = _TreeWriter(save_to, tree) if save_to else None
+    histogram = FlagsHistogram()
+    table = machine.blocks
+    block_rows = {int(b): i for i, b in enumerate(table.ids)}
+    class_pages = np.zeros(CLASSES, dtype=np.int64)
+    unflagged_by_zone: Dict[Tuple[int, str], int] = {}
+    chunk = max(kpf.CHUNK_PFNS // ppb, 1) * ppb
+    pfns = 0
+    start = 0
+    try:
+        while True:
+            flags = source.flags.read(start, chunk)
+            if len(flags) == 0:
+                break
+            mapcount = source.mapcount(start, flags, always=writer is not None)
+            histogram.add(start, flags)
+            if writer is not None:
+                writer.pages(flags, mapcount)
+            # Classify exactly as the page source does (mapcount only where hugetlb pages are).
+            cls = source.classes_of(start, flags, mapcount if kpf.has_huge(flags) else None)
+            first_block = start // ppb
+            for i in range(-(-len(flags) // ppb)):
+                block = first_block + i
+                row = block_rows.get(block)
+                part = cls[i * ppb:(i + 1) * ppb]
+                if row is None or table.state[row] != 0:
+                    continue
+                counts = np.bincount(part, minlength=CLASSES)
+                class_pages += counts
+                if len(part) == ppb:
+                    source.record(block, counts)
+                _count_unflagged(unflagged_by_zone, facts.zones, table.zone_of(row), int(table.node[row]),
+                                 block * ppb, part, int(counts[PageClass.UNFLAGGED]))
+            pfns = start + len(flags)
+            if len(flags) < chunk:
+                break
+            start += chunk
+        if writer is not None:
+            writer.finish()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+    online_end = [(int(b) + 1) * ppb for b, st in zip(table.ids, table.state) if st == 0]
+    if online_end and max(online_end) > pfns:
+        short = int(table.ids[table.state == 0][np.argmax(np.asarray(online_end) > pfns)])
+        raise InputError(f"{source.flags.display}: ends at pfn {pfns:#x}, but online memory block {short} needs "
+                         f"pfns up to {(short + 1) * ppb - 1:#x} (truncated?)")
+    groups: Dict[Tuple[str, str], int] = {}
+    for row in range(len(table)):
+        zone = table.zone_of(row)
+        key = (table.state_of(row).value, zone.value if zone else "none")
+        groups[key] = groups.get(key, 0) + 1
+    block_groups = tuple(BlockGroup(s, z, n, n * geo.memory_block_size) for (s, z), n in sorted(groups.items()))
+    kinds = source.kinds
+    classes = tuple(ClassCount(c.label, CLASS_MEANING[c], int(class_pages[c]), PageKind(int(kinds[int(c)])).label)
+                    for c in PageClass if class_pages[c])
+    flag_rows = tuple(FlagsCount(r.flags, r.pages, r.symbolic, r.long_symbolic) for r in histogram.rows())
+    zones = tuple(ZoneCount(z.node, z.zone, z.present, z.managed, z.free, z.pcp, z.cma,
+                            unflagged_by_zone.get((z.node, z.zone), 0)) for z in facts.zones if z.present)
+    devices = tuple(DeviceSummary(d.device.id, d.device.addr, d.device.region_size, d.device.mode.value,
+                                  d.device.unit_size, d.assumed, d.unit_max, d.device.plugged_size, d.blocks, d.fake_offline,
+                                  d.kept_back, d.skippable) for d in device_facts)
+    return SnapshotReport(
+        source=machine.source, machine=machine.name, kernel=machine.kernel, block_size=geo.memory_block_size,
+        pfns=pfns, page_size=geo.page_size, block_groups=block_groups, classes=classes, flags=flag_rows,
+        zones=zones, devices=devices, semantics=machine.default_semantics,
+        semantics_reason=machine.semantics_reason or "",
+        blind_spots=tuple(machine_blind_spots(facts, class_pages, source.movable_ops_visible,
+                                              machine.default_semantics, zones)),
+        warnings=machine.warnings, page_types=histogram.summary(geo.page_size),
+        saved_to=save_to,
+    )
+
+
+def _count_unflagged(out: Dict[Tuple[int, str], int], zones: Sequence[ZoneInfo], zone: Optional[Zone], node: int,
+                     start_pfn: int, classes: np.ndarray, total: int) -> None:
+    """Attribute a block's no-flag pages to zones: the block's zone, or — for a block that
+    spans zones (``valid_zones`` none) — the zoneinfo span each page falls in."""
+    if not total:
+        return
+    if zone is not None:
+        out[(node, zone.value)] = out.get((node, zone.value), 0) + total
+        return
+    pfns = start_pfn + np.flatnonzero(classes == PageClass.UNFLAGGED)
+    for z in zones:
+        if z.node == node and z.start_pfn is not None and z.spanned:
+            hit = int(np.count_nonzero((pfns >= z.start_pfn) & (pfns < z.start_pfn + z.spanned)))
+            if hit:
+                out[(node, z.zone)] = out.get((node, z.zone), 0) + hit
+
+
+class _TreeWriter:
+    """Writes a saved sysroot under one directory: the text files as read, kpageflags and
+    kpagecount xz-compressed as they stream by. Never overwrites anything."""
+
+    def __init__(self, dest: str, tree: Tree) -> None:
+        self.dest = os.path.abspath(dest)
+        if os.path.exists(self.dest) and (not os.path.isdir(self.dest) or os.listdir(self.dest)):
+            raise UsageError(f"--save {dest}: exists and is not an empty directory")
+        self.tree = tree
+        self._created: List[str] = []
+        try:
+            os.makedirs(os.path.join(self.dest, "proc"), exist_ok=True)
+            self._flags = lzma.open(self._new("proc/kpageflags.xz"), "wb", preset=6)
+            self._counts = lzma.open(self._new("proc/kpagecount.xz"), "wb", preset=6)
+        except OSError as exc:
+            raise UsageError(f"--save {dest}: {exc.strerror or exc}") from None
+        self._have_counts = False
+
+    def _new(self, rel: str) -> str:
+        path = os.path.join(self.dest, rel)
+        if not path.startswith(self.dest + os.sep):
+            raise UsageError(f"--save: refusing to write outside {self.dest}: {rel}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._created.append(path)
+        return path
+
+    def pages(self, flags: np.ndarray, mapcount: Optional[np.ndarray]) -> None:
+        self._flags.write(flags.astype("<u8", copy=False).tobytes())
+        if mapcount is not None:
+            self._have_counts = True
+            self._counts.write(mapcount.astype("<u8", copy=False).tobytes())
+
+    def finish(self) -> None:
+        try:
+            self._flags.close()
+            self._counts.close()
+            if not self._have_counts:
+                os.unlink(os.path.join(self.dest, "proc/kpagecount.xz"))
+            for rel, text in sorted(self.tree.texts.items()):
+                with open(self._new(rel), "x") as handle:
+                    handle.write(text)
+            for rel, target in sorted(self.tree.links.items()):
+                path = self._new(rel)
+                try:
+                    os.symlink(target or "../node", path)
+                except OSError:
+                    open(path, "x").close()
+        except OSError as exc:
+            raise UsageError(f"--save {self.dest}: {exc.strerror or exc}") from None
+
+    def abort(self) -> None:
+        """Remove what this writer created (and only that): no half-written tree is left."""
+        for handle in (self._flags, self._counts):
+            try:
+                handle.close()
+            except (OSError, lzma.LZMAError):  # pragma: no cover - best effort
+                pass
+        for path in reversed(self._created):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

@@ -1,0 +1,501 @@
+"""Reading a sysroot: the sysfs and procfs text files a snapshot needs (spec §6.2).
+
+A sysroot is ``/`` on a live machine or a saved tree with the same layout (what
+``lsmem --sysroot`` reads). Every file is read once; its text is kept so ``memplan snapshot
+--save`` writes exactly what was read. Any unreadable, missing (where required) or malformed
+file raises ``InputError`` naming the file and the offending value.
+
+Formats (kernel sources): ``drivers/base/memory.c`` (``block_size_bytes`` ``%lx``,
+``memoryN/state``, ``valid_zones``, ``phys_index`` ``%08lx``, ``nodeX`` links),
+``kernel/resource.c`` (``/proc/iomem`` ``%0*llx-%0*llx : %s`` indented two spaces per level),
+``mm/vmstat.c`` (``/proc/zoneinfo``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from memplan.core.errors import InputError
+from memplan.core.model import BlockState, Zone
+
+MEMORY_DIR = "sys/devices/system/memory"
+NODE_DIR = "sys/devices/system/node"
+HUGEPAGES_DIR = "sys/kernel/mm/hugepages"
+PARAM_DIRS = ("sys/module/memory_hotplug/parameters", "sys/module/virtio_mem/parameters")
+#: The fixtures' flat list of module parameters (``/sys/module/.../parameters/x=value`` lines).
+MODULE_PARAMS_FILE = "module-params.txt"
+#: Text files ``--save`` copies besides what the model reads (context for whoever reads the tree).
+EXTRA_FILES = ("proc/meminfo", "proc/vmstat", "proc/buddyinfo", "proc/pagetypeinfo")
+
+_ZONE_WORDS = {z.value: z for z in Zone}
+_STATES = {s.value: s for s in BlockState}
+
+
+class Tree:
+    """Files of one sysroot, read on demand; remembers every text it read (for ``--save``)."""
+
+    def __init__(self, root: str, live: bool = False) -> None:
+        self.root = root
+        self.live = live
+        self.texts: Dict[str, str] = {}
+        self.links: Dict[str, str] = {}
+        if not os.path.isdir(root):
+            raise InputError(f"{root}: not a directory (expected a sysroot with sys/ and proc/)")
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    def display(self, rel: str) -> str:
+        return "/" + rel if self.live else os.path.join(self.root, rel)
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.path(rel))
+
+    def isdir(self, rel: str) -> bool:
+        return os.path.isdir(self.path(rel))
+
+    def listdir(self, rel: str) -> List[str]:
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except OSError as exc:
+            raise InputError(f"cannot read {self.display(rel)}: {exc.strerror or exc}") from None
+
+    def text(self, rel: str, required: bool = True) -> Optional[str]:
+        """The file's text; ``None`` when it is missing and not required."""
+        if rel in self.texts:
+            return self.texts[rel]
+        try:
+            with open(self.path(rel), "rb", buffering=0) as handle:
+                data = _read_small(handle)
+        except FileNotFoundError:
+            if required:
+                raise InputError(f"{self.display(rel)}: missing") from None
+            return None
+        except OSError as exc:
+            if not required and exc.errno in (2, 20):
+                return None
+            raise InputError(f"cannot read {self.display(rel)}: {exc.strerror or exc}") from None
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise InputError(f"{self.display(rel)}: not a text file (corrupt?)") from None
+        if "\x00" in text:
+            raise InputError(f"{self.display(rel)}: contains NUL bytes (corrupt?)")
+        self.texts[rel] = text
+        return text
+
+    def link(self, rel: str) -> None:
+        try:
+            self.links[rel] = os.readlink(self.path(rel))
+        except OSError:
+            self.links[rel] = ""
+
+
+#: read procfs/sysfs text in small pieces: sysctl files allocate a kernel buffer of the size asked for
+_READ_PIECE = 1 << 16
+_MAX_TEXT = 1 << 24
+
+
+def _read_small(handle) -> bytes:
+    pieces = []
+    total = 0
+    while total < _MAX_TEXT:
+        piece = handle.read(_READ_PIECE)
+        if not piece:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    return b"".join(pieces)
+
+
+def _value_error(tree: Tree, rel: str, value: str, expected: str) -> InputError:
+    shown = value.strip()
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return InputError(f"{tree.display(rel)}: {shown!r} is not {expected}")
+
+
+# --------------------------------------------------------------------------------------------
+# /sys/devices/system/memory
+
+
+@dataclass(frozen=True)
+class MemoryBlockInfo:
+    """One ``memoryN`` directory."""
+
+    id: int
+    state: BlockState
+    #: ``valid_zones`` words (online: one zone or ``none``; offline: default zone first)
+    valid_zones: Tuple[str, ...]
+    node: Optional[int]
+
+    @property
+    def zone(self) -> Optional[Zone]:
+        """The block's zone (online) or default zone (offline); ``None`` for ``none``/unknown."""
+        if not self.valid_zones or self.valid_zones[0] == "none":
+            return None
+        return _ZONE_WORDS[self.valid_zones[0]]
+
+
+@dataclass(frozen=True)
+class MemoryLayout:
+    block_size: int
+    blocks: Tuple[MemoryBlockInfo, ...]
+    auto_online_blocks: Optional[str]
+
+
+def read_memory(tree: Tree) -> MemoryLayout:
+    """``/sys/devices/system/memory``: block size and every ``memoryN`` (no block is assumed)."""
+    if not tree.isdir(MEMORY_DIR):
+        raise InputError(f"{tree.display(MEMORY_DIR)}: missing (no memory hotplug sysfs in this tree)")
+    rel = f"{MEMORY_DIR}/block_size_bytes"
+    text = tree.text(rel) or ""
+    try:
+        block_size = int(text.strip(), 16)
+    except ValueError:
+        raise _value_error(tree, rel, text, "a hexadecimal block size") from None
+    if block_size <= 0 or block_size & (block_size - 1) or not 1 << 27 <= block_size <= 1 << 36:
+        # memory_dev_init() / set_memory_block_size_order(): a power of two, 128 MiB .. 64 GiB
+        raise _value_error(tree, rel, text, "a power of two from 128 MiB (8000000) to 64 GiB (1000000000)")
+    auto = tree.text(f"{MEMORY_DIR}/auto_online_blocks", required=False)
+    node_of = _node_links(tree)
+    blocks: List[MemoryBlockInfo] = []
+    for name in tree.listdir(MEMORY_DIR):
+        match = re.fullmatch(r"memory(\d+)", name)
+        if not match:
+            continue
+        block = int(match.group(1))
+        base = f"{MEMORY_DIR}/{name}"
+        state_text = tree.text(f"{base}/state") or ""
+        state = _STATES.get(state_text.strip())
+        if state is None:
+            raise _value_error(tree, f"{base}/state", state_text, "online, offline or going-offline")
+        zones_text = tree.text(f"{base}/valid_zones", required=False)
+        zones: Tuple[str, ...] = ()
+        if zones_text is not None:
+            zones = tuple(zones_text.split())
+            bad = [w for w in zones if w not in _ZONE_WORDS and w != "none"]
+            if bad or not zones or (state is BlockState.ONLINE and len(zones) != 1):
+                raise _value_error(tree, f"{base}/valid_zones", zones_text,
+                                   "one zone (DMA, DMA32, Normal, Movable) or none" if state is BlockState.ONLINE
+                                   else "a list of zones")
+        index_text = tree.text(f"{base}/phys_index", required=False)
+        if index_text is not None:
+            try:
+                index = int(index_text.strip(), 16)
+            except ValueError:
+                raise _value_error(tree, f"{base}/phys_index", index_text, "a hexadecimal block index") from None
+            if index != block:
+                raise _value_error(tree, f"{base}/phys_index", index_text, f"{block:08x} (the block's own index)")
+        node = None
+        for entry in tree.listdir(base):
+            node_match = re.fullmatch(r"node(\d+)", entry)
+            if node_match:
+                tree.link(f"{base}/{entry}")
+                node = int(node_match.group(1))
+        if node is None:
+            node = node_of.get(block)
+        blocks.append(MemoryBlockInfo(block, state, zones, node))
+    if not blocks:
+        raise InputError(f"{tree.display(MEMORY_DIR)}: no memoryN directories")
+    blocks.sort(key=lambda b: b.id)
+    return MemoryLayout(block_size, tuple(blocks), auto.strip() if auto else None)
+
+
+def _node_links(tree: Tree) -> Dict[int, int]:
+    """``/sys/devices/system/node/nodeX/memoryN`` links (when the memoryN dirs have none)."""
+    out: Dict[int, int] = {}
+    if not tree.isdir(NODE_DIR):
+        return out
+    for node_name in tree.listdir(NODE_DIR):
+        node_match = re.fullmatch(r"node(\d+)", node_name)
+        if not node_match or not tree.isdir(f"{NODE_DIR}/{node_name}"):
+            continue
+        for entry in tree.listdir(f"{NODE_DIR}/{node_name}"):
+            block_match = re.fullmatch(r"memory(\d+)", entry)
+            if block_match:
+                out[int(block_match.group(1))] = int(node_match.group(1))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# /proc/iomem
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One ``/proc/iomem`` line: ``[start, end]`` inclusive byte addresses."""
+
+    start: int
+    end: int
+    name: str
+    depth: int
+    parent: Optional[int]  # index of the enclosing resource
+
+
+_IOMEM_LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
+
+
+def read_iomem(tree: Tree) -> Tuple[Resource, ...]:
+    rel = "proc/iomem"
+    text = tree.text(rel) or ""
+    out: List[Resource] = []
+    stack: List[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _IOMEM_LINE.match(line)
+        if not match or len(match.group(1)) % 2:
+            raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r} is not 'start-end : name'")
+        depth = len(match.group(1)) // 2
+        start, end = int(match.group(2), 16), int(match.group(3), 16)
+        if end < start or depth > len(stack):
+            raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r} is not a valid resource")
+        del stack[depth:]
+        out.append(Resource(start, end, match.group(4).strip(), depth, stack[-1] if stack else None))
+        stack.append(len(out) - 1)
+    if not any(r.name.startswith("System RAM") for r in out):
+        raise InputError(f"{tree.display(rel)}: no System RAM resources")
+    if all(r.start == 0 and r.end == 0 for r in out):
+        raise InputError(f"{tree.display(rel)}: every address reads 0 ("
+                         + ("physical addresses need root)" if tree.live else "captured without root?)"))
+    return tuple(out)
+
+
+def ram_ranges(resources: Tuple[Resource, ...], page_shift: int) -> List[Tuple[int, int, str]]:
+    """System RAM as pfn ranges ``[start, end)``, the way ``walk_system_ram_range()`` counts
+    them (``PFN_UP(start)``, ``PFN_DOWN(end + 1)``), with their resource names."""
+    out: List[Tuple[int, int, str]] = []
+    for r in resources:
+        if r.name.startswith("System RAM"):
+            lo = (r.start + (1 << page_shift) - 1) >> page_shift
+            hi = (r.end + 1) >> page_shift
+            if hi > lo:
+                out.append((lo, hi, r.name))
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------------
+# /proc/zoneinfo
+
+
+@dataclass(frozen=True)
+class ZoneInfo:
+    node: int
+    zone: str
+    start_pfn: Optional[int]
+    spanned: int
+    present: int
+    managed: int
+    free: int
+    cma: Optional[int]
+    #: free pages on the per-CPU lists (sum of the pagesets' ``count``)
+    pcp: int
+
+
+_ZONE_HEADER = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s*$")
+
+
+def read_zoneinfo(tree: Tree) -> Tuple[ZoneInfo, ...]:
+    rel = "proc/zoneinfo"
+    text = tree.text(rel, required=False)
+    if text is None:
+        return ()
+    zones: List[ZoneInfo] = []
+    current: Optional[dict] = None
+
+    def flush() -> None:
+        if current is not None:
+            zones.append(ZoneInfo(current["node"], current["zone"], current.get("start_pfn"),
+                                  current.get("spanned", 0), current.get("present", 0), current.get("managed", 0),
+                                  current.get("free", 0), current.get("cma"), current.get("pcp", 0)))
+
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _ZONE_HEADER.match(line)
+        if header:
+            flush()
+            current = {"node": int(header.group(1)), "zone": header.group(2)}
+            continue
+        if line.startswith("Node"):
+            raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r} is not 'Node N, zone NAME'")
+        if current is None:
+            continue
+        words = line.replace(":", " ").split()
+        if len(words) < 2:
+            continue
+        key = words[0]
+        if key == "pages" and len(words) >= 3 and words[1] == "free":
+            key, value = "free", words[2]
+        elif key in ("spanned", "present", "managed", "cma", "start_pfn", "count"):
+            value = words[1]
+        else:
+            continue
+        try:
+            number_value = int(value)
+        except ValueError:
+            raise InputError(f"{tree.display(rel)}: line {number}: {value!r} is not a number") from None
+        if key == "count":
+            current["pcp"] = current.get("pcp", 0) + number_value
+        else:
+            current[key] = number_value
+    flush()
+    return tuple(zones)
+
+
+# --------------------------------------------------------------------------------------------
+# hugepages, module parameters, kernel release
+
+
+@dataclass(frozen=True)
+class Hstate:
+    """``/sys/kernel/mm/hugepages/hugepages-<size>kB``."""
+
+    order: int
+    nr: int
+    free: int
+    resv: int
+    surplus: int
+
+
+def read_hugepages(tree: Tree, page_shift: int) -> Dict[int, Hstate]:
+    out: Dict[int, Hstate] = {}
+    if not tree.isdir(HUGEPAGES_DIR):
+        return out
+    for name in tree.listdir(HUGEPAGES_DIR):
+        match = re.fullmatch(r"hugepages-(\d+)kB", name)
+        if not match:
+            continue
+        pages = (int(match.group(1)) << 10) >> page_shift
+        if pages <= 0 or pages & (pages - 1):
+            raise InputError(f"{tree.display(HUGEPAGES_DIR + '/' + name)}: not a power-of-two page size")
+        values: Dict[str, int] = {}
+        for key in ("nr", "free", "resv", "surplus"):
+            rel = f"{HUGEPAGES_DIR}/{name}/{key}_hugepages"
+            text = tree.text(rel, required=False)
+            if text is None:
+                values[key] = 0
+                continue
+            try:
+                values[key] = int(text.strip())
+            except ValueError:
+                raise _value_error(tree, rel, text, "a number of huge pages") from None
+            if values[key] < 0:
+                raise _value_error(tree, rel, text, "a number of huge pages")
+        out[pages.bit_length() - 1] = Hstate(pages.bit_length() - 1, values["nr"], values["free"], values["resv"],
+                                             values["surplus"])
+    return out
+
+
+def read_params(tree: Tree) -> Dict[str, str]:
+    """Module parameters as ``"module.param" -> value`` (sysfs first, then module-params.txt)."""
+    out: Dict[str, str] = {}
+    for directory in PARAM_DIRS:
+        if not tree.isdir(directory):
+            continue
+        module = directory.split("/")[2]
+        for name in tree.listdir(directory):
+            text = tree.text(f"{directory}/{name}", required=False)
+            if text is not None:
+                out.setdefault(f"{module}.{name}", text.strip())
+    text = tree.text(MODULE_PARAMS_FILE, required=False)
+    for number, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise InputError(f"{tree.display(MODULE_PARAMS_FILE)}: line {number}: {line[:60]!r} is not 'path=value'")
+        match = re.search(r"/sys/module/([^/]+)/parameters/([^/]+)$", key.strip())
+        if match:
+            out.setdefault(f"{match.group(1)}.{match.group(2)}", value.strip())
+        elif key.strip() == "auto_online_blocks":
+            out.setdefault("memory.auto_online_blocks", value.strip())
+    return out
+
+
+def read_release(tree: Tree) -> Optional[str]:
+    """``/proc/sys/kernel/osrelease`` or a saved ``proc/osrelease``."""
+    for rel in ("proc/sys/kernel/osrelease", "proc/osrelease"):
+        text = tree.text(rel, required=False)
+        if text is not None:
+            release = text.strip()
+            if not re.match(r"^\d+\.\d+", release) or len(release) > 64 or "\n" in release:
+                raise _value_error(tree, rel, text, "a kernel release like 6.1.0-56-amd64")
+            return release
+    return None
+
+
+def read_meminfo_hugepages(tree: Tree, page_shift: int) -> Dict[int, Hstate]:
+    """Pool counters from ``/proc/meminfo`` when the hugepages sysfs is missing: the default
+    hstate's ``HugePages_*``; every hstate is empty when ``Hugetlb: 0 kB`` (all sizes)."""
+    text = tree.text("proc/meminfo", required=False)
+    values: Dict[str, int] = {}
+    for line in (text or "").splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("HugePages_Total", "HugePages_Free", "HugePages_Rsvd", "HugePages_Surp", "Hugepagesize",
+                   "Hugetlb"):
+            try:
+                values[key] = int(rest.split()[0])
+            except (IndexError, ValueError):
+                raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'Key: N'") from None
+    out: Dict[int, Hstate] = {}
+    if values.get("Hugetlb", -1) == 0:
+        out = {order: Hstate(order, 0, 0, 0, 0) for order in (9, 18)}
+    size = values.get("Hugepagesize")
+    if size and "HugePages_Total" in values:
+        pages = (size << 10) >> page_shift
+        if pages > 0 and not pages & (pages - 1):
+            order = pages.bit_length() - 1
+            out[order] = Hstate(order, values["HugePages_Total"], values.get("HugePages_Free", 0),
+                                values.get("HugePages_Rsvd", 0), values.get("HugePages_Surp", 0))
+    return out
+
+
+def read_cma_total(tree: Tree) -> Optional[int]:
+    """``CmaTotal`` from ``/proc/meminfo`` in bytes (``None`` if absent)."""
+    text = tree.text("proc/meminfo", required=False)
+    for line in (text or "").splitlines():
+        if line.startswith("CmaTotal:"):
+            words = line.split()
+            try:
+                return int(words[1]) << 10
+            except (IndexError, ValueError):
+                raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'CmaTotal: N kB'") from None
+    return None
+
+
+def read_extra(tree: Tree) -> None:
+    """Read (and so keep for ``--save``) the context files the model does not need."""
+    for rel in EXTRA_FILES:
+        try:
+            tree.text(rel, required=False)
+        except InputError:
+            pass  # context only (e.g. pagetypeinfo is root-only): never a reason to fail
+
+
+@dataclass
+class SysrootFacts:
+    """Everything textual a snapshot reads, parsed."""
+
+    memory: MemoryLayout
+    iomem: Tuple[Resource, ...]
+    zones: Tuple[ZoneInfo, ...]
+    hugepages: Dict[int, Hstate]
+    params: Dict[str, str]
+    release: Optional[str]
+    cma_total: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def read_sysroot(tree: Tree, page_shift: int = 12) -> SysrootFacts:
+    memory = read_memory(tree)
+    facts = SysrootFacts(
+        memory=memory, iomem=read_iomem(tree), zones=read_zoneinfo(tree),
+        hugepages=read_hugepages(tree, page_shift) or read_meminfo_hugepages(tree, page_shift),
+        params=read_params(tree), release=read_release(tree),
+        cma_total=read_cma_total(tree),
+    )
+    read_extra(tree)
+    return facts
