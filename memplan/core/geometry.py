@@ -1,14 +1,23 @@
-"""Memory geometry: pages, pageblocks, sections and memory blocks (x86-64 defaults).
+"""Memory geometry: pages, pageblocks, folios, sections and memory blocks (x86-64 defaults).
 
 Constants follow arch/x86 and ``include/linux/pageblock-flags.h`` (spec §1.1): 4 KiB pages,
 ``pageblock_order`` 9 (2 MiB), ``MAX_PAGE_ORDER`` 10 (4 MiB), ``SECTION_SIZE_BITS`` 27
 (128 MiB). The memory block size is a multiple of the section size and a power of two
 (``memory_dev_init()`` panics otherwise, ``drivers/base/memory.c``).
+
+Everything that depends on the page size lives here and nowhere else: folio orders (a PMD
+maps ``PAGE_SIZE / 8`` pages, so ``HPAGE_PMD_ORDER = PAGE_SHIFT - 3``; a PUD twice that
+order), hugetlb orders and the buddy's ``MAX_PAGE_ORDER``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Tuple
+
+import numpy as np
+
+from memplan.core.model import FOLIO_SIZE, FolioSize
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -26,6 +35,8 @@ class Geometry:
     pageblock_order: int = 9
     max_page_order: int = 10
     section_size: int = 128 * MiB
+    #: ``Geometry.folio_order`` per page-kind byte (derived)
+    _folio_order: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         size = self.memory_block_size
@@ -35,6 +46,33 @@ class Geometry:
             raise ValueError(
                 f"memory block size {size:#x} is smaller than the section size {self.section_size:#x}"
             )
+
+        orders = np.array([0, self.pmd_order, self.pud_order], dtype=np.uint8)
+        object.__setattr__(self, "_folio_order", orders[FOLIO_SIZE])
+
+    @property
+    def pmd_order(self) -> int:
+        """``HPAGE_PMD_ORDER``: a page-table page holds ``PAGE_SIZE / 8`` entries (9 with 4 KiB pages)."""
+        return self.page_shift - 3
+
+    @property
+    def pud_order(self) -> int:
+        """``PUD_ORDER``: one more page-table level (18 with 4 KiB pages: 1 GiB)."""
+        return 2 * (self.page_shift - 3)
+
+    @property
+    def hugetlb_orders(self) -> Tuple[int, int]:
+        """The hstates memplan models: PMD-sized (2 MiB) and PUD-sized (gigantic, 1 GiB) pages."""
+        return (self.pmd_order, self.pud_order)
+
+    def order_of(self, size: FolioSize) -> int:
+        """The order of a folio of this size class."""
+        return (0, self.pmd_order, self.pud_order)[size]
+
+    @property
+    def folio_order(self) -> np.ndarray:
+        """Folio order per page-kind byte (lookup table for ``np.take``)."""
+        return self._folio_order
 
     @property
     def page_shift(self) -> int:
