@@ -19,7 +19,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from memplan.core.errors import UsageError, did_you_mean
+from memplan.core.model import DriverState
 from memplan.core.results import ForeignRefEffect, HazardKind, LogLevel
+
+#: ``virtio_mem_sbm_mb_state`` names of online, partially plugged blocks (PATCH-v2 clears the
+#: skippable bit of their unplugged sub-blocks when the driver is removed)
+_PARTIAL_ONLINE_STATES = frozenset({"KERNEL_PARTIAL", "MOVABLE_PARTIAL"})
 
 #: (level, kernel text, function, hazard, mask)
 CommitCheck = Tuple[LogLevel, str, str, HazardKind, np.ndarray]
@@ -39,6 +44,30 @@ class OfflineSemantics(ABC):
     #: driver removal clears PG_offline_skippable on unplugged parts of online partial blocks
     #: (``virtio_mem_sbm_mark_mb_non_skippable()`` in PATCH-v2)
     virtio_mem_unload_clears_skippable: bool
+
+    # virtio-mem (drivers/virtio/virtio_mem.c): what the driver does differs with the semantics.
+    def fake_offline_skippable(self, driver: DriverState, device_state: Optional[str]) -> bool:
+        """Whether a block's virtio-mem fake-offline pages carry PG_offline_skippable.
+
+        PATCH-v2 sets the flag whenever virtio-mem fake-offlines a page
+        (``virtio_mem_set_fake_offline()``); on driver removal
+        ``virtio_mem_sbm_mark_mb_non_skippable()`` clears it for ``KERNEL_PARTIAL`` and
+        ``MOVABLE_PARTIAL`` blocks.
+        """
+        if not self.virtio_mem_marks_skippable:
+            return False
+        return not (self.virtio_mem_unload_clears_skippable and driver is DriverState.UNLOADED
+                    and device_state in _PARTIAL_ONLINE_STATES)
+
+    def virtio_mem_going_offline(self, refcount: np.ndarray) -> np.ndarray:
+        """Refcounts of a loaded driver's fake-offline pages after its MEM_GOING_OFFLINE handler
+        (``virtio_mem_fake_offline_going_offline()``: ``page_ref_dec_and_test()`` per page)."""
+        return refcount - 1 if self.virtio_mem_drops_refs else refcount
+
+    def virtio_mem_cancel_offline(self, refcount: np.ndarray) -> np.ndarray:
+        """Refcounts after MEM_CANCEL_OFFLINE re-takes what GOING_OFFLINE dropped
+        (``virtio_mem_fake_offline_cancel_offline()``: ``page_ref_inc()``, ML-NEW)."""
+        return refcount + 1 if self.virtio_mem_drops_refs else refcount
 
     def foreign_reference_effect(self) -> ForeignRefEffect:
         """What one unexpected reference on a (loaded) virtio-mem fake-offline page does (spec
