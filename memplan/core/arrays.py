@@ -1,0 +1,19 @@
+"""numpy array types used across memplan (``numpy.typing.NDArray`` aliases).
+
+One byte of page kind per page (``KindArray``), per-page masks (``BoolArray``), refcounts
+(``RefcountArray``), pfns, block ids and counters (``IntArray``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+BoolArray = NDArray[np.bool_]
+KindArray = NDArray[np.uint8]
+RefcountArray = NDArray[np.int32]
+IntArray = NDArray[np.int64]
+#: an array whose dtype varies with the caller (numpy's generic integer/bool mixes)
+AnyArray = NDArray[Any]
