@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import bundled, machine_from
-from test_properties import SETTINGS, ram_machines, sbm_machines
+from machines import SETTINGS, ram_machines, sbm_machines
 from test_scenarios import MID, SBM_FAKE_PFN, page, sbm, target
 from memplan.diff.compute import OWNER_KINDS, diff_semantics, reached_sites, with_foreign_ref_timing
 from memplan.diff.types import Site

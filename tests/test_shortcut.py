@@ -6,7 +6,7 @@
 * on random page rows (including THP runs that are not whole folios, which snapshots can
   produce), every verdict the shortcut decides equals ``offline_block()``'s, ``BlockStats``
   included, with and without the page source's hints;
-* the shortcut does decide the common cases, and agrees with the per-page reference there.
+* the shortcut does decide the common cases, and agrees with the per-page oracle there.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from memplan.engine import simulation
 from memplan.profile.reader import build_machine
 from memplan.engine import shortcut
 from memplan.kernel.offline import BlockStats, offline_block
-from oracle import reference_offline
+from oracle import Oracle
 from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.core.model import PageKind
 from memplan.core.results import BlockVerdict, Outcome, PageCounts, Zone
@@ -201,10 +201,10 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
         ctx = sim.context(int(r))
         j = int(np.flatnonzero(ids == ctx.block)[0])
         assert (verdict, stats) == offline_block(sim.setup, ctx, batch.kinds[j], None)
-        ref = reference_offline(sim.setup, ctx, batch.kinds[j], None)
-        assert (verdict.result, verdict.errno, verdict.reason, verdict.step,
-                verdict.culprit.pfn if verdict.culprit else None) == (ref.result, ref.errno, ref.reason, ref.step,
-                                                                      ref.culprit_pfn)
+        ref = Oracle(machine, semantics).offline(ctx.block)
+        assert (verdict.result, verdict.errno, verdict.reason, verdict.step, verdict.pages,
+                (verdict.culprit.pfn, verdict.culprit.kind) if verdict.culprit else None) == (
+            ref.result, ref.errno, ref.reason, ref.step, ref.pages, ref.culprit[:2] if ref.culprit else None)
 
 
 def test_fast_constructors_build_the_same_objects():

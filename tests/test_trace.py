@@ -13,7 +13,7 @@ from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.core.results import Outcome
 from memplan.engine.simulation import Simulator
 from memplan.kernel.trace import PipelineStep, StepStatus, TraceRecorder
-from test_properties import BLOCK, SETTINGS, ram_machines, sbm_machines
+from machines import BLOCK, SETTINGS, ram_machines, sbm_machines
 
 
 def check_trace(doc) -> None:
