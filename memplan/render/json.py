@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, IO
+from typing import IO, Any, Dict
 
 from memplan import __version__
 from memplan.core.results import BlockVerdict, Culprit, Hazard, LogEntry, PageCounts, SimulationResult
