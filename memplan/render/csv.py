@@ -8,10 +8,11 @@ end, never renamed or reordered.
 from __future__ import annotations
 
 import csv
-from typing import IO, Any, Iterable, List, Sequence, Tuple
+from enum import Enum
+from typing import IO, Any, Iterable, List, Sequence, Tuple, Union
 
-from memplan.diff.types import SemanticsDiff
 from memplan.core.results import BlockVerdict, SimulationResult
+from memplan.diff.types import SemanticsDiff
 
 SIMULATION_COLUMNS: Tuple[str, ...] = (
     "block", "start", "end", "size", "zone", "node", "result", "errno", "reason", "step",
@@ -22,10 +23,10 @@ SIMULATION_COLUMNS: Tuple[str, ...] = (
 )
 
 
-def _value(x: Any) -> Any:
+def _value(x: Union[None, str, Enum]) -> str:
     if x is None:
         return ""
-    return getattr(x, "value", x)
+    return str(x.value) if isinstance(x, Enum) else x
 
 
 def verdict_row(v: BlockVerdict) -> List[Any]:
