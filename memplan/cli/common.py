@@ -143,7 +143,7 @@ def finish_capacity_command(result: R, state: MachineState, profile: str, out: O
     warnings, render, and exit with chmem's codes under ``--check``."""
     warnings = list(warnings)
     if out:
-        warnings += write_profile(state, read_document(profile), out, header=header)
+        warnings += write_profile(state.machine, read_document(profile), state.to_machine(), out, header=header)
     print_warnings(warnings)
     if as_json:
         render_json.write(to_dict(result), sys.stdout)
