@@ -26,8 +26,12 @@ from memplan.engine import shortcut
 from memplan.kernel.offline import BlockStats, offline_block
 from oracle import reference_offline
 from memplan.kernel.semantics import SEMANTICS, get_semantics
-from memplan.core.model import PageKind
+from memplan.core.geometry import Geometry
+from memplan.core.model import LOOK_CLOSER, PageKind
 from memplan.core.results import BlockVerdict, Outcome, PageCounts, Zone
+from memplan.kernel.isolation import unmovable_kinds
+from memplan.kernel.pages import KindSet
+from memplan.kernel.verdict import VerdictBuilder
 from memplan.engine.simulation import Simulator, simulate
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,17 +214,37 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
 def test_fast_constructors_build_the_same_objects():
     counts = shortcut._counts(total=8, free=1, migrated=2, skipped_offline=3, hwpoison=1)
     assert counts == PageCounts(total=8, free=1, migrated=2, skipped_offline=3, hwpoison=1) and counts.blocking == 1
-    template = dict(shortcut._VERDICT_DEFAULTS, zone=Zone.NORMAL, node=0, result=Outcome.OFFLINED, errno=None,
-                    reason=None, step=None, culprit=None, kernel_log=(), device=None, device_state=None)
-    verdict = shortcut._verdict_from(template, block=1, start=0, end=7, pages=counts)
+    builder = VerdictBuilder(Geometry())
+    template = builder.template(Zone.NORMAL, 0, None, None, **builder.outcome(None, 0, 0))
+    verdict = builder.stamp(template, 1, 0, counts)
     assert "block" not in template  # the shared template is not touched
-    assert verdict == BlockVerdict(block=1, start=0, end=7, zone=Zone.NORMAL, node=0, result=Outcome.OFFLINED,
-                                   errno=None, reason=None, step=None, culprit=None, pages=counts)
+    assert verdict == BlockVerdict(block=1, start=0, end=(128 << 20) - 1, zone=Zone.NORMAL, node=0,
+                                   result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None,
+                                   pages=counts)
     assert shortcut._stats(free_pages=1, demand=2, free_hugetlb={}) == BlockStats(1, 2, {})
     with pytest.raises(Exception):
         verdict.block = 2  # still frozen
 
 
-def test_unmovable_kinds_come_from_the_kind_tables():
-    assert shortcut.UNMOVABLE_KINDS == tuple(int(k) for k in (PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL,
-                                                              PageKind.RESERVED))
+@pytest.mark.parametrize("semantics", list(SEMANTICS))
+def test_blocking_kinds_come_from_the_isolation_predicate(semantics):
+    sem, geo = get_semantics(semantics), Geometry()
+    kernel = shortcut.blocking_kinds(False, sem, geo)
+    every = np.arange(256, dtype=np.uint8)
+    assert [PageKind(int(k)) for k in np.flatnonzero(kernel.mask(every))] == [
+        PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL, PageKind.RESERVED, PageKind.VMEMMAP]
+    assert [PageKind(int(k)) for k in np.flatnonzero(shortcut.blocking_kinds(True, sem, geo).mask(every))] == [
+        PageKind.RESERVED]
+    # the kinds below LOOK_CLOSER are the ones the shortcut lets migrate: never unmovable
+    for movable in (False, True):
+        assert not unmovable_kinds(movable, sem, False, geo)[:LOOK_CLOSER].any()
+
+
+def test_kind_set_tests_runs_of_codes():
+    table = np.zeros(256, dtype=bool)
+    table[[3, 4, 5, 9, 255]] = True
+    kinds = KindSet.of(table)
+    assert kinds.runs == ((3, 6), (9, 10), (255, 256))
+    every = np.arange(256, dtype=np.uint8)
+    assert (kinds.mask(every) == table).all()
+    assert not KindSet.of(np.zeros(256, bool)).mask(every).any()

@@ -7,7 +7,7 @@ contents come from a ``PageSource`` one run of blocks at a time, so memory stays
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -143,7 +143,7 @@ class BlockTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def rows(self, block_ids: Sequence[int]) -> np.ndarray:
+    def rows(self, block_ids: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         """Row indexes of the given block ids (which must exist)."""
         ids = np.asarray(block_ids, dtype=np.int64)
         rows = np.searchsorted(self.ids, ids)
@@ -153,7 +153,7 @@ class BlockTable:
             raise KeyError(int(missing[0]))
         return rows
 
-    def exists(self, block_ids: Sequence[int]) -> np.ndarray:
+    def exists(self, block_ids: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         ids = np.asarray(block_ids, dtype=np.int64)
         rows = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
         return (self.ids[rows] == ids) if len(self.ids) else np.zeros(len(ids), bool)
@@ -235,7 +235,7 @@ class Machine:
     cma: Tuple[Tuple[int, int], ...] = ()
     warnings: Tuple[str, ...] = ()
     #: how sure verdicts about this machine are (snapshots); ``None``: exact (profiles)
-    assessor: Optional["VerdictAssessor"] = None
+    assessor: Optional[VerdictAssessor] = None
     #: why ``default_semantics`` was chosen, when a snapshot detected it
     semantics_reason: Optional[str] = None
 

@@ -192,7 +192,7 @@ PROFILE_KINDS: Tuple[str, ...] = tuple(k.label for k, i in KIND_INFO.items() if 
 
 
 def _lut(attr: str, dtype: type = np.bool_) -> np.ndarray:
-    table = np.zeros(256, dtype=dtype)
+    table: np.ndarray = np.zeros(256, dtype=dtype)
     for kind, info in KIND_INFO.items():
         table[int(kind)] = getattr(info, attr)
     return table

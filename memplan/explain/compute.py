@@ -17,12 +17,13 @@ import numpy as np
 from memplan.snapshot import kpf
 from memplan.core.errors import UsageError
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
+from memplan.kernel.notifier import skippable_pages
 from memplan.kernel.offline import BlockContext, offline_block, offline_block_traced
 from memplan.kernel.semantics import get_semantics
-from memplan.kernel.virtio_mem import fake_offline_skippable
-from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, Errno, PageKind
+from memplan.kernel.trace import folio_size_text
+from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, PageKind
 from memplan.core.machine import HugetlbPool, Machine
-from memplan.core.results import BlockVerdict, Outcome, Reason, Step
+from memplan.core.results import BlockVerdict, Cause, Outcome, Step
 from memplan.engine.simulation import Simulator, migration_capacities
 from memplan.kernel.trace import PipelineStep, StepRecord
 from memplan.core.units import format_block_ranges, format_size
@@ -82,10 +83,7 @@ def explain_block(machine: Machine, block: int, semantics: Optional[str] = None)
     population: Tuple[PopulationRow, ...] = ()
     culprit: Optional[CulpritPage] = None
     refcounts = ref if ref is not None else DEFAULT_REFCOUNT[kinds]
-    skippable = np.zeros(ppb, dtype=bool)
-    if ctx.device is not None and fake_offline_skippable(ctx.device, ctx.device_state, sem.virtio_mem_marks_skippable,
-                                                         sem.virtio_mem_unload_clears_skippable):
-        skippable = kinds == PageKind.FAKE_OFFLINE
+    skippable = skippable_pages(sem, ctx.device, ctx.device_state, kinds)
     if online:
         population = _population(kinds, refcounts, ctx.start_pfn, skippable)
     if verdict.culprit is not None:
@@ -137,14 +135,14 @@ def _advice(machine: Machine, v: BlockVerdict, ctx: BlockContext, kinds: np.ndar
         return "The block's range is not aligned to pageblocks and sections: it can never be offlined."
     if v.step is Step.HOLES:
         return "Memory holes: this block can never be offlined."
-    if v.step is Step.NOTIFIER:
-        if v.reason is Reason.NODE_NOTIFIER_FAILURE:
-            return (f"This is node {v.node}'s last memory and a node notifier refuses to let it go: stop the user of "
-                    f"node {v.node}'s memory first.")
-        if ctx.device is not None and ctx.device.driver is DriverState.REMOVING:
-            return "Wait: the virtio-mem driver is being removed; retry once it is gone or loaded again."
+    if v.cause is Cause.NODE_NOTIFIER_VETO:
+        return (f"This is node {v.node}'s last memory and a node notifier refuses to let it go: stop the user of "
+                f"node {v.node}'s memory first.")
+    if v.cause is Cause.VIRTIO_MEM_REMOVING:
+        return "Wait: the virtio-mem driver is being removed; retry once it is gone or loaded again."
+    if v.cause is Cause.MEMORY_NOTIFIER_VETO:
         return f"Another memory notifier vetoes with -{v.errno.value if v.errno else '?'}: stop the subsystem that holds this memory."
-    if v.step is Step.SCAN and v.result is Outcome.FAILS and v.errno is Errno.EINTR:
+    if v.cause is Cause.SIGNAL_PENDING:
         return "Wait: a signal is pending; retry from a task without a pending signal (e.g. not after a timeout expired)."
     culprit = v.culprit
     if culprit is None:
@@ -152,13 +150,12 @@ def _advice(machine: Machine, v: BlockVerdict, ctx: BlockContext, kinds: np.ndar
     kind = culprit.kind
     n = count(kind)
     zone = f"ZONE_{ctx.zone.value.upper()}" if ctx.zone else "this zone"
+    if v.cause is Cause.PAGEBLOCK_ISOLATED:
+        return ("Wait: someone else (e.g. a concurrent alloc_contig_range()) has isolated the pageblock at pfn "
+                f"{culprit.pfn:#x}; retry when it is done.")
+    if v.cause is Cause.CMA_PAGEBLOCK:
+        return "The block overlaps a CMA area: it cannot be offlined while that CMA reservation exists."
     if v.step is Step.ISOLATE:
-        pageblock = (culprit.pfn - ctx.start_pfn) // machine.geometry.pageblock_pages
-        if ctx.isolated[pageblock]:
-            return ("Wait: someone else (e.g. a concurrent alloc_contig_range()) has isolated the pageblock at pfn "
-                    f"{culprit.pfn:#x}; retry when it is done.")
-        if ctx.cma[pageblock]:
-            return "The block overlaps a CMA area: it cannot be offlined while that CMA reservation exists."
         if kind is PageKind.RESERVED:
             return f"PG_reserved memory ({_plural(n, 'page')}, boot allocations or firmware): this block can never be offlined."
         if kind in (PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL):
@@ -194,26 +191,28 @@ def _advice(machine: Machine, v: BlockVerdict, ctx: BlockContext, kinds: np.ndar
         return f"Free the {kind.label} page at pfn {culprit.pfn:#x}: SCAN treats it as definitely unmovable."
     if v.step is Step.SCAN:  # hangs: migration keeps failing
         default = int(DEFAULT_REFCOUNT[int(kind)])
-        if kind is PageKind.PINNED:
+        if v.cause is Cause.EXTRA_REFERENCES and KIND_INFO[kind].pinned:
             return (f"Unpin the VFIO/RDMA buffer: {_plural(n, 'long-term pinned page')} cannot migrate; until then "
                     "the write hangs until a signal.")
-        if culprit.refcount > default:
+        if v.cause is Cause.EXTRA_REFERENCES:
             extra = int(np.count_nonzero(refcounts > DEFAULT_REFCOUNT[kinds]))
             return (f"Release the extra references on {_plural(extra, 'page')} (refcount {culprit.refcount}, "
                     f"migration expects {default}; e.g. vmspliced pages waiting in a pipe); until then the write "
                     "hangs until a signal.")
-        if kind is PageKind.GIGANTIC:
-            return ("Free a 1 GiB hugetlb page outside this block (raise the 1 GiB pool's free pages above its "
+        if v.cause is Cause.GIGANTIC_NO_POOL_FOLIO:
+            size = folio_size_text(machine.geometry, int(machine.geometry.folio_order[int(kind)]))
+            return (f"Free a {size} hugetlb page outside this block (raise the {size} pool's free pages above its "
                     "reservations): an in-use gigantic page can only migrate into a free pool page.")
-        if culprit.refcount == 0:
+        if v.cause is Cause.FOLIO_REFCOUNT_ZERO:
             return f"The {kind.label} folio at pfn {culprit.pfn:#x} has refcount 0 and can never be isolated."
         movable = int(np.count_nonzero(kinds != PageKind.FREE))
         return (f"Free memory on the nodes migration may use: the block's movable pages need targets "
                 f"({format_size(movable * machine.geometry.page_size)} at most) and there are not enough free pages.")
     if v.step is Step.DISSOLVE:
-        if kind in (PageKind.HUGETLB_FREE, PageKind.GIGANTIC_FREE):
-            order = 18 if kind is PageKind.GIGANTIC_FREE else 9
-            size = "1 GiB" if order == 18 else "2 MiB"
+        geo = machine.geometry
+        order = int(geo.folio_order[int(kind)])
+        if v.cause is Cause.HUGETLB_NO_HEADROOM:
+            size = folio_size_text(geo, order)
             met = [s.count for s in steps if s.step is PipelineStep.DISSOLVE and s.count is not None]
             folios = met[0] if met else max(1, -(-n // (1 << order)))
             headroom = pools[order].headroom
@@ -221,7 +220,7 @@ def _advice(machine: Machine, v: BlockVerdict, ctx: BlockContext, kinds: np.ndar
             return (f"Raise the {size} hugetlb pool's headroom by {short}: DISSOLVE meets "
                     f"{_plural(folios, 'free hugetlb page')} in the block but free - resv is {headroom} (release {short} "
                     "reservations, or add free huge pages outside this block).")
-        folios = max(1, -(-n // 512))
+        folios = max(1, -(-n // (1 << order)))
         return (f"Free {_plural(max(folios, 1), 'in-use hugetlb page')} that cannot migrate (not marked "
                 "migratable, e.g. not mapped yet): stop their user.")
     if v.step is Step.TEST_ISOLATED:

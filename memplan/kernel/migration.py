@@ -15,18 +15,21 @@ the model changes between rounds, the loop's fixed point is computed directly:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.model import DEFAULT_REFCOUNT, IS_HUGETLB_MIGRATABLE, IS_PINNED, PageKind, Zone
+from memplan.core.results import Cause, LogEntry, LogLevel
+from memplan.kernel.hugetlb import free_kind_of
 from memplan.kernel.pages import RATELIMIT_BURST, RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
-from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind, Zone
-from memplan.core.results import LogEntry, LogLevel
 
 ENOMEM = -12
-#: pages per folio of each kind
-_FOLIO_PAGES = np.left_shift(np.int64(1), FOLIO_ORDER.astype(np.int64))
+#: In-use hugetlb kinds SCAN reports (``folio_test_hugetlb_migratable``): their targets may come
+#: from the pool.
+_HUGETLB_MIGRATABLE_KINDS = tuple(k for k in PageKind if IS_HUGETLB_MIGRATABLE[int(k)])
 #: The highest refcount a folio of each kind may have and still migrate: its kind's own
 #: references; -1 for long-term pinned kinds, which never migrate.
 _MIGRATABLE_REFCOUNT = np.where(IS_PINNED, -1, DEFAULT_REFCOUNT).astype(np.int32)
@@ -66,10 +69,20 @@ class MigrationTargets:
     pool: Dict[int, int] = field(default_factory=dict)
 
 
+class ScanResult(str, Enum):
+    """How the SCAN/MIGRATE loop ends."""
+
+    #: scan_movable_pages() returns -ENOENT: nothing left to migrate
+    NONE_LEFT = "none_left"
+    #: scan_movable_pages() returns -EBUSY ("unmovable page")
+    BUSY = "busy"
+    #: SCAN keeps finding a folio MIGRATE cannot move: the loop runs until a signal
+    LOOPS = "loops"
+
+
 @dataclass
 class MigrationOutcome:
-    #: "none_left" (-ENOENT), "busy" (-EBUSY "unmovable page") or "loops" (until a signal)
-    result: str
+    result: ScanResult
     #: index in the range of the page SCAN stops at (busy) or keeps finding (loops)
     index: Optional[int]
     #: pages of folios that migrate successfully
@@ -84,6 +97,8 @@ class MigrationOutcome:
     ran: bool = False
     #: pages of hugetlb folios whose target came from the pool (their source returns to the pool)
     pool: Optional[np.ndarray] = None
+    #: why SCAN stops (busy) or the loop never ends (loops)
+    cause: Optional[Cause] = None
 
 
 def found_pages(view: RangeView) -> np.ndarray:
@@ -102,25 +117,51 @@ def busy_pages(view: RangeView, semantics: OfflineSemantics) -> np.ndarray:
     return offline & semantics.scan_busy(view.refcount, view.skippable)
 
 
+def migrate_leaves(view: RangeView, semantics: OfflineSemantics, tail: slice = slice(None)) -> np.ndarray:
+    """Pages ``do_migrate_range()`` steps over without trying to isolate them: skippable
+    PageOffline pages (site 3), pages ``folio_try_get()`` fails on (refcount 0) and hwpoisoned
+    pages (``unmap_poisoned_folio()``, never migrated)."""
+    return ((view.offline[tail] & semantics.migrate_skips(view.skippable[tail])) | (view.refcount[tail] == 0)
+            | view.hwpoison[tail])
+
+
+def _loop_cause(ref: int, pinned: bool, gigantic: bool) -> Cause:
+    """Why MIGRATE fails on the folio SCAN keeps finding, every round."""
+    if ref == 0:
+        return Cause.FOLIO_REFCOUNT_ZERO  # folio_try_get() fails: never isolated
+    if pinned:
+        return Cause.EXTRA_REFERENCES  # folio_migrate_mapping()'s refcount check
+    if gigantic:
+        return Cause.GIGANTIC_NO_POOL_FOLIO  # alloc_migrate_hugetlb_folio(): hstate_is_gigantic()
+    return Cause.NO_MIGRATION_TARGET  # the target allocation fails: -ENOMEM
+
+
 def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTargets) -> MigrationOutcome:
     found = found_pages(view)
     busy = busy_pages(view, semantics)
     first = view.first
     heads = np.flatnonzero(found & first)
     kinds_h = view.kinds[heads]
-    size_h = np.take(_FOLIO_PAGES, kinds_h)
+    order_h = np.take(view.geometry.folio_order, kinds_h).astype(np.int64)
+    size_h = np.left_shift(np.int64(1), order_h)
     # Long-term pins and any reference beyond the kind's own make migrate_pages() fail
     # (folio_migrate_mapping()'s refcount check) every round; a folio whose refcount is 0
     # is found by SCAN but never isolated (folio_try_get() fails), also every round.
     ref_h = view.refcount[heads]
     pinned = (ref_h > np.take(_MIGRATABLE_REFCOUNT, kinds_h)) | (ref_h == 0)
     uses_pool = np.zeros(len(heads), dtype=bool)
-    for kind, order in ((PageKind.HUGETLB, 9), (PageKind.GIGANTIC, 18)):
-        mask = (kinds_h == kind.value) & ~pinned
-        if mask.any():
-            uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
+    gigantic = np.zeros(len(heads), dtype=bool)
+    geometry = view.geometry
+    for kind in _HUGETLB_MIGRATABLE_KINDS:
+        is_kind = kinds_h == kind.value
+        if not is_kind.any():
+            continue
+        order = int(geometry.folio_order[int(kind)])
+        mask = is_kind & ~pinned
+        uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
+        gigantic |= is_kind & geometry.is_gigantic(order)
     # Gigantic folios cannot be allocated fresh (alloc_migrate_hugetlb_folio() returns NULL).
-    needs_capacity = ~pinned & ~uses_pool & (kinds_h != PageKind.GIGANTIC.value)
+    needs_capacity = ~pinned & ~uses_pool & ~gigantic
     needed = np.where(needs_capacity, size_h, 0)
     if targets.capacity is None:
         fits = np.ones(len(heads), bool)
@@ -154,21 +195,21 @@ def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTarg
     kinds_after = view.kinds * ~(migrated & ~pool_pages if any_pool else migrated)
     freed_pool = migrated & pool_pages
     if any_pool:
-        kinds_after[freed_pool & (view.kinds == PageKind.HUGETLB.value)] = PageKind.HUGETLB_FREE
-        kinds_after[freed_pool & (view.kinds == PageKind.GIGANTIC.value)] = PageKind.GIGANTIC_FREE
+        for kind in _HUGETLB_MIGRATABLE_KINDS:
+            kinds_after[freed_pool & (view.kinds == kind.value)] = free_kind_of(kind)
     refcount_after = view.refcount.copy()
     np.copyto(refcount_after, 0, where=migrated)
 
     h = first_index(found | busy)
     if h is None:
-        return MigrationOutcome("none_left", None, migrated, view.kinds, view.refcount, demand, [])
+        return MigrationOutcome(ScanResult.NONE_LEFT, None, migrated, view.kinds, view.refcount, demand, [])
     if busy[h]:
-        return MigrationOutcome("busy", h, migrated, view.kinds, view.refcount, demand, [])
+        return MigrationOutcome(ScanResult.BUSY, h, migrated, view.kinds, view.refcount, demand, [],
+                                cause=Cause.PAGE_OFFLINE_BUSY)
 
     # Round 1 MIGRATE from h: messages, rate-limited together (one static ratelimit state).
     tail = slice(h, None)  # do_migrate_range() walks from the found pfn to the end
-    skipped = ((view.offline[tail] & semantics.migrate_skips(view.skippable[tail])) | (view.refcount[tail] == 0)
-               | view.hwpoison[tail])
+    skipped = migrate_leaves(view, semantics, tail)
     not_isolatable = first[tail] & ~skipped & ~found[tail]
     # Messages repeat every round while the write loops: decide that before building them.
     again = first_index((failed & found) | busy, h)
@@ -191,11 +232,15 @@ def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTarg
                            LogEntry(LogLevel.DUMP_PAGE, "migration failure", pfn, "do_migrate_range", 1, repeats)])
 
     log = [e for pair in events for e in pair]
+    pooled = migrated & pool_pages
     if repeats:
-        return MigrationOutcome("loops", again, migrated, kinds_after, refcount_after, demand, log, True,
-                                migrated & pool_pages)
+        assert again is not None
+        j = max(int(np.searchsorted(heads, again, side="right")) - 1, 0)  # the folio SCAN keeps finding
+        cause = _loop_cause(int(ref_h[j]), bool(pinned[j]), bool(gigantic[j]))
+        return MigrationOutcome(ScanResult.LOOPS, again, migrated, kinds_after, refcount_after, demand, log, True,
+                                pooled, cause)
     if again is not None:
-        return MigrationOutcome("busy", again, migrated, kinds_after, refcount_after, demand, log, True,
-                                migrated & pool_pages)
-    return MigrationOutcome("none_left", None, migrated, kinds_after, refcount_after, demand, log, True,
-                            migrated & pool_pages)
+        return MigrationOutcome(ScanResult.BUSY, again, migrated, kinds_after, refcount_after, demand, log, True,
+                                pooled, Cause.PAGE_OFFLINE_BUSY)
+    return MigrationOutcome(ScanResult.NONE_LEFT, None, migrated, kinds_after, refcount_after, demand, log, True,
+                            pooled)

@@ -177,7 +177,7 @@ def configure(
         raise DeviceConfigError("plugged", f"unit {int(np.flatnonzero(partial)[0])} is partly plugged; the "
                                 f"driver plugs whole {unit >> 10} KiB "
                                 f"{'sub-blocks' if chosen is VirtioMemMode.SBM else 'big blocks'}")
-    plugged = grid.all(axis=1)
+    plugged = np.asarray(grid.all(axis=1))
 
     fake_offline = frozenset(int(b) for b in fake_offline_big_blocks)
     if fake_offline and chosen is not VirtioMemMode.BBM:
@@ -268,12 +268,12 @@ def added_block_columns(device: VirtioMemDevice, geometry: Geometry) -> AddedBlo
     offline = np.array(sorted(device.offline_blocks), dtype=np.int64)
     if device.mode is VirtioMemMode.SBM:
         per = units_per_block(device, geometry)
-        grid = device.plugged.reshape(-1, per)
-        used = grid.any(axis=1)  # UNUSED blocks were never added: no memory block device
-        full = grid.all(axis=1)[used]
+        grid: np.ndarray = device.plugged.reshape(-1, per)
+        used = np.asarray(grid.any(axis=1))  # UNUSED blocks were never added: no memory block device
+        full = np.asarray(grid.all(axis=1))[used]
         blocks = device.first_block + np.flatnonzero(used).astype(np.int64)
         online = (device.online is not OnlineType.OFFLINE) & ~np.isin(blocks, offline)
-        names = (SbmState.OFFLINE_PARTIAL.value, SbmState.OFFLINE.value,
+        names: Tuple[str, ...] = (SbmState.OFFLINE_PARTIAL.value, SbmState.OFFLINE.value,
                  SbmState.MOVABLE_PARTIAL.value, SbmState.MOVABLE.value,
                  SbmState.KERNEL_PARTIAL.value, SbmState.KERNEL.value)
         base = 2 if device.online is OnlineType.MOVABLE else 4
@@ -289,10 +289,13 @@ def added_block_columns(device: VirtioMemDevice, geometry: Geometry) -> AddedBlo
     return AddedBlockColumns(blocks, state, names, online, _block_zones(device, geometry, blocks))
 
 
+_ZONES = {z.code: z for z in Zone}
+
+
 def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock]:
     """Every memory block of the device that exists (has plugged memory), with its state."""
     cols = added_block_columns(device, geometry)
-    return [AddedBlock(int(b), cols.state_names[s], bool(o), Zone.from_code(int(z)))
+    return [AddedBlock(int(b), cols.state_names[s], bool(o), _ZONES[int(z)])
             for b, s, o, z in zip(cols.blocks.tolist(), cols.state.tolist(), cols.online.tolist(),
                                   cols.zone.tolist())]
 
@@ -316,7 +319,7 @@ def fake_offline_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[Tup
     if device.mode is VirtioMemMode.SBM:
         per = units_per_block(device, geometry)
         grid = device.plugged.reshape(-1, per)
-        added = grid.any(axis=1)
+        added = np.asarray(grid.any(axis=1))
         for block in device.offline_blocks:
             added[block - device.first_block] = False  # offline: no online memmap
         unplugged = ~grid & added[:, None]
@@ -350,19 +353,3 @@ def block_states(device: VirtioMemDevice, geometry: Geometry) -> Dict[int, str]:
     cols = added_block_columns(device, geometry)
     names = cols.state_names
     return dict(zip(cols.blocks.tolist(), [names[s] for s in cols.state.tolist()]))
-
-
-def fake_offline_skippable(device: VirtioMemDevice, state: Optional[str], marks_skippable: bool,
-                           unload_clears: bool) -> bool:
-    """Whether this block's fake-offline pages carry PG_offline_skippable (Variant S only).
-
-    PATCH-v2 sets the flag whenever virtio-mem fake-offlines a page; on driver removal
-    ``virtio_mem_sbm_mark_mb_non_skippable()`` clears it for ``KERNEL_PARTIAL`` and
-    ``MOVABLE_PARTIAL`` blocks.
-    """
-    if not marks_skippable:
-        return False
-    if (unload_clears and device.driver is DriverState.UNLOADED
-            and state in (SbmState.KERNEL_PARTIAL.value, SbmState.MOVABLE_PARTIAL.value)):
-        return False
-    return True
