@@ -28,9 +28,9 @@ from oracle import reference_offline
 from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.core.geometry import Geometry
 from memplan.core.model import LOOK_CLOSER, PageKind
-from memplan.core.results import BlockVerdict, Outcome, PageCounts, Zone
+from memplan.core.results import BlockVerdict, Cause, Outcome, PageCounts, Zone
 from memplan.kernel.isolation import unmovable_kinds
-from memplan.kernel.pages import KindSet
+from memplan.kernel.pages import KindSet, RangeView, folio_heads
 from memplan.kernel.verdict import VerdictBuilder
 from memplan.engine.simulation import Simulator, simulate
 
@@ -103,7 +103,7 @@ def test_simulate_is_the_same_with_and_without_the_shortcut(doc):
 
 ROW_KINDS = [PageKind.FREE, PageKind.ANON, PageKind.FILE, PageKind.THP, PageKind.MOVABLE, PageKind.BALLOON_MOVABLE,
              PageKind.HWPOISON, PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL, PageKind.RESERVED,
-             PageKind.FAKE_OFFLINE, PageKind.PINNED, PageKind.HUGETLB]
+             PageKind.FAKE_OFFLINE, PageKind.PINNED, PageKind.HUGETLB, PageKind.VMEMMAP]
 
 
 @st.composite
@@ -195,6 +195,7 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
     assert all(g is not None for g in got)
     outcomes = [v.result for v, _ in got]
     assert outcomes == [Outcome.OFFLINED, Outcome.FAILS, Outcome.FAILS, Outcome.OFFLINED, Outcome.OFFLINED]
+    assert [v.cause for v, _ in got] == [None, Cause.UNMOVABLE_PAGE, Cause.UNMOVABLE_PAGE, None, None]
     assert got[3][0].pages.skipped_offline == 16 * 512  # the unplugged quarter of block 16
     for verdict, stats in got:  # plain Python ints: the JSON writer and equality rely on them
         values = [verdict.block, verdict.start, verdict.end, verdict.node, stats.free_pages, stats.demand]
@@ -209,6 +210,69 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
         assert (verdict.result, verdict.errno, verdict.reason, verdict.step,
                 verdict.culprit.pfn if verdict.culprit else None) == (ref.result, ref.errno, ref.reason, ref.step,
                                                                       ref.culprit_pfn)
+
+
+@pytest.mark.parametrize("env,driver,causes", [
+    ("signal_pending = true", "loaded", [Cause.SIGNAL_PENDING] * 2),
+    ('notifier_veto = "EPERM"', "loaded", [Cause.MEMORY_NOTIFIER_VETO] * 2),
+    # node notifiers hear of the node's last memory only: the device's block is node 1's
+    ('node_notifier_veto = "EBUSY"', "loaded", [None, Cause.NODE_NOTIFIER_VETO]),
+    ("", "removing", [None, Cause.VIRTIO_MEM_REMOVING]),
+])
+@pytest.mark.parametrize("semantics", list(SEMANTICS))
+def test_stops_before_scan_are_decided_by_the_kernels_conditions(env, driver, causes, semantics):
+    machine = machine_from(f"""
+        [machine]
+        nodes = 2
+
+        [[ram]]
+        start = "1GiB"
+        size = "128MiB"
+        zone = "Movable"
+
+        [[virtio_mem]]
+        id = "vmem0"
+        addr = "2GiB"
+        region_size = "128MiB"
+        block_size = "2MiB"
+        plugged = ["0-63"]
+        online = "movable"
+        driver = "{driver}"
+        node = 1
+
+        [[fill]]
+        blocks = "8,16"
+        seed = 5
+        anon = 0.3
+        thp = 0.1
+
+        [environment]
+        {env}
+        """)
+    sim = Simulator(machine, get_semantics(semantics))
+    ids = np.array([8, 16])
+    rows = machine.blocks.rows(ids)
+    batch = machine.pages.materialize(ids)
+    got = shortcut.chunk_verdicts(sim.setup, sim.columns(rows), batch.kinds, batch.rows_with_refcount(),
+                                  batch.whole_folios, batch.special_rows)
+    for j, r in enumerate(rows.tolist()):
+        assert got[j] is not None
+        assert got[j] == offline_block(sim.setup, sim.context(r), batch.kinds[j], None)
+    assert [v.cause for v, _ in got] == causes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 1500)), max_size=6), st.integers(0, 4095))
+def test_folio_heads_counts_what_folio_first_marks(runs, base):
+    kinds = np.zeros(4096, dtype=np.uint8)
+    for start, length in runs:
+        kinds[start:start + length] = int(PageKind.THP)
+    geo = Geometry()
+    order = int(geo.folio_order[int(PageKind.THP)])
+    pfn = base << order  # the range starts on a folio boundary, like a memory block
+    view = RangeView(pfn, kinds, np.ones(len(kinds), np.int32), np.zeros(len(kinds), bool), geo)
+    thp = kinds == PageKind.THP
+    assert folio_heads(thp, order) == int(np.count_nonzero(view.first & thp))
 
 
 def test_fast_constructors_build_the_same_objects():
