@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from memplan.core.geometry import Geometry
+from memplan.core.model import DEFAULT_REFCOUNT, Errno, PageKind
 from memplan.kernel.contig import ContigStep, Request, alloc_contig_range, unmovable_pages_other
 from memplan.kernel.pages import RangeView
-from memplan.core.model import DEFAULT_REFCOUNT, Errno, PageKind
 
 PB = 512
 START = 0x100000
@@ -50,7 +50,8 @@ def pages(n: int = PB, **placed) -> Tuple[np.ndarray, np.ndarray]:
 def run(kinds, ref, movable=True, targets=None, cma=None, isolated=None):
     blocks = len(kinds) // PB
     return alloc_contig_range(kinds, ref, START, movable, np.zeros(blocks, bool) if cma is None else cma,
-                              np.zeros(blocks, bool) if isolated is None else isolated, Geometry(), targets or Targets())
+                              np.zeros(blocks, bool) if isolated is None else isolated, Geometry(),
+                              targets or Targets())
 
 
 def test_free_and_lru_pages_are_allocated_after_migrating_the_lru_ones():

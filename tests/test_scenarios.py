@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from conftest import machine_from
-from oracle import reference_offline
 from memplan.core.model import PageKind
 from memplan.core.results import Cause
+from memplan.engine.simulation import Simulator, simulate
 from memplan.kernel.offline import offline_block
 from memplan.kernel.semantics import RefcountSemantics, get_semantics
-from memplan.engine.simulation import Simulator, simulate
+from oracle import reference_offline
 
 DUMP_UNMOVABLE = ("dump_page", "unmovable page")
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from unittest import mock
 
 import numpy as np
@@ -20,19 +21,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import machine_from
-from memplan.engine import simulation
-from memplan.profile.reader import build_machine
-from memplan.engine import shortcut
-from memplan.kernel.offline import BlockStats, offline_block
-from oracle import reference_offline
-from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.core.geometry import Geometry
 from memplan.core.model import LOOK_CLOSER, PageKind
 from memplan.core.results import BlockVerdict, Cause, Outcome, PageCounts, Zone
-from memplan.kernel.isolation import unmovable_kinds
-from memplan.kernel.pages import KindSet, RangeView, folio_heads
-from memplan.kernel.verdict import VerdictBuilder
+from memplan.engine import shortcut, simulation
 from memplan.engine.simulation import Simulator, simulate
+from memplan.kernel.isolation import unmovable_kinds
+from memplan.kernel.offline import BlockStats, offline_block
+from memplan.kernel.pages import KindSet, RangeView, folio_heads
+from memplan.kernel.semantics import SEMANTICS, get_semantics
+from memplan.kernel.verdict import VerdictBuilder
+from memplan.profile.reader import build_machine
+from oracle import reference_offline
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PPB = 32768
@@ -286,7 +286,7 @@ def test_fast_constructors_build_the_same_objects():
                                    result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None,
                                    pages=counts)
     assert shortcut._stats(free_pages=1, demand=2, free_hugetlb={}) == BlockStats(1, 2, {})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.block = 2  # still frozen
 
 

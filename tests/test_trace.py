@@ -7,12 +7,12 @@ import copy
 import numpy as np
 from hypothesis import given
 
-from memplan.profile.reader import build_machine
-from memplan.kernel.offline import offline_block, offline_block_traced
-from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.core.results import PAGE_FREE_STEPS, PIPELINE, Cause, Outcome, Reason, Step
 from memplan.engine.simulation import Simulator
+from memplan.kernel.offline import offline_block, offline_block_traced
+from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.kernel.trace import PipelineStep, StepStatus, TraceRecorder
+from memplan.profile.reader import build_machine
 from test_properties import BLOCK, SETTINGS, ram_machines, sbm_machines
 
 

@@ -1,9 +1,9 @@
 import pytest
 
-from memplan.core.geometry import GiB, Geometry, MiB
+from memplan.core.geometry import Geometry, GiB, MiB
+from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
 from memplan.kernel import virtio_mem as vm
 from memplan.kernel.semantics import MAINLINE, PROPOSED, get_semantics
-from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
 
 G = Geometry()
 

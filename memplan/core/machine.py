@@ -13,9 +13,18 @@ import numpy as np
 
 from memplan.core.geometry import Geometry
 from memplan.core.model import (
-    DEFAULT_REFCOUNT, BlockState, DriverState, Errno, ForeignRefTiming, OnlineType, PageKind, VirtioMemMode, Zone,
+    DEFAULT_REFCOUNT,
+    BlockState,
+    DriverState,
+    Errno,
+    ForeignRefTiming,
+    OnlineType,
+    PageKind,
+    VirtioMemMode,
+    Zone,
 )
 from memplan.core.results import BlockVerdict, Confidence, ForeignRefEffect
+
 
 @dataclass(frozen=True)
 class HugetlbPool:

@@ -118,7 +118,8 @@ class StepInfo:
 #: @ c17ee635). The one table of the pipeline's steps: results, the trace, diff and confidence
 #: all take their order from here.
 PIPELINE: Tuple[StepInfo, ...] = tuple(
-    StepInfo(step, function, label, verdict, reads, rank) for rank, (step, function, label, verdict, reads) in enumerate((
+    StepInfo(step, function, label, verdict, reads, rank)
+    for rank, (step, function, label, verdict, reads) in enumerate((
         (PipelineStep.STATE, "memory_block_change_state()", "block state", Step.STATE, False),
         (PipelineStep.ZONE, "memory_block_offline()", "single zone and node", Step.ZONE, False),
         (PipelineStep.ALIGNMENT, "offline_pages()", "alignment", Step.ALIGNMENT, False),

@@ -29,13 +29,26 @@ import numpy as np
 
 from memplan.core.geometry import Geometry
 from memplan.core.model import (
-    FOLIO_SIZE, IS_PAGE_OFFLINE, LOOK_CLOSER, SPECIAL_BIT, ZONE_NONE, FolioSize, PageKind, Zone,
+    FOLIO_SIZE,
+    IS_PAGE_OFFLINE,
+    LOOK_CLOSER,
+    SPECIAL_BIT,
+    ZONE_NONE,
+    FolioSize,
+    PageKind,
+    Zone,
 )
 from memplan.core.results import BlockVerdict, PageCounts
 from memplan.engine.context import BlockColumns
 from memplan.kernel.isolation import isolate_range, unmovable_kinds
 from memplan.kernel.offline import (
-    BlockStats, OfflineSetup, Stop, fake_offline_passes, going_offline_stop, node_notifier_stop, signal_stop,
+    BlockStats,
+    OfflineSetup,
+    Stop,
+    fake_offline_passes,
+    going_offline_stop,
+    node_notifier_stop,
+    signal_stop,
 )
 from memplan.kernel.pages import KindSet, folio_heads
 from memplan.kernel.semantics import OfflineSemantics

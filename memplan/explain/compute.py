@@ -190,7 +190,8 @@ def _isolation_advice(culprit: Culprit, page: _Pages) -> str:
     kind = culprit.kind
     n = page.count(kind)
     if kind is PageKind.RESERVED:
-        return f"PG_reserved memory ({_plural(n, 'page')}, boot allocations or firmware): this block can never be offlined."
+        return (f"PG_reserved memory ({_plural(n, 'page')}, boot allocations or firmware): this block can never be "
+                "offlined.")
     if kind in _KERNEL_KINDS:
         m = page.count(*_KERNEL_KINDS)
         return (f"{_plural(m, 'unmovable kernel page')} (slab, page tables, other allocations) sit in {page.zone}: "

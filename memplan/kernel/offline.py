@@ -23,14 +23,25 @@ from memplan.core.geometry import Geometry
 from memplan.core.machine import Environment, HugetlbPool, VirtioMemDevice
 from memplan.core.model import DEFAULT_REFCOUNT, BlockState, DriverState, PageKind, Zone
 from memplan.core.results import (
-    BlockVerdict, Cause, Culprit, Hazard, LogEntry, LogLevel, PageCounts, PipelineStep,
+    BlockVerdict,
+    Cause,
+    Culprit,
+    Hazard,
+    LogEntry,
+    LogLevel,
+    PageCounts,
+    PipelineStep,
 )
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import trace as details
 from memplan.kernel.isolation import isolate_range, unmovable_pages
 from memplan.kernel.migration import MigrationOutcome, MigrationTargets, ScanResult, migrate, migrate_leaves
 from memplan.kernel.notifier import (
-    Notified, after_success_hazards, cancel_hazards, going_offline, skippable_pages,
+    Notified,
+    after_success_hazards,
+    cancel_hazards,
+    going_offline,
+    skippable_pages,
 )
 from memplan.kernel.pages import RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
@@ -416,7 +427,10 @@ def _memory_notify_going_offline(a: _Attempt) -> Optional[Stop]:
     a.log.extend(notified.log)
     a.hazards.extend(notified.hazards)
     a.on_cancel.extend(cancel_hazards(notified, a.view.pfn))
-    notes = (lambda: details.notifier_detail(a.view, notified, device))
+
+    def notes() -> str:
+        return details.notifier_detail(a.view, notified, device)
+
     if stop is not None:
         # MEM_CANCEL_OFFLINE lets virtio-mem re-take its references.
         return a.stop(PipelineStep.GOING_OFFLINE, stop, lambda: f"{notes()}; another memory notifier vetoes with "

@@ -10,7 +10,14 @@ import numpy as np
 
 from memplan.core.geometry import Geometry
 from memplan.core.model import (
-    FOLIO_SIZE, IS_HUGETLB, IS_HUGETLB_MIGRATABLE, IS_LRU, IS_MOVABLE_OPS, IS_PAGE_OFFLINE, IS_RESERVED, PageKind,
+    FOLIO_SIZE,
+    IS_HUGETLB,
+    IS_HUGETLB_MIGRATABLE,
+    IS_LRU,
+    IS_MOVABLE_OPS,
+    IS_PAGE_OFFLINE,
+    IS_RESERVED,
+    PageKind,
 )
 from memplan.core.results import LogEntry, LogLevel
 

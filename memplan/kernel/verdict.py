@@ -18,7 +18,16 @@ import numpy as np
 from memplan.core.geometry import Geometry
 from memplan.core.model import DEFAULT_REFCOUNT, Errno, PageKind, Zone
 from memplan.core.results import (
-    BlockVerdict, Cause, Culprit, Hazard, LogEntry, LogLevel, Outcome, PageCounts, Reason, Step,
+    BlockVerdict,
+    Cause,
+    Culprit,
+    Hazard,
+    LogEntry,
+    LogLevel,
+    Outcome,
+    PageCounts,
+    Reason,
+    Step,
 )
 
 _KINDS = {int(k): k for k in PageKind}

@@ -15,8 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.core.geometry import Geometry
-from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
 from memplan.core.machine import VirtioMemDevice
+from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
 from memplan.core.units import format_block_ranges
 
 
