@@ -17,11 +17,12 @@ import numpy as np
 
 from memplan.core.errors import UsageError
 from memplan.core.machine import Machine, chunks
-from memplan.core.model import Zone
+from memplan.core.model import ZONE_NONE, Zone
 from memplan.core.results import BlockVerdict, SimulationResult
 from memplan.core.units import format_block_ranges
 from memplan.engine.context import ContextBuilder, census, pageblock_masks, resolve_pools
 from memplan.engine.shortcut import chunk_verdicts
+from memplan.kernel.migration import target_zones
 from memplan.kernel.offline import BlockStats, offline_block
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
 
@@ -109,6 +110,15 @@ def _describe_ids(ids: np.ndarray) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
+_ZONES = {z.code: z for z in Zone}
+
+
+def _target_zone_codes(zones: np.ndarray) -> np.ndarray:
+    """Zone codes as migration targets see them: a boot block spanning kernel zones
+    (``valid_zones`` none) counts as ZONE_NORMAL memory."""
+    return np.where(zones == ZONE_NONE, Zone.NORMAL.code, zones)
+
+
 def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict[int, int]:
     """Free pages each block's migrated pages may use: online blocks on the other memory nodes,
     or on its own node when it is the only one (``do_migrate_range()``'s nodemask), in the
@@ -132,23 +142,20 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     node_ids, node_of_online = np.unique(online_nodes, return_inverse=True)
     memory_nodes = set(node_ids[node_ids >= 0].tolist())
 
+    online_zones = _target_zone_codes(table.zone[online])
+    needy_sources = _target_zone_codes(needy_zones)
+
     def capacities(free: np.ndarray) -> np.ndarray:
-        # alloc_migration_target(): a folio leaving a kernel zone never lands in ZONE_MOVABLE
-        # (boot blocks spanning kernel zones count as kernel-zone memory); one leaving
-        # ZONE_MOVABLE may land anywhere (memplan.kernel.migration.target_zones).
-        kernel = table.zone[online] != Zone.MOVABLE.code
-        per_node_all = np.zeros(len(node_ids), dtype=np.int64)
-        per_node_kernel = np.zeros(len(node_ids), dtype=np.int64)
-        np.add.at(per_node_all, node_of_online, free[online])
-        np.add.at(per_node_kernel, node_of_online, np.where(kernel, free[online], 0))
-        all_zones = dict(zip(node_ids.tolist(), per_node_all.tolist()))
-        kernel_zones = dict(zip(node_ids.tolist(), per_node_kernel.tolist()))
-        movable_source = needy_zones == Zone.MOVABLE.code
         out = np.zeros(len(needy_blocks), dtype=np.int64)
-        for node in np.unique(needy_nodes).tolist():
-            allowed = (memory_nodes - {node}) or {node}
-            for from_movable, sums in ((True, all_zones), (False, kernel_zones)):
-                here = (needy_nodes == node) & (movable_source == from_movable)
+        for source in np.unique(needy_sources).tolist():
+            # alloc_migration_target() (memplan.kernel.migration.target_zones)
+            allowed_zones = [z.code for z in target_zones(_ZONES[source])]
+            per_node = np.zeros(len(node_ids), dtype=np.int64)
+            np.add.at(per_node, node_of_online, np.where(np.isin(online_zones, allowed_zones), free[online], 0))
+            sums = dict(zip(node_ids.tolist(), per_node.tolist()))
+            for node in np.unique(needy_nodes[needy_sources == source]).tolist():
+                allowed = (memory_nodes - {node}) or {node}
+                here = (needy_nodes == node) & (needy_sources == source)
                 out[here] = sum(sums.get(n, 0) for n in allowed)
                 if node in allowed:
                     # The block's own free pages are never its targets (they sit in the
