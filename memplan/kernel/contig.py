@@ -36,7 +36,7 @@ import numpy as np
 from memplan.core.geometry import Geometry
 from memplan.core.model import DEFAULT_REFCOUNT, IS_PINNED, Errno, PageKind
 from memplan.kernel.hugetlb import free_kind_of
-from memplan.kernel.isolation import isolate_range
+from memplan.kernel.isolation import isolate_range, unmovable_pages
 from memplan.kernel.pages import RangeView, first_index
 
 #: ``virtio_mem_fake_offline()``: attempts in ZONE_MOVABLE; other zones get one.
@@ -96,15 +96,7 @@ def unmovable_pages_other(view: RangeView, zone_movable: bool) -> np.ndarray:
     refcount 0 -> (the HWPoison and PageOffline exemptions apply to MEM_OFFLINE only) ->
     LRU/movable_ops -> unmovable.
     """
-    unmovable = view.reserved.copy()
-    if zone_movable:
-        return unmovable
-    compound = view.compound
-    # x86-64 supports migrating 2 MiB and 1 GiB hugetlb folios: both pass isolation.
-    unmovable |= compound & ~view.hugetlb & ~view.lru
-    considered = ~compound & ~view.reserved & (view.refcount != 0)
-    unmovable |= considered & ~(view.lru | view.movable_ops)
-    return unmovable
+    return unmovable_pages(view, zone_movable, None)
 
 
 def alloc_contig_range(kinds: np.ndarray, refcount: np.ndarray, start_pfn: int, zone_movable: bool,

@@ -20,12 +20,15 @@ from memplan.kernel.pages import RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
 
 
-def unmovable_pages(view: RangeView, zone_movable: bool, semantics: OfflineSemantics,
+def unmovable_pages(view: RangeView, zone_movable: bool, semantics: Optional[OfflineSemantics],
                     hugepage_migration: bool = True) -> np.ndarray:
-    """``page_is_unmovable(zone, page, PB_ISOLATE_MODE_MEM_OFFLINE)`` for every page.
+    """``page_is_unmovable(zone, page, mode)`` for every page: ``PB_ISOLATE_MODE_MEM_OFFLINE``
+    with the semantics' PageOffline rule (site 1), ``PB_ISOLATE_MODE_OTHER`` (``alloc_contig_range()``)
+    without a semantics.
 
     Rule order as in the kernel: PageReserved (every zone) -> ZONE_MOVABLE shortcut ->
-    hugetlb/compound -> refcount 0 -> HWPoison -> PageOffline (site 1) -> LRU/movable_ops.
+    hugetlb/compound -> refcount 0 -> HWPoison and PageOffline (MEM_OFFLINE mode only) ->
+    LRU/movable_ops.
     """
     unmovable = view.reserved.copy()
     if zone_movable:
@@ -39,10 +42,10 @@ def unmovable_pages(view: RangeView, zone_movable: bool, semantics: OfflineSeman
     # Other compound folios are movable only if they are on the LRU.
     unmovable |= compound & (hugetlb if not hugepage_migration else np.zeros_like(hugetlb))
     unmovable |= compound & ~hugetlb & ~lru
-    considered = ~compound & ~view.reserved & (view.refcount != 0) & ~view.hwpoison
-    offline = view.offline
-    falls_through = ~offline | ~semantics.isolation_treats_as_movable(view.skippable)
-    unmovable |= considered & falls_through & ~(lru | movable_ops)
+    considered = ~compound & ~view.reserved & (view.refcount != 0)
+    if semantics is not None:  # PB_ISOLATE_MODE_MEM_OFFLINE
+        considered &= ~view.hwpoison & (~view.offline | ~semantics.isolation_treats_as_movable(view.skippable))
+    unmovable |= considered & ~(lru | movable_ops)
     return unmovable
 
 
