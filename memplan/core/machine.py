@@ -127,6 +127,10 @@ def consecutive_runs(ids: np.ndarray, max_len: Optional[int] = None,
     return out
 
 
+#: integers as a sequence or a numpy array
+Ints = Union[Sequence[int], np.ndarray]
+
+
 class BlockTable:
     """All memory blocks of a machine as numpy columns (one row per existing block).
 
@@ -138,8 +142,8 @@ class BlockTable:
 
     STATES = (BlockState.ONLINE, BlockState.OFFLINE, BlockState.GOING_OFFLINE)
 
-    def __init__(self, ids: Sequence[int], state: Sequence[int], zone: Sequence[int], node: Sequence[int],
-                 ram_pages: Sequence[int], vmemmap: Sequence[int], device: Sequence[int]) -> None:
+    def __init__(self, ids: Ints, state: Ints, zone: Ints, node: Ints, ram_pages: Ints, vmemmap: Ints,
+                 device: Ints) -> None:
         order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
         self.ids = np.asarray(ids, dtype=np.int64)[order]
         self.state = np.asarray(state, dtype=np.int8)[order]
@@ -152,7 +156,7 @@ class BlockTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def rows(self, block_ids: Union[Sequence[int], np.ndarray]) -> np.ndarray:
+    def rows(self, block_ids: Ints) -> np.ndarray:
         """Row indexes of the given block ids (which must exist)."""
         ids = np.asarray(block_ids, dtype=np.int64)
         rows = np.searchsorted(self.ids, ids)
@@ -162,7 +166,7 @@ class BlockTable:
             raise KeyError(int(missing[0]))
         return rows
 
-    def exists(self, block_ids: Union[Sequence[int], np.ndarray]) -> np.ndarray:
+    def exists(self, block_ids: Ints) -> np.ndarray:
         ids = np.asarray(block_ids, dtype=np.int64)
         rows = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
         return (self.ids[rows] == ids) if len(self.ids) else np.zeros(len(ids), bool)

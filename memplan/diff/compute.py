@@ -36,7 +36,7 @@ from memplan.kernel.semantics import MAINLINE, PROPOSED, OfflineSemantics, get_s
 from memplan.core.model import IS_PAGE_OFFLINE, KIND_INFO, ForeignRefTiming, PageKind, Zone
 from memplan.core.machine import Machine
 from memplan.core.results import (
-    PIPELINE, BlockVerdict, Cause, HazardKind, LogEntry, LogLevel, Outcome, PipelineStep, log_lines,
+    PIPELINE, BlockVerdict, Cause, Hazard, HazardKind, LogEntry, LogLevel, Outcome, PipelineStep, log_lines,
 )
 from memplan.core.machine import chunks
 from memplan.engine.simulation import Simulator, select_blocks, simulate
@@ -337,7 +337,7 @@ def _hazard_findings(left: BlockVerdict, right: BlockVerdict) -> Dict[Site, Site
     out: Dict[Site, SiteFinding] = {}
     for kind, site in HAZARD_SITES.items():
         if lkinds[kind] != rkinds[kind]:
-            def text(hazards, k=kind) -> str:
+            def text(hazards: Tuple[Hazard, ...], k: HazardKind = kind) -> str:
                 return "; ".join(h.text for h in hazards if h.kind is k) or f"no {k.value} hazard"
             pfns = [h.pfn for h in left.hazards + right.hazards if h.kind is kind and h.pfn is not None]
             out[site] = SiteFinding(site, text(left.hazards), text(right.hazards), 0, (),

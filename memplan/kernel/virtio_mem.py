@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.core.geometry import Geometry
-from memplan.core.machine import VirtioMemDevice
+from memplan.core.machine import Ints, VirtioMemDevice
 from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
 from memplan.core.units import format_block_ranges
 
@@ -95,7 +95,7 @@ def configure(
     device_block_size: int,
     mode: str = "auto",
     bbm_block_size: int = 0,
-    plugged_blocks: Optional[Sequence[int]] = None,
+    plugged_blocks: Optional[Ints] = None,
     plugged_size: Optional[int] = None,
     online: OnlineType = OnlineType.MOVABLE,
     node: int = 0,
@@ -178,7 +178,7 @@ def _units(geometry: Geometry, id: str, addr: int, region_size: int, device_bloc
 
 
 def _plugged_units(device_blocks: int, head: int, units: int, per_unit: int, unit: int, device_block_size: int,
-                   chosen: VirtioMemMode, plugged_blocks: Optional[Sequence[int]],
+                   chosen: VirtioMemMode, plugged_blocks: Optional[Ints],
                    plugged_size: Optional[int]) -> np.ndarray:
     """Plugged state per unit from the plugged device blocks (``plugged``) or size (``plugged_size``)."""
     plugged_db = np.zeros(device_blocks, dtype=bool)
