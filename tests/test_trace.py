@@ -100,6 +100,9 @@ def test_every_cause_belongs_to_one_step():
     loops = {c for c in Cause if c.step is PipelineStep.SCAN and c.result is Outcome.HANGS}
     assert loops == {Cause.EXTRA_REFERENCES, Cause.NO_MIGRATION_TARGET, Cause.GIGANTIC_NO_POOL_FOLIO,
                      Cause.FOLIO_REFCOUNT_ZERO, Cause.HWPOISONED_LARGE_FOLIO}
+    assert [c.step for c in Cause][:5] == [PipelineStep.STATE, PipelineStep.ZONE, PipelineStep.ALIGNMENT,
+                                           PipelineStep.HOLES, PipelineStep.MULTIZONE]
+    assert sorted(Cause, key=lambda c: c.step.rank) == list(Cause)  # declared in the kernel's order
     # a vetoing notifier chooses the errno
     assert {c for c in Cause if c.errno is None and c.reason is not None} == {
         Cause.NODE_NOTIFIER_VETO, Cause.MEMORY_NOTIFIER_VETO}

@@ -160,6 +160,9 @@ class Cause(str, Enum):
     MISALIGNED = "misaligned"
     #: walk_system_ram_range() counts fewer pages than the range holds
     MEMORY_HOLES = "memory_holes"
+    #: offline_pages(): first and last page in another zone (WARN_ON_ONCE; unreachable while a
+    #: block spanning zones has ``mem->zone == NULL``)
+    MULTIZONE_RANGE = "multizone_range"
     #: set_migratetype_isolate(): has_unmovable_pages() found an unmovable page
     UNMOVABLE_PAGE = "unmovable_page"
     #: set_migratetype_isolate(): a MIGRATE_CMA pageblock
@@ -228,6 +231,7 @@ _CAUSES: Dict[Cause, Tuple[PipelineStep, Outcome, Optional[Errno], Optional[Reas
     Cause.ZONE_NULL: (PipelineStep.ZONE, _FAILS, Errno.EINVAL, None),
     Cause.MISALIGNED: (PipelineStep.ALIGNMENT, _FAILS, Errno.EINVAL, None),
     Cause.MEMORY_HOLES: (PipelineStep.HOLES, _FAILS, Errno.EINVAL, Reason.MEMORY_HOLES),
+    Cause.MULTIZONE_RANGE: (PipelineStep.MULTIZONE, _FAILS, Errno.EINVAL, Reason.MULTIZONE_RANGE),
     Cause.UNMOVABLE_PAGE: _ISOLATE,
     Cause.CMA_PAGEBLOCK: _ISOLATE,
     Cause.PAGEBLOCK_ISOLATED: _ISOLATE,

@@ -157,6 +157,7 @@ def node_notifier_stop(setup: OfflineSetup, node: int, nr_pages: int, nr_vmemmap
 
 
 def is_last_memory(setup: OfflineSetup, node: int, nr_pages: int, nr_vmemmap: int) -> bool:
+    """Whether offlining ``nr_pages`` empties the node (``NODE_REMOVING_LAST_MEMORY`` is sent)."""
     return nr_pages >= setup.node_present_pages.get(node, 0) - nr_vmemmap
 
 
