@@ -15,7 +15,6 @@ from typing import List, Optional
 import numpy as np
 
 from memplan.kernel.offline import BlockContext, OfflineSetup
-from memplan.kernel.virtio_mem import fake_offline_skippable
 from memplan.core.model import (
     DEFAULT_REFCOUNT, FOLIO_ORDER, IS_HUGETLB, IS_HUGETLB_MIGRATABLE, IS_LRU, IS_MOVABLE_OPS, IS_PAGE_OFFLINE, IS_PINNED, IS_RESERVED, BlockState, DriverState, Errno, ForeignRefTiming, PageKind, Zone,
 )
@@ -60,8 +59,7 @@ def reference_offline(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
         return verdict(Outcome.FAILS, Errno.EINVAL, Reason.MEMORY_HOLES, Step.HOLES)
     skip_flag = False
     if ctx.device is not None:
-        skip_flag = fake_offline_skippable(ctx.device, ctx.device_state, sem.virtio_mem_marks_skippable,
-                                           sem.virtio_mem_unload_clears_skippable)
+        skip_flag = sem.fake_offline_skippable(ctx.device.driver, ctx.device_state)
     skippable = [skip_flag and x == int(PageKind.FAKE_OFFLINE) for x in k]
     movable_zone = ctx.zone is Zone.MOVABLE
 
@@ -117,9 +115,8 @@ def reference_offline(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
         return verdict(Outcome.FAILS, Errno.EBUSY, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
     original = list(ref)
     for i in range(n):
-        if k[i] == int(PageKind.FAKE_OFFLINE) and device is not None and device.driver is DriverState.LOADED \
-                and sem.virtio_mem_drops_refs:
-            ref[i] -= 1
+        if k[i] == int(PageKind.FAKE_OFFLINE) and device is not None and device.driver is DriverState.LOADED:
+            ref[i] = int(sem.virtio_mem_going_offline(np.int64(ref[i])))
         if k[i] == int(PageKind.OFFLINE_REFCOUNT_DRIVER):
             ref[i] -= 1
     if env.foreign_ref_dropped is ForeignRefTiming.DURING_OFFLINE:

@@ -19,7 +19,7 @@ SIMULATION_COLUMNS: Tuple[str, ...] = (
     "culprit_pfn", "culprit_kind", "culprit_refcount",
     "pages_total", "pages_free", "pages_migrated", "pages_skipped_offline", "pages_dissolved", "pages_hwpoison",
     "pages_vmemmap", "pages_holes", "pages_blocking",
-    "device", "device_state", "hazards", "kernel_log_entries", "confidence",
+    "device", "device_state", "hazards", "kernel_log_entries", "confidence", "cause",
 )
 
 
@@ -38,7 +38,7 @@ def verdict_row(v: BlockVerdict) -> List[Any]:
         c.pfn if c else "", c.kind.label if c else "", c.refcount if c else "",
         p.total, p.free, p.migrated, p.skipped_offline, p.dissolved, p.hwpoison, p.vmemmap, p.holes, p.blocking,
         _value(v.device), _value(v.device_state), ";".join(h.kind.value for h in v.hazards), len(v.kernel_log),
-        _value(v.confidence.value if v.confidence else None),
+        _value(v.confidence.value if v.confidence else None), _value(v.cause),
     ]
 
 

@@ -42,6 +42,7 @@ def block_dict(v: BlockVerdict) -> Dict[str, Any]:
         "errno": v.errno.value if v.errno else None,
         "reason": v.reason.value if v.reason else None,
         "step": v.step.value if v.step else None,
+        "cause": v.cause.value if v.cause else None,
         "culprit": culprit_dict(v.culprit) if v.culprit else None,
         "pages": pages_dict(v.pages),
         "kernel_log": [log_dict(e) for e in v.kernel_log],
