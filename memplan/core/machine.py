@@ -201,6 +201,9 @@ class PageBatch:
     #: rows that may hold a page of kind code ``LOOK_CLOSER`` or above (``None``: look at the
     #: bytes to find out); a superset is fine
     special_rows: Optional[np.ndarray] = None
+    #: the same pages read as their worst plausible kinds, from the same read of the input
+    #: (snapshots, whose flags can be ambiguous); ``None`` when the pages are known exactly
+    pessimistic: Optional[np.ndarray] = None
 
     def refcounts(self) -> np.ndarray:
         """The refcount of every page (defaults filled in)."""
