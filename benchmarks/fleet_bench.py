@@ -26,8 +26,8 @@ from typing import Dict, List, Optional, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from memplan.fleet.executors import Backend, cpu_count, run_tasks  # noqa: E402
 from memplan.fleet.compute import FleetOptions, make_tasks  # noqa: E402
+from memplan.fleet.executors import Backend, cpu_count, run_tasks  # noqa: E402
 from memplan.fleet.types import HostSummary  # noqa: E402
 
 

@@ -40,10 +40,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import numpy as np  # noqa: E402
 
 from make_profile import profile_text  # noqa: E402
+from memplan.core.units import format_size, parse_size  # noqa: E402
+from memplan.engine.simulation import simulate  # noqa: E402
 from memplan.profile.reader import load_profile  # noqa: E402
 from oracle import Oracle  # noqa: E402
-from memplan.engine.simulation import simulate  # noqa: E402
-from memplan.core.units import format_size, parse_size  # noqa: E402
 
 GiB = 1 << 30
 
@@ -185,7 +185,7 @@ def main() -> int:
     print()
     print(f"{'size':>6}  {'pipeline':>9} {'materialise':>11}  {'count_nonzero':>13}  {'ratio':>6}  "
           f"{'pipeline':>11}  {'reference':>10}  {'speed-up':>9}  verdicts")
-    for size, blocks, pages, *_, pipeline, materialise, limit, reference, agree, sampled in rows:
+    for size, _blocks, pages, *_, pipeline, materialise, limit, reference, agree, sampled in rows:
         ratio, speedup = pipeline / limit, reference / pipeline
         print(f"{format_size(size):>6}  {pipeline:>7.3f} s {materialise:>9.2f} s  {limit:>11.4f} s  {ratio:>5.1f}x  "
               f"{pages / pipeline / 1e9:>5.2f} Gpg/s  {reference:>8.0f} s  {speedup:>8.0f}x  "

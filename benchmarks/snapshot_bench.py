@@ -60,8 +60,8 @@ def phase(name: str, source: str) -> dict:
         report = describe(load_snapshot(source, live=live))
         extra = {"pfns": report.pfns}
     elif name == "simulate":
-        from memplan.snapshot.reader import load_snapshot
         from memplan.engine.simulation import simulate
+        from memplan.snapshot.reader import load_snapshot
         result = simulate(load_snapshot(source, live=live))
         extra = {"blocks": len(result.blocks)}
     else:

@@ -42,8 +42,22 @@ import numpy as np
 
 from memplan.core.machine import Machine
 from memplan.core.model import (
-    DEFAULT_REFCOUNT, IS_HUGETLB, IS_HUGETLB_MIGRATABLE, IS_LRU, IS_MOVABLE_OPS, IS_PAGE_OFFLINE, IS_PINNED,
-    IS_RESERVED, BlockState, DriverState, Errno, ForeignRefTiming, OnlineType, PageKind, VirtioMemMode, Zone,
+    DEFAULT_REFCOUNT,
+    IS_HUGETLB,
+    IS_HUGETLB_MIGRATABLE,
+    IS_LRU,
+    IS_MOVABLE_OPS,
+    IS_PAGE_OFFLINE,
+    IS_PINNED,
+    IS_RESERVED,
+    BlockState,
+    DriverState,
+    Errno,
+    ForeignRefTiming,
+    OnlineType,
+    PageKind,
+    VirtioMemMode,
+    Zone,
 )
 from memplan.core.results import BlockVerdict, HazardKind, LogLevel, Outcome, PageCounts, Reason, Step
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
@@ -306,7 +320,9 @@ class BlockRun:
                 self.skippable[a:b] = [True] * (b - a)
         self.original_ref = list(self.ref)
         self.originally_free = [k in FREE_HUGETLB for k in self.kind]
-        self.asked: Dict[Tuple[str, int, bool], object] = {}  # the semantics' answers, by site and page state
+        #: the semantics' answers, by site and page state
+        self.asked: Dict[Tuple[str, int, bool], bool] = {}
+        self.fired: Dict[Tuple[int, bool], List[Tuple[LogLevel, str, str, HazardKind]]] = {}
         self.migrated = 0
         self.first_round_done = False
         #: free - resv per hstate order, pool folios this block may take as targets, capacity
@@ -377,32 +393,37 @@ class BlockRun:
     def culprit(self, i: int) -> Tuple[int, PageKind, int]:
         return (self.lo + i, PageKind(self.kind[i]), self.ref[i])
 
-    def ask(self, site: str, ref: int, skippable: bool) -> object:
+    def ask(self, site: str, ref: int, skippable: bool) -> bool:
         """The semantics' predicate ``site`` for one PageOffline page (answers are cached)."""
         key = (site, ref, skippable)
         if key not in self.asked:
             refs, flags = np.array([ref]), np.array([skippable])
-            if site == "commit":
-                self.asked[key] = [(lvl, txt, fn, hz) for lvl, txt, fn, hz, mask in
-                                   self.sem.commit_checks(refs, flags) if bool(mask[0])]
-            elif site in ("scan_busy", "test_passes"):
+            if site in ("scan_busy", "test_passes"):
                 self.asked[key] = bool(getattr(self.sem, site)(refs, flags)[0])
             else:
                 self.asked[key] = bool(getattr(self.sem, site)(flags)[0])
         return self.asked[key]
 
+    def commit_checks(self, ref: int, skippable: bool) -> List[Tuple[LogLevel, str, str, HazardKind]]:
+        """The __offline_isolated_pages() assertions that fire for one PageOffline page (cached)."""
+        key = (ref, skippable)
+        if key not in self.fired:
+            checks = self.sem.commit_checks(np.array([ref]), np.array([skippable]))
+            self.fired[key] = [(level, text, fn, hazard) for level, text, fn, hazard, mask in checks if bool(mask[0])]
+        return self.fired[key]
+
     def scan_busy(self, i: int) -> bool:
-        return bool(self.ask("scan_busy", self.ref[i], self.skippable[i]))
+        return self.ask("scan_busy", self.ref[i], self.skippable[i])
 
     def test_passes(self, i: int) -> bool:
-        return bool(self.ask("test_passes", self.ref[i], self.skippable[i]))
+        return self.ask("test_passes", self.ref[i], self.skippable[i])
 
     def migratable_hugetlb(self, i: int) -> bool:
         """``folio_test_hugetlb_migratable()``: set on in-use migratable folios, cleared on free."""
         return bool(MIGRATABLE[self.kind[i]]) and self.ref[i] > 0
 
     def skips_in_migrate(self, i: int) -> bool:
-        return bool(self.ask("migrate_skips", 0, self.skippable[i]))
+        return self.ask("migrate_skips", 0, self.skippable[i])
 
     def clone(self) -> "BlockRun":
         twin = object.__new__(BlockRun)
@@ -721,7 +742,7 @@ class BlockRun:
             if k == HWPOISON:
                 i += 1
             elif OFFLINE[k]:
-                for level, text, function, hazard in self.ask("commit", self.ref[i], self.skippable[i]):  # type: ignore
+                for level, text, function, hazard in self.commit_checks(self.ref[i], self.skippable[i]):
                     if text in warned:
                         continue
                     warned.add(text)

@@ -7,9 +7,10 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 
+from memplan.core.geometry import Geometry
+from memplan.core.model import DEFAULT_REFCOUNT, Errno, PageKind
 from memplan.kernel.contig import ContigStep, Request, alloc_contig_range, unmovable_pages_other
 from memplan.kernel.pages import RangeView
-from memplan.core.model import DEFAULT_REFCOUNT, Errno, PageKind
 
 PB = 512
 START = 0x100000
@@ -49,7 +50,8 @@ def pages(n: int = PB, **placed) -> Tuple[np.ndarray, np.ndarray]:
 def run(kinds, ref, movable=True, targets=None, cma=None, isolated=None):
     blocks = len(kinds) // PB
     return alloc_contig_range(kinds, ref, START, movable, np.zeros(blocks, bool) if cma is None else cma,
-                              np.zeros(blocks, bool) if isolated is None else isolated, PB, targets or Targets())
+                              np.zeros(blocks, bool) if isolated is None else isolated, Geometry(),
+                              targets or Targets())
 
 
 def test_free_and_lru_pages_are_allocated_after_migrating_the_lru_ones():
@@ -133,6 +135,6 @@ def test_pool_source_stays_in_the_pool_when_its_replacement_fails():
 
 def test_isolation_predicate_other_mode():
     kinds, ref = pages(p1="hwpoison", p2="fake_offline", p3="anon", p4="thp", p5="slab")
-    view = RangeView(START, kinds, ref.astype(np.int64), np.zeros(len(kinds), bool))
+    view = RangeView(START, kinds, ref.astype(np.int64), np.zeros(len(kinds), bool), Geometry())
     assert list(np.flatnonzero(unmovable_pages_other(view, False))[:3]) == [1, 2, 5]
     assert not unmovable_pages_other(view, True).any()

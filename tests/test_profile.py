@@ -59,6 +59,189 @@ def test_errors_name_file_key_and_value(tmp_path, text, needle):
     assert "\n" not in message
 
 
+F = "format = 1\n"
+VMEM = "[[virtio_mem]]\nid = 'v'\naddr = '4GiB'\nregion_size = '1GiB'\n"
+
+
+#: Every check of the reader, with its message word for word (after "<file>: ").
+@pytest.mark.parametrize("text,message", [
+    (F + 'machine = 3\n' + OK_RAM,
+     'machine: must be a table, not int'),
+    (F + 'ram = 3\n',
+     'ram: must be an array of tables ([[ram]])'),
+    (F + "[[ram]]\nsize = '1GiB'\nzone = 'Normal'\n",
+     'ram[0].start: is required'),
+    (F + "[[ram]]\nstart = 0\nzone = 'Normal'\n",
+     'ram[0].size: is required'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\n",
+     'ram[0].zone: is required'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nnode = -1\n",
+     'ram[0].node: -1 is below 0'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nnode = 'a'\n",
+     "ram[0].node: 'a' is not an integer"),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nnode = true\n",
+     'ram[0].node: True is not an integer'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nstate = 'gone'\n",
+     "ram[0].state: 'gone' is not one of online, offline (did you mean 'online'?)"),
+    (F + "[[ram]]\nstart = 0\nsize = 0\nzone = 'Normal'\n",
+     'ram[0].size: must not be 0'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nholes = 3\n",
+     'ram[0].holes: must be an array of { start, size } tables'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nholes = [3]\n",
+     'ram[0].holes[0]: must be a table, not int'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nholes = [{start = 0, sise = 1}]\n",
+     "ram[0].holes[0].sise: unknown key (did you mean 'size'?)"),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nholes = [{start = '2GiB', size = '4KiB'}]\n",
+     'ram[0].holes[0].start: 0x80000000-0x80000fff is outside the range'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nholes = [{start = '1MiB', size = '8KiB'}, {start = '0x101000', size = '4KiB'}]\n",
+     'ram[0].holes[1]: overlaps ram[0].holes[0]'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\ncma = 3\n",
+     'ram[0].cma: must be an array of inclusive ranges like "0x20000000-0x21ffffff"'),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\ncma = ['x']\n",
+     "ram[0].cma[0]: 'x' is not a range like 0x20000000-0x21ffffff"),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\ncma = ['0x1000-0x1fffff']\n",
+     "ram[0].cma[0]: '0x1000-0x1fffff' is not aligned to 2 MiB pageblocks"),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\ncma = ['0x40000000-0x401fffff']\n",
+     "ram[0].cma[0]: '0x40000000-0x401fffff' is outside the range"),
+    (F + "[[ram]]\nstart = '2MiB'\nsize = '126MiB'\nzone = 'Normal'\nmemmap_on_memory = true\n",
+     'ram[0].memmap_on_memory: needs a range aligned to whole memory blocks (hot-added memory)'),
+    (F + "[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\nmemmap_on_memory = true\nholes = [{start = '1MiB', size = '4KiB'}]\n",
+     'ram[0].memmap_on_memory: hot-added memory has no holes'),
+    (F + "[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\nmemmap_on_memory = 1\n",
+     'ram[0].memmap_on_memory: 1 is not true or false'),
+    (F + '[machine]\nname = 3\n' + OK_RAM,
+     'machine.name: 3 is not a string'),
+    (F + "[machine]\nsemantics = 'refcnt'\n" + OK_RAM,
+     "machine.semantics: 'refcnt' is not one of refcount, skippable (did you mean 'refcount'?)"),
+    (F + '[machine]\nkernel = 6\n' + OK_RAM,
+     'machine.kernel: 6 is not a string'),
+    (F + '[machine]\ndescription = 6\n' + OK_RAM,
+     'machine.description: 6 is not a string'),
+    (F + '[machine]\nnodes = 0\n' + OK_RAM,
+     'machine.nodes: 0 is below 1'),
+    (F + '[machine]\nnodes = 1\n' + OK_RAM + "[[ram]]\nstart = '1GiB'\nsize = '1GiB'\nzone = 'Normal'\nnode = 1\n",
+     'machine.nodes: 1 is too small: node 1 is used'),
+    (F + "[machine]\nmemory_block_size = 'big'\n" + OK_RAM,
+     "machine.memory_block_size: 'big' is not a size (examples: 4096, 0x1000, 128MiB, 2M, 4GiB)"),
+    (F + "[machine]\nmemory_block_size = '64MiB'\n" + OK_RAM,
+     'machine.memory_block_size: memory block size 0x4000000 is smaller than the section size 0x8000000'),
+    (F + "[[virtio_mem]]\naddr = '4GiB'\nregion_size = '1GiB'\n",
+     'virtio_mem[0].id: is required'),
+    (F + VMEM + VMEM,
+     "virtio_mem[1].id: 'v' is used twice"),
+    (F + VMEM + "plugged = '0-3'\n",
+     'virtio_mem[0].plugged: must be a list of device-block ranges like ["0-1535"]'),
+    (F + VMEM + "plugged = ['0-x']\n",
+     "virtio_mem[0].plugged[0]: '0-x' is not a block range (examples: 7, 32-63, 1,4,8-9)"),
+    (F + VMEM + "fake_offline_big_blocks = 'x'\n",
+     "virtio_mem[0].fake_offline_big_blocks: 'x' is not a block range (examples: 7, 32-63, 1,4,8-9)"),
+    (F + VMEM + "offline_blocks = 'x'\n",
+     "virtio_mem[0].offline_blocks: 'x' is not a block range (examples: 7, 32-63, 1,4,8-9)"),
+    (F + "[[virtio_mem]]\nid = 'v'\nregion_size = '1GiB'\n",
+     'virtio_mem[0].addr: is required'),
+    (F + "[[virtio_mem]]\nid = 'v'\naddr = '4GiB'\n",
+     'virtio_mem[0].region_size: is required'),
+    (F + VMEM + "mode = 'xbm'\n",
+     "virtio_mem[0].mode: 'xbm' is not one of auto, sbm, bbm (did you mean 'sbm'?)"),
+    (F + VMEM + "driver = 'gone'\n",
+     "virtio_mem[0].driver: 'gone' is not one of loaded, removing, unloaded"),
+    (F + VMEM + "unplug_online = 'yes'\n",
+     "virtio_mem[0].unplug_online: 'yes' is not true or false"),
+    (F + VMEM + "block_size = '3MiB'\n",
+     'virtio_mem[0].block_size: 0x300000 is not a power of two'),
+    (F + VMEM + "plugged = ['0-3']\noffline_blocks = '40'\n",
+     'virtio_mem[0].offline_blocks: memory block 40 is not an added memory block of this device (blocks with plugged memory: 32)'),
+    (F + VMEM + "plugged = ['0-3']\nfake_offline_big_blocks = '0'\n",
+     'virtio_mem[0].fake_offline_big_blocks: only applies to Big Block Mode'),
+    (F + VMEM + "plugged_size = '1GiB'\nplugged = ['0']\n",
+     'virtio_mem[0].plugged: give either plugged or plugged_size, not both'),
+    (F + OK_RAM + "[[pages]]\nkind = 'slab'\n",
+     'pages[0].pfn: is required'),
+    (F + OK_RAM + '[[pages]]\npfn = 16\n',
+     'pages[0].kind: None is not a page kind'),
+    (F + OK_RAM + "[[pages]]\npfn = 16\nkind = 'slab'\ncount = 0\n",
+     'pages[0].count: 0 is below 1'),
+    (F + OK_RAM + "[[pages]]\npfn = 16\nkind = 'slab'\nrefcount = -1\n",
+     'pages[0].refcount: -1 is below 0'),
+    (F + OK_RAM + "[[pages]]\npfn = 16\nkind = 'hole'\n",
+     "pages[0].kind: 'hole' is not a page kind"),
+    (F + "[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\n[[ram]]\nstart = '256MiB'\nsize = '128MiB'\nzone = 'Normal'\n[[pages]]\npfn = '0x7fff'\ncount = 2\nkind = 'slab'\n",
+     'pages[0].pfn: 0x7fff+2 is not inside an existing memory block (block 1)'),
+    (F + "[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\n[[ram]]\nstart = '256MiB'\nsize = '128MiB'\nzone = 'Normal'\n[[pages]]\npfn = '0x7fff'\ncount = 32770\nkind = 'slab'\n",
+     'pages[0].pfn: 0x7fff+32770 crosses block 1, which does not exist'),
+    (F + "[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\nstate = 'offline'\n[[pages]]\npfn = 16\nkind = 'slab'\n",
+     'pages[0].pfn: memory block 0 is offline; its memmap is stale'),
+    (F + OK_RAM + "[[pages]]\npfn = 0\nkind = 'gigantic'\ncount = 512\n",
+     'pages[0].pfn: gigantic occupies whole 1024 MiB folios: pfn and count must be multiples of 262144'),
+    (F + "[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\nholes = [{start = '1MiB', size = '4KiB'}]\n[[pages]]\npfn = '0x100'\ncount = 1\nkind = 'slab'\n",
+     'pages[0].pfn: 0x100+1 overlaps a memory hole at pfn 0x100'),
+    (F + VMEM + "plugged = ['0-3']\n[[pages]]\npfn = '0x100000'\nkind = 'fake_offline'\ncount=1024\n",
+     "pages[0].kind: fake_offline pages exist only in unplugged virtio-mem sub-blocks (or fake-offline big blocks) of online blocks; use 'balloon' for other unmovable PageOffline pages"),
+    (F + OK_RAM + "[[pages]]\npfn = 16\nkind = 'vmemmap'\n",
+     'pages[0].pfn: vmemmap pages sit at the start of a memory block (memmap_on_memory)'),
+    (F + OK_RAM + "[[pages]]\npfn = 0\ncount = 40000\nkind = 'vmemmap'\n",
+     'pages[0].count: vmemmap pages stay inside one memory block'),
+    (F + "[[ram]]\nstart = 0\nsize = '128MiB'\nzone = 'Normal'\nmemmap_on_memory = true\n[[pages]]\npfn = 0\ncount = 4\nkind = 'vmemmap'\n",
+     'pages[0].kind: this block already has memmap_on_memory pages from its [[ram]] range'),
+    (F + OK_RAM + "[[pages]]\npfn = 'x'\nkind = 'slab'\n",
+     "pages[0].pfn: 'x' is not a size (examples: 4096, 0x1000, 128MiB, 2M, 4GiB)"),
+    (F + OK_RAM + 'pages = 3\n',
+     'ram[0].pages: unknown key'),
+    (F + OK_RAM + '[[fill]]\nanon = 0.1\n',
+     'fill[0].blocks: is required ("all", a block range like "32-63", or a virtio_mem id)'),
+    (F + OK_RAM + "[[fill]]\nblocks = 'vmem1'\n",
+     "fill[0].blocks: 'vmem1' is not a block range (examples: 7, 32-63, 1,4,8-9)"),
+    (F + OK_RAM + VMEM + "[[fill]]\nblocks = 'vmem'\n",
+     "fill[0].blocks: 'vmem' is not a block range (examples: 7, 32-63, 1,4,8-9)"),
+    (F + OK_RAM + "[[fill]]\nblocks = 'all'\nanon = true\n",
+     'fill[0].anon: True is not a fraction between 0 and 1'),
+    (F + OK_RAM + "[[fill]]\nblocks = 'all'\nanon = '0.1'\n",
+     "fill[0].anon: '0.1' is not a fraction between 0 and 1"),
+    (F + OK_RAM + "[[fill]]\nblocks = 'all'\nseed = -4\n",
+     'fill[0].seed: -4 is below 0'),
+    (F + OK_RAM + "[[fill]]\nblocks = 'all'\nfake_offline = 0.1\n",
+     'fill[0].fake_offline: fake_offline cannot be drawn by a fill; place it with [[pages]]'),
+    (F + OK_RAM + "[[fill]]\nblocks = 'all'\nvmemmap = 0.1\n",
+     'fill[0].vmemmap: vmemmap cannot be drawn by a fill; place it with [[pages]]'),
+    (F + OK_RAM + "[[fill]]\nblocks = 'all'\n[[fill]]\nblocks = '3'\n",
+     'fill[1].blocks: memory block 3 is already filled by fill[0]'),
+    (F + OK_RAM + VMEM + "plugged=['0-63']\n[[fill]]\nblocks = 'v'\n[[fill]]\nblocks = '32'\n",
+     'fill[1].blocks: memory block 32 is already filled by fill[0]'),
+    (F + OK_RAM + 'environment = 3\n',
+     'ram[0].environment: unknown key'),
+    (F + OK_RAM + "[environment]\nsignal_pending = 'yes'\n",
+     "environment.signal_pending: 'yes' is not true or false"),
+    (F + OK_RAM + "[environment]\nnode_notifier_veto = 'EBUSSY'\n",
+     "environment.node_notifier_veto: 'EBUSSY' is not an errno name (EPERM, EINTR, EAGAIN, ENOMEM, EBUSY, EINVAL, ENOSPC, ETXTBSY, EHWPOISON) (did you mean 'EBUSY'?)"),
+    (F + OK_RAM + "[environment]\nforeign_ref_dropped = 'later'\n",
+     "environment.foreign_ref_dropped: 'later' is not one of never, during-offline, after-offline"),
+    (F + OK_RAM + '[environment]\nhugetlb_2m = 3\n',
+     'environment.hugetlb_2m: must be a table, not int'),
+    (F + OK_RAM + '[environment]\nhugetlb_2m = { free = -1 }\n',
+     'environment.hugetlb_2m.free: -1 is below 0'),
+    (F + OK_RAM + '[environment]\nhugetlb_1g = { fre = 1 }\n',
+     "environment.hugetlb_1g.fre: unknown key (did you mean 'free'?)"),
+    (F + OK_RAM + "[environment]\nhugetlb_1g = { resv = 'a' }\n",
+     "environment.hugetlb_1g.resv: 'a' is not an integer"),
+    (F + OK_RAM + '[environment]\nisolated = 3\n',
+     'environment.isolated: must be an array of inclusive ranges like "0x20000000-0x21ffffff"'),
+    (F + OK_RAM + "[environment]\nisolated = ['junk']\n",
+     "environment.isolated[0]: 'junk' is not a range like 0x20000000-0x21ffffff"),
+    (F + OK_RAM + '[environment]\nhugetlb_4m = {}\n',
+     "environment.hugetlb_4m: unknown key (did you mean 'hugetlb_2m'?)"),
+    (F + OK_RAM + '[environment]\nisolatd = []\n',
+     "environment.isolatd: unknown key (did you mean 'isolated'?)"),
+    (F + OK_RAM + '[pages]\npfn = 1\n',
+     'pages: must be an array of tables ([[pages]])'),
+    ("format = '1'\n" + OK_RAM,
+     "format: '1' is not supported (this memplan reads format 1)"),
+])
+def test_error_messages_word_for_word(tmp_path, text, message):
+    with pytest.raises(ProfileError) as info:
+        load_text(tmp_path, text)
+    assert str(info.value) == f"{tmp_path / 'bad.toml'}: {message}"
+
+
 def test_missing_file():
     with pytest.raises(ProfileError, match="cannot read"):
         load_profile("/nonexistent/profile.toml")
@@ -246,3 +429,41 @@ def test_plugged_ranges_stay_ranges(tmp_path):
         load_text(tmp_path, text)
     m = load_text(tmp_path, text.replace(', "1000000000000-1000000000001"', ""))
     assert m.blocks.ids.tolist() == list(range(32, 40)) and m.devices[0].plugged_size == 1 << 30
+
+
+# ---- what the sections mean -------------------------------------------------------------------
+
+def test_semantics_default_to_mainline_without_spelling_it(tmp_path):
+    from memplan.kernel.semantics import MAINLINE, get_semantics
+    plain = load_text(tmp_path, F + OK_RAM)
+    assert plain.default_semantics is None
+    assert get_semantics(plain.default_semantics).name == MAINLINE
+    chosen = load_text(tmp_path, F + "[machine]\nsemantics = 'skippable'\n" + OK_RAM)
+    assert chosen.default_semantics == "skippable"
+
+
+def test_fill_kinds_leave_out_fixed_kinds_and_gigantic_folios():
+    from memplan.profile.reader import FILL_KINDS
+    assert FILL_KINDS == (
+        "free", "anon", "file", "thp", "movable", "balloon_movable", "hwpoison", "pinned", "slab", "pagetable",
+        "kernel", "reserved", "hugetlb_free", "hugetlb", "hugetlb_unmigratable", "balloon",
+        "offline_refcount_driver", "offline_orphan",
+    )
+
+
+def test_hugetlb_pools_are_keyed_by_the_geometry_orders(tmp_path):
+    m = load_text(tmp_path, F + OK_RAM + "[environment]\nhugetlb_2m = { free = 3, resv = 1 }\n"
+                  "hugetlb_1g = { resv = 2 }\n")
+    pmd, pud = m.geometry.hugetlb_orders
+    assert (pmd, pud) == (9, 18)  # format 1: x86-64 with 4 KiB pages
+    pools = m.environment.hugetlb
+    assert set(pools) == {pmd, pud}
+    assert (pools[pmd].free, pools[pmd].resv) == (3, 1)
+    assert (pools[pud].free, pools[pud].resv) == (None, 2)
+
+
+def test_virtio_mem_block_size_defaults_to_a_pmd_folio(tmp_path):
+    m = load_text(tmp_path, F + VMEM + "plugged = ['0-3']\n")
+    device = m.devices[0]
+    assert device.device_block_size == m.geometry.page_size << m.geometry.pmd_order == 2 << 20
+    assert device.plugged_size == 8 << 20

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -99,108 +100,43 @@ def test_adding_an_unmovable_page_never_turns_failure_into_success(doc, data, ki
 # Each case: a minimal profile, the block, and what the kernel does there (from the kernel text
 # named in oracle.DEVIATIONS): (result, culprit pfn, first log texts) under refcount semantics.
 
+
+def ram(start: str, size: str, zone: str = "Normal", node: int = 0) -> str:
+    return f'[[ram]]\nstart = "{start}"\nsize = "{size}"\nzone = "{zone}"\nnode = {node}\n'
+
+
+def pages(pfn: int, kind: str, count: int = 1) -> str:
+    return f'[[pages]]\npfn = "{pfn:#x}"\ncount = {count}\nkind = "{kind}"\n'
+
+
 FINDINGS = {
     # 200 anon pages around an unmovable balloon page; 100 free target pages elsewhere. The kernel
     # migrates the 100 highest anon pages and loops on pfn 0x8000; the pipeline migrates the 100
     # lowest, then SCAN meets the balloon page: -EBUSY "unmovable page".
-    "source-list-order": ("""
-[[ram]]
-start = "0"
-size = "256MiB"
-zone = "Normal"
-[[pages]]
-pfn = "0x0"
-count = 32668
-kind = "anon"
-[[pages]]
-pfn = "0x8000"
-count = 50
-kind = "anon"
-[[pages]]
-pfn = "0x8032"
-kind = "balloon"
-[[pages]]
-pfn = "0x8033"
-count = 150
-kind = "anon"
-""", 1, (Outcome.HANGS, 0x8000, ["failed to isolate pfn 8032", "isolation failed", "migrating pfn 8064 failed ret:-12"])),
+    "source-list-order": (
+        ram("0", "256MiB") + pages(0, "anon", 32668) + pages(0x8000, "anon", 50) + pages(0x8032, "balloon")
+        + pages(0x8033, "anon", 150),
+        1, (Outcome.HANGS, 0x8000, ["failed to isolate pfn 8032", "isolation failed",
+                                    "migrating pfn 8064 failed ret:-12"])),
     # A THP and an in-use 2 MiB hugetlb folio in ZONE_NORMAL; free memory only in ZONE_MOVABLE.
-    "large-folio-target-zones": ("""
-[[ram]]
-start = "0"
-size = "128MiB"
-zone = "Normal"
-[[ram]]
-start = "128MiB"
-size = "128MiB"
-zone = "Movable"
-[[pages]]
-pfn = "0x0"
-count = 512
-kind = "thp"
-[[pages]]
-pfn = "0x200"
-count = 512
-kind = "hugetlb"
-[environment]
-hugetlb_2m = { free = 0 }
-""", 0, (Outcome.OFFLINED, None, [])),
+    "large-folio-target-zones": (
+        ram("0", "128MiB") + ram("128MiB", "128MiB", "Movable") + pages(0, "thp", 512) + pages(0x200, "hugetlb", 512)
+        + "[environment]\nhugetlb_2m = { free = 0 }\n",
+        0, (Outcome.OFFLINED, None, [])),
     # The only free 2 MiB pool folio sits on the source node; node 1 is full.
-    "hugetlb-pool-nodes": ("""
-[machine]
-nodes = 2
-[[ram]]
-start = "0"
-size = "256MiB"
-zone = "Normal"
-node = 0
-[[ram]]
-start = "256MiB"
-size = "128MiB"
-zone = "Normal"
-node = 1
-[[pages]]
-pfn = "0x0"
-count = 512
-kind = "hugetlb"
-[[pages]]
-pfn = "0x8000"
-count = 512
-kind = "hugetlb_free"
-[[fill]]
-blocks = "2"
-anon = 1.0
-""", 0, (Outcome.HANGS, 0x0, ["migrating pfn 0 failed ret:-12", "migration failure"])),
+    "hugetlb-pool-nodes": (
+        "[machine]\nnodes = 2\n" + ram("0", "256MiB") + ram("256MiB", "128MiB", node=1) + pages(0, "hugetlb", 512)
+        + pages(0x8000, "hugetlb_free", 512) + '[[fill]]\nblocks = "2"\nanon = 1.0\n',
+        0, (Outcome.HANGS, 0x0, ["migrating pfn 0 failed ret:-12", "migration failure"])),
     # Block 1 holds the second eighth of an in-use 1 GiB folio that finds no target.
-    "folio-head-pfn": ("""
-[[ram]]
-start = "0"
-size = "1152MiB"
-zone = "Normal"
-[[pages]]
-pfn = "0x0"
-count = 262144
-kind = "gigantic"
-[environment]
-hugetlb_1g = { free = 0 }
-""", 1, (Outcome.HANGS, 0x8000, ["migrating pfn 0 failed ret:-12", "migration failure"])),
+    "folio-head-pfn": (
+        ram("0", "1152MiB") + pages(0, "gigantic", 262144) + "[environment]\nhugetlb_1g = { free = 0 }\n",
+        1, (Outcome.HANGS, 0x8000, ["migrating pfn 0 failed ret:-12", "migration failure"])),
     # The only free pages outside block 0 are in a pageblock someone else isolated.
-    "isolated-free-pages": ("""
-[[ram]]
-start = "0"
-size = "256MiB"
-zone = "Normal"
-[[pages]]
-pfn = "0x0"
-count = 100
-kind = "anon"
-[[pages]]
-pfn = "0x8000"
-count = 32256
-kind = "anon"
-[environment]
-isolated = ["0xfe00000-0xfffffff"]
-""", 0, (Outcome.HANGS, 0x0, ["migrating pfn 63 failed ret:-12", "migration failure"])),
+    "isolated-free-pages": (
+        ram("0", "256MiB") + pages(0, "anon", 100) + pages(0x8000, "anon", 32256)
+        + '[environment]\nisolated = ["0xfe00000-0xfffffff"]\n',
+        0, (Outcome.HANGS, 0x0, ["migrating pfn 63 failed ret:-12", "migration failure"])),
 }
 
 
@@ -233,22 +169,8 @@ def test_a_block_spanning_two_nodes_counts_towards_both():
     # Block 1 is half node 0, half node 1: offlining block 2 does not empty node 1
     # (offline_pages(): nr_pages >= pgdat->node_present_pages is false), so no
     # NODE_REMOVING_LAST_MEMORY is sent and the veto never runs.
-    machine = machine_from("""
-[machine]
-nodes = 2
-[[ram]]
-start = "0"
-size = "192MiB"
-zone = "Normal"
-node = 0
-[[ram]]
-start = "192MiB"
-size = "192MiB"
-zone = "Normal"
-node = 1
-[environment]
-node_notifier_veto = "EBUSY"
-""", spare=False)
+    machine = machine_from("[machine]\nnodes = 2\n" + ram("0", "192MiB") + ram("192MiB", "192MiB", node=1)
+                           + '[environment]\nnode_notifier_veto = "EBUSY"\n', spare=False)
     assert simulate(machine, "refcount", [2]).blocks[0].result is Outcome.OFFLINED
 
 

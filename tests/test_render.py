@@ -1,3 +1,4 @@
+import csv
 import io
 import json
 
@@ -7,11 +8,12 @@ from conftest import bundled
 from memplan import __version__
 from memplan.profile.reader import load_profile
 from memplan.render import json as render_json
+from memplan.render import csv as render_csv
 from memplan.render import table as render_table
 from memplan.engine.simulation import simulate
 
-BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "culprit", "pages",
-              "kernel_log", "hazards", "device", "device_state"}
+BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "cause", "culprit",
+              "pages", "kernel_log", "hazards", "device", "device_state"}
 PAGE_KEYS = {"total", "free", "migrated", "skipped_offline", "dissolved", "hwpoison", "vmemmap", "holes", "blocking"}
 
 
@@ -29,6 +31,8 @@ def test_json_document_shape():
         assert block["end"] - block["start"] + 1 == 128 << 20
     hang = next(b for b in doc["blocks"] if b["result"] == "hangs")
     assert hang["culprit"] == {"pfn": 0x123000, "kind": "anon", "refcount": 3}
+    assert hang["cause"] == "extra_references"
+    assert all((b["cause"] is None) == (b["result"] == "offlined") for b in doc["blocks"])
     assert hang["kernel_log"][0] == {"level": "pr_warn", "text": "migrating pfn 123000 failed ret:3",
                                      "pfn": 0x123000, "function": "do_migrate_range", "count": 1, "repeats": True}
 
@@ -61,3 +65,14 @@ def test_streamed_json_is_byte_for_byte_the_document(name):
         render_json.write(render_json.simulation_dict(r), whole)
         render_json.write_simulation(r, streamed)
         assert streamed.getvalue() == whole.getvalue()
+
+
+def test_csv_cause_column_is_the_json_cause():
+    result = simulate(load_profile(bundled("sbm-guest.toml")))
+    stream = io.StringIO()
+    render_csv.write_simulation(result, stream)
+    rows = list(csv.reader(io.StringIO(stream.getvalue())))
+    assert rows[0][-1] == "cause"  # columns are only ever added at the end
+    causes = [row[-1] for row in rows[1:]]
+    assert causes == [b.cause.value if b.cause else "" for b in result.blocks]
+    assert "extra_references" in causes and "" in causes

@@ -13,12 +13,12 @@ from rich.console import Console
 
 from conftest import bundled
 from golden import assert_golden
-from memplan.profile.reader import load_profile
+from memplan.engine.simulation import simulate
 from memplan.map.compute import machine_map
+from memplan.profile.reader import load_profile
 from memplan.render import table as render_table
 from memplan.render.lsmem import TableOptions
 from memplan.render.map import map_renderable
-from memplan.engine.simulation import simulate
 
 
 def load(name: str):

@@ -8,15 +8,19 @@ ZONE_NORMAL memory that migrated pages can go to.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional, Tuple
 
 import numpy as np
 import pytest
 
 from conftest import machine_from
-from oracle import Oracle, differences, oracle_fields, pipeline_fields
-from memplan.kernel.semantics import get_semantics
+from memplan.core.model import PageKind
+from memplan.core.results import Cause
 from memplan.engine.simulation import Simulator, simulate
+from memplan.kernel.offline import offline_block
+from memplan.kernel.semantics import RefcountSemantics, get_semantics
+from oracle import Oracle, differences, oracle_fields, pipeline_fields
 
 DUMP_UNMOVABLE = ("dump_page", "unmovable page")
 
@@ -249,6 +253,41 @@ node_notifier_veto = "EBUSY"
 ]
 
 
+#: The ``Cause`` of every row (refcount, skippable): ``None`` exactly where the block offlines.
+CAUSES = {
+    "normal-slab": ("unmovable_page", "unmovable_page"),
+    "normal-pagetable": ("unmovable_page", "unmovable_page"),
+    "movable-stray-kernel": ("page_not_isolated", "page_not_isolated"),
+    "movable-reserved": ("unmovable_page", "unmovable_page"),
+    "normal-long-term-pin": ("extra_references", "extra_references"),
+    "boot-block-with-hole": ("memory_holes", "memory_holes"),
+    "block-spanning-two-zones": ("zone_null", "zone_null"),
+    "free-hugetlb-short-headroom": ("hugetlb_no_headroom", "hugetlb_no_headroom"),
+    "free-hugetlb-all-reserved": ("hugetlb_no_headroom", "hugetlb_no_headroom"),
+    "gigantic-no-pool-page": ("gigantic_no_pool_folio", "gigantic_no_pool_folio"),
+    "hugetlb-not-migratable": ("hugetlb_in_use", "hugetlb_in_use"),
+    "cma-pageblock": ("cma_pageblock", "cma_pageblock"),
+    "fake-offline-page-referenced": ("page_offline_busy", None),
+    "foreign-ref-dropped-after-offline": ("page_offline_busy", None),
+    "bbm-added-block": ("unmovable_page", "unmovable_page"),
+    "virtio-mem-driver-removing": ("virtio_mem_removing", "virtio_mem_removing"),
+    "virtio-mem-unloaded-normal": ("page_offline_busy", "unmovable_page"),
+    "virtio-mem-unloaded-movable": ("page_offline_busy", "page_offline_busy"),
+    "balloon-without-migration-normal": ("page_offline_busy", "unmovable_page"),
+    "hv-xen-balloon-normal": ("page_offline_busy", "unmovable_page"),
+    "hv-hot-add-gap-movable": ("page_offline_busy", "page_offline_busy"),
+    "hv-hot-add-gap-normal": ("page_offline_busy", "unmovable_page"),
+    "refcount-protocol-driver-movable": (None, "page_offline_busy"),
+    "refcount-protocol-driver-normal": (None, "unmovable_page"),
+    "pageoffline-refcount-0-orphan": (None, "page_offline_busy"),
+    "signal-pending": ("signal_pending", "signal_pending"),
+    "concurrent-isolation": ("pageblock_isolated", "pageblock_isolated"),
+    "block-already-offline": ("not_online", "not_online"),
+    "node-last-memory-veto": ("node_notifier_veto", "node_notifier_veto"),
+    "other-notifier-veto": ("memory_notifier_veto", "memory_notifier_veto"),
+}
+
+
 def observed(verdict):
     return (verdict.result.value, verdict.errno.value if verdict.errno else None,
             verdict.reason.value if verdict.reason else None, verdict.step.value if verdict.step else None,
@@ -265,6 +304,24 @@ def test_spec_row(row, name, profile, block, refcount, skippable, semantics):
     # The per-page oracle, written from the kernel source, agrees on everything.
     got, want = pipeline_fields(verdict), oracle_fields(Oracle(machine, semantics).offline(block))
     assert got == want, differences(got, want)
+
+
+@pytest.mark.parametrize("row,name,profile,block,refcount,skippable", CASES,
+                         ids=[f"row{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize("semantics", ["refcount", "skippable"])
+def test_spec_row_cause(row, name, profile, block, refcount, skippable, semantics):
+    verdict = simulate(machine_from(profile), semantics, [block]).blocks[0]
+    expected = CAUSES.get(name, (None, None))[0 if semantics == "refcount" else 1]
+    assert (verdict.cause.value if verdict.cause else None) == expected
+    if verdict.cause is not None:
+        # The cause fixes the outcome, the step, the reason and (but for vetoes) the errno.
+        assert (verdict.result, verdict.step, verdict.reason) == (
+            verdict.cause.result, verdict.cause.step.verdict_step, verdict.cause.reason)
+        assert verdict.cause.errno in (None, verdict.errno)
+
+
+def test_every_cause_names_a_row():
+    assert set(CAUSES) <= {c[1] for c in CASES}
 
 
 def test_every_expressible_row_is_covered():
@@ -301,6 +358,7 @@ def test_pinned_page_before_balloon_page_hangs_but_after_it_fails():
     after = _one(target("Movable", page(MID + 100, "pinned") + page(MID, "balloon")), 8)
     assert (before.result.value, before.step.value) == ("hangs", "scan")
     assert (after.result.value, after.reason.value) == ("fails", "unmovable page")
+    assert (before.cause, after.cause) == (Cause.EXTRA_REFERENCES, Cause.PAGE_OFFLINE_BUSY)
 
 
 def test_migration_into_full_memory_hangs_with_enomem():
@@ -318,6 +376,52 @@ anon = 1.0
     assert (v.result.value, v.step.value) == ("hangs", "scan")
     assert v.kernel_log[0].text == f"migrating pfn {MID:x} failed ret:-12"
     assert v.culprit.pfn == MID
+    assert v.cause is Cause.NO_MIGRATION_TARGET
+
+
+@pytest.mark.parametrize("refcount,cause", [(0, Cause.FOLIO_REFCOUNT_ZERO), (3, Cause.EXTRA_REFERENCES)])
+def test_migration_loop_causes_name_the_folio_scan_keeps_finding(refcount, cause):
+    # do_migrate_range(): folio_try_get() fails on refcount 0; migrate_pages() fails on extra
+    # references (folio_migrate_mapping()'s refcount check) -- every round, so the write hangs.
+    v = _one(target("Movable", page(MID, "anon", 2, refcount=refcount)), 8)
+    assert (v.result.value, v.step.value, v.cause, v.culprit.pfn) == ("hangs", "scan", cause, MID)
+
+
+def test_misaligned_range_fails_with_a_warning():
+    # offline_pages(): WARN_ON_ONCE(!pageblock_aligned(start_pfn) ...) when memmap_on_memory's
+    # vmemmap pages are not a whole number of pageblocks.
+    machine = machine_from(target("Movable"))
+    sim = Simulator(machine, get_semantics("refcount"))
+    ctx = dataclasses.replace(sim.context(int(machine.blocks.rows([8])[0])), vmemmap=100)
+    kinds = np.zeros(machine.geometry.pages_per_block, dtype=np.uint8)
+    kinds[:100] = int(PageKind.VMEMMAP)
+    v, _ = offline_block(sim.setup, ctx, kinds, None)
+    assert (v.result.value, v.errno.value, v.reason, v.step.value, v.cause) == (
+        "fails", "EINVAL", None, "alignment", Cause.MISALIGNED)
+    assert [e.level.value for e in v.kernel_log] == ["warn_once"]
+
+
+class _CountingSemantics(RefcountSemantics):
+    """A hypothetical kernel whose TEST_ISOLATED accepts every PageOffline page and whose SCAN
+    skips them, so referenced ones reach __offline_isolated_pages()'s BUG_ON(page_count(page))."""
+
+    name = "counting"
+
+    def scan_busy(self, refcount, skippable):
+        return np.zeros_like(np.asarray(refcount), dtype=bool)
+
+    def test_passes(self, refcount, skippable):
+        return np.ones_like(np.asarray(refcount), dtype=bool)
+
+
+def test_commit_bug_is_a_cause_of_its_own():
+    machine = machine_from(target("Movable", page(MID, "balloon", 2)))
+    sim = Simulator(machine, _CountingSemantics())
+    batch = machine.pages.materialize(np.array([8]))
+    v, _ = offline_block(sim.setup, sim.context(int(machine.blocks.rows([8])[0])), batch.kinds[0], None)
+    assert (v.result.value, v.errno, v.reason, v.step.value, v.cause) == ("fails", None, None, "commit",
+                                                                         Cause.COMMIT_BUG)
+    assert v.culprit.pfn == MID and [e.text for e in v.kernel_log] == ["BUG_ON(page_count(page))"]
 
 
 def test_migration_targets_come_from_other_nodes_first():
@@ -340,7 +444,8 @@ anon = 1.0
 
 
 def test_dissolve_short_headroom_keeps_first_and_names_second():
-    v = _one(target("Normal", page(MID, "hugetlb_free", 1024), '\n[environment]\nhugetlb_2m = { free = 2, resv = 1 }\n'), 8)
+    v = _one(target("Normal", page(MID, "hugetlb_free", 1024),
+                    '\n[environment]\nhugetlb_2m = { free = 2, resv = 1 }\n'), 8)
     assert v.culprit.pfn == MID + 512
     assert v.pages.dissolved == 512
 

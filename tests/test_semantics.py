@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from memplan.core.errors import UsageError
-from memplan.kernel.semantics import SEMANTICS, get_semantics
+from memplan.core.model import PageKind
+from memplan.kernel.semantics import MAINLINE, PROPOSED, SEMANTICS, get_semantics, semantics_marking
 
 R, S = get_semantics("refcount"), get_semantics("skippable")
 REF = np.array([0, 1, 2, 0, 1, 2])
@@ -41,9 +42,16 @@ def test_commit_site():
 
 
 def test_virtio_mem_side_effects():
-    assert (R.virtio_mem_drops_refs, R.virtio_mem_marks_skippable) == (True, False)
-    assert (S.virtio_mem_drops_refs, S.virtio_mem_marks_skippable, S.virtio_mem_unload_clears_skippable) == (
-        False, True, True)
+    ref = np.array([1, 2])
+    assert (R.virtio_mem_going_offline(ref) == [0, 1]).all() and (R.virtio_mem_cancel_offline(ref - 1) == ref).all()
+    assert (S.virtio_mem_going_offline(ref) == ref).all() and (S.virtio_mem_cancel_offline(ref) == ref).all()
+    assert (R.marks_fake_offline, S.marks_fake_offline) == (False, True)
+    assert (R.unflagged_fake_offline_kind, S.unflagged_fake_offline_kind) == (PageKind.FAKE_OFFLINE, PageKind.BALLOON)
+
+
+def test_snapshot_detection_asks_the_semantics():
+    assert semantics_marking(False) is get_semantics(MAINLINE) is get_semantics(None)
+    assert semantics_marking(True) is get_semantics(PROPOSED)
 
 
 def test_registry():

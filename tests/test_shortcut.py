@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from unittest import mock
 
 import numpy as np
@@ -21,15 +22,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import machine_from
-from memplan.engine import simulation
-from memplan.profile.reader import build_machine
-from memplan.engine import shortcut
-from memplan.kernel.offline import BlockStats, offline_block
-from oracle import Oracle
-from memplan.kernel.semantics import SEMANTICS, get_semantics
-from memplan.core.model import PageKind
-from memplan.core.results import BlockVerdict, Outcome, PageCounts, Zone
+from memplan.core.geometry import Geometry
+from memplan.core.model import KIND_INFO, LOOK_CLOSER, FolioSize, PageKind
+from memplan.core.results import BlockVerdict, Cause, Outcome, PageCounts, Zone
+from memplan.engine import shortcut, simulation
 from memplan.engine.simulation import Simulator, simulate
+from memplan.kernel.isolation import unmovable_kinds
+from memplan.kernel.offline import BlockStats, offline_block
+from memplan.kernel.pages import KindSet, RangeView, folio_heads
+from memplan.kernel.semantics import SEMANTICS, get_semantics
+from memplan.kernel.verdict import VerdictBuilder
+from memplan.profile.reader import build_machine
+from oracle import Oracle
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PPB = 32768
@@ -100,7 +104,7 @@ def test_simulate_is_the_same_with_and_without_the_shortcut(doc):
 
 ROW_KINDS = [PageKind.FREE, PageKind.ANON, PageKind.FILE, PageKind.THP, PageKind.MOVABLE, PageKind.BALLOON_MOVABLE,
              PageKind.HWPOISON, PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL, PageKind.RESERVED,
-             PageKind.FAKE_OFFLINE, PageKind.PINNED, PageKind.HUGETLB]
+             PageKind.FAKE_OFFLINE, PageKind.PINNED, PageKind.HUGETLB, PageKind.VMEMMAP]
 
 
 @st.composite
@@ -139,6 +143,10 @@ online = "{online}"
 
 #: kinds the shortcut judges on its own: free, LRU and movable_ops pages, HWPoison
 DECIDED_EVERYWHERE = {int(k) for k in ROW_KINDS if int(k) < int(PageKind.HWPOISON)} | {int(PageKind.HWPOISON)}
+#: order-0 pages with a reference that nothing makes movable: page_is_unmovable() in a kernel zone
+PLAIN_UNMOVABLE = {int(k) for k, info in KIND_INFO.items()
+                   if info.folio is FolioSize.BASE and info.default_refcount > 0 and info.profile
+                   and not (info.lru or info.movable_ops or info.page_offline or k is PageKind.HWPOISON)}
 
 
 def meant_to_decide(row: np.ndarray, zone: Zone, on_device: bool) -> bool:
@@ -146,7 +154,7 @@ def meant_to_decide(row: np.ndarray, zone: Zone, on_device: bool) -> bool:
     kernel zone the plain unmovable kinds, in ZONE_MOVABLE PG_reserved; on the loaded virtio-mem
     device fake-offline pages, which both semantics skip)."""
     allowed = set(DECIDED_EVERYWHERE)
-    allowed |= {int(PageKind.RESERVED)} if zone is Zone.MOVABLE else set(shortcut.UNMOVABLE_KINDS)
+    allowed |= {int(PageKind.RESERVED)} if zone is Zone.MOVABLE else PLAIN_UNMOVABLE
     if on_device:
         allowed.add(int(PageKind.FAKE_OFFLINE))
     return set(np.unique(row).tolist()) <= allowed
@@ -209,6 +217,7 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
     assert all(g is not None for g in got)
     outcomes = [v.result for v, _ in got]
     assert outcomes == [Outcome.OFFLINED, Outcome.FAILS, Outcome.FAILS, Outcome.OFFLINED, Outcome.OFFLINED]
+    assert [v.cause for v, _ in got] == [None, Cause.UNMOVABLE_PAGE, Cause.UNMOVABLE_PAGE, None, None]
     assert got[3][0].pages.skipped_offline == 16 * 512  # the unplugged quarter of block 16
     for verdict, stats in got:  # plain Python ints: the JSON writer and equality rely on them
         values = [verdict.block, verdict.start, verdict.end, verdict.node, stats.free_pages, stats.demand]
@@ -225,20 +234,103 @@ def test_common_blocks_are_decided_and_agree_with_the_reference(semantics):
             ref.result, ref.errno, ref.reason, ref.step, ref.pages, ref.culprit[:2] if ref.culprit else None)
 
 
+@pytest.mark.parametrize("env,driver,causes", [
+    ("signal_pending = true", "loaded", [Cause.SIGNAL_PENDING] * 2),
+    ('notifier_veto = "EPERM"', "loaded", [Cause.MEMORY_NOTIFIER_VETO] * 2),
+    # node notifiers hear of the node's last memory only: the device's block is node 1's
+    ('node_notifier_veto = "EBUSY"', "loaded", [None, Cause.NODE_NOTIFIER_VETO]),
+    ("", "removing", [None, Cause.VIRTIO_MEM_REMOVING]),
+])
+@pytest.mark.parametrize("semantics", list(SEMANTICS))
+def test_stops_before_scan_are_decided_by_the_kernels_conditions(env, driver, causes, semantics):
+    machine = machine_from(f"""
+        [machine]
+        nodes = 2
+
+        [[ram]]
+        start = "1GiB"
+        size = "128MiB"
+        zone = "Movable"
+
+        [[virtio_mem]]
+        id = "vmem0"
+        addr = "2GiB"
+        region_size = "128MiB"
+        block_size = "2MiB"
+        plugged = ["0-63"]
+        online = "movable"
+        driver = "{driver}"
+        node = 1
+
+        [[fill]]
+        blocks = "8,16"
+        seed = 5
+        anon = 0.3
+        thp = 0.1
+
+        [environment]
+        {env}
+        """)
+    sim = Simulator(machine, get_semantics(semantics))
+    ids = np.array([8, 16])
+    rows = machine.blocks.rows(ids)
+    batch = machine.pages.materialize(ids)
+    got = shortcut.chunk_verdicts(sim.setup, sim.columns(rows), batch.kinds, batch.rows_with_refcount(),
+                                  batch.whole_folios, batch.special_rows)
+    for j, r in enumerate(rows.tolist()):
+        assert got[j] is not None
+        assert got[j] == offline_block(sim.setup, sim.context(r), batch.kinds[j], None)
+    assert [v.cause for v, _ in got] == causes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 1500)), max_size=6), st.integers(0, 4095))
+def test_folio_heads_counts_what_folio_first_marks(runs, base):
+    kinds = np.zeros(4096, dtype=np.uint8)
+    for start, length in runs:
+        kinds[start:start + length] = int(PageKind.THP)
+    geo = Geometry()
+    order = int(geo.folio_order[int(PageKind.THP)])
+    pfn = base << order  # the range starts on a folio boundary, like a memory block
+    view = RangeView(pfn, kinds, np.ones(len(kinds), np.int32), np.zeros(len(kinds), bool), geo)
+    thp = kinds == PageKind.THP
+    assert folio_heads(thp, order) == int(np.count_nonzero(view.first & thp))
+
+
 def test_fast_constructors_build_the_same_objects():
     counts = shortcut._counts(total=8, free=1, migrated=2, skipped_offline=3, hwpoison=1)
     assert counts == PageCounts(total=8, free=1, migrated=2, skipped_offline=3, hwpoison=1) and counts.blocking == 1
-    template = dict(shortcut._VERDICT_DEFAULTS, zone=Zone.NORMAL, node=0, result=Outcome.OFFLINED, errno=None,
-                    reason=None, step=None, culprit=None, kernel_log=(), device=None, device_state=None)
-    verdict = shortcut._verdict_from(template, block=1, start=0, end=7, pages=counts)
+    builder = VerdictBuilder(Geometry())
+    template = builder.template(Zone.NORMAL, 0, None, None, **builder.outcome(None, 0, 0))
+    verdict = builder.stamp(template, 1, 0, counts)
     assert "block" not in template  # the shared template is not touched
-    assert verdict == BlockVerdict(block=1, start=0, end=7, zone=Zone.NORMAL, node=0, result=Outcome.OFFLINED,
-                                   errno=None, reason=None, step=None, culprit=None, pages=counts)
+    assert verdict == BlockVerdict(block=1, start=0, end=(128 << 20) - 1, zone=Zone.NORMAL, node=0,
+                                   result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None,
+                                   pages=counts)
     assert shortcut._stats(free_pages=1, demand=2, free_hugetlb={}) == BlockStats(1, 2, {})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.block = 2  # still frozen
 
 
-def test_unmovable_kinds_come_from_the_kind_tables():
-    assert shortcut.UNMOVABLE_KINDS == tuple(int(k) for k in (PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL,
-                                                              PageKind.RESERVED))
+@pytest.mark.parametrize("semantics", list(SEMANTICS))
+def test_blocking_kinds_come_from_the_isolation_predicate(semantics):
+    sem, geo = get_semantics(semantics), Geometry()
+    kernel = shortcut.blocking_kinds(False, sem, geo)
+    every = np.arange(256, dtype=np.uint8)
+    assert [PageKind(int(k)) for k in np.flatnonzero(kernel.mask(every))] == [
+        PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL, PageKind.RESERVED, PageKind.VMEMMAP]
+    assert [PageKind(int(k)) for k in np.flatnonzero(shortcut.blocking_kinds(True, sem, geo).mask(every))] == [
+        PageKind.RESERVED]
+    # the kinds below LOOK_CLOSER are the ones the shortcut lets migrate: never unmovable
+    for movable in (False, True):
+        assert not unmovable_kinds(movable, sem, False, geo)[:LOOK_CLOSER].any()
+
+
+def test_kind_set_tests_runs_of_codes():
+    table = np.zeros(256, dtype=bool)
+    table[[3, 4, 5, 9, 255]] = True
+    kinds = KindSet.of(table)
+    assert kinds.runs == ((3, 6), (9, 10), (255, 256))
+    every = np.arange(256, dtype=np.uint8)
+    assert (kinds.mask(every) == table).all()
+    assert not KindSet.of(np.zeros(256, bool)).mask(every).any()

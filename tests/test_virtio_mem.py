@@ -1,8 +1,9 @@
 import pytest
 
-from memplan.core.geometry import GiB, Geometry, MiB
-from memplan.kernel import virtio_mem as vm
+from memplan.core.geometry import Geometry, GiB, MiB
 from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
+from memplan.kernel import virtio_mem as vm
+from memplan.kernel.semantics import MAINLINE, PROPOSED, get_semantics
 
 G = Geometry()
 
@@ -75,10 +76,12 @@ def test_configuration_errors(kwargs, key):
 
 
 def test_skippable_flag_cleared_on_unload_for_partial_blocks():
-    dev, _ = make(plugged_blocks=[0], driver=DriverState.UNLOADED)
-    assert vm.fake_offline_skippable(dev, "MOVABLE_PARTIAL", True, True) is False
-    assert vm.fake_offline_skippable(dev, "MOVABLE", True, True) is True
-    assert vm.fake_offline_skippable(dev, "MOVABLE_PARTIAL", False, False) is False
+    skippable, refcount = get_semantics(PROPOSED), get_semantics(MAINLINE)
+    assert skippable.fake_offline_skippable(DriverState.UNLOADED, "MOVABLE_PARTIAL") is False
+    assert skippable.fake_offline_skippable(DriverState.UNLOADED, "MOVABLE") is True
+    assert skippable.fake_offline_skippable(DriverState.LOADED, "MOVABLE_PARTIAL") is True
+    assert refcount.fake_offline_skippable(DriverState.UNLOADED, "MOVABLE_PARTIAL") is False
+    assert refcount.fake_offline_skippable(DriverState.LOADED, "MOVABLE") is False
 
 
 def test_default_kernel_zone():

@@ -7,12 +7,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import SPARE
+from conftest import SPARE, bundled
 from memplan.profile import toml
 from memplan.profile.reader import build_machine, load_profile
 from memplan.plans.plan import plan
 from memplan.plans.unplug import unplug
-from memplan.profile.writer import dumps, profile_document, write_profile
+from memplan.profile.writer import dumps, profile_document, read_document, write_profile
 from memplan.engine.simulation import simulate
 
 MB = 1 << 20
@@ -76,9 +76,9 @@ def machine_and_doc():
 
 def assert_round_trip(state, doc, tmp_path):
     path = tmp_path / "out.toml"
-    write_profile(state, doc, str(path), header="test")
-    loaded = load_profile(str(path))
     snap = state.to_machine()
+    write_profile(state.machine, doc, snap, str(path), header="test")
+    loaded = load_profile(str(path))
     assert list(loaded.blocks.ids) == list(snap.blocks.ids)
     assert list(loaded.blocks.state) == list(snap.blocks.state)
     online = snap.blocks.ids[snap.blocks.online]
@@ -118,7 +118,7 @@ def test_unplug_result_loads_back_and_chains(tmp_path):
 def test_untouched_machine_writes_no_pages_but_the_originals():
     machine, doc = machine_and_doc()
     result, state = plan(machine, 0)
-    out, warnings = profile_document(state, doc)
+    out, warnings = profile_document(machine, doc, state.to_machine())
     assert not warnings
     # The original explicit pages come back (whole runs), nothing else.
     assert {p["kind"] for p in out["pages"]} == {"hugetlb_free", "hugetlb", "slab", "anon"}
@@ -137,7 +137,7 @@ def test_unwritable_output(tmp_path):
     _, state = plan(machine, 0)
     from memplan.core.errors import UsageError
     with pytest.raises(UsageError, match="cannot write"):
-        write_profile(state, doc, str(tmp_path / "missing" / "x.toml"))
+        write_profile(machine, doc, state.to_machine(), str(tmp_path / "missing" / "x.toml"))
 
 
 def test_gigantic_folios_are_written_whole(tmp_path):
@@ -160,7 +160,27 @@ def test_gigantic_folios_are_written_whole(tmp_path):
     """)
     machine = build_machine(toml.loads(text), "<test>")
     _, state = plan(machine, 128 * MB)  # block 23 (free) goes; the two 1 GiB folios stay
-    out, _ = profile_document(state, toml.loads(text))
+    out, _ = profile_document(machine, toml.loads(text), state.to_machine())
     assert [(p["pfn"], p.get("count"), p["kind"]) for p in out["pages"]] == [("0x1000", 10, "anon"),
                                                                               ("0x40000", 524288, "gigantic")]
     assert_round_trip(state, toml.loads(text), tmp_path)
+
+
+def test_block_whose_removal_failed_is_written_as_removed(tmp_path):
+    """skippable-review: block 42 keeps a fake-offline page with an extra reference, so
+    ``offline_and_remove_memory()`` fails once all its sub-blocks are unplugged; format 1
+    cannot add a block without plugged memory, so the block goes, with its fill and pages."""
+    path = bundled("skippable-review.toml")
+    machine = load_profile(path)
+    _, state = unplug(machine, "vmem0", 0)
+    current = state.to_machine()
+    assert 42 in current.blocks.ids.tolist()
+    out = tmp_path / "out.toml"
+    warnings = write_profile(machine, read_document(path), current, str(out))
+    assert warnings == ["memory block 42 of vmem0 is fully unplugged but still added (its removal failed); "
+                        "format 1 cannot express that: written as removed"]
+    loaded = load_profile(str(out))
+    assert loaded.blocks.ids.tolist() == [b for b in current.blocks.ids.tolist() if b != 42]
+    online = loaded.blocks.ids[loaded.blocks.online]
+    a, b = current.pages.materialize(online), loaded.pages.materialize(online)
+    assert np.array_equal(a.kinds, b.kinds) and np.array_equal(a.refcounts(), b.refcounts())

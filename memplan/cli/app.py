@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -20,7 +21,6 @@ class MemplanGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MemplanError as exc:
-            import os
             if os.environ.get("MEMPLAN_TRACEBACK"):
                 raise
             click.echo(f"memplan: error: {exc}", err=True)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Dict, Optional
 
 import click
 
+from memplan.cli.common import FuncT
 from memplan.core.errors import UsageError
 from memplan.render.lsmem import ColumnSet, TableOptions
 
 _OPTIONS = ("output", "output_all", "in_bytes", "split", "all_rows", "noheadings", "raw")
 
 
-def table_options(func: Callable) -> Callable:
+def table_options(func: FuncT) -> FuncT:
     """``-o/--output``, ``--output-all``, ``--bytes``, ``-S/--split``, ``-a/--all``,
     ``-n/--noheadings``, ``-r/--raw`` (lsmem's spelling; ``-b`` stays free: chmem uses it for
     blocks)."""
@@ -34,14 +35,14 @@ def table_options(func: Callable) -> Callable:
     return func
 
 
-def columns_epilog(column_set: ColumnSet) -> str:
+def columns_epilog(column_set: ColumnSet[Any]) -> str:
     """lsmem's "Available output columns" list for a command's ``--help``."""
     width = max(len(c.name) for c in column_set.columns)
     lines = [f"  {c.name:<{width}}  {c.help}" for c in column_set.columns]
     return "\b\nAvailable output columns (default: " + ",".join(column_set.default) + "):\n" + "\n".join(lines)
 
 
-def pop_table_options(kwargs: dict) -> TableOptions:
+def pop_table_options(kwargs: Dict[str, Any]) -> TableOptions:
     """Remove the table options from a command's keyword arguments and build ``TableOptions``."""
     return TableOptions(**{name: kwargs.pop(name) for name in _OPTIONS})
 

@@ -5,15 +5,25 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, TypeVar
 
 import click
 from rich.console import Console
 
 from memplan.core.errors import ProfileError, UsageError
-from memplan.kernel.semantics import SEMANTICS
 from memplan.core.machine import Machine
-from memplan.core.units import parse_block_ranges
+from memplan.core.status import ExitStatus, check_status
+from memplan.core.units import parse_block_ranges, parse_chmem_size, parse_size
+from memplan.kernel.semantics import SEMANTICS
+from memplan.plans.state import MachineState
+from memplan.profile.bundled import missing_profile_hint
+from memplan.profile.reader import load_profile
+from memplan.profile.writer import read_document, write_profile
+from memplan.render import json as render_json
+from memplan.snapshot.reader import load_snapshot
+
+#: a click command function that an option decorator returns as it is (with the option added)
+FuncT = TypeVar("FuncT", bound=Callable[..., Any])
 
 
 def stdout_console() -> Console:
@@ -57,20 +67,17 @@ def machine_source(profile: Optional[str], sysroot: Optional[str], live: bool) -
 def load_machine(profile: str) -> Machine:
     """A machine from a profile path, or from a snapshot (``--sysroot``/``--live``)."""
     if isinstance(profile, SnapshotSource):
-        from memplan.snapshot.reader import load_snapshot
         return load_snapshot(str(profile), live=profile.live)
-    from memplan.profile.reader import load_profile
     try:
         return load_profile(profile)
     except ProfileError as exc:
-        from memplan.profile.bundled import missing_profile_hint
         hint = None if exc.hint or exc.key else missing_profile_hint(profile)
         if hint is None:
             raise
         raise ProfileError(exc.path, "", exc.message[len(exc.path) + 2:], hint=hint) from None
 
 
-def snapshot_options(func: Callable) -> Callable:
+def snapshot_options(func: FuncT) -> FuncT:
     """``--sysroot DIR`` and ``--live`` (shared by ``machine_argument`` and ``memplan snapshot``)."""
     func = click.option("--live", is_flag=True,
                         help="Snapshot this machine (reads /sys and /proc; needs root for /proc/kpageflags).")(func)
@@ -78,7 +85,7 @@ def snapshot_options(func: Callable) -> Callable:
                         help="Read a saved snapshot tree instead of a profile (like lsmem --sysroot).")(func)
 
 
-def machine_argument(func: Callable) -> Callable:
+def machine_argument(func: Callable[..., Any]) -> Callable[..., Any]:
     """PROFILE, or ``--sysroot DIR`` / ``--live`` in its place. The command still receives
     one ``profile`` argument; pass it to ``load_machine()``."""
 
@@ -87,11 +94,11 @@ def machine_argument(func: Callable) -> Callable:
                 **kwargs: Any) -> Any:
         return func(*args, profile=machine_source(profile, sysroot, live), **kwargs)
 
-    wrapper = snapshot_options(wrapper)
-    return click.argument("profile", metavar="[PROFILE]", required=False, type=click.Path(dir_okay=False))(wrapper)
+    return click.argument("profile", metavar="[PROFILE]", required=False,
+                          type=click.Path(dir_okay=False))(snapshot_options(wrapper))
 
 
-def semantics_option(func: Callable) -> Callable:
+def semantics_option(func: FuncT) -> FuncT:
     return click.option("--semantics", type=click.Choice(list(SEMANTICS)), default=None,
                         help="Kernel semantics (default: the profile's, else refcount = mainline).")(func)
 
@@ -105,28 +112,38 @@ def parse_blocks(value: Optional[str]) -> Optional[List[int]]:
         raise UsageError(f"--blocks: {exc}") from None
 
 
-def blocks_option(func: Callable) -> Callable:
+def blocks_option(func: FuncT) -> FuncT:
     return click.option("--blocks", "blocks", metavar="RANGE", default=None,
-                        help="Memory blocks to judge, lsmem syntax: 7, 32-63, 1,4,8-9 (default: every online block).")(func)
+                        help="Memory blocks to judge, lsmem syntax: 7, 32-63, 1,4,8-9 "
+                             "(default: every online block).")(func)
 
 
-def print_warnings(warnings) -> None:
+def print_warnings(warnings: Iterable[str]) -> None:
     for warning in warnings:
         click.echo(f"memplan: warning: {warning}", err=True)
 
 
-def finish_capacity_command(result: Any, state: Any, profile: str, out: Optional[str], header: str,
+class CapacityResult(Protocol):
+    """What ``--check`` compares: ``PlanResult`` and ``UnplugResult``."""
+
+    @property
+    def asked_bytes(self) -> int: ...
+
+    @property
+    def achieved_bytes(self) -> int: ...
+
+
+R = TypeVar("R", bound=CapacityResult)
+
+
+def finish_capacity_command(result: R, state: MachineState, profile: str, out: Optional[str], header: str,
                             warnings: List[str], as_json: bool, check: bool,
-                            to_dict: Callable[[Any], dict], print_table: Callable[[Console, Any], None]) -> None:
+                            to_dict: Callable[[R], Dict[str, Any]], print_table: Callable[[Console, R], None]) -> None:
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
     warnings, render, and exit with chmem's codes under ``--check``."""
-    from memplan.profile.writer import read_document, write_profile
-    from memplan.render import json as render_json
-    from memplan.core.status import ExitStatus, check_status
-
     warnings = list(warnings)
     if out:
-        warnings += write_profile(state, read_document(profile), out, header=header)
+        warnings += write_profile(state.machine, read_document(profile), state.to_machine(), out, header=header)
     print_warnings(warnings)
     if as_json:
         render_json.write(to_dict(result), sys.stdout)
@@ -139,7 +156,6 @@ def finish_capacity_command(result: Any, state: Any, profile: str, out: Optional
 
 def size_value(option: str, value: str, chmem: bool = False, positive: bool = False) -> int:
     """A size given on the command line (``chmem``: a bare number means MiB)."""
-    from memplan.core.units import parse_chmem_size, parse_size
     try:
         size = parse_chmem_size(value) if chmem else parse_size(value)
     except ValueError as exc:

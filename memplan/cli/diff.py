@@ -8,16 +8,23 @@ import click
 
 from memplan.cli.app import main
 from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
-from memplan.cli.common import blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, stdout_console
+from memplan.cli.common import (
+    blocks_option,
+    load_machine,
+    machine_argument,
+    parse_blocks,
+    print_warnings,
+    stdout_console,
+)
+from memplan.core.errors import UsageError
+from memplan.core.model import ForeignRefTiming
+from memplan.core.status import ExitStatus
 from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, diff_semantics, with_foreign_ref_timing
 from memplan.kernel.semantics import SEMANTICS
-from memplan.core.model import ForeignRefTiming
-from memplan.core.errors import UsageError
 from memplan.render import csv as render_csv
 from memplan.render import diff as render_diff
-from memplan.render.block_columns import difference_columns
 from memplan.render import json as render_json
-from memplan.core.status import ExitStatus
+from memplan.render.block_columns import difference_columns
 
 
 @main.command("diff-semantics", epilog=columns_epilog(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT)))

@@ -9,10 +9,10 @@ import click
 from memplan.cli.app import main
 from memplan.cli.common import load_machine, machine_argument, print_warnings, semantics_option, stdout_console
 from memplan.core.errors import UsageError
+from memplan.core.status import ExitStatus
 from memplan.explain.compute import explain_block
 from memplan.render import explain as render_explain
 from memplan.render import json as render_json
-from memplan.core.status import ExitStatus
 
 
 def parse_block(value: str) -> int:

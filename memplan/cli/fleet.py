@@ -12,12 +12,12 @@ import click
 from memplan.cli.app import main
 from memplan.cli.common import print_warnings, semantics_option, size_value, stderr_console, stdout_console
 from memplan.core.errors import UsageError
-from memplan.fleet.executors import Backend, require_dask, run_tasks
+from memplan.core.status import ExitStatus
 from memplan.fleet.compute import FleetAggregate, FleetOptions, check_fleet, make_tasks
+from memplan.fleet.executors import Backend, require_dask, run_tasks
 from memplan.fleet.types import FleetMode
 from memplan.render import fleet as render_fleet
 from memplan.render import json as render_json
-from memplan.core.status import ExitStatus
 
 
 def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optional[str],

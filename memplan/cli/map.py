@@ -10,16 +10,22 @@ from rich.console import Console, RenderableType
 
 from memplan.cli.app import main
 from memplan.cli.common import (
-    blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, semantics_option, stdout_console,
+    blocks_option,
+    load_machine,
+    machine_argument,
+    parse_blocks,
+    print_warnings,
+    semantics_option,
+    stdout_console,
 )
-from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
 from memplan.core.errors import UsageError
+from memplan.core.model import ForeignRefTiming
+from memplan.core.status import ExitStatus
+from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
+from memplan.engine.simulation import simulate
 from memplan.kernel.semantics import SEMANTICS
 from memplan.map.compute import diff_map, machine_map
-from memplan.core.model import ForeignRefTiming
 from memplan.render.map import map_renderable
-from memplan.engine.simulation import simulate
-from memplan.core.status import ExitStatus
 
 
 def _export(renderable: RenderableType, width: int, svg: Optional[str], html: Optional[str], title: str) -> None:

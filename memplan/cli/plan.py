@@ -9,8 +9,7 @@ import click
 from memplan.cli.app import main
 from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, parse_blocks, semantics_option
 from memplan.plans.plan import CHMEM_ZONES, parse_plan_size, plan
-from memplan.render import capacity_json
-from memplan.render import capacity_table
+from memplan.render import capacity_json, capacity_table
 
 
 @main.command("plan")

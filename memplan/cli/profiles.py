@@ -9,10 +9,10 @@ import click
 
 from memplan.cli.app import main
 from memplan.cli.common import stdout_console
+from memplan.core.status import ExitStatus
 from memplan.profile.bundled import BundledProfile, bundled_profiles
 from memplan.render import json as render_json
 from memplan.render.lsmem import Column, ColumnSet, TableOptions, print_table
-from memplan.core.status import ExitStatus
 
 
 def _shown_path(path: str) -> str:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, \
-    TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from memplan.engine.simulation import Progress as ProgressCallback
@@ -36,7 +35,7 @@ class PagesPerSecond(ProgressColumn):
         return Text(f"{rate:.0f} pages/s", style="progress.data.speed")
 
 
-def wanted(as_json: bool, stream=None) -> bool:
+def wanted(as_json: bool, stream: Optional[TextIO] = None) -> bool:
     """A bar only for people: stderr is a terminal and stdout is not a JSON document."""
     stream = sys.stderr if stream is None else stream
     return not as_json and bool(getattr(stream, "isatty", lambda: False)())

@@ -9,19 +9,24 @@ import click
 from memplan.cli.app import main
 from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
 from memplan.cli.common import (
-    blocks_option, load_machine, machine_argument, parse_blocks, print_warnings, semantics_option,
+    blocks_option,
+    load_machine,
+    machine_argument,
+    parse_blocks,
+    print_warnings,
+    semantics_option,
     stdout_console,
 )
-from memplan.core.errors import UsageError
-from memplan.render import csv as render_csv
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
+from memplan.core.errors import UsageError
+from memplan.core.results import Outcome
+from memplan.core.status import ExitStatus, check_status
+from memplan.engine.simulation import simulate as run_simulation
+from memplan.render import csv as render_csv
 from memplan.render import json as render_json
 from memplan.render import table as render_table
 from memplan.render.block_columns import verdict_columns
-from memplan.core.results import Outcome
-from memplan.engine.simulation import simulate as run_simulation
-from memplan.core.status import ExitStatus, check_status
 
 
 @main.command("simulate", epilog=columns_epilog(verdict_columns()))

@@ -9,10 +9,10 @@ import click
 
 from memplan.cli.app import main
 from memplan.cli.common import load_machine, machine_source, print_warnings, snapshot_options, stdout_console
-from memplan.snapshot.reader import describe
+from memplan.core.status import ExitStatus
 from memplan.render import json as render_json
 from memplan.render import snapshot as render_snapshot
-from memplan.core.status import ExitStatus
+from memplan.snapshot.reader import describe
 
 
 @main.command("snapshot")

@@ -10,21 +10,29 @@ import click
 from rich.console import Console
 
 from memplan.cli.app import main
-from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, print_warnings, semantics_option, size_value, stdout_console
+from memplan.cli.common import (
+    finish_capacity_command,
+    load_machine,
+    machine_argument,
+    print_warnings,
+    semantics_option,
+    size_value,
+    stdout_console,
+)
 from memplan.core.errors import UsageError
+from memplan.core.status import ExitStatus
 from memplan.plans.state import MachineState
 from memplan.plans.unplug import find_device, run_unplug, sweep
-from memplan.render import capacity_json
-from memplan.render import capacity_table
+from memplan.render import capacity_json, capacity_table
 from memplan.render import json as render_json
-from memplan.core.status import ExitStatus
 
 
 @main.command("unplug")
 @machine_argument
 @click.option("--device", metavar="ID", default=None, help="virtio-mem device id (required with several devices).")
 @click.option("--to", "to_size", metavar="SIZE", default=None, help="New requested-size, e.g. 1G.")
-@click.option("--by", "by_size", metavar="SIZE", default=None, help="Lower requested-size by SIZE from the plugged size.")
+@click.option("--by", "by_size", metavar="SIZE", default=None,
+              help="Lower requested-size by SIZE from the plugged size.")
 @click.option("--sweep", "do_sweep", is_flag=True,
               help="Achievable size for every requested size from 0 to the plugged size (table and curve).")
 @click.option("--step", metavar="SIZE", default=None,
@@ -65,19 +73,19 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
         raise UsageError("--svg and --step only apply to --sweep")
     machine = load_machine(profile)
     if do_sweep:
-        result = sweep(machine, device, size_value("--step", step) if step else None, semantics)
-        print_warnings(list(machine.warnings) + list(result.warnings))
+        curve = sweep(machine, device, size_value("--step", step) if step else None, semantics)
+        print_warnings(list(machine.warnings) + list(curve.warnings))
         if as_json:
-            render_json.write(capacity_json.sweep_dict(result), sys.stdout)
+            render_json.write(capacity_json.sweep_dict(curve), sys.stdout)
         if svg:
             recorder = Console(file=io.StringIO(), record=True, width=120)
-            capacity_table.print_sweep(recorder, result)
+            capacity_table.print_sweep(recorder, curve)
             try:
                 recorder.save_svg(svg, title=f"memplan unplug --sweep {profile}")
             except OSError as exc:
                 raise UsageError(f"--svg: cannot write {svg}: {exc.strerror or exc}") from None
         if not as_json:
-            capacity_table.print_sweep(stdout_console(), result)
+            capacity_table.print_sweep(stdout_console(), curve)
         raise SystemExit(int(ExitStatus.SUCCESS))
 
     state = MachineState(machine, semantics)

@@ -1,7 +1,8 @@
 """numpy array types used across memplan (``numpy.typing.NDArray`` aliases).
 
 One byte of page kind per page (``KindArray``), per-page masks (``BoolArray``), refcounts
-(``RefcountArray``), pfns, block ids and counters (``IntArray``).
+(``RefcountArray``), pfns, block ids and counters (``IntArray``), ``/proc/kpageflags`` and
+``/proc/kpagecount`` entries (``U64Array``), one snapshot ``PageClass`` byte per pfn (``ClassArray``).
 """
 
 from __future__ import annotations
@@ -15,5 +16,7 @@ BoolArray = NDArray[np.bool_]
 KindArray = NDArray[np.uint8]
 RefcountArray = NDArray[np.int32]
 IntArray = NDArray[np.int64]
+U64Array = NDArray[np.uint64]
+ClassArray = NDArray[np.uint8]
 #: an array whose dtype varies with the caller (numpy's generic integer/bool mixes)
 AnyArray = NDArray[Any]

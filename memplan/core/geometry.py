@@ -37,6 +37,9 @@ class Geometry:
     section_size: int = 128 * MiB
     #: ``Geometry.folio_order`` per page-kind byte (derived)
     _folio_order: np.ndarray = field(init=False, repr=False, compare=False)
+    #: ``(1 << folio order) - 1`` per page-kind byte (derived): a page starts a folio where
+    #: ``pfn & mask == 0``
+    _folio_mask: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         size = self.memory_block_size
@@ -48,7 +51,10 @@ class Geometry:
             )
 
         orders = np.array([0, self.pmd_order, self.pud_order], dtype=np.uint8)
-        object.__setattr__(self, "_folio_order", orders[FOLIO_SIZE])
+        folio_order = orders[FOLIO_SIZE]
+        object.__setattr__(self, "_folio_order", folio_order)
+        mask = (np.uint32(1) << folio_order.astype(np.uint32)) - np.uint32(1)
+        object.__setattr__(self, "_folio_mask", mask.astype(np.uint32))
 
     @property
     def pmd_order(self) -> int:
@@ -73,6 +79,16 @@ class Geometry:
     def folio_order(self) -> np.ndarray:
         """Folio order per page-kind byte (lookup table for ``np.take``)."""
         return self._folio_order
+
+    @property
+    def folio_mask(self) -> np.ndarray:
+        """``(1 << folio order) - 1`` per page-kind byte (uint32 lookup table for ``np.take``)."""
+        return self._folio_mask
+
+    def is_gigantic(self, order: int) -> bool:
+        """``hstate_is_gigantic()``: a hugetlb order the buddy cannot allocate
+        (``huge_page_order(h) > MAX_PAGE_ORDER``, include/linux/hugetlb.h)."""
+        return order > self.max_page_order
 
     @property
     def page_shift(self) -> int:

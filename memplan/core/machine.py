@@ -7,15 +7,24 @@ contents come from a ``PageSource`` one run of blocks at a time, so memory stays
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
 from memplan.core.geometry import Geometry
 from memplan.core.model import (
-    DEFAULT_REFCOUNT, BlockState, DriverState, Errno, ForeignRefTiming, OnlineType, PageKind, VirtioMemMode, Zone,
+    DEFAULT_REFCOUNT,
+    BlockState,
+    DriverState,
+    Errno,
+    ForeignRefTiming,
+    OnlineType,
+    PageKind,
+    VirtioMemMode,
+    Zone,
 )
 from memplan.core.results import BlockVerdict, Confidence, ForeignRefEffect
+
 
 @dataclass(frozen=True)
 class HugetlbPool:
@@ -118,6 +127,10 @@ def consecutive_runs(ids: np.ndarray, max_len: Optional[int] = None,
     return out
 
 
+#: integers as a sequence or a numpy array
+Ints = Union[Sequence[int], np.ndarray]
+
+
 class BlockTable:
     """All memory blocks of a machine as numpy columns (one row per existing block).
 
@@ -129,8 +142,8 @@ class BlockTable:
 
     STATES = (BlockState.ONLINE, BlockState.OFFLINE, BlockState.GOING_OFFLINE)
 
-    def __init__(self, ids: Sequence[int], state: Sequence[int], zone: Sequence[int], node: Sequence[int],
-                 ram_pages: Sequence[int], vmemmap: Sequence[int], device: Sequence[int]) -> None:
+    def __init__(self, ids: Ints, state: Ints, zone: Ints, node: Ints, ram_pages: Ints, vmemmap: Ints,
+                 device: Ints) -> None:
         order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
         self.ids = np.asarray(ids, dtype=np.int64)[order]
         self.state = np.asarray(state, dtype=np.int8)[order]
@@ -143,7 +156,7 @@ class BlockTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def rows(self, block_ids: Sequence[int]) -> np.ndarray:
+    def rows(self, block_ids: Ints) -> np.ndarray:
         """Row indexes of the given block ids (which must exist)."""
         ids = np.asarray(block_ids, dtype=np.int64)
         rows = np.searchsorted(self.ids, ids)
@@ -153,7 +166,7 @@ class BlockTable:
             raise KeyError(int(missing[0]))
         return rows
 
-    def exists(self, block_ids: Sequence[int]) -> np.ndarray:
+    def exists(self, block_ids: Ints) -> np.ndarray:
         ids = np.asarray(block_ids, dtype=np.int64)
         rows = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
         return (self.ids[rows] == ids) if len(self.ids) else np.zeros(len(ids), bool)
@@ -188,6 +201,9 @@ class PageBatch:
     #: rows that may hold a page of kind code ``LOOK_CLOSER`` or above (``None``: look at the
     #: bytes to find out); a superset is fine
     special_rows: Optional[np.ndarray] = None
+    #: the same pages read as their worst plausible kinds, from the same read of the input
+    #: (snapshots, whose flags can be ambiguous); ``None`` when the pages are known exactly
+    pessimistic: Optional[np.ndarray] = None
 
     def refcounts(self) -> np.ndarray:
         """The refcount of every page (defaults filled in)."""
@@ -235,7 +251,7 @@ class Machine:
     cma: Tuple[Tuple[int, int], ...] = ()
     warnings: Tuple[str, ...] = ()
     #: how sure verdicts about this machine are (snapshots); ``None``: exact (profiles)
-    assessor: Optional["VerdictAssessor"] = None
+    assessor: Optional[VerdictAssessor] = None
     #: why ``default_semantics`` was chosen, when a snapshot detected it
     semantics_reason: Optional[str] = None
 

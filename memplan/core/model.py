@@ -169,14 +169,16 @@ KIND_INFO: Dict[PageKind, KindInfo] = {
         KindInfo(PageKind.PAGETABLE, "page-table page", 1),
         KindInfo(PageKind.KERNEL, "other unmovable kernel allocation", 1),
         KindInfo(PageKind.RESERVED, "PG_reserved page (memblock, firmware, crashkernel)", 1, reserved=True),
-        KindInfo(PageKind.HUGETLB_FREE, "free 2 MiB hugetlb page in the pool", 0, hugetlb=True, order=9, folio=FolioSize.PMD),
+        KindInfo(PageKind.HUGETLB_FREE, "free 2 MiB hugetlb page in the pool", 0, hugetlb=True, order=9,
+                 folio=FolioSize.PMD),
         KindInfo(PageKind.HUGETLB, "in-use 2 MiB hugetlb page (migratable)", 1, hugetlb=True,
                  hugetlb_migratable=True, order=9, folio=FolioSize.PMD),
         KindInfo(PageKind.HUGETLB_UNMIGRATABLE, "in-use hugetlb page without the migratable flag", 1,
                  hugetlb=True, order=9, folio=FolioSize.PMD),
         KindInfo(PageKind.GIGANTIC, "in-use 1 GiB hugetlb page", 1, hugetlb=True, hugetlb_migratable=True,
                  order=18, folio=FolioSize.PUD),
-        KindInfo(PageKind.GIGANTIC_FREE, "free 1 GiB hugetlb page in the pool", 0, hugetlb=True, order=18, folio=FolioSize.PUD),
+        KindInfo(PageKind.GIGANTIC_FREE, "free 1 GiB hugetlb page in the pool", 0, hugetlb=True, order=18,
+                 folio=FolioSize.PUD),
         KindInfo(PageKind.BALLOON, "unmovable PageOffline balloon page (hv_balloon, xen, virtio-balloon "
                  "without migration)", 1, page_offline=True),
         KindInfo(PageKind.OFFLINE_REFCOUNT_DRIVER, "PageOffline page of a driver that drops its reference "
@@ -192,7 +194,7 @@ PROFILE_KINDS: Tuple[str, ...] = tuple(k.label for k, i in KIND_INFO.items() if 
 
 
 def _lut(attr: str, dtype: type = np.bool_) -> np.ndarray:
-    table = np.zeros(256, dtype=dtype)
+    table: np.ndarray = np.zeros(256, dtype=dtype)
     for kind, info in KIND_INFO.items():
         table[int(kind)] = getattr(info, attr)
     return table

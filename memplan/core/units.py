@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import List, Tuple, Union
+from typing import List, Set, Tuple, Union
 
 SizeLike = Union[int, str]
 
@@ -61,7 +61,7 @@ def parse_chmem_size(value: str) -> int:
     return parse_size(text) * (1 << 20) if text.isdigit() else parse_size(text)
 
 
-def parse_inclusive_range(value: str) -> tuple:
+def parse_inclusive_range(value: str) -> Tuple[int, int]:
     """Parse ``"0x20000000-0x21ffffff"`` (inclusive end, like lsmem's RANGE) into ``(start, end_exclusive)``."""
     if not isinstance(value, str) or "-" not in value:
         raise ValueError(f"{value!r} is not a range like 0x20000000-0x21ffffff")
@@ -111,7 +111,7 @@ def parse_block_ranges(value: Union[str, int]) -> List[int]:
     >>> parse_block_ranges("1,4,8-9")
     [1, 4, 8, 9]
     """
-    blocks = set()
+    blocks: Set[int] = set()
     for lo, hi in parse_block_spans(value):
         blocks.update(range(lo, hi + 1))
     return sorted(blocks)

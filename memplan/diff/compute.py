@@ -30,17 +30,19 @@ from memplan.diff.types import (
     SemanticsDiff, Side, SidedHazard, Site, SiteFinding,
 )
 from memplan.kernel.isolation import isolation_order, unmovable_pages
-from memplan.kernel.migration import busy_pages
+from memplan.kernel.migration import busy_pages, migrate_leaves
 from memplan.kernel.offline import PredicateInputs, predicate_inputs
-from memplan.kernel.semantics import OfflineSemantics, get_semantics
-from memplan.core.model import IS_PAGE_OFFLINE, KIND_INFO, Errno, ForeignRefTiming, PageKind, Zone
+from memplan.kernel.semantics import MAINLINE, PROPOSED, OfflineSemantics, get_semantics
+from memplan.core.model import IS_PAGE_OFFLINE, KIND_INFO, ForeignRefTiming, PageKind, Zone
 from memplan.core.machine import Machine
-from memplan.core.results import BlockVerdict, log_lines, HazardKind, LogEntry, LogLevel, Outcome, Reason, Step
+from memplan.core.results import (
+    PIPELINE, BlockVerdict, Cause, Hazard, HazardKind, LogEntry, LogLevel, Outcome, PipelineStep, log_lines,
+)
 from memplan.core.machine import chunks
 from memplan.engine.simulation import Simulator, select_blocks, simulate
 
-DEFAULT_LEFT = "refcount"
-DEFAULT_RIGHT = "skippable"
+DEFAULT_LEFT = MAINLINE
+DEFAULT_RIGHT = PROPOSED
 
 #: Every PageOffline kind, in kind order (derived from the model, not listed by hand).
 OWNER_KINDS: Tuple[PageKind, ...] = tuple(k for k in PageKind if IS_PAGE_OFFLINE[int(k)])
@@ -72,12 +74,6 @@ HAZARD_SITES: Dict[HazardKind, Site] = {
     HazardKind.BUG: Site.OFFLINE_ISOLATED_PAGES,
 }
 
-_STEP_RANK = {step: i for i, step in enumerate(
-    (Step.STATE, Step.ZONE, Step.ALIGNMENT, Step.HOLES, Step.MULTIZONE, Step.ISOLATE, Step.NOTIFIER, Step.SCAN,
-     Step.DISSOLVE, Step.TEST_ISOLATED, Step.COMMIT))}
-_OFFLINED_RANK = len(_STEP_RANK)
-
-
 def with_foreign_ref_timing(machine: Machine, timing: Union[ForeignRefTiming, str, None]) -> Machine:
     """The machine with ``[environment] foreign_ref_dropped`` replaced (the original is untouched)."""
     if timing is None:
@@ -96,56 +92,58 @@ def changed_fields(left: BlockVerdict, right: BlockVerdict) -> Tuple[str, ...]:
 
 # --- where each side's offline attempt went ----------------------------------------------
 
-def _rank(v: BlockVerdict) -> int:
-    return _OFFLINED_RANK if v.step is None else _STEP_RANK[v.step]
+def _stopped_at(v: BlockVerdict) -> int:
+    """Rank (``PIPELINE``) of the step the attempt stopped at; past the last step when offlined
+    (the verdicts without a cause)."""
+    if v.cause is None:
+        return len(PIPELINE)
+    return v.cause.step.rank
 
 
 def reached_sites(v: BlockVerdict) -> Set[Site]:
     """The sites the kernel runs before the verdict is decided (the deciding one included)."""
-    rank = _rank(v)
+    stop = _stopped_at(v)
     sites: Set[Site] = set()
-    if rank >= _STEP_RANK[Step.ISOLATE]:
+    if stop >= PipelineStep.ISOLATE.rank:
         sites.add(Site.ISOLATION)
-    notified = rank > _STEP_RANK[Step.NOTIFIER] or (rank == _STEP_RANK[Step.NOTIFIER]
-                                                    and v.reason is Reason.NOTIFIER_FAILURE)
+    notified = stop >= PipelineStep.GOING_OFFLINE.rank
     if notified:
         sites.add(Site.GOING_OFFLINE)
-    at_scan = rank == _STEP_RANK[Step.SCAN]
     # A pending signal ends offlining at the top of the first SCAN round.
-    scanned = rank > _STEP_RANK[Step.SCAN] or (at_scan and not (v.result is Outcome.FAILS
-                                                                 and v.errno is Errno.EINTR))
-    if scanned:
+    if stop >= PipelineStep.SCAN.rank:
         sites.add(Site.SCAN_MOVABLE_PAGES)
-        migrated = (v.pages.migrated > 0 if not at_scan else
+        migrated = (v.pages.migrated > 0 if stop > PipelineStep.SCAN.rank else
                     v.result is Outcome.HANGS or any(e.function == "do_migrate_range" for e in v.kernel_log))
         if migrated:
             sites.add(Site.DO_MIGRATE_RANGE)
-    if rank >= _STEP_RANK[Step.TEST_ISOLATED]:
+    if stop >= PipelineStep.TEST_ISOLATED.rank:
         sites.add(Site.TEST_PAGES_ISOLATED)
-    if rank >= _STEP_RANK[Step.COMMIT]:
+    if stop >= PipelineStep.COMMIT.rank:
         sites.add(Site.OFFLINE_ISOLATED_PAGES)
     # Every failure after MEM_GOING_OFFLINE sends MEM_CANCEL_OFFLINE (a BUG at commit does not return).
-    if notified and v.result is not Outcome.OFFLINED and v.step is not Step.COMMIT:
+    if notified and v.result is not Outcome.OFFLINED and v.cause is not Cause.COMMIT_BUG:
         sites.add(Site.CANCEL_OFFLINE)
     return sites
 
 
+#: The site whose answer decides a verdict that stopped at a pipeline step.
+_DECIDING: Dict[PipelineStep, Set[Site]] = {
+    PipelineStep.ISOLATE: {Site.ISOLATION},
+    PipelineStep.GOING_OFFLINE: {Site.GOING_OFFLINE},
+    PipelineStep.TEST_ISOLATED: {Site.TEST_PAGES_ISOLATED},
+    PipelineStep.COMMIT: {Site.OFFLINE_ISOLATED_PAGES},
+}
+
+
 def deciding_sites(v: BlockVerdict) -> Set[Site]:
     """The site whose answer decides a failing verdict."""
-    if v.step is Step.ISOLATE:
-        return {Site.ISOLATION}
-    if v.step is Step.NOTIFIER and v.reason is Reason.NOTIFIER_FAILURE:
-        return {Site.GOING_OFFLINE}
-    if v.step is Step.SCAN:
+    if v.cause is None:
+        return set()
+    if v.cause.step is PipelineStep.SCAN:
         if v.result is Outcome.HANGS:
             return {Site.SCAN_MOVABLE_PAGES, Site.DO_MIGRATE_RANGE}
-        if v.reason is Reason.UNMOVABLE_PAGE:
-            return {Site.SCAN_MOVABLE_PAGES}
-    if v.step is Step.TEST_ISOLATED:
-        return {Site.TEST_PAGES_ISOLATED}
-    if v.step is Step.COMMIT:
-        return {Site.OFFLINE_ISOLATED_PAGES}
-    return set()
+        return {Site.SCAN_MOVABLE_PAGES}
+    return set(_DECIDING.get(v.cause.step, set()))
 
 
 # --- per-site answers on the block's pages -----------------------------------------------
@@ -279,11 +277,9 @@ def predicate_findings(lsem: OfflineSemantics, rsem: OfflineSemantics, left: Pre
     if found:
         out[Site.SCAN_MOVABLE_PAGES] = found
 
-    def migrate_skips(sem: OfflineSemantics, inputs: PredicateInputs) -> np.ndarray:
-        # Skipped before folio_try_get(), or folio_try_get() fails on refcount 0.
-        return sem.migrate_skips(inputs.after.skippable) | (inputs.after.refcount == 0)
-
-    found = _mask_finding(Site.DO_MIGRATE_RANGE, migrate_skips(lsem, left), migrate_skips(rsem, right), domain,
+    # Skipped before folio_try_get(), or folio_try_get() fails on refcount 0.
+    found = _mask_finding(Site.DO_MIGRATE_RANGE, migrate_leaves(left.after, lsem), migrate_leaves(right.after, rsem),
+                          domain,
                           after_kinds, pfn, "skipped", "isolation tried")
     if found:
         out[Site.DO_MIGRATE_RANGE] = found
@@ -341,7 +337,7 @@ def _hazard_findings(left: BlockVerdict, right: BlockVerdict) -> Dict[Site, Site
     out: Dict[Site, SiteFinding] = {}
     for kind, site in HAZARD_SITES.items():
         if lkinds[kind] != rkinds[kind]:
-            def text(hazards, k=kind) -> str:
+            def text(hazards: Tuple[Hazard, ...], k: HazardKind = kind) -> str:
                 return "; ".join(h.text for h in hazards if h.kind is k) or f"no {k.value} hazard"
             pfns = [h.pfn for h in left.hazards + right.hazards if h.kind is kind and h.pfn is not None]
             out[site] = SiteFinding(site, text(left.hazards), text(right.hazards), 0, (),
@@ -496,7 +492,7 @@ def diff_semantics(machine: Machine, left: str = DEFAULT_LEFT, right: str = DEFA
         batch = machine.pages.materialize(chunk)
         if census:
             po = IS_PAGE_OFFLINE[batch.kinds]
-            for r in np.flatnonzero(po.any(axis=1)):
+            for r in np.flatnonzero(po.any(axis=1)).tolist():
                 row_kinds = batch.kinds[r][po[r]]
                 owner_pages[int(chunk[r])] = {k: int(n) for k in OWNER_KINDS
                                               if (n := np.count_nonzero(row_kinds == k))}

@@ -10,149 +10,42 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from memplan.core.errors import UsageError
-from memplan.core.geometry import Geometry
-from memplan.kernel import hugetlb as hugetlb_mod
-from memplan.kernel import versions
-from memplan.kernel.migration import MigrationTargets
-from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup, offline_block
-from memplan.engine.shortcut import BlockColumns, chunk_verdicts
-from memplan.kernel.semantics import OfflineSemantics, get_semantics
-from memplan.kernel.virtio_mem import added_block_columns, block_states
-from memplan.core.model import PageKind, Zone
-from memplan.core.machine import HugetlbPool, Machine, consecutive_runs, chunks
+from memplan.core.machine import Machine, chunks
+from memplan.core.model import ZONE_NONE, Zone
 from memplan.core.results import BlockVerdict, SimulationResult
+from memplan.core.units import format_block_ranges
+from memplan.engine.context import ContextBuilder, census, pageblock_masks, resolve_pools
+from memplan.engine.shortcut import chunk_verdicts
+from memplan.kernel.migration import target_zones
+from memplan.kernel.offline import BlockStats, offline_block
+from memplan.kernel.semantics import OfflineSemantics, get_semantics
+
+__all__ = [
+    "Progress",
+    "Simulator",
+    "census",
+    "chunks",
+    "judge",
+    "migration_capacities",
+    "pageblock_masks",
+    "resolve_pools",
+    "select_blocks",
+    "simulate",
+    "with_confidence",
+]
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class Census:
-    """Per-row free pages of every online block and free hugetlb folios of the machine."""
-
-    free_pages: np.ndarray
-    free_hugetlb: Dict[int, int]
-
-
-_CENSUS: "weakref.WeakKeyDictionary[Machine, Census]" = weakref.WeakKeyDictionary()
-
-
-def census(machine: Machine) -> Census:
-    """Count free pages per online block and free hugetlb folios (cached per machine)."""
-    cached = _CENSUS.get(machine)
-    if cached is not None:
-        return cached
-    geo = machine.geometry
-    table = machine.blocks
-    free = np.zeros(len(table), dtype=np.int64)
-    huge = {9: 0, 18: 0}
-    online_ids = table.ids[table.online]
-    for ids in chunks(online_ids, geo.pages_per_block):
-        batch = machine.pages.materialize(ids)
-        rows = table.rows(ids)
-        free[rows] = np.count_nonzero(batch.kinds == PageKind.FREE.value, axis=1)
-        for r, block in enumerate(ids):
-            base = geo.block_start_pfn(int(block))
-            for order in (9, 18):
-                huge[order] += hugetlb_mod.free_folio_heads(batch.kinds[r], base, order)
-    result = Census(free, huge)
-    _CENSUS[machine] = result
-    return result
-
-
-def resolve_pools(machine: Machine) -> Dict[int, HugetlbPool]:
-    """Pool counters; a missing ``free`` is the number of free folios the machine holds."""
-    pools: Dict[int, HugetlbPool] = {}
-    for order in (9, 18):
-        pool = machine.environment.hugetlb.get(order)
-        if pool is not None and pool.free is not None:
-            pools[order] = pool
-            continue
-        possible = getattr(machine.pages, "possible_kinds", lambda: None)()
-        free_kind = PageKind.HUGETLB_FREE if order == 9 else PageKind.GIGANTIC_FREE
-        if possible is not None and free_kind not in possible:
-            free = 0
-        else:
-            free = census(machine).free_hugetlb[order]
-        pools[order] = HugetlbPool(free=free, resv=pool.resv if pool else 0)
-    return pools
-
-
-class Simulator:
-    """Builds per-block contexts for one machine and runs the pipeline over chunks."""
-
-    def __init__(self, machine: Machine, semantics: OfflineSemantics) -> None:
-        self.machine = machine
-        self.semantics = semantics
-        geo = machine.geometry
-        table = machine.blocks
-        online = table.online
-        nodes, node_of_row = np.unique(table.node[online], return_inverse=True)
-        present = np.zeros(len(nodes), dtype=np.int64)
-        np.add.at(present, node_of_row, table.ram_pages[online])
-        node_present: Dict[int, int] = dict(zip(nodes.tolist(), present.tolist()))
-        self.setup = OfflineSetup(
-            geometry=geo, semantics=semantics, environment=machine.environment, pools=resolve_pools(machine),
-            node_present_pages=node_present,
-            node_notifier=versions.at_least(machine.kernel, versions.NODE_NOTIFIER),
-        )
-        self.device_states = [block_states(d, geo) for d in machine.devices]
-        # Per table row: the device object and its per-block state (None outside devices).
-        self._device_of_row = np.empty(len(table), dtype=object)
-        self._device_state_of_row = np.empty(len(table), dtype=object)
-        for index, device in enumerate(machine.devices):
-            cols = added_block_columns(device, geo)
-            present = table.exists(cols.blocks)
-            rows = table.rows(cols.blocks[present])
-            self._device_of_row[rows] = device
-            names = np.array(cols.state_names, dtype=object)
-            self._device_state_of_row[rows] = names[cols.state[present]]
-        self._no_pageblocks = np.zeros(geo.pageblocks_per_block, dtype=bool)
-        self._cma = self._pageblock_masks(machine.cma)
-        self._isolated = self._pageblock_masks(machine.environment.isolated)
-        self._special_pageblock_blocks = np.array(
-            sorted(b for masks in (self._cma, self._isolated) for b, m in masks.items() if m.any()), dtype=np.int64)
-
-    def _pageblock_masks(self, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
-        return pageblock_masks(self.machine.geometry, ranges)
-
-    def context(self, row: int, capacity: Optional[int] = None) -> BlockContext:
-        machine, geo = self.machine, self.machine.geometry
-        table = machine.blocks
-        block = int(table.ids[row])
-        device_index = int(table.device[row])
-        device = machine.devices[device_index] if device_index >= 0 else None
-        return BlockContext(
-            block=block, start_pfn=geo.block_start_pfn(block), state=table.state_of(row), zone=table.zone_of(row),
-            node=int(table.node[row]), vmemmap=int(table.vmemmap[row]), device=device,
-            device_state=self.device_states[device_index].get(block) if device else None,
-            cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
-            targets=MigrationTargets(capacity=capacity),
-        )
-
-    def columns(self, rows: np.ndarray, capacities: Optional[Dict[int, int]] = None) -> BlockColumns:
-        """``context()`` for many rows at once, as columns (no per-block objects)."""
-        machine, geo = self.machine, self.machine.geometry
-        table = machine.blocks
-        ids = table.ids[rows]
-        capacity = np.full(len(rows), -1, dtype=np.int64)
-        if capacities:
-            for i, block in enumerate(ids.tolist()):
-                capacity[i] = capacities.get(block, -1)
-        return BlockColumns(
-            block=ids, start_pfn=ids * geo.pages_per_block, state=table.state[rows], zone=table.zone[rows],
-            node=table.node[rows], vmemmap=table.vmemmap[rows],
-            special_pageblocks=np.isin(ids, self._special_pageblock_blocks), capacity=capacity,
-            device=tuple(self._device_of_row[rows].tolist()),
-            device_state=tuple(self._device_state_of_row[rows].tolist()),
-        )
+class Simulator(ContextBuilder):
+    """Builds per-block contexts for one machine (``ContextBuilder``) and runs the pipeline over
+    chunks: the block-level shortcut first, ``offline_block()`` for the blocks it leaves."""
 
     def run(self, block_ids: np.ndarray, capacities: Optional[Dict[int, int]] = None,
             progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
@@ -184,6 +77,7 @@ class Simulator:
                     continue
                 result = fast[j]
                 if result is None:
+                    assert batch is not None
                     ref = batch.refcount[j] if batch.refcount is not None else None
                     ctx = self.context(r, caps.get(int(table.ids[r])))
                     result = offline_block(self.setup, ctx, batch.kinds[j], ref)
@@ -193,19 +87,6 @@ class Simulator:
             if progress:
                 progress(done, len(block_ids))
         return out
-
-
-def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
-    """Per memory block touched by the pfn ranges [start, end): which of its pageblocks they cover."""
-    masks: Dict[int, np.ndarray] = {}
-    for lo, hi in ranges:
-        for block in range(lo // geo.pages_per_block, (hi - 1) // geo.pages_per_block + 1):
-            mask = masks.setdefault(block, np.zeros(geo.pageblocks_per_block, dtype=bool))
-            base = geo.block_start_pfn(block)
-            a = max(lo - base, 0) // geo.pageblock_pages
-            b = -(-(min(hi - base, geo.pages_per_block)) // geo.pageblock_pages)
-            mask[a:b] = True
-    return masks
 
 
 def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarray:
@@ -225,9 +106,17 @@ def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarr
 
 
 def _describe_ids(ids: np.ndarray) -> str:
-    from memplan.core.units import format_block_ranges
     text = format_block_ranges([int(i) for i in ids])
     return text if len(text) < 60 else text[:57] + "..."
+
+
+_ZONES = {z.code: z for z in Zone}
+
+
+def _target_zone_codes(zones: np.ndarray) -> np.ndarray:
+    """Zone codes as migration targets see them: a boot block spanning kernel zones
+    (``valid_zones`` none) counts as ZONE_NORMAL memory."""
+    return np.where(zones == ZONE_NONE, Zone.NORMAL.code, zones)
 
 
 def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict[int, int]:
@@ -253,23 +142,20 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     node_ids, node_of_online = np.unique(online_nodes, return_inverse=True)
     memory_nodes = set(node_ids[node_ids >= 0].tolist())
 
+    online_zones = _target_zone_codes(table.zone[online])
+    needy_sources = _target_zone_codes(needy_zones)
+
     def capacities(free: np.ndarray) -> np.ndarray:
-        # alloc_migration_target(): a folio leaving a kernel zone never lands in ZONE_MOVABLE
-        # (boot blocks spanning kernel zones count as kernel-zone memory); one leaving
-        # ZONE_MOVABLE may land anywhere (memplan.kernel.migration.target_zones).
-        kernel = table.zone[online] != Zone.MOVABLE.code
-        per_node_all = np.zeros(len(node_ids), dtype=np.int64)
-        per_node_kernel = np.zeros(len(node_ids), dtype=np.int64)
-        np.add.at(per_node_all, node_of_online, free[online])
-        np.add.at(per_node_kernel, node_of_online, np.where(kernel, free[online], 0))
-        all_zones = dict(zip(node_ids.tolist(), per_node_all.tolist()))
-        kernel_zones = dict(zip(node_ids.tolist(), per_node_kernel.tolist()))
-        movable_source = needy_zones == Zone.MOVABLE.code
         out = np.zeros(len(needy_blocks), dtype=np.int64)
-        for node in np.unique(needy_nodes).tolist():
-            allowed = (memory_nodes - {node}) or {node}
-            for from_movable, sums in ((True, all_zones), (False, kernel_zones)):
-                here = (needy_nodes == node) & (movable_source == from_movable)
+        for source in np.unique(needy_sources).tolist():
+            # alloc_migration_target() (memplan.kernel.migration.target_zones)
+            allowed_zones = [z.code for z in target_zones(_ZONES[source])]
+            per_node = np.zeros(len(node_ids), dtype=np.int64)
+            np.add.at(per_node, node_of_online, np.where(np.isin(online_zones, allowed_zones), free[online], 0))
+            sums = dict(zip(node_ids.tolist(), per_node.tolist()))
+            for node in np.unique(needy_nodes[needy_sources == source]).tolist():
+                allowed = (memory_nodes - {node}) or {node}
+                here = (needy_nodes == node) & (needy_sources == source)
                 out[here] = sum(sums.get(n, 0) for n in allowed)
                 if node in allowed:
                     # The block's own free pages are never its targets (they sit in the
@@ -323,7 +209,7 @@ def with_confidence(machine: Machine, sem: OfflineSemantics, verdicts: List[Bloc
     again = np.asarray([v.block for v in verdicts if alternative is not None and assessor.needs_second_reading(v)],
                        dtype=np.int64)
     second: Dict[int, BlockVerdict] = {}
-    if len(again):
+    if len(again) and alternative is not None:
         pessimistic = dataclasses.replace(machine, pages=alternative, assessor=None)
         second = {v.block: v for v, _ in judge(pessimistic, sem, again)}
     effect = sem.foreign_reference_effect()

@@ -17,12 +17,13 @@ import numpy as np
 from memplan.snapshot import kpf
 from memplan.core.errors import UsageError
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
+from memplan.kernel.notifier import skippable_pages
 from memplan.kernel.offline import BlockContext, offline_block, offline_block_traced
 from memplan.kernel.semantics import get_semantics
-from memplan.kernel.virtio_mem import fake_offline_skippable
-from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, Errno, PageKind
+from memplan.kernel.trace import folio_size_text
+from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, PageKind
 from memplan.core.machine import HugetlbPool, Machine
-from memplan.core.results import BlockVerdict, Outcome, Reason, Step
+from memplan.core.results import BlockVerdict, Cause, Culprit, Outcome, Step
 from memplan.engine.simulation import Simulator, migration_capacities
 from memplan.kernel.trace import PipelineStep, StepRecord
 from memplan.core.units import format_block_ranges, format_size
@@ -82,10 +83,7 @@ def explain_block(machine: Machine, block: int, semantics: Optional[str] = None)
     population: Tuple[PopulationRow, ...] = ()
     culprit: Optional[CulpritPage] = None
     refcounts = ref if ref is not None else DEFAULT_REFCOUNT[kinds]
-    skippable = np.zeros(ppb, dtype=bool)
-    if ctx.device is not None and fake_offline_skippable(ctx.device, ctx.device_state, sem.virtio_mem_marks_skippable,
-                                                         sem.virtio_mem_unload_clears_skippable):
-        skippable = kinds == PageKind.FAKE_OFFLINE
+    skippable = skippable_pages(sem, ctx.device, ctx.device_state, kinds)
     if online:
         population = _population(kinds, refcounts, ctx.start_pfn, skippable)
     if verdict.culprit is not None:
@@ -120,120 +118,158 @@ def _plural(n: int, word: str) -> str:
 def _advice(machine: Machine, v: BlockVerdict, ctx: BlockContext, kinds: np.ndarray, refcounts: np.ndarray,
             pools: Dict[int, HugetlbPool], steps: Tuple[StepRecord, ...]) -> str:
     """One plain sentence: what would make the block offlinable."""
-    def count(*which: PageKind) -> int:
-        return int(np.count_nonzero(np.isin(kinds, [int(k) for k in which])))
-
     if v.result is Outcome.OFFLINED:
         if v.hazards:
             return f"Nothing to do: the block offlines, but mind the hazard: {v.hazards[0].text}."
         return "Nothing to do: the block offlines."
-    if v.step is Step.STATE:
+    if v.cause is Cause.NOT_ONLINE:
         if ctx.state is BlockState.GOING_OFFLINE:
             return "Wait: another offline of this block is in progress."
         return "Nothing to offline: the block is already offline."
-    if v.step is Step.ZONE:
-        return "This block spans two zones or two nodes (valid_zones: none): it can never be offlined."
-    if v.step is Step.ALIGNMENT:
-        return "The block's range is not aligned to pageblocks and sections: it can never be offlined."
-    if v.step is Step.HOLES:
-        return "Memory holes: this block can never be offlined."
-    if v.step is Step.NOTIFIER:
-        if v.reason is Reason.NODE_NOTIFIER_FAILURE:
-            return (f"This is node {v.node}'s last memory and a node notifier refuses to let it go: stop the user of "
-                    f"node {v.node}'s memory first.")
-        if ctx.device is not None and ctx.device.driver is DriverState.REMOVING:
-            return "Wait: the virtio-mem driver is being removed; retry once it is gone or loaded again."
-        return f"Another memory notifier vetoes with -{v.errno.value if v.errno else '?'}: stop the subsystem that holds this memory."
-    if v.step is Step.SCAN and v.result is Outcome.FAILS and v.errno is Errno.EINTR:
-        return "Wait: a signal is pending; retry from a task without a pending signal (e.g. not after a timeout expired)."
+    if v.cause is Cause.MEMORY_NOTIFIER_VETO:
+        return (f"Another memory notifier vetoes with -{v.errno.value if v.errno else '?'}: stop the subsystem that "
+                "holds this memory.")
+    if v.cause is Cause.NODE_NOTIFIER_VETO:
+        return (f"This is node {v.node}'s last memory and a node notifier refuses to let it go: stop the user of "
+                f"node {v.node}'s memory first.")
+    if v.cause in _PAGE_FREE_ADVICE:
+        return _PAGE_FREE_ADVICE[v.cause]
     culprit = v.culprit
     if culprit is None:
         return "The kernel would not offline this block."
-    kind = culprit.kind
-    n = count(kind)
-    zone = f"ZONE_{ctx.zone.value.upper()}" if ctx.zone else "this zone"
+    if v.cause is Cause.PAGEBLOCK_ISOLATED:
+        return ("Wait: someone else (e.g. a concurrent alloc_contig_range()) has isolated the pageblock at pfn "
+                f"{culprit.pfn:#x}; retry when it is done.")
+    if v.cause is Cause.CMA_PAGEBLOCK:
+        return "The block overlaps a CMA area: it cannot be offlined while that CMA reservation exists."
+    page = _Pages(machine, ctx, kinds, refcounts)
     if v.step is Step.ISOLATE:
-        pageblock = (culprit.pfn - ctx.start_pfn) // machine.geometry.pageblock_pages
-        if ctx.isolated[pageblock]:
-            return ("Wait: someone else (e.g. a concurrent alloc_contig_range()) has isolated the pageblock at pfn "
-                    f"{culprit.pfn:#x}; retry when it is done.")
-        if ctx.cma[pageblock]:
-            return "The block overlaps a CMA area: it cannot be offlined while that CMA reservation exists."
-        if kind is PageKind.RESERVED:
-            return f"PG_reserved memory ({_plural(n, 'page')}, boot allocations or firmware): this block can never be offlined."
-        if kind in (PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL):
-            m = count(PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL)
-            return (f"{_plural(m, 'unmovable kernel page')} (slab, page tables, other allocations) sit in {zone}: "
-                    "they must be freed first; online the block as movable (online_movable) so the kernel cannot "
-                    "place them there.")
-        if kind is PageKind.BALLOON:
-            return f"Deflate the balloon: {_plural(n, 'balloon page')} without balloon migration pin the block."
-        if kind is PageKind.OFFLINE_REFCOUNT_DRIVER:
-            return (f"The driver owning {_plural(n, 'PageOffline page')} must release them: they are not "
-                    "PG_offline_skippable, so isolation fails before its MEM_GOING_OFFLINE handler can drop its "
-                    "references.")
-        if kind is PageKind.FAKE_OFFLINE:
-            return ("The virtio-mem driver is gone and cleared PG_offline_skippable on the unplugged memory: this "
-                    "block cannot be offlined; load virtio-mem again and unplug through it.")
-        return f"Free the unmovable {kind.label} page at pfn {culprit.pfn:#x} ({_plural(n, 'page')} of that kind)."
-    if v.step is Step.SCAN and v.result is Outcome.FAILS:
-        if kind is PageKind.BALLOON:
-            return f"Deflate the balloon: {_plural(n, 'balloon page')} without balloon migration cannot be migrated."
-        if kind is PageKind.FAKE_OFFLINE:
-            if ctx.device is not None and ctx.device.driver is not DriverState.LOADED:
-                return (f"The virtio-mem driver is {ctx.device.driver.value}: nobody drops the references of its "
-                        f"{_plural(n, 'fake-offline page')}; load virtio-mem again and unplug through it.")
-            return (f"Someone else holds a reference on the fake-offline page at pfn {culprit.pfn:#x} (refcount "
-                    f"{culprit.refcount} after virtio-mem dropped its own): it must drop it first.")
-        if kind is PageKind.OFFLINE_REFCOUNT_DRIVER:
-            return (f"The driver owning {_plural(n, 'PageOffline page')} must release them: under "
-                    "PG_offline_skippable only skippable pages are skipped, its refcount protocol no longer helps.")
-        if kind is PageKind.OFFLINE_ORPHAN:
-            return (f"{_plural(n, 'PageOffline page')} with refcount 0 have no owner: whoever left them must free "
-                    "them.")
-        return f"Free the {kind.label} page at pfn {culprit.pfn:#x}: SCAN treats it as definitely unmovable."
+        return _isolation_advice(culprit, page)
+    if v.cause is Cause.PAGE_OFFLINE_BUSY:
+        return _scan_busy_advice(culprit, page)
     if v.step is Step.SCAN:  # hangs: migration keeps failing
-        default = int(DEFAULT_REFCOUNT[int(kind)])
-        if kind is PageKind.PINNED:
-            return (f"Unpin the VFIO/RDMA buffer: {_plural(n, 'long-term pinned page')} cannot migrate; until then "
-                    "the write hangs until a signal.")
-        if culprit.refcount > default:
-            extra = int(np.count_nonzero(refcounts > DEFAULT_REFCOUNT[kinds]))
-            return (f"Release the extra references on {_plural(extra, 'page')} (refcount {culprit.refcount}, "
-                    f"migration expects {default}; e.g. vmspliced pages waiting in a pipe); until then the write "
-                    "hangs until a signal.")
-        if kind is PageKind.GIGANTIC:
-            return ("Free a 1 GiB hugetlb page outside this block (raise the 1 GiB pool's free pages above its "
-                    "reservations): an in-use gigantic page can only migrate into a free pool page.")
-        if culprit.refcount == 0:
-            return f"The {kind.label} folio at pfn {culprit.pfn:#x} has refcount 0 and can never be isolated."
-        movable = int(np.count_nonzero(kinds != PageKind.FREE))
-        return (f"Free memory on the nodes migration may use: the block's movable pages need targets "
-                f"({format_size(movable * machine.geometry.page_size)} at most) and there are not enough free pages.")
+        return _migration_advice(v, culprit, page)
     if v.step is Step.DISSOLVE:
-        if kind in (PageKind.HUGETLB_FREE, PageKind.GIGANTIC_FREE):
-            order = 18 if kind is PageKind.GIGANTIC_FREE else 9
-            size = "1 GiB" if order == 18 else "2 MiB"
-            met = [s.count for s in steps if s.step is PipelineStep.DISSOLVE and s.count is not None]
-            folios = met[0] if met else max(1, -(-n // (1 << order)))
-            headroom = pools[order].headroom
-            short = max(folios - headroom, 1)
-            return (f"Raise the {size} hugetlb pool's headroom by {short}: DISSOLVE meets "
-                    f"{_plural(folios, 'free hugetlb page')} in the block but free - resv is {headroom} (release {short} "
-                    "reservations, or add free huge pages outside this block).")
-        folios = max(1, -(-n // 512))
-        return (f"Free {_plural(max(folios, 1), 'in-use hugetlb page')} that cannot migrate (not marked "
-                "migratable, e.g. not mapped yet): stop their user.")
+        return _dissolve_advice(v, culprit, page, pools, steps)
     if v.step is Step.TEST_ISOLATED:
-        if kind in (PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL):
-            m = count(PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL)
-            return (f"{_plural(m, 'stray unmovable kernel page')} in {zone} can neither migrate nor be skipped: "
+        if culprit.kind in _KERNEL_KINDS:
+            m = page.count(*_KERNEL_KINDS)
+            return (f"{_plural(m, 'stray unmovable kernel page')} in {page.zone} can neither migrate nor be skipped: "
                     "they must be freed; until then the write hangs until a signal.")
-        return (f"The {kind.label} page at pfn {culprit.pfn:#x} is neither free nor skippable: free it; until then "
-                "the write hangs until a signal.")
+        return (f"The {culprit.kind.label} page at pfn {culprit.pfn:#x} is neither free nor skippable: free it; until "
+                "then the write hangs until a signal.")
     if v.step is Step.COMMIT:
         return "Do not offline this block: the kernel would BUG() on a PageOffline page still referenced at commit."
     return "The kernel would not offline this block."
+
+
+#: Advice for the causes that do not depend on the block's pages.
+_PAGE_FREE_ADVICE: Dict[Cause, str] = {
+    Cause.ZONE_NULL: "This block spans two zones or two nodes (valid_zones: none): it can never be offlined.",
+    Cause.MISALIGNED: "The block's range is not aligned to pageblocks and sections: it can never be offlined.",
+    Cause.MEMORY_HOLES: "Memory holes: this block can never be offlined.",
+    Cause.VIRTIO_MEM_REMOVING: "Wait: the virtio-mem driver is being removed; retry once it is gone or loaded again.",
+    Cause.SIGNAL_PENDING: "Wait: a signal is pending; retry from a task without a pending signal (e.g. not after a "
+                          "timeout expired).",
+}
+_KERNEL_KINDS = (PageKind.SLAB, PageKind.PAGETABLE, PageKind.KERNEL)
+
+
+class _Pages:
+    """The block's pages, as the advice counts them."""
+
+    def __init__(self, machine: Machine, ctx: BlockContext, kinds: np.ndarray, refcounts: np.ndarray) -> None:
+        self.machine, self.ctx, self.kinds, self.refcounts = machine, ctx, kinds, refcounts
+        self.zone = f"ZONE_{ctx.zone.value.upper()}" if ctx.zone else "this zone"
+
+    def count(self, *which: PageKind) -> int:
+        return int(np.count_nonzero(np.isin(self.kinds, [int(k) for k in which])))
+
+
+def _isolation_advice(culprit: Culprit, page: _Pages) -> str:
+    kind = culprit.kind
+    n = page.count(kind)
+    if kind is PageKind.RESERVED:
+        return (f"PG_reserved memory ({_plural(n, 'page')}, boot allocations or firmware): this block can never be "
+                "offlined.")
+    if kind in _KERNEL_KINDS:
+        m = page.count(*_KERNEL_KINDS)
+        return (f"{_plural(m, 'unmovable kernel page')} (slab, page tables, other allocations) sit in {page.zone}: "
+                "they must be freed first; online the block as movable (online_movable) so the kernel cannot "
+                "place them there.")
+    if kind is PageKind.BALLOON:
+        return f"Deflate the balloon: {_plural(n, 'balloon page')} without balloon migration pin the block."
+    if kind is PageKind.OFFLINE_REFCOUNT_DRIVER:
+        return (f"The driver owning {_plural(n, 'PageOffline page')} must release them: they are not "
+                "PG_offline_skippable, so isolation fails before its MEM_GOING_OFFLINE handler can drop its "
+                "references.")
+    if kind is PageKind.FAKE_OFFLINE:
+        return ("The virtio-mem driver is gone and cleared PG_offline_skippable on the unplugged memory: this "
+                "block cannot be offlined; load virtio-mem again and unplug through it.")
+    return f"Free the unmovable {kind.label} page at pfn {culprit.pfn:#x} ({_plural(n, 'page')} of that kind)."
+
+
+def _scan_busy_advice(culprit: Culprit, page: _Pages) -> str:
+    kind = culprit.kind
+    n = page.count(kind)
+    if kind is PageKind.BALLOON:
+        return f"Deflate the balloon: {_plural(n, 'balloon page')} without balloon migration cannot be migrated."
+    if kind is PageKind.FAKE_OFFLINE:
+        device = page.ctx.device
+        if device is not None and device.driver is not DriverState.LOADED:
+            return (f"The virtio-mem driver is {device.driver.value}: nobody drops the references of its "
+                    f"{_plural(n, 'fake-offline page')}; load virtio-mem again and unplug through it.")
+        return (f"Someone else holds a reference on the fake-offline page at pfn {culprit.pfn:#x} (refcount "
+                f"{culprit.refcount} after virtio-mem dropped its own): it must drop it first.")
+    if kind is PageKind.OFFLINE_REFCOUNT_DRIVER:
+        return (f"The driver owning {_plural(n, 'PageOffline page')} must release them: under "
+                "PG_offline_skippable only skippable pages are skipped, its refcount protocol no longer helps.")
+    if kind is PageKind.OFFLINE_ORPHAN:
+        return (f"{_plural(n, 'PageOffline page')} with refcount 0 have no owner: whoever left them must free "
+                "them.")
+    return f"Free the {kind.label} page at pfn {culprit.pfn:#x}: SCAN treats it as definitely unmovable."
+
+
+def _migration_advice(v: BlockVerdict, culprit: Culprit, page: _Pages) -> str:
+    kind = culprit.kind
+    geo = page.machine.geometry
+    default = int(DEFAULT_REFCOUNT[int(kind)])
+    if v.cause is Cause.EXTRA_REFERENCES and KIND_INFO[kind].pinned:
+        return (f"Unpin the VFIO/RDMA buffer: {_plural(page.count(kind), 'long-term pinned page')} cannot migrate; "
+                "until then the write hangs until a signal.")
+    if v.cause is Cause.EXTRA_REFERENCES:
+        extra = int(np.count_nonzero(page.refcounts > DEFAULT_REFCOUNT[page.kinds]))
+        return (f"Release the extra references on {_plural(extra, 'page')} (refcount {culprit.refcount}, "
+                f"migration expects {default}; e.g. vmspliced pages waiting in a pipe); until then the write "
+                "hangs until a signal.")
+    if v.cause is Cause.GIGANTIC_NO_POOL_FOLIO:
+        size = folio_size_text(geo, int(geo.folio_order[int(kind)]))
+        return (f"Free a {size} hugetlb page outside this block (raise the {size} pool's free pages above its "
+                "reservations): an in-use gigantic page can only migrate into a free pool page.")
+    if v.cause is Cause.FOLIO_REFCOUNT_ZERO:
+        return f"The {kind.label} folio at pfn {culprit.pfn:#x} has refcount 0 and can never be isolated."
+    movable = int(np.count_nonzero(page.kinds != PageKind.FREE))
+    return (f"Free memory on the nodes migration may use: the block's movable pages need targets "
+            f"({format_size(movable * geo.page_size)} at most) and there are not enough free pages.")
+
+
+def _dissolve_advice(v: BlockVerdict, culprit: Culprit, page: _Pages, pools: Dict[int, HugetlbPool],
+                     steps: Tuple[StepRecord, ...]) -> str:
+    geo = page.machine.geometry
+    order = int(geo.folio_order[int(culprit.kind)])
+    n = page.count(culprit.kind)
+    if v.cause is Cause.HUGETLB_NO_HEADROOM:
+        size = folio_size_text(geo, order)
+        met = [s.count for s in steps if s.step is PipelineStep.DISSOLVE and s.count is not None]
+        folios = met[0] if met else max(1, -(-n // (1 << order)))
+        headroom = pools[order].headroom
+        short = max(folios - headroom, 1)
+        return (f"Raise the {size} hugetlb pool's headroom by {short}: DISSOLVE meets "
+                f"{_plural(folios, 'free hugetlb page')} in the block but free - resv is {headroom} (release {short} "
+                "reservations, or add free huge pages outside this block).")
+    folios = max(1, -(-n // (1 << order)))
+    return (f"Free {_plural(max(folios, 1), 'in-use hugetlb page')} that cannot migrate (not marked "
+            "migratable, e.g. not mapped yet): stop their user.")
 
 
 def kind_counts(story: BlockStory) -> Dict[PageKind, int]:

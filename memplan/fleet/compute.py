@@ -24,15 +24,16 @@ from memplan.core.errors import MemplanError, UsageError
 from memplan.fleet.types import (
     CauseCount, DeviceSummary, FleetCause, FleetMode, FleetReport, HostSummary, InputKind, ZoneSummary, ZoneTotal,
 )
-from memplan.kernel.migration import ENOMEM as MIGRATE_ENOMEM
 from memplan.core.model import Errno, PageKind, Zone
 from memplan.core.machine import Machine
-from memplan.core.results import BlockVerdict, Confidence, Outcome, Step
+from memplan.core.results import BlockVerdict, Cause, Confidence, Outcome, Step
 from memplan.core.status import ExitStatus, check_status
 from memplan.core.units import format_size
 
 #: Cause of a block whose migration fails because no free page is left to migrate to.
 NO_MIGRATION_TARGET = "no migration target"
+#: Verdict causes that mean the lack of free memory (or of a pool folio) is to blame.
+_NO_TARGET_CAUSES = frozenset({Cause.NO_MIGRATION_TARGET, Cause.GIGANTIC_NO_POOL_FOLIO})
 #: Zone name of a block whose ``valid_zones`` is ``none`` (it spans zones).
 NO_ZONE = "none"
 _ZONE_ORDER = {z.value: z.code for z in Zone}
@@ -193,13 +194,12 @@ def run_host(task: HostTask) -> HostSummary:
 def verdict_cause(v: BlockVerdict) -> str:
     """Why a block does not offline, as one short name.
 
-    ``do_migrate_range()`` prints ``migrating pfn %lx failed ret:%d`` with -ENOMEM when no
-    target page could be allocated (memplan.kernel.migration): then the page kind is not to
-    blame, the lack of free memory is. Otherwise the culprit page's kind, else the kernel's
-    reason string (``memory holes``, ``multizone range``, ``notifier failure``, ...).
+    When migration loops because no target page can be allocated (``Cause.NO_MIGRATION_TARGET``,
+    ``Cause.GIGANTIC_NO_POOL_FOLIO``: -ENOMEM) the page kind is not to blame, the lack of free
+    memory is. Otherwise the culprit page's kind, else the kernel's reason string (``memory
+    holes``, ``multizone range``, ``notifier failure``, ...).
     """
-    enomem = f"failed ret:{MIGRATE_ENOMEM}"
-    if any(e.function == "do_migrate_range" and e.text.endswith(enomem) for e in v.kernel_log):
+    if v.cause in _NO_TARGET_CAUSES:
         return NO_MIGRATION_TARGET
     if v.culprit is not None:
         return v.culprit.kind.label

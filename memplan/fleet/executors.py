@@ -17,13 +17,15 @@ Dask worker) becomes that host's error row; the run goes on.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterator, Optional, Sequence, Tuple
+from multiprocessing.context import BaseContext
+from typing import Any, Callable, Deque, Dict, Generator, Iterator, Optional, Sequence, Tuple
 
 from memplan.core.errors import UsageError
 from memplan.fleet.compute import HostTask, run_host
@@ -111,7 +113,7 @@ def _failed(task: HostTask, exc: BaseException) -> HostSummary:
 
 
 def run_tasks(tasks: Sequence[HostTask], backend: Backend = Backend(),
-              func: Callable[[HostTask], HostSummary] = run_host) -> Iterator[HostSummary]:
+              func: Callable[[HostTask], HostSummary] = run_host) -> Generator[HostSummary, None, None]:
     """Run every task and yield its summary as soon as it is done.
 
     The backend is set up first (a Dask scheduler that cannot be reached is a ``UsageError``
@@ -131,7 +133,7 @@ def run_tasks(tasks: Sequence[HostTask], backend: Backend = Backend(),
         yield func(task)
 
 
-def _mp_context() -> Any:
+def _mp_context() -> BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
@@ -150,7 +152,7 @@ def _run_pool(tasks: Sequence[HostTask], answered: Sequence[HostTask], workers: 
     ctx = _mp_context()
     pending: Deque[HostTask] = deque(tasks)
     suspects: Deque[HostTask] = deque()
-    inflight: Dict[Future, Tuple[HostTask, bool]] = {}
+    inflight: Dict[Future[HostSummary], Tuple[HostTask, bool]] = {}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
         yield from (func(task) for task in answered)
@@ -209,8 +211,6 @@ def _died(task: HostTask) -> HostSummary:
 def _run_dask(tasks: Sequence[HostTask], answered: Sequence[HostTask], backend: Backend,
               func: Callable[[HostTask], HostSummary]) -> Iterator[HostSummary]:
     require_dask("--scheduler" if backend.scheduler else "--dask-local")
-    import logging
-
     import dask
     from distributed import Client, LocalCluster
     from distributed import as_completed as dask_as_completed
@@ -247,10 +247,10 @@ def _run_dask(tasks: Sequence[HostTask], answered: Sequence[HostTask], backend: 
                 yield future.result()
             else:
                 try:
-                    exc = future.exception()
+                    error = future.exception()
                 except Exception as lost:  # noqa: BLE001 - a cancelled or lost future
-                    exc = lost
-                yield _failed(task, exc)
+                    error = lost
+                yield _failed(task, error)
             future.release()
     finally:
         client.close()

@@ -33,12 +33,11 @@ from typing import Optional, Protocol, Tuple
 
 import numpy as np
 
-from memplan.kernel.isolation import isolate_range
+from memplan.core.geometry import Geometry
+from memplan.core.model import DEFAULT_REFCOUNT, IS_PINNED, Errno, PageKind
+from memplan.kernel.hugetlb import free_kind_of
+from memplan.kernel.isolation import isolate_range, unmovable_pages
 from memplan.kernel.pages import RangeView, first_index
-from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, Errno, PageKind
-
-#: ``MAX_PAGE_ORDER`` on x86-64: hugetlb folios above it are "gigantic" for alloc_contig_range().
-MAX_PAGE_ORDER = 10
 
 #: ``virtio_mem_fake_offline()``: attempts in ZONE_MOVABLE; other zones get one.
 MOVABLE_ATTEMPTS = 5
@@ -97,23 +96,16 @@ def unmovable_pages_other(view: RangeView, zone_movable: bool) -> np.ndarray:
     refcount 0 -> (the HWPoison and PageOffline exemptions apply to MEM_OFFLINE only) ->
     LRU/movable_ops -> unmovable.
     """
-    unmovable = view.reserved.copy()
-    if zone_movable:
-        return unmovable
-    compound = FOLIO_ORDER[view.kinds] > 0
-    # x86-64 supports migrating 2 MiB and 1 GiB hugetlb folios: both pass isolation.
-    unmovable |= compound & ~view.hugetlb & ~view.lru
-    considered = ~compound & ~view.reserved & (view.refcount != 0)
-    unmovable |= considered & ~(view.lru | view.movable_ops)
-    return unmovable
+    return unmovable_pages(view, zone_movable, None)
 
 
 def alloc_contig_range(kinds: np.ndarray, refcount: np.ndarray, start_pfn: int, zone_movable: bool,
-                       cma: np.ndarray, isolated: np.ndarray, pageblock_pages: int,
+                       cma: np.ndarray, isolated: np.ndarray, geometry: Geometry,
                        targets: ContigTargets) -> ContigResult:
     """Predict ``virtio_mem_fake_offline(vm, start_pfn, len(kinds))``."""
     n = len(kinds)
-    view = RangeView(start_pfn, kinds, refcount.astype(np.int64), np.zeros(n, dtype=bool))
+    pageblock_pages = geometry.pageblock_pages
+    view = RangeView(start_pfn, kinds, refcount.astype(np.int64), np.zeros(n, dtype=bool), geometry)
     none = np.zeros(n, dtype=bool)
     attempts_on_busy = MOVABLE_ATTEMPTS if zone_movable else 1
 
@@ -128,8 +120,9 @@ def alloc_contig_range(kinds: np.ndarray, refcount: np.ndarray, start_pfn: int, 
     heads = np.flatnonzero(first & (lru | movable_ops | hugetlb))
     kinds_h = kinds[heads]
     ref_h = view.refcount[heads]
-    order_h = FOLIO_ORDER[kinds_h]
-    gigantic = hugetlb[heads] & (order_h > MAX_PAGE_ORDER)
+    order_h = np.take(geometry.folio_order, kinds_h)
+    # hstate_is_gigantic(): isolate_or_dissolve_huge_folio() bails out with -ENOMEM
+    gigantic = hugetlb[heads] & (order_h > geometry.max_page_order)
     free_huge = hugetlb[heads] & (ref_h == 0) & ~gigantic
     # Migration is only attempted for folios that can be isolated and whose references are
     # all accounted for; pinned pages are not even isolated (isolate_migratepages_block()'s
@@ -166,12 +159,13 @@ def alloc_contig_range(kinds: np.ndarray, refcount: np.ndarray, start_pfn: int, 
     returned = np.flatnonzero(first & pool_migrated)
     if len(returned):
         again, _ = targets.allocate(start_pfn + returned,
-                                    np.full(len(returned), int(PageKind.HUGETLB_FREE), dtype=np.uint8),
+                                    np.array([int(free_kind_of(PageKind(int(k)))) for k in kinds[returned]],
+                                             dtype=np.uint8),
                                     np.full(len(returned), int(Request.REPLACE), dtype=np.int8))
         if again < len(returned):
             left = np.zeros(n, dtype=bool)
             for head in returned[again:]:
-                left[head:head + (1 << int(FOLIO_ORDER[kinds[head]]))] = True
+                left[head:head + (1 << view.order_at(int(head)))] = True
             return ContigResult(Errno.ENOMEM, ContigStep.MIGRATE, int(returned[again]), 1, vacated & ~left, left)
 
     # test_pages_isolated(PB_ISOLATE_MODE_OTHER): buddy pages only.

@@ -4,6 +4,8 @@ Each free folio is dissolved only while its hstate has headroom
 (``available_huge_pages()``: ``free_huge_pages > resv_huge_pages``); every dissolve lowers
 ``free_huge_pages``. An in-use hugetlb folio (refcount > 0) fails with -EBUSY. The first
 failure aborts; folios dissolved before it stay dissolved.
+
+hstates are keyed by folio order (``Geometry.hugetlb_orders``: PMD- and PUD-sized folios).
 """
 
 from __future__ import annotations
@@ -13,8 +15,26 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from memplan.core.geometry import Geometry
+from memplan.core.model import DEFAULT_REFCOUNT, IS_HUGETLB, KIND_INFO, FolioSize, PageKind
+from memplan.core.results import Cause
 from memplan.kernel.pages import first_index
-from memplan.core.model import FOLIO_ORDER, IS_HUGETLB, PageKind
+
+#: The free hugetlb folio kind of each folio size (``free_huge_folio()`` turns an in-use folio
+#: into one of these).
+FREE_KINDS: Dict[FolioSize, PageKind] = {
+    info.folio: kind for kind, info in KIND_INFO.items() if info.hugetlb and DEFAULT_REFCOUNT[int(kind)] == 0
+}
+
+
+def free_kind(geometry: Geometry, order: int) -> PageKind:
+    """The free hugetlb folio kind of the hstate of ``order``."""
+    return next(kind for size, kind in FREE_KINDS.items() if geometry.order_of(size) == order)
+
+
+def free_kind_of(kind: PageKind) -> PageKind:
+    """The free hugetlb kind of the same folio size as the hugetlb kind ``kind``."""
+    return FREE_KINDS[KIND_INFO[kind].folio]
 
 
 @dataclass
@@ -25,16 +45,18 @@ class DissolveOutcome:
     dissolved: np.ndarray
     #: pages of free folios that would dissolve if no earlier folio failed
     dissolvable: np.ndarray
+    #: why the folio at ``failure`` does not dissolve
+    cause: Optional[Cause] = None
 
 
 def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
-             headroom: Dict[int, int]) -> DissolveOutcome:
+             headroom: Dict[int, int], geometry: Geometry) -> DissolveOutcome:
     hugetlb = np.take(IS_HUGETLB, kinds)
     if not hugetlb.any():
         none = np.zeros(len(kinds), dtype=bool)
         return DissolveOutcome(None, none, none)
     heads = np.flatnonzero(hugetlb & folio_first)
-    order = FOLIO_ORDER[kinds[heads]]
+    order = geometry.folio_order[kinds[heads]]
     free = refcount[heads] == 0
     ok = np.zeros(len(heads), dtype=bool)
     for o in np.unique(order):
@@ -54,14 +76,16 @@ def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
         return DissolveOutcome(None, dissolvable, dissolvable)
     cut = int(heads[f])
     dissolved = dissolvable & (np.arange(len(kinds)) < cut)
-    return DissolveOutcome(cut, dissolved, dissolvable)
+    # dissolve_free_hugetlb_folio(): an in-use folio is -EBUSY; a free one lacks headroom.
+    cause = Cause.HUGETLB_IN_USE if refcount[cut] > 0 else Cause.HUGETLB_NO_HEADROOM
+    return DissolveOutcome(cut, dissolved, dissolvable, cause)
 
 
-def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int) -> int:
+def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geometry) -> int:
     """Free hugetlb folios of the given order whose head page lies in ``kinds`` (pfn ``base_pfn``
     onwards): the ones ``dequeue_hugetlb_folio_node_exact()`` skips while this range is
     isolated (it tests the head page's pageblock)."""
-    kind = (PageKind.HUGETLB_FREE if order == 9 else PageKind.GIGANTIC_FREE).value
+    kind = free_kind(geometry, order).value
     size = 1 << order
     skip = (-base_pfn) % size
     return int(np.count_nonzero(kinds[skip::size] == kind))

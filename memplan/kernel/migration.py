@@ -15,18 +15,21 @@ the model changes between rounds, the loop's fixed point is computed directly:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.model import DEFAULT_REFCOUNT, IS_HUGETLB_MIGRATABLE, IS_PINNED, PageKind, Zone
+from memplan.core.results import Cause, LogEntry, LogLevel
+from memplan.kernel.hugetlb import free_kind_of
 from memplan.kernel.pages import RATELIMIT_BURST, RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
-from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, IS_PINNED, PageKind, Zone
-from memplan.core.results import LogEntry, LogLevel
 
 ENOMEM = -12
-#: pages per folio of each kind
-_FOLIO_PAGES = np.left_shift(np.int64(1), FOLIO_ORDER.astype(np.int64))
+#: In-use hugetlb kinds SCAN reports (``folio_test_hugetlb_migratable``): their targets may come
+#: from the pool.
+_HUGETLB_MIGRATABLE_KINDS = tuple(k for k in PageKind if IS_HUGETLB_MIGRATABLE[int(k)])
 #: The highest refcount a folio of each kind may have and still migrate: its kind's own
 #: references; -1 for long-term pinned kinds, which never migrate.
 _MIGRATABLE_REFCOUNT = np.where(IS_PINNED, -1, DEFAULT_REFCOUNT).astype(np.int32)
@@ -66,10 +69,20 @@ class MigrationTargets:
     pool: Dict[int, int] = field(default_factory=dict)
 
 
+class ScanResult(str, Enum):
+    """How the SCAN/MIGRATE loop ends."""
+
+    #: scan_movable_pages() returns -ENOENT: nothing left to migrate
+    NONE_LEFT = "none_left"
+    #: scan_movable_pages() returns -EBUSY ("unmovable page")
+    BUSY = "busy"
+    #: SCAN keeps finding a folio MIGRATE cannot move: the loop runs until a signal
+    LOOPS = "loops"
+
+
 @dataclass
 class MigrationOutcome:
-    #: "none_left" (-ENOENT), "busy" (-EBUSY "unmovable page") or "loops" (until a signal)
-    result: str
+    result: ScanResult
     #: index in the range of the page SCAN stops at (busy) or keeps finding (loops)
     index: Optional[int]
     #: pages of folios that migrate successfully
@@ -84,6 +97,8 @@ class MigrationOutcome:
     ran: bool = False
     #: pages of hugetlb folios whose target came from the pool (their source returns to the pool)
     pool: Optional[np.ndarray] = None
+    #: why SCAN stops (busy) or the loop never ends (loops)
+    cause: Optional[Cause] = None
 
 
 def found_pages(view: RangeView) -> np.ndarray:
@@ -102,25 +117,67 @@ def busy_pages(view: RangeView, semantics: OfflineSemantics) -> np.ndarray:
     return offline & semantics.scan_busy(view.refcount, view.skippable)
 
 
-def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTargets) -> MigrationOutcome:
-    found = found_pages(view)
-    busy = busy_pages(view, semantics)
-    first = view.first
-    heads = np.flatnonzero(found & first)
+def migrate_leaves(view: RangeView, semantics: OfflineSemantics, tail: slice = slice(None)) -> np.ndarray:
+    """Pages ``do_migrate_range()`` steps over without trying to isolate them: skippable
+    PageOffline pages (site 3), pages ``folio_try_get()`` fails on (refcount 0) and hwpoisoned
+    pages (``unmap_poisoned_folio()``, never migrated)."""
+    return ((view.offline[tail] & semantics.migrate_skips(view.skippable[tail])) | (view.refcount[tail] == 0)
+            | view.hwpoison[tail])
+
+
+def _loop_cause(ref: int, pinned: bool, gigantic: bool) -> Cause:
+    """Why MIGRATE fails on the folio SCAN keeps finding, every round."""
+    if ref == 0:
+        return Cause.FOLIO_REFCOUNT_ZERO  # folio_try_get() fails: never isolated
+    if pinned:
+        return Cause.EXTRA_REFERENCES  # folio_migrate_mapping()'s refcount check
+    if gigantic:
+        return Cause.GIGANTIC_NO_POOL_FOLIO  # alloc_migrate_hugetlb_folio(): hstate_is_gigantic()
+    return Cause.NO_MIGRATION_TARGET  # the target allocation fails: -ENOMEM
+
+
+@dataclass
+class _Folios:
+    """What MIGRATE does with every folio SCAN reports (one entry per folio head)."""
+
+    heads: np.ndarray
+    refcount: np.ndarray
+    #: references migrate_pages() cannot drop, or refcount 0: fails every round
+    pinned: np.ndarray
+    #: an in-use gigantic hugetlb folio (hstate_is_gigantic())
+    gigantic: np.ndarray
+    #: the target is a free folio of the pool (alloc_hugetlb_folio_nodemask())
+    uses_pool: np.ndarray
+    success: np.ndarray
+    #: fails because no target can be allocated
+    enomem: np.ndarray
+    #: pages that need a target taken from ``capacity``
+    demand: int
+
+
+def _folio_fates(view: RangeView, found: np.ndarray, targets: MigrationTargets) -> _Folios:
+    """Which found folios migrate, and where to (``do_migrate_range()`` + ``migrate_pages()``)."""
+    heads = np.flatnonzero(found & view.first)
     kinds_h = view.kinds[heads]
-    size_h = np.take(_FOLIO_PAGES, kinds_h)
+    geometry = view.geometry
+    size_h = np.left_shift(np.int64(1), np.take(geometry.folio_order, kinds_h).astype(np.int64))
     # Long-term pins and any reference beyond the kind's own make migrate_pages() fail
     # (folio_migrate_mapping()'s refcount check) every round; a folio whose refcount is 0
     # is found by SCAN but never isolated (folio_try_get() fails), also every round.
     ref_h = view.refcount[heads]
     pinned = (ref_h > np.take(_MIGRATABLE_REFCOUNT, kinds_h)) | (ref_h == 0)
     uses_pool = np.zeros(len(heads), dtype=bool)
-    for kind, order in ((PageKind.HUGETLB, 9), (PageKind.GIGANTIC, 18)):
-        mask = (kinds_h == kind.value) & ~pinned
-        if mask.any():
-            uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
+    gigantic = np.zeros(len(heads), dtype=bool)
+    for kind in _HUGETLB_MIGRATABLE_KINDS:
+        is_kind = kinds_h == kind.value
+        if not is_kind.any():
+            continue
+        order = int(geometry.folio_order[int(kind)])
+        mask = is_kind & ~pinned
+        uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
+        gigantic |= is_kind & geometry.is_gigantic(order)
     # Gigantic folios cannot be allocated fresh (alloc_migrate_hugetlb_folio() returns NULL).
-    needs_capacity = ~pinned & ~uses_pool & (kinds_h != PageKind.GIGANTIC.value)
+    needs_capacity = ~pinned & ~uses_pool & ~gigantic
     needed = np.where(needs_capacity, size_h, 0)
     if targets.capacity is None:
         fits = np.ones(len(heads), bool)
@@ -129,50 +186,48 @@ def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTarg
         demand_curve = np.cumsum(needed)
         fits = demand_curve <= targets.capacity
         demand = int(demand_curve[-1]) if len(demand_curve) else 0
-    success_h = uses_pool | (needs_capacity & fits)
-    enomem_h = ~pinned & ~success_h
+    success = uses_pool | (needs_capacity & fits)
+    return _Folios(heads, ref_h, pinned, gigantic, uses_pool, success, ~pinned & ~success, demand)
 
-    # Expand folio results to pages (folios are contiguous runs starting at their heads): one
-    # code per folio (has a found head / migrates / uses the pool), one gather to the pages.
-    if len(heads) == 0:
-        migrated = failed = pool_pages = np.zeros(len(view), dtype=bool)
-    elif success_h.all() and not uses_pool.any() and len(heads) == np.count_nonzero(found):
-        # Every found page is its own head (order-0 pages only) and migrates.
-        migrated, failed, pool_pages = found, np.zeros(len(view), dtype=bool), np.zeros(len(view), dtype=bool)
-    else:
-        folio_id = np.cumsum(first, dtype=np.int32) - 1  # int32: bool->int64 cumsum is 10x slower
-        code = np.zeros(int(folio_id[-1]) + 1, dtype=np.uint8)
-        code[folio_id[heads]] = 1 | (success_h.view(np.uint8) << 1) | (uses_pool.view(np.uint8) << 2)
-        page_code = np.take(code, folio_id) * found
-        migrated = (page_code & 3) == 3
-        failed = (page_code & 3) == 1
-        pool_pages = (page_code & 5) == 5
 
-    # Migrated folios are freed; pool-backed hugetlb sources go back to the pool (free folios).
-    any_pool = bool(uses_pool.any())
+def _folio_pages(view: RangeView, found: np.ndarray, folios: _Folios) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The folio results as pages (folios are contiguous runs starting at their heads): one code
+    per folio (has a found head / migrates / uses the pool), one gather to the pages. Returns
+    the pages that migrate, that fail, and that take a pool folio."""
+    none = np.zeros(len(view), dtype=bool)
+    if len(folios.heads) == 0:
+        return none, none, none
+    if folios.success.all() and not folios.uses_pool.any() and len(folios.heads) == np.count_nonzero(found):
+        return found, none, none  # every found page is its own head (order-0 pages only) and migrates
+    folio_id = np.cumsum(view.first, dtype=np.int32) - 1  # int32: bool->int64 cumsum is 10x slower
+    code = np.zeros(int(folio_id[-1]) + 1, dtype=np.uint8)
+    code[folio_id[folios.heads]] = 1 | (folios.success.view(np.uint8) << 1) | (folios.uses_pool.view(np.uint8) << 2)
+    page_code = np.take(code, folio_id) * found
+    return (page_code & 3) == 3, (page_code & 3) == 1, (page_code & 5) == 5
+
+
+def _pages_after(view: RangeView, migrated: np.ndarray, pool_pages: np.ndarray,
+                 any_pool: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Kinds and refcounts once migrated folios are freed and pool-backed hugetlb sources went
+    back to the pool (free folios)."""
     # PageKind.FREE is 0: multiplying by "stays" frees the migrated pages (cheaper than np.where).
     kinds_after = view.kinds * ~(migrated & ~pool_pages if any_pool else migrated)
-    freed_pool = migrated & pool_pages
     if any_pool:
-        kinds_after[freed_pool & (view.kinds == PageKind.HUGETLB.value)] = PageKind.HUGETLB_FREE
-        kinds_after[freed_pool & (view.kinds == PageKind.GIGANTIC.value)] = PageKind.GIGANTIC_FREE
+        freed_pool = migrated & pool_pages
+        for kind in _HUGETLB_MIGRATABLE_KINDS:
+            kinds_after[freed_pool & (view.kinds == kind.value)] = free_kind_of(kind)
     refcount_after = view.refcount.copy()
     np.copyto(refcount_after, 0, where=migrated)
+    return kinds_after, refcount_after
 
-    h = first_index(found | busy)
-    if h is None:
-        return MigrationOutcome("none_left", None, migrated, view.kinds, view.refcount, demand, [])
-    if busy[h]:
-        return MigrationOutcome("busy", h, migrated, view.kinds, view.refcount, demand, [])
 
-    # Round 1 MIGRATE from h: messages, rate-limited together (one static ratelimit state).
+def _round_one_log(view: RangeView, semantics: OfflineSemantics, h: int, found: np.ndarray, folios: _Folios,
+                   repeats: bool) -> List[LogEntry]:
+    """What round 1 of MIGRATE from ``h`` prints, rate-limited together (one static ratelimit
+    state): ``failed to isolate pfn`` for every page it cannot isolate, then ``migrating pfn ...
+    failed ret:%d`` for every folio migrate_pages() gives back."""
     tail = slice(h, None)  # do_migrate_range() walks from the found pfn to the end
-    skipped = ((view.offline[tail] & semantics.migrate_skips(view.skippable[tail])) | (view.refcount[tail] == 0)
-               | view.hwpoison[tail])
-    not_isolatable = first[tail] & ~skipped & ~found[tail]
-    # Messages repeat every round while the write loops: decide that before building them.
-    again = first_index((failed & found) | busy, h)
-    repeats = again is not None and not busy[again]
+    not_isolatable = view.first[tail] & ~migrate_leaves(view, semantics, tail) & ~found[tail]
     events: List[List[LogEntry]] = []
     for i in np.flatnonzero(not_isolatable):
         pfn = view.pfn + h + int(i)
@@ -181,21 +236,43 @@ def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTarg
                        LogEntry(LogLevel.DUMP_PAGE, "isolation failed", pfn, "do_migrate_range", 1, repeats)])
         if len(events) >= RATELIMIT_BURST:
             break
-    failed_heads = heads[~success_h & (ref_h > 0)]  # refcount-0 folios never reach migrate_pages()
+    failed_heads = folios.heads[~folios.success & (folios.refcount > 0)]  # refcount 0: never reach migrate_pages()
     if len(failed_heads) and len(events) < RATELIMIT_BURST:
-        ret = ENOMEM if enomem_h.any() else int(len(failed_heads))
+        ret = ENOMEM if folios.enomem.any() else int(len(failed_heads))
         for i in failed_heads[: RATELIMIT_BURST - len(events)]:
             pfn = view.pfn + int(i)
             events.append([LogEntry(LogLevel.PR_WARN, f"migrating pfn {pfn:x} failed ret:{ret}", pfn,
                                     "do_migrate_range", 1, repeats),
                            LogEntry(LogLevel.DUMP_PAGE, "migration failure", pfn, "do_migrate_range", 1, repeats)])
+    return [e for pair in events for e in pair]
 
-    log = [e for pair in events for e in pair]
-    if repeats:
-        return MigrationOutcome("loops", again, migrated, kinds_after, refcount_after, demand, log, True,
-                                migrated & pool_pages)
-    if again is not None:
-        return MigrationOutcome("busy", again, migrated, kinds_after, refcount_after, demand, log, True,
-                                migrated & pool_pages)
-    return MigrationOutcome("none_left", None, migrated, kinds_after, refcount_after, demand, log, True,
-                            migrated & pool_pages)
+
+def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTargets) -> MigrationOutcome:
+    """The SCAN/MIGRATE loop's fixed point (see the module docstring)."""
+    found = found_pages(view)
+    busy = busy_pages(view, semantics)
+    folios = _folio_fates(view, found, targets)
+    migrated, failed, pool_pages = _folio_pages(view, found, folios)
+    demand = folios.demand
+    h = first_index(found | busy)
+    if h is None:
+        return MigrationOutcome(ScanResult.NONE_LEFT, None, migrated, view.kinds, view.refcount, demand, [])
+    if busy[h]:
+        return MigrationOutcome(ScanResult.BUSY, h, migrated, view.kinds, view.refcount, demand, [],
+                                cause=Cause.PAGE_OFFLINE_BUSY)
+    kinds_after, refcount_after = _pages_after(view, migrated, pool_pages, bool(folios.uses_pool.any()))
+    # Round 2 SCAN from h; messages repeat every round while the write loops.
+    again = first_index((failed & found) | busy, h)
+    repeats = again is not None and not busy[again]
+    log = _round_one_log(view, semantics, h, found, folios, repeats)
+    pooled = migrated & pool_pages
+    if again is None:
+        return MigrationOutcome(ScanResult.NONE_LEFT, None, migrated, kinds_after, refcount_after, demand, log, True,
+                                pooled)
+    if not repeats:
+        return MigrationOutcome(ScanResult.BUSY, again, migrated, kinds_after, refcount_after, demand, log, True,
+                                pooled, Cause.PAGE_OFFLINE_BUSY)
+    j = max(int(np.searchsorted(folios.heads, again, side="right")) - 1, 0)  # the folio SCAN keeps finding
+    cause = _loop_cause(int(folios.refcount[j]), bool(folios.pinned[j]), bool(folios.gigantic[j]))
+    return MigrationOutcome(ScanResult.LOOPS, again, migrated, kinds_after, refcount_after, demand, log, True,
+                            pooled, cause)

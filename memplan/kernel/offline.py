@@ -1,34 +1,69 @@
 """``offline_pages()`` for one memory block at a time, over numpy page arrays (spec §3).
 
-Step order follows ``memory_block_offline()`` (drivers/base/memory.c) and ``offline_pages()``
-(mm/memory_hotplug.c, ML-NEW torvalds/linux @ c17ee635): state -> zone -> alignment ->
-holes -> multizone -> isolation -> node notifier -> MEM_GOING_OFFLINE -> signal ->
-SCAN/MIGRATE -> DISSOLVE -> TEST_ISOLATED -> commit. The variant-specific predicates come
-from ``OfflineSemantics``; nothing else differs between the variants.
+One function per step, in the kernel's order (``memory_block_offline()`` in
+drivers/base/memory.c, ``offline_pages()`` in mm/memory_hotplug.c, ML-NEW torvalds/linux @
+c17ee635; ``memplan.core.results.PIPELINE``): state -> zone -> alignment -> holes ->
+multizone -> isolation -> node notifier -> MEM_GOING_OFFLINE -> signal -> SCAN/MIGRATE ->
+DISSOLVE -> TEST_ISOLATED -> commit. Each returns ``None`` to go on or the ``Stop`` that ends
+the attempt; ``offline_block()`` and ``offline_block_traced()`` compose them. The conditions
+that need no page (``node_notifier_stop()``, ``going_offline_stop()``, ``signal_stop()``) are
+public so that block-level shortcuts ask them too. The semantics-specific predicates come from
+``OfflineSemantics``; nothing else differs between the semantics.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from functools import lru_cache
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from memplan.core.geometry import Geometry
-from memplan.kernel import hugetlb as hugetlb_mod
-from memplan.kernel.isolation import isolate_range, isolation_order, unmovable_pages
-from memplan.kernel.migration import MigrationTargets, migrate
-from memplan.kernel.pages import RangeView, first_index, per_page_entries
-from memplan.kernel.semantics import OfflineSemantics
-from memplan.kernel.virtio_mem import fake_offline_skippable
-from memplan.core.model import (
-    DEFAULT_REFCOUNT, BlockState, DriverState, Errno, ForeignRefTiming, PageKind, Zone,
-)
 from memplan.core.machine import Environment, HugetlbPool, VirtioMemDevice
+from memplan.core.model import DEFAULT_REFCOUNT, BlockState, DriverState, PageKind, Zone
 from memplan.core.results import (
-    BlockVerdict, Culprit, Hazard, HazardKind, LogEntry, LogLevel, Outcome, PageCounts, Reason, Step,
+    BlockVerdict,
+    Cause,
+    Culprit,
+    Hazard,
+    LogEntry,
+    LogLevel,
+    PageCounts,
+    PipelineStep,
 )
-from memplan.kernel.trace import PipelineStep, StepRecord, StepStatus, TraceRecorder
+from memplan.kernel import hugetlb as hugetlb_mod
+from memplan.kernel import trace as details
+from memplan.kernel.isolation import isolate_range, unmovable_pages
+from memplan.kernel.migration import MigrationOutcome, MigrationTargets, ScanResult, migrate, migrate_leaves
+from memplan.kernel.notifier import (
+    Notified,
+    after_success_hazards,
+    cancel_hazards,
+    going_offline,
+    skippable_pages,
+)
+from memplan.kernel.pages import RangeView, first_index
+from memplan.kernel.semantics import OfflineSemantics
+from memplan.kernel.trace import StepRecord, StepStatus, TraceRecorder
+from memplan.kernel.verdict import Stop, VerdictBuilder, page_culprit, pr_debug_entry
+
+__all__ = [
+    "BlockContext",
+    "BlockStats",
+    "OfflineEffects",
+    "OfflineSetup",
+    "PredicateInputs",
+    "Stop",
+    "fake_offline_passes",
+    "going_offline_stop",
+    "node_notifier_stop",
+    "offline_block",
+    "offline_block_traced",
+    "pr_debug_entry",
+    "predicate_inputs",
+    "signal_stop",
+]
 
 
 @dataclass(frozen=True)
@@ -38,12 +73,22 @@ class OfflineSetup:
     geometry: Geometry
     semantics: OfflineSemantics
     environment: Environment
-    #: resolved pool counters by folio order
+    #: resolved pool counters by folio order (``Geometry.hugetlb_orders``)
     pools: Dict[int, HugetlbPool]
     #: present pages per node (``pgdat->node_present_pages``, vmemmap of online blocks included)
     node_present_pages: Dict[int, int] = field(default_factory=dict)
     #: NUMA node notifiers exist (v6.17+)
     node_notifier: bool = True
+    #: builds this run's verdicts (derived)
+    verdicts: VerdictBuilder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdicts", VerdictBuilder(self.geometry))
+
+    @property
+    def headroom(self) -> Dict[int, int]:
+        """Free folios each hstate may lose (``free_huge_pages - resv_huge_pages``)."""
+        return {order: self.pools[order].headroom for order in self.geometry.hugetlb_orders}
 
 
 @dataclass(frozen=True)
@@ -99,12 +144,406 @@ class BlockStats:
 _DEFAULT_REFCOUNT32 = DEFAULT_REFCOUNT.astype(np.int32)
 
 
-def pr_debug_entry(start_pfn: int, end_pfn: int, reason: Reason, page_shift: int) -> LogEntry:
-    """``offline_pages()``'s ``pr_debug("memory offlining [mem %#010llx-%#010llx] failed due to %s")``."""
-    start = start_pfn << page_shift
-    end = (end_pfn << page_shift) - 1
-    return LogEntry(LogLevel.PR_DEBUG, f"memory offlining [mem {start:#010x}-{end:#010x}] failed due to "
-                    f"{reason.value}", None, "offline_pages")
+# --- conditions that need no page (shared with block-level shortcuts) ------------------------
+
+def node_notifier_stop(setup: OfflineSetup, node: int, nr_pages: int, nr_vmemmap: int) -> Optional[Stop]:
+    """``node_notify(NODE_REMOVING_LAST_MEMORY)`` (v6.17+) when offlining ``nr_pages`` would empty
+    the node (``nr_pages >= pgdat->node_present_pages``; memory_block_offline() took the
+    block's vmemmap pages out of the present count first), and a node notifier vetoes."""
+    veto = setup.environment.node_notifier_veto
+    if setup.node_notifier and veto is not None and is_last_memory(setup, node, nr_pages, nr_vmemmap):
+        return Stop(Cause.NODE_NOTIFIER_VETO, notifier_errno=veto)
+    return None
+
+
+def is_last_memory(setup: OfflineSetup, node: int, nr_pages: int, nr_vmemmap: int) -> bool:
+    """Whether offlining ``nr_pages`` empties the node (``NODE_REMOVING_LAST_MEMORY`` is sent)."""
+    return nr_pages >= setup.node_present_pages.get(node, 0) - nr_vmemmap
+
+
+def going_offline_stop(env: Environment, device: Optional[VirtioMemDevice]) -> Optional[Stop]:
+    """``memory_notify(MEM_GOING_OFFLINE)`` vetoed: virtio-mem being removed (``vm->removing``:
+    notifier_from_errno(-EBUSY)), or another notifier."""
+    if device is not None and device.driver is DriverState.REMOVING:
+        return Stop(Cause.VIRTIO_MEM_REMOVING)
+    if env.notifier_veto is not None:
+        return Stop(Cause.MEMORY_NOTIFIER_VETO, notifier_errno=env.notifier_veto)
+    return None
+
+
+def signal_stop(env: Environment) -> Optional[Stop]:
+    """``signal_pending(current)`` at the top of the first SCAN round: -EINTR."""
+    return Stop(Cause.SIGNAL_PENDING) if env.signal_pending else None
+
+
+def fake_offline_passes(semantics: OfflineSemantics, device: Optional[VirtioMemDevice], device_state: Optional[str],
+                        geometry: Geometry) -> bool:
+    """Whether a block's virtio-mem fake-offline pages at their default refcount pass every step
+    untouched, asked from the kernel's own functions on one such page: isolation lets it through
+    in a kernel zone (site 1), MEM_GOING_OFFLINE, SCAN does not stop on it (site 2), MIGRATE
+    leaves it alone (site 3), TEST_ISOLATED accepts it (site 4) and no commit assertion fires
+    (site 5). Only a loaded driver's pages can: a removing driver vetoes, an unloaded one keeps
+    its references."""
+    if device is None or device.driver is not DriverState.LOADED:
+        return False
+    return _fake_offline_passes(semantics, semantics.fake_offline_skippable(device.driver, device_state), geometry)
+
+
+@lru_cache(maxsize=64)
+def _fake_offline_passes(semantics: OfflineSemantics, skippable: bool, geometry: Geometry) -> bool:
+    kinds = np.array([PageKind.FAKE_OFFLINE.value], dtype=np.uint8)
+    view = RangeView(0, kinds, np.take(_DEFAULT_REFCOUNT32, kinds), np.array([skippable]), geometry)
+    after = view.with_refcount(going_offline(view, DriverState.LOADED, semantics, Environment()).refcount)
+    checks = semantics.commit_checks(after.refcount, after.skippable)
+    return (not unmovable_pages(view, False, semantics)[0]
+            and not semantics.scan_busy(after.refcount, after.skippable)[0]
+            and bool(migrate_leaves(after, semantics)[0])
+            and bool(semantics.test_passes(after.refcount, after.skippable)[0])
+            and not any(bool(mask.any()) for *_, mask in checks))
+
+
+# --- one attempt ---------------------------------------------------------------------------
+
+Detail = Union[str, Callable[[], str]]
+
+
+class _Attempt:
+    """One offline attempt on one block: its pages, what the steps found, the log so far."""
+
+    # Set by notify() and classify() (once the block is online), and by TEST_ISOLATED.
+    view: RangeView
+    notified: Notified
+    after_notifier: RangeView
+    targets: MigrationTargets
+    moved: MigrationOutcome
+    after_migration: RangeView
+    dis: hugetlb_mod.DissolveOutcome
+    final: RangeView
+
+    def __init__(self, setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, refcount: Optional[np.ndarray],
+                 trace: Optional[TraceRecorder]) -> None:
+        self.setup, self.ctx, self.trace = setup, ctx, trace
+        self.geometry, self.semantics, self.env = setup.geometry, setup.semantics, setup.environment
+        self.block_kinds, self.block_refcount = kinds, refcount
+        self.range_pfn = ctx.start_pfn + ctx.vmemmap
+        self.end_pfn = ctx.start_pfn + setup.geometry.pages_per_block
+        self.log: List[LogEntry] = []
+        self.hazards: List[Hazard] = []
+        #: hazards of MEM_CANCEL_OFFLINE, which runs when offlining fails after MEM_GOING_OFFLINE
+        self.on_cancel: List[Hazard] = []
+        self.counts = PageCounts(total=setup.geometry.pages_per_block)
+        self.stats = BlockStats(0, 0, {})
+
+    def record(self, step: PipelineStep, status: StepStatus, detail: Detail, pfn: Optional[int] = None,
+               count: Optional[int] = None) -> None:
+        if self.trace is not None:
+            self.trace.record(step, status, detail() if callable(detail) else detail, pfn, count)
+
+    def stop(self, step: PipelineStep, stop: Stop, detail: Detail, status: StepStatus = StepStatus.FAILED,
+             count: Optional[int] = None) -> Stop:
+        """Record the step that ends the attempt (at its culprit page)."""
+        self.record(step, status, detail, stop.culprit.pfn if stop.culprit else None, count)
+        return stop
+
+    def notify(self) -> None:
+        """The pages ``offline_pages()`` gets (vmemmap excluded), with ``PageOfflineSkippable``,
+        and what the MEM_GOING_OFFLINE handlers make of them."""
+        sem, ctx = self.semantics, self.ctx
+        k = self.block_kinds[ctx.vmemmap:]
+        ref = (np.take(_DEFAULT_REFCOUNT32, k) if self.block_refcount is None
+               else self.block_refcount[ctx.vmemmap:].astype(np.int32))
+        view = self.view = RangeView(self.range_pfn, k, ref, skippable_pages(sem, ctx.device, ctx.device_state, k),
+                                     self.geometry)
+        notified = self.notified = going_offline(view, ctx.device.driver if ctx.device else None, sem, self.env)
+        self.after_notifier = (view.with_refcount(notified.refcount) if notified.kinds is view.kinds
+                               else view.with_pages(notified.kinds, notified.refcount))
+
+    def classify(self) -> None:
+        """Every page, whatever step decides the verdict: MEM_GOING_OFFLINE, the migration and
+        dissolve fixed points, and the page counts."""
+        geo, sem, setup, ctx = self.geometry, self.semantics, self.setup, self.ctx
+        self.notify()
+        view, after = self.view, self.after_notifier
+        k = view.kinds
+        in_block_free = {o: hugetlb_mod.free_folio_heads(k, view.pfn, o, geo) for o in geo.hugetlb_orders}
+        pools = setup.pools
+        self.targets = MigrationTargets(capacity=ctx.targets.capacity, pool={
+            o: (max((pools[o].free or 0) - in_block_free[o], 0) if pools[o].headroom > 0 else 0)
+            for o in geo.hugetlb_orders})
+        moved = self.moved = migrate(after, sem, self.targets)
+        # Migration frees whole folios or returns hugetlb sources to the pool in place: the
+        # hugetlb folio boundaries dissolve walks are the ones before migration.
+        self.after_migration = after.with_pages(moved.kinds_after, moved.refcount_after)
+        dis = self.dis = hugetlb_mod.dissolve(moved.kinds_after, moved.refcount_after, after.first, setup.headroom,
+                                              geo)
+        self.counts = self._page_counts(view, after, moved, dis)
+        self.stats = BlockStats(int(np.count_nonzero(self.block_kinds == PageKind.FREE.value)), moved.demand,
+                                in_block_free)
+
+    def _page_counts(self, view: RangeView, after: RangeView, moved: MigrationOutcome,
+                     dis: hugetlb_mod.DissolveOutcome) -> PageCounts:
+        k = view.kinds
+        originally_free_huge = np.zeros(len(k), dtype=bool)
+        for kind in hugetlb_mod.FREE_KINDS.values():
+            originally_free_huge |= k == kind.value
+        skipped = after.offline & ~after.movable_ops & self.semantics.test_passes(after.refcount, after.skippable)
+        return PageCounts(
+            total=self.geometry.pages_per_block,
+            free=int(np.count_nonzero(after.buddy)),
+            migrated=int(np.count_nonzero(moved.migrated)),
+            skipped_offline=int(np.count_nonzero(skipped)),
+            dissolved=int(np.count_nonzero(dis.dissolvable & originally_free_huge)),
+            hwpoison=int(np.count_nonzero(view.hwpoison)),
+            vmemmap=self.ctx.vmemmap,
+            holes=int(np.count_nonzero(k == PageKind.HOLE.value)),
+        )
+
+    def effects(self) -> BlockStats:
+        """The stats with what the retry loops changed: migration (and dissolving, once SCAN
+        found nothing left) already happened."""
+        moved, k = self.moved, self.view.kinds
+        none = np.zeros(len(k), dtype=bool)
+        pool = moved.pool if moved.pool is not None else none
+        return BlockStats(self.stats.free_pages, self.stats.demand, self.stats.free_hugetlb, OfflineEffects(
+            offset=self.ctx.vmemmap,
+            migrated=(moved.migrated & ~pool) if moved.ran else none,
+            pool_migrated=pool if moved.ran else none,
+            dissolved=self.dis.dissolved if moved.result is ScanResult.NONE_LEFT else none,
+        ))
+
+    def verdict(self, stop: Optional[Stop]) -> Tuple[BlockVerdict, BlockStats]:
+        ctx, builder = self.ctx, self.setup.verdicts
+        hazards = list(self.hazards)
+        # Every failure after MEM_GOING_OFFLINE sends MEM_CANCEL_OFFLINE; a BUG does not return.
+        if stop is not None and stop.cause is not Cause.COMMIT_BUG:
+            hazards += self.on_cancel
+        template = builder.template(ctx.zone, ctx.node, ctx.device.id if ctx.device else None, ctx.device_state)
+        verdict = builder.stamp(template, ctx.block, ctx.start_pfn, self.counts, tuple(hazards),
+                                **builder.outcome(stop, self.range_pfn, self.end_pfn, self.log))
+        ran = stop is None or stop.cause.step.rank >= PipelineStep.SCAN.rank
+        return verdict, self.effects() if ran else self.stats
+
+
+
+def _culprit(view: RangeView, index: Optional[int]) -> Optional[Culprit]:
+    """The page at ``index`` of a view, as the verdict names it."""
+    return None if index is None else page_culprit(view.pfn, view.kinds, view.refcount, int(index))
+
+
+# --- the steps, in the kernel's order ------------------------------------------------------
+
+def _memory_block_change_state(a: _Attempt) -> Optional[Stop]:
+    """Only an online block can go offline (state_store() turns device_offline()'s "already
+    offline" into -EINVAL)."""
+    if a.ctx.state is not BlockState.ONLINE:
+        return a.stop(PipelineStep.STATE, Stop(Cause.NOT_ONLINE), f"the block is {a.ctx.state.value}: only an "
+                      "online block can go offline (state_store() returns -EINVAL)")
+    a.record(PipelineStep.STATE, StepStatus.PASSED, "online; mem->state becomes MEM_GOING_OFFLINE")
+    return None
+
+
+def _memory_block_offline(a: _Attempt) -> Optional[Stop]:
+    """mem->zone is NULL for early blocks spanning zones or nodes."""
+    ctx = a.ctx
+    if ctx.zone is None:
+        return a.stop(PipelineStep.ZONE, Stop(Cause.ZONE_NULL), "mem->zone is NULL (valid_zones: none): the block "
+                      "spans two zones or two nodes")
+    a.record(PipelineStep.ZONE, StepStatus.PASSED, f"mem->zone is ZONE_{ctx.zone.value.upper()}, node {ctx.node}"
+             + (f"; {ctx.vmemmap} self-hosted memmap pages stay out of the range" if ctx.vmemmap else ""))
+    return None
+
+
+def _check_alignment(a: _Attempt) -> Optional[Stop]:
+    """offline_pages()'s sanity check (memmap_on_memory shifts the start)."""
+    geo, lo, end, n = a.geometry, a.range_pfn, a.end_pfn, len(a.view)
+    if not n or lo % geo.pageblock_pages or end % geo.pages_per_section:
+        a.log.append(LogEntry(LogLevel.WARN_ONCE, "WARN_ON_ONCE(!nr_pages || !pageblock_aligned(start_pfn) || "
+                              "!IS_ALIGNED(start_pfn + nr_pages, PAGES_PER_SECTION))", lo, "offline_pages"))
+        a.record(PipelineStep.ALIGNMENT, StepStatus.FAILED, f"[{lo:#x}, {end:#x}) is not pageblock-aligned "
+                 "or does not end on a section boundary: WARN_ON_ONCE", lo)
+        return Stop(Cause.MISALIGNED)
+    a.record(PipelineStep.ALIGNMENT, StepStatus.PASSED, lambda: f"pfn {lo:#x}-{end - 1:#x} ({n} pages): "
+             "pageblock-aligned start, section-aligned end")
+    return None
+
+
+def _check_holes(a: _Attempt) -> Optional[Stop]:
+    """walk_system_ram_range() must count every page."""
+    holes, n = a.counts.holes, len(a.view)
+    if holes:
+        a.record(PipelineStep.HOLES, StepStatus.FAILED, f"{holes} of {n} pages are not System RAM",
+                 a.range_pfn + int(np.argmax(a.view.kinds == PageKind.HOLE)))
+        return Stop(Cause.MEMORY_HOLES)
+    a.record(PipelineStep.HOLES, StepStatus.PASSED, lambda: f"all {n} pages are System RAM")
+    return None
+
+
+def _check_multizone(a: _Attempt) -> Optional[Stop]:
+    """"multizone range" cannot happen here: a block spanning zones has mem->zone NULL and
+    stopped at the zone step (the kernel keeps the check as a WARN_ON_ONCE sanity test)."""
+    zone = a.ctx.zone
+    assert zone is not None
+    a.record(PipelineStep.MULTIZONE, StepStatus.PASSED, lambda: f"first and last page are in "
+             f"ZONE_{zone.value.upper()}")
+    return None
+
+
+def _start_isolate_page_range(a: _Attempt) -> Optional[Stop]:
+    """start_isolate_page_range(PB_ISOLATE_MODE_MEM_OFFLINE)."""
+    geo, ctx, view = a.geometry, a.ctx, a.view
+    unmovable = unmovable_pages(view, ctx.zone is Zone.MOVABLE, a.semantics)
+    pb_skip = ctx.vmemmap // geo.pageblock_pages
+    failure = isolate_range(unmovable, geo.pageblock_pages, ctx.cma[pb_skip:], ctx.isolated[pb_skip:])
+    pageblocks = len(unmovable) // geo.pageblock_pages
+    if failure is not None:
+        a.log.extend(failure.log(view.pfn))
+        return a.stop(PipelineStep.ISOLATE, Stop(failure.cause, _culprit(view, failure.index)),
+                      lambda: details.isolation_detail(pageblocks, failure, view))
+    a.record(PipelineStep.ISOLATE, StepStatus.PASSED, lambda: details.isolation_detail(pageblocks, None, view)
+             + ("; ZONE_MOVABLE: only PG_reserved pages count as unmovable" if ctx.zone is Zone.MOVABLE else ""))
+    return None
+
+
+def _node_notify(a: _Attempt) -> Optional[Stop]:
+    """node_notify(NODE_REMOVING_LAST_MEMORY) (v6.17+) when this offline would empty the node."""
+    ctx, setup = a.ctx, a.setup
+    stop = node_notifier_stop(setup, ctx.node, len(a.view), ctx.vmemmap)
+    if stop is not None:
+        return a.stop(PipelineStep.NODE_NOTIFIER, stop, f"the block is node {ctx.node}'s last memory and a node "
+                      f"notifier vetoes NODE_REMOVING_LAST_MEMORY with -{stop.errno.value if stop.errno else '?'}")
+    a.record(PipelineStep.NODE_NOTIFIER, StepStatus.PASSED,
+             lambda: details.node_notifier_detail(setup.node_notifier, ctx.node,
+                                                  is_last_memory(setup, ctx.node, len(a.view), ctx.vmemmap)))
+    return None
+
+
+def _memory_notify_going_offline(a: _Attempt) -> Optional[Stop]:
+    """memory_notify(MEM_GOING_OFFLINE); virtio-mem's handler runs for its own blocks."""
+    device, notified = a.ctx.device, a.notified
+    stop = going_offline_stop(a.env, device)
+    if stop is not None and stop.cause is Cause.VIRTIO_MEM_REMOVING:
+        assert device is not None  # its MEM_CANCEL_OFFLINE is ignored (hotplug_active stays false)
+        return a.stop(PipelineStep.GOING_OFFLINE, stop, f"virtio-mem {device.id} is being removed "
+                      "(vm->removing): its notifier returns -EBUSY")
+    a.log.extend(notified.log)
+    a.hazards.extend(notified.hazards)
+    a.on_cancel.extend(cancel_hazards(notified, a.view.pfn))
+
+    def notes() -> str:
+        return details.notifier_detail(a.view, notified, device)
+
+    if stop is not None:
+        # MEM_CANCEL_OFFLINE lets virtio-mem re-take its references.
+        return a.stop(PipelineStep.GOING_OFFLINE, stop, lambda: f"{notes()}; another memory notifier vetoes with "
+                      f"-{stop.errno.value if stop.errno else '?'} (MEM_CANCEL_OFFLINE follows)")
+    a.record(PipelineStep.GOING_OFFLINE, StepStatus.PASSED, notes)
+    return None
+
+
+def _check_signal(a: _Attempt) -> Optional[Stop]:
+    """The retry loops start: a pending signal ends them before the first SCAN."""
+    stop = signal_stop(a.env)
+    if stop is not None:
+        return a.stop(PipelineStep.SIGNAL, stop, "a signal is pending on the writing task: -EINTR before the "
+                      "first SCAN")
+    a.record(PipelineStep.SIGNAL, StepStatus.PASSED, "no signal pending")
+    return None
+
+
+def _scan_and_migrate(a: _Attempt) -> Optional[Stop]:
+    """scan_movable_pages() + do_migrate_range() until SCAN finds nothing, fails, or loops."""
+    moved, after = a.moved, a.after_notifier
+    a.log.extend(moved.log)
+    if moved.result is not ScanResult.NONE_LEFT:
+        assert moved.cause is not None and moved.index is not None
+        index, cause = moved.index, moved.cause
+        stop = Stop(cause, _culprit(after, index))
+        if moved.result is ScanResult.BUSY:
+            return a.stop(PipelineStep.SCAN, stop, lambda: details.scan_busy_detail(after, index, a.semantics))
+        return a.stop(PipelineStep.SCAN, stop, lambda: details.scan_loop_detail(after, index, cause, a.targets),
+                      StepStatus.HANGS)
+    migrated = a.counts.migrated
+    a.record(PipelineStep.SCAN, StepStatus.PASSED, lambda: f"MIGRATE moved {migrated} pages; SCAN then finds "
+             "nothing (-ENOENT)" if migrated else "SCAN finds nothing to migrate (-ENOENT)")
+    return None
+
+
+def _dissolve_free_hugetlb_folios(a: _Attempt) -> Optional[Stop]:
+    """dissolve_free_hugetlb_folios() over the range (mm/hugetlb.c, v6.10+)."""
+    dis, after = a.dis, a.after_migration
+    if dis.failure is not None:
+        assert dis.cause is not None
+        failure, cause = dis.failure, dis.cause
+        heads = hugetlb_mod.free_folio_heads(after.kinds, after.pfn, after.order_at(failure), a.geometry)
+        return a.stop(PipelineStep.DISSOLVE, Stop(cause, _culprit(after, failure)),
+                      lambda: details.dissolve_detail(after, failure, cause, a.setup.headroom), count=heads)
+    n = int(np.count_nonzero(dis.dissolved))
+    a.record(PipelineStep.DISSOLVE, StepStatus.PASSED, f"{n} pages of free hugetlb folios dissolved" if n
+             else "no free hugetlb folio in the range")
+    return None
+
+
+def _test_pages_isolated(a: _Attempt) -> Optional[Stop]:
+    """test_pages_isolated(PB_ISOLATE_MODE_MEM_OFFLINE) (predicate site 4); failing it every
+    round means the outer loop never ends."""
+    kinds = a.moved.kinds_after.copy()
+    kinds[a.dis.dissolved] = PageKind.FREE
+    final = a.final = a.after_migration.with_pages(kinds, a.moved.refcount_after)
+    passes = final.buddy | final.hwpoison | (final.offline & a.semantics.test_passes(final.refcount, final.skippable))
+    stuck = first_index(~passes)
+    if stuck is not None:
+        culprit = page_culprit(final.pfn, final.kinds, final.refcount, stuck)
+        return a.stop(PipelineStep.TEST_ISOLATED, Stop(Cause.PAGE_NOT_ISOLATED, culprit), lambda: (
+            f"pfn {culprit.pfn:#x} ({culprit.kind.label}, refcount {culprit.refcount}) is not free, not hwpoisoned "
+            "and not an accepted PageOffline page: -EBUSY every round"), StepStatus.HANGS)
+    a.record(PipelineStep.TEST_ISOLATED, StepStatus.PASSED, "every page is free, hwpoisoned or accepted PageOffline")
+    return None
+
+
+def _offline_isolated_pages(a: _Attempt) -> Optional[Stop]:
+    """__offline_isolated_pages() (predicate site 5): a BUG_ON crashes the kernel."""
+    final = a.final
+    offline_idx = np.flatnonzero(final.offline)
+    bugged: List[str] = []
+    for level, text, function, hazard, mask in a.semantics.commit_checks(final.refcount[offline_idx],
+                                                                          final.skippable[offline_idx]):
+        hits = offline_idx[mask]
+        if len(hits):
+            pfn = final.pfn + int(hits[0])
+            a.log.append(LogEntry(level, text, pfn, function))
+            a.hazards.append(Hazard(hazard, f"{text} at commit ({len(hits)} page(s))", pfn))
+            if level is LogLevel.BUG:
+                bugged.append(text)
+    if bugged:
+        first = int(offline_idx[0]) if len(offline_idx) else None
+        return a.stop(PipelineStep.COMMIT, Stop(Cause.COMMIT_BUG, _culprit(final, first)),
+                      "; ".join(bugged) + ": the kernel crashes")
+    a.hazards.extend(after_success_hazards(a.view, a.after_notifier, a.semantics, a.env))
+    warned = [e.text for e in a.log if e.function == "__offline_isolated_pages"]
+    a.record(PipelineStep.COMMIT, StepStatus.PASSED, lambda: f"{len(offline_idx)} PageOffline pages counted as "
+             "already offline, the rest taken off the free lists" + (f"; {'; '.join(warned)}" if warned else ""))
+    return None
+
+
+#: Every step after ``memory_block_change_state()``, in the kernel's order.
+_STEPS: Tuple[Callable[[_Attempt], Optional[Stop]], ...] = (
+    _memory_block_offline, _check_alignment, _check_holes, _check_multizone, _start_isolate_page_range,
+    _node_notify, _memory_notify_going_offline, _check_signal, _scan_and_migrate, _dissolve_free_hugetlb_folios,
+    _test_pages_isolated, _offline_isolated_pages,
+)
+
+
+def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, refcount: Optional[np.ndarray],
+                   trace: Optional[TraceRecorder]) -> Tuple[BlockVerdict, BlockStats]:
+    attempt = _Attempt(setup, ctx, kinds, refcount, trace)
+    stop = _memory_block_change_state(attempt)
+    if stop is None:
+        attempt.classify()
+        for step in _STEPS:
+            stop = step(attempt)
+            if stop is not None:
+                break
+    return attempt.verdict(stop)
 
 
 def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
@@ -125,273 +564,7 @@ def offline_block_traced(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarr
     return verdict, stats, recorder.steps()
 
 
-def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, refcount: Optional[np.ndarray],
-                   trace: Optional[TraceRecorder]) -> Tuple[BlockVerdict, BlockStats]:
-    geo, sem, env = setup.geometry, setup.semantics, setup.environment
-
-    def record(step: PipelineStep, status: StepStatus, detail: str, pfn: Optional[int] = None,
-               count: Optional[int] = None) -> None:
-        if trace is not None:
-            trace.record(step, status, detail, pfn, count)
-
-    ppb = geo.pages_per_block
-    block_end_pfn = ctx.start_pfn + ppb
-    common = dict(block=ctx.block, start=ctx.start_pfn << geo.page_shift,
-                  end=(block_end_pfn << geo.page_shift) - 1, zone=ctx.zone, node=ctx.node,
-                  device=ctx.device.id if ctx.device else None, device_state=ctx.device_state)
-    free_pages = int(np.count_nonzero(kinds == PageKind.FREE.value))
-
-    # Step 0: memory_block_change_state(): only an online block can go offline (state_store()
-    # turns device_offline()'s "already offline" into -EINVAL).
-    if ctx.state is not BlockState.ONLINE:
-        record(PipelineStep.STATE, StepStatus.FAILED, f"the block is {ctx.state.value}: only an online block can go "
-               "offline (state_store() returns -EINVAL)")
-        return (BlockVerdict(**common, result=Outcome.FAILS, errno=Errno.EINVAL, reason=None, step=Step.STATE,
-                             culprit=None, pages=PageCounts(total=ppb)), BlockStats(0, 0, {}))
-
-    record(PipelineStep.STATE, StepStatus.PASSED, "online; mem->state becomes MEM_GOING_OFFLINE")
-    nr_vmemmap = ctx.vmemmap
-    view = _range_view(sem, ctx, kinds, refcount)
-    lo, k, skippable = view.pfn, view.kinds, view.skippable
-    log: List[LogEntry] = []
-    hazards: List[Hazard] = []
-    #: hazards of MEM_CANCEL_OFFLINE, which runs when offlining fails after MEM_GOING_OFFLINE
-    on_cancel: List[Hazard] = []
-
-    # Classification of every page, whatever step decides the verdict.
-    pools = setup.pools
-    in_block_free = {o: hugetlb_mod.free_folio_heads(k, lo, o) for o in (9, 18)}
-    targets = MigrationTargets(
-        capacity=ctx.targets.capacity,
-        pool={o: (max(pools[o].free - in_block_free[o], 0) if pools[o].headroom > 0 else 0) for o in (9, 18)},
-    )
-    notified = _going_offline_refcounts(view, ctx, sem, env)
-    after_notifier = (view.with_refcount(notified.refcount) if notified.kinds is view.kinds
-                      else RangeView(lo, notified.kinds, notified.refcount, skippable))
-    moved = migrate(after_notifier, sem, targets)
-    # Migration frees whole folios or returns hugetlb sources to the pool in place: the hugetlb
-    # folio boundaries dissolve walks are the ones before migration.
-    folio_first = after_notifier.first
-    dis = hugetlb_mod.dissolve(moved.kinds_after, moved.refcount_after, folio_first,
-                               {o: pools[o].headroom for o in (9, 18)})
-    originally_free_huge = (k == PageKind.HUGETLB_FREE.value) | (k == PageKind.GIGANTIC_FREE.value)
-    offline_pages_mask = after_notifier.offline & ~after_notifier.movable_ops
-    skipped = offline_pages_mask & sem.test_passes(after_notifier.refcount, skippable)
-    counts = PageCounts(
-        total=ppb,
-        free=int(np.count_nonzero(after_notifier.buddy)),
-        migrated=int(np.count_nonzero(moved.migrated)),
-        skipped_offline=int(np.count_nonzero(skipped)),
-        dissolved=int(np.count_nonzero(dis.dissolvable & originally_free_huge)),
-        hwpoison=int(np.count_nonzero(view.hwpoison)),
-        vmemmap=nr_vmemmap,
-        holes=int(np.count_nonzero(k == PageKind.HOLE.value)),
-    )
-    stats = BlockStats(free_pages, moved.demand, in_block_free)
-
-    def effects() -> BlockStats:
-        # Reached only after the retry loops started: migration (and dissolving, once SCAN
-        # found nothing left) already happened.
-        none = np.zeros(len(k), dtype=bool)
-        pool = moved.pool if moved.pool is not None else none
-        return BlockStats(stats.free_pages, stats.demand, stats.free_hugetlb, OfflineEffects(
-            offset=nr_vmemmap,
-            migrated=(moved.migrated & ~pool) if moved.ran else none,
-            pool_migrated=pool if moved.ran else none,
-            dissolved=dis.dissolved if moved.result == "none_left" else none,
-        ))
-
-    def verdict(result: Outcome, errno: Optional[Errno], reason: Optional[Reason], step: Step,
-                culprit_index: Optional[int] = None, culprit_view: RangeView = view,
-                ran: bool = False) -> Tuple[BlockVerdict, BlockStats]:
-        culprit = None
-        if culprit_index is not None:
-            culprit = Culprit(pfn=lo + culprit_index, kind=PageKind(int(culprit_view.kinds[culprit_index])),
-                              refcount=int(culprit_view.refcount[culprit_index]))
-        entries = list(log)
-        if reason is not None:
-            entries.append(pr_debug_entry(lo, block_end_pfn, reason, geo.page_shift))
-        found = tuple(hazards) + (tuple(on_cancel) if step is not Step.COMMIT else ())
-        return (BlockVerdict(**common, result=result, errno=errno, reason=reason, step=step, culprit=culprit,
-                             pages=counts, kernel_log=tuple(entries), hazards=found),
-                effects() if ran else stats)
-
-    # Step 1: memory_block_offline(): mem->zone is NULL for early blocks spanning zones/nodes.
-    if ctx.zone is None:
-        record(PipelineStep.ZONE, StepStatus.FAILED, "mem->zone is NULL (valid_zones: none): the block spans two "
-               "zones or two nodes")
-        return verdict(Outcome.FAILS, Errno.EINVAL, None, Step.ZONE)
-    record(PipelineStep.ZONE, StepStatus.PASSED, f"mem->zone is ZONE_{ctx.zone.value.upper()}, node {ctx.node}"
-           + (f"; {nr_vmemmap} self-hosted memmap pages stay out of the range" if nr_vmemmap else ""))
-
-    # Step 2: offline_pages() alignment sanity check (memmap_on_memory shifts the start).
-    if not len(k) or lo % geo.pageblock_pages or block_end_pfn % geo.pages_per_section:
-        log.append(LogEntry(LogLevel.WARN_ONCE, "WARN_ON_ONCE(!nr_pages || !pageblock_aligned(start_pfn) || "
-                            "!IS_ALIGNED(start_pfn + nr_pages, PAGES_PER_SECTION))", lo, "offline_pages"))
-        record(PipelineStep.ALIGNMENT, StepStatus.FAILED, f"[{lo:#x}, {block_end_pfn:#x}) is not pageblock-aligned "
-               "or does not end on a section boundary: WARN_ON_ONCE", lo)
-        return verdict(Outcome.FAILS, Errno.EINVAL, None, Step.ALIGNMENT)
-    record(PipelineStep.ALIGNMENT, StepStatus.PASSED, f"pfn {lo:#x}-{block_end_pfn - 1:#x} ({len(k)} pages): "
-           "pageblock-aligned start, section-aligned end")
-
-    # Step 3: walk_system_ram_range() must count every page.
-    if counts.holes:
-        record(PipelineStep.HOLES, StepStatus.FAILED, f"{counts.holes} of {len(k)} pages are not System RAM",
-               lo + int(np.argmax(k == PageKind.HOLE)))
-        return verdict(Outcome.FAILS, Errno.EINVAL, Reason.MEMORY_HOLES, Step.HOLES)
-    record(PipelineStep.HOLES, StepStatus.PASSED, f"all {len(k)} pages are System RAM")
-
-    # Step 4: "multizone range" cannot happen here: a block spanning zones has mem->zone NULL
-    # and was rejected in step 1 (the kernel keeps the check as a WARN_ON_ONCE sanity test).
-    record(PipelineStep.MULTIZONE, StepStatus.PASSED, f"first and last page are in ZONE_{ctx.zone.value.upper()}")
-
-    # Step 6: start_isolate_page_range(PB_ISOLATE_MODE_MEM_OFFLINE).
-    unmovable = unmovable_pages(view, ctx.zone is Zone.MOVABLE, sem)
-    pb_skip = nr_vmemmap // geo.pageblock_pages
-    failure = isolate_range(unmovable, geo.pageblock_pages, ctx.cma[pb_skip:], ctx.isolated[pb_skip:])
-    if failure is not None:
-        if failure.dumped:
-            log.append(LogEntry(LogLevel.DUMP_PAGE, "unmovable page", lo + failure.index, "set_migratetype_isolate"))
-        if trace is not None:
-            record(PipelineStep.ISOLATE, StepStatus.FAILED,
-                   _isolation_detail(len(unmovable) // geo.pageblock_pages, failure.pageblock, failure.cause,
-                                     PageKind(int(k[failure.index])), lo, geo.pageblock_pages),
-                   lo + failure.index)
-        return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE, failure.index)
-    if trace is not None:
-        record(PipelineStep.ISOLATE, StepStatus.PASSED,
-               _isolation_detail(len(unmovable) // geo.pageblock_pages, None, "", None, lo, geo.pageblock_pages)
-               + ("; ZONE_MOVABLE: only PG_reserved pages count as unmovable" if ctx.zone is Zone.MOVABLE else ""))
-
-    # Step 7: node notifier (v6.17+) when this offline would empty the node.
-    last_memory = len(k) >= setup.node_present_pages.get(ctx.node, 0) - nr_vmemmap
-    if setup.node_notifier and env.node_notifier_veto is not None and last_memory:
-        record(PipelineStep.NODE_NOTIFIER, StepStatus.FAILED, f"the block is node {ctx.node}'s last memory and a node "
-               f"notifier vetoes NODE_REMOVING_LAST_MEMORY with -{env.node_notifier_veto.value}")
-        return verdict(Outcome.FAILS, env.node_notifier_veto, Reason.NODE_NOTIFIER_FAILURE, Step.NOTIFIER)
-    if not setup.node_notifier:
-        record(PipelineStep.NODE_NOTIFIER, StepStatus.PASSED, "this kernel has no node notifiers (before 6.17)")
-    elif last_memory:
-        record(PipelineStep.NODE_NOTIFIER, StepStatus.PASSED, f"node {ctx.node}'s last memory: "
-               "NODE_REMOVING_LAST_MEMORY, nobody vetoes")
-    else:
-        record(PipelineStep.NODE_NOTIFIER, StepStatus.PASSED, f"node {ctx.node} keeps other memory: not sent")
-
-    # Step 8: memory_notify(MEM_GOING_OFFLINE). virtio-mem's handler runs for its own blocks.
-    device = ctx.device
-    if device is not None and device.driver is DriverState.REMOVING:
-        # vm->removing: notifier_from_errno(-EBUSY); its MEM_CANCEL_OFFLINE is ignored.
-        record(PipelineStep.GOING_OFFLINE, StepStatus.FAILED, f"virtio-mem {device.id} is being removed "
-               "(vm->removing): its notifier returns -EBUSY")
-        return verdict(Outcome.FAILS, Errno.EBUSY, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
-    log.extend(notified.log)
-    hazards.extend(notified.hazards)
-    taken_back = notified.dropped & notified.freed
-    if taken_back.any():
-        # Every failure from here on sends MEM_CANCEL_OFFLINE: virtio_mem_fake_offline_cancel_offline()
-        # does page_ref_inc() on every page whose reference it dropped (drivers/virtio/virtio_mem.c,
-        # ML-NEW), including the ones put_page() freed meanwhile; undo_isolate_page_range() then
-        # returns them to the ordinary free lists with refcount 1 (spec row 21).
-        pfn = lo + int(np.flatnonzero(taken_back)[0])
-        on_cancel.append(Hazard(HazardKind.REFCOUNT_ON_FREE_PAGE,
-                                f"MEM_CANCEL_OFFLINE: page_ref_inc() on {int(taken_back.sum())} fake-offline page(s) "
-                                "already freed to the buddy: unplugged memory back on the free lists with refcount "
-                                "1", pfn))
-    notes = _notifier_detail(view, notified, device, sem) if trace is not None else ""
-    if env.notifier_veto is not None:
-        # Another notifier vetoes; MEM_CANCEL_OFFLINE lets virtio-mem re-take its references.
-        record(PipelineStep.GOING_OFFLINE, StepStatus.FAILED, f"{notes}; another memory notifier vetoes with "
-               f"-{env.notifier_veto.value} (MEM_CANCEL_OFFLINE follows)")
-        return verdict(Outcome.FAILS, env.notifier_veto, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
-    record(PipelineStep.GOING_OFFLINE, StepStatus.PASSED, notes)
-
-    # Step 9: the retry loops.
-    if env.signal_pending:
-        record(PipelineStep.SIGNAL, StepStatus.FAILED, "a signal is pending on the writing task: -EINTR before the "
-               "first SCAN")
-        return verdict(Outcome.FAILS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN)
-    record(PipelineStep.SIGNAL, StepStatus.PASSED, "no signal pending")
-    log.extend(moved.log)
-    if moved.result == "busy":
-        record(PipelineStep.SCAN, StepStatus.FAILED, _scan_busy_detail(after_notifier, moved.index, sem)
-               if trace is not None else "", lo + int(moved.index))
-        return verdict(Outcome.FAILS, Errno.EBUSY, Reason.UNMOVABLE_PAGE, Step.SCAN, moved.index, after_notifier,
-                       ran=True)
-    if moved.result == "loops":
-        record(PipelineStep.SCAN, StepStatus.HANGS, _scan_loop_detail(after_notifier, moved.index, targets)
-               if trace is not None else "", lo + int(moved.index))
-        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN, moved.index, after_notifier,
-                       ran=True)
-    record(PipelineStep.SCAN, StepStatus.PASSED, f"MIGRATE moved {counts.migrated} pages; SCAN then finds nothing "
-           "(-ENOENT)" if counts.migrated else "SCAN finds nothing to migrate (-ENOENT)")
-    if dis.failure is not None:
-        if trace is not None:
-            after_migration = RangeView(lo, moved.kinds_after, moved.refcount_after, skippable)
-            failed_kind = PageKind(int(moved.kinds_after[dis.failure]))
-            record(PipelineStep.DISSOLVE, StepStatus.FAILED,
-                   _dissolve_detail(after_migration, dis.failure, {o: pools[o].headroom for o in (9, 18)}),
-                   lo + int(dis.failure), hugetlb_mod.free_folio_heads(
-                       moved.kinds_after, lo, 18 if failed_kind is PageKind.GIGANTIC_FREE else 9))
-        return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE,
-                       dis.failure, RangeView(lo, moved.kinds_after, moved.refcount_after, skippable), ran=True)
-    if trace is not None:
-        n_dissolved = int(np.count_nonzero(dis.dissolved))
-        record(PipelineStep.DISSOLVE, StepStatus.PASSED, f"{n_dissolved} pages of free hugetlb folios dissolved"
-               if n_dissolved else "no free hugetlb folio in the range")
-    final_kinds = moved.kinds_after.copy()
-    final_kinds[dis.dissolved] = PageKind.FREE
-    final = RangeView(lo, final_kinds, moved.refcount_after, skippable)
-    passes = final.buddy | final.hwpoison | (final.offline & sem.test_passes(final.refcount, skippable))
-    stuck = first_index(~passes)
-    if stuck is not None:
-        # test_pages_isolated() fails every round: the outer loop never ends.
-        record(PipelineStep.TEST_ISOLATED, StepStatus.HANGS,
-               f"pfn {lo + stuck:#x} ({PageKind(int(final.kinds[stuck])).label}, refcount {int(final.refcount[stuck])}) "
-               "is not free, not hwpoisoned and not an accepted PageOffline page: -EBUSY every round",
-               lo + stuck)
-        return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, stuck, final,
-                       ran=True)
-
-    # Step 10: __offline_isolated_pages() (predicate site 5).
-    offline_idx = np.flatnonzero(final.offline)
-    bugged = False
-    for level, text, function, hazard, mask in sem.commit_checks(final.refcount[offline_idx],
-                                                                 final.skippable[offline_idx]):
-        hits = offline_idx[mask]
-        if len(hits):
-            pfn = lo + int(hits[0])
-            log.append(LogEntry(level, text, pfn, function))
-            hazards.append(Hazard(hazard, f"{text} at commit ({len(hits)} page(s))", pfn))
-            bugged |= level is LogLevel.BUG
-    if bugged:
-        record(PipelineStep.TEST_ISOLATED, StepStatus.PASSED, "every page is free, hwpoisoned or accepted PageOffline")
-        record(PipelineStep.COMMIT, StepStatus.FAILED, "; ".join(e.text for e in log if e.level is LogLevel.BUG)
-               + ": the kernel crashes", lo + int(offline_idx[0]) if len(offline_idx) else None)
-        return verdict(Outcome.FAILS, None, None, Step.COMMIT, int(offline_idx[0]) if len(offline_idx) else None, final,
-                       ran=True)
-    hazards.extend(_after_success_hazards(view, after_notifier, sem, env))
-    if trace is not None:
-        record(PipelineStep.TEST_ISOLATED, StepStatus.PASSED, "every page is free, hwpoisoned or accepted PageOffline")
-        warned = [e.text for e in log if e.function == "__offline_isolated_pages"]
-        record(PipelineStep.COMMIT, StepStatus.PASSED, f"{len(offline_idx)} PageOffline pages counted as already "
-               "offline, the rest taken off the free lists" + (f"; {'; '.join(warned)}" if warned else ""))
-    return (BlockVerdict(**common, result=Outcome.OFFLINED, errno=None, reason=None, step=None, culprit=None,
-                         pages=counts, kernel_log=tuple(log), hazards=tuple(hazards)), effects())
-
-
-def _range_view(sem: OfflineSemantics, ctx: BlockContext, kinds: np.ndarray,
-                refcount: Optional[np.ndarray]) -> RangeView:
-    """The pages ``offline_pages()`` gets (vmemmap excluded) with ``PageOfflineSkippable``."""
-    lo = ctx.start_pfn + ctx.vmemmap
-    k = kinds[ctx.vmemmap:]
-    ref = np.take(_DEFAULT_REFCOUNT32, k) if refcount is None else refcount[ctx.vmemmap:].astype(np.int32)
-    skippable = np.zeros(len(k), dtype=bool)
-    if ctx.device is not None and fake_offline_skippable(ctx.device, ctx.device_state,
-                                                         sem.virtio_mem_marks_skippable,
-                                                         sem.virtio_mem_unload_clears_skippable):
-        skippable = k == PageKind.FAKE_OFFLINE.value
-    return RangeView(lo, k, ref, skippable)
-
+# --- what the predicate sites see (diff-semantics) -----------------------------------------
 
 @dataclass(frozen=True)
 class PredicateInputs:
@@ -412,187 +585,8 @@ class PredicateInputs:
 def predicate_inputs(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
                      refcount: Optional[np.ndarray]) -> PredicateInputs:
     """What ``offline_block()`` feeds the semantics' predicate sites for this block."""
-    view = _range_view(setup.semantics, ctx, kinds, refcount)
-    notified = _going_offline_refcounts(view, ctx, setup.semantics, setup.environment)
-    after = RangeView(view.pfn, notified.kinds, notified.refcount, view.skippable)
-    return PredicateInputs(view, after, notified.dropped, notified.freed)
-
-
-@dataclass
-class _Notified:
-    kinds: np.ndarray
-    refcount: np.ndarray
-    log: List[LogEntry]
-    hazards: List[Hazard]
-    #: pages whose reference virtio-mem dropped
-    dropped: np.ndarray
-    #: pages put_page() freed to the buddy while offlining
-    freed: np.ndarray
-
-
-def _going_offline_refcounts(view: RangeView, ctx: BlockContext, sem: OfflineSemantics,
-                             env: Environment) -> _Notified:
-    """Refcounts after every MEM_GOING_OFFLINE handler ran (and the foreign-reference timing).
-
-    virtio-mem (R): ``virtio_mem_fake_offline_going_offline()`` does ``page_ref_dec_and_test()``
-    on every page of its unplugged sub-blocks (SBM) or FAKE_OFFLINE big block (BBM) and
-    ``WARN_ON`` + ``dump_page(page, "fake-offline page referenced")`` when the count is not 0.
-    An out-of-tree driver using the same protocol drops its reference in both variants.
-    """
-    kinds, ref = view.kinds, view.refcount.copy()
-    log: List[LogEntry] = []
-    hazards: List[Hazard] = []
-    device = ctx.device
-    fake = kinds == PageKind.FAKE_OFFLINE.value
-    has_fake = bool(fake.any())
-    foreign = fake & (ref > 1) if has_fake else fake
-    dropped = np.zeros(len(kinds), dtype=bool)
-    freed = np.zeros(len(kinds), dtype=bool)
-    if has_fake and device is not None and device.driver is DriverState.LOADED and sem.virtio_mem_drops_refs:
-        ref[fake] -= 1
-        dropped = fake
-        referenced = np.flatnonzero(fake & (ref != 0))
-        if len(referenced):
-            pfns = view.pfn + referenced
-            for entry in zip(per_page_entries(LogLevel.WARN, "WARN_ON(!page_ref_dec_and_test(page))",
-                                              "virtio_mem_fake_offline_going_offline", pfns),
-                             per_page_entries(LogLevel.DUMP_PAGE, "fake-offline page referenced",
-                                              "virtio_mem_fake_offline_going_offline", pfns)):
-                log.extend(entry)
-            hazards.append(Hazard(HazardKind.WARN, f"{len(referenced)} fake-offline page(s) referenced by someone "
-                                  "else when virtio-mem dropped its reference", int(pfns[0])))
-    driver_pages = kinds == PageKind.OFFLINE_REFCOUNT_DRIVER.value
-    if driver_pages.any():
-        ref[driver_pages] -= 1
-    if env.foreign_ref_dropped is ForeignRefTiming.DURING_OFFLINE and foreign.any():
-        # The foreign holder drops its references while the block is isolated.
-        ref[foreign] -= view.refcount[foreign] - 1
-        # Under refcount virtio-mem already dropped its own reference: put_page() frees the
-        # page. mm/page_alloc.c free_pages_prepare() resets the page type of a typed page
-        # ("Reset the page_type (which overlays _mapcount)", since the 2025 movable_ops series),
-        # so it lands silently on the isolated free list (seed mail: "ouch").
-        freed = foreign & (ref == 0)
-        if freed.any():
-            kinds = kinds.copy()
-            kinds[freed] = PageKind.FREE
-            pfn = view.pfn + int(np.flatnonzero(freed)[0])
-            hazards.append(Hazard(HazardKind.FREED_TO_BUDDY,
-                                  f"{int(freed.sum())} fake-offline page(s) freed to the buddy by put_page() while "
-                                  "offlining (unplugged memory on the isolated free list; managed page count skew; "
-                                  "a MEM_CANCEL_OFFLINE would raise the refcount of a free page)", pfn))
-    return _Notified(kinds, ref, log, hazards, dropped, freed)
-
-
-def _after_success_hazards(view: RangeView, after: RangeView, sem: OfflineSemantics,
-                           env: Environment) -> List[Hazard]:
-    hazards: List[Hazard] = []
-    foreign = ((view.kinds == PageKind.FAKE_OFFLINE.value) & (view.refcount > 1)
-               if env.foreign_ref_dropped is ForeignRefTiming.AFTER_OFFLINE else None)
-    if foreign is not None and foreign.any():
-        hazards.append(Hazard(HazardKind.STALE_MEMMAP_REFERENCE,
-                              f"{int(foreign.sum())} foreign reference(s) on fake-offline pages dropped after the "
-                              "block went offline: put_page() on a stale (possibly poisoned) memmap, not freed to "
-                              "the buddy", view.pfn + int(np.flatnonzero(foreign)[0])))
-    orphans = after.kinds == PageKind.OFFLINE_ORPHAN.value
-    if orphans.any():
-        orphans &= (after.refcount == 0) & sem.test_passes(after.refcount, after.skippable)
-    if orphans.any():
-        hazards.append(Hazard(HazardKind.UNSAFE_REONLINE,
-                              f"{int(orphans.sum())} PageOffline page(s) with refcount 0 and no owner were skipped "
-                              "as already offline; onlining the block again hands them to the buddy",
-                              view.pfn + int(np.flatnonzero(orphans)[0])))
-    return hazards
-
-
-# --- step details for offline_block_traced() (memplan explain) -----------------------------
-
-def _isolation_detail(pageblocks: int, failed: Optional[int], cause: str, kind: Optional[PageKind], pfn: int,
-                      pageblock_pages: int) -> str:
-    """The walk of ``start_isolate_page_range()``: first, last, then the middle pageblocks."""
-    order = isolation_order(pageblocks)
-    walk = "pageblock 0" if pageblocks == 1 else (
-        f"pageblock 0, then {pageblocks - 1}, then 1-{pageblocks - 2} ascending" if pageblocks > 2
-        else "pageblock 0, then 1")
-    if failed is None:
-        return f"{pageblocks} pageblocks isolated in order: {walk}"
-    position = order.index(failed) + 1
-    start = pfn + failed * pageblock_pages
-    why = {"isolated": "is already isolated by someone else (no dump)",
-           "cma": "is a CMA pageblock",
-           "unmovable": f"holds an unmovable {kind.label if kind else ''} page"}[cause]
-    return (f"order {walk}; pageblock {failed} (pfn {start:#x}, walked {_ordinal(position)}) {why}: -EBUSY, "
-            "the pageblocks isolated before it are undone")
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _notifier_detail(view: RangeView, notified: "_Notified", device: Optional[VirtioMemDevice],
-                     sem: OfflineSemantics) -> str:
-    """What the MEM_GOING_OFFLINE handlers did to this block's pages."""
-    parts: List[str] = []
-    fake = int(np.count_nonzero(view.kinds == PageKind.FAKE_OFFLINE))
-    if device is None:
-        parts.append("no virtio-mem device covers the block")
-    elif device.driver is not DriverState.LOADED:
-        parts.append(f"virtio-mem {device.id} is {device.driver.value}: nobody handles its "
-                     f"{fake} fake-offline pages" if fake else f"virtio-mem {device.id} is {device.driver.value}")
-    elif not fake:
-        parts.append(f"virtio-mem {device.id}: the block has no fake-offline page")
-    elif sem.virtio_mem_drops_refs:
-        dropped = int(np.count_nonzero(notified.dropped))
-        still = int(np.count_nonzero(notified.dropped & (notified.refcount != 0)))
-        text = f"virtio-mem {device.id} drops its reference on {dropped} fake-offline pages (refcount 1 -> 0)"
-        if still:
-            text += f"; {still} still referenced: WARN_ON + dump_page \"fake-offline page referenced\""
-        parts.append(text)
-    else:
-        parts.append(f"virtio-mem {device.id} leaves its {fake} fake-offline pages alone (PG_offline_skippable)")
-    driver = int(np.count_nonzero(view.kinds == PageKind.OFFLINE_REFCOUNT_DRIVER))
-    if driver:
-        parts.append(f"the refcount-protocol driver drops its reference on {driver} pages")
-    freed = int(np.count_nonzero(notified.freed))
-    if freed:
-        parts.append(f"the foreign reference is dropped: put_page() frees {freed} fake-offline pages to the buddy")
-    return "; ".join(parts)
-
-
-def _scan_busy_detail(view: RangeView, index: int, sem: OfflineSemantics) -> str:
-    kind = PageKind(int(view.kinds[index]))
-    why = ("not PG_offline_skippable" if sem.virtio_mem_marks_skippable
-           else f"refcount {int(view.refcount[index])} after MEM_GOING_OFFLINE")
-    return (f"SCAN stops at pfn {view.pfn + index:#x}: a PageOffline {kind.label} page without movable_ops, {why}: "
-            "definitely unmovable, -EBUSY")
-
-
-def _scan_loop_detail(view: RangeView, index: int, targets: MigrationTargets) -> str:
-    kind = PageKind(int(view.kinds[index]))
-    ref = int(view.refcount[index])
-    default = int(DEFAULT_REFCOUNT[int(kind)])
-    if kind is PageKind.PINNED:
-        why = "a long-term pin (FOLL_LONGTERM) keeps an extra reference"
-    elif ref == 0:
-        why = "refcount 0: folio_try_get() fails, it is never isolated"
-    elif ref > default:
-        why = f"refcount {ref} where migration expects {default}: extra references"
-    elif kind is PageKind.GIGANTIC:
-        why = "no free 1 GiB pool page outside the block and gigantic pages cannot be allocated fresh"
-    else:
-        why = (f"no migration target: the allowed nodes have {targets.capacity} free pages for the block's movable "
-               "pages (-ENOMEM)" if targets.capacity is not None else "no migration target (-ENOMEM)")
-    return (f"MIGRATE fails on the {kind.label} folio at pfn {view.pfn + index:#x} every round ({why}); SCAN finds "
-            "it again: the loop runs until a signal")
-
-
-def _dissolve_detail(view: RangeView, index: int, headroom: Dict[int, int]) -> str:
-    kind = PageKind(int(view.kinds[index]))
-    pfn = view.pfn + index
-    if int(view.refcount[index]) > 0:
-        return (f"the in-use {kind.label} folio at pfn {pfn:#x} is not marked migratable (SCAN skipped it): "
-                "dissolve_free_hugetlb_folio() returns -EBUSY")
-    order = 18 if kind is PageKind.GIGANTIC_FREE else 9
-    heads = hugetlb_mod.free_folio_heads(view.kinds, view.pfn, order)
-    return (f"the block holds {heads} free {'1 GiB' if order == 18 else '2 MiB'} hugetlb folios but the pool's "
-            f"headroom (free - resv) is {headroom.get(order, 0)}: dissolving the one at pfn {pfn:#x} returns -EBUSY")
+    attempt = _Attempt(setup, ctx, kinds, refcount, None)
+    attempt.notify()
+    notified: Notified = attempt.notified
+    after = attempt.view.with_pages(notified.kinds, notified.refcount)
+    return PredicateInputs(attempt.view, after, notified.dropped, notified.freed)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.geometry import Geometry
 from memplan.core.model import (
-    FOLIO_ORDER, IS_HUGETLB, IS_HUGETLB_MIGRATABLE, IS_LRU, IS_MOVABLE_OPS, IS_PAGE_OFFLINE, IS_RESERVED, PageKind,
+    FOLIO_SIZE,
+    IS_HUGETLB,
+    IS_HUGETLB_MIGRATABLE,
+    IS_LRU,
+    IS_MOVABLE_OPS,
+    IS_PAGE_OFFLINE,
+    IS_RESERVED,
+    PageKind,
 )
 from memplan.core.results import LogEntry, LogLevel
 
@@ -24,9 +32,7 @@ RATELIMIT_BURST = 10
 _LRU, _MOVABLE_OPS, _OFFLINE, _RESERVED, _HUGETLB, _HUGETLB_MIGRATABLE, _COMPOUND = (1 << i for i in range(7))
 KIND_PREDICATES = (IS_LRU * _LRU | IS_MOVABLE_OPS * _MOVABLE_OPS | IS_PAGE_OFFLINE * _OFFLINE
                    | IS_RESERVED * _RESERVED | IS_HUGETLB * _HUGETLB | IS_HUGETLB_MIGRATABLE * _HUGETLB_MIGRATABLE
-                   | (FOLIO_ORDER > 0) * _COMPOUND).astype(np.uint8)
-#: ``(1 << folio order) - 1`` per kind: a page starts a folio where ``pfn & mask == 0``
-FOLIO_MASK = ((np.uint32(1) << FOLIO_ORDER.astype(np.uint32)) - np.uint32(1)).astype(np.uint32)
+                   | (FOLIO_SIZE > 0) * _COMPOUND).astype(np.uint8)
 _ARANGE = np.arange(1 << 15, dtype=np.uint32)
 
 
@@ -51,15 +57,25 @@ class RangeView:
     refcount: np.ndarray
     #: ``PageOfflineSkippable`` per page (always false under the refcount semantics)
     skippable: np.ndarray
+    #: folio orders (``Geometry.folio_order``) and everything else that follows the page size
+    geometry: Geometry
     #: values that depend only on ``pfn`` and ``kinds``, by name
     derived: Dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.kinds)
 
-    def with_refcount(self, refcount: np.ndarray) -> "RangeView":
+    def with_refcount(self, refcount: np.ndarray) -> RangeView:
         """The same pages with other refcounts (what depends only on the kinds is shared)."""
-        return RangeView(self.pfn, self.kinds, refcount, self.skippable, self.derived)
+        return RangeView(self.pfn, self.kinds, refcount, self.skippable, self.geometry, self.derived)
+
+    def with_pages(self, kinds: np.ndarray, refcount: np.ndarray) -> RangeView:
+        """The same range after a step changed pages (nothing derived is shared)."""
+        return RangeView(self.pfn, kinds, refcount, self.skippable, self.geometry)
+
+    def order_at(self, index: int) -> int:
+        """Folio order of the page at ``index`` (``Geometry.folio_order``)."""
+        return int(self.geometry.folio_order[self.kinds[index]])
 
     def _derived(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         value = self.derived.get(name)
@@ -134,12 +150,59 @@ class RangeView:
         """True on the first page of every folio inside the range (a tail page at the start of
         the range counts: the walks reach a folio that began in an earlier block there)."""
         offsets = _offsets(len(self.kinds)) + np.uint32(self.pfn & 0xFFFFFFFF)  # low bits of the pfns
-        first = np.bitwise_and(offsets, np.take(FOLIO_MASK, self.kinds)) == 0
+        first = np.bitwise_and(offsets, np.take(self.geometry.folio_mask, self.kinds)) == 0
         if len(first):
             first[0] = True
         # A new folio also starts where the kind changes (e.g. two kinds of 2 MiB folios).
         first[1:] |= self.kinds[1:] != self.kinds[:-1]
         return first
+
+
+def folio_heads(mask: np.ndarray, order: int) -> int:
+    """How many pages of ``mask`` start a folio as ``RangeView.folio_first()`` sees it, when
+    ``mask`` marks the pages of one folio kind of ``order`` in a range whose first pfn is aligned
+    to the folio size: every aligned page, the first page, and every page whose predecessor is of
+    another kind. A block-level reduction (three strided counts, no per-page lookup) for the
+    shortcut over whole blocks."""
+    size = 1 << order
+    aligned = int(np.count_nonzero(mask[::size]))
+    starts = int(np.count_nonzero(mask[1:] > mask[:-1]))
+    # run starts on an aligned index are already counted as aligned pages
+    aligned_starts = int(np.count_nonzero(mask[size::size] > mask[size - 1:-1:size]))
+    return aligned + starts - aligned_starts
+
+
+@dataclass(frozen=True)
+class KindSet:
+    """A set of page-kind codes, tested over a page array as a few range compares (one per run
+    of consecutive codes) instead of a table lookup per page (``np.take`` costs ten compares)."""
+
+    runs: Tuple[Tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, table: np.ndarray) -> KindSet:
+        """The kind codes where a per-kind-byte boolean table is true."""
+        codes = np.flatnonzero(table).tolist()
+        runs: List[Tuple[int, int]] = []
+        for code in codes:
+            if runs and runs[-1][1] == code:
+                runs[-1] = (runs[-1][0], code + 1)
+            else:
+                runs.append((code, code + 1))
+        return cls(tuple(runs))
+
+    def __bool__(self) -> bool:
+        return bool(self.runs)
+
+    def mask(self, kinds: np.ndarray) -> np.ndarray:
+        """Which pages of ``kinds`` (uint8) are of a kind in the set."""
+        out: Optional[np.ndarray] = None
+        for lo, hi in self.runs:
+            if hi - lo >= 256:
+                return np.ones(len(kinds), dtype=bool)
+            hit = kinds == np.uint8(lo) if hi == lo + 1 else (kinds - np.uint8(lo)) < np.uint8(hi - lo)
+            out = hit if out is None else out | hit
+        return out if out is not None else np.zeros(len(kinds), dtype=bool)
 
 
 def first_index(mask: np.ndarray, start: int = 0) -> Optional[int]:

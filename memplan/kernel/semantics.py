@@ -1,10 +1,12 @@
 """The two PageOffline semantics as ONE set of variation points (spec §5.1).
 
 Every difference between mainline (``refcount``) and the posted ``PG_offline_skippable``
-patch (``skippable``) is one of the five predicate sites below, plus what virtio-mem does in
-its memory notifier. The pipeline (``memplan.kernel.offline``) and the per-page reference
-(``memplan.kernel.reference``) call only these methods, so a third variant (e.g. a future
-"frozen PageOffline" kernel) is one more subclass.
+patch (``skippable``) is one of the five predicate sites below, what virtio-mem does in its
+memory notifier (``fake_offline_skippable()``, ``virtio_mem_going_offline()``,
+``virtio_mem_cancel_offline()``) and how its fake-offline pages look in kpageflags
+(``marks_fake_offline``, ``unflagged_fake_offline_kind``). Nothing outside this module names a
+semantics or reads the flags behind these methods, so a third variant (e.g. a future "frozen
+PageOffline" kernel) is one more subclass.
 
 All predicates take numpy arrays describing PageOffline pages (``refcount`` after the memory
 notifier ran, ``skippable`` = ``PageOfflineSkippable``) and return boolean arrays; they work on
@@ -19,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from memplan.core.errors import UsageError, did_you_mean
-from memplan.core.model import DriverState
+from memplan.core.model import DriverState, PageKind
 from memplan.core.results import ForeignRefEffect, HazardKind, LogLevel
 
 #: ``virtio_mem_sbm_mb_state`` names of online, partially plugged blocks (PATCH-v2 clears the
@@ -44,6 +46,15 @@ class OfflineSemantics(ABC):
     #: driver removal clears PG_offline_skippable on unplugged parts of online partial blocks
     #: (``virtio_mem_sbm_mark_mb_non_skippable()`` in PATCH-v2)
     virtio_mem_unload_clears_skippable: bool
+    #: what a virtio-mem fake-offline page without PG_offline_skippable (kpageflags
+    #: ``KPF_OWNER_2``) is under this semantics (snapshots read the flag)
+    unflagged_fake_offline_kind: PageKind
+
+    @property
+    def marks_fake_offline(self) -> bool:
+        """Whether virtio-mem's fake-offline pages carry PG_offline_skippable (``KPF_OWNER_2``)
+        under this semantics: what a snapshot can tell the semantics by."""
+        return self.virtio_mem_marks_skippable
 
     # virtio-mem (drivers/virtio/virtio_mem.c): what the driver does differs with the semantics.
     def fake_offline_skippable(self, driver: DriverState, device_state: Optional[str]) -> bool:
@@ -81,6 +92,12 @@ class OfflineSemantics(ABC):
             return ForeignRefEffect.WARNS
         return ForeignRefEffect.NONE
 
+    def scan_busy_why(self, refcount: int) -> str:
+        """Why SCAN (site 2) calls one PageOffline page definitely unmovable (``explain``)."""
+        if self.virtio_mem_marks_skippable:
+            return "not PG_offline_skippable"
+        return f"refcount {refcount} after MEM_GOING_OFFLINE"
+
     # Site 1: mm/page_isolation.c page_is_unmovable(), PB_ISOLATE_MODE_MEM_OFFLINE rule.
     @abstractmethod
     def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
@@ -115,6 +132,7 @@ class RefcountSemantics(OfflineSemantics):
     virtio_mem_drops_refs = True
     virtio_mem_marks_skippable = False
     virtio_mem_unload_clears_skippable = False
+    unflagged_fake_offline_kind = PageKind.FAKE_OFFLINE
 
     def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
         # "We treat all PageOffline() pages as movable when offlining to give drivers a
@@ -146,6 +164,8 @@ class SkippableSemantics(OfflineSemantics):
     virtio_mem_drops_refs = False
     virtio_mem_marks_skippable = True
     virtio_mem_unload_clears_skippable = True
+    #: virtio_mem_sbm_mark_mb_non_skippable(): an ordinary, unmovable PageOffline page
+    unflagged_fake_offline_kind = PageKind.BALLOON
 
     def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
         # if ((flags & MEMORY_OFFLINE) && PageOffline(page) && PageOfflineSkippable(page)) continue;
@@ -185,6 +205,15 @@ SEMANTICS: Dict[str, OfflineSemantics] = {s.name: s for s in (RefcountSemantics(
 MAINLINE = "refcount"
 #: The posted, unmerged PG_offline_skippable patch.
 PROPOSED = "skippable"
+
+
+def semantics_marking(flagged: bool) -> OfflineSemantics:
+    """The semantics under which virtio-mem's fake-offline pages carry PG_offline_skippable
+    (``flagged``) or not: mainline when it fits, else the first that does (snapshot detection)."""
+    mainline = SEMANTICS[MAINLINE]
+    if mainline.marks_fake_offline is flagged:
+        return mainline
+    return next(s for s in SEMANTICS.values() if s.marks_fake_offline is flagged)
 
 
 def get_semantics(name: Optional[str]) -> OfflineSemantics:

@@ -15,8 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.core.geometry import Geometry
+from memplan.core.machine import Ints, VirtioMemDevice
 from memplan.core.model import DriverState, OnlineType, VirtioMemMode, Zone
-from memplan.core.machine import VirtioMemDevice
+from memplan.core.units import format_block_ranges
 
 
 class SbmState(str, Enum):
@@ -94,7 +95,7 @@ def configure(
     device_block_size: int,
     mode: str = "auto",
     bbm_block_size: int = 0,
-    plugged_blocks: Optional[Sequence[int]] = None,
+    plugged_blocks: Optional[Ints] = None,
     plugged_size: Optional[int] = None,
     online: OnlineType = OnlineType.MOVABLE,
     node: int = 0,
@@ -114,19 +115,48 @@ def configure(
                                 f"({geometry.memory_block_size >> 20} MiB)")
     if region_size <= 0 or region_size % device_block_size:
         raise DeviceConfigError("region_size", f"{region_size:#x} is not a multiple of the device block size")
+    chosen = _choose_mode(geometry, device_block_size, mode)
+    unit, usable_start, units = _units(geometry, id, addr, region_size, device_block_size, chosen, bbm_block_size,
+                                       warnings)
+    head = (usable_start - addr) // device_block_size
+    plugged = _plugged_units(region_size // device_block_size, head, units, unit // device_block_size, unit,
+                             device_block_size, chosen, plugged_blocks, plugged_size)
+    fake_offline = frozenset(int(b) for b in fake_offline_big_blocks)
+    if fake_offline and chosen is not VirtioMemMode.BBM:
+        raise DeviceConfigError("fake_offline_big_blocks", "only applies to Big Block Mode")
+    for bb in fake_offline:
+        if not 0 <= bb < units or not plugged[bb]:
+            raise DeviceConfigError("fake_offline_big_blocks", f"big block {bb} is not plugged")
+
+    device = VirtioMemDevice(
+        id=id, addr=addr, region_size=region_size, device_block_size=device_block_size, mode=chosen,
+        unit_size=unit, plugged=plugged, online=online, node=node, driver=driver,
+        fake_offline_units=fake_offline, unplug_online=unplug_online,
+        first_block=usable_start // geometry.memory_block_size, units=units,
+    )
+    if offline_blocks:
+        device = _with_offline_blocks(device, geometry, offline_blocks)
+    return device, warnings
+
+
+def _choose_mode(geometry: Geometry, device_block_size: int, mode: str) -> VirtioMemMode:
+    """``auto`` picks what the driver picks; ``sbm`` must be possible; ``bbm`` is ``force_bbm=1``."""
     auto = select_mode(geometry, device_block_size)
     if mode == "auto":
-        chosen = auto
-    elif mode == "sbm":
+        return auto
+    if mode == "sbm":
         if auto is not VirtioMemMode.SBM:
             raise DeviceConfigError("mode", "SBM needs a sub-block smaller than a memory block "
                                     f"(sub-block {subblock_size(geometry, device_block_size) >> 20} MiB)")
-        chosen = VirtioMemMode.SBM
-    elif mode == "bbm":
-        chosen = VirtioMemMode.BBM  # force_bbm=1
-    else:
-        raise DeviceConfigError("mode", f"{mode!r} is not one of auto, sbm, bbm")
+        return VirtioMemMode.SBM
+    if mode == "bbm":
+        return VirtioMemMode.BBM
+    raise DeviceConfigError("mode", f"{mode!r} is not one of auto, sbm, bbm")
 
+
+def _units(geometry: Geometry, id: str, addr: int, region_size: int, device_block_size: int, chosen: VirtioMemMode,
+           bbm_block_size: int, warnings: List[str]) -> Tuple[int, int, int]:
+    """The (un)plug unit, the first usable address and how many units fit into the region."""
     if chosen is VirtioMemMode.SBM:
         if bbm_block_size:
             raise DeviceConfigError("bbm_block_size", "only applies to Big Block Mode")
@@ -144,10 +174,13 @@ def configure(
     if units == 0:
         raise DeviceConfigError("region_size", f"the region holds no whole {unit >> 20} MiB "
                                 f"{'sub-block' if chosen is VirtioMemMode.SBM else 'big block'}")
+    return unit, usable_start, units
 
-    per_unit = unit // device_block_size
-    head = (usable_start - addr) // device_block_size
-    device_blocks = region_size // device_block_size
+
+def _plugged_units(device_blocks: int, head: int, units: int, per_unit: int, unit: int, device_block_size: int,
+                   chosen: VirtioMemMode, plugged_blocks: Optional[Ints],
+                   plugged_size: Optional[int]) -> np.ndarray:
+    """Plugged state per unit from the plugged device blocks (``plugged``) or size (``plugged_size``)."""
     plugged_db = np.zeros(device_blocks, dtype=bool)
     if plugged_blocks is not None and plugged_size is not None:
         raise DeviceConfigError("plugged", "give either plugged or plugged_size, not both")
@@ -177,34 +210,21 @@ def configure(
         raise DeviceConfigError("plugged", f"unit {int(np.flatnonzero(partial)[0])} is partly plugged; the "
                                 f"driver plugs whole {unit >> 10} KiB "
                                 f"{'sub-blocks' if chosen is VirtioMemMode.SBM else 'big blocks'}")
-    plugged = grid.all(axis=1)
+    return np.asarray(grid.all(axis=1))
 
-    fake_offline = frozenset(int(b) for b in fake_offline_big_blocks)
-    if fake_offline and chosen is not VirtioMemMode.BBM:
-        raise DeviceConfigError("fake_offline_big_blocks", "only applies to Big Block Mode")
-    for bb in fake_offline:
-        if not 0 <= bb < units or not plugged[bb]:
-            raise DeviceConfigError("fake_offline_big_blocks", f"big block {bb} is not plugged")
 
-    device = VirtioMemDevice(
-        id=id, addr=addr, region_size=region_size, device_block_size=device_block_size, mode=chosen,
-        unit_size=unit, plugged=plugged, online=online, node=node, driver=driver,
-        fake_offline_units=fake_offline, unplug_online=unplug_online,
-        first_block=usable_start // geometry.memory_block_size, units=units,
-    )
-    if offline_blocks:
-        added = {b.block for b in added_blocks(device, geometry)}
-        for block in sorted(set(offline_blocks)):
-            if block not in added:
-                raise DeviceConfigError("offline_blocks", f"memory block {block} is not an added memory block "
-                                        f"of this device (blocks with plugged memory: "
-                                        f"{_ranges(sorted(added)) or 'none'})")
-        device = replace(device, offline_blocks=frozenset(int(b) for b in offline_blocks))
-    return device, warnings
+def _with_offline_blocks(device: VirtioMemDevice, geometry: Geometry,
+                         offline_blocks: Sequence[int]) -> VirtioMemDevice:
+    added = {b.block for b in added_blocks(device, geometry)}
+    for block in sorted(set(offline_blocks)):
+        if block not in added:
+            raise DeviceConfigError("offline_blocks", f"memory block {block} is not an added memory block "
+                                    f"of this device (blocks with plugged memory: "
+                                    f"{_ranges(sorted(added)) or 'none'})")
+    return replace(device, offline_blocks=frozenset(int(b) for b in offline_blocks))
 
 
 def _ranges(blocks: Sequence[int]) -> str:
-    from memplan.core.units import format_block_ranges
     return format_block_ranges(list(blocks))
 
 
@@ -268,12 +288,12 @@ def added_block_columns(device: VirtioMemDevice, geometry: Geometry) -> AddedBlo
     offline = np.array(sorted(device.offline_blocks), dtype=np.int64)
     if device.mode is VirtioMemMode.SBM:
         per = units_per_block(device, geometry)
-        grid = device.plugged.reshape(-1, per)
-        used = grid.any(axis=1)  # UNUSED blocks were never added: no memory block device
-        full = grid.all(axis=1)[used]
+        grid: np.ndarray = device.plugged.reshape(-1, per)
+        used = np.asarray(grid.any(axis=1))  # UNUSED blocks were never added: no memory block device
+        full = np.asarray(grid.all(axis=1))[used]
         blocks = device.first_block + np.flatnonzero(used).astype(np.int64)
         online = (device.online is not OnlineType.OFFLINE) & ~np.isin(blocks, offline)
-        names = (SbmState.OFFLINE_PARTIAL.value, SbmState.OFFLINE.value,
+        names: Tuple[str, ...] = (SbmState.OFFLINE_PARTIAL.value, SbmState.OFFLINE.value,
                  SbmState.MOVABLE_PARTIAL.value, SbmState.MOVABLE.value,
                  SbmState.KERNEL_PARTIAL.value, SbmState.KERNEL.value)
         base = 2 if device.online is OnlineType.MOVABLE else 4
@@ -289,10 +309,13 @@ def added_block_columns(device: VirtioMemDevice, geometry: Geometry) -> AddedBlo
     return AddedBlockColumns(blocks, state, names, online, _block_zones(device, geometry, blocks))
 
 
+_ZONES = {z.code: z for z in Zone}
+
+
 def added_blocks(device: VirtioMemDevice, geometry: Geometry) -> List[AddedBlock]:
     """Every memory block of the device that exists (has plugged memory), with its state."""
     cols = added_block_columns(device, geometry)
-    return [AddedBlock(int(b), cols.state_names[s], bool(o), Zone.from_code(int(z)))
+    return [AddedBlock(int(b), cols.state_names[s], bool(o), _ZONES[int(z)])
             for b, s, o, z in zip(cols.blocks.tolist(), cols.state.tolist(), cols.online.tolist(),
                                   cols.zone.tolist())]
 
@@ -316,7 +339,7 @@ def fake_offline_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[Tup
     if device.mode is VirtioMemMode.SBM:
         per = units_per_block(device, geometry)
         grid = device.plugged.reshape(-1, per)
-        added = grid.any(axis=1)
+        added = np.asarray(grid.any(axis=1))
         for block in device.offline_blocks:
             added[block - device.first_block] = False  # offline: no online memmap
         unplugged = ~grid & added[:, None]
@@ -350,19 +373,3 @@ def block_states(device: VirtioMemDevice, geometry: Geometry) -> Dict[int, str]:
     cols = added_block_columns(device, geometry)
     names = cols.state_names
     return dict(zip(cols.blocks.tolist(), [names[s] for s in cols.state.tolist()]))
-
-
-def fake_offline_skippable(device: VirtioMemDevice, state: Optional[str], marks_skippable: bool,
-                           unload_clears: bool) -> bool:
-    """Whether this block's fake-offline pages carry PG_offline_skippable (Variant S only).
-
-    PATCH-v2 sets the flag whenever virtio-mem fake-offlines a page; on driver removal
-    ``virtio_mem_sbm_mark_mb_non_skippable()`` clears it for ``KERNEL_PARTIAL`` and
-    ``MOVABLE_PARTIAL`` blocks.
-    """
-    if not marks_skippable:
-        return False
-    if (unload_clears and device.driver is DriverState.UNLOADED
-            and state in (SbmState.KERNEL_PARTIAL.value, SbmState.MOVABLE_PARTIAL.value)):
-        return False
-    return True

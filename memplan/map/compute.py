@@ -9,13 +9,14 @@ the same comparison ``diff-semantics`` reports.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
-from memplan.diff.compute import changed_fields
-from memplan.core.model import BlockState
 from memplan.core.machine import Machine
+from memplan.core.model import BlockState
 from memplan.core.results import BlockVerdict, Outcome, SimulationResult
+from memplan.diff.compute import changed_fields
+from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
 
 _OUTCOME_CELL = {Outcome.OFFLINED: CellKind.OFFLINES, Outcome.FAILS: CellKind.FAILS, Outcome.HANGS: CellKind.HANGS}
 
@@ -32,6 +33,32 @@ def _region_slots(machine: Machine) -> Dict[int, int]:
     return slots
 
 
+@dataclass
+class _Run:
+    """The segment being built: cells of one device region, zone and node (zone and node stay
+    ``None`` while the run holds only unplugged slots)."""
+
+    device: Optional[str]
+    mode: Optional[str]
+    zone: Optional[str]
+    node: Optional[int]
+    cells: List[Cell] = field(default_factory=list)
+
+    def joins(self, device: Optional[str], kind: CellKind, zone: Optional[str], node: Optional[int]) -> bool:
+        if self.device != device:
+            return False
+        return kind is CellKind.UNPLUGGED or (self.zone in (None, zone) and self.node in (None, node))
+
+    def add(self, cell: Cell, zone: Optional[str], node: Optional[int]) -> None:
+        if cell.kind is not CellKind.UNPLUGGED and self.zone is None:
+            self.zone, self.node = zone, node
+        self.cells.append(cell)
+
+    def segment(self) -> Segment:
+        return Segment(self.cells[0].block, self.cells[-1].block, self.zone, self.node, self.device, self.mode,
+                       tuple(self.cells))
+
+
 def _cells(machine: Machine, verdicts: Dict[int, BlockVerdict], span: Optional[Tuple[int, int]],
            change_of: Optional[Dict[int, Tuple[Change, Tuple[str, ...]]]] = None) -> List[Segment]:
     table = machine.blocks
@@ -42,12 +69,11 @@ def _cells(machine: Machine, verdicts: Dict[int, BlockVerdict], span: Optional[T
     rows = {int(b): r for r, b in enumerate(table.ids)}
     multi_node = machine.nodes > 1
     segments: List[Segment] = []
-    current: Optional[Dict[str, Any]] = None
+    current: Optional[_Run] = None
 
     def close() -> None:
         if current is not None:
-            segments.append(Segment(current["first"], current["last"], current["zone"], current["node"],
-                                    current["device"], current["mode"], tuple(current["cells"])))
+            segments.append(current.segment())
 
     previous: Optional[int] = None
     for block in ids:
@@ -77,18 +103,11 @@ def _cells(machine: Machine, verdicts: Dict[int, BlockVerdict], span: Optional[T
             close()
             current = None
             segments.append(Segment(previous + 1, block - 1, None, None))
-        joins = (current is not None and current["device"] == (device.id if device else None)
-                 and (kind is CellKind.UNPLUGGED or current["zone"] in (None, zone_name))
-                 and (kind is CellKind.UNPLUGGED or current["node"] in (None, node)))
-        if not joins:
+        device_id = device.id if device else None
+        if current is None or not current.joins(device_id, kind, zone_name, node):
             close()
-            current = dict(first=block, last=block, zone=zone_name, node=node, device=device.id if device else None,
-                           mode=device.mode.value.upper() if device else None, cells=[])
-        assert current is not None
-        if joins and kind is not CellKind.UNPLUGGED and current["zone"] is None:
-            current["zone"], current["node"] = zone_name, node
-        current["cells"].append(cell)
-        current["last"] = block
+            current = _Run(device_id, device.mode.value.upper() if device else None, zone_name, node)
+        current.add(cell, zone_name, node)
         previous = block
     close()
     return segments

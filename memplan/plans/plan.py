@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from memplan.plans.types import AUTO_MOVABLE_RATIO, PlanResult
 from memplan.core.errors import UsageError
 from memplan.core.machine import Machine
-from memplan.plans.state import MachineState
 from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.units import format_size, parse_chmem_size
 from memplan.engine.simulation import select_blocks
-from memplan.core.units import format_size
+from memplan.plans.state import MachineState
+from memplan.plans.types import AUTO_MOVABLE_RATIO, PlanResult
 
 #: chmem's zone names (``zone_names[]``).
 CHMEM_ZONES = ("DMA", "DMA32", "Normal", "Highmem", "Movable", "Device")
@@ -27,7 +27,6 @@ CHMEM_ZONES = ("DMA", "DMA32", "Normal", "Highmem", "Movable", "Device")
 
 def parse_plan_size(text: str, block_size: int) -> int:
     """chmem's SIZE: ``<n>[K|M|G|T...]``; a bare number means MiB (``parse_single_param()``)."""
-    from memplan.core.units import parse_chmem_size
     try:
         size = parse_chmem_size(text)
     except ValueError as exc:

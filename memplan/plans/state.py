@@ -249,7 +249,7 @@ class MachineState:
         self.free_slots[row] = int(np.count_nonzero((kinds.reshape(-1, geo.pageblock_pages) == FREE).all(axis=1)))
         base = geo.block_start_pfn(int(self.ids[row]))
         for order in HUGE_ORDERS:
-            self.free_huge[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order)
+            self.free_huge[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order, geo)
 
     def pages(self, block: int) -> _Pages:
         """The (mutable) pages of an online block, materialised on first use."""
@@ -360,7 +360,8 @@ class MachineState:
         off = effects.offset
         k = pages.kinds[off:]
         lo = self.geometry.block_start_pfn(block) + off
-        first = RangeView(lo, k, pages.refcount[off:].astype(np.int64), np.zeros(len(k), bool)).folio_first()
+        first = RangeView(lo, k, pages.refcount[off:].astype(np.int64), np.zeros(len(k), bool),
+                          self.geometry).folio_first()
         zone = self.zone_of(row) or Zone.NORMAL
         alloc = _Allocator(self, self._target_rows(self.offline_nodes(row), target_zones(zone), row),
                            replace_rows=np.zeros(0, dtype=np.int64), pool_nodes=self.offline_nodes(row),
@@ -408,8 +409,8 @@ class MachineState:
         kinds, ref = pages.kinds[lo:hi], pages.refcount[lo:hi]
         before = kinds.copy()
         start_pfn = geo.block_start_pfn(block) + lo
-        result = alloc_contig_range(before, ref, start_pfn, zone is Zone.MOVABLE, cma, isolated, pb, alloc)
-        first = RangeView(start_pfn, before, ref.astype(np.int64), np.zeros(len(before), bool)).folio_first()
+        result = alloc_contig_range(before, ref, start_pfn, zone is Zone.MOVABLE, cma, isolated, geo, alloc)
+        first = RangeView(start_pfn, before, ref.astype(np.int64), np.zeros(len(before), bool), geo).folio_first()
         # Pool bookkeeping: free folios replaced (+1 new elsewhere was counted by the allocator,
         # -1 here for the dissolved original); sources left in the pool count again.
         replaced = result.vacated & first & (before == PageKind.HUGETLB_FREE)

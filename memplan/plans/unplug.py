@@ -16,16 +16,23 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from memplan.plans.types import (
-    RETRY_MAX_S, RETRY_MIN_S, SweepPoint, SweepResult, UnitCulprit, UnplugBlock, UnplugResult, WorkRun,
-)
 from memplan.core.errors import UsageError, did_you_mean
-from memplan.kernel.virtio_mem import SbmState
-from memplan.core.model import DriverState, Errno, PageKind, Zone
 from memplan.core.machine import Machine
-from memplan.plans.state import DeviceState, MachineState
+from memplan.core.model import DriverState, Errno, PageKind, Zone
 from memplan.core.results import BlockVerdict, Outcome
 from memplan.core.units import format_size
+from memplan.kernel.virtio_mem import SbmState
+from memplan.plans.state import DeviceState, MachineState
+from memplan.plans.types import (
+    RETRY_MAX_S,
+    RETRY_MIN_S,
+    SweepPoint,
+    SweepResult,
+    UnitCulprit,
+    UnplugBlock,
+    UnplugResult,
+    WorkRun,
+)
 
 #: ``virtio_mem_sbm_unplug_request()``'s state order.
 SBM_UNPLUG_ORDER = (SbmState.OFFLINE_PARTIAL, SbmState.OFFLINE, SbmState.MOVABLE_PARTIAL, SbmState.KERNEL_PARTIAL,
@@ -337,9 +344,13 @@ def check_request(dev: DeviceState, requested: int) -> None:
                          f"({format_size(dev.plugged_bytes)}): that is a plug request; memplan models unplugging")
 
 
-def _block_states(state: MachineState, drv: VirtioMemDriver) -> Dict[int, Tuple[str, Tuple[int, ...], Optional[Zone]]]:
+#: per SBM memory block or BBM big block: (driver state name, plugged units, zone)
+BlockStates = Dict[int, Tuple[str, Tuple[int, ...], Optional[Zone]]]
+
+
+def _block_states(state: MachineState, drv: VirtioMemDriver) -> BlockStates:
     dev = drv.dev
-    out: Dict[int, Tuple[str, Tuple[int, ...], Optional[Zone]]] = {}
+    out: BlockStates = {}
     if dev.sbm:
         for block in drv.region_blocks():
             if state.has_block(block):
@@ -421,7 +432,8 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int) -> Un
     )
 
 
-def _summarise(state: MachineState, drv: VirtioMemDriver, before, after) -> Tuple[UnplugBlock, ...]:
+def _summarise(state: MachineState, drv: VirtioMemDriver, before: BlockStates,
+               after: BlockStates) -> Tuple[UnplugBlock, ...]:
     dev = drv.dev
     out: List[UnplugBlock] = []
     for key, (state_before, plugged_before, zone) in sorted(before.items()):

@@ -6,20 +6,21 @@ profile gives the same pages on every machine, whatever blocks are asked for and
 chunks. Bit-generator output is stable across NumPy versions (only ``random_raw`` is used).
 
 Per memory block the stream supplies one 16-bit draw per page (order-0 kinds) and one per
-pageblock-sized slot (2 MiB compound kinds: THP and hugetlb). Fractions are applied with a
-resolution of 1/65536; a non-zero fraction never rounds to zero.
+PMD-sized slot (compound kinds: THP and hugetlb, ``Geometry.pmd_order``: 2 MiB with 4 KiB
+pages). Fractions are applied with a resolution of 1/65536; a non-zero fraction never rounds
+to zero.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from memplan.core.geometry import Geometry
-from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER, PageKind
 from memplan.core.machine import Fill, PageBatch, PageRun, consecutive_runs
+from memplan.core.model import DEFAULT_REFCOUNT, LOOK_CLOSER, PageKind
 
 RESOLUTION = 1 << 16
 _NO_COMPOUND = 0xFF
@@ -49,14 +50,16 @@ class FillPlan:
     order0: np.ndarray
     compound: np.ndarray
     has_compound: bool
-    state: dict
+    #: ``PCG64.state`` of the fill's seed (numpy types it as its private ``_PCG64State``)
+    state: Any
     #: the fill may draw a kind code ``LOOK_CLOSER`` or above
     draws_special: bool = True
 
     @classmethod
-    def compile(cls, fill: Fill) -> "FillPlan":
-        compound = sorted((k, f) for k, f in fill.fractions.items() if FOLIO_ORDER[int(k)] == 9)
-        small = sorted((k, f) for k, f in fill.fractions.items() if FOLIO_ORDER[int(k)] == 0)
+    def compile(cls, fill: Fill, geometry: Geometry) -> "FillPlan":
+        order = geometry.folio_order
+        compound = sorted((k, f) for k, f in fill.fractions.items() if order[int(k)] == geometry.pmd_order)
+        small = sorted((k, f) for k, f in fill.fractions.items() if order[int(k)] == 0)
         p_compound = sum(f for _, f in compound)
         order0 = _thresholds(small, 1.0 / (1.0 - p_compound) if p_compound < 1.0 else 0.0)
         order0[order0 == _NO_COMPOUND] = int(PageKind.FREE)
@@ -72,7 +75,7 @@ class ProfilePageSource:
     def __init__(self, geometry: Geometry, fills: Sequence[Fill], fill_of_block: Dict[int, int],
                  fixed: Sequence[PageRun]) -> None:
         self.geometry = geometry
-        self.plans = [FillPlan.compile(f) for f in fills]
+        self.plans = [FillPlan.compile(f, geometry) for f in fills]
         self.fill_of_block = dict(fill_of_block)
         runs = sorted(fixed, key=lambda r: (r.pfn, r.count))
         self._start = np.array([r.pfn for r in runs], dtype=np.int64)
@@ -101,7 +104,7 @@ class ProfilePageSource:
 
     def _draw(self, plan: FillPlan, first_block: int, nblocks: int) -> Tuple[np.ndarray, np.ndarray]:
         ppb = self.geometry.pages_per_block
-        slots = self.geometry.pageblocks_per_block
+        slots = ppb >> self.geometry.pmd_order
         per_block = (ppb + slots + 3) // 4  # u64 draws per block
         bitgen = np.random.PCG64()
         bitgen.state = plan.state
@@ -152,7 +155,7 @@ class ProfilePageSource:
     def _fill_rows(self, kinds: np.ndarray, row: int, end: int, block_ids: np.ndarray, plan: FillPlan,
                    fixed_runs: List[PageRun]) -> None:
         geo = self.geometry
-        ppb, slot_pages = geo.pages_per_block, geo.pageblock_pages
+        ppb, slot_pages = geo.pages_per_block, 1 << geo.pmd_order
         pages_u16, slot_u16 = self._draw(plan, int(block_ids[row]), end - row)
         # A few blocks per take(): it converts the u16 draws to intp indexes first, and a
         # cache-sized temporary makes that twice as fast as one take over the whole chunk.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, Dict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -12,5 +13,5 @@ else:  # pragma: no cover - exercised on old Pythons only
 TOMLDecodeError = tomllib.TOMLDecodeError
 
 
-def loads(text: str) -> dict:
+def loads(text: str) -> Dict[str, Any]:
     return tomllib.loads(text)

@@ -1,6 +1,8 @@
 """``--write-profile``: the machine a plan leaves behind, as a valid format-1 profile.
 
-The written profile keeps the original's structure and changes only what the plan changed:
+The writer reads machines, not plans: the original ``Machine`` with the document it was
+loaded from, and the current ``Machine`` (``MachineState.to_machine()`` after a plan). The
+written profile keeps the original's structure and changes only what differs:
 
 * ``[[ram]]`` ranges are split at memory-block boundaries where blocks went offline
   (``state = "offline"``; holes and CMA ranges follow their piece);
@@ -8,12 +10,14 @@ The written profile keeps the original's structure and changes only what the pla
   (``plugged``), its FAKE_OFFLINE big blocks and the added blocks that are offline
   (``offline_blocks``);
 * ``[[fill]]`` tables keep their seeds and fractions but list only the blocks still online;
-* ``[[pages]]`` is rebuilt: every 2 MiB pageblock whose pages differ from what the fills and
-  the derived fixed pages (holes, vmemmap, fake-offline) would produce is written out in
-  full, run-length encoded (whole pageblocks, so a fill never draws a compound folio there);
-* ``[environment]`` gets the hugetlb pool counters the plan left (``free`` and ``resv``).
+* ``[[pages]]`` is rebuilt: every PMD-sized slot (2 MiB with 4 KiB pages) whose pages differ
+  from what the fills and the derived fixed pages (holes, vmemmap, fake-offline) would
+  produce is written out in full, run-length encoded (whole slots, so a fill never draws a
+  compound folio there);
+* ``[environment]`` gets the hugetlb pool counters the machine has now (``free`` and ``resv``).
 
-Loading the written profile materialises exactly the pages of the state (tests check it).
+Loading the written profile materialises exactly the pages of the current machine (tests
+check it).
 """
 
 from __future__ import annotations
@@ -24,14 +28,20 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import BoolArray, IntArray
 from memplan.core.errors import ProfileError, UsageError
+from memplan.core.geometry import Geometry
+from memplan.core.machine import BlockTable, Machine, VirtioMemDevice, chunks
+from memplan.core.model import DEFAULT_REFCOUNT, KIND_NAMES, PageKind, VirtioMemMode
+from memplan.core.units import (
+    format_block_ranges,
+    parse_block_ranges,
+    parse_inclusive_range,
+    parse_size,
+)
+from memplan.kernel import virtio_mem
 from memplan.profile import toml
-from memplan.profile.reader import build_machine
-from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, KIND_NAMES, PageKind
-from memplan.core.machine import Machine
-from memplan.plans.state import MachineState
-from memplan.core.machine import chunks
-from memplan.core.units import format_block_ranges, parse_block_ranges, parse_inclusive_range, parse_size
+from memplan.profile.reader import HUGETLB_POOLS, build_machine
 
 #: kinds a profile derives itself (holes from [[ram]], vmemmap from memmap_on_memory)
 _DERIVED = np.zeros(256, dtype=bool)
@@ -39,32 +49,33 @@ _DERIVED[[int(PageKind.HOLE), int(PageKind.VMEMMAP)]] = True
 
 _ORDER = ("format", "machine", "ram", "virtio_mem", "fill", "pages", "environment")
 
+Doc = Dict[str, Any]
+#: pfn, count, kind code, refcount
+Run = Tuple[int, int, int, int]
 
-def profile_document(state: MachineState, doc: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
-    """The format-1 document of the state (``doc`` is the parsed profile the state started from)."""
+
+def profile_document(original: Machine, doc: Doc, current: Machine) -> Tuple[Doc, List[str]]:
+    """The format-1 document of ``current``, the machine ``original`` became (``doc`` is the
+    parsed profile ``original`` was built from)."""
     warnings: List[str] = []
     out = copy.deepcopy(doc)
-    out["ram"] = _ram_tables(state, doc.get("ram", []))
-    out["virtio_mem"] = _device_tables(state, doc.get("virtio_mem", []), warnings)
-    out["fill"] = _fill_tables(state, doc)
+    out["ram"] = _ram_tables(current, doc.get("ram", []))
+    out["virtio_mem"], removed = _device_tables(current, doc.get("virtio_mem", []), warnings)
+    out["fill"] = _fill_tables(original, current, doc.get("fill", []), removed)
     out["pages"] = []
-    env = dict(out.get("environment", {}))
-    for key, order in (("hugetlb_2m", 9), ("hugetlb_1g", 18)):
-        pool = state.pools[order]
-        if pool.free or pool.resv or key in env:
-            env[key] = {"free": int(pool.free or 0), "resv": int(pool.resv)}
+    env = _environment_table(current, out.get("environment", {}))
     if env:
         out["environment"] = env
     baseline = build_machine(copy.deepcopy(out), "<baseline>")
-    out["pages"] = _page_tables(state.to_machine(), baseline)
+    out["pages"] = _page_tables(current, baseline)
     for key in ("ram", "virtio_mem", "fill", "pages"):
         if not out[key]:
             del out[key]
     return out, warnings
 
 
-def read_document(path: str) -> Dict[str, Any]:
-    """The parsed TOML of the profile a state was built from."""
+def read_document(path: str) -> Doc:
+    """The parsed TOML of the profile a machine was built from."""
     try:
         with open(path, "rb") as handle:
             return toml.loads(handle.read().decode("utf-8"))
@@ -72,9 +83,9 @@ def read_document(path: str) -> Dict[str, Any]:
         raise ProfileError(path, "", f"cannot read it again to write the resulting profile: {exc}") from None
 
 
-def write_profile(state: MachineState, doc: Dict[str, Any], path: str, header: str = "") -> List[str]:
-    """Write the state as a profile file; returns warnings about what format 1 cannot express."""
-    result, warnings = profile_document(state, doc)
+def write_profile(original: Machine, doc: Doc, current: Machine, path: str, header: str = "") -> List[str]:
+    """Write ``current`` as a profile file; returns warnings about what format 1 cannot express."""
+    result, warnings = profile_document(original, doc, current)
     text = dumps(result, header)
     try:
         with open(path, "w", encoding="utf-8") as handle:
@@ -84,157 +95,164 @@ def write_profile(state: MachineState, doc: Dict[str, Any], path: str, header: s
     return warnings
 
 
-# ---- [[ram]] ------------------------------------------------------------------------------
-
-def _ram_tables(state: MachineState, tables: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    geo = state.geometry
-    mb = geo.memory_block_size
-    out: List[Dict[str, Any]] = []
-    for table in tables:
-        start, size = parse_size(table["start"]), parse_size(table["size"])
-        end = start + size
-
-        def final_state(addr: int) -> str:
-            block = addr // mb
-            return "online" if state.has_block(block) and state.online(state.row_of(block)) else "offline"
-
-        cuts = [start] + list(range((start // mb + 1) * mb, end, mb)) + [end]
-        pieces: List[Tuple[int, int, str]] = []
-        for lo, hi in zip(cuts, cuts[1:]):
-            st = final_state(lo)
-            if pieces and pieces[-1][2] == st:
-                pieces[-1] = (pieces[-1][0], hi, st)
-            else:
-                pieces.append((lo, hi, st))
-        for lo, hi, st in pieces:
-            piece = copy.deepcopy(dict(table))
-            piece["start"], piece["size"] = hex(lo), hex(hi - lo)
-            if st == "offline" or "state" in piece:
-                piece["state"] = st
-            holes = []
-            for hole in table.get("holes", []):
-                hs, hz = parse_size(hole["start"]), parse_size(hole["size"])
-                a, b = max(hs, lo), min(hs + hz, hi)
-                if a < b:
-                    holes.append({"start": hex(a), "size": hex(b - a)})
-            _set_or_drop(piece, "holes", holes)
-            cma = []
-            for text in table.get("cma", []):
-                cs, ce = parse_inclusive_range(text)
-                a, b = max(cs, lo), min(ce, hi)
-                if a < b:
-                    cma.append(f"{a:#x}-{b - 1:#x}")
-            _set_or_drop(piece, "cma", cma)
-            out.append(piece)
-    return out
+def _online_blocks(table: BlockTable, blocks: np.ndarray) -> BoolArray:
+    """Per block id: it exists in ``table`` and is online."""
+    ids = np.asarray(blocks, dtype=np.int64)
+    present = table.exists(ids)
+    online = np.zeros(len(ids), dtype=bool)
+    online[present] = table.online[table.rows(ids[present])]
+    return online
 
 
-def _set_or_drop(table: Dict[str, Any], key: str, value: List[Any]) -> None:
+def _runs(values: np.ndarray) -> Tuple[IntArray, IntArray]:
+    """``(starts, ends)`` of the runs of equal values (indexes, ends exclusive)."""
+    change = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return np.concatenate(([0], change)).astype(np.int64), np.concatenate((change, [len(values)])).astype(np.int64)
+
+
+def _set_or_drop(table: Doc, key: str, value: Any) -> None:
     if value:
         table[key] = value
     else:
         table.pop(key, None)
 
 
+# ---- [[ram]] ------------------------------------------------------------------------------
+
+def _ram_tables(current: Machine, tables: Sequence[Doc]) -> List[Doc]:
+    """Each range split at memory-block boundaries where the blocks' final state changes."""
+    mb = current.geometry.memory_block_size
+    out: List[Doc] = []
+    for table in tables:
+        start, size = parse_size(table["start"]), parse_size(table["size"])
+        end = start + size
+        cuts = np.concatenate(([start], np.arange((start // mb + 1) * mb, end, mb, dtype=np.int64), [end]))
+        online = _online_blocks(current.blocks, cuts[:-1] // mb)
+        firsts, lasts = _runs(online)
+        for first, last in zip(firsts.tolist(), lasts.tolist()):
+            out.append(_ram_piece(table, int(cuts[first]), int(cuts[last]), bool(online[first])))
+    return out
+
+
+def _ram_piece(table: Doc, lo: int, hi: int, online: bool) -> Doc:
+    """The part [lo, hi) of a ``[[ram]]`` table, with its holes and CMA ranges."""
+    piece = copy.deepcopy(dict(table))
+    piece["start"], piece["size"] = hex(lo), hex(hi - lo)
+    if not online or "state" in piece:
+        piece["state"] = "online" if online else "offline"
+    holes = []
+    for hole in table.get("holes", []):
+        hs, hz = parse_size(hole["start"]), parse_size(hole["size"])
+        a, b = max(hs, lo), min(hs + hz, hi)
+        if a < b:
+            holes.append({"start": hex(a), "size": hex(b - a)})
+    _set_or_drop(piece, "holes", holes)
+    cma = []
+    for text in table.get("cma", []):
+        cs, ce = parse_inclusive_range(text)
+        a, b = max(cs, lo), min(ce, hi)
+        if a < b:
+            cma.append(f"{a:#x}-{b - 1:#x}")
+    _set_or_drop(piece, "cma", cma)
+    return piece
+
+
 # ---- [[virtio_mem]] -------------------------------------------------------------------------
 
-def _device_tables(state: MachineState, tables: Sequence[Dict[str, Any]], warnings: List[str]) -> List[Dict[str, Any]]:
-    out: List[Dict[str, Any]] = []
+def _device_tables(current: Machine, tables: Sequence[Doc], warnings: List[str]) -> Tuple[List[Doc], IntArray]:
+    """Each device with its plugged map, FAKE_OFFLINE big blocks and offline added blocks; and
+    the blocks written as removed although they still exist (see ``_unplugged_but_added``)."""
+    out: List[Doc] = []
+    removed: List[IntArray] = []
+    index = {d.id: i for i, d in enumerate(current.devices)}
     for table in tables:
-        dev = state.device_named(table["id"])
         piece = copy.deepcopy(dict(table))
-        if dev is None:  # pragma: no cover - the state was built from this document
+        if table["id"] not in index:  # pragma: no cover - the machine was built from this document
             out.append(piece)
             continue
-        device = dev.device
-        mode_unit = device.unit_size
-        dbs = device.device_block_size
-        usable_start = state.geometry.block_start_pfn(device.first_block) * state.geometry.page_size
-        head = (usable_start - device.addr) // dbs
-        per_unit = mode_unit // dbs
-        ranges = []
-        for unit in np.flatnonzero(dev.plugged):
-            lo = head + int(unit) * per_unit
-            ranges.append((lo, lo + per_unit - 1))
-        merged: List[List[int]] = []
-        for lo, hi in ranges:
-            if merged and merged[-1][1] + 1 == lo:
-                merged[-1][1] = hi
-            else:
-                merged.append([lo, hi])
+        device = current.devices[index[table["id"]]]
         piece.pop("plugged_size", None)
-        piece["plugged"] = [f"{lo}-{hi}" if hi > lo else str(lo) for lo, hi in merged]
-        fake = sorted(dev.fake_offline)
-        if fake:
-            piece["fake_offline_big_blocks"] = format_block_ranges(fake)
-        else:
-            piece.pop("fake_offline_big_blocks", None)
-        blocks = [int(b) for b in state.ids[(state.device == dev.index) & state.present]]
-        offline = [b for b in blocks if not state.online(state.row_of(b))]
-        if offline and table.get("online", "movable") != "offline":
-            piece["offline_blocks"] = format_block_ranges(offline)
-        else:
-            piece.pop("offline_blocks", None)
-        if dev.sbm:
-            for b in blocks:
-                if not dev.subblocks(b).any():
-                    warnings.append(f"memory block {b} of {device.id} is fully unplugged but still added (its "
-                                    "removal failed); format 1 cannot express that: written as removed")
+        piece["plugged"] = _plugged_ranges(device, current.geometry)
+        _set_or_drop(piece, "fake_offline_big_blocks", format_block_ranges(sorted(device.fake_offline_units)))
+        blocks = current.blocks.ids[current.blocks.device == index[device.id]]
+        offline = blocks[~_online_blocks(current.blocks, blocks)].tolist()
+        _set_or_drop(piece, "offline_blocks",
+                     format_block_ranges(offline) if table.get("online", "movable") != "offline" else "")
+        stuck = _unplugged_but_added(device, blocks, current.geometry)
+        warnings.extend(f"memory block {b} of {device.id} is fully unplugged but still added (its removal "
+                        "failed); format 1 cannot express that: written as removed" for b in stuck.tolist())
+        removed.append(stuck)
         out.append(piece)
-    return out
+    return out, np.concatenate(removed or [np.zeros(0, dtype=np.int64)])
+
+
+def _plugged_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[str]:
+    """The plugged units as inclusive device-block ranges (``["0-1535"]``)."""
+    dbs = device.device_block_size
+    head = (geometry.address(geometry.block_start_pfn(device.first_block)) - device.addr) // dbs
+    per_unit = device.unit_size // dbs
+    plugged = np.concatenate(([False], device.plugged, [False]))
+    edges = np.flatnonzero(plugged[1:] != plugged[:-1])
+    ranges = []
+    for first, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        lo, hi = head + first * per_unit, head + end * per_unit - 1
+        ranges.append(f"{lo}-{hi}" if hi > lo else str(lo))
+    return ranges
+
+
+def _unplugged_but_added(device: VirtioMemDevice, blocks: IntArray, geometry: Geometry) -> IntArray:
+    """SBM blocks with no plugged sub-block that still exist: ``offline_and_remove_memory()``
+    failed after every sub-block was unplugged (``virtio_mem_sbm_try_remove_unplugged_mb()``
+    keeps the block). The plugged map of format 1 cannot add a block without plugged memory."""
+    if device.mode is not VirtioMemMode.SBM:
+        return np.zeros(0, dtype=np.int64)
+    grid = device.plugged.reshape(-1, virtio_mem.units_per_block(device, geometry))
+    return blocks[~grid[blocks - device.first_block].any(axis=1)]
 
 
 # ---- [[fill]] ---------------------------------------------------------------------------------
 
-def _fill_tables(state: MachineState, doc: Dict[str, Any]) -> List[Dict[str, Any]]:
-    original: Machine = state.machine
-    ids = [int(b) for b in original.blocks.ids]
+def _fill_tables(original: Machine, current: Machine, tables: Sequence[Doc], removed: IntArray) -> List[Doc]:
+    """Each fill restricted to its blocks that are still online and written (dropped when none is)."""
     devices = {d.id: i for i, d in enumerate(original.devices)}
-    out: List[Dict[str, Any]] = []
-    for table in doc.get("fill", []):
+    out: List[Doc] = []
+    for table in tables:
         target = table["blocks"]
         if target == "all":
-            blocks = ids
+            blocks = original.blocks.ids
         elif isinstance(target, str) and target in devices:
-            blocks = [int(b) for b in original.blocks.ids[original.blocks.device == devices[target]]]
+            blocks = original.blocks.ids[original.blocks.device == devices[target]]
         else:
-            blocks = parse_block_ranges(target)
-        alive = [b for b in blocks if state.has_block(b) and state.online(state.row_of(b))]
-        if not alive:
+            blocks = np.asarray(parse_block_ranges(target), dtype=np.int64)
+        alive = blocks[_online_blocks(current.blocks, blocks) & ~np.isin(blocks, removed)]
+        if not len(alive):
             continue
         piece = copy.deepcopy(dict(table))
-        piece["blocks"] = format_block_ranges(alive)
+        piece["blocks"] = format_block_ranges(alive.tolist())
         out.append(piece)
     return out
 
 
+# ---- [environment] ----------------------------------------------------------------------------
+
+def _environment_table(current: Machine, table: Doc) -> Doc:
+    """``[environment]`` with the hugetlb pool counters the machine has now."""
+    env = dict(table)
+    for key, size in HUGETLB_POOLS:
+        pool = current.environment.hugetlb.get(current.geometry.order_of(size))
+        if pool is not None and (pool.free or pool.resv or key in env):
+            env[key] = {"free": int(pool.free or 0), "resv": int(pool.resv)}
+    return env
+
+
 # ---- [[pages]] --------------------------------------------------------------------------------
 
-def _page_tables(final: Machine, baseline: Machine) -> List[Dict[str, Any]]:
-    geo = final.geometry
-    ppb, pb = geo.pages_per_block, geo.pageblock_pages
-    online = final.blocks.ids[final.blocks.online]
-    runs: List[Tuple[int, int, int, int]] = []  # pfn, count, kind, refcount
-    forced: List[Tuple[int, int]] = []
-    for ids in chunks(online, ppb):
-        want = final.pages.materialize(ids)
-        base = baseline.pages.materialize(ids)
-        wk, wr = want.kinds, want.refcounts()
-        differs = (wk != base.kinds) | (wr != base.refcounts())
-        # A pageblock where the fill drew a compound folio must be written whole: one
-        # explicit page there stops the fill from drawing the folio. Elsewhere the fill's
-        # per-page draws do not depend on explicit pages, so only changed pages are written.
-        whole = (differs.reshape(len(ids), -1, pb).any(axis=2)
-                 & (FOLIO_ORDER[base.kinds] > 0).reshape(len(ids), -1, pb).any(axis=2))
-        emit = differs | np.repeat(whole, pb, axis=1)
-        emit &= ~_DERIVED[wk]
-        for r in np.flatnonzero(emit.any(axis=1)):
-            block = int(ids[r])
-            if (FOLIO_ORDER[wk[r][emit[r]]] > geo.pageblock_order).any():
-                forced.append((block * ppb, ppb))
-            runs.extend(_rle_masked(block * ppb, wk[r], wr[r], emit[r]))
+def _page_tables(final: Machine, baseline: Machine) -> List[Doc]:
+    """``[[pages]]``: every page of ``final`` that loading the document without them
+    (``baseline``) would get wrong, as runs of whole folios."""
+    runs, gigantic = _changed_runs(final, baseline)
     runs = _merge_runs(sorted(runs))
-    if forced:
+    if gigantic:
         runs = _whole_gigantic_folios(final, runs)
     tables = []
     for pfn, count, kind, ref in runs:
@@ -248,7 +266,34 @@ def _page_tables(final: Machine, baseline: Machine) -> List[Dict[str, Any]]:
     return tables
 
 
-def _rle_masked(pfn: int, kinds: np.ndarray, refs: np.ndarray, mask: np.ndarray) -> List[Tuple[int, int, int, int]]:
+def _changed_runs(final: Machine, baseline: Machine) -> Tuple[List[Run], bool]:
+    """The runs to write block by block, and whether one holds a folio above PMD size."""
+    geo = final.geometry
+    ppb, slot = geo.pages_per_block, 1 << geo.pmd_order
+    runs: List[Run] = []
+    gigantic = False
+    online = final.blocks.ids[final.blocks.online]
+    online = online[_online_blocks(baseline.blocks, online)]  # blocks written as removed have no pages
+    for ids in chunks(online, ppb):
+        want = final.pages.materialize(ids)
+        base = baseline.pages.materialize(ids)
+        wk, wr = want.kinds, want.refcounts()
+        differs = (wk != base.kinds) | (wr != base.refcounts())
+        # A PMD-sized slot where the fill drew a compound folio must be written whole: one
+        # explicit page there stops the fill from drawing the folio. Elsewhere the fill's
+        # per-page draws do not depend on explicit pages, so only changed pages are written.
+        whole = (differs.reshape(len(ids), -1, slot).any(axis=2)
+                 & (geo.folio_order[base.kinds] > 0).reshape(len(ids), -1, slot).any(axis=2))
+        emit = differs | np.repeat(whole, slot, axis=1)
+        emit &= ~_DERIVED[wk]
+        for r in np.flatnonzero(emit.any(axis=1)):
+            block = int(ids[r])
+            gigantic |= bool((geo.folio_order[wk[r][emit[r]]] > geo.pmd_order).any())
+            runs.extend(_rle_masked(block * ppb, wk[r], wr[r], emit[r]))
+    return runs, gigantic
+
+
+def _rle_masked(pfn: int, kinds: np.ndarray, refs: np.ndarray, mask: np.ndarray) -> List[Run]:
     """The block's runs of equal (kind, refcount) that contain a masked page.
 
     A run may cover unchanged pages of the same content on either side of a changed one:
@@ -263,8 +308,8 @@ def _rle_masked(pfn: int, kinds: np.ndarray, refs: np.ndarray, mask: np.ndarray)
     return list(zip((pfn + starts).tolist(), (ends - starts).tolist(), kinds[starts].tolist(), refs[starts].tolist()))
 
 
-def _merge_runs(runs: List[Tuple[int, int, int, int]]) -> List[Tuple[int, int, int, int]]:
-    merged: List[Tuple[int, int, int, int]] = []
+def _merge_runs(runs: List[Run]) -> List[Run]:
+    merged: List[Run] = []
     for pfn, count, kind, ref in runs:
         if merged and merged[-1][0] + merged[-1][1] == pfn and merged[-1][2:] == (kind, ref):
             merged[-1] = (merged[-1][0], merged[-1][1] + count, kind, ref)
@@ -273,21 +318,22 @@ def _merge_runs(runs: List[Tuple[int, int, int, int]]) -> List[Tuple[int, int, i
     return merged
 
 
-def _whole_gigantic_folios(final: Machine, runs: List[Tuple[int, int, int, int]]) -> List[Tuple[int, int, int, int]]:
-    """A 1 GiB folio is written whole or not at all ([[pages]] needs whole folios): widen every
-    gigantic run to the folios it touches (their pages are all of that kind in the state)."""
+def _whole_gigantic_folios(final: Machine, runs: List[Run]) -> List[Run]:
+    """A PUD-sized (1 GiB) folio is written whole or not at all ([[pages]] needs whole folios):
+    widen every gigantic run to the folios it touches (their pages are all of that kind in
+    the machine)."""
     geo = final.geometry
-    out: List[Tuple[int, int, int, int]] = []
+    out: List[Run] = []
     for pfn, count, kind, ref in runs:
-        order = int(FOLIO_ORDER[kind])
-        if order <= geo.pageblock_order:
+        order = int(geo.folio_order[kind])
+        if order <= geo.pmd_order:
             out.append((pfn, count, kind, ref))
             continue
         size = 1 << order
         lo, hi = pfn - pfn % size, -(-(pfn + count) // size) * size
         out.append((lo, hi - lo, kind, ref))
     out.sort()
-    result: List[Tuple[int, int, int, int]] = []
+    result: List[Run] = []
     for run in out:
         if result and run[0] < result[-1][0] + result[-1][1]:
             prev = result[-1]
@@ -300,7 +346,7 @@ def _whole_gigantic_folios(final: Machine, runs: List[Tuple[int, int, int, int]]
 
 # ---- TOML -------------------------------------------------------------------------------------
 
-def dumps(doc: Dict[str, Any], header: str = "") -> str:
+def dumps(doc: Doc, header: str = "") -> str:
     """A small TOML emitter for profile documents (tables, arrays of tables, inline tables)."""
     lines: List[str] = []
     if header:

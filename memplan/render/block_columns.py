@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
+from memplan.core.model import Errno
+from memplan.core.results import BlockVerdict, Outcome, Reason, Step
 from memplan.diff.types import BlockDifference
-from memplan.render.lsmem import Column, ColumnSet, Merge
 from memplan.render.cells import RESULT_STYLE, culprit_text
-from memplan.core.results import BlockVerdict, Outcome
+from memplan.render.lsmem import Column, ColumnSet, Merge
 
 
 def _dash(value: Any) -> str:
@@ -50,8 +51,8 @@ VERDICT_COLUMNS: Tuple[Column[BlockVerdict], ...] = (
     Column("DEVICE-STATE", lambda v: v.device_state, Merge.SPLIT, "virtio-mem block state", fmt=_dash),
     Column("HAZARDS", lambda v: ",".join(h.kind.value for h in v.hazards), Merge.SPLIT,
            "hazard kinds beyond the outcome", fmt=lambda s: s or "-"),
-    Column("CONFIDENCE", lambda v: v.confidence.value if v.confidence else None, Merge.SPLIT, "snapshot verdicts: certain, likely, unknown",
-           fmt=_dash),
+    Column("CONFIDENCE", lambda v: v.confidence.value if v.confidence else None, Merge.SPLIT,
+           "snapshot verdicts: certain, likely, unknown", fmt=_dash),
 )
 
 VERDICT_DEFAULT = ("BLOCK", "RANGE", "SIZE", "ZONE", "RESULT", "ERRNO", "REASON", "STEP", "FREE", "TO-MIGRATE",
@@ -75,11 +76,15 @@ def verdict_text(v: BlockVerdict) -> str:
     return text
 
 
-def _verdict_key(v: BlockVerdict) -> Tuple:
+#: the verdict fields a diff column shows (outcome, errno, step, reason)
+VerdictKey = Tuple[Outcome, Optional[Errno], Optional[Step], Optional[Reason]]
+
+
+def _verdict_key(v: BlockVerdict) -> VerdictKey:
     return (v.result, v.errno, v.step, v.reason)
 
 
-def _verdict_fmt(key: Tuple) -> str:
+def _verdict_fmt(key: VerdictKey) -> str:
     result, errno, step, reason = key
     if result is Outcome.OFFLINED:
         return result.value
@@ -96,10 +101,12 @@ def difference_columns(left: str, right: str) -> ColumnSet[BlockDifference]:
         Column("SIZE", lambda d: d.left.size, Merge.SUM, "size", justify="right", size=True),
         Column("ZONE", lambda d: d.zone.value if d.zone else "none", Merge.SPLIT, "zone"),
         Column("NODE", lambda d: d.left.node, Merge.SPLIT, "NUMA node", justify="right"),
-        Column(left.upper(), lambda d: _verdict_key(d.left), Merge.SPLIT, f"verdict under {left} (the --left side; also LEFT)",
-               fmt=_verdict_fmt, style=lambda k: RESULT_STYLE.get(k[0]), aliases=("LEFT",)),
-        Column(right.upper(), lambda d: _verdict_key(d.right), Merge.SPLIT, f"verdict under {right} (the --right side; also RIGHT)",
-               fmt=_verdict_fmt, style=lambda k: RESULT_STYLE.get(k[0]), aliases=("RIGHT",)),
+        Column(left.upper(), lambda d: _verdict_key(d.left), Merge.SPLIT,
+               f"verdict under {left} (the --left side; also LEFT)", fmt=_verdict_fmt,
+               style=lambda k: RESULT_STYLE.get(k[0]), aliases=("LEFT",)),
+        Column(right.upper(), lambda d: _verdict_key(d.right), Merge.SPLIT,
+               f"verdict under {right} (the --right side; also RIGHT)", fmt=_verdict_fmt,
+               style=lambda k: RESULT_STYLE.get(k[0]), aliases=("RIGHT",)),
         Column("CHANGED", lambda d: ",".join(d.changed), Merge.SPLIT, "verdict fields that differ"),
         Column("SITES", lambda d: " + ".join(s.value for s in d.sites), Merge.SPLIT,
                "predicate sites that explain the difference", fmt=lambda s: s or "-", wrap=True),

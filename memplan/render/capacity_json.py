@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Union
 
 from memplan import __version__
 from memplan.plans.types import (
-    AUTO_MOVABLE_RATIO, RETRY_MAX_S, MemoryLeft, PlanResult, SweepResult, UnitCulprit, UnplugBlock, UnplugResult,
+    AUTO_MOVABLE_RATIO,
+    RETRY_MAX_S,
+    MemoryLeft,
+    PlanResult,
+    SweepResult,
+    UnitCulprit,
+    UnplugBlock,
+    UnplugResult,
 )
 from memplan.render.json import block_dict
 
@@ -79,7 +86,7 @@ def unplug_block_dict(b: UnplugBlock, mode: str) -> Dict[str, Any]:
     return out
 
 
-def _device_header(result: Any) -> Dict[str, Any]:
+def _device_header(result: Union[UnplugResult, SweepResult]) -> Dict[str, Any]:
     """The keys ``unplug`` and ``unplug --sweep`` documents start with."""
     return {
         "memplan": __version__,

@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memplan.plans.types import AUTO_MOVABLE_RATIO, RETRY_MAX_S, MemoryLeft, PlanResult, SweepResult, UnplugResult
-from memplan.render.cells import RESULT_STYLE, culprit_text, lsmem_range
 from memplan.core.units import format_block_ranges, format_size
+from memplan.plans.types import AUTO_MOVABLE_RATIO, RETRY_MAX_S, MemoryLeft, PlanResult, SweepResult, UnplugResult
+from memplan.render.cells import RESULT_STYLE, add_columns, culprit_text, lsmem_range
 
 #: Width of the sweep curve in character cells.
 CURVE_WIDTH = 48
@@ -18,8 +18,7 @@ CURVE_WIDTH = 48
 
 def left_table(left: MemoryLeft) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False, title="Left online", title_justify="left")
-    for name, justify in (("NODE", "right"), ("ZONE", "left"), ("FREE", "right"), ("TOTAL", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)
+    add_columns(table, (("NODE", "right"), ("ZONE", "left"), ("FREE", "right"), ("TOTAL", "right")))
     for z in left.zones:
         table.add_row(str(z.node), z.zone.value if z.zone else "none", format_size(z.free_bytes),
                       format_size(z.total_bytes))
@@ -37,10 +36,9 @@ def ratio_line(left: MemoryLeft) -> str:
 
 def plan_table(result: PlanResult) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("#", "right"), ("BLOCK", "right"), ("RANGE", "left"), ("ZONE", "left"),
-                          ("RESULT", "left"), ("ERRNO", "left"), ("REASON", "left"), ("STEP", "left"),
-                          ("MIGRATED", "right"), ("CULPRIT", "left")):
-        table.add_column(name, justify=justify, no_wrap=name not in ("REASON", "CULPRIT"))
+    add_columns(table, (("#", "right"), ("BLOCK", "right"), ("RANGE", "left"), ("ZONE", "left"),
+                        ("RESULT", "left"), ("ERRNO", "left"), ("REASON", "left"), ("STEP", "left"),
+                        ("MIGRATED", "right"), ("CULPRIT", "left")), wrap=("REASON", "CULPRIT"))
     for i, v in enumerate(result.attempts, 1):
         table.add_row(str(i), str(v.block), lsmem_range(v), v.zone.value if v.zone else "none",
                       Text(v.result.value, style=RESULT_STYLE[v.result]), v.errno.value if v.errno else "-",
@@ -71,10 +69,9 @@ def print_plan(console: Console, result: PlanResult) -> None:
 def unplug_table(result: UnplugResult) -> Table:
     sbm = result.mode == "sbm"
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("BLOCK" if sbm else "BIG BLOCK", "right"), ("MEMORY", "left"), ("ZONE", "left"),
-                          ("BEFORE", "left"), ("AFTER", "left"), ("UNPLUGGED", "right"), ("LEFT", "right"),
-                          ("CULPRITS", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "CULPRITS")
+    add_columns(table, (("BLOCK" if sbm else "BIG BLOCK", "right"), ("MEMORY", "left"), ("ZONE", "left"),
+                        ("BEFORE", "left"), ("AFTER", "left"), ("UNPLUGGED", "right"), ("LEFT", "right"),
+                        ("CULPRITS", "left")), wrap=("CULPRITS",))
     for b in result.blocks:
         if not (b.visited or b.state_before != b.state_after):
             continue
@@ -130,9 +127,8 @@ def _stop_text(result: UnplugResult) -> str:
 
 def sweep_table(result: SweepResult) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("REQUESTED", "right"), ("ACHIEVABLE", "right"), ("UNPLUGGED", "right"),
-                          ("DRIVER", "left"), ("CURVE", "left")):
-        table.add_column(name, justify=justify, no_wrap=True)
+    add_columns(table, (("REQUESTED", "right"), ("ACHIEVABLE", "right"), ("UNPLUGGED", "right"),
+                        ("DRIVER", "left"), ("CURVE", "left")))
     top = max(result.plugged_before_bytes, 1)
     for p in result.points:
         filled = round(p.plugged_after_bytes * CURVE_WIDTH / top)
@@ -152,7 +148,8 @@ def print_sweep(console: Console, result: SweepResult) -> None:
     console.print(sweep_table(result))
     console.print()
     lines: List[str] = [
-        f"Device:             {result.device} ({result.mode.upper()}), plugged {format_size(result.plugged_before_bytes)}",
+        f"Device:             {result.device} ({result.mode.upper()}), "
+        f"plugged {format_size(result.plugged_before_bytes)}",
         f"Floor:              {format_size(result.floor_bytes)} (the smallest plugged size any request reaches)",
         "Curve:              █ plugged as requested, ▒ plugged beyond the request (could not go), · unplugged",
     ]

@@ -8,24 +8,25 @@ end, never renamed or reordered.
 from __future__ import annotations
 
 import csv
-from typing import IO, Any, Iterable, List, Sequence, Tuple
+from enum import Enum
+from typing import IO, Any, Iterable, List, Sequence, Tuple, Union
 
-from memplan.diff.types import SemanticsDiff
 from memplan.core.results import BlockVerdict, SimulationResult
+from memplan.diff.types import SemanticsDiff
 
 SIMULATION_COLUMNS: Tuple[str, ...] = (
     "block", "start", "end", "size", "zone", "node", "result", "errno", "reason", "step",
     "culprit_pfn", "culprit_kind", "culprit_refcount",
     "pages_total", "pages_free", "pages_migrated", "pages_skipped_offline", "pages_dissolved", "pages_hwpoison",
     "pages_vmemmap", "pages_holes", "pages_blocking",
-    "device", "device_state", "hazards", "kernel_log_entries", "confidence",
+    "device", "device_state", "hazards", "kernel_log_entries", "confidence", "cause",
 )
 
 
-def _value(x: Any) -> Any:
+def _value(x: Union[None, str, Enum]) -> str:
     if x is None:
         return ""
-    return getattr(x, "value", x)
+    return str(x.value) if isinstance(x, Enum) else x
 
 
 def verdict_row(v: BlockVerdict) -> List[Any]:
@@ -37,7 +38,7 @@ def verdict_row(v: BlockVerdict) -> List[Any]:
         c.pfn if c else "", c.kind.label if c else "", c.refcount if c else "",
         p.total, p.free, p.migrated, p.skipped_offline, p.dissolved, p.hwpoison, p.vmemmap, p.holes, p.blocking,
         _value(v.device), _value(v.device_state), ";".join(h.kind.value for h in v.hazards), len(v.kernel_log),
-        _value(v.confidence.value if v.confidence else None),
+        _value(v.confidence.value if v.confidence else None), _value(v.cause),
     ]
 
 

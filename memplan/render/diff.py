@@ -9,17 +9,21 @@ from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
-from memplan.diff.types import (
-    BlockDifference, OwnerAnswer, OwnerOutcome, SemanticsDiff, SidedHazard, Site, SiteFinding,
-)
-from memplan.render.json import block_dict
-from memplan.render.block_columns import difference_columns
-from memplan.core.results import log_lines
-from memplan.render.lsmem import TableOptions, merged_rows, raw_lines, rich_table
-from memplan.render.cells import RESULT_STYLE, culprit_text, lsmem_range
-from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.results import BlockVerdict, Outcome, log_lines
 from memplan.core.units import format_size
-
+from memplan.diff.types import (
+    BlockDifference,
+    OwnerAnswer,
+    OwnerOutcome,
+    SemanticsDiff,
+    SidedHazard,
+    Site,
+    SiteFinding,
+)
+from memplan.render.block_columns import difference_columns
+from memplan.render.cells import RESULT_STYLE, add_columns, culprit_text, lsmem_range
+from memplan.render.json import block_dict
+from memplan.render.lsmem import TableOptions, merged_rows, raw_lines, rich_table
 
 # --- JSON -------------------------------------------------------------------------------
 
@@ -134,9 +138,9 @@ def _difference_table(diff: SemanticsDiff, items: Sequence[BlockDifference],
         shown = columns.select(options)
         return rich_table(shown, merged_rows(columns, items, options, shown), options)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("BLOCK", "right"), ("RANGE", "left"), ("SIZE", "right"), ("ZONE", "left"),
-                          (diff.left.upper(), "left"), (diff.right.upper(), "left"), ("CULPRIT", "left")):
-        table.add_column(name, justify=justify, no_wrap=name in ("BLOCK", "RANGE", "SIZE", "ZONE"))
+    add_columns(table, (("BLOCK", "right"), ("RANGE", "left"), ("SIZE", "right"), ("ZONE", "left"),
+                        (diff.left.upper(), "left"), (diff.right.upper(), "left"), ("CULPRIT", "left")),
+                wrap=(diff.left.upper(), diff.right.upper(), "CULPRIT"))
     for d in items:
         culprits = {culprit_text(d.left), culprit_text(d.right)} - {""}
         table.add_row(str(d.block), lsmem_range(d.left), format_size(d.left.size),

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
-from memplan.snapshot import kpf
-from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
-from memplan.render.json import block_dict
-from memplan.render.cells import RESULT_STYLE, lsmem_range
 from memplan.core.results import LogEntry, LogLevel, Outcome
-from memplan.kernel.trace import StepRecord, StepStatus
 from memplan.core.units import format_size
+from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
+from memplan.kernel.trace import StepRecord, StepStatus
+from memplan.render.cells import RESULT_STYLE, lsmem_range
+from memplan.render.json import block_dict
+from memplan.snapshot import kpf
 
 STATUS_STYLE = {StepStatus.PASSED: "green", StepStatus.FAILED: "bold red", StepStatus.HANGS: "bold yellow",
                 StepStatus.NOT_REACHED: "dim"}
@@ -36,7 +36,8 @@ def population_dict(r: PopulationRow, page_size: int) -> Dict[str, Any]:
 
 def culprit_page_dict(c: CulpritPage) -> Dict[str, Any]:
     return {"pfn": c.pfn, "kind": c.kind.label, "refcount": c.refcount, "flags": c.flags,
-            "symbolic": kpf.symbolic_flags(c.flags), "long_names": kpf.long_symbolic_flags(c.flags), "description": c.description}
+            "symbolic": kpf.symbolic_flags(c.flags), "long_names": kpf.long_symbolic_flags(c.flags),
+            "description": c.description}
 
 
 def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
@@ -59,7 +60,7 @@ def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
 def kernel_lines(entries: Sequence[LogEntry]) -> List[str]:
     """The kernel log as dmesg would show it; a message printed for several pages is one line
     with the count and the pfns (``[x10, pfn 0x15a000-0x15a009]``)."""
-    groups: Dict[Tuple, List[LogEntry]] = {}
+    groups: Dict[Tuple[LogLevel, str, Optional[str], bool], List[LogEntry]] = {}
     for e in entries:
         template = e.text.replace(f"pfn {e.pfn:x}", "pfn %lx") if e.pfn is not None else e.text
         groups.setdefault((e.level, template, e.function, e.repeats), []).append(e)

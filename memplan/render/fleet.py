@@ -4,16 +4,17 @@ the progress bar on stderr."""
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Dict, List, Optional, Tuple
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
-from memplan.fleet.types import FleetCause, FleetMode, FleetReport, HostSummary
 from memplan.core.units import format_size
+from memplan.fleet.types import FleetCause, FleetMode, FleetReport, HostSummary
+from memplan.render.cells import add_columns
 
 #: Blocking causes listed under the table (``--json`` has them all).
 TOP_CAUSES = 10
@@ -121,7 +122,7 @@ def fleet_table(report: FleetReport) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     capacity = report.mode is not FleetMode.SIMULATE
     unknown = any(h.unknown_blocks for h in report.hosts)
-    columns = [("HOST", "left"), ("MACHINE", "left"), ("MEMORY", "right")]
+    columns: List[Tuple[str, JustifyMethod]] = [("HOST", "left"), ("MACHINE", "left"), ("MEMORY", "right")]
     if capacity:
         columns += [("ASKED", "right"), ("ACHIEVED", "right"), ("SHORT", "right")]
     else:
@@ -130,8 +131,7 @@ def fleet_table(report: FleetReport) -> Table:
     if unknown:
         columns.append(("UNKNOWN", "right"))
     columns.append(("BLOCKED BY", "left"))
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=name != "BLOCKED BY")
+    add_columns(table, columns, wrap=("BLOCKED BY",))
     for h in report.hosts:
         if h.error is not None:
             cells: List[Any] = [h.host, h.machine or "-"] + ["-"] * (len(columns) - 3)
@@ -157,9 +157,8 @@ def fleet_table(report: FleetReport) -> Table:
 def causes_table(report: FleetReport, limit: int = TOP_CAUSES) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False,
                   title="Top blocking causes (share of the blocked memory)", title_justify="left")
-    for name, justify in (("HOSTS", "right"), ("CAUSE", "left"), ("BLOCKS", "right"), ("MEMORY", "right"),
-                          ("SHARE", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)
+    add_columns(table, (("HOSTS", "right"), ("CAUSE", "left"), ("BLOCKS", "right"), ("MEMORY", "right"),
+                        ("SHARE", "right")))
     for c in report.causes[:limit]:
         table.add_row(str(c.hosts), where(c.cause, c.zone), str(c.blocks), format_size(c.bytes),
                       f"{c.share * 100:.1f}%")

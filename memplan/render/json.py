@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, IO
+from typing import IO, Any, Dict
 
 from memplan import __version__
 from memplan.core.results import BlockVerdict, Culprit, Hazard, LogEntry, PageCounts, SimulationResult
@@ -42,6 +42,7 @@ def block_dict(v: BlockVerdict) -> Dict[str, Any]:
         "errno": v.errno.value if v.errno else None,
         "reason": v.reason.value if v.reason else None,
         "step": v.step.value if v.step else None,
+        "cause": v.cause.value if v.cause else None,
         "culprit": culprit_dict(v.culprit) if v.culprit else None,
         "pages": pages_dict(v.pages),
         "kernel_log": [log_dict(e) for e in v.kernel_log],

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Generic, List, Optional, Sequence, Tuple, TypeVar
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -77,7 +77,7 @@ class Column(Generic[T]):
     get: Callable[[T], Any]
     merge: Merge = Merge.SPLIT
     help: str = ""
-    justify: str = "left"
+    justify: JustifyMethod = "left"
     size: bool = False
     fmt: Callable[[Any], str] = _default_fmt
     style: Optional[Callable[[Any], Optional[str]]] = None
@@ -214,7 +214,7 @@ def merged_rows(column_set: ColumnSet[T], items: Sequence[T], options: TableOpti
 def rich_table(shown: Sequence[Column[T]], rows: Sequence[Row], options: TableOptions) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False, show_header=not options.noheadings)
     for c in shown:
-        table.add_column(c.name, justify=c.justify, no_wrap=not c.wrap)  # type: ignore[arg-type]
+        table.add_column(c.name, justify=c.justify, no_wrap=not c.wrap)
     for row in rows:
         cells = []
         for c, value in zip(shown, row.values):

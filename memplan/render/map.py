@@ -15,8 +15,8 @@ from typing import List, Tuple
 from rich.console import Group
 from rich.text import Text
 
-from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
 from memplan.core.units import format_size
+from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
 
 GLYPH = {CellKind.OFFLINES: "o", CellKind.FAILS: "X", CellKind.HANGS: "H", CellKind.OFFLINE: "-",
          CellKind.UNPLUGGED: ".", CellKind.NOT_JUDGED: "?"}

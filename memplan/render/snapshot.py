@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from memplan import __version__
-from memplan.snapshot.report import SnapshotReport
 from memplan.core.units import format_size
+from memplan.render.cells import add_columns
+from memplan.snapshot.report import SnapshotReport
+
+#: The columns of the two tables (every column may wrap).
+BLOCK_COLUMNS: Tuple[Tuple[str, JustifyMethod], ...] = (
+    ("STATE", "left"), ("ZONE", "left"), ("BLOCKS", "right"), ("SIZE", "right"))
+CLASS_COLUMNS: Tuple[Tuple[str, JustifyMethod], ...] = (
+    ("PAGES", "right"), ("MB", "right"), ("CLASS", "left"), ("READ AS", "left"), ("WHAT KPAGEFLAGS SHOWS", "left"))
 
 
 def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:
@@ -33,7 +40,8 @@ def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:
         "devices": [{"id": d.id, "start": d.start, "size": d.size, "mode": d.mode, "unit_size": d.unit_size,
                      "unit_max": d.unit_max, "assumed": d.assumed, "plugged_bytes": d.plugged_bytes,
                      "blocks": list(d.blocks), "fake_offline_pages": d.fake_offline_pages,
-                     "kept_back_pages": d.kept_back_pages, "skippable_pages": d.skippable_pages} for d in report.devices],
+                     "kept_back_pages": d.kept_back_pages, "skippable_pages": d.skippable_pages}
+                    for d in report.devices],
         "semantics": report.semantics,
         "semantics_reason": report.semantics_reason,
         "blind_spots": list(report.blind_spots),
@@ -55,16 +63,13 @@ def print_snapshot(console: Console, report: SnapshotReport) -> None:
     line(f"Memory:     {report.pfns} pfns in /proc/kpageflags, {format_size(report.block_size)} memory blocks")
     line()
     blocks = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("STATE", "left"), ("ZONE", "left"), ("BLOCKS", "right"), ("SIZE", "right")):
-        blocks.add_column(name, justify=justify)
+    add_columns(blocks, BLOCK_COLUMNS, wrap=[name for name, _ in BLOCK_COLUMNS])
     for g in report.block_groups:
         blocks.add_row(g.state, g.zone, str(g.blocks), format_size(g.bytes))
     console.print(blocks)
     line()
     classes = Table(box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("PAGES", "right"), ("MB", "right"), ("CLASS", "left"), ("READ AS", "left"),
-                          ("WHAT KPAGEFLAGS SHOWS", "left")):
-        classes.add_column(name, justify=justify)
+    add_columns(classes, CLASS_COLUMNS, wrap=[name for name, _ in CLASS_COLUMNS])
     for c in report.classes:
         classes.add_row(str(c.pages), str(_mb(c.pages, report.page_size)), c.label, c.kind, c.meaning)
     console.print(classes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from rich.console import Console
 
@@ -15,8 +15,9 @@ from memplan.render.lsmem import TableOptions, print_table
 
 def summary_lines(result: SimulationResult) -> List[str]:
     s = result.summary
+    reason = f" ({result.semantics_reason})" if result.semantics_reason else ""
     lines = [
-        f"Semantics:          {result.semantics}" + (f" ({result.semantics_reason})" if result.semantics_reason else ""),
+        f"Semantics:          {result.semantics}{reason}",
         f"Blocks judged:      {s.blocks}",
         f"Would offline:      {s.offlined} ({format_size(s.offlinable_bytes)})",
         f"Would fail:         {s.fails}",
@@ -27,10 +28,11 @@ def summary_lines(result: SimulationResult) -> List[str]:
 
 def blind_spot_lines(result: SimulationResult) -> List[str]:
     """Snapshot verdicts: the blind spots, grouped by block (counts differ per block: N)."""
-    groups: Dict[tuple, List[int]] = {}
+    groups: Dict[Tuple[str, ...], List[int]] = {}
     for v in result.blocks:
         if v.blind_spots:
-            key = (v.confidence.value if v.confidence else "",) + tuple(re.sub(r"\b\d+\b", "N", s) for s in v.blind_spots)
+            confidence = v.confidence.value if v.confidence else ""
+            key = (confidence,) + tuple(re.sub(r"\b\d+\b", "N", s) for s in v.blind_spots)
             groups.setdefault(key, []).append(v.block)
     lines = []
     for key, blocks in sorted(groups.items(), key=lambda kv: kv[1][0]):

@@ -21,16 +21,14 @@ from typing import Dict, List, Optional, Tuple
 
 from memplan.core.machine import PageSource
 from memplan.core.model import Zone
-from memplan.core.results import BlockVerdict, Confidence, ForeignRefEffect, Outcome, Step
+from memplan.core.results import PAGE_FREE_STEPS, BlockVerdict, Confidence, ForeignRefEffect, Outcome, Step
 from memplan.snapshot.evidence import VISIBLY_UNMOVABLE_KERNEL_ZONE, BlockEvidence, PageClass
 
 CERTAIN, LIKELY, UNKNOWN = Confidence.CERTAIN, Confidence.LIKELY, Confidence.UNKNOWN
 LEVELS = tuple(Confidence)
 
-#: steps decided before offline_pages() looks at a single page
-PAGE_FREE_STEPS = frozenset({Step.STATE, Step.ZONE, Step.ALIGNMENT, Step.HOLES, Step.MULTIZONE})
 #: steps at or after SCAN/MIGRATE: the verdict passed isolation and the memory notifier
-_MIGRATION_REACHED = frozenset({Step.SCAN, Step.DISSOLVE, Step.TEST_ISOLATED, Step.COMMIT})
+_MIGRATION_REACHED = Step.SCAN.and_later()
 
 
 def _key(v: BlockVerdict) -> tuple:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 from memplan.core.model import Zone
 
@@ -109,7 +109,7 @@ class BlockEvidence:
     def count(self, cls: PageClass) -> int:
         return self.counts[int(cls)] if int(cls) < len(self.counts) else 0
 
-    def total(self, classes) -> int:
+    def total(self, classes: Iterable[PageClass]) -> int:
         return sum(self.count(c) for c in classes)
 
     @property

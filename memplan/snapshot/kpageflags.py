@@ -22,13 +22,18 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import BoolArray, ClassArray, KindArray, U64Array
 from memplan.core.errors import InputError
+from memplan.core.model import PageKind
 from memplan.snapshot.evidence import CLASSES, PageClass
 from memplan.snapshot.kpf import (  # noqa: F401  (KPF, bit, symbolic_flags, ... are the reader's vocabulary too)
-    BITS_COMPOUND, KPF, bit, long_symbolic_flags, symbolic_flags, well_known_flags,
+    BITS_COMPOUND,
+    KPF,
+    bit,
+    long_symbolic_flags,
+    symbolic_flags,
+    well_known_flags,
 )
-from memplan.core.model import PageKind
-
 
 _U64 = np.uint64
 
@@ -127,16 +132,16 @@ class KpageFile:
         except OSError as exc:
             raise InputError(f"cannot read {self.display}: {exc.strerror or exc}") from None
 
-    def read(self, start_pfn: int, count: int) -> np.ndarray:
+    def read(self, start_pfn: int, count: int) -> U64Array:
         """Entries ``[start_pfn, start_pfn + count)``; fewer only where the file ends."""
         buffer = np.empty(count, dtype="<u8")
-        got = self._fill(memoryview(buffer).cast("B"), start_pfn * 8)
+        got = self._fill(buffer.data.cast("B"), start_pfn * 8)
         if got % 8:
             raise InputError(f"{self.display}: ends in the middle of an 8-byte entry at byte "
                              f"{start_pfn * 8 + got} (truncated or corrupt)")
         return buffer[: got // 8]
 
-    def chunks(self, chunk_pfns: int = CHUNK_PFNS) -> Iterator[Tuple[int, np.ndarray]]:
+    def chunks(self, chunk_pfns: int = CHUNK_PFNS) -> Iterator[Tuple[int, U64Array]]:
         """``(start_pfn, entries)`` from pfn 0 to the end of the file."""
         start = 0
         while True:
@@ -196,7 +201,7 @@ class FlagsHistogram:
         self.first_pfn: Dict[int, int] = {}
         self.total = 0
 
-    def add(self, start_pfn: int, flags: np.ndarray) -> None:
+    def add(self, start_pfn: int, flags: U64Array) -> None:
         values = well_known_flags(flags)
         uniq, first, counts = np.unique(values, return_index=True, return_counts=True)
         for value, index, count in zip(uniq.tolist(), first.tolist(), counts.tolist()):
@@ -247,17 +252,17 @@ _NEUTRAL_BITS = bit(KPF.IDLE, KPF.ERROR, KPF.ARCH, KPF.ARCH_2, KPF.ARCH_3, KPF.U
 _PMD_PAGES = 512
 
 
-def _has(flags: np.ndarray, mask: int) -> np.ndarray:
+def _has(flags: U64Array, mask: int) -> BoolArray:
     return (flags & _U64(mask)) != 0
 
 
-def has_huge(flags: np.ndarray) -> bool:
+def has_huge(flags: U64Array) -> bool:
     """Whether any of these pages is part of a hugetlb folio (KPF_HUGE)."""
     return bool(np.bitwise_or.reduce(flags) & _U64(bit(KPF.HUGE))) if len(flags) else False
 
 
-def classify(flags: np.ndarray, mapcount: Optional[np.ndarray], start_pfn: int,
-             movable_ops_visible: bool) -> np.ndarray:
+def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
+             movable_ops_visible: bool) -> ClassArray:
     """The ``PageClass`` of every pfn (one byte each), from its flags and mapcount.
 
     Follows ``stable_page_flags()`` (fs/proc/page.c): BUDDY is set on every page of a free
@@ -294,7 +299,7 @@ def classify(flags: np.ndarray, mapcount: Optional[np.ndarray], start_pfn: int,
         thp = _has(f2, bit(KPF.THP)).all(axis=1) & ~_has(f2, bit(KPF.ZERO_PAGE) | bit(KPF.HUGE)).any(axis=1)
         groups[thp & head0 & tails] = PageClass.THP
         if huge.any():
-            hugetlb = _has(f2, bit(KPF.HUGE)).all(axis=1)
+            hugetlb: BoolArray = np.all(_has(f2, bit(KPF.HUGE)), axis=1)
             tail0 = _has(f2[:, 0], bit(KPF.COMPOUND_TAIL))
             # A 1 GiB folio: its later 2 MiB groups start with a tail page; its first group is
             # a head whose next group starts with a tail.
@@ -330,7 +335,7 @@ def classify(flags: np.ndarray, mapcount: Optional[np.ndarray], start_pfn: int,
     return cls
 
 
-def _kind_lut(overrides: Dict[PageClass, PageKind]) -> np.ndarray:
+def _kind_lut(overrides: Dict[PageClass, PageKind]) -> KindArray:
     base = {
         PageClass.UNFLAGGED: PageKind.FREE,
         PageClass.FREE: PageKind.FREE,

@@ -29,7 +29,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import BoolArray, IntArray, KindArray, U64Array
 from memplan.core.model import FOLIO_ORDER, PageKind
+
 
 # include/uapi/linux/kernel-page-flags.h and include/linux/kernel-page-flags.h
 class KPF(IntEnum):
@@ -106,7 +108,7 @@ BITS_COMPOUND = bit(KPF.COMPOUND_HEAD, KPF.COMPOUND_TAIL)
 
 
 
-def well_known_flags(flags: np.ndarray) -> np.ndarray:
+def well_known_flags(flags: U64Array) -> U64Array:
     """page-types' default view (``well_known_flags()``): hide the kernel-hacker bits, and
     compound head/tail unless the page is hugetlb."""
     out = flags & _U64(~HACKERS_BITS & 0xFFFFFFFFFFFFFFFF)
@@ -160,7 +162,7 @@ for _kind, _flags in KIND_FLAGS.items():
     _FLAGS_LUT[int(_kind)] = _flags
 
 
-def page_flags(kinds: np.ndarray, pfns: np.ndarray, skippable: Optional[np.ndarray] = None) -> np.ndarray:
+def page_flags(kinds: KindArray, pfns: IntArray, skippable: Optional[BoolArray] = None) -> U64Array:
     """The kpageflags value of every page (``uint64``), from its kind and pfn.
 
     ``pfns`` locates compound heads (a folio of order ``n`` starts at a multiple of ``1 << n``);

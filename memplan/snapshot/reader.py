@@ -33,7 +33,7 @@ from memplan.snapshot import kpageflags as kpf
 from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile
 from memplan.snapshot.sysroot import MEMORY_DIR, MemoryBlockInfo, Resource, SysrootFacts, Tree, ZoneInfo, ram_ranges, read_sysroot
 from memplan.kernel import versions
-from memplan.kernel.semantics import foreign_reference_blocks, get_semantics
+from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_semantics, semantics_marking
 from memplan.core.model import BlockState, DriverState, OnlineType, PageKind, VirtioMemMode, Zone, ZONE_NONE
 from memplan.core.machine import (
     BlockTable, Environment, HugetlbPool, Machine, PageBatch, VirtioMemDevice, consecutive_runs,
@@ -398,10 +398,11 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     skippable_total = sum(d.skippable for d in device_facts)
     semantics, reason = detect_semantics(fake_total, skippable_total, facts.release, bool(devices))
     primary, pessimistic = kpf.PRIMARY_KINDS.copy(), kpf.PESSIMISTIC_KINDS.copy()
-    if semantics == "skippable":
-        # Under PG_offline_skippable a fake-offline page without the flag is an ordinary,
-        # unmovable PageOffline page (virtio_mem_sbm_mark_mb_non_skippable()).
-        primary[int(PageClass.FAKE_OFFLINE)] = pessimistic[int(PageClass.FAKE_OFFLINE)] = int(PageKind.BALLOON)
+    # What a fake-offline page without KPF_OWNER_2 is depends on the semantics: under
+    # PG_offline_skippable an ordinary, unmovable PageOffline page
+    # (virtio_mem_sbm_mark_mb_non_skippable()).
+    unflagged = int(get_semantics(semantics).unflagged_fake_offline_kind)
+    primary[int(PageClass.FAKE_OFFLINE)] = pessimistic[int(PageClass.FAKE_OFFLINE)] = unflagged
 
     vmemmap = _self_hosted_memmap(probe, geometry, facts, infos, device_of_block)
     table = BlockTable(
@@ -474,21 +475,23 @@ def _ram_pages(ram: Sequence[Tuple[int, int, str]], lo: int, hi: int) -> int:
 
 
 def detect_semantics(fake_offline: int, skippable: int, release: Optional[str], has_device: bool) -> Tuple[str, str]:
-    """refcount or skippable, and why (spec §5.1 last rows: KPF_OWNER_2 = PG_offline_skippable).
+    """The semantics (name) and why (spec §5.1 last rows: KPF_OWNER_2 = PG_offline_skippable).
 
-    Only virtio-mem sets PG_offline_skippable, and only on its fake-offline pages; every
-    released kernel uses the refcount protocol, so without such pages the answer is refcount.
+    Only virtio-mem sets PG_offline_skippable, and only on its fake-offline pages: the semantics
+    that marks them (``OfflineSemantics.marks_fake_offline``) when any carries the flag, else
+    the one that does not, mainline (every released kernel) first.
     """
     kernel = f"kernel {release}" if release else "unknown kernel"
+    semantics = semantics_marking(skippable > 0)
     if skippable:
-        return "skippable", (f"{skippable} of {fake_offline} fake-offline pages carry KPF_OWNER_2 "
-                             "(PG_offline_skippable, the posted patch)")
+        return semantics.name, (f"{skippable} of {fake_offline} fake-offline pages carry KPF_OWNER_2 "
+                                "(PG_offline_skippable, the posted patch)")
     if fake_offline:
-        return "refcount", (f"none of the {fake_offline} fake-offline pages carries KPF_OWNER_2 "
-                            f"(PG_offline_skippable); {kernel}")
+        return semantics.name, (f"none of the {fake_offline} fake-offline pages carries KPF_OWNER_2 "
+                                f"(PG_offline_skippable); {kernel}")
     where = "the virtio-mem device has no fake-offline pages" if has_device else "no virtio-mem device"
-    return "refcount", (f"{where} to inspect; every released kernel uses refcount "
-                        f"(PG_offline_skippable was never merged); {kernel}")
+    return semantics.name, (f"{where} to inspect; every released kernel uses {MAINLINE} "
+                            f"(PG_offline_skippable was never merged); {kernel}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from memplan.core.errors import InputError
 from memplan.core.model import BlockState, Zone
@@ -99,7 +99,7 @@ _READ_PIECE = 1 << 16
 _MAX_TEXT = 1 << 24
 
 
-def _read_small(handle) -> bytes:
+def _read_small(handle: BinaryIO) -> bytes:
     pieces = []
     total = 0
     while total < _MAX_TEXT:
@@ -305,11 +305,12 @@ def read_zoneinfo(tree: Tree) -> Tuple[ZoneInfo, ...]:
     if text is None:
         return ()
     zones: List[ZoneInfo] = []
-    current: Optional[dict] = None
+    where: Optional[Tuple[int, str]] = None  # (node, zone) of the section being read
+    current: Dict[str, int] = {}
 
     def flush() -> None:
-        if current is not None:
-            zones.append(ZoneInfo(current["node"], current["zone"], current.get("start_pfn"),
+        if where is not None:
+            zones.append(ZoneInfo(where[0], where[1], current.get("start_pfn"),
                                   current.get("spanned", 0), current.get("present", 0), current.get("managed", 0),
                                   current.get("free", 0), current.get("cma"), current.get("pcp", 0)))
 
@@ -317,11 +318,11 @@ def read_zoneinfo(tree: Tree) -> Tuple[ZoneInfo, ...]:
         header = _ZONE_HEADER.match(line)
         if header:
             flush()
-            current = {"node": int(header.group(1)), "zone": header.group(2)}
+            where, current = (int(header.group(1)), header.group(2)), {}
             continue
         if line.startswith("Node"):
             raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r} is not 'Node N, zone NAME'")
-        if current is None:
+        if where is None:
             continue
         words = line.replace(":", " ").split()
         if len(words) < 2:
