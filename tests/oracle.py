@@ -64,6 +64,7 @@ from memplan.kernel.semantics import OfflineSemantics, get_semantics
 
 FREE, HOLE, HWPOISON = int(PageKind.FREE), int(PageKind.HOLE), int(PageKind.HWPOISON)
 FAKE, DRIVER, ORPHAN = int(PageKind.FAKE_OFFLINE), int(PageKind.OFFLINE_REFCOUNT_DRIVER), int(PageKind.OFFLINE_ORPHAN)
+ANON = int(PageKind.ANON)
 LRU, MOVABLE_OPS, OFFLINE = IS_LRU.tolist(), IS_MOVABLE_OPS.tolist(), IS_PAGE_OFFLINE.tolist()
 RESERVED, HUGETLB, MIGRATABLE = IS_RESERVED.tolist(), IS_HUGETLB.tolist(), IS_HUGETLB_MIGRATABLE.tolist()
 PINNED, DEFAULT_REF = IS_PINNED.tolist(), DEFAULT_REFCOUNT.tolist()
@@ -99,6 +100,10 @@ DEVIATIONS = {
         "do_migrate_range() reports a failed migration at folio_pfn(folio), the head page, which for a "
         "1 GiB folio lies in an earlier block when the block is not its first; the pipeline reports the "
         "block's first page",
+    "thp-split-on-enomem":
+        "migrate_pages_batch() splits a THP whose target allocation fails with -ENOMEM "
+        "(try_split_folio()) and migrates its pages one by one after the batch; the pipeline keeps the "
+        "THP whole and fails it",
     "isolated-free-pages":
         "free pages in pageblocks someone else isolated sit on MIGRATE_ISOLATE free lists and are never "
         "handed out as migration targets; the pipeline counts them",
@@ -287,6 +292,8 @@ class Folio:
     end: int
     kind: int
     hugetlb: bool
+    #: a page of a THP split because no target was found (migrate_pages() counts the THP once)
+    split: bool = False
 
 
 class BlockRun:
@@ -616,18 +623,66 @@ class BlockRun:
                 continue
             self.move(folio, target)
             changed = True
-        unmoved: List[Folio] = []
-        for j, folio in enumerate(others[::-1]):  # then the rest, highest pfn first
+        batches = self._batches(others[::-1])  # then the rest, highest pfn first
+        splits = 0
+        for b, batch in enumerate(batches):
+            moved, left, split, aborted = self._migrate_batch(batch)
+            changed |= moved
+            splits += len(split)
+            if aborted:
+                return changed, failed + left + [f for rest in batches[b + 1:] for f in rest], ENOMEM
+            failed += left
+        return changed, failed, len(failed) - sum(1 for f in failed if f.kind == ANON and f.split) + splits
+
+    def _batches(self, folios: List[Folio]) -> List[List[Folio]]:
+        """migrate_pages() hands non-hugetlb folios over in batches of NR_MAX_BATCHED_MIGRATION
+        (HPAGE_PMD_NR) pages; the folio that reaches the limit closes its batch."""
+        limit = 1 << self.geo.pmd_order
+        out: List[List[Folio]] = [[]]
+        pages = 0
+        for folio in folios:
+            out[-1].append(folio)
+            pages += folio.end - folio.start
+            if pages >= limit:
+                out.append([])
+                pages = 0
+        return [batch for batch in out if batch]
+
+    def _migrate_batch(self, batch: List[Folio]) -> Tuple[bool, List[Folio], List[Folio], bool]:
+        """migrate_pages_sync() on one batch, then the pages of THPs split on -ENOMEM
+        (migrate_pages_batch() case -ENOMEM: try_split_folio(), the split pages get one ASYNC
+        pass of their own whose -ENOMEM is ignored). Returns (anything migrated, folios left
+        on the list, THPs split, -ENOMEM ended migrate_pages())."""
+        changed = False
+        left: List[Folio] = []
+        split: List[Folio] = []
+        pieces: List[Folio] = []
+        splits = "thp-split-on-enomem" not in self.oracle.deviations
+        for j, folio in enumerate(batch):
             taken = self.targets.alloc(folio.end - folio.start, self.movable_target(folio))
             if taken is None:
-                return changed, failed + unmoved + others[::-1][j:], ENOMEM
+                if splits and self.order[folio.kind] and not self.stuck(folio):
+                    split.append(folio)
+                    pieces += self.split(folio)
+                    continue
+                return changed, left + batch[j:] + pieces, split, True
             if self.stuck(folio):
                 self.targets.give_back(taken)
-                unmoved.append(folio)
+                left.append(folio)
                 continue
             self.move(folio, "fresh")
             changed = True
-        return changed, failed + unmoved, len(failed) + len(unmoved)
+        for j, piece in enumerate(pieces):
+            if self.targets.alloc(1, self.movable_target(piece)) is None:
+                return changed, left + pieces[j:], split, False
+            self.move(piece, "fresh")
+            changed = True
+        return changed, left, split, False
+
+    def split(self, folio: Folio) -> List[Folio]:
+        """split_folio_to_list(): the THP becomes order-0 LRU pages (counted as one failure)."""
+        self.kind[folio.start:folio.end] = [ANON] * (folio.end - folio.start)
+        return [Folio(i, i + 1, ANON, False, True) for i in range(folio.start, folio.end)]
 
     def _migrate_ascending(self, folios: List[Folio]) -> Tuple[bool, List[Folio], int]:
         """The pipeline's order (deviation "source-list-order"): targets in ascending pfn order;
