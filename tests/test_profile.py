@@ -288,10 +288,11 @@ anon = 0.5
     assert list(m.blocks.zone[rows]) == [Zone.NORMAL.code] * 2
 
 
-@pytest.mark.parametrize("name", ["boot-vm.toml", "sbm-guest.toml", "bbm-guest.toml", "hugetlb-cma-host.toml"])
-def test_bundled_profiles_load(name):
+@pytest.mark.parametrize("name,blocks", [("boot-vm.toml", 64), ("sbm-guest.toml", 41), ("bbm-guest.toml", 80),
+                                         ("hugetlb-cma-host.toml", 128)])
+def test_bundled_profiles_load(name, blocks):
     m = load_profile(bundled(name))
-    assert len(m.blocks) > 10
+    assert len(m.blocks) == blocks
 
 
 def test_virtio_mem_offline_blocks():
