@@ -33,6 +33,8 @@ from oracle import DEVIATIONS, PIPELINE, Oracle, differences, oracle_fields, pip
 #: about 0.3 s per machine (every block, both semantics, through the per-page oracle)
 COMPARE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHEAP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
 def assert_agree(machine: Machine, semantics: str, deviations=PIPELINE, blocks=None) -> None:
     oracle = Oracle(machine, semantics, deviations)
     for verdict in simulate(machine, semantics, blocks or [int(b) for b in machine.blocks.ids]).blocks:
