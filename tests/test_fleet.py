@@ -10,11 +10,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from fleet_hosts import write_fleet
-from memplan.fleet.compute import (
-    NO_MIGRATION_TARGET, FleetOptions, HostTask, check_fleet, expand_inputs, fleet_report, make_tasks, run_host,
-    verdict_cause,
-)
-from memplan.fleet.types import CauseCount, FleetMode, HostSummary, InputKind, ZoneSummary
+from memplan.fleet.aggregate import check_fleet, fleet_report
+from memplan.fleet.compute import NO_MIGRATION_TARGET, FleetOptions, HostTask, expand_inputs, make_tasks, run_host, verdict_cause
+from memplan.fleet.types import CauseCount, ConfidenceBytes, FleetMode, HostSummary, InputKind, ZoneSummary
 from memplan.profile.reader import load_profile
 from memplan.snapshot.reader import load_snapshot
 from memplan.plans.plan import plan
@@ -241,7 +239,8 @@ def _host(name: str, unreclaimable: int, causes=(), offlinable: int = 0, error=N
                   for zone, items in _group(causes).items())
     return HostSummary(host=name, input=InputKind.PROFILE, mode=FleetMode.SIMULATE, error=error,
                        unreclaimable_bytes=unreclaimable, blocked_bytes=sum(b for _, _, b in causes),
-                       offlinable_bytes=offlinable, zones=zones, **kw)
+                       offlinable_bytes=offlinable, offlinable_by_confidence=ConfidenceBytes(certain=offlinable),
+                       zones=zones, **kw)
 
 
 def _group(causes):
@@ -264,21 +263,22 @@ def test_report_sorts_hosts_and_ranks_causes():
         ("slab", "Normal", 3, 4 * GiB), ("pinned", "Movable", 1, 2 * GiB)]
     assert [round(c.share, 4) for c in report.causes] == [round(4 / 6, 4), round(2 / 6, 4)]
     assert (report.errors, report.unreclaimable_bytes, report.offlinable_bytes) == (1, 6 * GiB, 2 * GiB)
-    assert check_fleet(report) is ExitStatus.BAD_INPUT
+    assert check_fleet(report.totals) is ExitStatus.BAD_INPUT
     ok = fleet_report(hosts[:2], FleetOptions())
-    assert check_fleet(ok) is ExitStatus.SUCCESS
-    assert check_fleet(fleet_report(hosts[:2] + hosts[3:], FleetOptions())) is ExitStatus.PARTIAL
-    assert check_fleet(fleet_report(hosts[3:], FleetOptions())) is ExitStatus.FAILURE
+    assert check_fleet(ok.totals) is ExitStatus.SUCCESS
+    assert check_fleet(fleet_report(hosts[:2] + hosts[3:], FleetOptions()).totals) is ExitStatus.PARTIAL
+    assert check_fleet(fleet_report(hosts[3:], FleetOptions()).totals) is ExitStatus.FAILURE
 
 
 def test_check_counts_hosts_reaching_the_asked_size():
     def host(name, achieved):
         return HostSummary(host=name, input=InputKind.PROFILE, mode=FleetMode.PLAN, asked_bytes=GiB,
-                           achieved_bytes=achieved, unreclaimable_bytes=GiB - achieved, offlinable_bytes=achieved)
+                           achieved_bytes=achieved, unreclaimable_bytes=GiB - achieved, offlinable_bytes=achieved,
+                           offlinable_by_confidence=ConfidenceBytes(certain=achieved))
     options = FleetOptions(FleetMode.PLAN, size=GiB)
-    assert check_fleet(fleet_report([host("a", GiB), host("b", GiB)], options)) is ExitStatus.SUCCESS
+    assert check_fleet(fleet_report([host("a", GiB), host("b", GiB)], options).totals) is ExitStatus.SUCCESS
     # A host that got something but not all counts as not reaching it.
-    assert check_fleet(fleet_report([host("a", GiB), host("b", GiB // 2)], options)) is ExitStatus.PARTIAL
-    assert check_fleet(fleet_report([host("a", GiB // 2), host("b", 0)], options)) is ExitStatus.FAILURE
+    assert check_fleet(fleet_report([host("a", GiB), host("b", GiB // 2)], options).totals) is ExitStatus.PARTIAL
+    assert check_fleet(fleet_report([host("a", GiB // 2), host("b", 0)], options).totals) is ExitStatus.FAILURE
     report = fleet_report([host("a", GiB), host("b", GiB // 2)], options)
     assert (report.asked_bytes, report.achieved_bytes, report.succeeded) == (2 * GiB, GiB + GiB // 2, 1)

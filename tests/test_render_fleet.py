@@ -7,7 +7,8 @@ import json
 
 from rich.console import Console
 
-from memplan.fleet.compute import FleetOptions, fleet_report
+from memplan.fleet.aggregate import fleet_report
+from memplan.fleet.compute import FleetOptions
 from memplan.fleet.types import CauseCount, DeviceSummary, FleetMode, HostSummary, InputKind, ZoneSummary
 from memplan.render import fleet as render_fleet
 
@@ -15,9 +16,10 @@ GiB = 1 << 30
 
 HOST_KEYS = {"host": str, "input": str, "mode": str, "machine": (str, type(None)), "semantics": (str, type(None)),
              "error": (str, type(None)), "blocks": int, "offlined": int, "fails": int, "hangs": int,
-             "memory_bytes": int, "offlinable_bytes": int, "unreclaimable_bytes": int, "blocked_bytes": int,
-             "asked_bytes": (int, type(None)), "achieved_bytes": (int, type(None)), "unknown_blocks": int,
-             "zones": list, "devices": list}
+             "memory_bytes": int, "offlinable_bytes": int, "offlinable_bytes_by_confidence": dict,
+             "unreclaimable_bytes": int, "blocked_bytes": int, "asked_bytes": int, "achieved_bytes": int,
+             "achieved_bytes_by_confidence": dict, "unknown_blocks": int, "zones": list, "devices": list,
+             "warnings": list}
 
 
 def _hosts():
@@ -42,7 +44,10 @@ def test_host_lines_have_stable_keys_and_types():
         doc = json.loads(text)
         assert set(doc) == set(HOST_KEYS)
         for key, kind in HOST_KEYS.items():
-            assert isinstance(doc[key], kind), key
+            assert isinstance(doc[key], kind) and not isinstance(doc[key], bool), key
+        for key in ("offlinable_bytes_by_confidence", "achieved_bytes_by_confidence"):
+            assert list(doc[key]) == ["certain", "likely", "unknown"]
+            assert all(type(v) is int for v in doc[key].values())
     good = json.loads(json.dumps(render_fleet.host_dict(_hosts()[0])))
     assert good["zones"][0]["causes"] == [{"cause": "slab", "blocks": 3, "bytes": 3 * (128 << 20)},
                                           {"cause": "pinned", "blocks": 1, "bytes": 128 << 20}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from typing import Optional, Tuple
@@ -12,10 +13,11 @@ import click
 from memplan.cli.app import main
 from memplan.cli.common import print_warnings, semantics_option, size_value, stderr_console, stdout_console
 from memplan.core.errors import UsageError
-from memplan.core.status import ExitStatus
-from memplan.fleet.compute import FleetAggregate, FleetOptions, check_fleet, make_tasks
-from memplan.fleet.executors import Backend, require_dask, run_tasks
-from memplan.fleet.types import FleetMode
+from memplan.core.results import Confidence
+from memplan.fleet.aggregate import FleetAggregate, fleet_status, nothing_judged
+from memplan.fleet.compute import FleetOptions, make_tasks
+from memplan.fleet.executors import DEFAULT_HOST_TIMEOUT_S, Backend, require_dask, run_tasks
+from memplan.fleet.types import FleetMode, FleetReport
 from memplan.render import fleet as render_fleet
 from memplan.render import json as render_json
 
@@ -31,6 +33,16 @@ def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optiona
     if plan_size is not None:
         return FleetOptions(FleetMode.PLAN, semantics, size_value("--plan-size", plan_size, chmem=True, positive=True))
     return FleetOptions(FleetMode.SIMULATE, semantics)
+
+
+#: ``--host-timeout`` at most a week (``setitimer`` and the parent's deadlines stay exact)
+MAX_HOST_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+def _host_timeout(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value) or not 0 < value <= MAX_HOST_TIMEOUT_S:
+        raise click.BadParameter(f"{value:g} is not a number of seconds in (0, {MAX_HOST_TIMEOUT_S:g}]")
+    return value
 
 
 def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optional[int]) -> Backend:
@@ -61,6 +73,14 @@ def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optio
               help="Run on a Dask cluster: tcp://HOST:PORT of its scheduler (needs memplan[fleet]).")
 @click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
               help="Start a Dask LocalCluster of N worker processes and run on it (needs memplan[fleet]).")
+@click.option("--host-timeout", type=float, default=DEFAULT_HOST_TIMEOUT_S, metavar="SECONDS", show_default=True,
+              callback=_host_timeout,
+              help="Time limit per host: a host still being judged after SECONDS (a huge or stuck input) becomes "
+                   "an error row and the fleet goes on.")
+@click.option("--trust", type=click.Choice([Confidence.LIKELY.value, Confidence.UNKNOWN.value]),
+              default=Confidence.LIKELY.value, show_default=True,
+              help="Memory that counts for --check and 'Hosts reaching it': 'likely' counts verdicts that are "
+                   "certain or likely; 'unknown' also counts verdicts a snapshot cannot decide.")
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout when the fleet is done.")
 @click.option("--jsonl", is_flag=True, help="Write one JSON line per host to stdout as soon as it is done.")
 @click.option("--check", is_flag=True,
@@ -68,16 +88,19 @@ def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optio
                    "--unplug-by), 64 if some do, 1 if none does, 2 if a host could not be judged.")
 def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: Optional[str],
                   device: Optional[str], plan_size: Optional[str], workers: Optional[int], scheduler: Optional[str],
-                  dask_local: Optional[int], as_json: bool, jsonl: bool, check: bool) -> None:
+                  dask_local: Optional[int], host_timeout: float, trust: str, as_json: bool, jsonl: bool,
+                  check: bool) -> None:
     """Ask every host of a fleet the same question and aggregate the answers.
 
     Each INPUT is a profile, a saved sysroot (memplan snapshot --save DIR) or a folder or glob
     of them. Every host gets the per-block simulation of memplan simulate, or with
     --plan-size / --unplug-by the capacity plan of memplan plan / memplan unplug. Prints per
-    host the offlinable and unreclaimable memory, failing and hanging blocks and what blocks
-    them, hosts sorted by unreclaimable memory; then fleet totals and the top blocking causes
-    with their share of the blocked memory. A host that cannot be read is an error row; it
-    never stops the run (exit status 0 unless --check).
+    host the offlinable and unreclaimable memory (split by how sure the verdicts are: certain,
+    likely, unknown), failing, hanging and unknown blocks and what blocks them, hosts sorted by
+    unreclaimable memory; then fleet totals and the top blocking causes with their share of the
+    blocked memory. A host that cannot be read or judged in time is an error row; it never
+    stops the run. Exit status 0 (with --check: 0, 64 or 1 as chmem), 2 when no host could be
+    judged (with --check: when any could not).
 
     \b
     Examples:
@@ -90,13 +113,14 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
     options = _options(semantics, unplug_by, device, plan_size)
     backend = _backend(workers, scheduler, dask_local)
     tasks = make_tasks(inputs, options)
-    aggregate = FleetAggregate(options)
+    # --jsonl streams the rows: only the totals are kept, memory stays flat in the fleet's size.
+    aggregate = FleetAggregate(options, Confidence(trust), keep_hosts=not jsonl)
     show_progress = not (as_json or jsonl) and sys.stderr.isatty()
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(render_fleet.progress_bar(stderr_console())) if show_progress else None
         progress_task = bar.add_task("fleet", total=len(tasks)) if bar is not None else None
-        results = stack.enter_context(contextlib.closing(run_tasks(tasks, backend)))
+        results = stack.enter_context(contextlib.closing(run_tasks(tasks, backend, host_timeout=host_timeout)))
         for host in results:
             aggregate.add(host)
             if jsonl:
@@ -105,13 +129,20 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
                 bar.advance(progress_task)
     elapsed = time.perf_counter() - started
     report = aggregate.report()
-    if report.errors:
-        print_warnings([f"{report.errors} of {len(report.hosts)} hosts could not be judged (error rows)"])
+    _finish(report, backend.describe(len(tasks)), elapsed, as_json, jsonl, check)
+
+
+def _finish(report: FleetReport, where: str, elapsed: float, as_json: bool, jsonl: bool, check: bool) -> None:
+    """Warnings, the document or the table, then the exit status (2 when no host was judged)."""
+    problem = nothing_judged(report.totals)
+    print_warnings(w for w in report.warnings if problem is None or not w.endswith("(error rows)"))
     if as_json:
         render_json.write(render_fleet.fleet_dict(report), sys.stdout)
     elif not jsonl:
-        rate = len(report.hosts) / elapsed if elapsed > 0 else 0.0
-        n = len(report.hosts)
-        ran = f"{backend.describe(len(tasks))}: {n} host{'s' if n != 1 else ''} in {elapsed:.1f} s ({rate:.1f} hosts/s)"
+        n = report.totals.hosts
+        rate = n / elapsed if elapsed > 0 else 0.0
+        ran = f"{where}: {n} host{'s' if n != 1 else ''} in {elapsed:.1f} s ({rate:.1f} hosts/s)"
         render_fleet.print_fleet(stdout_console(), report, ran)
-    raise SystemExit(int(check_fleet(report) if check else ExitStatus.SUCCESS))
+    if problem is not None:
+        click.echo(f"memplan: error: {problem}", err=True)
+    raise SystemExit(int(fleet_status(report.totals, check)))

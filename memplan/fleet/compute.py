@@ -6,8 +6,8 @@ pickles into a worker process or onto a Dask worker — and ``run_host()`` turns
 ``HostSummary``: the very core functions of ``memplan simulate`` / ``plan`` / ``unplug``
 on the host's machine, reduced to counters per zone and the causes that block memory. A
 host that cannot be read or judged becomes one error row; nothing a host does stops the
-fleet. ``FleetAggregate`` folds the summaries, in whatever order they arrive, into a
-``FleetReport``. Where the work runs is ``memplan.fleet.executors``.
+fleet. ``memplan.fleet.aggregate`` folds the summaries, in whatever order they arrive, into a
+``FleetReport``; where the work runs is ``memplan.fleet.executors``.
 """
 
 from __future__ import annotations
@@ -15,20 +15,25 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 
-from memplan.plans.types import UnitCulprit, UnplugBlock
 from memplan.core.errors import MemplanError, UsageError
-from memplan.fleet.types import (
-    CauseCount, DeviceSummary, FleetCause, FleetMode, FleetReport, HostSummary, InputKind, ZoneSummary, ZoneTotal,
-)
-from memplan.core.model import Errno, PageKind, Zone
 from memplan.core.machine import Machine
+from memplan.core.model import Errno, PageKind, Zone
 from memplan.core.results import BlockVerdict, Cause, Confidence, Outcome, Step
-from memplan.core.status import ExitStatus, check_status
 from memplan.core.units import format_size
+from memplan.fleet.types import (
+    CauseCount,
+    ConfidenceBytes,
+    DeviceSummary,
+    FleetMode,
+    HostSummary,
+    InputKind,
+    ZoneSummary,
+)
+from memplan.plans.types import UnitCulprit, UnplugBlock
 
 #: Cause of a block whose migration fails because no free page is left to migrate to.
 NO_MIGRATION_TARGET = "no migration target"
@@ -36,7 +41,7 @@ NO_MIGRATION_TARGET = "no migration target"
 _NO_TARGET_CAUSES = frozenset({Cause.NO_MIGRATION_TARGET, Cause.GIGANTIC_NO_POOL_FOLIO})
 #: Zone name of a block whose ``valid_zones`` is ``none`` (it spans zones).
 NO_ZONE = "none"
-_ZONE_ORDER = {z.value: z.code for z in Zone}
+ZONE_ORDER = {z.value: z.code for z in Zone}
 _GLOB_CHARS = frozenset("*?[")
 #: Failures the kernel reports without a reason string (``offline_block()`` steps 0-2):
 #: ``state_store()`` on a block that is not online, ``memory_block_offline()`` with
@@ -163,12 +168,18 @@ def load_host(task: HostTask) -> Machine:
     return load_profile(task.source)
 
 
+def error_row(task: HostTask, error: str, machine: Optional[str] = None) -> HostSummary:
+    """The row of a host that could not be judged: zeros and empty tuples besides ``error``."""
+    return HostSummary(host=task.host, input=task.input, mode=task.options.mode, machine=machine, error=error)
+
+
 def run_host(task: HostTask) -> HostSummary:
     """The host's summary; every failure becomes its error row (``MEMPLAN_TRACEBACK=1``
-    re-raises failures that are not input errors)."""
+    re-raises failures that are not input errors). ``BaseException``s (Ctrl-C, SIGTERM, the
+    host time limit) propagate."""
     options = task.options
     if task.error is not None:
-        return HostSummary(host=task.host, input=task.input, mode=options.mode, error=task.error)
+        return error_row(task, task.error)
     machine: Optional[Machine] = None
     try:
         machine = load_host(task)
@@ -187,8 +198,7 @@ def run_host(task: HostTask) -> HostSummary:
         if os.environ.get("MEMPLAN_TRACEBACK"):
             raise
         error = f"internal error: {type(exc).__name__}: {exc}"
-    return HostSummary(host=task.host, input=task.input, mode=options.mode,
-                       machine=machine.name if machine is not None else None, error=error)
+    return error_row(task, error, machine.name if machine is not None else None)
 
 
 def verdict_cause(v: BlockVerdict) -> str:
@@ -222,27 +232,52 @@ def unit_cause(c: UnitCulprit) -> str:
     return f"{c.errno.value} at {c.step}"
 
 
+def default_confidence(machine: Machine) -> Confidence:
+    """The confidence of a verdict that carries none: a profile describes its machine exactly
+    (``certain``); about a snapshot nothing is known that the verdict does not say (``unknown``)."""
+    return Confidence.CERTAIN if machine.assessor is None else Confidence.UNKNOWN
+
+
+def least_sure(levels: Iterable[Confidence], default: Confidence) -> Confidence:
+    """The least sure of ``levels`` (``default`` when there are none)."""
+    order = list(Confidence)
+    ranks = [order.index(level) for level in levels]
+    return order[max(ranks)] if ranks else default
+
+
 class _ZoneTally:
-    """Per-zone counters of one host."""
+    """Per-zone counters of one host, and its memory split by confidence."""
 
     def __init__(self) -> None:
         self.zones: Dict[str, Dict[str, int]] = {}
         self.causes: Dict[str, Dict[str, List[int]]] = {}
+        self.by_confidence: Dict[Confidence, int] = dict.fromkeys(Confidence, 0)
+        self.unknown_blocks = 0
 
     def _zone(self, zone: Optional[Zone]) -> Tuple[str, Dict[str, int]]:
         name = zone.value if zone is not None else NO_ZONE
-        counters = self.zones.setdefault(name, {"blocks": 0, "offlined": 0, "fails": 0, "hangs": 0,
-                                                "offlinable_bytes": 0})
+        counters = self.zones.get(name)
+        if counters is None:
+            counters = self.zones[name] = {"blocks": 0, "offlined": 0, "fails": 0, "hangs": 0, "offlinable_bytes": 0}
         return name, counters
 
-    def block(self, zone: Optional[Zone], *, offlined: bool = False, fails: bool = False, hangs: bool = False,
-              offlinable_bytes: int = 0) -> None:
+    def block(self, zone: Optional[Zone], confidence: Confidence, *, offlined: bool = False, fails: bool = False,
+              hangs: bool = False, offlinable_bytes: int = 0) -> None:
         _, c = self._zone(zone)
         c["blocks"] += 1
+        self.unknown_blocks += confidence is Confidence.UNKNOWN
         c["offlined"] += int(offlined)
         c["fails"] += int(fails)
         c["hangs"] += int(hangs)
         c["offlinable_bytes"] += offlinable_bytes
+        self.by_confidence[confidence] += offlinable_bytes
+
+    def verdict(self, v: BlockVerdict, confidence: Confidence) -> None:
+        offlined = v.result is Outcome.OFFLINED
+        self.block(v.zone, confidence, offlined=offlined, fails=v.result is Outcome.FAILS,
+                   hangs=v.result is Outcome.HANGS, offlinable_bytes=v.size if offlined else 0)
+        if not offlined:
+            self.cause(v.zone, verdict_cause(v), v.size)
 
     def cause(self, zone: Optional[Zone], cause: str, nbytes: int) -> None:
         name, _ = self._zone(zone)
@@ -252,7 +287,7 @@ class _ZoneTally:
 
     def summaries(self) -> Tuple[ZoneSummary, ...]:
         out = []
-        for name in sorted(self.zones, key=lambda n: _ZONE_ORDER.get(n, len(_ZONE_ORDER))):
+        for name in sorted(self.zones, key=lambda n: ZONE_ORDER.get(n, len(ZONE_ORDER))):
             c = self.zones[name]
             causes = tuple(CauseCount(cause, blocks, nbytes) for cause, (blocks, nbytes)
                            in sorted(self.causes.get(name, {}).items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0])))
@@ -266,35 +301,46 @@ def _online_bytes(machine: Machine) -> int:
     return int(np.count_nonzero(machine.blocks.online)) * machine.geometry.memory_block_size
 
 
-def _verdicts_tally(verdicts: Sequence[BlockVerdict]) -> _ZoneTally:
+def _verdicts_tally(verdicts: Iterable[BlockVerdict], default: Confidence) -> _ZoneTally:
     tally = _ZoneTally()
     for v in verdicts:
-        offlined = v.result is Outcome.OFFLINED
-        tally.block(v.zone, offlined=offlined, fails=v.result is Outcome.FAILS, hangs=v.result is Outcome.HANGS,
-                    offlinable_bytes=v.size if offlined else 0)
-        if not offlined:
-            tally.cause(v.zone, verdict_cause(v), v.size)
+        tally.verdict(v, v.confidence if v.confidence is not None else default)
     return tally
 
 
-def _host(task: HostTask, machine: Machine, semantics: str, zones: Tuple[ZoneSummary, ...],
+def _host(task: HostTask, machine: Machine, semantics: str, tally: _ZoneTally, warnings: Iterable[str],
           **fields: Any) -> HostSummary:
+    zones = tally.summaries()
     return HostSummary(
         host=task.host, input=task.input, mode=task.options.mode, machine=machine.name, semantics=semantics,
         blocks=sum(z.blocks for z in zones), offlined=sum(z.offlined for z in zones),
         fails=sum(z.fails for z in zones), hangs=sum(z.hangs for z in zones), memory_bytes=_online_bytes(machine),
-        offlinable_bytes=sum(z.offlinable_bytes for z in zones), blocked_bytes=sum(z.blocked_bytes for z in zones),
-        zones=zones, **fields)
+        offlinable_bytes=sum(z.offlinable_bytes for z in zones),
+        offlinable_by_confidence=ConfidenceBytes.from_mapping(tally.by_confidence),
+        blocked_bytes=sum(z.blocked_bytes for z in zones), unknown_blocks=tally.unknown_blocks, zones=zones,
+        warnings=tuple(dict.fromkeys(warnings)), **fields)
+
+
+def _verdict_stream(machine: Machine, semantics: Optional[str]) -> Tuple[Iterable[BlockVerdict], Any]:
+    """Every online block's verdict, one at a time (interface I1: ``stream()`` keeps memory flat
+    in the number of blocks), and the object that carries ``semantics`` and ``warnings``."""
+    from memplan.engine import simulation
+    run = getattr(simulation, "stream", None)
+    if run is not None:
+        verdicts = run(machine, semantics)
+        return verdicts, verdicts
+    result = simulation.simulate(machine, semantics)  # before I1: a materialised SimulationResult
+    return result.blocks, result
 
 
 def simulate_summary(task: HostTask, machine: Machine) -> HostSummary:
     """``memplan simulate``: every online block, judged on its own."""
-    from memplan.engine.simulation import simulate
-    result = simulate(machine, task.options.semantics)
-    zones = _verdicts_tally(result.blocks).summaries()
-    unreclaimable = sum(v.size for v in result.blocks if v.result is not Outcome.OFFLINED)
-    unknown = sum(1 for v in result.blocks if v.confidence is Confidence.UNKNOWN)
-    return _host(task, machine, result.semantics, zones, unreclaimable_bytes=unreclaimable, unknown_blocks=unknown)
+    verdicts, result = _verdict_stream(machine, task.options.semantics)
+    tally = _verdicts_tally(verdicts, default_confidence(machine))
+    # Every block that does not offline is charged to its cause: unreclaimable == blocked.
+    unreclaimable = sum(z.blocked_bytes for z in tally.summaries())
+    return _host(task, machine, result.semantics, tally, (*machine.warnings, *result.warnings),
+                 unreclaimable_bytes=unreclaimable)
 
 
 def plan_summary(task: HostTask, machine: Machine) -> HostSummary:
@@ -302,12 +348,23 @@ def plan_summary(task: HostTask, machine: Machine) -> HostSummary:
     from memplan.plans.plan import plan
     size = int(task.options.size or 0)
     result, _ = plan(machine, size, task.options.semantics)
-    zones = _verdicts_tally(result.attempts).summaries()
-    return _host(task, machine, result.semantics, zones, unreclaimable_bytes=max(size - result.achieved_bytes, 0),
-                 asked_bytes=size, achieved_bytes=result.achieved_bytes)
+    tally = _verdicts_tally(result.attempts, default_confidence(machine))
+    return _host(task, machine, result.semantics, tally, (*machine.warnings, *result.warnings),
+                 unreclaimable_bytes=max(size - result.achieved_bytes, 0), asked_bytes=size,
+                 achieved_bytes=result.achieved_bytes)
 
 
-def _unplug_block(tally: _ZoneTally, block: UnplugBlock, unit_size: int, sbm: bool) -> None:
+def unplug_confidence(block: UnplugBlock, default: Confidence) -> Confidence:
+    """How sure the unplug of a device block is: its own ``confidence`` (interface I2: unplug
+    attempts carry one), else the least sure of its ``offline_and_remove_memory()`` verdicts,
+    else ``default``."""
+    own = getattr(block, "confidence", None)
+    if isinstance(own, Confidence):
+        return own
+    return least_sure((r.confidence for r in block.removal if r.confidence is not None), default)
+
+
+def _unplug_block(tally: _ZoneTally, block: UnplugBlock, unit_size: int, sbm: bool, default: Confidence) -> None:
     """One device block: what was unplugged, and which culprits keep the rest plugged.
 
     The units still plugged are charged to the culprits: in SBM each sub-block culprit keeps
@@ -316,11 +373,12 @@ def _unplug_block(tally: _ZoneTally, block: UnplugBlock, unit_size: int, sbm: bo
     culprit. A culprit whose unit was unplugged later is gone (the driver forgets it)."""
     hangs = any(r.result is Outcome.HANGS for r in block.removal)
     removed = block.state_after == "UNUSED" and block.state_before != "UNUSED"
+    unplugged = len(block.unplugged_units) * unit_size
     if block.visited:
-        tally.block(block.zone, offlined=removed, fails=bool(block.culprits) and not hangs, hangs=hangs,
-                    offlinable_bytes=len(block.unplugged_units) * unit_size)
+        tally.block(block.zone, unplug_confidence(block, default), offlined=removed,
+                    fails=bool(block.culprits) and not hangs, hangs=hangs, offlinable_bytes=unplugged)
     elif block.unplugged_units:
-        tally.block(block.zone, offlinable_bytes=len(block.unplugged_units) * unit_size)
+        tally.block(block.zone, unplug_confidence(block, default), offlinable_bytes=unplugged)
     if not block.culprits:
         return
     left = set(block.plugged_units_left)
@@ -360,85 +418,26 @@ def unplug_summary(task: HostTask, machine: Machine) -> HostSummary:
                              f"{dev.device.id} ({format_size(dev.device.device_block_size)}); QEMU refuses it")
     tally = _ZoneTally()
     summaries: List[DeviceSummary] = []
+    warnings: List[str] = list(machine.warnings)
+    default = default_confidence(machine)
     for dev in devices:
         requested = max(dev.plugged_bytes - by, 0)
         result = run_unplug(state, dev.device.id, requested)
         for block in result.blocks:
-            _unplug_block(tally, block, result.unit_size, result.mode == "sbm")
+            _unplug_block(tally, block, result.unit_size, result.mode == "sbm", default)
+        warnings.extend(result.warnings)
         summaries.append(DeviceSummary(
             device=result.device, mode=result.mode, plugged_before_bytes=result.plugged_before_bytes,
             plugged_after_bytes=result.plugged_after_bytes, asked_bytes=by, stop=result.stop,
             errno=result.errno.value if result.errno else None))
-    zones = tally.summaries()
     asked = by * len(summaries)
     achieved = sum(d.achieved_bytes for d in summaries)
-    return _host(task, machine, state.semantics.name, zones, unreclaimable_bytes=max(asked - achieved, 0),
+    return _host(task, machine, state.semantics.name, tally, warnings, unreclaimable_bytes=max(asked - achieved, 0),
                  asked_bytes=asked, achieved_bytes=achieved, devices=tuple(summaries))
 
 
-# ---- the fleet --------------------------------------------------------------------------
-
-
-def host_order(host: HostSummary) -> Tuple:
-    """Most unreclaimable memory first; error rows last; then by path."""
-    return (host.error is not None, -host.unreclaimable_bytes, -host.blocked_bytes, host.host)
-
-
-class FleetAggregate:
-    """Folds host summaries, in arrival order, into the fleet's report."""
-
-    def __init__(self, options: FleetOptions) -> None:
-        self.options = options
-        self.hosts: List[HostSummary] = []
-
-    def add(self, host: HostSummary) -> None:
-        self.hosts.append(host)
-
-    def report(self) -> FleetReport:
-        hosts = tuple(sorted(self.hosts, key=host_order))
-        zone_totals: Dict[str, List[int]] = {}
-        causes: Dict[Tuple[str, str], List[int]] = {}
-        for host in hosts:
-            for z in host.zones:
-                t = zone_totals.setdefault(z.zone, [0, 0, 0, 0])
-                t[0] += 1
-                t[1] += z.blocks
-                t[2] += z.offlinable_bytes
-                t[3] += z.blocked_bytes
-            for zone, c in host.causes():
-                t = causes.setdefault((c.cause, zone), [0, 0, 0])
-                t[0] += 1
-                t[1] += c.blocks
-                t[2] += c.bytes
-        blocked = sum(h.blocked_bytes for h in hosts)
-        fleet_causes = tuple(sorted(
-            (FleetCause(cause=cause, zone=zone, hosts=n, blocks=blocks, bytes=nbytes,
-                        share=(nbytes / blocked) if blocked else 0.0)
-             for (cause, zone), (n, blocks, nbytes) in causes.items()),
-            key=lambda c: (-c.hosts, -c.bytes, c.cause, _ZONE_ORDER.get(c.zone, len(_ZONE_ORDER)))))
-        zones = tuple(ZoneTotal(zone, *zone_totals[zone])
-                      for zone in sorted(zone_totals, key=lambda n: _ZONE_ORDER.get(n, len(_ZONE_ORDER))))
-        return FleetReport(mode=self.options.mode, semantics=self.options.semantics, hosts=hosts, zones=zones,
-                           causes=fleet_causes, size_bytes=self.options.size, device=self.options.device)
-
-
-def fleet_report(hosts: Iterable[HostSummary], options: FleetOptions) -> FleetReport:
-    aggregate = FleetAggregate(options)
-    for host in hosts:
-        aggregate.add(host)
-    return aggregate.report()
-
-
-def check_fleet(report: FleetReport) -> ExitStatus:
-    """``--check``: 2 when a host could not be judged; else 0 when every host reaches the
-    asked size (plan/unplug) or has offlinable memory (simulate), 64 when some do, 1 none."""
-    if report.errors:
-        return ExitStatus.BAD_INPUT
-    return check_status(report.succeeded, len(report.hosts))
-
-
 __all__ = [
-    "FleetOptions", "HostTask", "FleetAggregate", "NO_MIGRATION_TARGET", "check_fleet", "expand_inputs",
-    "fleet_report", "host_order", "is_sysroot", "make_tasks", "plan_summary", "run_host", "simulate_summary",
-    "unit_cause", "unplug_summary", "verdict_cause",
+    "FleetOptions", "HostTask", "NO_MIGRATION_TARGET", "NO_ZONE", "ZONE_ORDER", "default_confidence", "error_row",
+    "expand_inputs", "is_sysroot", "least_sure", "make_tasks", "plan_summary", "run_host", "simulate_summary",
+    "unit_cause", "unplug_confidence", "unplug_summary", "verdict_cause",
 ]

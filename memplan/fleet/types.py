@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
+
+from memplan.core.results import Confidence
 
 
 class FleetMode(str, Enum):
@@ -30,6 +32,63 @@ class InputKind(str, Enum):
     SYSROOT = "sysroot"
     #: nothing usable: the host's row carries the error
     INVALID = "invalid"
+
+
+#: Confidence levels from the surest down: trusting a level trusts every level before it.
+_DOUBT = {level: rank for rank, level in enumerate(Confidence)}
+
+
+def trusts(trust: Confidence, level: Confidence) -> bool:
+    """Whether ``--trust TRUST`` counts memory whose verdict has confidence ``level``
+    (``likely`` counts certain and likely; ``unknown`` counts everything)."""
+    return _DOUBT[level] <= _DOUBT[trust]
+
+
+@dataclass(frozen=True)
+class ConfidenceBytes:
+    """Memory split by the confidence of the verdicts it rests on (``certain``: nothing the
+    input cannot see could change it; profiles are exact, so all of their memory is certain)."""
+
+    certain: int = 0
+    likely: int = 0
+    unknown: int = 0
+
+    @classmethod
+    def of(cls, level: Confidence, nbytes: int) -> "ConfidenceBytes":
+        return cls(**{level.value: nbytes})
+
+    @classmethod
+    def from_mapping(cls, split: Mapping[Confidence, int]) -> "ConfidenceBytes":
+        return cls(**{level.value: int(split.get(level, 0)) for level in Confidence})
+
+    @classmethod
+    def total_of(cls, splits: Iterable["ConfidenceBytes"]) -> "ConfidenceBytes":
+        certain = likely = unknown = 0
+        for s in splits:
+            certain += s.certain
+            likely += s.likely
+            unknown += s.unknown
+        return cls(certain, likely, unknown)
+
+    def __add__(self, other: "ConfidenceBytes") -> "ConfidenceBytes":
+        return ConfidenceBytes(self.certain + other.certain, self.likely + other.likely,
+                               self.unknown + other.unknown)
+
+    def get(self, level: Confidence) -> int:
+        value: int = getattr(self, level.value)
+        return value
+
+    @property
+    def total(self) -> int:
+        return self.certain + self.likely + self.unknown
+
+    def trusted(self, trust: Confidence) -> int:
+        """The memory ``--trust TRUST`` counts."""
+        return sum(self.get(level) for level in Confidence if trusts(trust, level))
+
+    def as_dict(self) -> Dict[str, int]:
+        """``{"certain": N, "likely": N, "unknown": N}`` (every level, in that order)."""
+        return {level.value: self.get(level) for level in Confidence}
 
 
 @dataclass(frozen=True)
@@ -88,8 +147,13 @@ class DeviceSummary:
 
 @dataclass(frozen=True)
 class HostSummary:
-    """The answer for one host. A host that could not be judged has ``error`` set, zeros
-    and empty tuples everywhere else."""
+    """The answer for one host.
+
+    A host that could not be judged has ``error`` set, and every count and byte figure 0,
+    every tuple empty (nothing was judged, nothing asked of it): the same fields and types as
+    any other row. ``machine`` is ``None`` when the input was not read far enough to name it,
+    ``semantics`` when nothing was judged.
+    """
 
     host: str
     input: InputKind
@@ -104,31 +168,49 @@ class HostSummary:
     hangs: int = 0
     #: online memory of the host (online memory blocks times the block size)
     memory_bytes: int = 0
+    #: memory that can be taken: offlinable blocks (simulate), offlined blocks (plan), unplugged
+    #: memory (unplug)
     offlinable_bytes: int = 0
+    #: ``offlinable_bytes`` split by the confidence of the verdicts it rests on
+    offlinable_by_confidence: ConfidenceBytes = ConfidenceBytes()
     #: simulate: online memory that cannot be offlined; plan/unplug: asked minus achieved
     unreclaimable_bytes: int = 0
     #: memory the blocking causes keep (== unreclaimable in simulate)
     blocked_bytes: int = 0
-    #: plan/unplug only
-    asked_bytes: Optional[int] = None
-    achieved_bytes: Optional[int] = None
-    #: snapshot hosts: blocks whose verdict a snapshot cannot decide (confidence ``unknown``)
+    #: plan: SIZE; unplug: SIZE times the devices asked; simulate asks no size: 0
+    asked_bytes: int = 0
+    #: plan/unplug: what was reached (== ``offlinable_bytes``); simulate: 0
+    achieved_bytes: int = 0
+    #: of ``blocks``, those whose verdict the input cannot decide (confidence ``unknown``)
     unknown_blocks: int = 0
     zones: Tuple[ZoneSummary, ...] = ()
     devices: Tuple[DeviceSummary, ...] = ()
+    #: what reading or judging the host warned about (the machine's and the simulation's warnings)
+    warnings: Tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     @property
-    def succeeded(self) -> bool:
-        """``--check``: the host reaches the asked size (plan/unplug) or has offlinable memory."""
+    def achieved_by_confidence(self) -> ConfidenceBytes:
+        """``achieved_bytes`` split by confidence (nothing in simulate mode)."""
+        return ConfidenceBytes() if self.mode is FleetMode.SIMULATE else self.offlinable_by_confidence
+
+    def reaches(self, trust: Confidence = Confidence.LIKELY) -> bool:
+        """``--check``: the host reaches the asked size (plan/unplug) or has offlinable memory
+        (simulate), counting only memory whose confidence ``--trust`` accepts."""
         if self.error is not None:
             return False
-        if self.asked_bytes is not None:
-            return (self.achieved_bytes or 0) >= self.asked_bytes
-        return self.offlinable_bytes > 0
+        trusted = self.offlinable_by_confidence.trusted(trust)
+        if self.mode is FleetMode.SIMULATE:
+            return trusted > 0
+        return trusted >= self.asked_bytes
+
+    @property
+    def succeeded(self) -> bool:
+        """``reaches()`` with the default trust (certain and likely memory)."""
+        return self.reaches()
 
     def causes(self) -> Tuple[Tuple[str, CauseCount], ...]:
         """Every (zone, cause) of the host."""
@@ -158,8 +240,33 @@ class ZoneTotal:
 
 
 @dataclass(frozen=True)
+class FleetTotals:
+    """The fleet's sums over its hosts (error rows add nothing but their count)."""
+
+    hosts: int = 0
+    errors: int = 0
+    #: hosts that ``reaches(trust)``
+    succeeded: int = 0
+    memory_bytes: int = 0
+    offlinable_bytes: int = 0
+    offlinable_by_confidence: ConfidenceBytes = ConfidenceBytes()
+    unreclaimable_bytes: int = 0
+    blocked_bytes: int = 0
+    asked_bytes: int = 0
+    achieved_bytes: int = 0
+    unknown_blocks: int = 0
+    #: hosts whose row carries warnings
+    warned: int = 0
+
+    @property
+    def judged(self) -> int:
+        return self.hosts - self.errors
+
+
+@dataclass(frozen=True)
 class FleetReport:
-    """Every host (sorted: most unreclaimable memory first, errors last) and the fleet's totals."""
+    """Every host (sorted: most unreclaimable memory first, errors last; empty when the hosts
+    were streamed and not kept) and the fleet's totals."""
 
     mode: FleetMode
     semantics: Optional[str]
@@ -170,39 +277,56 @@ class FleetReport:
     #: plan: the size asked of every host; unplug: the size asked of every device
     size_bytes: Optional[int] = None
     device: Optional[str] = None
+    totals: FleetTotals = FleetTotals()
+    #: which confidence ``succeeded`` (and ``--check``) counts
+    trust: Confidence = Confidence.LIKELY
+    #: the fleet's own warnings (error rows, hosts with warnings)
+    warnings: Tuple[str, ...] = ()
 
     @property
     def errors(self) -> int:
-        return sum(1 for h in self.hosts if h.error is not None)
+        return self.totals.errors
+
+    @property
+    def judged(self) -> int:
+        return self.totals.judged
 
     @property
     def memory_bytes(self) -> int:
-        return sum(h.memory_bytes for h in self.hosts)
+        return self.totals.memory_bytes
 
     @property
     def offlinable_bytes(self) -> int:
-        return sum(h.offlinable_bytes for h in self.hosts)
+        return self.totals.offlinable_bytes
+
+    @property
+    def offlinable_by_confidence(self) -> ConfidenceBytes:
+        return self.totals.offlinable_by_confidence
 
     @property
     def unreclaimable_bytes(self) -> int:
-        return sum(h.unreclaimable_bytes for h in self.hosts)
+        return self.totals.unreclaimable_bytes
 
     @property
     def blocked_bytes(self) -> int:
-        return sum(h.blocked_bytes for h in self.hosts)
+        return self.totals.blocked_bytes
 
     @property
-    def asked_bytes(self) -> Optional[int]:
-        if self.mode is FleetMode.SIMULATE:
-            return None
-        return sum(h.asked_bytes or 0 for h in self.hosts if h.error is None)
+    def asked_bytes(self) -> int:
+        return self.totals.asked_bytes
 
     @property
-    def achieved_bytes(self) -> Optional[int]:
-        if self.mode is FleetMode.SIMULATE:
-            return None
-        return sum(h.achieved_bytes or 0 for h in self.hosts if h.error is None)
+    def achieved_bytes(self) -> int:
+        return self.totals.achieved_bytes
+
+    @property
+    def achieved_by_confidence(self) -> ConfidenceBytes:
+        return ConfidenceBytes() if self.mode is FleetMode.SIMULATE else self.totals.offlinable_by_confidence
+
+    @property
+    def unknown_blocks(self) -> int:
+        return self.totals.unknown_blocks
 
     @property
     def succeeded(self) -> int:
-        return sum(1 for h in self.hosts if h.succeeded)
+        return self.totals.succeeded

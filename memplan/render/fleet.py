@@ -12,8 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
+from memplan.core.results import Confidence
 from memplan.core.units import format_size
-from memplan.fleet.types import FleetCause, FleetMode, FleetReport, HostSummary
+from memplan.fleet.types import ConfidenceBytes, FleetCause, FleetMode, FleetReport, HostSummary
 from memplan.render.cells import add_columns
 
 #: Blocking causes listed under the table (``--json`` has them all).
@@ -43,8 +44,10 @@ def cause_text(cause: FleetCause) -> str:
 
 
 def host_dict(h: HostSummary) -> Dict[str, Any]:
-    """One host (a ``--jsonl`` line; an element of ``--json``'s ``hosts``). Keys always present;
-    an error row has ``error`` set, zeros and empty lists."""
+    """One host (a ``--jsonl`` line; an element of ``--json``'s ``hosts``). The same keys and
+    types in every row and mode: byte figures and counts are integers (0 in an error row and
+    where the mode asks nothing, e.g. ``asked_bytes`` in simulate mode); ``machine``,
+    ``semantics`` and ``error`` are strings or null."""
     return {
         "host": h.host,
         "input": h.input.value,
@@ -58,10 +61,12 @@ def host_dict(h: HostSummary) -> Dict[str, Any]:
         "hangs": h.hangs,
         "memory_bytes": h.memory_bytes,
         "offlinable_bytes": h.offlinable_bytes,
+        "offlinable_bytes_by_confidence": h.offlinable_by_confidence.as_dict(),
         "unreclaimable_bytes": h.unreclaimable_bytes,
         "blocked_bytes": h.blocked_bytes,
         "asked_bytes": h.asked_bytes,
         "achieved_bytes": h.achieved_bytes,
+        "achieved_bytes_by_confidence": h.achieved_by_confidence.as_dict(),
         "unknown_blocks": h.unknown_blocks,
         "zones": [{"zone": z.zone, "blocks": z.blocks, "offlined": z.offlined, "fails": z.fails, "hangs": z.hangs,
                    "offlinable_bytes": z.offlinable_bytes, "blocked_bytes": z.blocked_bytes,
@@ -70,27 +75,33 @@ def host_dict(h: HostSummary) -> Dict[str, Any]:
         "devices": [{"device": d.device, "mode": d.mode, "plugged_before_bytes": d.plugged_before_bytes,
                      "plugged_after_bytes": d.plugged_after_bytes, "asked_bytes": d.asked_bytes,
                      "achieved_bytes": d.achieved_bytes, "stop": d.stop, "errno": d.errno} for d in h.devices],
+        "warnings": list(h.warnings),
     }
 
 
 def fleet_dict(report: FleetReport) -> Dict[str, Any]:
-    """``memplan fleet --json``."""
+    """``memplan fleet --json``: ``size_bytes`` and ``device`` echo the options (null when not given)."""
     return {
         "memplan": __version__,
         "mode": report.mode.value,
         "semantics": report.semantics,
         "size_bytes": report.size_bytes,
         "device": report.device,
+        "trust": report.trust.value,
+        "warnings": list(report.warnings),
         "summary": {
-            "hosts": len(report.hosts),
+            "hosts": report.totals.hosts,
             "errors": report.errors,
             "succeeded": report.succeeded,
             "memory_bytes": report.memory_bytes,
             "offlinable_bytes": report.offlinable_bytes,
+            "offlinable_bytes_by_confidence": report.offlinable_by_confidence.as_dict(),
             "unreclaimable_bytes": report.unreclaimable_bytes,
             "blocked_bytes": report.blocked_bytes,
             "asked_bytes": report.asked_bytes,
             "achieved_bytes": report.achieved_bytes,
+            "achieved_bytes_by_confidence": report.achieved_by_confidence.as_dict(),
+            "unknown_blocks": report.unknown_blocks,
             "zones": [{"zone": z.zone, "hosts": z.hosts, "blocks": z.blocks, "offlinable_bytes": z.offlinable_bytes,
                        "blocked_bytes": z.blocked_bytes} for z in report.zones],
         },
@@ -141,7 +152,7 @@ def fleet_table(report: FleetReport) -> Table:
         cells = [h.host, h.machine or "-", format_size(h.memory_bytes)]
         if capacity:
             short = h.unreclaimable_bytes
-            cells += [format_size(h.asked_bytes or 0), format_size(h.achieved_bytes or 0),
+            cells += [format_size(h.asked_bytes), format_size(h.achieved_bytes),
                       Text(format_size(short), style="red" if short else "green")]
         else:
             cells += [format_size(h.offlinable_bytes),
@@ -174,9 +185,17 @@ def _by_zone(report: FleetReport) -> str:
                      if z.offlinable_bytes) or "-"
 
 
+def _by_confidence(split: ConfidenceBytes) -> str:
+    return ", ".join(f"{level} {format_size(nbytes)}" for level, nbytes in split.as_dict().items())
+
+
+def _trusted(report: FleetReport) -> str:
+    return "certain or likely memory" if report.trust is Confidence.LIKELY else "memory of any confidence"
+
+
 def summary_lines(report: FleetReport, ran: Optional[str] = None) -> List[str]:
-    hosts = len(report.hosts)
-    judged = hosts - report.errors
+    hosts = report.totals.hosts
+    judged = report.judged
     lines = [f"Hosts:              {hosts} ({judged} judged, {report.errors} error{'s' if report.errors != 1 else ''})"]
     if report.semantics:
         lines.append(f"Semantics:          {report.semantics}")
@@ -185,6 +204,7 @@ def summary_lines(report: FleetReport, ran: Optional[str] = None) -> List[str]:
         lines += [
             f"Offlinable:         {format_size(report.offlinable_bytes)}"
             f"{_percent(report.offlinable_bytes, report.memory_bytes)}",
+            f"  by confidence:    {_by_confidence(report.offlinable_by_confidence)}",
             f"Unreclaimable:      {format_size(report.unreclaimable_bytes)}"
             f"{_percent(report.unreclaimable_bytes, report.memory_bytes)}",
         ]
@@ -194,15 +214,18 @@ def summary_lines(report: FleetReport, ran: Optional[str] = None) -> List[str]:
         what = ("chmem -d " if report.mode is FleetMode.PLAN else "unplug by ") + format_size(report.size_bytes or 0)
         if report.mode is FleetMode.UNPLUG:
             what += f" from {'device ' + report.device if report.device else 'every virtio-mem device'}"
-        asked, achieved = report.asked_bytes or 0, report.achieved_bytes or 0
+        asked, achieved = report.asked_bytes, report.achieved_bytes
         lines += [
             f"Asked:              {format_size(asked)} ({what} on {judged} host{'s' if judged != 1 else ''})",
             f"Achieved:           {format_size(achieved)}{_percent(achieved, asked)}",
+            f"  by confidence:    {_by_confidence(report.achieved_by_confidence)}",
             f"Short:              {format_size(report.unreclaimable_bytes)}",
-            f"Hosts reaching it:  {report.succeeded} of {hosts}",
+            f"Hosts reaching it:  {report.succeeded} of {hosts} (counting {_trusted(report)})",
         ]
         if report.zones:
             lines.append("Achieved by zone:   " + _by_zone(report))
+    if report.unknown_blocks:
+        lines.append(f"Unknown blocks:     {report.unknown_blocks} (verdicts the inputs cannot decide)")
     if ran:
         lines.append(f"Ran on:             {ran}")
     return lines

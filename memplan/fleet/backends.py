@@ -1,0 +1,125 @@
+"""Where ``memplan fleet`` runs (``Backend``), the batches of hosts its workers get, and what
+the workers did.
+
+A task has a fixed cost besides its hosts' work: submitting it, the scheduler (Dask), sending
+the answer back. ``Batcher`` puts as many hosts in one task as keeps that cost a small share of
+the work, from the CPU time the hosts done so far took.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, List, Optional, Sequence
+
+from memplan.fleet.compute import HostTask
+from memplan.fleet.types import HostSummary
+
+#: Batches still to hand out per worker before batches shrink (the tail keeps every worker busy).
+TAIL_BATCHES = 4
+#: Most hosts in one batch (a batch is one message to a local worker: it must fit a pipe).
+MAX_BATCH = 64
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where to run: ``kind`` is ``local`` or ``dask``."""
+
+    kind: str = "local"
+    #: local: worker processes (``None``: one per CPU); dask-local: LocalCluster workers
+    workers: Optional[int] = None
+    #: dask: a running scheduler's address; ``None`` with ``kind == "dask"`` starts a LocalCluster
+    scheduler: Optional[str] = None
+    #: dask-local: worker processes (the default) or threads of this process (tests)
+    processes: bool = True
+    #: dask: seconds to reach the scheduler
+    connect_timeout: float = 10.0
+
+    def describe(self, tasks: int) -> str:
+        if self.kind == "local":
+            n = self.local_workers(tasks)
+            return "this process" if n <= 1 else f"local pool, {n} workers"
+        if self.scheduler:
+            return f"Dask scheduler {self.scheduler}"
+        return f"Dask LocalCluster, {self.workers or cpu_count()} workers"
+
+    def local_workers(self, tasks: int) -> int:
+        return max(1, min(self.workers or cpu_count(), tasks))
+
+
+@dataclass
+class FleetStats:
+    """What the workers did, as the parent saw it (benchmarks, the "Ran on" line)."""
+
+    #: hosts answered by a worker (input errors answered at once are not counted)
+    hosts: int = 0
+    #: CPU seconds the workers spent judging those hosts (measured around each host)
+    host_cpu_s: float = 0.0
+    #: batches handed to workers
+    batches: int = 0
+    #: hosts past ``--host-timeout``, and hosts whose worker died
+    timeouts: int = 0
+    deaths: int = 0
+
+    def answered(self, summary: HostSummary, cpu_s: float) -> HostSummary:
+        self.hosts += 1
+        self.host_cpu_s += cpu_s
+        return summary
+
+
+@dataclass
+class Batcher:
+    """Hands out the pending tasks in batches of about ``target_s`` CPU seconds each.
+
+    The size follows the mean CPU time of the hosts answered so far (one host a batch until
+    there is one), never above ``MAX_BATCH``, and never so large that fewer than
+    ``TAIL_BATCHES`` batches per worker remain: the fleet's last seconds stay parallel.
+    Tasks given back (a worker died, a batch ran out of time) come first, one per batch.
+    """
+
+    pending: Deque[HostTask]
+    workers: int
+    target_s: float
+    solo: Deque[HostTask] = field(default_factory=deque)
+    _hosts: int = 0
+    _seconds: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.solo)
+
+    def observe(self, cpu_s: float) -> None:
+        self._hosts += 1
+        self._seconds += cpu_s
+
+    def size(self) -> int:
+        if not self._hosts:
+            return 1
+        mean = max(self._seconds / self._hosts, 1e-6)
+        tail = max(1, len(self.pending) // (TAIL_BATCHES * self.workers))
+        return max(1, min(math.ceil(self.target_s / mean), MAX_BATCH, tail))
+
+    def take(self) -> List[HostTask]:
+        if self.solo:
+            return [self.solo.popleft()]
+        n = self.size()
+        return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+
+    def give_back(self, tasks: Sequence[HostTask], alone: bool = False) -> None:
+        """Tasks to run again: first, and one a batch when ``alone``."""
+        if alone:
+            self.solo.extend(tasks)
+        else:
+            self.pending.extendleft(reversed(tasks))
+
+
+__all__ = ["Backend", "Batcher", "FleetStats", "MAX_BATCH", "TAIL_BATCHES", "cpu_count"]

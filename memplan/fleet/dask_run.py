@@ -1,0 +1,252 @@
+"""``memplan fleet`` on Dask: a running scheduler (``--scheduler``) or a LocalCluster that memplan
+starts and stops (``--dask-local N``).
+
+Hosts go to the workers in batches (one Dask task each, ``memplan.fleet.worker.run_batch``), a
+few per worker thread at a time, sized from the CPU time of the hosts done so far so that
+Dask's cost per task stays a small share of the work. Each host is bounded by
+``--host-timeout`` inside its task (a watchdog raises in the worker thread); a batch that
+outlives its hosts' limits anyway (stuck inside C code or the kernel) is given up by the
+parent: its hosts run again one per task, and a host that runs out of time alone is an error
+row. When no worker takes any of the remaining hosts for a whole time limit, they become error
+rows too: the run never waits forever.
+
+On Ctrl-C, SIGTERM or any exception the tasks still queued are cancelled (the workers of
+someone else's scheduler stop working for memplan), and a LocalCluster memplan started is
+shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from memplan.core.errors import UsageError
+from memplan.fleet.backends import Backend, Batcher, FleetStats, cpu_count
+from memplan.fleet.compute import HostTask, error_row
+from memplan.fleet.types import HostSummary
+from memplan.fleet.worker import HostFunc, failed_error, run_batch, timed_out_error
+
+#: How to install the optional Dask support.
+DASK_HINT = "pip install 'memplan[fleet]'"
+#: How long a Dask run waits for its first worker.
+WORKER_WAIT_S = 60
+#: CPU seconds of work per Dask task: Dask costs a few milliseconds per task (client, scheduler,
+#: worker), which stays under 2 % of this (``benchmarks/fleet_bench.py`` measures it).
+DASK_BATCH_S = 0.25
+#: Tasks submitted at a time per worker thread.
+IN_FLIGHT_PER_THREAD = 2
+#: How often the parent looks at what the workers are doing (one scheduler request).
+POLL_S = 1.0
+#: A batch is given up this long after its hosts' limits (plus a tenth of them).
+GRACE_S = 2.0
+#: Dask's worker environment key that memplan unsets (see ``worker_environ()``).
+TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+def require_dask(option: str) -> None:
+    """One clear line when Dask is missing (exit status 2 via ``UsageError``)."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{option} needs Dask, which is not installed: {DASK_HINT}") from None
+
+
+def worker_environ() -> Dict[str, Any]:
+    """Dask configuration for the worker processes memplan starts (``--dask-local``).
+
+    Dask's nannies export ``MALLOC_TRIM_THRESHOLD_=65536`` to every worker process
+    (``distributed.nanny.pre-spawn-environ``), which doubles memplan's CPU time per host (see
+    ``memplan.fleet.worker.malloc_tuned``, which neutralises it inside every task, on workers
+    memplan did not start too). A ``None`` value unsets the variable where the installed
+    distributed supports it; otherwise Dask's default stays (and the task tunes malloc).
+    """
+    try:
+        import dask
+        from distributed.nanny import _get_env_variables
+        with dask.config.set({TRIM_KEY: None}):
+            supported = "MALLOC_TRIM_THRESHOLD_" not in _get_env_variables("distributed.nanny.pre-spawn-environ")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        supported = False
+    return {TRIM_KEY: None} if supported else {}
+
+
+@contextlib.contextmanager
+def _quiet_asyncio() -> Iterator[None]:
+    """Dask's client leaves asyncio tasks behind when it is closed in the middle of a run
+    (Ctrl-C): asyncio would log each one ("Task exception was never retrieved") with a traceback."""
+    log = logging.getLogger("asyncio")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _connect(backend: Backend) -> Tuple[Any, Any]:
+    """``(client, cluster)``: the cluster is ``None`` on someone else's scheduler."""
+    import dask
+    from distributed import Client, LocalCluster
+    cluster = None
+    try:
+        if backend.scheduler:
+            return Client(backend.scheduler, timeout=backend.connect_timeout), None
+        # Loopback only; ":0": any free port for the scheduler's HTTP server.
+        with dask.config.set(worker_environ()), contextlib.redirect_stdout(io.StringIO()):
+            cluster = LocalCluster(n_workers=backend.workers or cpu_count(), threads_per_worker=1,
+                                   processes=backend.processes, host="127.0.0.1", protocol="tcp://",
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    except (OSError, TimeoutError, ValueError) as exc:
+        where = backend.scheduler or "a LocalCluster"
+        raise UsageError(f"cannot connect to the Dask scheduler {where}: {exc}") from None
+    except BaseException:
+        if cluster is not None:
+            cluster.close()
+        raise
+
+
+def run_dask(tasks: Sequence[HostTask], answered: Sequence[HostSummary], backend: Backend, func: HostFunc,
+             timeout: Optional[float], stats: FleetStats) -> Iterator[HostSummary]:
+    """Every task's summary, in completion order, from the Dask cluster ``backend`` names."""
+    require_dask("--scheduler" if backend.scheduler else "--dask-local")
+    with _quiet_asyncio():
+        client, cluster = _connect(backend)
+        run: Optional[_DaskRun] = None
+        try:
+            _wait_for_workers(client, backend)
+            yield from answered
+            run = _DaskRun(client, tasks, func, timeout, stats, restart=cluster is not None)
+            yield from run.results()
+        finally:
+            if run is not None:
+                run.cancel()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _wait_for_workers(client: Any, backend: Backend) -> None:
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        where = backend.scheduler or "the LocalCluster"
+        raise UsageError(f"no Dask worker joined the scheduler {where} within {WORKER_WAIT_S} s "
+                         f"(start some: dask worker {where})") from None
+
+
+@dataclass
+class _Batch:
+    future: Any
+    tasks: List[HostTask]
+    #: when the parent first saw a worker processing it
+    started: Optional[float] = None
+    worker: Optional[str] = None
+
+
+class _DaskRun:
+    """One fleet on one client: submits batches, receives them, gives up the stuck ones."""
+
+    def __init__(self, client: Any, tasks: Sequence[HostTask], func: HostFunc, timeout: Optional[float],
+                 stats: FleetStats, restart: bool) -> None:
+        self.client = client
+        self.func = func
+        self.timeout = timeout
+        self.stats = stats
+        #: restart a worker whose thread is stuck (only on a cluster memplan started)
+        self.restart = restart
+        self.threads = max(1, sum(client.nthreads().values()))
+        self.batcher = Batcher(deque(tasks), self.threads, DASK_BATCH_S)
+        self.inflight: Dict[str, _Batch] = {}
+        self.done: "queue.Queue[Any]" = queue.Queue()
+        self.progress = self.polled = time.monotonic()
+
+    def results(self) -> Iterator[HostSummary]:
+        while self.batcher or self.inflight:
+            self._submit()
+            try:
+                future = self.done.get(timeout=POLL_S)
+            except queue.Empty:
+                future = None
+            if future is not None and future.key in self.inflight:
+                self.progress = time.monotonic()
+                yield from self._receive(self.inflight.pop(future.key))
+            if self.timeout is not None and time.monotonic() - self.polled >= POLL_S:
+                yield from self._watch()
+
+    def _submit(self) -> None:
+        while self.batcher and len(self.inflight) < IN_FLIGHT_PER_THREAD * self.threads:
+            batch = self.batcher.take()
+            future = self.client.submit(run_batch, self.func, batch, self.timeout, pure=False)
+            self.inflight[future.key] = _Batch(future, batch)
+            future.add_done_callback(self.done.put)
+            self.stats.batches += 1
+
+    def _receive(self, batch: _Batch) -> Iterator[HostSummary]:
+        future = batch.future
+        try:
+            answers: Optional[List[Tuple[HostSummary, float]]] = future.result()
+            error: Optional[BaseException] = None
+        except (Exception, asyncio.CancelledError) as lost:  # noqa: BLE001 - a failed, cancelled or lost task
+            answers, error = None, lost
+        future.release()
+        if answers is None:
+            yield from (error_row(t, failed_error(error or RuntimeError(future.status))) for t in batch.tasks)
+            return
+        for summary, cpu_s in answers:
+            self.batcher.observe(cpu_s)
+            yield self.stats.answered(summary, cpu_s)
+
+    def _watch(self) -> Iterator[HostSummary]:
+        """Note which batches the workers started; give up those past their hosts' limits,
+        and every host when no worker has taken any for a whole limit."""
+        assert self.timeout is not None
+        now = self.polled = time.monotonic()
+        for worker, keys in self.client.processing().items():
+            for key in keys:
+                batch = self.inflight.get(key)
+                if batch is not None and batch.started is None:
+                    batch.started, batch.worker, self.progress = now, worker, now
+        for key, batch in list(self.inflight.items()):
+            # "processing" may still mean queued on the worker behind one batch: twice the limit.
+            limit = 2 * len(batch.tasks) * self.timeout * 1.1 + GRACE_S
+            if batch.started is not None and now - batch.started > limit:
+                yield from self._give_up(key, batch)
+        running = any(b.started is not None for b in self.inflight.values())
+        if not running and now - self.progress > self.timeout * 1.1 + GRACE_S:
+            yield from self._abandon()
+
+    def _give_up(self, key: str, batch: _Batch) -> Iterator[HostSummary]:
+        del self.inflight[key]
+        self.client.cancel([batch.future], force=True)
+        if self.restart and batch.worker is not None:
+            with contextlib.suppress(Exception):
+                self.client.restart_workers([batch.worker], raise_for_error=False)
+        if len(batch.tasks) > 1:
+            self.batcher.give_back(batch.tasks, alone=True)
+            return
+        self.stats.timeouts += 1
+        yield error_row(batch.tasks[0], timed_out_error(self.timeout or 0))
+
+    def _abandon(self) -> Iterator[HostSummary]:
+        error = f"no Dask worker took this host within {self.timeout:g} s (every worker busy or stuck)"
+        tasks = [t for b in self.inflight.values() for t in b.tasks]
+        self.cancel()
+        while self.batcher:
+            tasks.extend(self.batcher.take())
+        yield from (error_row(t, error) for t in tasks)
+
+    def cancel(self) -> None:
+        """Cancel every batch still queued or running (Ctrl-C, an exception, giving up)."""
+        futures = [b.future for b in self.inflight.values()]
+        self.inflight.clear()
+        if futures:
+            with contextlib.suppress(Exception):
+                self.client.cancel(futures, force=True)

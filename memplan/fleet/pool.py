@@ -1,0 +1,194 @@
+"""``memplan fleet``'s local process pool: N worker processes, each fed batches through a pipe.
+
+Not ``concurrent.futures``: a pool that can neither stop one stuck task nor say which task
+killed a worker would make one bad host cost the fleet. Here every worker answers each host of
+its batch as soon as it is done (``memplan.fleet.worker.serve``), so the parent always knows
+which host a worker is on and since when:
+
+* a worker that dies (the OOM killer, a crash) costs exactly the host it was on, which becomes
+  an error row; the rest of its batches go to the other workers;
+* a host past ``--host-timeout`` is ended by ``SIGALRM`` in its worker; a host stuck where no
+  signal handler runs (inside C code) is ended by the parent, which kills the worker a grace
+  period later and starts another;
+* Ctrl-C (the workers ignore SIGINT, the parent handles it), SIGTERM turned into an exception,
+  or the consumer closing the generator: every worker is killed, none is left behind.
+
+Workers start from a fork server that has imported memplan once (``forkserver`` where the
+platform has it, else ``spawn``): never a plain ``fork()`` of a process that may already run
+threads (a progress bar, a Dask client).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import deque
+from multiprocessing.connection import wait as wait_ready
+from multiprocessing.context import BaseContext
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence
+
+from memplan.fleet.backends import Batcher, FleetStats
+from memplan.fleet.compute import HostTask, error_row
+from memplan.fleet.types import HostSummary
+from memplan.fleet.worker import HostFunc, serve, timed_out_error
+
+#: CPU seconds of work per batch sent to a local worker (one pipe message each way per host
+#: anyway; batching saves the parent one send per host).
+LOCAL_BATCH_S = 0.05
+#: Batches a worker holds at a time: the one it works on and the next (it never waits for the
+#: parent). At most one batch waits in the pipe, which holds it whole (``MAX_BATCH`` tasks).
+IN_FLIGHT = 2
+#: The parent kills a worker this long after its host's time limit (the worker's own alarm
+#: normally ends the host at the limit), plus a tenth of the limit.
+GRACE_S = 1.0
+#: Modules the fork server imports once for every worker it forks.
+PRELOAD = ["memplan.fleet.worker", "memplan.engine.simulation", "memplan.profile.reader",
+           "memplan.snapshot.reader", "memplan.plans.plan", "memplan.plans.unplug"]
+DIED = "worker process died while judging this host (killed, or out of memory)"
+
+
+def _mp_context() -> BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class _Worker:
+    """One worker process, its pipe, and the batches it holds (answered host by host, in order)."""
+
+    def __init__(self, ctx: BaseContext) -> None:
+        parent, child = ctx.Pipe(duplex=True)
+        self.process: Any = ctx.Process(target=serve, args=(child,), daemon=True)  # type: ignore[attr-defined]
+        self.process.start()
+        child.close()
+        self.conn = parent
+        self.batches: Deque[Deque[HostTask]] = deque()
+        #: when the host it works on started (as far as the parent knows)
+        self.since = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.batches)
+
+    def send(self, func: HostFunc, batch: List[HostTask], timeout: Optional[float]) -> None:
+        if not self.batches:
+            self.since = time.monotonic()
+        self.conn.send((func, batch, timeout))
+        self.batches.append(deque(batch))
+
+    def answered(self) -> HostTask:
+        """The host just answered; the next one starts now."""
+        task = self.batches[0].popleft()
+        if not self.batches[0]:
+            self.batches.popleft()
+        self.since = time.monotonic()
+        return task
+
+    def lost(self) -> List[HostTask]:
+        """Everything it held (first: the host it was on); it holds nothing afterwards."""
+        tasks = [t for batch in self.batches for t in batch]
+        self.batches.clear()
+        return tasks
+
+    def kill(self) -> None:
+        """SIGKILL, without waiting long for a process stuck in the kernel (D state)."""
+        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=1.0)
+
+    def stop(self) -> None:
+        """Ask an idle worker to exit; kill it if it does not."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=1.0)
+        self.kill()
+
+
+def run_pool(tasks: Sequence[HostTask], workers: int, func: HostFunc, timeout: Optional[float],
+             stats: FleetStats) -> Iterator[HostSummary]:
+    """Every task's summary, in completion order, from ``workers`` worker processes."""
+    ctx = _mp_context()
+    batcher = Batcher(deque(tasks), workers, LOCAL_BATCH_S)
+    crew: List[_Worker] = []
+    done = False
+    try:
+        crew = [_Worker(ctx) for _ in range(workers)]
+        while True:
+            _feed(crew, ctx, batcher, func, timeout, stats)
+            busy = [w for w in crew if w.busy]
+            if not busy:
+                break
+            yield from _collect(busy, timeout, batcher, stats)
+        done = True
+    finally:
+        for w in crew:
+            w.stop() if done else w.kill()
+
+
+def _feed(crew: List[_Worker], ctx: BaseContext, batcher: Batcher, func: HostFunc, timeout: Optional[float],
+          stats: FleetStats) -> None:
+    """Top up every worker to ``IN_FLIGHT`` batches; replace the dead ones still needed."""
+    for i, w in enumerate(crew):
+        if not batcher:
+            return
+        if not w.process.is_alive() and not w.busy:
+            w.kill()
+            crew[i] = w = _Worker(ctx)
+        while batcher and len(w.batches) < IN_FLIGHT:
+            w.send(func, batcher.take(), timeout)
+            stats.batches += 1
+
+
+def _deadline(w: _Worker, timeout: Optional[float]) -> float:
+    return w.since + (timeout or 0) * 1.1 + GRACE_S
+
+
+def _collect(busy: List[_Worker], timeout: Optional[float], batcher: Batcher,
+             stats: FleetStats) -> Iterator[HostSummary]:
+    """Wait for answers (or a death, or a deadline) and yield what arrived."""
+    by_handle: Dict[Any, _Worker] = {}
+    for w in busy:
+        by_handle[w.conn] = w
+        by_handle[w.process.sentinel] = w
+    wait_s = None if timeout is None else max(0.0, min(_deadline(w, timeout) for w in busy) - time.monotonic())
+    ready = {id(by_handle[h]): by_handle[h] for h in wait_ready(list(by_handle), timeout=wait_s)}
+    for w in ready.values():
+        yield from _answers(w, batcher, stats)
+    if timeout is None:
+        return
+    now = time.monotonic()
+    for w in busy:
+        if w.busy and now > _deadline(w, timeout):
+            yield from _lose(w, batcher, stats, timed_out_error(timeout))
+
+
+def _answers(w: _Worker, batcher: Batcher, stats: FleetStats) -> Iterator[HostSummary]:
+    """Every answer waiting in the worker's pipe; a worker that died loses its host."""
+    try:
+        while w.busy and w.conn.poll():
+            summary, cpu_s = w.conn.recv()
+            w.answered()
+            batcher.observe(cpu_s)
+            yield stats.answered(summary, cpu_s)
+    except (EOFError, OSError):
+        pass
+    if w.busy and not w.process.is_alive():
+        yield from _lose(w, batcher, stats, DIED)
+
+
+def _lose(w: _Worker, batcher: Batcher, stats: FleetStats, error: str) -> Iterator[HostSummary]:
+    """The worker's current host becomes an error row, the rest of its batches go back."""
+    w.kill()
+    current, *rest = w.lost()
+    if error == DIED:
+        stats.deaths += 1
+    else:
+        stats.timeouts += 1
+    batcher.give_back(rest)
+    yield error_row(current, error)

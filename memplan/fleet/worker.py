@@ -1,0 +1,232 @@
+"""The worker side of ``memplan fleet``: judging hosts within a time limit, in any process.
+
+The same code runs a host in this process (``--workers 1``), in a local worker process and on a
+Dask worker that memplan may not have started:
+
+* ``time_limit()`` ends a host that takes longer than ``--host-timeout``: ``SIGALRM`` on a
+  process's main thread (it also interrupts a blocking ``open()`` or ``read()``), otherwise (a
+  Dask worker thread) a watchdog that raises ``HostTimeout`` in the judging thread at its next
+  Python instruction. The parent enforces the limit too, for a host stuck where neither
+  reaches (``memplan.fleet.executors``).
+* ``malloc_tuned()`` gives glibc's allocator fixed, large thresholds while a host is judged:
+  ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``, and any explicit trim threshold turns
+  off glibc's dynamic mmap threshold (mallopt(3)), so every numpy temporary above 128 KiB becomes
+  a fresh ``mmap()`` whose pages fault in zeroed: twice the CPU time per host (measured by
+  ``benchmarks/fleet_bench.py``). The thresholds the environment asked for are set back after the
+  host, and the freed memory is returned (``malloc_trim``), as the worker's owner wanted.
+* ``serve()`` is the loop of a local worker process: it reads batches of tasks from its pipe and
+  answers every host as soon as it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+from memplan.fleet.compute import HostTask, error_row
+from memplan.fleet.types import HostSummary
+
+#: What a task function turns a host into.
+HostFunc = Callable[[HostTask], HostSummary]
+#: A host's answer and the CPU seconds its worker spent on it.
+Answer = Tuple[HostSummary, float]
+
+
+class HostTimeout(BaseException):
+    """A host ran past ``--host-timeout`` (a ``BaseException``: no ``except Exception`` on the
+    way swallows it)."""
+
+
+def timed_out_error(seconds: float) -> str:
+    return f"timed out after {seconds:g} s (--host-timeout)"
+
+
+def failed_error(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"worker failed: {type(exc).__name__}{': ' + text if text else ''}"
+
+
+# ---- time limit -------------------------------------------------------------------------
+
+
+@dataclass
+class _Limit:
+    """One host's time limit; ``disarm()`` is idempotent and safe to call after it fired."""
+
+    seconds: float
+    fired: bool = False
+    armed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    old_handler: Any = None
+    timer: Optional[threading.Timer] = None
+    thread_id: int = 0
+
+    def arm(self) -> None:
+        self.armed = True
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            self.old_handler = signal.signal(signal.SIGALRM, self._on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        else:
+            self.thread_id = threading.get_ident()
+            self.timer = threading.Timer(self.seconds, self._on_timer)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed, self.fired = False, True
+            raise HostTimeout()
+
+    def _on_timer(self) -> None:
+        with self.lock:
+            if self.armed:
+                self.armed, self.fired = False, True
+                _set_async_exc(self.thread_id, HostTimeout)
+
+    def disarm(self) -> None:
+        with self.lock:
+            self.armed = False
+            if self.timer is not None:
+                self.timer.cancel()
+                if self.fired:  # not raised yet: withdraw it
+                    _set_async_exc(self.thread_id, None)
+        if self.old_handler is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old_handler)
+            self.old_handler = None
+
+
+def _set_async_exc(thread_id: int, exc: Optional[type]) -> None:
+    """``PyThreadState_SetAsyncExc``: raise ``exc`` in the thread at its next instruction
+    (``None``: withdraw what was set and not raised yet)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: Optional[float]) -> Iterator[None]:
+    """Raise ``HostTimeout`` in this thread when the block runs longer than ``seconds``."""
+    if seconds is None:
+        yield
+        return
+    limit = _Limit(seconds)
+    try:
+        limit.arm()
+        try:
+            yield
+        finally:
+            limit.disarm()
+    except HostTimeout:
+        limit.disarm()
+        raise
+
+
+# ---- the allocator ----------------------------------------------------------------------
+
+#: mallopt(3) parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: glibc's own maxima for its dynamic thresholds (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, and
+#: twice that for trimming): what an untuned process converges to on memplan's work
+TUNED_MMAP_THRESHOLD = 32 << 20
+TUNED_TRIM_THRESHOLD = 64 << 20
+#: glibc's defaults, which an environment variable for the other threshold leaves in place
+DEFAULT_MMAP_THRESHOLD = 128 << 10
+DEFAULT_TRIM_THRESHOLD = 128 << 10
+
+
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "mallopt") else None
+
+
+_LIBC = _libc()
+
+
+def _env_threshold(name: str) -> Optional[int]:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+@contextlib.contextmanager
+def malloc_tuned() -> Iterator[None]:
+    """Fixed, large glibc malloc thresholds for the block; the environment's afterwards.
+
+    Without ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` in the environment the
+    tuned values stay (they are what glibc's dynamic thresholds grow to); with them, the
+    environment's values are set back and free memory returned to the system, as the worker's
+    owner asked. Not glibc: nothing to tune.
+    """
+    if _LIBC is None:
+        yield
+        return
+    _LIBC.mallopt(M_MMAP_THRESHOLD, TUNED_MMAP_THRESHOLD)
+    _LIBC.mallopt(M_TRIM_THRESHOLD, TUNED_TRIM_THRESHOLD)
+    try:
+        yield
+    finally:
+        trim, mmap = _env_threshold("MALLOC_TRIM_THRESHOLD_"), _env_threshold("MALLOC_MMAP_THRESHOLD_")
+        if trim is not None or mmap is not None:
+            _LIBC.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD if mmap is None else mmap)
+            _LIBC.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD if trim is None else trim)
+            _LIBC.malloc_trim(0)
+
+
+# ---- judging hosts ----------------------------------------------------------------------
+
+
+def judge(func: HostFunc, task: HostTask, timeout: Optional[float]) -> Answer:
+    """``func(task)`` within ``timeout`` seconds, and the CPU seconds it took this thread.
+
+    Past the limit the host is its error row; an exception ``func`` lets out (``run_host``
+    lets none out but with ``MEMPLAN_TRACEBACK``) is an error row too. Other
+    ``BaseException``s (Ctrl-C, SIGTERM) propagate."""
+    start = time.thread_time()
+    try:
+        with malloc_tuned(), time_limit(timeout):
+            summary = func(task)
+    except HostTimeout:
+        summary = error_row(task, timed_out_error(timeout or 0))
+    except Exception as exc:  # noqa: BLE001 - a failing task is its host's error row
+        summary = error_row(task, failed_error(exc))
+    return summary, time.thread_time() - start
+
+
+def run_batch(func: HostFunc, tasks: Sequence[HostTask], timeout: Optional[float]) -> List[Answer]:
+    """A batch of hosts (one Dask task): every host's answer, in order."""
+    return [judge(func, task, timeout) for task in tasks]
+
+
+def serve(conn: Any) -> None:
+    """A local worker process: ``(func, tasks, timeout)`` batches in, one ``Answer`` out per
+    host as soon as it is done, until the pipe closes or ``None`` arrives.
+
+    Ctrl-C is the parent's to handle (the terminal sends SIGINT to the whole process group):
+    the worker ignores it and is ended by its parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        func, tasks, timeout = batch
+        for task in tasks:
+            try:
+                conn.send(judge(func, task, timeout))
+            except (BrokenPipeError, EOFError, OSError):
+                return
+
+
+__all__ = ["Answer", "HostFunc", "HostTimeout", "judge", "malloc_tuned", "run_batch", "serve", "time_limit",
+           "timed_out_error"]
