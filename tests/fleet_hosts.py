@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Sequence
+import signal
+import threading
+import time
+from typing import Iterator, Sequence
 
 import pytest
 
@@ -86,6 +89,37 @@ kind = "pinned"
     return text
 
 
+def big_host_profile(i: int, size_gib: int = 1024) -> str:
+    """A ``size_gib`` GiB host (one 128 MiB block per GiB... times 8) that takes about a CPU
+    second per TiB to judge: for runs that must still be going when a signal arrives."""
+    blocks = size_gib * 8
+    return f"""
+format = 1
+[machine]
+name = "big-{i}"
+memory_block_size = "128MiB"
+
+[[ram]]
+start = "0"
+size = "{size_gib}GiB"
+zone = "Movable"
+
+[[fill]]
+blocks = "0-{blocks - 1}"
+seed = {i}
+anon = 0.3
+file = 0.2
+"""
+
+
+def write_big_fleet(root: str, hosts: int = 8, size_gib: int = 1024) -> str:
+    os.makedirs(root, exist_ok=True)
+    for i in range(hosts):
+        with open(os.path.join(root, f"big-{i}.toml"), "w") as handle:
+            handle.write(big_host_profile(i, size_gib))
+    return root
+
+
 def write_fleet(root: str, hosts: int = 6, fixtures: Sequence[str] = FLEET_FIXTURES) -> str:
     """``root/profiles/gen-N.toml`` and ``root/snapshots/<fixture>`` (copied trees)."""
     os.makedirs(os.path.join(root, "profiles"), exist_ok=True)
@@ -97,19 +131,62 @@ def write_fleet(root: str, hosts: int = 6, fixtures: Sequence[str] = FLEET_FIXTU
     return root
 
 
+def _gen_1(task) -> bool:
+    return os.path.basename(task.host) == "gen-1.toml"
+
+
 def die_on_gen_1(task):
     """A task function whose worker process dies on host gen-1 (``os._exit``, like the OOM
     killer), and that runs ``run_host`` on every other host."""
     from memplan.fleet.compute import run_host
-    if os.path.basename(task.host) == "gen-1.toml":
+    if _gen_1(task):
         os._exit(9)
     return run_host(task)
 
 
-@pytest.fixture(scope="session")
-def dask_scheduler():
+def sleep_on_gen_1(task):
+    """Host gen-1 sleeps for an hour (a host stuck in a blocking call); the others run."""
+    from memplan.fleet.compute import run_host
+    if _gen_1(task):
+        time.sleep(3600)
+    return run_host(task)
+
+
+def deaf_on_gen_1(task):
+    """Host gen-1 blocks SIGALRM, then sleeps for an hour: stuck where no signal handler of
+    its own process runs (inside C code, in the kernel); only the parent can end it."""
+    from memplan.fleet.compute import run_host
+    if _gen_1(task):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(3600)
+    return run_host(task)
+
+
+def spin_on_gen_1(task):
+    """Host gen-1 computes forever in Python (a huge host, on a Dask worker thread)."""
+    from memplan.fleet.compute import run_host
+    if _gen_1(task):
+        while True:
+            sum(range(1000))
+    return run_host(task)
+
+
+#: What ``stuck_on_gen_1`` waits for (tests set it when done, to free the worker thread).
+RELEASE = threading.Event()
+
+
+def stuck_on_gen_1(task):
+    """Host gen-1 waits on a lock inside C code until ``RELEASE`` is set: nothing in its thread
+    can interrupt it (an in-process Dask worker thread; only the parent can give it up)."""
+    from memplan.fleet.compute import run_host
+    if _gen_1(task):
+        RELEASE.wait()
+    return run_host(task)
+
+
+def dask_cluster() -> Iterator[str]:
     """A dask.distributed LocalCluster on loopback (2 single-threaded workers in this process,
-    reached over TCP); its scheduler address."""
+    reached over TCP); yields its scheduler address (a fixture body: ``yield from``)."""
     distributed = pytest.importorskip(
         "distributed", reason="dask.distributed is not installed (pip install 'memplan[fleet]' or '.[test]')")
     import logging

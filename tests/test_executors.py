@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
+from collections import deque
 
 import pytest
 
-from fleet_hosts import dask_scheduler, die_on_gen_1, write_fleet  # noqa: F401  (fixture)
+from fleet_hosts import (
+    RELEASE,
+    dask_cluster,
+    deaf_on_gen_1,
+    die_on_gen_1,
+    sleep_on_gen_1,
+    spin_on_gen_1,
+    stuck_on_gen_1,
+    write_fleet,
+)
 from memplan.core.errors import UsageError
-from memplan.fleet.executors import Backend, require_dask, run_tasks
-from memplan.fleet.compute import FleetOptions, make_tasks
+from memplan.fleet.backends import MAX_BATCH, TAIL_BATCHES, Batcher
+from memplan.fleet.compute import FleetOptions, make_tasks, run_host
+from memplan.fleet.executors import Backend, FleetStats, require_dask, run_tasks
 from memplan.fleet.types import FleetMode
+from memplan.fleet.worker import judge
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    yield from dask_cluster()
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +80,107 @@ def test_a_dying_worker_costs_only_its_host(fleet):
     assert {h: s for h, s in got.items() if h not in dead} == {h: s for h, s in expected.items() if h not in dead}
 
 
+# ---- time limits --------------------------------------------------------------------------
+
+
+def _timed_out(got, seconds):
+    slow = [h for h in got if os.path.basename(h) == "gen-1.toml"]
+    assert got[slow[0]].error == f"timed out after {seconds:g} s (--host-timeout)"
+    return slow[0]
+
+
+@pytest.fixture(scope="module")
+def profile_tasks(fleet):
+    return make_tasks([os.path.join(fleet, "profiles")], FleetOptions())
+
+
+@pytest.fixture(scope="module")
+def expected(profile_tasks):
+    return by_host(run_tasks(profile_tasks, Backend(workers=1)))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stuck_host_times_out_and_the_others_are_answered(profile_tasks, expected, workers):
+    """SIGALRM in the process judging the host (this one, or a worker) ends a blocking call."""
+    stats = FleetStats()
+    started = time.monotonic()
+    got = by_host(run_tasks(profile_tasks, Backend(workers=workers), func=sleep_on_gen_1, host_timeout=0.5,
+                            stats=stats))
+    assert time.monotonic() - started < 30
+    slow = _timed_out(got, 0.5)
+    assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_worker_deaf_to_its_alarm_is_killed_by_the_parent(profile_tasks, expected):
+    stats = FleetStats()
+    started = time.monotonic()
+    got = by_host(run_tasks(profile_tasks, Backend(workers=2), func=deaf_on_gen_1, host_timeout=0.5, stats=stats))
+    assert time.monotonic() - started < 30
+    slow = _timed_out(got, 0.5)
+    assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
+    assert (stats.timeouts, stats.deaths) == (1, 0)
+
+
+def test_a_host_spinning_on_a_dask_worker_thread_times_out(profile_tasks, expected, dask_scheduler):
+    """A Dask worker thread gets no signals: a watchdog raises in it."""
+    got = by_host(run_tasks(profile_tasks, Backend("dask", scheduler=dask_scheduler), func=spin_on_gen_1,
+                            host_timeout=0.5))
+    slow = _timed_out(got, 0.5)
+    assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
+
+
+def test_a_host_stuck_on_a_dask_worker_is_given_up_by_the_parent(profile_tasks, expected, dask_scheduler):
+    """Stuck inside C code, nothing in the worker thread can end the host: the parent gives its
+    batch up, runs the batch's hosts again one per task, and the stuck one times out alone."""
+    RELEASE.clear()
+    stats = FleetStats()
+    try:
+        started = time.monotonic()
+        got = by_host(run_tasks(profile_tasks, Backend("dask", scheduler=dask_scheduler), func=stuck_on_gen_1,
+                                host_timeout=0.5, stats=stats))
+        assert time.monotonic() - started < 60
+    finally:
+        RELEASE.set()
+    slow = _timed_out(got, 0.5)
+    assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
+    assert stats.timeouts == 1
+
+
+def test_judge_turns_failures_into_error_rows_and_measures_cpu(profile_tasks):
+    (task,) = [t for t in profile_tasks if os.path.basename(t.host) == "gen-0.toml"]
+
+    def boom(task):
+        raise ValueError("bad\n  host")
+    summary, cpu = judge(boom, task, 5.0)
+    assert summary.error == "worker failed: ValueError: bad host" and summary.host == task.host
+    summary, cpu = judge(run_host, task, 5.0)
+    assert summary.error is None and summary.machine == "gen-0" and cpu > 0
+
+
+# ---- batches ----------------------------------------------------------------------------
+
+
+def test_batches_follow_the_measured_cost_and_shrink_at_the_tail(profile_tasks):
+    task = profile_tasks[0]
+    batcher = Batcher(deque([task] * 10000), workers=4, target_s=0.25)
+    assert len(batcher.take()) == 1  # nothing measured yet
+    batcher.observe(0.01)
+    assert len(batcher.take()) == 25  # 0.25 s of 10 ms hosts
+    batcher.observe(0.0)
+    assert len(batcher.take()) == 50  # the mean of what was measured: 5 ms
+    for _ in range(8):
+        batcher.observe(0.0)
+    assert len(batcher.take()) == MAX_BATCH  # 1 ms hosts: as many as a batch may hold
+    while len(batcher.pending) > TAIL_BATCHES * 4 * 2:
+        batcher.take()
+    assert len(batcher.take()) <= 2  # the last batches are small enough to keep 4 workers busy
+    batcher.give_back([profile_tasks[1], profile_tasks[2]], alone=True)
+    assert batcher.take() == [profile_tasks[1]] and batcher.take() == [profile_tasks[2]]
+    batcher.give_back([profile_tasks[3], profile_tasks[4]])
+    assert batcher.pending[0] == profile_tasks[3] and batcher.pending[1] == profile_tasks[4]
+
+
 def test_dask_cluster_gives_identical_summaries(tasks, in_process, dask_scheduler):
     assert by_host(run_tasks(tasks, Backend("dask", scheduler=dask_scheduler))) == in_process
 
@@ -105,3 +226,38 @@ def test_backend_sizes_the_local_pool():
     assert Backend().local_workers(1) == 1
     assert Backend(workers=1).describe(10) == "this process"
     assert Backend("dask", scheduler="tcp://h:8786").describe(10) == "Dask scheduler tcp://h:8786"
+
+
+# ---- the allocator ----------------------------------------------------------------------
+
+MALLOC_PROBE = """
+import resource
+import numpy as np
+from memplan.fleet.worker import malloc_tuned
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        a = np.ones(1 << 19)  # 4 MiB, above the 128 KiB mmap threshold an explicit trim threshold pins
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+outside = faults()
+with malloc_tuned():
+    faults()
+    inside = faults()
+print(outside, inside, faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_tuning_undoes_dasks_trim_threshold_inside_the_task_only():
+    """``dask worker`` exports MALLOC_TRIM_THRESHOLD_: every large numpy temporary is then a fresh
+    mmap() whose pages fault in again. Inside a task they come from the heap; afterwards the
+    worker's own setting is back."""
+    from conftest import ROOT
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", MALLOC_PROBE], capture_output=True, text=True, env=env, check=True)
+    outside, inside, after = map(int, out.stdout.split())
+    assert outside > 5000 and after > 5000, out.stdout  # 20 x 4 MiB faulted in, each time
+    assert inside < outside / 20, out.stdout

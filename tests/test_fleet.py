@@ -10,16 +10,24 @@ from collections import Counter, defaultdict
 import pytest
 
 from fleet_hosts import write_fleet
+from memplan.core.results import Outcome
+from memplan.core.status import ExitStatus
+from memplan.engine.simulation import simulate
 from memplan.fleet.aggregate import check_fleet, fleet_report
-from memplan.fleet.compute import NO_MIGRATION_TARGET, FleetOptions, HostTask, expand_inputs, make_tasks, run_host, verdict_cause
+from memplan.fleet.compute import (
+    NO_MIGRATION_TARGET,
+    FleetOptions,
+    HostTask,
+    expand_inputs,
+    make_tasks,
+    run_host,
+    verdict_cause,
+)
 from memplan.fleet.types import CauseCount, ConfidenceBytes, FleetMode, HostSummary, InputKind, ZoneSummary
-from memplan.profile.reader import load_profile
-from memplan.snapshot.reader import load_snapshot
 from memplan.plans.plan import plan
 from memplan.plans.unplug import unplug
-from memplan.core.results import Outcome
-from memplan.engine.simulation import simulate
-from memplan.core.status import ExitStatus
+from memplan.profile.reader import load_profile
+from memplan.snapshot.reader import load_snapshot
 
 GiB = 1 << 30
 MiB = 1 << 20

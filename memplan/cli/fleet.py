@@ -16,7 +16,7 @@ from memplan.core.errors import UsageError
 from memplan.core.results import Confidence
 from memplan.fleet.aggregate import FleetAggregate, fleet_status, nothing_judged
 from memplan.fleet.compute import FleetOptions, make_tasks
-from memplan.fleet.executors import DEFAULT_HOST_TIMEOUT_S, Backend, require_dask, run_tasks
+from memplan.fleet.executors import DEFAULT_HOST_TIMEOUT_S, Backend, FleetRun, require_dask
 from memplan.fleet.types import FleetMode, FleetReport
 from memplan.render import fleet as render_fleet
 from memplan.render import json as render_json
@@ -117,11 +117,11 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
     aggregate = FleetAggregate(options, Confidence(trust), keep_hosts=not jsonl)
     show_progress = not (as_json or jsonl) and sys.stderr.isatty()
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
+    # The backend starts first (a Dask LocalCluster, the worker processes), then the progress bar.
+    with FleetRun(tasks, backend, host_timeout=host_timeout) as run, contextlib.ExitStack() as stack:
         bar = stack.enter_context(render_fleet.progress_bar(stderr_console())) if show_progress else None
         progress_task = bar.add_task("fleet", total=len(tasks)) if bar is not None else None
-        results = stack.enter_context(contextlib.closing(run_tasks(tasks, backend, host_timeout=host_timeout)))
-        for host in results:
+        for host in run.results():
             aggregate.add(host)
             if jsonl:
                 render_fleet.write_line(host, sys.stdout)

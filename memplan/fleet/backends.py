@@ -8,11 +8,17 @@ the work, from the CPU time the hosts done so far took.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
 import os
+import signal
+import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, List, Optional, Sequence
+from multiprocessing import forkserver
+from multiprocessing.context import BaseContext
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence
 
 from memplan.fleet.compute import HostTask
 from memplan.fleet.types import HostSummary
@@ -21,6 +27,67 @@ from memplan.fleet.types import HostSummary
 TAIL_BATCHES = 4
 #: Most hosts in one batch (a batch is one message to a local worker: it must fit a pipe).
 MAX_BATCH = 64
+#: What a fork server imports once for every worker it forks: what judging a host needs.
+WORKER_MODULES = ("memplan.fleet.worker", "memplan.engine.simulation", "memplan.profile.reader",
+                  "memplan.snapshot.reader", "memplan.plans.plan", "memplan.plans.unplug")
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C (and SIGTERM, when a Python handler is installed for it) wait for the end of the
+    block, then act as they would have: starting worker processes or a Dask cluster, cut short
+    half-way, would leave processes and tracebacks behind. A second Ctrl-C acts at once.
+    Off the main thread (where Python runs signal handlers), nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: List[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in caught:
+            raise KeyboardInterrupt()
+        caught.append(signum)
+
+    saved: Dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if sig == signal.SIGINT or callable(signal.getsignal(sig)):
+            saved[sig] = signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for number, previous in saved.items():
+            signal.signal(number, previous)
+        for signum in dict.fromkeys(caught):
+            handler = saved[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
+def start_forkserver(preload: Sequence[str]) -> BaseContext:
+    """The ``forkserver`` multiprocessing context, its server started with SIGINT ignored.
+
+    Ctrl-C reaches every process of the terminal's foreground group: a worker process would
+    print its own ``KeyboardInterrupt`` traceback (and a Dask worker restarts). ``SIG_IGN``
+    survives ``exec()``, and the fork server hands its disposition on to every process it forks,
+    so worker processes ignore SIGINT from their first instruction on and only memplan handles
+    Ctrl-C. memplan ignores SIGINT itself only while it spawns the server (milliseconds; a
+    Ctrl-C exactly then is lost, never half-handled). ``preload``: modules the server imports
+    once for all its children (used when this call starts it). Platforms without fork servers:
+    ``spawn`` (workers then ignore SIGINT from their first Python instruction on)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        forkserver.ensure_running()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, handler)
+    return ctx
 
 
 def cpu_count() -> int:
@@ -122,4 +189,5 @@ class Batcher:
             self.pending.extendleft(reversed(tasks))
 
 
-__all__ = ["Backend", "Batcher", "FleetStats", "MAX_BATCH", "TAIL_BATCHES", "cpu_count"]
+__all__ = ["Backend", "Batcher", "FleetStats", "MAX_BATCH", "TAIL_BATCHES", "WORKER_MODULES", "cpu_count",
+           "signals_deferred", "start_forkserver"]

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import multiprocessing
 import queue
 import time
 from collections import deque
@@ -28,7 +29,15 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from memplan.core.errors import UsageError
-from memplan.fleet.backends import Backend, Batcher, FleetStats, cpu_count
+from memplan.fleet.backends import (
+    WORKER_MODULES,
+    Backend,
+    Batcher,
+    FleetStats,
+    cpu_count,
+    signals_deferred,
+    start_forkserver,
+)
 from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
 from memplan.fleet.worker import HostFunc, failed_error, run_batch, timed_out_error
@@ -90,19 +99,31 @@ def _quiet_asyncio() -> Iterator[None]:
         log.setLevel(level)
 
 
+@contextlib.contextmanager
+def _local_cluster_config() -> Iterator[None]:
+    """Dask configuration while memplan runs its own LocalCluster: worker processes fork from a
+    fork server that ignores SIGINT (``start_forkserver()``: a Ctrl-C is memplan's to handle,
+    not every worker's; restarted workers too), and without Dask's trim threshold
+    (``worker_environ()``)."""
+    import dask
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with dask.config.set({"distributed.worker.multiprocessing-method": method, **worker_environ()}):
+        start_forkserver(["distributed", *WORKER_MODULES])
+        yield
+
+
 def _connect(backend: Backend) -> Tuple[Any, Any]:
     """``(client, cluster)``: the cluster is ``None`` on someone else's scheduler."""
-    import dask
     from distributed import Client, LocalCluster
     cluster = None
     try:
         if backend.scheduler:
             return Client(backend.scheduler, timeout=backend.connect_timeout), None
         # Loopback only; ":0": any free port for the scheduler's HTTP server.
-        with dask.config.set(worker_environ()), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()):
             cluster = LocalCluster(n_workers=backend.workers or cpu_count(), threads_per_worker=1,
                                    processes=backend.processes, host="127.0.0.1", protocol="tcp://",
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
         return Client(cluster), cluster
     except (OSError, TimeoutError, ValueError) as exc:
         where = backend.scheduler or "a LocalCluster"
@@ -113,24 +134,48 @@ def _connect(backend: Backend) -> Tuple[Any, Any]:
         raise
 
 
-def run_dask(tasks: Sequence[HostTask], answered: Sequence[HostSummary], backend: Backend, func: HostFunc,
-             timeout: Optional[float], stats: FleetStats) -> Iterator[HostSummary]:
-    """Every task's summary, in completion order, from the Dask cluster ``backend`` names."""
-    require_dask("--scheduler" if backend.scheduler else "--dask-local")
-    with _quiet_asyncio():
-        client, cluster = _connect(backend)
-        run: Optional[_DaskRun] = None
+class DaskSession:
+    """A client on the Dask cluster ``backend`` names: ``open()`` connects (starting a
+    LocalCluster for ``--dask-local``), ``results()`` runs a fleet on it, ``close()`` cancels
+    what is still queued and shuts down the cluster memplan started."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.client: Any = None
+        self.cluster: Any = None
+        self.run: Optional[_DaskRun] = None
+        self._quiet = contextlib.ExitStack()
+
+    def open(self) -> "DaskSession":
+        require_dask("--scheduler" if self.backend.scheduler else "--dask-local")
+        self._quiet.enter_context(_quiet_asyncio())
+        if not self.backend.scheduler:
+            self._quiet.enter_context(_local_cluster_config())
         try:
-            _wait_for_workers(client, backend)
-            yield from answered
-            run = _DaskRun(client, tasks, func, timeout, stats, restart=cluster is not None)
-            yield from run.results()
+            with signals_deferred():
+                self.client, self.cluster = _connect(self.backend)
+            _wait_for_workers(self.client, self.backend)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def results(self, tasks: Sequence[HostTask], func: HostFunc, timeout: Optional[float],
+                stats: FleetStats) -> Iterator[HostSummary]:
+        self.run = _DaskRun(self.client, tasks, func, timeout, stats, restart=self.cluster is not None)
+        yield from self.run.results()
+
+    def close(self) -> None:
+        try:
+            if self.run is not None:
+                self.run.cancel()
+            if self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
         finally:
-            if run is not None:
-                run.cancel()
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            self.run = self.client = self.cluster = None
+            self._quiet.close()
 
 
 def _wait_for_workers(client: Any, backend: Backend) -> None:

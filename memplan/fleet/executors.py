@@ -22,12 +22,12 @@ scheduler are cancelled) and lets the exception propagate.
 
 from __future__ import annotations
 
-from typing import Generator, Optional, Sequence
+from typing import Any, Generator, Iterator, Optional, Sequence
 
 from memplan.fleet.backends import Backend, FleetStats, cpu_count
 from memplan.fleet.compute import HostTask, error_row, run_host
-from memplan.fleet.dask_run import DASK_HINT, require_dask, run_dask
-from memplan.fleet.pool import run_pool
+from memplan.fleet.dask_run import DASK_HINT, DaskSession, require_dask
+from memplan.fleet.pool import LocalPool
 from memplan.fleet.types import HostSummary
 from memplan.fleet.worker import HostFunc, judge
 
@@ -36,32 +36,65 @@ from memplan.fleet.worker import HostFunc, judge
 DEFAULT_HOST_TIMEOUT_S = 300.0
 
 
+class FleetRun:
+    """One fleet run, as a context manager: entering starts the backend (a Dask connection or
+    LocalCluster, the local worker processes) so that start-up comes before any output;
+    ``results()`` yields every host's summary as soon as it is done, each host once; leaving
+    stops every worker, whatever the reason (the end, an exception, Ctrl-C, SIGTERM).
+
+    Tasks that carry an input error are answered at once, without a worker. ``host_timeout``
+    (seconds, ``None``: no limit) bounds each host.
+    """
+
+    def __init__(self, tasks: Sequence[HostTask], backend: Optional[Backend] = None, func: HostFunc = run_host,
+                 host_timeout: Optional[float] = DEFAULT_HOST_TIMEOUT_S, stats: Optional[FleetStats] = None) -> None:
+        self.backend = backend or Backend()
+        self.func = func
+        self.host_timeout = host_timeout
+        self.stats = stats if stats is not None else FleetStats()
+        self.runnable = [t for t in tasks if t.error is None]
+        self.answered = [error_row(t, t.error) for t in tasks if t.error is not None]
+        self.session: Optional[DaskSession] = None
+        self.pool: Optional[LocalPool] = None
+
+    def __enter__(self) -> "FleetRun":
+        if self.backend.kind == "dask" and self.runnable:
+            self.session = DaskSession(self.backend).open()
+        elif self.backend.local_workers(len(self.runnable)) > 1:
+            self.pool = LocalPool(self.backend.local_workers(len(self.runnable))).start()
+        return self
+
+    def __exit__(self, kind: Optional[type], exc: Optional[BaseException], tb: Any) -> None:
+        try:
+            if self.pool is not None:
+                self.pool.close(graceful=kind is None)
+        finally:
+            self.pool = None
+            if self.session is not None:
+                self.session.close()
+            self.session = None
+
+    def results(self) -> Iterator[HostSummary]:
+        yield from self.answered
+        if self.session is not None:
+            yield from self.session.results(self.runnable, self.func, self.host_timeout, self.stats)
+        elif self.pool is not None:
+            yield from self.pool.results(self.runnable, self.func, self.host_timeout, self.stats)
+        else:
+            for task in self.runnable:
+                summary, cpu_s = judge(self.func, task, self.host_timeout)
+                self.stats.batches += 1
+                yield self.stats.answered(summary, cpu_s)
+
+
 def run_tasks(tasks: Sequence[HostTask], backend: Optional[Backend] = None, func: HostFunc = run_host,
               host_timeout: Optional[float] = DEFAULT_HOST_TIMEOUT_S,
               stats: Optional[FleetStats] = None) -> Generator[HostSummary, None, None]:
-    """Run every task and yield its summary as soon as it is done.
-
-    The backend is set up first (a Dask scheduler that cannot be reached is a ``UsageError``
-    before any row); tasks that carry an input error are then answered at once, without a
-    worker. ``host_timeout`` (seconds, ``None``: no limit) bounds each host. Closing the
-    generator early, or an exception in the consumer, stops every worker.
-    """
-    backend = backend or Backend()
-    stats = stats if stats is not None else FleetStats()
-    runnable = [t for t in tasks if t.error is None]
-    answered = [error_row(t, t.error) for t in tasks if t.error is not None]
-    if backend.kind == "dask" and runnable:
-        yield from run_dask(runnable, answered, backend, func, host_timeout, stats)
-        return
-    yield from answered
-    workers = backend.local_workers(len(runnable))
-    if workers > 1:
-        yield from run_pool(runnable, workers, func, host_timeout, stats)
-        return
-    for task in runnable:
-        summary, cpu_s = judge(func, task, host_timeout)
-        stats.batches += 1
-        yield stats.answered(summary, cpu_s)
+    """``FleetRun`` as one generator: every task's summary as soon as it is done (closing the
+    generator early stops every worker)."""
+    with FleetRun(tasks, backend, func, host_timeout, stats) as run:
+        yield from run.results()
 
 
-__all__ = ["Backend", "DASK_HINT", "DEFAULT_HOST_TIMEOUT_S", "FleetStats", "cpu_count", "require_dask", "run_tasks"]
+__all__ = ["Backend", "DASK_HINT", "DEFAULT_HOST_TIMEOUT_S", "FleetRun", "FleetStats", "cpu_count", "require_dask",
+           "run_tasks"]

@@ -13,21 +13,21 @@ which host a worker is on and since when:
 * Ctrl-C (the workers ignore SIGINT, the parent handles it), SIGTERM turned into an exception,
   or the consumer closing the generator: every worker is killed, none is left behind.
 
-Workers start from a fork server that has imported memplan once (``forkserver`` where the
-platform has it, else ``spawn``): never a plain ``fork()`` of a process that may already run
-threads (a progress bar, a Dask client).
+Workers start from a fork server that has imported memplan once and ignores SIGINT
+(``memplan.fleet.backends.start_forkserver``; ``spawn`` where the platform has no fork server):
+never a plain ``fork()`` of a process that may already run threads (a progress bar, a Dask
+client).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections import deque
 from multiprocessing.connection import wait as wait_ready
 from multiprocessing.context import BaseContext
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence
 
-from memplan.fleet.backends import Batcher, FleetStats
+from memplan.fleet.backends import WORKER_MODULES, Batcher, FleetStats, signals_deferred, start_forkserver
 from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
 from memplan.fleet.worker import HostFunc, serve, timed_out_error
@@ -41,19 +41,7 @@ IN_FLIGHT = 2
 #: The parent kills a worker this long after its host's time limit (the worker's own alarm
 #: normally ends the host at the limit), plus a tenth of the limit.
 GRACE_S = 1.0
-#: Modules the fork server imports once for every worker it forks.
-PRELOAD = ["memplan.fleet.worker", "memplan.engine.simulation", "memplan.profile.reader",
-           "memplan.snapshot.reader", "memplan.plans.plan", "memplan.plans.unplug"]
 DIED = "worker process died while judging this host (killed, or out of memory)"
-
-
-def _mp_context() -> BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
-        return ctx
-    return multiprocessing.get_context("spawn")
 
 
 class _Worker:
@@ -110,25 +98,38 @@ class _Worker:
         self.kill()
 
 
-def run_pool(tasks: Sequence[HostTask], workers: int, func: HostFunc, timeout: Optional[float],
-             stats: FleetStats) -> Iterator[HostSummary]:
-    """Every task's summary, in completion order, from ``workers`` worker processes."""
-    ctx = _mp_context()
-    batcher = Batcher(deque(tasks), workers, LOCAL_BATCH_S)
-    crew: List[_Worker] = []
-    done = False
-    try:
-        crew = [_Worker(ctx) for _ in range(workers)]
+class LocalPool:
+    """``workers`` worker processes: started by ``start()`` (with SIGINT ignored, so the fork
+    server and every worker ignore Ctrl-C from the start), ended by ``close()``."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.ctx: Optional[BaseContext] = None
+        self.crew: List[_Worker] = []
+
+    def start(self) -> "LocalPool":
+        with signals_deferred():
+            ctx = self.ctx = start_forkserver(WORKER_MODULES)
+            self.crew = [_Worker(ctx) for _ in range(self.workers)]
+        return self
+
+    def results(self, tasks: Sequence[HostTask], func: HostFunc, timeout: Optional[float],
+                stats: FleetStats) -> Iterator[HostSummary]:
+        """Every task's summary, in completion order."""
+        batcher = Batcher(deque(tasks), self.workers, LOCAL_BATCH_S)
         while True:
-            _feed(crew, ctx, batcher, func, timeout, stats)
-            busy = [w for w in crew if w.busy]
+            assert self.ctx is not None, "start() first"
+            _feed(self.crew, self.ctx, batcher, func, timeout, stats)
+            busy = [w for w in self.crew if w.busy]
             if not busy:
-                break
+                return
             yield from _collect(busy, timeout, batcher, stats)
-        done = True
-    finally:
-        for w in crew:
-            w.stop() if done else w.kill()
+
+    def close(self, graceful: bool) -> None:
+        """Stop every worker: ask idle ones to exit (``graceful``), kill the rest."""
+        for w in self.crew:
+            w.stop() if graceful and not w.busy else w.kill()
+        self.crew = []
 
 
 def _feed(crew: List[_Worker], ctx: BaseContext, batcher: Batcher, func: HostFunc, timeout: Optional[float],
@@ -139,7 +140,8 @@ def _feed(crew: List[_Worker], ctx: BaseContext, batcher: Batcher, func: HostFun
             return
         if not w.process.is_alive() and not w.busy:
             w.kill()
-            crew[i] = w = _Worker(ctx)
+            with signals_deferred():
+                crew[i] = w = _Worker(ctx)
         while batcher and len(w.batches) < IN_FLIGHT:
             w.send(func, batcher.take(), timeout)
             stats.batches += 1
