@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -172,9 +173,15 @@ def test_batches_follow_the_measured_cost_and_shrink_at_the_tail(profile_tasks):
     for _ in range(8):
         batcher.observe(0.0)
     assert len(batcher.take()) == MAX_BATCH  # 1 ms hosts: as many as a batch may hold
-    while len(batcher.pending) > TAIL_BATCHES * 4 * 2:
-        batcher.take()
-    assert len(batcher.take()) <= 2  # the last batches are small enough to keep 4 workers busy
+    sizes = []
+    while batcher:
+        sizes.append(len(batcher.take()))
+    # Guided towards the end (a quarter of the remaining work per worker), never below a quarter
+    # of the target's work, so the tail costs few batches.
+    floor = math.ceil(250 / TAIL_BATCHES)
+    assert sizes[-2] == floor and sizes[-1] <= floor
+    tail = [n for n in sizes if n < MAX_BATCH]
+    assert sorted(tail, reverse=True) == tail and len(tail) < 4 * TAIL_BATCHES * 2
     batcher.give_back([profile_tasks[1], profile_tasks[2]], alone=True)
     assert batcher.take() == [profile_tasks[1]] and batcher.take() == [profile_tasks[2]]
     batcher.give_back([profile_tasks[3], profile_tasks[4]])

@@ -149,14 +149,17 @@ class Batcher:
     """Hands out the pending tasks in batches of about ``target_s`` CPU seconds each.
 
     The size follows the mean CPU time of the hosts answered so far (one host a batch until
-    there is one), never above ``MAX_BATCH``, and never so large that fewer than
-    ``TAIL_BATCHES`` batches per worker remain: the fleet's last seconds stay parallel.
+    there is one), never above ``max_batch``. Towards the end batches shrink so that
+    ``TAIL_BATCHES`` batches per worker remain (guided self-scheduling: the fleet's last
+    seconds stay parallel), but not below a ``TAIL_BATCHES``-th of ``target_s`` of work: the
+    last workers wait for one another at most that long, and the tail costs a few tasks only.
     Tasks given back (a worker died, a batch ran out of time) come first, one per batch.
     """
 
     pending: Deque[HostTask]
     workers: int
     target_s: float
+    max_batch: int = MAX_BATCH
     solo: Deque[HostTask] = field(default_factory=deque)
     _hosts: int = 0
     _seconds: float = 0.0
@@ -172,8 +175,9 @@ class Batcher:
         if not self._hosts:
             return 1
         mean = max(self._seconds / self._hosts, 1e-6)
-        tail = max(1, len(self.pending) // (TAIL_BATCHES * self.workers))
-        return max(1, min(math.ceil(self.target_s / mean), MAX_BATCH, tail))
+        full = math.ceil(self.target_s / mean)
+        tail = max(len(self.pending) // (TAIL_BATCHES * self.workers), math.ceil(full / TAIL_BATCHES))
+        return max(1, min(full, self.max_batch, tail))
 
     def take(self) -> List[HostTask]:
         if self.solo:

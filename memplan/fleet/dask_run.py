@@ -46,9 +46,11 @@ from memplan.fleet.worker import HostFunc, failed_error, run_batch, timed_out_er
 DASK_HINT = "pip install 'memplan[fleet]'"
 #: How long a Dask run waits for its first worker.
 WORKER_WAIT_S = 60
-#: CPU seconds of work per Dask task: Dask costs a few milliseconds per task (client, scheduler,
-#: worker), which stays under 2 % of this (``benchmarks/fleet_bench.py`` measures it).
-DASK_BATCH_S = 0.25
+#: CPU seconds of work per Dask task: Dask costs 3-8 ms of CPU per task (client, scheduler,
+#: worker; ``benchmarks/fleet_bench.py`` measures it), 1-2 % of this.
+DASK_BATCH_S = 0.5
+#: Most hosts in one Dask task.
+DASK_MAX_BATCH = 1024
 #: Tasks submitted at a time per worker thread.
 IN_FLIGHT_PER_THREAD = 2
 #: How often the parent looks at what the workers are doing (one scheduler request).
@@ -208,7 +210,7 @@ class _DaskRun:
         #: restart a worker whose thread is stuck (only on a cluster memplan started)
         self.restart = restart
         self.threads = max(1, sum(client.nthreads().values()))
-        self.batcher = Batcher(deque(tasks), self.threads, DASK_BATCH_S)
+        self.batcher = Batcher(deque(tasks), self.threads, DASK_BATCH_S, DASK_MAX_BATCH)
         self.inflight: Dict[str, _Batch] = {}
         self.done: "queue.Queue[Any]" = queue.Queue()
         self.progress = self.polled = time.monotonic()
@@ -216,13 +218,10 @@ class _DaskRun:
     def results(self) -> Iterator[HostSummary]:
         while self.batcher or self.inflight:
             self._submit()
-            try:
-                future = self.done.get(timeout=POLL_S)
-            except queue.Empty:
-                future = None
-            if future is not None and future.key in self.inflight:
+            done = self._done()
+            if done:
                 self.progress = time.monotonic()
-                yield from self._receive(self.inflight.pop(future.key))
+                yield from self._receive(done)
             if self.timeout is not None and time.monotonic() - self.polled >= POLL_S:
                 yield from self._watch()
 
@@ -234,13 +233,38 @@ class _DaskRun:
             future.add_done_callback(self.done.put)
             self.stats.batches += 1
 
-    def _receive(self, batch: _Batch) -> Iterator[HostSummary]:
-        future = batch.future
+    def _done(self) -> List[_Batch]:
+        """The batches done by now (waiting up to ``POLL_S`` for the first), out of ``inflight``."""
+        futures = []
         try:
-            answers: Optional[List[Tuple[HostSummary, float]]] = future.result()
-            error: Optional[BaseException] = None
-        except (Exception, asyncio.CancelledError) as lost:  # noqa: BLE001 - a failed, cancelled or lost task
-            answers, error = None, lost
+            futures.append(self.done.get(timeout=POLL_S))
+            while True:
+                futures.append(self.done.get_nowait())
+        except queue.Empty:
+            pass
+        return [self.inflight.pop(f.key) for f in futures if f.key in self.inflight]
+
+    def _receive(self, done: List[_Batch]) -> Iterator[HostSummary]:
+        """The answers of finished batches (fetched together: one round trip), error rows for the
+        hosts of batches that failed or were lost."""
+        finished = [b for b in done if b.future.status == "finished"]
+        try:
+            results: List[Optional[List[Tuple[HostSummary, float]]]] = self.client.gather(
+                [b.future for b in finished])
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - lost meanwhile: one at a time
+            results = [None] * len(finished)
+        answers = dict(zip((id(b) for b in finished), results))
+        for batch in done:
+            yield from self._answers(batch, answers.get(id(batch)))
+
+    def _answers(self, batch: _Batch, answers: Optional[List[Tuple[HostSummary, float]]]) -> Iterator[HostSummary]:
+        future = batch.future
+        error: Optional[BaseException] = None
+        if answers is None:
+            try:
+                answers = future.result()
+            except (Exception, asyncio.CancelledError) as lost:  # noqa: BLE001 - a failed, cancelled or lost task
+                error = lost
         future.release()
         if answers is None:
             yield from (error_row(t, failed_error(error or RuntimeError(future.status))) for t in batch.tasks)

@@ -56,6 +56,7 @@ class _Worker:
         self.batches: Deque[Deque[HostTask]] = deque()
         #: when the host it works on started (as far as the parent knows)
         self.since = time.monotonic()
+        self.dead = False
 
     @property
     def busy(self) -> bool:
@@ -83,6 +84,7 @@ class _Worker:
 
     def kill(self) -> None:
         """SIGKILL, without waiting long for a process stuck in the kernel (D state)."""
+        self.dead = True
         self.conn.close()
         if self.process.is_alive():
             self.process.kill()
@@ -138,8 +140,7 @@ def _feed(crew: List[_Worker], ctx: BaseContext, batcher: Batcher, func: HostFun
     for i, w in enumerate(crew):
         if not batcher:
             return
-        if not w.process.is_alive() and not w.busy:
-            w.kill()
+        if w.dead and not w.busy:
             with signals_deferred():
                 crew[i] = w = _Worker(ctx)
         while batcher and len(w.batches) < IN_FLIGHT:
@@ -159,9 +160,10 @@ def _collect(busy: List[_Worker], timeout: Optional[float], batcher: Batcher,
         by_handle[w.conn] = w
         by_handle[w.process.sentinel] = w
     wait_s = None if timeout is None else max(0.0, min(_deadline(w, timeout) for w in busy) - time.monotonic())
-    ready = {id(by_handle[h]): by_handle[h] for h in wait_ready(list(by_handle), timeout=wait_s)}
-    for w in ready.values():
-        yield from _answers(w, batcher, stats)
+    ready = wait_ready(list(by_handle), timeout=wait_s)
+    exited = {id(by_handle[h]) for h in ready if isinstance(h, int)}  # a sentinel: the process ended
+    for w in {id(by_handle[h]): by_handle[h] for h in ready}.values():
+        yield from _answers(w, id(w) in exited, batcher, stats)
     if timeout is None:
         return
     now = time.monotonic()
@@ -170,8 +172,8 @@ def _collect(busy: List[_Worker], timeout: Optional[float], batcher: Batcher,
             yield from _lose(w, batcher, stats, timed_out_error(timeout))
 
 
-def _answers(w: _Worker, batcher: Batcher, stats: FleetStats) -> Iterator[HostSummary]:
-    """Every answer waiting in the worker's pipe; a worker that died loses its host."""
+def _answers(w: _Worker, exited: bool, batcher: Batcher, stats: FleetStats) -> Iterator[HostSummary]:
+    """Every answer waiting in the worker's pipe; a worker that ended loses the host it was on."""
     try:
         while w.busy and w.conn.poll():
             summary, cpu_s = w.conn.recv()
@@ -179,8 +181,8 @@ def _answers(w: _Worker, batcher: Batcher, stats: FleetStats) -> Iterator[HostSu
             batcher.observe(cpu_s)
             yield stats.answered(summary, cpu_s)
     except (EOFError, OSError):
-        pass
-    if w.busy and not w.process.is_alive():
+        exited = True
+    if exited and w.busy:
         yield from _lose(w, batcher, stats, DIED)
 
 
