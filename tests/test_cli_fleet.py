@@ -357,16 +357,20 @@ def _signal_fleet(args, sig, group: bool):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+NEEDS_DASK = pytest.mark.skipif(not importlib.util.find_spec("distributed"), reason="dask.distributed is not installed")
 BACKENDS = [pytest.param(["--workers", "2"], id="pool"),
-            pytest.param(["--dask-local", "2"], id="dask-local",
-                         marks=pytest.mark.skipif(not importlib.util.find_spec("distributed"),
-                                                  reason="dask.distributed is not installed"))]
+            pytest.param(["--dask-local", "2"], id="dask-local", marks=NEEDS_DASK),
+            pytest.param(["--scheduler"], id="scheduler", marks=NEEDS_DASK)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("sig, group, status", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
                          ids=["ctrl-c", "sigterm"])
-def test_signals_end_the_fleet_with_one_line_and_no_worker_left(tmp_path, backend, sig, group, status):
+def test_signals_end_the_fleet_with_one_line_and_no_worker_left(request, tmp_path, backend, sig, group, status):
+    """Pool workers and the workers of a LocalCluster memplan started end with it, silently;
+    someone else's scheduler (here one in the test process) just loses memplan's tasks."""
+    if backend == ["--scheduler"]:
+        backend = ["--scheduler", request.getfixturevalue("dask_scheduler")]
     big = write_big_fleet(str(tmp_path / "big"), hosts=12, size_gib=512)
     code, err, left = _signal_fleet([big, *backend], sig, group)
     assert "Traceback" not in err and "Error" not in err, err

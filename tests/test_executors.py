@@ -84,6 +84,11 @@ def test_a_dying_worker_costs_only_its_host(fleet):
 # ---- time limits --------------------------------------------------------------------------
 
 
+#: The time limit of the tests' hosts: the stuck one reaches it, the others (milliseconds of work)
+#: never do, even on a loaded machine.
+LIMIT = 2.0
+
+
 def _timed_out(got, seconds):
     slow = [h for h in got if os.path.basename(h) == "gen-1.toml"]
     assert got[slow[0]].error == f"timed out after {seconds:g} s (--host-timeout)"
@@ -105,10 +110,10 @@ def test_a_stuck_host_times_out_and_the_others_are_answered(profile_tasks, expec
     """SIGALRM in the process judging the host (this one, or a worker) ends a blocking call."""
     stats = FleetStats()
     started = time.monotonic()
-    got = by_host(run_tasks(profile_tasks, Backend(workers=workers), func=sleep_on_gen_1, host_timeout=0.5,
+    got = by_host(run_tasks(profile_tasks, Backend(workers=workers), func=sleep_on_gen_1, host_timeout=LIMIT,
                             stats=stats))
     assert time.monotonic() - started < 30
-    slow = _timed_out(got, 0.5)
+    slow = _timed_out(got, LIMIT)
     assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
     assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
@@ -116,9 +121,9 @@ def test_a_stuck_host_times_out_and_the_others_are_answered(profile_tasks, expec
 def test_a_worker_deaf_to_its_alarm_is_killed_by_the_parent(profile_tasks, expected):
     stats = FleetStats()
     started = time.monotonic()
-    got = by_host(run_tasks(profile_tasks, Backend(workers=2), func=deaf_on_gen_1, host_timeout=0.5, stats=stats))
+    got = by_host(run_tasks(profile_tasks, Backend(workers=2), func=deaf_on_gen_1, host_timeout=LIMIT, stats=stats))
     assert time.monotonic() - started < 30
-    slow = _timed_out(got, 0.5)
+    slow = _timed_out(got, LIMIT)
     assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
     assert (stats.timeouts, stats.deaths) == (1, 0)
 
@@ -126,26 +131,64 @@ def test_a_worker_deaf_to_its_alarm_is_killed_by_the_parent(profile_tasks, expec
 def test_a_host_spinning_on_a_dask_worker_thread_times_out(profile_tasks, expected, dask_scheduler):
     """A Dask worker thread gets no signals: a watchdog raises in it."""
     got = by_host(run_tasks(profile_tasks, Backend("dask", scheduler=dask_scheduler), func=spin_on_gen_1,
-                            host_timeout=0.5))
-    slow = _timed_out(got, 0.5)
+                            host_timeout=LIMIT))
+    slow = _timed_out(got, LIMIT)
     assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
 
 
-def test_a_host_stuck_on_a_dask_worker_is_given_up_by_the_parent(profile_tasks, expected, dask_scheduler):
+def test_a_host_stuck_on_a_dask_worker_is_given_up_by_the_parent(profile_tasks, expected, dask_scheduler,
+                                                                  monkeypatch):
     """Stuck inside C code, nothing in the worker thread can end the host: the parent gives its
-    batch up, runs the batch's hosts again one per task, and the stuck one times out alone."""
+    batch up, and the stuck host times out (one host per task here, to keep the test short: a
+    batch's hosts would first run again one per task)."""
+    from memplan.fleet import dask_run
+    monkeypatch.setattr(dask_run, "DASK_BATCH_S", 0.0)
     RELEASE.clear()
     stats = FleetStats()
     try:
         started = time.monotonic()
         got = by_host(run_tasks(profile_tasks, Backend("dask", scheduler=dask_scheduler), func=stuck_on_gen_1,
-                                host_timeout=0.5, stats=stats))
+                                host_timeout=LIMIT, stats=stats))
         assert time.monotonic() - started < 60
     finally:
         RELEASE.set()
-    slow = _timed_out(got, 0.5)
+    slow = _timed_out(got, LIMIT)
     assert {h: s for h, s in got.items() if h != slow} == {h: s for h, s in expected.items() if h != slow}
     assert stats.timeouts == 1
+
+
+class _FakeClient:
+    """What ``_DaskRun`` asks of a client when it gives a batch up."""
+
+    def __init__(self):
+        self.cancelled, self.restarted = [], []
+
+    def nthreads(self):
+        return {"tcp://w1": 1, "tcp://w2": 1}
+
+    def cancel(self, futures, force=False):
+        self.cancelled.extend(futures)
+
+    def restart_workers(self, workers, raise_for_error=True):
+        self.restarted.extend(workers)
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_batch_given_up_runs_again_one_host_per_task(profile_tasks, restart):
+    from memplan.fleet.dask_run import _Batch, _DaskRun
+    client = _FakeClient()
+    run = _DaskRun(client, [], run_host, 1.0, FleetStats(), restart=restart)
+    three = _Batch("future-3", profile_tasks[:3], started=0.0, worker="tcp://w1")
+    run.inflight["k3"] = three
+    assert list(run._give_up("k3", three)) == []  # nobody knows which host is stuck: each alone
+    assert [run.batcher.take() for _ in range(3)] == [[t] for t in profile_tasks[:3]]
+    one = _Batch("future-1", profile_tasks[:1], started=0.0, worker="tcp://w2")
+    run.inflight["k1"] = one
+    (row,) = run._give_up("k1", one)
+    assert row.host == profile_tasks[0].host and row.error == "timed out after 1 s (--host-timeout)"
+    assert client.cancelled == ["future-3", "future-1"] and run.inflight == {}
+    # Only a cluster memplan started gets its stuck workers restarted.
+    assert client.restarted == (["tcp://w1", "tcp://w2"] if restart else [])
 
 
 def test_judge_turns_failures_into_error_rows_and_measures_cpu(profile_tasks):

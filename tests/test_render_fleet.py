@@ -9,7 +9,15 @@ from rich.console import Console
 
 from memplan.fleet.aggregate import fleet_report
 from memplan.fleet.compute import FleetOptions
-from memplan.fleet.types import CauseCount, DeviceSummary, FleetMode, HostSummary, InputKind, ZoneSummary
+from memplan.fleet.types import (
+    CauseCount,
+    ConfidenceBytes,
+    DeviceSummary,
+    FleetMode,
+    HostSummary,
+    InputKind,
+    ZoneSummary,
+)
 from memplan.render import fleet as render_fleet
 
 GiB = 1 << 30
@@ -27,7 +35,8 @@ def _hosts():
                          (CauseCount("slab", 3, 3 * (128 << 20)), CauseCount("pinned", 1, 128 << 20)))
     good = HostSummary(host="h1.toml", input=InputKind.PROFILE, mode=FleetMode.UNPLUG, machine="h1",
                        semantics="refcount", blocks=8, offlined=4, fails=3, hangs=1, memory_bytes=GiB,
-                       offlinable_bytes=GiB // 2, unreclaimable_bytes=GiB // 2, blocked_bytes=GiB // 2,
+                       offlinable_bytes=GiB // 2, offlinable_by_confidence=ConfidenceBytes(GiB // 4, GiB // 4, 0),
+                       unreclaimable_bytes=GiB // 2, blocked_bytes=GiB // 2, unknown_blocks=1,
                        asked_bytes=GiB, achieved_bytes=GiB // 2, zones=(normal,),
                        devices=(DeviceSummary("vmem0", "sbm", GiB, GiB // 2, GiB, "busy", "EBUSY"),))
     bad = HostSummary(host="snap/h2", input=InputKind.SYSROOT, mode=FleetMode.UNPLUG,
@@ -75,7 +84,9 @@ def test_table_lists_hosts_error_rows_totals_and_causes():
     assert "slab in Normal (384M)" in out
     assert "Hosts:              2 (1 judged, 1 error)" in out
     assert "Asked:              1G (unplug by 1G from every virtio-mem device on 1 host)" in out
-    assert "Hosts reaching it:  0 of 2" in out
+    assert "Hosts reaching it:  0 of 2 (counting certain or likely memory)" in out
+    assert "  by confidence:    certain 256M, likely 256M, unknown 0B" in out
+    assert "Unknown blocks:     1 (verdicts the inputs cannot decide)" in out
     assert "slab in ZONE_NORMAL" in out and "75.0%" in out
 
 

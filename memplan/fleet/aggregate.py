@@ -15,6 +15,10 @@ from memplan.core.status import ExitStatus, check_status
 from memplan.fleet.compute import ZONE_ORDER, FleetOptions
 from memplan.fleet.types import ConfidenceBytes, FleetCause, FleetReport, FleetTotals, HostSummary, ZoneTotal
 
+#: The host counters whose fleet total is their sum (``FleetTotals`` has a field for each).
+SUMMED = ("memory_bytes", "offlinable_bytes", "unreclaimable_bytes", "blocked_bytes", "asked_bytes", "achieved_bytes",
+          "unknown_blocks")
+
 
 def host_order(host: HostSummary) -> Tuple[bool, int, int, str]:
     """Most unreclaimable memory first; error rows last; then by path."""
@@ -37,9 +41,7 @@ class FleetAggregate:
         self.trust = trust
         self.keep_hosts = keep_hosts
         self.hosts: List[HostSummary] = []
-        self._counts: Dict[str, int] = dict.fromkeys(
-            ("hosts", "errors", "succeeded", "memory_bytes", "offlinable_bytes", "unreclaimable_bytes",
-             "blocked_bytes", "asked_bytes", "achieved_bytes", "unknown_blocks", "warned"), 0)
+        self._counts: Dict[str, int] = dict.fromkeys(("hosts", "errors", "succeeded", *SUMMED, "warned"), 0)
         self._by_confidence = ConfidenceBytes()
         #: zone -> [hosts, blocks, offlinable bytes, blocked bytes]
         self._zones: Dict[str, List[int]] = {}
@@ -55,13 +57,8 @@ class FleetAggregate:
             c["errors"] += 1
             return
         c["succeeded"] += host.reaches(self.trust)
-        c["memory_bytes"] += host.memory_bytes
-        c["offlinable_bytes"] += host.offlinable_bytes
-        c["unreclaimable_bytes"] += host.unreclaimable_bytes
-        c["blocked_bytes"] += host.blocked_bytes
-        c["asked_bytes"] += host.asked_bytes
-        c["achieved_bytes"] += host.achieved_bytes
-        c["unknown_blocks"] += host.unknown_blocks
+        for name in SUMMED:
+            c[name] += getattr(host, name)
         c["warned"] += bool(host.warnings)
         self._by_confidence = self._by_confidence + host.offlinable_by_confidence
         for z in host.zones:
