@@ -248,7 +248,7 @@ def test_dask_local_cluster_started_by_memplan(fleet):
     pytest.importorskip("distributed", reason="dask.distributed is not installed")
     tasks = make_tasks([os.path.join(fleet, "profiles", "gen-3.toml"), os.path.join(fleet, "nope")],
                        FleetOptions())
-    got = by_host(run_tasks(tasks, Backend("dask", workers=1, processes=False)))
+    got = by_host(run_tasks(tasks, Backend("dask", workers=1)))
     assert got == by_host(run_tasks(tasks, Backend(workers=1)))
 
 

@@ -107,8 +107,6 @@ class Backend:
     workers: Optional[int] = None
     #: dask: a running scheduler's address; ``None`` with ``kind == "dask"`` starts a LocalCluster
     scheduler: Optional[str] = None
-    #: dask-local: worker processes (the default) or threads of this process (tests)
-    processes: bool = True
     #: dask: seconds to reach the scheduler
     connect_timeout: float = 10.0
 

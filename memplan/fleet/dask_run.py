@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
-import multiprocessing
 import queue
 import time
 from collections import deque
@@ -29,15 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from memplan.core.errors import UsageError
-from memplan.fleet.backends import (
-    WORKER_MODULES,
-    Backend,
-    Batcher,
-    FleetStats,
-    cpu_count,
-    signals_deferred,
-    start_forkserver,
-)
+from memplan.fleet.backends import Backend, Batcher, FleetStats, cpu_count, signals_deferred
+from memplan.fleet.cluster import ClusterProcess
 from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
 from memplan.fleet.worker import HostFunc, failed_error, run_batch, timed_out_error
@@ -57,8 +48,6 @@ IN_FLIGHT_PER_THREAD = 2
 POLL_S = 1.0
 #: A batch is given up this long after its hosts' limits (plus a tenth of them).
 GRACE_S = 2.0
-#: Dask's worker environment key that memplan unsets (see ``worker_environ()``).
-TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 def require_dask(option: str) -> None:
@@ -67,25 +56,6 @@ def require_dask(option: str) -> None:
         import distributed  # noqa: F401
     except ImportError:
         raise UsageError(f"{option} needs Dask, which is not installed: {DASK_HINT}") from None
-
-
-def worker_environ() -> Dict[str, Any]:
-    """Dask configuration for the worker processes memplan starts (``--dask-local``).
-
-    Dask's nannies export ``MALLOC_TRIM_THRESHOLD_=65536`` to every worker process
-    (``distributed.nanny.pre-spawn-environ``), which doubles memplan's CPU time per host (see
-    ``memplan.fleet.worker.malloc_tuned``, which neutralises it inside every task, on workers
-    memplan did not start too). A ``None`` value unsets the variable where the installed
-    distributed supports it; otherwise Dask's default stays (and the task tunes malloc).
-    """
-    try:
-        import dask
-        from distributed.nanny import _get_env_variables
-        with dask.config.set({TRIM_KEY: None}):
-            supported = "MALLOC_TRIM_THRESHOLD_" not in _get_env_variables("distributed.nanny.pre-spawn-environ")
-    except (ImportError, AttributeError, TypeError, ValueError):
-        supported = False
-    return {TRIM_KEY: None} if supported else {}
 
 
 @contextlib.contextmanager
@@ -101,39 +71,12 @@ def _quiet_asyncio() -> Iterator[None]:
         log.setLevel(level)
 
 
-@contextlib.contextmanager
-def _local_cluster_config() -> Iterator[None]:
-    """Dask configuration while memplan runs its own LocalCluster: worker processes fork from a
-    fork server that ignores SIGINT (``start_forkserver()``: a Ctrl-C is memplan's to handle,
-    not every worker's; restarted workers too), and without Dask's trim threshold
-    (``worker_environ()``)."""
-    import dask
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with dask.config.set({"distributed.worker.multiprocessing-method": method, **worker_environ()}):
-        start_forkserver(["distributed", *WORKER_MODULES])
-        yield
-
-
-def _connect(backend: Backend) -> Tuple[Any, Any]:
-    """``(client, cluster)``: the cluster is ``None`` on someone else's scheduler."""
-    from distributed import Client, LocalCluster
-    cluster = None
+def _connect(address: str, timeout: float) -> Any:
+    from distributed import Client
     try:
-        if backend.scheduler:
-            return Client(backend.scheduler, timeout=backend.connect_timeout), None
-        # Loopback only; ":0": any free port for the scheduler's HTTP server.
-        with contextlib.redirect_stdout(io.StringIO()):
-            cluster = LocalCluster(n_workers=backend.workers or cpu_count(), threads_per_worker=1,
-                                   processes=backend.processes, host="127.0.0.1", protocol="tcp://",
-                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
-        return Client(cluster), cluster
+        return Client(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
-        where = backend.scheduler or "a LocalCluster"
-        raise UsageError(f"cannot connect to the Dask scheduler {where}: {exc}") from None
-    except BaseException:
-        if cluster is not None:
-            cluster.close()
-        raise
+        raise UsageError(f"cannot connect to the Dask scheduler {address}: {exc}") from None
 
 
 class DaskSession:
@@ -144,18 +87,20 @@ class DaskSession:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.client: Any = None
-        self.cluster: Any = None
+        self.cluster: Optional[ClusterProcess] = None
         self.run: Optional[_DaskRun] = None
         self._quiet = contextlib.ExitStack()
 
     def open(self) -> "DaskSession":
         require_dask("--scheduler" if self.backend.scheduler else "--dask-local")
         self._quiet.enter_context(_quiet_asyncio())
-        if not self.backend.scheduler:
-            self._quiet.enter_context(_local_cluster_config())
         try:
+            address = self.backend.scheduler
+            if address is None:
+                self.cluster = ClusterProcess(self.backend.workers or cpu_count())
+                address = self.cluster.start()
             with signals_deferred():
-                self.client, self.cluster = _connect(self.backend)
+                self.client = _connect(address, self.backend.connect_timeout)
             _wait_for_workers(self.client, self.backend)
         except BaseException:
             self.close()
@@ -173,11 +118,13 @@ class DaskSession:
                 self.run.cancel()
             if self.client is not None:
                 self.client.close()
-            if self.cluster is not None:
-                self.cluster.close()
         finally:
-            self.run = self.client = self.cluster = None
-            self._quiet.close()
+            try:
+                if self.cluster is not None:
+                    self.cluster.close()
+            finally:
+                self.run = self.client = self.cluster = None
+                self._quiet.close()
 
 
 def _wait_for_workers(client: Any, backend: Backend) -> None:
