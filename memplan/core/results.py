@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from memplan.core.model import Errno, PageKind, Zone
 
@@ -386,6 +386,35 @@ class Summary:
     fails: int
     hangs: int
     offlinable_bytes: int
+    #: ``offlinable_bytes`` split by the verdicts' confidence (every member present)
+    offlinable_bytes_by_confidence: Dict[Confidence, int] = field(default_factory=dict)
+    #: verdicts rated ``unknown``
+    unknown_blocks: int = 0
+
+
+class Verdicts(Protocol):
+    """What renderers consume (interface I1): the run's facts, then the verdicts in block
+    order, once; ``summary`` is valid after iteration."""
+
+    @property
+    def profile(self) -> str: ...
+
+    @property
+    def machine(self) -> str: ...
+
+    @property
+    def semantics(self) -> str: ...
+
+    @property
+    def semantics_reason(self) -> Optional[str]: ...
+
+    @property
+    def warnings(self) -> Tuple[str, ...]: ...
+
+    def __iter__(self) -> Iterator[BlockVerdict]: ...
+
+    @property
+    def summary(self) -> Summary: ...
 
 
 @dataclass(frozen=True)
@@ -400,16 +429,25 @@ class SimulationResult:
     #: where the semantics came from when it was chosen automatically (snapshots)
     semantics_reason: Optional[str] = None
 
+    def __iter__(self) -> Iterator[BlockVerdict]:
+        return iter(self.blocks)
+
     @property
     def summary(self) -> Summary:
         offlined = sum(1 for b in self.blocks if b.result is Outcome.OFFLINED)
         hangs = sum(1 for b in self.blocks if b.result is Outcome.HANGS)
+        by_confidence = {c: 0 for c in Confidence}
+        for b in self.blocks:
+            if b.result is Outcome.OFFLINED:
+                by_confidence[b.confidence or Confidence.CERTAIN] += b.size
         return Summary(
             blocks=len(self.blocks),
             offlined=offlined,
             fails=len(self.blocks) - offlined - hangs,
             hangs=hangs,
-            offlinable_bytes=sum(b.size for b in self.blocks if b.result is Outcome.OFFLINED),
+            offlinable_bytes=sum(by_confidence.values()),
+            offlinable_bytes_by_confidence=by_confidence,
+            unknown_blocks=sum(1 for b in self.blocks if b.confidence is Confidence.UNKNOWN),
         )
 
 
