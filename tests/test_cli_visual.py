@@ -80,16 +80,20 @@ def test_simulate_table_controls():
     result = run("simulate", SBM, "--blocks", "32-40", "-o", "BLOCK,SIZE,RESULT", "--bytes", "-r", "-n")
     assert result.output.splitlines() == ["32-35 536870912 offlined", "36 134217728 hangs", "37-40 536870912 offlined"]
     result = run("simulate", SBM, "--blocks", "32-40", "-o", "+NODE", "--all")
-    assert "NODE" in result.output.splitlines()[0] and len(result.output.splitlines()) == 1 + 9 + 1 + 5
+    # header, 9 blocks, a blank line, lsmem's summary (3 lines) and memplan's (6)
+    assert "NODE" in result.output.splitlines()[0] and len(result.output.splitlines()) == 1 + 9 + 1 + 3 + 6
     result = run("simulate", SBM, "--blocks", "32-40", "-o", "BLOCK,RESULT", "-S", "none", "-r", "-n")
     assert result.output.splitlines() == ["32-40 offlined"]
 
 
 def test_simulate_column_errors_suggest_the_fix():
     one_error_line(run("simulate", SBM, "-o", "BLOCK,RESLT"), "did you mean 'RESULT'?")
-    one_error_line(run("simulate", SBM, "--split", "FREE"), "--split: column FREE is merged")
-    one_error_line(run("simulate", SBM, "--json", "--csv"), "--json and --csv cannot be combined")
-    one_error_line(run("simulate", SBM, "--json", "-o", "BLOCK"), "--output applies to the table, not to --json")
+    one_error_line(run("simulate", SBM, "--split", "FRE"), "--split: unknown column 'FRE'")
+    one_error_line(run("simulate", SBM, "--json", "--csv"), "--json and --csv exclude each other")
+    one_error_line(run("simulate", SBM, "--csv", "-o", "BLOCK"), "--output applies to the listing, not to --csv")
+    one_error_line(run("simulate", SBM, "-r", "-P"), "--pairs and --raw exclude each other")
+    one_error_line(run("simulate", SBM, "-a", "-S", "RESULT"), "--all and --split exclude each other")
+    one_error_line(run("simulate", SBM, "-r", "--summary=only"), "--summary=only are mutually exclusive")
 
 
 def test_csv_is_one_row_per_block_with_the_json_values():

@@ -10,6 +10,7 @@ from memplan.profile.reader import load_profile
 from memplan.render import json as render_json
 from memplan.render import csv as render_csv
 from memplan.render import table as render_table
+from memplan.render.block_facts import MachineFacts
 from memplan.engine.simulation import simulate
 
 BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "cause", "culprit",
@@ -38,9 +39,10 @@ def test_json_document_shape():
 
 
 def test_table_lists_every_block_and_a_summary():
-    result = simulate(load_profile(bundled("boot-vm.toml")), blocks=[0, 15, 23, 64])
+    machine = load_profile(bundled("boot-vm.toml"))
+    result = simulate(machine, blocks=[0, 15, 23, 64])
     console = Console(width=200, record=True, color_system=None)
-    render_table.print_simulation(console, result)
+    render_table.print_simulation(console, result, MachineFacts(machine))
     text = console.export_text()
     assert "0x0000000000000000-0x0000000007ffffff" in text
     assert "memory holes" in text and "failure to isolate range" in text

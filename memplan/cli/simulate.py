@@ -7,7 +7,14 @@ import sys
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
+from memplan.cli.columns import (
+    ListingCommand,
+    columns_epilog,
+    exclusive_formats,
+    pop_table_options,
+    reject_table_options,
+    table_options,
+)
 from memplan.cli.common import (
     blocks_option,
     load_machine,
@@ -19,21 +26,24 @@ from memplan.cli.common import (
 )
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
-from memplan.core.errors import UsageError
 from memplan.core.results import Outcome
 from memplan.core.status import ExitStatus, check_status
+from memplan.engine.simulation import select_blocks
 from memplan.engine.simulation import simulate as run_simulation
 from memplan.render import csv as render_csv
 from memplan.render import json as render_json
 from memplan.render import table as render_table
-from memplan.render.block_columns import verdict_columns
+from memplan.render.block_columns import needs_verdicts, verdict_columns
+from memplan.render.block_facts import MachineFacts
 
 
-@main.command("simulate", epilog=columns_epilog(verdict_columns()))
+@main.command("simulate", cls=ListingCommand, epilog=columns_epilog(verdict_columns(has_memconfig=True)))
 @machine_argument
 @semantics_option
 @blocks_option
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@click.option("-J", "--json", "as_json", is_flag=True,
+              help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the listing "
+                   "as lsmem -J prints it.")
 @click.option("--csv", "as_csv", is_flag=True, help="Write CSV to stdout: one row per block, with a header.")
 @table_options
 @click.option("--check", is_flag=True,
@@ -42,41 +52,52 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, a
                      **table: object) -> None:
     """Predict, block by block, what writing "offline" to memoryN/state would do.
 
-    Each selected block is judged on its own against the profile's state: the result
+    Each selected block is judged on its own against the machine's state: the result
     (offlined / fails / hangs), the errno and the kernel's own reason string, the step of
     offline_pages() that decides it, the culprit page, and what the kernel would print.
 
-    The table follows lsmem: contiguous blocks with equal values in the printed columns merge
+    The listing is lsmem's: contiguous blocks with equal values in the printed columns merge
     into one row (BLOCK shows N-M, RANGE and SIZE cover the run, page counts are summed);
-    -o/--output, --split, --all, --bytes, --noheadings and --raw work as in lsmem. --json and
-    --csv always have one entry per block.
+    -o, --output-all, -S/--split, -a, -b, -n, -r, -P, -J and --summary work as in lsmem, and
+    lsmem's columns (RANGE SIZE STATE REMOVABLE BLOCK NODE ZONES) can be mixed with memplan's.
+    With only lsmem's columns every present block is listed, online or not, exactly as
+    lsmem --sysroot lists it, and nothing is judged. --json (alone) and --csv have one entry
+    per judged block.
 
     \b
     Example:
       memplan simulate profiles/sbm-guest.toml --semantics skippable --blocks 32-47
       memplan simulate profiles/boot-vm.toml -o +NODE,HOLES --split RESULT,REASON
+      memplan simulate --sysroot DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES
     """
-    options = pop_table_options(table)
-    exclusive_formats(json=as_json, csv=as_csv, raw=options.raw)
-    if as_json or as_csv:
-        used = used_table_options(options)
-        if used:
-            raise UsageError(f"{used} applies to the table, not to --{'json' if as_json else 'csv'}",
-                             hint="--json and --csv always have one entry per block")
-    columns = verdict_columns(confidence=True)
-    columns.splits(options, columns.select(options))  # bad column names fail before the simulation
+    options = pop_table_options(table, as_json=as_json)
+    document = as_json and not options.json
+    exclusive_formats(json=document, csv=as_csv, raw=options.raw, pairs=options.pairs)
+    if document or as_csv:
+        reject_table_options(options, "--json" if document else "--csv",
+                             hint="--json and --csv have one entry per block; -o with --json prints lsmem's JSON")
+    verdict_columns(has_memconfig=True).check(options)  # bad column names fail before the simulation
     machine = load_machine(profile)
+    facts = MachineFacts(machine)
+    columns = verdict_columns(facts.has_memconfig)
     selected = parse_blocks(blocks)
-    with block_progress(progress_wanted(as_json or as_csv), machine.geometry.pages_per_block) as progress:
+    if not (document or as_csv or check) and not needs_verdicts(columns, options):
+        # lsmem's listing: every present block (or the selected ones), nothing judged
+        print_warnings(machine.warnings)
+        ids = select_blocks(machine, selected) if selected is not None else machine.blocks.ids
+        render_table.print_simulation(stdout_console(), None, facts, options, columns, ids)
+        raise SystemExit(int(ExitStatus.SUCCESS))
+    with block_progress(progress_wanted(document or as_csv), machine.geometry.pages_per_block) as progress:
         result = run_simulation(machine, semantics, selected, progress=progress)
     print_warnings(result.warnings)
-    if as_json:
+    if document:
         render_json.write_simulation(result, sys.stdout)
     elif as_csv:
         render_csv.write_simulation(result, sys.stdout, noheader=options.noheadings)
     else:
-        render_table.print_simulation(stdout_console(), result, options)
+        render_table.print_simulation(stdout_console(), result, facts, options, columns)
     if check:
-        ok = sum(1 for b in result.blocks if b.result is Outcome.OFFLINED)
-        raise SystemExit(int(check_status(ok, len(result.blocks))))
+        ok = sum(1 for b in result if b.result is Outcome.OFFLINED)
+        raise SystemExit(int(check_status(ok, result.summary.blocks)))
     raise SystemExit(int(ExitStatus.SUCCESS))
+

@@ -8,23 +8,37 @@ from typing import Optional
 import click
 
 from memplan.cli.app import main
+from memplan.cli.columns import (
+    ListingCommand,
+    columns_epilog,
+    exclusive_formats,
+    pop_table_options,
+    reject_table_options,
+    table_options,
+)
 from memplan.cli.common import load_machine, machine_source, print_warnings, snapshot_options, stdout_console
 from memplan.core.status import ExitStatus
 from memplan.render import json as render_json
 from memplan.render import snapshot as render_snapshot
+from memplan.render.block_columns import lsmem_columns
+from memplan.render.block_facts import MachineFacts
 from memplan.snapshot.reader import describe
 
 
-@main.command("snapshot")
+@main.command("snapshot", cls=ListingCommand,
+              epilog=columns_epilog(lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT)))
 @snapshot_options
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@click.option("-J", "--json", "as_json", is_flag=True,
+              help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the block listing "
+                   "as lsmem -J prints it.")
 @click.option("--page-types", "page_types", is_flag=True,
               help="Print the page-flags summary exactly as the kernel's tools/mm/page-types prints it.")
 @click.option("--save", metavar="DIR", type=click.Path(file_okay=False), default=None,
               help="Also write the snapshot as a tree under DIR (a new or empty directory): the sysfs/procfs "
                    "files read, kpageflags and kpagecount xz-compressed. Ship it; read it with --sysroot.")
+@table_options
 def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_types: bool,
-                     save: Optional[str]) -> None:
+                     save: Optional[str], **table: object) -> None:
     """Show what a snapshot of a machine captures, and what it cannot see.
 
     Reads /sys/devices/system/memory, /proc/kpageflags, /proc/kpagecount, /proc/iomem,
@@ -33,18 +47,28 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
     (page-types style), the zones, virtio-mem devices, the detected PageOffline semantics and
     the blind spots. Every command that takes a PROFILE accepts --sysroot/--live instead.
 
+    The memory blocks are listed as lsmem lists them (-o, --output-all, -S, -a, -b, -n, -r,
+    -P, -J and --summary as in lsmem): memplan snapshot -s DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK
+    prints the rows lsmem --sysroot DIR prints.
+
     \b
     Examples:
       memplan snapshot --live
       memplan snapshot --live --save /tmp/myhost    # then: memplan simulate --sysroot /tmp/myhost
     """
+    options = pop_table_options(table, as_json=as_json)
+    document = as_json and not options.json
+    exclusive_formats(json=document, page_types=page_types, raw=options.raw, pairs=options.pairs)
+    if document or page_types:
+        reject_table_options(options, "--json" if document else "--page-types")
+    lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT).check(options)
     machine = load_machine(machine_source(None, sysroot, live))
     report = describe(machine, save_to=save)
     print_warnings(report.warnings)
-    if as_json:
+    if document:
         render_json.write(render_snapshot.snapshot_dict(report), sys.stdout)
     elif page_types:
         click.echo(report.page_types, nl=False)
     else:
-        render_snapshot.print_snapshot(stdout_console(), report)
+        render_snapshot.print_snapshot(stdout_console(), report, MachineFacts(machine), options)
     raise SystemExit(int(ExitStatus.SUCCESS))
