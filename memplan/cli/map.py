@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from typing import Optional
 
 import click
-from rich.console import Console, RenderableType
 
 from memplan.cli.app import main
 from memplan.cli.common import (
@@ -25,23 +23,8 @@ from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_t
 from memplan.engine.simulation import simulate
 from memplan.kernel.semantics import SEMANTICS
 from memplan.map.compute import diff_map, machine_map
-from memplan.render.map import map_renderable
-
-
-def _export(renderable: RenderableType, width: int, svg: Optional[str], html: Optional[str], title: str) -> None:
-    """Render once more on a recording console with colours and save it (rich's export)."""
-    recorder = Console(record=True, width=width, file=io.StringIO(), force_terminal=True, color_system="truecolor",
-                       highlight=False)
-    recorder.print(renderable)
-    for option, path, export in (("--svg", svg, lambda: recorder.export_svg(title=title, clear=False)),
-                                 ("--html", html, lambda: recorder.export_html(clear=False))):
-        if not path:
-            continue
-        try:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(export())
-        except OSError as exc:
-            raise UsageError(f"{option}: cannot write {path!r}: {exc.strerror or exc}") from None
+from memplan.render.export import export_pictures
+from memplan.render.map import map_renderable, print_map
 
 
 @main.command("map")
@@ -99,8 +82,7 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
         title = f"memplan map {machine.name}: {result.semantics}"
     print_warnings(warnings)
     console = stdout_console()
-    renderable = map_renderable(bmap, console.width)
     if svg or html:  # first: a file that cannot be written is an error before any output
-        _export(renderable, console.width, svg, html, title)
-    console.print(renderable)
+        export_pictures(map_renderable(bmap, console.width), console.width, title, svg, html)
+    print_map(console, bmap)
     raise SystemExit(int(ExitStatus.SUCCESS))
