@@ -1,8 +1,8 @@
-"""Fixed-width snapshots of the rendered output (map, explain, lsmem table) and the SVG export."""
+"""Golden snapshots of the rendered output (map, explain, the simulate listing) and the pictures
+(SVG, HTML): self-contained, and the same text as the terminal's."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -11,40 +11,25 @@ from collections import defaultdict
 import pytest
 from rich.console import Console
 
-from conftest import bundled
-from golden import assert_golden
-from memplan.explain.compute import explain_block
-from memplan.profile.reader import load_profile
-from memplan.map.compute import diff_map, machine_map
-from memplan.render import table as render_table
-from memplan.render.explain import print_story
-from memplan.render.lsmem import TableOptions
-from memplan.render.map import map_renderable
+import golden
 from memplan.engine.simulation import simulate
-
-
-def load(name: str):
-    """A bundled profile, named as the README does (the snapshots must not contain the checkout path)."""
-    return dataclasses.replace(load_profile(bundled(name)), source=f"profiles/{name}")
+from memplan.map.compute import machine_map
+from memplan.render.export import html_text, recording_console, svg_text
+from memplan.render.map import map_renderable
 
 
 @pytest.fixture(scope="module")
 def sbm():
-    return load("sbm-guest.toml")
+    return golden._load("sbm-guest.toml")
+
+
+@pytest.mark.parametrize("name", sorted(golden.PRODUCERS))
+def test_golden(name):
+    golden.check(name)
 
 
 def plain(width: int) -> Console:
     return Console(width=width, record=True, color_system=None, file=io.StringIO())
-
-
-def colour(width: int) -> Console:
-    return Console(width=width, record=True, force_terminal=True, color_system="truecolor", file=io.StringIO())
-
-
-def test_map_snapshot(sbm):
-    console = plain(100)
-    console.print(map_renderable(machine_map(sbm, simulate(sbm)), 100))
-    assert_golden("map-sbm-guest-w100.txt", console.export_text())
 
 
 def test_map_wraps_at_the_width(sbm):
@@ -61,33 +46,8 @@ def test_map_wraps_at_the_width(sbm):
     assert all(len(line) <= 40 for line in grid)
 
 
-def test_diff_map_snapshot():
-    machine = load("skippable-review.toml")
-    bmap = diff_map(machine, simulate(machine, "refcount"), simulate(machine, "skippable"))
-    console = plain(80)
-    console.print(map_renderable(bmap, 80))
-    assert_golden("map-diff-skippable-review-w80.txt", console.export_text())
-
-
-def test_explain_snapshot(sbm):
-    console = plain(140)
-    print_story(console, explain_block(sbm, 36))
-    assert_golden("explain-sbm-guest-36-w140.txt", console.export_text())
-
-
-def test_simulate_table_snapshot(sbm):
-    console = plain(180)
-    render_table.print_simulation(console, simulate(sbm), TableOptions())
-    assert_golden("simulate-sbm-guest-w180.txt", console.export_text())
-    console = plain(180)
-    render_table.print_simulation(console, simulate(sbm, blocks=[35, 36, 37]), TableOptions(raw=True,
-                                                                                           output="BLOCK,RESULT,REASON"))
-    assert console.export_text().splitlines() == ["BLOCK RESULT REASON", "35 offlined -",
-                                                  "36 hangs signal\\x20backoff", "37 offlined -"]
-
-
 def _svg_lines(svg: str):
-    """The text of every terminal line of a rich SVG export, by line, with the style classes."""
+    """The text of every terminal line of an SVG export, by line, with the style classes."""
     root = ET.fromstring(svg)
     ns = {"s": "http://www.w3.org/2000/svg"}
     matrix = next(g for g in root.iter("{http://www.w3.org/2000/svg}g") if (g.get("class") or "").endswith("-matrix"))
@@ -109,15 +69,19 @@ def _svg_lines(svg: str):
     return lines
 
 
-def test_svg_export_has_the_text_and_the_colours(sbm):
+def test_svg_export_has_the_text_and_the_colours_and_nothing_external(sbm):
     renderable = map_renderable(machine_map(sbm, simulate(sbm)), 100)
     text_console = plain(100)
-    text_console.print(renderable)
-    console = colour(100)
-    console.print(renderable)
-    svg = console.export_svg(title="memplan map sbm-guest", unique_id="memplan", clear=False)
-    assert svg == console.export_svg(title="memplan map sbm-guest", unique_id="memplan", clear=False)
+    text_console.print(renderable, soft_wrap=True)
+    console = recording_console(100)
+    console.print(renderable, soft_wrap=True)
+    svg = svg_text(console, "memplan map sbm-guest", unique_id="memplan")
+    assert svg == svg_text(console, "memplan map sbm-guest", unique_id="memplan")
     assert "memplan&#160;map&#160;sbm-guest" in svg
+    # self-contained: the only URL is the SVG namespace; no @font-face, no CDN
+    assert re.findall(r"https?://[^\"' )]+", svg) == ["http://www.w3.org/2000/svg"]
+    assert "@font-face" not in svg and re.findall(r"url\((?!#)", svg) == []  # only references inside the file
+    assert 'xml:space="preserve"' in svg and "white-space: pre" in svg
     lines = _svg_lines(svg)
     expected = [line.rstrip() for line in text_console.export_text().splitlines()]
     assert [line for line, _ in lines] == expected
@@ -132,3 +96,12 @@ def test_svg_export_has_the_text_and_the_colours(sbm):
     assert set(cell_fill) == set("oXH.")
     assert len({next(iter(v)) for v in cell_fill.values()}) == 4
     assert all(len(v) == 1 for v in cell_fill.values())
+
+
+def test_html_export_is_self_contained(sbm):
+    console = recording_console(100)
+    console.print(map_renderable(machine_map(sbm, simulate(sbm)), 100), soft_wrap=True)
+    html = html_text(console, "memplan map <sbm-guest> {x}")
+    assert re.findall(r"(?:src|href)=|https?://|@import|url\(", html) == []
+    assert "<title>memplan map &lt;sbm-guest&gt; {x}</title>" in html and "white-space: pre" in html
+    assert "offlines" in html and "vmem0&#160;SBM" in html or "vmem0 SBM" in html
