@@ -120,7 +120,7 @@ def tree_facts(root: str):
             continue
         path = os.path.join(memory, name)
 
-        def read(attr: str) -> str:
+        def read(attr: str, path: str = path) -> str:
             with open(os.path.join(path, attr)) as handle:
                 return handle.read().strip()
 

@@ -6,12 +6,12 @@ from rich.console import Console
 
 from conftest import bundled
 from memplan import __version__
+from memplan.engine.simulation import simulate
 from memplan.profile.reader import load_profile
-from memplan.render import json as render_json
 from memplan.render import csv as render_csv
+from memplan.render import json as render_json
 from memplan.render import table as render_table
 from memplan.render.block_facts import MachineFacts
-from memplan.engine.simulation import simulate
 
 BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "cause", "culprit",
               "pages", "kernel_log", "hazards", "device", "device_state"}
@@ -54,7 +54,6 @@ def test_table_lists_every_block_and_a_summary():
 from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
-
 
 PROFILES = ["sbm-guest.toml", "bbm-guest.toml", "boot-vm.toml", "hugetlb-cma-host.toml"]
 

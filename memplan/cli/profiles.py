@@ -23,7 +23,7 @@ def _shown_path(path: str) -> str:
 
 
 def _row(p: BundledProfile) -> List[str]:
-    return [p.name, p.description or "", _shown_path(p.path)]
+    return [p.name, _shown_path(p.path), p.description or ""]
 
 
 @main.command("profiles")
@@ -44,6 +44,6 @@ def profiles_command(as_json: bool) -> None:
         render_json.write({"profiles": [{"name": p.name, "description": p.description, "path": p.path}
                                         for p in profiles]}, sys.stdout)
     else:
-        print_grid(stdout_console(), (("NAME", "left"), ("DESCRIPTION", "left"), ("PATH", "left")),
+        print_grid(stdout_console(), (("NAME", "left"), ("PATH", "left"), ("DESCRIPTION", "left")),
                    [_row(p) for p in profiles])
     raise SystemExit(int(ExitStatus.SUCCESS))

@@ -26,7 +26,7 @@ from memplan.cli.common import (
 )
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
-from memplan.core.results import Outcome
+from memplan.core.results import Verdicts
 from memplan.core.status import ExitStatus, check_status
 from memplan.engine.simulation import select_blocks
 from memplan.engine.simulation import simulate as run_simulation
@@ -81,11 +81,13 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, a
     facts = MachineFacts(machine)
     columns = verdict_columns(facts.has_memconfig)
     selected = parse_blocks(blocks)
-    if not (document or as_csv or check) and not needs_verdicts(columns, options):
-        # lsmem's listing: every present block (or the selected ones), nothing judged
+    if not (document or as_csv) and not needs_verdicts(columns, options):
+        # lsmem's listing: every present block (or the selected ones), as lsmem lists them
         print_warnings(machine.warnings)
         ids = select_blocks(machine, selected) if selected is not None else machine.blocks.ids
         render_table.print_simulation(stdout_console(), None, facts, options, columns, ids)
+        if check:  # the verdicts are judged for the exit status only
+            _exit_checked(run_simulation(machine, semantics, selected))
         raise SystemExit(int(ExitStatus.SUCCESS))
     with block_progress(progress_wanted(document or as_csv), machine.geometry.pages_per_block) as progress:
         result = run_simulation(machine, semantics, selected, progress=progress)
@@ -97,7 +99,12 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, a
     else:
         render_table.print_simulation(stdout_console(), result, facts, options, columns)
     if check:
-        ok = sum(1 for b in result if b.result is Outcome.OFFLINED)
-        raise SystemExit(int(check_status(ok, result.summary.blocks)))
+        _exit_checked(result)
     raise SystemExit(int(ExitStatus.SUCCESS))
 
+
+def _exit_checked(result: Verdicts) -> None:
+    """``--check``: 0 if every judged block offlines, 64 if some do, 1 if none does (from the
+    summary: the verdicts have streamed by already)."""
+    summary = result.summary
+    raise SystemExit(int(check_status(summary.offlined, summary.blocks)))

@@ -86,7 +86,7 @@ class Grid:
     """Rows of cells, printed once all are known (see the module docstring)."""
 
     def __init__(self, columns: Sequence[GridColumn], headings: bool = True, title: Optional[str] = None,
-                 spill_rows: int = SPILL_ROWS) -> None:
+                 spill_rows: Optional[int] = None) -> None:
         self.columns = tuple(columns)
         self.headings = headings
         self.title = title
@@ -94,7 +94,7 @@ class Grid:
         self.row_count = 0
         self._rows: List[_Row] = []
         self._spill: Optional[IO[str]] = None
-        self._spill_rows = spill_rows
+        self._spill_rows = SPILL_ROWS if spill_rows is None else spill_rows
 
     def add_row(self, cells: Sequence[Cell]) -> None:
         if len(cells) != len(self.columns):
@@ -159,7 +159,8 @@ class Grid:
         plain: List[str] = []  # unstyled text not yet in a segment
         last = shown[-1]
         for i in shown:
-            pieces = texts[i].split(_PIECE)
+            # rich measures a cell with its trailing blanks but justifies it without them
+            pieces = texts[i].rstrip(" ").split(_PIECE)
             piece_styles = styles[i].split(_PIECE) if styles else [""] * len(pieces)
             pad = " " * (self.widths[i] - sum(_width(p) for p in pieces))
             right = self.columns[i].justify == "right"

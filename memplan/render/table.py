@@ -63,12 +63,18 @@ def summary_lines(result: Verdicts, summary: Optional[Summary] = None, in_bytes:
 Spans = List[List[int]]
 
 
+#: block spans listed per blind-spot group (the rest are counted; --json lists every block)
+MAX_SPANS = 32
+
+
 class BlindSpots:
     """Blind spots grouped by confidence and text (per-block counts shown as N), each group
-    with its blocks as spans: bounded by the number of distinct texts, not of blocks."""
+    with its first ``MAX_SPANS`` runs of blocks and a count of the others: bounded by the
+    number of distinct texts, not of blocks."""
 
     def __init__(self) -> None:
         self.groups: Dict[Tuple[str, ...], Spans] = {}
+        self.more: Dict[Tuple[str, ...], int] = {}
 
     def add(self, v: BlockVerdict) -> None:
         if not v.blind_spots:
@@ -76,31 +82,35 @@ class BlindSpots:
         confidence = (v.confidence or Confidence.CERTAIN).value
         key = (confidence,) + tuple(re.sub(r"\b\d+\b", "N", s) for s in v.blind_spots)
         spans = self.groups.setdefault(key, [])
-        if spans and spans[-1][1] + 1 == v.block:
+        if spans and spans[-1][1] + 1 == v.block and key not in self.more:
             spans[-1][1] = v.block
-        else:
+        elif len(spans) < MAX_SPANS:
             spans.append([v.block, v.block])
+        else:
+            self.more[key] = self.more.get(key, 0) + 1
 
     def lines(self) -> List[str]:
         out: List[str] = []
         for key, spans in sorted(self.groups.items(), key=lambda kv: kv[1][0][0]):
             blocks = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
-            out.append(f"  blocks {blocks} ({key[0]}):")
+            more = f" and {self.more[key]} more" if key in self.more else ""
+            out.append(f"  blocks {blocks}{more} ({key[0]}):")
             out.extend(f"    - {safe(spot)}" for spot in key[1:])
         return (["Blind spots (snapshot; per-block counts N in --json):"] + out) if out else []
 
 
 class _Tally:
-    """Running totals while the verdicts stream by."""
+    """Running totals while the verdicts stream by (blind spots only for a summary)."""
 
-    def __init__(self) -> None:
-        self.blind_spots = BlindSpots()
+    def __init__(self, blind_spots: bool) -> None:
+        self.blind_spots = BlindSpots() if blind_spots else None
         self.counts: Dict[Confidence, int] = {c: 0 for c in Confidence}
 
     def observe(self, row: BlockRow) -> None:
         v = row.verdict
         if v is not None:
-            self.blind_spots.add(v)
+            if self.blind_spots is not None:
+                self.blind_spots.add(v)
             self.counts[v.confidence or Confidence.CERTAIN] += 1
 
 
@@ -118,7 +128,7 @@ def print_simulation(console: Console, result: Optional[Verdicts], facts: Machin
     every present block) are listed from ``facts`` without judging anything."""
     options = options or TableOptions()
     columns = columns or verdict_columns(facts.has_memconfig)
-    tally = _Tally()
+    tally = _Tally(blind_spots=options.want_summary)
     rows = _rows(result, facts) if result is not None else (BlockRow(f) for f in facts.blocks(ids))
     print_listing(console, columns, rows, options, observe=tally.observe)
     if not options.want_summary:
@@ -129,6 +139,7 @@ def print_simulation(console: Console, result: Optional[Verdicts], facts: Machin
         print_line(console, line)
     if result is None:
         return
-    lines = summary_lines(result, result.summary, options.in_bytes, tally.counts) + tally.blind_spots.lines()
+    lines = summary_lines(result, result.summary, options.in_bytes, tally.counts)
+    lines += tally.blind_spots.lines() if tally.blind_spots is not None else []
     for line in lines:
         print_line(console, line)
