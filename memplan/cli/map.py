@@ -48,15 +48,18 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
                 html: Optional[str]) -> None:
     """Draw the machine as a grid of memory blocks, coloured by what offlining would do.
 
-    One cell per memory block, wrapping at the terminal width: o offlines, X fails, H hangs
-    until a signal, - already offline, . a virtio-mem device slot with nothing plugged, ?
-    not judged (outside --blocks). Every zone, node and virtio-mem device region starts its
-    own line; stretches without memory are one line. A legend counts every kind of cell.
-    The characters carry the meaning without colour (NO_COLOR, pipes).
+    One cell per memory block, wrapping at the terminal width (COLUMNS, else the terminal's,
+    else 80): o offlines, X fails, H hangs until a signal, ? a verdict memplan cannot be
+    sure of (unknown; likely ones are underlined on a terminal), - already offline, . a
+    virtio-mem device slot with nothing plugged, _ not judged (outside --blocks). Every zone,
+    node and virtio-mem device region starts its own line; stretches without memory are one
+    line. A legend counts every kind of cell, and the judged ones per confidence. The
+    characters carry the meaning without colour (NO_COLOR, pipes).
 
     With --diff (or --left/--right) the map shows where two semantics disagree: < offlines
     only under the left one, > only under the right one, * differs otherwise; the other
-    cells are dimmed. --svg/--html save the same picture in colour.
+    cells are dimmed. --svg/--html save the same picture in colour, self-contained (no
+    external font or file).
 
     \b
     Example:
