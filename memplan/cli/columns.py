@@ -9,7 +9,7 @@ alone it writes the command's JSON document, with a listing option (``-o``, ``--
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
@@ -109,6 +109,23 @@ def reject_table_options(options: TableOptions, output: str, hint: Optional[str]
     used = used_table_options(options)
     if used:
         raise UsageError(f"{used} applies to the listing, not to {output}", hint=hint)
+
+
+def listing_request(table: Dict[str, Any], as_json: bool, column_set: ColumnSet[Any],
+                    **others: bool) -> Tuple[TableOptions, bool]:
+    """The listing options of a command and whether ``--json`` asks for the command's document
+    (rather than lsmem's JSON listing); ``others`` are the command's other output formats
+    (``csv=True``). One format at most; a listing option with the document or another format
+    is a usage error; bad column names fail here, before any work."""
+    options = pop_table_options(table, as_json=as_json)
+    document = as_json and not options.json
+    exclusive_formats(json=document, raw=options.raw, pairs=options.pairs, **others)
+    chosen = "--json" if document else next((f"--{name.replace('_', '-')}" for name, on in others.items() if on),
+                                            None)
+    if chosen:
+        reject_table_options(options, chosen, hint="-o with --json prints the listing as lsmem -J does")
+    column_set.check(options)
+    return options, document
 
 
 def exclusive_formats(**formats: bool) -> None:

@@ -7,14 +7,7 @@ import sys
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import (
-    ListingCommand,
-    columns_epilog,
-    exclusive_formats,
-    pop_table_options,
-    reject_table_options,
-    table_options,
-)
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
 from memplan.cli.common import (
     blocks_option,
     load_machine,
@@ -70,12 +63,7 @@ def diff_semantics_command(profile: str, left: str, right: str, blocks: str, for
       memplan diff-semantics profiles/skippable-review.toml --foreign-ref-dropped during-offline
       memplan diff-semantics profiles/skippable-review.toml --raw -o BLOCK,ZONE,SITES
     """
-    options = pop_table_options(table, as_json=as_json)
-    document = as_json and not options.json
-    exclusive_formats(json=document, csv=as_csv, raw=options.raw, pairs=options.pairs)
-    if document or as_csv:
-        reject_table_options(options, "--json" if document else "--csv")
-    difference_columns(left, right).check(options)  # bad column names fail before the simulation
+    options, document = listing_request(table, as_json, difference_columns(left, right), csv=as_csv)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     result = diff_semantics(machine, left, right, parse_blocks(blocks))
     print_warnings(result.warnings)

@@ -7,14 +7,7 @@ import sys
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import (
-    ListingCommand,
-    columns_epilog,
-    exclusive_formats,
-    pop_table_options,
-    reject_table_options,
-    table_options,
-)
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
 from memplan.cli.common import (
     blocks_option,
     load_machine,
@@ -70,13 +63,7 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, a
       memplan simulate profiles/boot-vm.toml -o +NODE,HOLES --split RESULT,REASON
       memplan simulate --sysroot DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES
     """
-    options = pop_table_options(table, as_json=as_json)
-    document = as_json and not options.json
-    exclusive_formats(json=document, csv=as_csv, raw=options.raw, pairs=options.pairs)
-    if document or as_csv:
-        reject_table_options(options, "--json" if document else "--csv",
-                             hint="--json and --csv have one entry per block; -o with --json prints lsmem's JSON")
-    verdict_columns(has_memconfig=True).check(options)  # bad column names fail before the simulation
+    options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv)
     machine = load_machine(profile)
     facts = MachineFacts(machine)
     columns = verdict_columns(facts.has_memconfig)

@@ -8,14 +8,7 @@ from typing import Optional
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import (
-    ListingCommand,
-    columns_epilog,
-    exclusive_formats,
-    pop_table_options,
-    reject_table_options,
-    table_options,
-)
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
 from memplan.cli.common import load_machine, machine_source, print_warnings, snapshot_options, stdout_console
 from memplan.core.status import ExitStatus
 from memplan.render import json as render_json
@@ -56,12 +49,8 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
       memplan snapshot --live
       memplan snapshot --live --save /tmp/myhost    # then: memplan simulate --sysroot /tmp/myhost
     """
-    options = pop_table_options(table, as_json=as_json)
-    document = as_json and not options.json
-    exclusive_formats(json=document, page_types=page_types, raw=options.raw, pairs=options.pairs)
-    if document or page_types:
-        reject_table_options(options, "--json" if document else "--page-types")
-    lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT).check(options)
+    options, document = listing_request(table, as_json, lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT),
+                                        page_types=page_types)
     machine = load_machine(machine_source(None, sysroot, live))
     report = describe(machine, save_to=save)
     print_warnings(report.warnings)
