@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
 import golden
+from memplan.cli import main
 from memplan.engine.simulation import simulate
 from memplan.map.compute import machine_map
 from memplan.render.export import html_text, recording_console, svg_text
@@ -105,3 +110,39 @@ def test_html_export_is_self_contained(sbm):
     assert re.findall(r"(?:src|href)=|https?://|@import|url\(", html) == []
     assert "<title>memplan map &lt;sbm-guest&gt; {x}</title>" in html and "white-space: pre" in html
     assert "offlines" in html and "vmem0&#160;SBM" in html or "vmem0 SBM" in html
+
+
+def test_sweep_svg_is_a_chart_with_axes_and_labels(tmp_path):
+    path = tmp_path / "curve.svg"
+    result = CliRunner().invoke(main, ["unplug", os.path.join(golden.ROOT, "profiles", "bbm-guest.toml"),
+                                       "--sweep", "--svg", str(path)])
+    assert result.exit_code == 0, result.output
+    svg = path.read_text()
+    root = ET.fromstring(svg)
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "requested size (virtio-mem requested-size)" in texts
+    assert "plugged after the request (achievable size)" in texts
+    assert {"0B", "1G", "3G", "6G"} <= set(texts) and "floor 3G" in texts
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}polyline"))) == 1
+    assert re.findall(r"https?://[^\"' )]+", svg) == ["http://www.w3.org/2000/svg"]
+    assert list(tmp_path.iterdir()) == [path]  # written atomically: no temporary file left
+
+
+RSVG = shutil.which("rsvg-convert")
+
+
+@pytest.mark.skipif(RSVG is None, reason="rsvg-convert is not installed (apt-get install librsvg2-bin)")
+def test_pictures_render_under_rsvg_convert(tmp_path, sbm):
+    from memplan.plans.unplug import sweep
+    from memplan.render.sweep_svg import sweep_svg
+
+    console = recording_console(100)
+    console.print(map_renderable(machine_map(sbm, simulate(sbm)), 100), soft_wrap=True)
+    pictures = {"map.svg": svg_text(console, "memplan map"),
+                "sweep.svg": sweep_svg(sweep(golden._load("bbm-guest.toml"), None, None, None), "sweep")}
+    for name, text in pictures.items():
+        (tmp_path / name).write_text(text)
+        png = tmp_path / (name + ".png")
+        result = subprocess.run([RSVG, str(tmp_path / name), "-o", str(png)], capture_output=True, text=True)
+        assert result.returncode == 0 and not result.stderr, result.stderr
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
