@@ -31,6 +31,7 @@ from memplan.diff.types import (
 )
 from memplan.kernel.isolation import isolation_order, unmovable_pages
 from memplan.kernel.migration import busy_pages, migrate_leaves
+from memplan.kernel.notifier import NOTIFIER_FUNCTION
 from memplan.kernel.offline import PredicateInputs, predicate_inputs
 from memplan.kernel.semantics import MAINLINE, PROPOSED, OfflineSemantics, get_semantics
 from memplan.core.model import IS_PAGE_OFFLINE, KIND_INFO, ForeignRefTiming, PageKind, Zone
@@ -56,15 +57,15 @@ OWNER_NAMES: Dict[PageKind, str] = {
     PageKind.OFFLINE_ORPHAN: "PageOffline page with refcount 0 and no owner",
 }
 
-#: Kernel log lines by printing function -> the site that prints them.
+#: Kernel log lines by printing function -> the site that prints them (virtio-mem prints only
+#: in MEM_GOING_OFFLINE; MEM_CANCEL_OFFLINE re-takes references silently).
 LOG_SITES: Dict[str, Site] = {
     "set_migratetype_isolate": Site.ISOLATION,
-    "virtio_mem_fake_offline_going_offline": Site.GOING_OFFLINE,
+    NOTIFIER_FUNCTION: Site.GOING_OFFLINE,
     "scan_movable_pages": Site.SCAN_MOVABLE_PAGES,
     "do_migrate_range": Site.DO_MIGRATE_RANGE,
     "test_pages_isolated": Site.TEST_PAGES_ISOLATED,
     "__offline_isolated_pages": Site.OFFLINE_ISOLATED_PAGES,
-    "virtio_mem_fake_offline_cancel_offline": Site.CANCEL_OFFLINE,
 }
 
 #: Hazards that one site alone causes (the others come with kernel log lines).

@@ -78,9 +78,16 @@ def going_offline(view: RangeView, driver: Optional[DriverState], semantics: Off
     return Notified(kinds, ref, log, hazards, dropped, freed)
 
 
+#: Where virtio-mem's MEM_GOING_OFFLINE splat is reported: virtio_mem_fake_offline_going_offline()
+#: is a static helper inlined into the notifier callback, and the WARNING names the callback
+#: ("WARNING ... virtio_mem_memory_notifier_cb", observed on 7.2.13, spec §9.1).
+NOTIFIER_FUNCTION = "virtio_mem_memory_notifier_cb"
+
+
 def _referenced_log(pfns: np.ndarray) -> List[LogEntry]:
-    """``WARN_ON(!page_ref_dec_and_test(page))`` + ``dump_page()`` per referenced page, interleaved."""
-    function = "virtio_mem_fake_offline_going_offline"
+    """``WARN_ON(!page_ref_dec_and_test(page))`` + ``dump_page()`` per referenced page, interleaved
+    (neither is rate-limited: a WARN_ON prints every time)."""
+    function = NOTIFIER_FUNCTION
     out: List[LogEntry] = []
     for pair in zip(per_page_entries(LogLevel.WARN, "WARN_ON(!page_ref_dec_and_test(page))", function, pfns),
                     per_page_entries(LogLevel.DUMP_PAGE, "fake-offline page referenced", function, pfns)):
