@@ -51,7 +51,7 @@ def test_json_document_shape():
     assert set(summary["left"]) == {"semantics", "offlined", "offlinable_bytes"}
     owners = {o["kind"]: o for o in doc["owners"]}
     driver = owners["offline_refcount_driver"]
-    assert set(driver) == {"kind", "owner", "pages", "changes_in", "note", "zones"}
+    assert set(driver) == {"kind", "owner", "pages", "changes_in", "note", "hazards", "zones"}
     assert driver["changes_in"] == ["Normal", "Movable"] and driver["pages"] == 32
     zone = driver["zones"][0]
     assert set(zone) == {"zone", "blocks", "changes", "changed_blocks", "step_changed_blocks", "left", "right"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import click
 
@@ -17,11 +18,13 @@ from memplan.cli.common import (
     semantics_option,
     stdout_console,
 )
+from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
 from memplan.core.errors import UsageError
 from memplan.core.results import Outcome
 from memplan.core.status import ExitStatus, check_status
+from memplan.diff.compute import with_foreign_ref_timing
 from memplan.engine.simulation import simulate as run_simulation
 from memplan.render import csv as render_csv
 from memplan.render import json as render_json
@@ -33,13 +36,14 @@ from memplan.render.block_columns import verdict_columns
 @machine_argument
 @semantics_option
 @blocks_option
+@foreign_ref_dropped_option
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Write CSV to stdout: one row per block, with a header.")
 @table_options
 @click.option("--check", is_flag=True,
               help="Exit 0 if every selected block offlines, 64 if some do, 1 if none does.")
-def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, as_csv: bool, check: bool,
-                     **table: object) -> None:
+def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_dropped: Optional[str], as_json: bool,
+                     as_csv: bool, check: bool, **table: object) -> None:
     """Predict, block by block, what writing "offline" to memoryN/state would do.
 
     Each selected block is judged on its own against the profile's state: the result
@@ -65,7 +69,7 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, a
                              hint="--json and --csv always have one entry per block")
     columns = verdict_columns(confidence=True)
     columns.splits(options, columns.select(options))  # bad column names fail before the simulation
-    machine = load_machine(profile)
+    machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     selected = parse_blocks(blocks)
     with block_progress(progress_wanted(as_json or as_csv), machine.geometry.pages_per_block) as progress:
         result = run_simulation(machine, semantics, selected, progress=progress)

@@ -299,7 +299,7 @@ class ForeignRefEffect(str, Enum):
 
 
 class HazardKind(str, Enum):
-    """Dangerous situations beyond the outcome (spec rows 20-22, 36)."""
+    """Dangerous situations beyond the outcome (spec rows 20-22, 36, §9.1)."""
 
     BUG = "bug"
     WARN = "warn"
@@ -307,6 +307,10 @@ class HazardKind(str, Enum):
     STALE_MEMMAP_REFERENCE = "stale_memmap_reference"
     UNSAFE_REONLINE = "unsafe_reonline"
     REFCOUNT_ON_FREE_PAGE = "refcount_on_free_page"
+    #: online_pages() re-initialises the memmap (memmap_init_range() -> __init_single_page() ->
+    #: init_page_count()): a foreign reference held on a fake-offline page across offlining is
+    #: lost, and the holder's later put_page() frees an unplugged page to the buddy (spec §9.1)
+    REFERENCE_LOST_ON_ONLINE = "reference_lost_on_online"
 
 
 @dataclass(frozen=True)
