@@ -8,8 +8,8 @@ Prints, for each size:
 * the pipeline's own time (``simulate()`` minus page materialisation, best of ``--repeat``)
   against one ``np.count_nonzero`` pass over a one-byte-per-page uint8 array of the same number
   of pages, timed in the same process: the machine's limit for the data;
-* the per-page reference (``memplan/kernel/reference.py``, a page-at-a-time transcription of the
-  kernel loops) on evenly spaced sample blocks: its time per block scaled to the machine against
+* the per-page oracle (``tests/oracle.py``, a page-at-a-time transcription of the kernel
+  loops) on evenly spaced sample blocks: its time per block scaled to the machine against
   the pipeline's, and whether both reach the same verdicts.
 
 Targets (issue 6): 1 TiB under 2 s and 1 GiB; 16 TiB under 30 s and 1 GiB; pipeline within 10x
@@ -35,15 +35,15 @@ from typing import List, Optional, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import numpy as np  # noqa: E402
 
 from make_profile import profile_text  # noqa: E402
 from memplan.core.units import format_size, parse_size  # noqa: E402
-from memplan.engine.simulation import Simulator, simulate  # noqa: E402
-from memplan.kernel.semantics import get_semantics  # noqa: E402
+from memplan.engine.simulation import simulate  # noqa: E402
 from memplan.profile.reader import load_profile  # noqa: E402
-from oracle import reference_offline  # noqa: E402
+from oracle import Oracle  # noqa: E402
 
 GiB = 1 << 30
 
@@ -124,21 +124,18 @@ def pipeline_seconds(path: str, repeat: int):
 def reference_sample(machine, result, samples: int):
     """Seconds per block of the per-page reference on evenly spaced blocks, and how many of
     those blocks get the same verdict (result, errno, reason, step, culprit) as the pipeline."""
-    sim = Simulator(machine, get_semantics(result.semantics))
+    oracle = Oracle(machine, result.semantics)
     verdicts = {v.block: v for v in result.blocks}
     ids = machine.blocks.ids[machine.blocks.online]
     picks = ids[np.linspace(0, len(ids) - 1, samples).round().astype(int)]
     seconds, agree = 0.0, 0
     for block in picks.tolist():
-        row = int(machine.blocks.rows([block])[0])
-        batch = machine.pages.materialize(np.array([block]))
-        refcount = None if batch.refcount is None else batch.refcount[0]
         start = time.perf_counter()
-        ref = reference_offline(sim.setup, sim.context(row), batch.kinds[0], refcount)
+        ref = oracle.offline(block)
         seconds += time.perf_counter() - start
         v = verdicts[block]
         got = (v.result, v.errno, v.reason, v.step, v.culprit.pfn if v.culprit else None)
-        agree += got == (ref.result, ref.errno, ref.reason, ref.step, ref.culprit_pfn)
+        agree += got == (ref.result, ref.errno, ref.reason, ref.step, ref.culprit[0] if ref.culprit else None)
     return seconds / len(picks), agree, len(picks)
 
 

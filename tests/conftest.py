@@ -8,9 +8,9 @@ from typing import Optional
 
 import pytest
 
+from memplan.core.machine import Machine
 from memplan.profile import toml
 from memplan.profile.reader import build_machine
-from memplan.core.machine import Machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = os.path.join(ROOT, "profiles")

@@ -1,10 +1,11 @@
 """Golden files under tests/data/: what memplan prints for fixed inputs, compared byte for byte.
 
-The tests only compare (``check(name)``). The files change only through this explicit command,
-after reviewing the difference it prints::
+Tests only compare (``assert_golden``); nothing run by pytest writes these files. After a
+reviewed change to the rendering, regenerate them explicitly and review the diff::
 
-    python tests/golden.py            # show what differs
-    python tests/golden.py --update   # rewrite the files that differ
+    python tests/golden.py                       # show what differs
+    python tests/golden.py --regenerate          # rewrite every golden file that differs
+    python tests/golden.py --regenerate NAME...  # some of them
 
 Each golden file has one producer below; the output is rendered as a pipe would receive it
 (no colour), so it is also what the terminal shows minus colour, at any width.
@@ -12,12 +13,13 @@ Each golden file has one producer below; the output is rendered as a pipe would 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import io
 import os
 import sys
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
@@ -79,7 +81,8 @@ def simulate_sbm_guest() -> str:
     return console.export_text()
 
 
-PRODUCERS: Dict[str, Callable[[], str]] = {
+#: every golden file and how it is rendered
+GOLDEN: Dict[str, Callable[[], str]] = {
     "map-sbm-guest-w100.txt": map_sbm_guest,
     "map-diff-skippable-review-w80.txt": map_diff_review,
     "explain-sbm-guest-36.txt": explain_sbm_guest_36,
@@ -87,8 +90,8 @@ PRODUCERS: Dict[str, Callable[[], str]] = {
 }
 
 
-def produce(name: str) -> str:
-    return PRODUCERS[name]()
+def render(name: str) -> str:
+    return GOLDEN[name]()
 
 
 def stored(name: str) -> str:
@@ -96,33 +99,39 @@ def stored(name: str) -> str:
         return handle.read()
 
 
-def check(name: str) -> None:
+def assert_golden(name: str) -> None:
     """Compare a golden file with what memplan prints now (never writes)."""
-    text = produce(name)
+    text = render(name)
     expected = stored(name)
     if text != expected:
         diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), name, "now"))
-        raise AssertionError(f"{name} changed; review and run `python tests/golden.py --update`:\n{diff}")
+        raise AssertionError(f"{name} changed (after review: python tests/golden.py --regenerate {name}):\n{diff}")
 
 
-def main(argv: list) -> int:
-    sys.path.insert(0, ROOT)
-    update = "--update" in argv
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--regenerate", action="store_true", help="rewrite the golden files")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(sorted(GOLDEN)))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(GOLDEN))
+    if unknown:
+        parser.error(f"unknown golden file {unknown[0]}")
     changed = 0
-    for name in PRODUCERS:
-        text = produce(name)
-        path = os.path.join(DATA, name)
-        old = stored(name) if os.path.exists(path) else ""
+    for name in args.names or sorted(GOLDEN):
+        text = render(name)
+        old = stored(name) if os.path.exists(os.path.join(DATA, name)) else ""
         if text == old:
             continue
         changed += 1
         sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True), name, "now"))
-        if update:
-            with open(path, "w", encoding="utf-8") as handle:
+        if args.regenerate:
+            with open(os.path.join(DATA, name), "w", encoding="utf-8") as handle:
                 handle.write(text)
-    print(f"{changed} golden file(s) {'rewritten' if update else 'differ'}")
-    return 1 if changed and not update else 0
+            print(f"wrote tests/data/{name}")
+    print(f"{changed} golden file(s) {'rewritten' if args.regenerate else 'differ (--regenerate rewrites them)'}")
+    return 1 if changed and not args.regenerate else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    sys.path.insert(0, ROOT)
+    raise SystemExit(main())

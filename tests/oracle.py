@@ -1,251 +1,1016 @@
-"""A literal, page-at-a-time transcription of ``offline_pages()`` — the oracle.
+"""The per-page oracle: ``offline_pages()`` for one memory block, one page at a time.
 
-This module deliberately shares nothing with the vectorised pipeline except the model's
-kind tables and the semantics' predicate sites: it walks pfns one by one and repeats the
-SCAN/MIGRATE and TEST loops round after round like the kernel (a loop that makes no
-progress is a hang). Tests check that ``memplan.kernel.offline`` reaches the same verdict;
-``benchmarks/`` measures how much faster the vectorised pipeline is. Never used on a hot path.
+Written from the kernel source (torvalds/linux @ c17ee635fd3a482b2ad2bf5e269755c2eae5f25e:
+drivers/base/memory.c ``memory_block_offline()``, mm/memory_hotplug.c ``offline_pages()``,
+``scan_movable_pages()``, ``do_migrate_range()``, mm/page_isolation.c
+``start_isolate_page_range()``, ``page_is_unmovable()``, ``test_pages_isolated()``, mm/migrate.c
+``isolate_folio_to_list()``, ``migrate_pages()``, ``alloc_migration_target()``, mm/hugetlb.c
+``dissolve_free_hugetlb_folios()``, ``alloc_hugetlb_folio_nodemask()``, mm/page_alloc.c
+``__offline_isolated_pages()``, drivers/virtio/virtio_mem.c ``virtio_mem_memory_notifier_cb()``)
+and spec §3. It shares nothing with the pipeline (``memplan.kernel``, ``memplan.engine``) but
+the kind tables of ``memplan.core.model`` and the ``OfflineSemantics`` methods: it builds its
+own per-page state from the machine (``machine.pages.materialize``, the block table, the
+virtio-mem devices' plugged bitmaps, the environment), computes migration capacity and hugetlb
+pool targets itself from every online block's pages, and repeats the SCAN/MIGRATE and
+DISSOLVE/TEST loops round after round like the kernel (a round that changes nothing is a hang).
+
+What the kernel does not define, the oracle takes from the model's conventions:
+
+* migration capacity: free pages of the other online blocks on the allowed nodes
+  (``do_migrate_range()``'s nodemask) in the allowed zones, kernel zones counted as one pool
+  (no fragmentation, watermarks or reclaim); blocks spanning zones count as kernel zones;
+* kernel log: messages of the first MIGRATE round only (``repeats`` marks them when the write
+  hangs in SCAN); per-page notifier messages beyond the first ``PER_PAGE`` are merged into one
+  entry with a count; ``do_migrate_range()``'s ratelimit allows ``RATELIMIT_BURST`` events;
+* page counts classify every page by what the loops do with it, whatever step decides the
+  verdict (``migrated``: the first MIGRATE round from the first movable page SCAN finds).
+
+``DEVIATIONS`` names where the pipeline knowingly differs from the kernel; ``Oracle(...,
+deviations=...)`` reproduces each such choice so the comparison can cover the rest, and
+``tests/test_properties.py`` pins each one with a strict xfail (kernel text and a minimal
+profile) until the pipeline follows the kernel.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from memplan.kernel.offline import BlockContext, OfflineSetup
+from memplan.core.machine import Machine
 from memplan.core.model import (
-    DEFAULT_REFCOUNT, FOLIO_ORDER, IS_HUGETLB, IS_HUGETLB_MIGRATABLE, IS_LRU, IS_MOVABLE_OPS, IS_PAGE_OFFLINE, IS_PINNED, IS_RESERVED, BlockState, DriverState, Errno, ForeignRefTiming, PageKind, Zone,
+    DEFAULT_REFCOUNT,
+    IS_HUGETLB,
+    IS_HUGETLB_MIGRATABLE,
+    IS_LRU,
+    IS_MOVABLE_OPS,
+    IS_PAGE_OFFLINE,
+    IS_PINNED,
+    IS_RESERVED,
+    BlockState,
+    DriverState,
+    Errno,
+    ForeignRefTiming,
+    OnlineType,
+    PageKind,
+    VirtioMemMode,
+    Zone,
 )
-from memplan.core.results import Outcome, Reason, Step
+from memplan.core.results import BlockVerdict, HazardKind, LogLevel, Outcome, PageCounts, Reason, Step
+from memplan.kernel.semantics import OfflineSemantics, get_semantics
 
 FREE, HOLE, HWPOISON = int(PageKind.FREE), int(PageKind.HOLE), int(PageKind.HWPOISON)
+FAKE, DRIVER, ORPHAN = int(PageKind.FAKE_OFFLINE), int(PageKind.OFFLINE_REFCOUNT_DRIVER), int(PageKind.OFFLINE_ORPHAN)
+ANON = int(PageKind.ANON)
+LRU, MOVABLE_OPS, OFFLINE = IS_LRU.tolist(), IS_MOVABLE_OPS.tolist(), IS_PAGE_OFFLINE.tolist()
+RESERVED, HUGETLB, MIGRATABLE = IS_RESERVED.tolist(), IS_HUGETLB.tolist(), IS_HUGETLB_MIGRATABLE.tolist()
+PINNED, DEFAULT_REF = IS_PINNED.tolist(), DEFAULT_REFCOUNT.tolist()
+#: in-use hugetlb kind -> its free kind (a folio freed into the pool)
+FREED_INTO_POOL = {int(PageKind.HUGETLB): int(PageKind.HUGETLB_FREE),
+                   int(PageKind.GIGANTIC): int(PageKind.GIGANTIC_FREE)}
+FREE_HUGETLB = frozenset(FREED_INTO_POOL.values())
+ENOMEM = -12
+#: DEFAULT_RATELIMIT_BURST (do_migrate_range()'s static ratelimit state)
+RATELIMIT_BURST = 10
+#: per-page messages (virtio-mem's WARN_ON + dump_page) kept one by one before merging
+PER_PAGE = 8
+#: NUMA node notifiers (NODE_REMOVING_LAST_MEMORY) arrived in v6.17
+NODE_NOTIFIER = (6, 17)
+#: the ``virtio_mem_sbm_mb_state`` names PATCH-v2 clears PG_offline_skippable for on removal
+PARTIAL = {OnlineType.MOVABLE: "MOVABLE_PARTIAL", OnlineType.KERNEL: "KERNEL_PARTIAL"}
+
+#: Where the pipeline knowingly differs from the kernel (see the module docstring).
+DEVIATIONS = {
+    "source-list-order":
+        "isolate_folio_to_list() list_add()s LRU/movable_ops folios (the source list runs from the "
+        "highest pfn down) and migrate_pages() migrates the hugetlb folios first (migrate_hugetlbs()); "
+        "-ENOMEM ends migrate_pages(); the pipeline hands out targets in ascending pfn order",
+    "large-folio-target-zones":
+        "alloc_migration_target() gives a THP GFP_TRANSHUGE and a hugetlb folio htlb_alloc_mask(), both "
+        "with __GFP_HIGHMEM|__GFP_MOVABLE: their targets may come from ZONE_MOVABLE even when the source "
+        "sits in a kernel zone; the pipeline uses kernel zones only",
+    "hugetlb-pool-nodes":
+        "alloc_hugetlb_folio_nodemask() dequeues pool folios only from the allowed nodes (not the source "
+        "node while others have memory) and dequeue_hugetlb_folio_node_exact() skips folios in isolated "
+        "pageblocks; the pipeline counts every free folio outside the block",
+    "folio-head-pfn":
+        "do_migrate_range() reports a failed migration at folio_pfn(folio), the head page, which for a "
+        "1 GiB folio lies in an earlier block when the block is not its first; the pipeline reports the "
+        "block's first page",
+    "thp-split-on-enomem":
+        "migrate_pages_batch() splits a THP whose target allocation fails with -ENOMEM "
+        "(try_split_folio()) and migrates its pages one by one after the batch; the pipeline keeps the "
+        "THP whole and fails it",
+    "isolated-free-pages":
+        "free pages in pageblocks someone else isolated sit on MIGRATE_ISOLATE free lists and are never "
+        "handed out as migration targets; the pipeline counts them",
+}
+PIPELINE = frozenset(DEVIATIONS)
 
 
 @dataclass(frozen=True)
-class ReferenceVerdict:
+class OracleLog:
+    level: LogLevel
+    text: str
+    pfn: Optional[int]
+    function: Optional[str]
+    count: int = 1
+    repeats: bool = False
+    #: printed through do_migrate_range()'s static ``migrate_rs`` ratelimit state
+    ratelimited: bool = False
+
+
+@dataclass(frozen=True)
+class OracleVerdict:
     result: Outcome
     errno: Optional[Errno]
     reason: Optional[Reason]
     step: Optional[Step]
-    culprit_pfn: Optional[int]
+    #: (pfn, kind, refcount) of the page the kernel stops at or names
+    culprit: Optional[Tuple[int, PageKind, int]]
+    log: Tuple[OracleLog, ...]
+    hazards: Tuple[Tuple[HazardKind, Optional[int]], ...]
+    pages: PageCounts
 
 
-def _b(table: np.ndarray, kind: int) -> bool:
-    return bool(table[kind])
+#: what the comparison looks at, in this order
+FIELDS = ("result", "errno", "reason", "step", "culprit", "kernel log", "hazards", "pages")
 
 
-def reference_offline(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
-                      refcount: Optional[np.ndarray], max_rounds: int = 64) -> ReferenceVerdict:
-    geo, sem, env = setup.geometry, setup.semantics, setup.environment
-    ppb = geo.pages_per_block
+def pipeline_fields(v: BlockVerdict) -> Tuple[object, ...]:
+    """A pipeline verdict as the comparison sees it (``FIELDS``)."""
+    return (v.result, v.errno, v.reason, v.step,
+            (v.culprit.pfn, v.culprit.kind, v.culprit.refcount) if v.culprit else None,
+            tuple((e.level, e.text, e.pfn, e.function, e.count, e.repeats, e.ratelimited) for e in v.kernel_log),
+            tuple((h.kind, h.pfn) for h in v.hazards), v.pages)
 
-    def verdict(result, errno=None, reason=None, step=None, index=None):
-        return ReferenceVerdict(result, errno, reason, step, None if index is None else lo + index)
 
-    lo = ctx.start_pfn + ctx.vmemmap
-    if ctx.state is not BlockState.ONLINE:
-        return verdict(Outcome.FAILS, Errno.EINVAL, None, Step.STATE)
-    if ctx.zone is None:
-        return verdict(Outcome.FAILS, Errno.EINVAL, None, Step.ZONE)
-    n = ppb - ctx.vmemmap
-    if n == 0 or lo % geo.pageblock_pages or (ctx.start_pfn + ppb) % geo.pages_per_section:
-        return verdict(Outcome.FAILS, Errno.EINVAL, None, Step.ALIGNMENT)
-    k: List[int] = [int(x) for x in kinds[ctx.vmemmap:]]
-    base_ref = refcount if refcount is not None else DEFAULT_REFCOUNT[kinds]
-    ref: List[int] = [int(x) for x in base_ref[ctx.vmemmap:]]
-    if HOLE in k:
-        return verdict(Outcome.FAILS, Errno.EINVAL, Reason.MEMORY_HOLES, Step.HOLES)
-    skip_flag = False
-    if ctx.device is not None:
-        skip_flag = sem.fake_offline_skippable(ctx.device.driver, ctx.device_state)
-    skippable = [skip_flag and x == int(PageKind.FAKE_OFFLINE) for x in k]
-    movable_zone = ctx.zone is Zone.MOVABLE
+def oracle_fields(o: OracleVerdict) -> Tuple[object, ...]:
+    """An oracle verdict as the comparison sees it (``FIELDS``)."""
+    return (o.result, o.errno, o.reason, o.step, o.culprit,
+            tuple((e.level, e.text, e.pfn, e.function, e.count, e.repeats, e.ratelimited) for e in o.log),
+            o.hazards, o.pages)
 
-    def folio_end(i: int) -> int:
-        size = 1 << int(FOLIO_ORDER[k[i]])
-        return min(((lo + i) // size + 1) * size - lo, n)
 
-    # --- start_isolate_page_range(): first, last, then middle pageblocks -----------------
-    def page_is_unmovable(i: int):
-        kind = k[i]
-        if _b(IS_RESERVED, kind):
+def differences(pipeline: Tuple[object, ...], oracle: Tuple[object, ...]) -> str:
+    return "; ".join(f"{name}: pipeline {a!r} != oracle {b!r}" for name, a, b in zip(FIELDS, pipeline, oracle)
+                     if a != b)
+
+
+def _release(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    match = re.match(r"\s*(\d+)\.(\d+)", text or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+# --- the machine around the block -----------------------------------------------------------
+
+@dataclass
+class Facts:
+    """What offlining one block needs to know about the rest of the machine."""
+
+    machine: Machine
+    #: per online block: FREE pages, zone, node
+    free: Dict[int, int] = field(default_factory=dict)
+    zone: Dict[int, Optional[Zone]] = field(default_factory=dict)
+    node: Dict[int, int] = field(default_factory=dict)
+    #: pfns of free hugetlb folio heads in online blocks, per order
+    pool_heads: Dict[int, List[int]] = field(default_factory=dict)
+    #: pgdat->node_present_pages (vmemmap of online blocks included)
+    present: Dict[int, int] = field(default_factory=dict)
+
+    #: memory blocks materialised at once while counting (bounded memory)
+    CHUNK = 64
+
+    @classmethod
+    def of(cls, machine: Machine) -> "Facts":
+        table = machine.blocks
+        facts = cls(machine)
+        facts.pool_heads = {o: [] for o in machine.geometry.hugetlb_orders}
+        rows = np.flatnonzero(table.online).tolist()
+        for row in rows:
+            block, node = int(table.ids[row]), int(table.node[row])
+            facts.zone[block], facts.node[block] = table.zone_of(row), node
+            if node >= 0:
+                facts.present[node] = facts.present.get(node, 0) + int(table.ram_pages[row])
+        ids = [int(table.ids[row]) for row in rows]
+        start = 0
+        while start < len(ids):  # runs of consecutive blocks, at most CHUNK long
+            end = start + 1
+            while end < len(ids) and end - start < cls.CHUNK and ids[end] == ids[end - 1] + 1:
+                end += 1
+            facts.count(ids[start:end])
+            start = end
+        return facts
+
+    def count(self, blocks: List[int]) -> None:
+        """Free pages and free hugetlb folio heads of some consecutive online blocks."""
+        geo = self.machine.geometry
+        kinds = self.machine.pages.materialize(np.array(blocks, dtype=np.int64)).kinds
+        for block, row in zip(blocks, kinds):
+            self.free[block] = int(np.count_nonzero(row == FREE))
+            base = geo.block_start_pfn(block)
+            for order, kind in zip(geo.hugetlb_orders, (PageKind.HUGETLB_FREE, PageKind.GIGANTIC_FREE)):
+                size = 1 << order
+                first = (-base) % size
+                heads = np.flatnonzero(row[first::size] == int(kind)) * size + first
+                self.pool_heads[order] += (base + heads).tolist()
+
+    def memory_nodes(self) -> List[int]:
+        return sorted(n for n, pages in self.present.items() if pages > 0)
+
+    def allowed_nodes(self, node: int) -> List[int]:
+        """do_migrate_range(): node_states[N_MEMORY] without the source node, unless that empties it."""
+        others = [n for n in self.memory_nodes() if n != node]
+        return others or [node]
+
+    def isolated(self, pfn: int) -> bool:
+        """The pageblock of ``pfn`` is isolated by someone else (environment ``isolated``)."""
+        return any(lo <= pfn < hi for lo, hi in self.machine.environment.isolated)
+
+    def cma(self, pfn: int) -> bool:
+        return any(lo <= pfn < hi for lo, hi in self.machine.cma)
+
+
+class Targets:
+    """Free pages migration targets may come from, outside the isolated block: kernel zones and
+    ZONE_MOVABLE of the allowed nodes, each one pool (the model has no fragmentation)."""
+
+    def __init__(self, facts: Facts, block: int, node: int, deviations: FrozenSet[str]) -> None:
+        self.kernel = self.movable = 0
+        geo = facts.machine.geometry
+        allowed = facts.allowed_nodes(node)
+        for other, free in facts.free.items():
+            if other == block or facts.node[other] not in allowed:
+                continue
+            if "isolated-free-pages" not in deviations:
+                free -= _isolated_free(facts, geo.block_start_pfn(other))
+            if facts.zone[other] is Zone.MOVABLE:
+                self.movable += free
+            else:  # kernel zones, and boot blocks spanning kernel zones
+                self.kernel += free
+
+    def alloc(self, size: int, movable_ok: bool) -> Optional[Tuple[int, int]]:
+        """``__folio_alloc()`` down the zonelist (ZONE_MOVABLE first when the mask allows it);
+        returns the pages taken (movable, kernel) or ``None`` (-ENOMEM)."""
+        movable = min(self.movable, size) if movable_ok else 0
+        if movable + self.kernel < size:
+            return None
+        self.movable -= movable
+        self.kernel -= size - movable
+        return movable, size - movable
+
+    def give_back(self, taken: Tuple[int, int]) -> None:
+        """A target whose migration failed is freed again (``put_new_folio`` / ``folio_put``)."""
+        self.movable += taken[0]
+        self.kernel += taken[1]
+
+
+def _isolated_free(facts: Facts, start: int) -> int:
+    """Free pages in pageblocks someone else isolated (MIGRATE_ISOLATE free lists: never allocated)."""
+    geo = facts.machine.geometry
+    end = start + geo.pages_per_block
+    ranges = [(max(lo, start), min(hi, end)) for lo, hi in facts.machine.environment.isolated
+              if lo < end and hi > start]
+    if not ranges:
+        return 0
+    kinds = facts.machine.pages.materialize(np.array([geo.block_of_pfn(start)])).kinds[0]
+    return sum(int(np.count_nonzero(kinds[lo - start:hi - start] == FREE)) for lo, hi in ranges)
+
+
+#: the classification's first MIGRATE round: (found index, kinds, refcounts, targets, pool, log,
+#: anything changed)
+FirstRound = Tuple[int, List[int], List[int], "Targets", Dict[int, int], List["OracleLog"], bool]
+
+
+# --- one block --------------------------------------------------------------------------------
+
+@dataclass
+class Folio:
+    """A folio on the migration source list (indexes into the range)."""
+
+    start: int
+    end: int
+    kind: int
+    hugetlb: bool
+    #: a page of a THP split because no target was found (migrate_pages() counts the THP once)
+    split: bool = False
+
+
+class BlockRun:
+    """The state of one offline attempt: per-page kinds, refcounts and PG_offline_skippable."""
+
+    def __init__(self, oracle: "Oracle", block: int, row: int, kinds: np.ndarray, refcount: np.ndarray) -> None:
+        machine, geo = oracle.machine, oracle.machine.geometry
+        table = machine.blocks
+        self.oracle, self.sem, self.env, self.geo = oracle, oracle.sem, machine.environment, geo
+        self.block = block
+        self.zone = table.zone_of(row)
+        self.node = int(table.node[row])
+        self.vmemmap = int(table.vmemmap[row])
+        self.start = geo.block_start_pfn(block)
+        self.end = self.start + geo.pages_per_block
+        self.lo = self.start + self.vmemmap
+        self.n = self.end - self.lo
+        self.kind: List[int] = kinds[self.vmemmap:].tolist()
+        self.ref: List[int] = refcount[self.vmemmap:].tolist()
+        self.order: List[int] = geo.folio_order.tolist()
+        self.gigantic = geo.pud_order
+        device_index = int(table.device[row])
+        self.device = machine.devices[device_index] if device_index >= 0 else None
+        self.unplugged = self._unplugged_ranges()
+        skippable = False
+        if self.device is not None:
+            skippable = self.sem.fake_offline_skippable(self.device.driver, self._device_state())
+        self.skippable = [False] * self.n
+        if skippable:
+            for a, b in self.unplugged:
+                self.skippable[a:b] = [True] * (b - a)
+        self.original_ref = list(self.ref)
+        self.originally_free = [k in FREE_HUGETLB for k in self.kind]
+        #: the semantics' answers, by site and page state
+        self.asked: Dict[Tuple[str, int, bool], bool] = {}
+        self.fired: Dict[Tuple[int, bool], List[Tuple[LogLevel, str, str, HazardKind]]] = {}
+        self.migrated = 0
+        self.first_round_done = False
+        #: free - resv per hstate order, pool folios this block may take as targets, capacity
+        self.headroom: Dict[int, int] = {}
+        self.pool: Dict[int, int] = {}
+        self.targets: Targets = oracle.targets(self)
+        self.log: List[OracleLog] = []
+        self.hazards: List[Tuple[HazardKind, Optional[int]]] = []
+        self.on_cancel: List[Tuple[HazardKind, Optional[int]]] = []
+        self.first_round_log: List[OracleLog] = []
+
+    # -- virtio-mem ----------------------------------------------------------------------------
+    def _unplugged_ranges(self) -> List[Tuple[int, int]]:
+        """Range indexes virtio-mem's notifier touches: unplugged sub-blocks (SBM,
+        ``virtio_mem_sbm_notify_going_offline()``) or the whole range of a FAKE_OFFLINE big block
+        (BBM, ``virtio_mem_bbm_notify_going_offline()``)."""
+        device, geo = self.device, self.geo
+        if device is None:
+            return []
+        unit_pages = device.unit_size // geo.page_size
+        if device.mode is VirtioMemMode.SBM:
+            per = geo.memory_block_size // device.unit_size
+            first = (self.block - device.first_block) * per
+            out = []
+            for sb in range(per):
+                if not bool(device.plugged[first + sb]):
+                    a = sb * unit_pages - self.vmemmap
+                    out.append((max(a, 0), a + unit_pages))
+            return out
+        bb = (self.start - geo.block_start_pfn(device.first_block)) // unit_pages
+        return [(0, self.n)] if bb in device.fake_offline_units else []
+
+    def _device_state(self) -> str:
+        """``virtio_mem_sbm_mb_state`` / ``virtio_mem_bbm_bb_state`` of this (online) block."""
+        device = self.device
+        assert device is not None
+        if device.mode is VirtioMemMode.BBM:
+            return "FAKE_OFFLINE" if self.unplugged else "ADDED"
+        if self.unplugged:
+            return PARTIAL[device.online]
+        return "MOVABLE" if device.online is OnlineType.MOVABLE else "KERNEL"
+
+    # -- small page helpers --------------------------------------------------------------------
+    def folio(self, i: int) -> Tuple[int, int]:
+        """[start, end) of the folio of page ``i`` (folios are naturally aligned), clipped to the range."""
+        size = 1 << self.order[self.kind[i]]
+        pfn = self.lo + i
+        head = pfn - pfn % size
+        return max(head - self.lo, 0), min(head + size - self.lo, self.n)
+
+    def head_pfn(self, i: int) -> int:
+        size = 1 << self.order[self.kind[i]]
+        return self.lo + i - (self.lo + i) % size
+
+    def buddy_span(self, i: int) -> int:
+        """``1 << buddy_order(page)`` for a free page: the largest naturally aligned chunk of free
+        pages up to MAX_PAGE_ORDER starting at it (what the buddy allocator merges)."""
+        size, limit = 1, 1 << self.geo.max_page_order
+        while size < limit:
+            bigger = size * 2
+            if (self.lo + i) % bigger or i + bigger > self.n:
+                break
+            if self.kind[i + size:i + bigger].count(FREE) != size:
+                break
+            size = bigger
+        return size
+
+    def culprit(self, i: int) -> Tuple[int, PageKind, int]:
+        return (self.lo + i, PageKind(self.kind[i]), self.ref[i])
+
+    def ask(self, site: str, ref: int, skippable: bool) -> bool:
+        """The semantics' predicate ``site`` for one PageOffline page (answers are cached)."""
+        key = (site, ref, skippable)
+        if key not in self.asked:
+            refs, flags = np.array([ref]), np.array([skippable])
+            if site in ("scan_busy", "test_passes"):
+                self.asked[key] = bool(getattr(self.sem, site)(refs, flags)[0])
+            else:
+                self.asked[key] = bool(getattr(self.sem, site)(flags)[0])
+        return self.asked[key]
+
+    def commit_checks(self, ref: int, skippable: bool) -> List[Tuple[LogLevel, str, str, HazardKind]]:
+        """The __offline_isolated_pages() assertions that fire for one PageOffline page (cached)."""
+        key = (ref, skippable)
+        if key not in self.fired:
+            checks = self.sem.commit_checks(np.array([ref]), np.array([skippable]))
+            self.fired[key] = [(level, text, fn, hazard) for level, text, fn, hazard, mask in checks if bool(mask[0])]
+        return self.fired[key]
+
+    def scan_busy(self, i: int) -> bool:
+        return self.ask("scan_busy", self.ref[i], self.skippable[i])
+
+    def test_passes(self, i: int) -> bool:
+        return self.ask("test_passes", self.ref[i], self.skippable[i])
+
+    def migratable_hugetlb(self, i: int) -> bool:
+        """``folio_test_hugetlb_migratable()``: set on in-use migratable folios, cleared on free."""
+        return bool(MIGRATABLE[self.kind[i]]) and self.ref[i] > 0
+
+    def skips_in_migrate(self, i: int) -> bool:
+        return self.ask("migrate_skips", 0, self.skippable[i])
+
+    def clone(self) -> "BlockRun":
+        twin = object.__new__(BlockRun)
+        twin.__dict__.update(self.__dict__)
+        twin.kind, twin.ref = list(self.kind), list(self.ref)
+        twin.log, twin.hazards, twin.on_cancel, twin.first_round_log = [], [], [], []
+        twin.headroom = dict(self.headroom)
+        twin.pool = dict(self.pool)
+        twin.targets = copy.deepcopy(self.targets)
+        return twin
+
+    # -- step 6: start_isolate_page_range(PB_ISOLATE_MODE_MEM_OFFLINE) ---------------------------
+    def isolate(self) -> Optional[Tuple[int, bool]]:
+        """The page the first failing pageblock reports (and whether it is dumped): first
+        pageblock, last pageblock, then the middle ones ascending; already isolated (no dump),
+        CMA (its first page), else has_unmovable_pages()'s lowest unmovable page."""
+        pbp = self.geo.pageblock_pages
+        count = self.n // pbp
+        order = [0] if count == 1 else [0, count - 1] + list(range(1, count - 1))
+        for pb in order:
+            base = pb * pbp
+            if self.oracle.facts.isolated(self.lo + base):
+                return base, False
+            if self.oracle.facts.cma(self.lo + base):
+                return base, True
+            if self.zone is Zone.MOVABLE:  # page_is_unmovable() is PageReserved() there
+                reserved = [j for j in range(base, base + pbp) if RESERVED[self.kind[j]]]
+                if reserved:
+                    return reserved[0], True
+                continue
+            i = base
+            while i < base + pbp:
+                unmovable, step = self.page_is_unmovable(i)
+                if unmovable:
+                    return i, True
+                i += step
+        return None
+
+    def page_is_unmovable(self, i: int) -> Tuple[bool, int]:
+        """mm/page_isolation.c page_is_unmovable(): (unmovable, pages to step over)."""
+        k = self.kind[i]
+        if RESERVED[k]:
             return True, 1
-        if movable_zone:
+        if self.zone is Zone.MOVABLE:
             return False, 1
-        if FOLIO_ORDER[kind] > 0:
-            if _b(IS_HUGETLB, kind):
-                return False, folio_end(i) - i
-            if not _b(IS_LRU, kind):
+        if self.order[k] > 0:
+            # x86-64 migrates PMD and PUD hugetlb folios (arch_hugetlb_migration_supported());
+            # any other compound folio must be on the LRU.
+            if not HUGETLB[k] and not LRU[k]:
                 return True, 1
-            return False, folio_end(i) - i
-        if ref[i] == 0:
+            return False, self.folio(i)[1] - i
+        if self.ref[i] == 0:
+            return False, self.buddy_span(i) if k == FREE else 1
+        if k == HWPOISON:
             return False, 1
-        if kind == HWPOISON:
+        if OFFLINE[k] and self.ask("isolation_treats_as_movable", 0, self.skippable[i]):
             return False, 1
-        if _b(IS_PAGE_OFFLINE, kind) and bool(sem.isolation_treats_as_movable(np.bool_(skippable[i]))):
-            return False, 1
-        if _b(IS_LRU, kind) or _b(IS_MOVABLE_OPS, kind):
+        if LRU[k] or MOVABLE_OPS[k]:
             return False, 1
         return True, 1
 
-    pbs = n // geo.pageblock_pages
-    skip_pb = ctx.vmemmap // geo.pageblock_pages
-    order = [0] if pbs == 1 else [0, pbs - 1] + list(range(1, pbs - 1))
-    for pb in order:
-        start = pb * geo.pageblock_pages
-        if ctx.isolated[skip_pb + pb]:
-            return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE, start)
-        if ctx.cma[skip_pb + pb]:
-            return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE, start)
-        i = start
-        while i < start + geo.pageblock_pages:
-            bad, step = page_is_unmovable(i)
-            if bad:
-                return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE, i)
-            i += max(step, 1)
+    # -- step 8: memory_notify(MEM_GOING_OFFLINE) ----------------------------------------------
+    def going_offline(self, classify: bool = False) -> Optional[Errno]:
+        """Every MEM_GOING_OFFLINE handler; returns virtio-mem's veto (``vm->removing``).
+        ``classify`` runs the other handlers' page work even when virtio-mem vetoes."""
+        device = self.device
+        if device is not None and device.driver is DriverState.REMOVING and not classify:
+            return Errno.EBUSY  # notifier_from_errno(-EBUSY); it ignores MEM_CANCEL_OFFLINE
+        before = list(self.ref)
+        dropped: List[int] = []
+        if device is not None and device.driver is DriverState.LOADED:
+            dropped = self._virtio_mem_going_offline()
+        if DRIVER in self.kind:  # an out-of-tree driver using the refcount protocol drops its reference
+            for i, k in enumerate(self.kind):
+                if k == DRIVER:
+                    self.ref[i] -= 1
+        if self.env.foreign_ref_dropped is ForeignRefTiming.DURING_OFFLINE:
+            self._foreign_put(before)
+        freed = [i for i in dropped if self.kind[i] == FREE]
+        if freed:  # MEM_CANCEL_OFFLINE's page_ref_inc() would hit pages now free in the buddy
+            self.on_cancel.append((HazardKind.REFCOUNT_ON_FREE_PAGE, self.lo + freed[0]))
+        return None
 
-    # --- notifiers -------------------------------------------------------------------------
-    if (setup.node_notifier and env.node_notifier_veto is not None
-            and n >= setup.node_present_pages.get(ctx.node, 0) - ctx.vmemmap):
-        return verdict(Outcome.FAILS, env.node_notifier_veto, Reason.NODE_NOTIFIER_FAILURE, Step.NOTIFIER)
-    device = ctx.device
-    if device is not None and device.driver is DriverState.REMOVING:
-        return verdict(Outcome.FAILS, Errno.EBUSY, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
-    original = list(ref)
-    for i in range(n):
-        if k[i] == int(PageKind.FAKE_OFFLINE) and device is not None and device.driver is DriverState.LOADED:
-            ref[i] = int(sem.virtio_mem_going_offline(np.int64(ref[i])))
-        if k[i] == int(PageKind.OFFLINE_REFCOUNT_DRIVER):
-            ref[i] -= 1
-    if env.foreign_ref_dropped is ForeignRefTiming.DURING_OFFLINE:
-        for i in range(n):
-            if k[i] == int(PageKind.FAKE_OFFLINE) and original[i] > 1:
-                ref[i] -= original[i] - 1
-                if ref[i] == 0:
-                    k[i] = FREE
-    if env.notifier_veto is not None:
-        return verdict(Outcome.FAILS, env.notifier_veto, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
-    if env.signal_pending:
-        return verdict(Outcome.FAILS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN)
+    def _virtio_mem_going_offline(self) -> List[int]:
+        """virtio_mem_fake_offline_going_offline(): page_ref_dec_and_test() on every page of the
+        unplugged ranges, WARN_ON + dump_page("fake-offline page referenced") unless it hit 0."""
+        pages = [i for a, b in self.unplugged for i in range(a, b)]
+        if not pages:
+            return []
+        new = self.sem.virtio_mem_going_offline(np.array([self.ref[i] for i in pages], dtype=np.int64)).tolist()
+        dropped = [i for i, r in zip(pages, new) if r != self.ref[i]]
+        referenced = []
+        for i, r in zip(pages, new):
+            if r != self.ref[i] and r != 0:
+                referenced.append(self.lo + i)
+            self.ref[i] = int(r)
+        if referenced:
+            fn = "virtio_mem_memory_notifier_cb"  # the static helper is inlined (spec §9.1)
+            self.log.extend(per_page([(LogLevel.WARN, "WARN_ON(!page_ref_dec_and_test(page))", fn),
+                                      (LogLevel.DUMP_PAGE, "fake-offline page referenced", fn)], referenced))
+            self.hazards.append((HazardKind.WARN, referenced[0]))
+        return dropped
 
-    capacity = ctx.targets.capacity
-    headroom = {o: setup.pools[o].headroom for o in (9, 18)}
-    pool_outside = {}
-    for o, kind in ((9, int(PageKind.HUGETLB_FREE)), (18, int(PageKind.GIGANTIC_FREE))):
-        size = 1 << o
-        heads = sum(1 for i in range(n) if k[i] == kind and (lo + i) % size == 0)
-        pool_outside[o] = max((setup.pools[o].free or 0) - heads, 0) if headroom[o] > 0 else 0
+    def _foreign_put(self, before: List[int]) -> None:
+        """The foreign holder of extra references on fake-offline pages put_page()s them while
+        the block is isolated: a page reaching 0 is freed to the (isolated) buddy."""
+        freed = []
+        for a, b in self.unplugged:
+            for i in range(a, b):
+                extra = before[i] - 1
+                if extra > 0:
+                    self.ref[i] -= extra
+                    if self.ref[i] == 0:
+                        self.kind[i] = FREE
+                        freed.append(self.lo + i)
+        if freed:
+            self.hazards.append((HazardKind.FREED_TO_BUDDY, freed[0]))
 
-    def is_offline(i: int) -> bool:
-        return _b(IS_PAGE_OFFLINE, k[i])
-
-    def scan(pfn: int):
-        i = pfn
-        while i < n:
-            kind = k[i]
-            if _b(IS_LRU, kind) or _b(IS_MOVABLE_OPS, kind):
+    # -- step 9a: scan_movable_pages() -----------------------------------------------------------
+    def scan(self, i: int, stop_at_busy: bool = True) -> Tuple[str, int]:
+        """("found" | "busy" | "none", index)."""
+        while i < self.n:
+            k = self.kind[i]
+            if k == FREE:  # neither LRU, movable_ops, PageOffline nor hugetlb: the whole buddy chunk
+                i += self.buddy_span(i)
+                continue
+            if LRU[k] or MOVABLE_OPS[k]:
                 return "found", i
-            if is_offline(i) and bool(sem.scan_busy(np.int64(ref[i]), np.bool_(skippable[i]))):
+            if OFFLINE[k] and stop_at_busy and self.scan_busy(i):
                 return "busy", i
-            if not _b(IS_HUGETLB, kind):
+            if not HUGETLB[k]:
                 i += 1
                 continue
-            if _b(IS_HUGETLB_MIGRATABLE, kind) and ref[i] > 0:
+            if self.migratable_hugetlb(i):
                 return "found", i
-            i = folio_end(i)
-        return "none", n
+            i = self.folio(i)[1]  # pfn |= folio_nr_pages(folio) - 1
+        return "none", self.n
 
-    def migrate_range(pfn: int) -> bool:
-        nonlocal capacity
-        changed = False
-        i = pfn
-        folios = []
-        while i < n:
-            kind = k[i]
-            if is_offline(i) and bool(sem.migrate_skips(np.bool_(skippable[i]))):
+    # -- step 9b: do_migrate_range() -------------------------------------------------------------
+    def migrate(self, h: int) -> bool:
+        """One do_migrate_range(h, end): isolate, migrate_pages(), report; True if a page changed."""
+        events: List[Tuple[int, str, str]] = []
+        huge: List[Folio] = []
+        others: List[Folio] = []
+        i = h
+        while i < self.n:
+            k = self.kind[i]
+            if OFFLINE[k] and self.skips_in_migrate(i):
                 i += 1
                 continue
-            if ref[i] == 0:
+            if self.ref[i] == 0:  # folio_try_get(): page_ref_add_unless(page, 1, 0) fails
                 i += 1
                 continue
-            end = folio_end(i) if FOLIO_ORDER[kind] else i + 1
-            if kind == HWPOISON:
-                i = end
+            start, end = self.folio(i) if self.order[k] else (i, i + 1)
+            following = end
+            if k == HWPOISON:  # folio_contain_hwpoisoned_page(): unmapped, never migrated
+                i = following
                 continue
-            if _b(IS_LRU, kind) or _b(IS_MOVABLE_OPS, kind) or (_b(IS_HUGETLB_MIGRATABLE, kind) and ref[i] > 0):
-                folios.append((i, end))
-            i = end
-        for start, end in folios:
-            kind = k[start]
-            if _b(IS_PINNED, kind) or ref[start] > DEFAULT_REFCOUNT[kind]:
-                continue
-            size = 1 << int(FOLIO_ORDER[kind])
-            if kind in (int(PageKind.HUGETLB), int(PageKind.GIGANTIC)):
-                order_ = int(FOLIO_ORDER[kind])
-                if pool_outside[order_] > 0:
-                    pool_outside[order_] -= 1
-                    for j in range(start, end):
-                        k[j] = int(PageKind.HUGETLB_FREE if order_ == 9 else PageKind.GIGANTIC_FREE)
-                        ref[j] = 0
-                    changed = True
-                    continue
-                if kind == int(PageKind.GIGANTIC):
-                    continue
-            if capacity is not None and capacity < size:
-                capacity = -1  # exhausted: every later allocation fails too
-                continue
-            if capacity is not None:
-                capacity -= size
-            for j in range(start, end):
-                k[j] = FREE
-                ref[j] = 0
-            changed = True
+            if HUGETLB[k] and self.migratable_hugetlb(i):  # folio_isolate_hugetlb(): list_move_tail()
+                huge.append(Folio(start, end, k, True))
+            elif not HUGETLB[k] and (MOVABLE_OPS[k] or LRU[k]):  # list_add(): the list runs downwards
+                others.append(Folio(start, end, k, False))
+            else:
+                events.append((self.lo + i, f"failed to isolate pfn {self.lo + i:x}", "isolation failed"))
+            i = following
+        changed, failed, ret = self.migrate_pages(huge, others)
+        heads = [self.lo + f.start if "folio-head-pfn" in self.oracle.deviations else self.head_pfn(f.start)
+                 for f in failed]
+        events += [(pfn, f"migrating pfn {pfn:x} failed ret:{ret}", "migration failure") for pfn in heads]
+        if not self.first_round_done:
+            self.first_round_done = True
+            for pfn, text, dump in events[:RATELIMIT_BURST]:
+                self.first_round_log += [OracleLog(LogLevel.PR_WARN, text, pfn, "do_migrate_range", ratelimited=True),
+                                         OracleLog(LogLevel.DUMP_PAGE, dump, pfn, "do_migrate_range",
+                                                   ratelimited=True)]
         return changed
 
-    for _outer in range(max_rounds):
-        pfn = 0
-        progress = False
-        for _inner in range(max_rounds):
-            what, pfn = scan(pfn)
-            if what != "found":
-                break
-            if not migrate_range(pfn):
-                # Nothing changed: the next SCAN finds the same folio again, forever.
-                return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN, pfn)
-            progress = True
-        if what == "busy":
-            return verdict(Outcome.FAILS, Errno.EBUSY, Reason.UNMOVABLE_PAGE, Step.SCAN, pfn)
-        for i in range(0, n, geo.pageblock_pages):
-            kind = k[i]
-            if not _b(IS_HUGETLB, kind):
+    def migrate_pages(self, huge: List[Folio], others: List[Folio]) -> Tuple[bool, List[Folio], int]:
+        """migrate_pages(): (anything migrated, folios left on the source list in its order, ret)."""
+        if "source-list-order" in self.oracle.deviations:
+            return self._migrate_ascending(sorted(huge + others, key=lambda f: f.start))
+        changed = False
+        failed: List[Folio] = []
+        for j, folio in enumerate(huge):  # migrate_hugetlbs() first, in list order
+            target = self.hugetlb_target(folio)
+            if target is None:  # -ENOMEM: migrate_pages() gives up on everything left
+                return changed, failed + others[::-1] + huge[j:], ENOMEM
+            if self.stuck(folio):
+                self.give_back(folio, target)
+                failed.append(folio)
                 continue
-            order_ = int(FOLIO_ORDER[kind])
-            if ref[i] > 0 or headroom[order_] <= 0:
-                return verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE, i)
-            headroom[order_] -= 1
-            for j in range(i, folio_end(i)):
-                k[j] = FREE
-            progress = True
+            self.move(folio, target)
+            changed = True
+        batches = self._batches(others[::-1])  # then the rest, highest pfn first
+        splits = 0
+        for b, batch in enumerate(batches):
+            moved, left, split, aborted = self._migrate_batch(batch)
+            changed |= moved
+            splits += len(split)
+            if aborted:
+                return changed, failed + left + [f for rest in batches[b + 1:] for f in rest], ENOMEM
+            failed += left
+        return changed, failed, len(failed) - sum(1 for f in failed if f.kind == ANON and f.split) + splits
+
+    def _batches(self, folios: List[Folio]) -> List[List[Folio]]:
+        """migrate_pages() hands non-hugetlb folios over in batches of NR_MAX_BATCHED_MIGRATION
+        (HPAGE_PMD_NR) pages; the folio that reaches the limit closes its batch."""
+        limit = 1 << self.geo.pmd_order
+        out: List[List[Folio]] = [[]]
+        pages = 0
+        for folio in folios:
+            out[-1].append(folio)
+            pages += folio.end - folio.start
+            if pages >= limit:
+                out.append([])
+                pages = 0
+        return [batch for batch in out if batch]
+
+    def _migrate_batch(self, batch: List[Folio]) -> Tuple[bool, List[Folio], List[Folio], bool]:
+        """migrate_pages_sync() on one batch, then the pages of THPs split on -ENOMEM
+        (migrate_pages_batch() case -ENOMEM: try_split_folio(), the split pages get one ASYNC
+        pass of their own whose -ENOMEM is ignored). Returns (anything migrated, folios left
+        on the list, THPs split, -ENOMEM ended migrate_pages())."""
+        changed = False
+        left: List[Folio] = []
+        split: List[Folio] = []
+        pieces: List[Folio] = []
+        splits = "thp-split-on-enomem" not in self.oracle.deviations
+        for j, folio in enumerate(batch):
+            taken = self.targets.alloc(folio.end - folio.start, self.movable_target(folio))
+            if taken is None:
+                if splits and self.order[folio.kind] and not self.stuck(folio):
+                    split.append(folio)
+                    pieces += self.split(folio)
+                    continue
+                return changed, left + batch[j:] + pieces, split, True
+            if self.stuck(folio):
+                self.targets.give_back(taken)
+                left.append(folio)
+                continue
+            self.move(folio, "fresh")
+            changed = True
+        for j, piece in enumerate(pieces):
+            if self.targets.alloc(1, self.movable_target(piece)) is None:
+                return changed, left + pieces[j:], split, False
+            self.move(piece, "fresh")
+            changed = True
+        return changed, left, split, False
+
+    def split(self, folio: Folio) -> List[Folio]:
+        """split_folio_to_list(): the THP becomes order-0 LRU pages (counted as one failure)."""
+        self.kind[folio.start:folio.end] = [ANON] * (folio.end - folio.start)
+        return [Folio(i, i + 1, ANON, False, True) for i in range(folio.start, folio.end)]
+
+    def _migrate_ascending(self, folios: List[Folio]) -> Tuple[bool, List[Folio], int]:
+        """The pipeline's order (deviation "source-list-order"): targets in ascending pfn order;
+        pool folios first come first served, the rest from the capacity until it runs out."""
+        changed, failed, enomem, exhausted = False, [], False, False
+        for folio in folios:
+            if self.stuck(folio):
+                failed.append(folio)
+                continue
+            target = self.pool_target(folio) if folio.hugetlb else None
+            if target is None and self.order[folio.kind] != self.gigantic and not exhausted:
+                taken = self.targets.alloc(folio.end - folio.start, self.movable_target(folio))
+                exhausted = taken is None
+                target = None if taken is None else "fresh"
+            if target is None:
+                failed.append(folio)
+                enomem = True
+                continue
+            self.move(folio, target)
+            changed = True
+        return changed, failed, ENOMEM if enomem else len(failed)
+
+    def stuck(self, folio: Folio) -> bool:
+        """folio_migrate_mapping()'s refcount check fails every time: a long-term pin, or any
+        reference beyond the folio's own."""
+        k = folio.kind
+        return bool(PINNED[k]) or self.ref[folio.start] > DEFAULT_REF[k]
+
+    def movable_target(self, folio: Folio) -> bool:
+        """alloc_migration_target(): __GFP_HIGHMEM (ZONE_MOVABLE allowed) for a source in
+        ZONE_MOVABLE; a THP gets GFP_TRANSHUGE and a hugetlb folio htlb_alloc_mask(), both movable."""
+        if self.zone is Zone.MOVABLE:
+            return True
+        return self.order[folio.kind] > 0 and "large-folio-target-zones" not in self.oracle.deviations
+
+    def hugetlb_target(self, folio: Folio) -> Optional[object]:
+        """alloc_hugetlb_folio_nodemask(): a pool folio while free > resv, else a fresh one
+        (alloc_migrate_hugetlb_folio(); never for gigantic folios)."""
+        target = self.pool_target(folio)
+        if target is not None:
+            return target
+        if self.order[folio.kind] == self.gigantic:
+            return None
+        taken = self.targets.alloc(folio.end - folio.start, self.movable_target(folio))
+        return None if taken is None else taken
+
+    def pool_target(self, folio: Folio) -> Optional[str]:
+        order = self.order[folio.kind]
+        if self.headroom.get(order, 0) <= 0 or self.pool.get(order, 0) <= 0:
+            return None
+        self.pool[order] -= 1
+        return "pool"
+
+    def give_back(self, folio: Folio, target: object) -> None:
+        if target == "pool":
+            self.pool[self.order[folio.kind]] += 1
+        else:
+            self.targets.give_back(target)  # type: ignore[arg-type]
+
+    def move(self, folio: Folio, target: object) -> None:
+        """A successful migration frees the source: into the pool when the target came from it
+        (move_hugetlb_state() keeps the source a pool folio), else to the buddy."""
+        kind = FREED_INTO_POOL[folio.kind] if target == "pool" else FREE
+        size = folio.end - folio.start
+        self.kind[folio.start:folio.end] = [kind] * size
+        self.ref[folio.start:folio.end] = [0] * size
+        self.migrated += folio.end - folio.start
+
+    # -- step 9c: dissolve_free_hugetlb_folios() -------------------------------------------------
+    def dissolve(self, classify: bool = False) -> Tuple[Optional[int], bool, int]:
+        """Walk the range by the smallest hstate order: (failing index, anything dissolved,
+        pages of originally free folios dissolved). ``classify`` goes on past failures."""
+        failure, changed, dissolved = None, False, 0
+        for i in range(0, self.n, 1 << min(self.geo.hugetlb_orders)):
+            k = self.kind[i]
+            if not HUGETLB[k]:
+                continue
+            order = self.order[k]
+            if self.ref[i] > 0 or self.headroom.get(order, 0) <= 0:  # in use, or !available_huge_pages()
+                failure = i if failure is None else failure
+                if classify:
+                    continue
+                return failure, changed, dissolved
+            self.headroom[order] -= 1
+            start, end = self.folio(i)
+            dissolved += self.originally_free[start:end].count(True)
+            self.kind[start:end] = [FREE] * (end - start)
+            changed = True
+        return failure, changed, dissolved
+
+    # -- step 9d: test_pages_isolated(PB_ISOLATE_MODE_MEM_OFFLINE) -------------------------------
+    def test(self) -> Optional[int]:
+        """The first page __test_page_isolated_in_pageblock() does not accept, or ``None``."""
         i = 0
-        while i < n:
-            if k[i] == FREE or k[i] == HWPOISON:
-                i += 1
-            elif is_offline(i) and bool(sem.test_passes(np.int64(ref[i]), np.bool_(skippable[i]))):
+        while i < self.n:
+            k = self.kind[i]
+            if k == FREE:
+                i += self.buddy_span(i)
+            elif k == HWPOISON or (OFFLINE[k] and self.test_passes(i)):
                 i += 1
             else:
-                break
-        if i == n:
-            break
-        if not progress:
-            return verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, i)
-    else:  # pragma: no cover
-        raise RuntimeError("reference offline did not converge")
+                return i
+        return None
 
-    for i in range(n):
-        if is_offline(i):
-            for level, _text, _fn, _hazard, mask in sem.commit_checks(np.array([ref[i]]), np.array([skippable[i]])):
-                if level.value == "bug" and bool(mask[0]):
-                    return verdict(Outcome.FAILS, None, None, Step.COMMIT, i)
-    return verdict(Outcome.OFFLINED)
+    # -- step 10: __offline_isolated_pages() -------------------------------------------------------
+    def commit(self) -> Optional[int]:
+        """Walk the range; returns the index of a page whose BUG_ON fires (the kernel crashes)."""
+        warned = set()
+        i = 0
+        while i < self.n:
+            k = self.kind[i]
+            if k == HWPOISON:
+                i += 1
+            elif OFFLINE[k]:
+                for level, text, function, hazard in self.commit_checks(self.ref[i], self.skippable[i]):
+                    if text in warned:
+                        continue
+                    warned.add(text)
+                    self.log.append(OracleLog(level, text, self.lo + i, function))
+                    self.hazards.append((hazard, self.lo + i))
+                    if level is LogLevel.BUG:
+                        return i
+                i += 1
+            else:
+                i += self.buddy_span(i)
+        return None
+
+    def after_success(self) -> None:
+        """Hazards once the block is offline: foreign references dropped later hit a stale
+        memmap, or, once the block is onlined again (its memmap re-initialised, refcount 1), free
+        an unplugged page; PageOffline pages nobody restores go to the buddy when the block is
+        onlined again."""
+        held = {ForeignRefTiming.AFTER_OFFLINE: HazardKind.STALE_MEMMAP_REFERENCE,
+                ForeignRefTiming.AFTER_ONLINE: HazardKind.REFERENCE_LOST_ON_ONLINE}.get(self.env.foreign_ref_dropped)
+        if held is not None:
+            stale = [i for a, b in self.unplugged for i in range(a, b) if self.original_ref[i] > 1]
+            if stale:
+                self.hazards.append((held, self.lo + stale[0]))
+        orphans = [i for i in range(self.n) if self.kind[i] == ORPHAN and self.ref[i] == 0 and self.test_passes(i)]
+        if orphans:
+            self.hazards.append((HazardKind.UNSAFE_REONLINE, self.lo + orphans[0]))
+
+
+def per_page(messages: Sequence[Tuple[LogLevel, str, str]], pfns: List[int]) -> List[OracleLog]:
+    """One entry per page and message for the first ``PER_PAGE`` pages, then one merged entry
+    per message with the count of the rest (the model's log convention)."""
+    out: List[OracleLog] = []
+    for pfn in pfns[:PER_PAGE]:
+        out += [OracleLog(level, text, pfn, fn) for level, text, fn in messages]
+    if len(pfns) > PER_PAGE:
+        out += [OracleLog(level, text, pfns[PER_PAGE], fn, len(pfns) - PER_PAGE) for level, text, fn in messages]
+    return out
+
+
+# --- the verdict --------------------------------------------------------------------------------
+
+class Oracle:
+    """Offline any block of ``machine`` the kernel's way, under one semantics."""
+
+    def __init__(self, machine: Machine, semantics: Optional[str] = None,
+                 deviations: FrozenSet[str] = frozenset()) -> None:
+        unknown = set(deviations) - set(DEVIATIONS)
+        if unknown:
+            raise ValueError(f"unknown deviations {sorted(unknown)}")
+        self.machine = machine
+        self.sem: OfflineSemantics = get_semantics(semantics or machine.default_semantics)
+        self.deviations = frozenset(deviations)
+        self.facts = Facts.of(machine)
+        release = _release(machine.kernel)
+        self.node_notifier = release is None or release >= NODE_NOTIFIER
+
+    def pool_counters(self) -> Dict[int, Tuple[int, int]]:
+        """(free_huge_pages, resv_huge_pages) per hstate order; an unset ``free`` counts the free
+        folios the machine's pages hold."""
+        out = {}
+        for order in self.machine.geometry.hugetlb_orders:
+            pool = self.machine.environment.hugetlb.get(order)
+            free = pool.free if pool is not None and pool.free is not None else len(self.facts.pool_heads[order])
+            out[order] = (free, pool.resv if pool is not None else 0)
+        return out
+
+    def offline(self, block: int) -> OracleVerdict:
+        geo, table = self.machine.geometry, self.machine.blocks
+        row = int(table.rows([block])[0])
+        if table.state_of(row) is not BlockState.ONLINE:  # memory_block_change_state(): -EINVAL
+            return OracleVerdict(Outcome.FAILS, Errno.EINVAL, None, Step.STATE, None, (), (),
+                                 PageCounts(total=geo.pages_per_block))
+        batch = self.machine.pages.materialize(np.array([block]))
+        run = BlockRun(self, block, row, batch.kinds[0], batch.refcounts()[0])
+        self.prepare(run)
+        self.first_round: Optional[FirstRound] = None
+        pages = self.classify(run.clone())
+        return Walk(run, pages, self.first_round).run()
+
+    def targets(self, run: BlockRun) -> Targets:
+        return Targets(self.facts, run.block, run.node, self.deviations)
+
+    def prepare(self, run: BlockRun) -> None:
+        """The hugetlb pool as this block sees it."""
+        counters = self.pool_counters()
+        run.headroom = {o: max(free - resv, 0) for o, (free, resv) in counters.items()}
+        run.pool = {o: self.pool_targets(run, o, free) for o, (free, _) in counters.items()}
+
+    def pool_targets(self, run: BlockRun, order: int, free: int) -> int:
+        """Free pool folios alloc_hugetlb_folio_nodemask() may dequeue for this block."""
+        inside = [h for h in self.facts.pool_heads[order] if run.start <= h < run.end]
+        if "hugetlb-pool-nodes" in self.deviations:
+            return max(free - len(inside), 0)
+        allowed = self.facts.allowed_nodes(run.node)
+        geo = self.machine.geometry
+        usable = [h for h in self.facts.pool_heads[order]
+                  if not run.start <= h < run.end and not self.facts.isolated(h)
+                  and self.facts.node.get(geo.block_of_pfn(h), -1) in allowed]
+        unlocated = max(free - len(self.facts.pool_heads[order]), 0)  # counted, no pages to say where
+        return len(usable) + unlocated
+
+    def classify(self, run: BlockRun) -> PageCounts:
+        """Every page by what the loops do with it, whatever step decides the verdict."""
+        hwpoison, holes = run.kind.count(HWPOISON), run.kind.count(HOLE)
+        run.going_offline(classify=True)
+        free = run.kind.count(FREE)
+        skipped = sum(1 for i, k in enumerate(run.kind) if OFFLINE[k] and not MOVABLE_OPS[k] and run.test_passes(i))
+        what, h = run.scan(0, stop_at_busy=False)
+        if what == "found":
+            changed = run.migrate(h)
+            self.first_round = (h, run.kind[:], run.ref[:], copy.deepcopy(run.targets), dict(run.pool),
+                                list(run.first_round_log), changed)
+        _, _, dissolved = run.dissolve(classify=True)
+        return PageCounts(total=self.machine.geometry.pages_per_block, free=free, migrated=run.migrated,
+                          skipped_offline=skipped, dissolved=dissolved, hwpoison=hwpoison, vmemmap=run.vmemmap,
+                          holes=holes)
+
+
+class Walk:
+    """offline_pages() from the top, stopping where the kernel stops."""
+
+    #: rounds of the outer loop before the oracle gives up (the kernel has no limit)
+    MAX_ROUNDS = 64
+
+    def __init__(self, run: BlockRun, pages: PageCounts, first_round: Optional[FirstRound] = None) -> None:
+        self.r, self.pages = run, pages
+        self.mark = 0
+        #: the classification's first MIGRATE round (h, kinds, refcounts, targets, pool, log,
+        #: changed): the same pages from the same state, reused when SCAN finds the same page
+        self.first_round = first_round
+
+    def verdict(self, result: Outcome, errno: Optional[Errno] = None, reason: Optional[Reason] = None,
+                step: Optional[Step] = None, culprit: Optional[int] = None, cancel: bool = False) -> OracleVerdict:
+        r = self.r
+        repeats = result is Outcome.HANGS and step is Step.SCAN
+        log = r.log[:self.mark] + [OracleLog(e.level, e.text, e.pfn, e.function, e.count, repeats, e.ratelimited)
+                                   for e in r.first_round_log] + r.log[self.mark:]
+        if reason is not None:
+            shift = r.geo.page_shift
+            log.append(OracleLog(LogLevel.PR_DEBUG, f"memory offlining [mem {r.lo << shift:#010x}-"
+                                 f"{(r.end << shift) - 1:#010x}] failed due to {reason.value}", None, "offline_pages"))
+        hazards = r.hazards + (r.on_cancel if cancel else [])
+        return OracleVerdict(result, errno, reason, step, None if culprit is None else r.culprit(culprit),
+                             tuple(log), tuple(hazards), self.pages)
+
+    def run(self) -> OracleVerdict:
+        r, geo, env = self.r, self.r.geo, self.r.env
+        if r.zone is None:  # memory_block_offline(): mem->zone is NULL
+            return self.verdict(Outcome.FAILS, Errno.EINVAL, step=Step.ZONE)
+        if r.n == 0 or r.lo % geo.pageblock_pages or r.end % geo.pages_per_section:
+            r.log.append(OracleLog(LogLevel.WARN_ONCE, "WARN_ON_ONCE(!nr_pages || !pageblock_aligned(start_pfn) || "
+                                   "!IS_ALIGNED(start_pfn + nr_pages, PAGES_PER_SECTION))", r.lo, "offline_pages"))
+            return self.verdict(Outcome.FAILS, Errno.EINVAL, step=Step.ALIGNMENT)
+        if HOLE in r.kind:  # walk_system_ram_range() counts fewer pages than nr_pages
+            return self.verdict(Outcome.FAILS, Errno.EINVAL, Reason.MEMORY_HOLES, Step.HOLES)
+        failure = r.isolate()
+        if failure is not None:
+            index, dumped = failure
+            if dumped:
+                r.log.append(OracleLog(LogLevel.DUMP_PAGE, "unmovable page", r.lo + index, "set_migratetype_isolate"))
+            return self.verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_ISOLATE_RANGE, Step.ISOLATE, index)
+        present = r.oracle.facts.present.get(r.node, 0) - r.vmemmap  # memory_block_offline() un-accounts it
+        if r.oracle.node_notifier and env.node_notifier_veto is not None and r.n >= present:
+            return self.verdict(Outcome.FAILS, env.node_notifier_veto, Reason.NODE_NOTIFIER_FAILURE, Step.NOTIFIER)
+        veto = r.going_offline()
+        if veto is not None:
+            return self.verdict(Outcome.FAILS, veto, Reason.NOTIFIER_FAILURE, Step.NOTIFIER)
+        if env.notifier_veto is not None:
+            return self.verdict(Outcome.FAILS, env.notifier_veto, Reason.NOTIFIER_FAILURE, Step.NOTIFIER, cancel=True)
+        if env.signal_pending:
+            return self.verdict(Outcome.FAILS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN, cancel=True)
+        self.mark = len(r.log)
+        return self.loops()
+
+    def loops(self) -> OracleVerdict:
+        r = self.r
+        for _ in range(self.MAX_ROUNDS):
+            changed = False
+            what, pfn = r.scan(0)
+            while what == "found":
+                if not self.migrate(pfn):  # nothing changed: SCAN finds this folio again, forever
+                    return self.verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.SCAN, pfn, True)
+                changed = True
+                what, pfn = r.scan(pfn)
+            if what == "busy":
+                return self.verdict(Outcome.FAILS, Errno.EBUSY, Reason.UNMOVABLE_PAGE, Step.SCAN, pfn, True)
+            failure, dissolved, _ = r.dissolve()
+            if failure is not None:
+                return self.verdict(Outcome.FAILS, Errno.EBUSY, Reason.FAILURE_TO_DISSOLVE_HUGE_PAGES, Step.DISSOLVE,
+                                    failure, True)
+            stuck = r.test()
+            if stuck is None:
+                return self.commit()
+            if not (changed or dissolved):  # test_pages_isolated() fails every round
+                return self.verdict(Outcome.HANGS, Errno.EINTR, Reason.SIGNAL_BACKOFF, Step.TEST_ISOLATED, stuck, True)
+        raise RuntimeError("the oracle's loops did not settle")  # pragma: no cover
+
+    def migrate(self, pfn: int) -> bool:
+        r, first = self.r, self.first_round
+        if first is None or r.first_round_done or first[0] != pfn:
+            return r.migrate(pfn)
+        _, r.kind, r.ref, r.targets, r.pool, r.first_round_log, changed = first
+        r.kind, r.ref = list(r.kind), list(r.ref)
+        r.first_round_done = True
+        return bool(changed)
+
+    def commit(self) -> OracleVerdict:
+        bug = self.r.commit()
+        if bug is not None:  # BUG_ON(): the kernel crashes, nothing is cancelled
+            return self.verdict(Outcome.FAILS, None, None, Step.COMMIT, bug)
+        self.r.after_success()
+        return self.verdict(Outcome.OFFLINED)

@@ -69,7 +69,7 @@ def test_plan_size_matches_memplan_plan_and_check(fleet):
         (row,) = [h for h in doc["hosts"] if h["host"] == host]
         assert (row["asked_bytes"], row["achieved_bytes"]) == (plan["asked_bytes"], plan["achieved_bytes"])
     reached = sum(h["achieved_bytes"] == GiB for h in doc["hosts"])
-    assert 0 < reached < len(hosts)
+    assert reached == 1  # one of the three generated hosts reaches 1 GiB (measured)
     assert run(*hosts, "--plan-size", "1G", "--check", "--workers", "1").exit_code == 64
     # chmem's SIZE: a bare number means MiB.
     assert json.loads(run(*gen(fleet, 0), "--plan-size", "256", "--json").stdout)["size_bytes"] == 256 << 20

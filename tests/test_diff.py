@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import bundled, machine_from
-from test_properties import SETTINGS, ram_machines, sbm_machines
-from test_scenarios import MID, SBM_FAKE_PFN, page, sbm, target
+from machines import SETTINGS, ram_machines, sbm_machines
+from memplan.core.model import ForeignRefTiming, PageKind
 from memplan.diff.compute import OWNER_KINDS, diff_semantics, reached_sites, with_foreign_ref_timing
 from memplan.diff.types import Site
-from memplan.profile.reader import build_machine, load_profile
 from memplan.kernel.semantics import SEMANTICS
-from memplan.core.model import ForeignRefTiming, PageKind
+from memplan.profile.reader import build_machine, load_profile
+from test_scenarios import MID, SBM_FAKE_PFN, page, sbm, target
 
 REFERENCED = page(SBM_FAKE_PFN + 5, "fake_offline", refcount=2)
 

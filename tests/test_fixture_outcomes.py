@@ -42,11 +42,18 @@ def runs():
     return {name: predicted(name) for name in QEMU_FIXTURES}
 
 
+#: measured: attempts, verdicts memplan calls certain, verdicts that match the kernel
+MEASURED = {"qemu-6.1-pre": (24, 17, 23), "qemu-6.1-post1": (8, 0, 7), "qemu-6.1-post2": (4, 0, 3),
+            "qemu-6.1-bbm-post1": (8, 1, 7)}
+#: the attempts memplan gets wrong: block 36 of every guest (vmsplice'd pages, extra references)
+MISSED = {(name, 36) for name in QEMU_FIXTURES}
+
+
 @pytest.mark.parametrize("name", QEMU_FIXTURES)
 def test_certain_verdicts_match_the_kernel(runs, name):
     doc = runs[name]
     assert doc["semantics"] == "refcount" and doc["semantics_reason"]
-    certain = 0
+    certain = matched = 0
     for attempt, block in zip(attempts(name), doc["blocks"]):
         assert block["block"] == attempt["block"]
         got = (block["result"], block["errno"], block["reason"])
@@ -59,7 +66,8 @@ def test_certain_verdicts_match_the_kernel(runs, name):
                 assert block["culprit"]["pfn"] == attempt["dumped_pages"][0]["pfn"]
         if not matches:
             assert block["confidence"] != "certain" and block["blind_spots"], block["block"]
-    assert certain > 0 or name != "qemu-6.1-pre"
+        matched += matches
+    assert (len(doc["blocks"]), certain, matched) == MEASURED[name]
 
 
 def test_overall_agreement_and_what_could_not_be_seen(runs):
@@ -78,4 +86,5 @@ def test_overall_agreement_and_what_could_not_be_seen(runs):
     for _, _, kernel, memplan, spots in unseen:
         assert kernel == "hangs" and memplan == "offlined"
         assert any("extra references" in s for s in spots)
-    assert matched + len(unseen) == total and matched > total // 2
+    assert {(name, block) for name, block, *_ in unseen} == MISSED
+    assert (total, matched) == (sum(m[0] for m in MEASURED.values()), sum(m[2] for m in MEASURED.values()))

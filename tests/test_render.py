@@ -35,7 +35,8 @@ def test_json_document_shape():
     assert hang["cause"] == "extra_references"
     assert all((b["cause"] is None) == (b["result"] == "offlined") for b in doc["blocks"])
     assert hang["kernel_log"][0] == {"level": "pr_warn", "text": "migrating pfn 123000 failed ret:3",
-                                     "pfn": 0x123000, "function": "do_migrate_range", "count": 1, "repeats": True}
+                                     "pfn": 0x123000, "function": "do_migrate_range", "count": 1, "repeats": True,
+                                     "ratelimited": True}
 
 
 def test_table_lists_every_block_and_a_summary():

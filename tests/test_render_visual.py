@@ -28,9 +28,21 @@ def sbm():
     return golden._load("sbm-guest.toml")
 
 
-@pytest.mark.parametrize("name", sorted(golden.PRODUCERS))
+@pytest.mark.parametrize("name", sorted(golden.GOLDEN))
 def test_golden(name):
-    golden.check(name)
+    golden.assert_golden(name)
+
+
+def test_raw_listing_escapes_blanks(sbm):
+    from memplan.render.block_facts import MachineFacts
+    from memplan.render.lsmem import TableOptions
+    from memplan.render.table import print_simulation
+
+    console = plain(180)
+    print_simulation(console, simulate(sbm, blocks=[35, 36, 37]), MachineFacts(sbm),
+                     TableOptions(raw=True, output="BLOCK,RESULT,REASON"))
+    assert console.export_text().splitlines() == ["BLOCK RESULT REASON", "35 offlined -",
+                                                  "36 hangs signal\\x20backoff", "37 offlined -"]
 
 
 def plain(width: int) -> Console:

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from conftest import bundled, machine_from
-from memplan.core.errors import UsageError
-from memplan.profile.reader import load_profile
 from memplan.core import machine as machine_module
+from memplan.core.errors import UsageError
 from memplan.engine import simulation
 from memplan.engine.simulation import simulate
+from memplan.profile.reader import load_profile
 
 
 def test_default_is_every_online_block():

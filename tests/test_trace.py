@@ -7,13 +7,13 @@ import copy
 import numpy as np
 from hypothesis import given
 
+from machines import BLOCK, SETTINGS, ram_machines, sbm_machines
 from memplan.core.results import PAGE_FREE_STEPS, PIPELINE, Cause, Outcome, Reason, Step
 from memplan.engine.simulation import Simulator
 from memplan.kernel.offline import offline_block, offline_block_traced
 from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.kernel.trace import PipelineStep, StepStatus, TraceRecorder
 from memplan.profile.reader import build_machine
-from test_properties import BLOCK, SETTINGS, ram_machines, sbm_machines
 
 
 def check_trace(doc) -> None:

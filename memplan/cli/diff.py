@@ -9,6 +9,7 @@ import click
 from memplan.cli.app import main
 from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
 from memplan.cli.common import (
+    FuncT,
     blocks_option,
     load_machine,
     machine_argument,
@@ -26,6 +27,15 @@ from memplan.render import json as render_json
 from memplan.render.block_columns import difference_columns
 
 
+def foreign_ref_dropped_option(func: FuncT) -> FuncT:
+    """``--foreign-ref-dropped``, every ``ForeignRefTiming`` (diff-semantics, simulate, explain, map)."""
+    return click.option(
+        "--foreign-ref-dropped", type=click.Choice([t.value for t in ForeignRefTiming]), default=None,
+        help="When someone else's reference on a fake-offline page is dropped: never, during-offline (after "
+             "virtio-mem's MEM_GOING_OFFLINE), after-offline (while the block is offline), after-online (after "
+             "the block was onlined again). Overrides the profile's [environment] foreign_ref_dropped.")(func)
+
+
 @main.command("diff-semantics", cls=ListingCommand,
               epilog=columns_epilog(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT)))
 @machine_argument
@@ -34,9 +44,7 @@ from memplan.render.block_columns import difference_columns
 @click.option("--right", type=click.Choice(list(SEMANTICS)), default=DEFAULT_RIGHT, show_default=True,
               help="Semantics on the right side.")
 @blocks_option
-@click.option("--foreign-ref-dropped", type=click.Choice([t.value for t in ForeignRefTiming]), default=None,
-              help="When an unexpected reference on a fake-offline page is dropped (overrides the "
-                   "profile's [environment] foreign_ref_dropped).")
+@foreign_ref_dropped_option
 @click.option("-J", "--json", "as_json", is_flag=True,
               help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the differing "
                    "blocks as lsmem -J prints a listing.")

@@ -16,8 +16,8 @@ from memplan.cli.common import (
     semantics_option,
     stdout_console,
 )
+from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.core.errors import UsageError
-from memplan.core.model import ForeignRefTiming
 from memplan.core.status import ExitStatus
 from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
 from memplan.engine.simulation import simulate
@@ -37,8 +37,7 @@ from memplan.render.map import map_renderable, print_map
               help=f"Left semantics for --diff (default: {DEFAULT_LEFT}); implies --diff.")
 @click.option("--right", type=click.Choice(list(SEMANTICS)), default=None,
               help=f"Right semantics for --diff (default: {DEFAULT_RIGHT}); implies --diff.")
-@click.option("--foreign-ref-dropped", type=click.Choice([t.value for t in ForeignRefTiming]), default=None,
-              help="When an unexpected reference on a fake-offline page is dropped (overrides the profile).")
+@foreign_ref_dropped_option
 @click.option("--svg", "svg", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="Also save the picture as SVG.")
 @click.option("--html", "html", metavar="FILE", type=click.Path(dir_okay=False), default=None,

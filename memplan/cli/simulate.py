@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import click
 
@@ -17,10 +18,12 @@ from memplan.cli.common import (
     semantics_option,
     stdout_console,
 )
+from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
 from memplan.core.results import Verdicts
 from memplan.core.status import ExitStatus, check_status
+from memplan.diff.compute import with_foreign_ref_timing
 from memplan.engine.simulation import select_blocks
 from memplan.engine.simulation import simulate as run_simulation
 from memplan.render import csv as render_csv
@@ -34,6 +37,7 @@ from memplan.render.block_facts import MachineFacts
 @machine_argument
 @semantics_option
 @blocks_option
+@foreign_ref_dropped_option
 @click.option("-J", "--json", "as_json", is_flag=True,
               help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the listing "
                    "as lsmem -J prints it.")
@@ -41,8 +45,8 @@ from memplan.render.block_facts import MachineFacts
 @table_options
 @click.option("--check", is_flag=True,
               help="Exit 0 if every selected block offlines, 64 if some do, 1 if none does.")
-def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, as_csv: bool, check: bool,
-                     **table: object) -> None:
+def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_dropped: Optional[str], as_json: bool,
+                     as_csv: bool, check: bool, **table: object) -> None:
     """Predict, block by block, what writing "offline" to memoryN/state would do.
 
     Each selected block is judged on its own against the machine's state: the result
@@ -64,7 +68,7 @@ def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, a
       memplan simulate --sysroot DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES
     """
     options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv)
-    machine = load_machine(profile)
+    machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     facts = MachineFacts(machine)
     columns = verdict_columns(facts.has_memconfig)
     selected = parse_blocks(blocks)

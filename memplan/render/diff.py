@@ -10,10 +10,11 @@ from rich.text import Text
 
 from memplan import __version__
 from memplan.core.results import BlockVerdict, Outcome, log_lines
-from memplan.core.units import format_size
+from memplan.core.units import format_block_ranges, format_size
 from memplan.diff.types import (
     BlockDifference,
     OwnerAnswer,
+    OwnerHazard,
     OwnerOutcome,
     SemanticsDiff,
     SidedHazard,
@@ -61,13 +62,20 @@ def _owner_outcome_dict(o: OwnerOutcome) -> Dict[str, Any]:
     }
 
 
-def owner_dict(o: OwnerAnswer) -> Dict[str, Any]:
+def _owner_hazard_dict(h: OwnerHazard, left: str, right: str) -> Dict[str, Any]:
+    def side(name: str, blocks: Tuple[int, ...]) -> Dict[str, Any]:
+        return {"semantics": name, "blocks": list(blocks), "ranges": format_block_ranges(list(blocks))}
+    return {"kind": h.kind.value, "left": side(left, h.left), "right": side(right, h.right)}
+
+
+def owner_dict(o: OwnerAnswer, left: str, right: str) -> Dict[str, Any]:
     return {
         "kind": o.kind.label,
         "owner": o.owner,
         "pages": o.pages,
         "changes_in": [z.value if z else "none" for z in o.changes_in],
         "note": o.note,
+        "hazards": [_owner_hazard_dict(h, left, right) for h in o.hazards],
         "zones": [{"zone": z.zone.value if z.zone else "none", "blocks": z.blocks, "changes": z.changes,
                    "changed_blocks": z.changed_blocks, "step_changed_blocks": z.step_changed_blocks,
                    "left": _owner_outcome_dict(z.left), "right": _owner_outcome_dict(z.right)} for z in o.zones],
@@ -84,7 +92,7 @@ def diff_dict(d: SemanticsDiff) -> Dict[str, Any]:
         "right": d.right,
         "foreign_ref_dropped": d.foreign_ref_dropped.value,
         "differences": [difference_dict(x) for x in d.differences],
-        "owners": [owner_dict(o) for o in d.owners],
+        "owners": [owner_dict(o, d.left, d.right) for o in d.owners],
         "summary": {
             "blocks": s.blocks,
             "differ": s.differ,

@@ -11,6 +11,7 @@ from memplan import __version__
 from memplan.core.results import Confidence, LogEntry, LogLevel, Outcome
 from memplan.core.units import format_size
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
+from memplan.kernel.pages import RATELIMIT_NOTE
 from memplan.kernel.trace import StepRecord, StepStatus
 from memplan.render.cells import RESULT_STYLE, lsmem_range
 from memplan.render.console import print_line
@@ -62,12 +63,12 @@ def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
 def kernel_lines(entries: Sequence[LogEntry]) -> List[str]:
     """The kernel log as dmesg would show it; a message printed for several pages is one line
     with the count and the pfns (``[x10, pfn 0x15a000-0x15a009]``)."""
-    groups: Dict[Tuple[LogLevel, str, Optional[str], bool], List[LogEntry]] = {}
+    groups: Dict[Tuple[LogLevel, str, Optional[str], bool, bool], List[LogEntry]] = {}
     for e in entries:
         template = e.text.replace(f"pfn {e.pfn:x}", "pfn %lx") if e.pfn is not None else e.text
-        groups.setdefault((e.level, template, e.function, e.repeats), []).append(e)
+        groups.setdefault((e.level, template, e.function, e.repeats, e.ratelimited), []).append(e)
     out: List[str] = []
-    for (level, template, function, repeats), items in groups.items():
+    for (level, template, function, repeats, ratelimited), items in groups.items():
         first = items[0]
         text = first.text if len(items) == 1 else template
         where = f" at {function}" if function else ""
@@ -92,6 +93,8 @@ def kernel_lines(entries: Sequence[LogEntry]) -> List[str]:
             notes.append(f"from pfn {min(pfns):#x}")
         if repeats:
             notes.append("again every retry round")
+        if ratelimited:
+            notes.append("rate-limited")
         out.append(f"{level.value:<9} {text}" + (f" [{', '.join(notes)}]" if notes else ""))
     return out
 
@@ -178,6 +181,8 @@ def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> N
     heading("What the kernel would print:")
     for text in kernel_lines(v.kernel_log) or ["(nothing)"]:
         line(f"  {text}")
+    if any(e.ratelimited for e in v.kernel_log):
+        line(f"  ({RATELIMIT_NOTE})")
     for h in v.hazards:
         line(Text.assemble("  hazard ", (h.kind.value, "red"), f": {safe(h.text)}"))
     line()
