@@ -158,14 +158,14 @@ def print_owners(console: Console, diff: SemanticsDiff) -> None:
     grid = Grid([GridColumn("KIND"), GridColumn("ZONE"), GridColumn("BLOCKS", "right"),
                  GridColumn(diff.left.upper()), GridColumn(diff.right.upper()), GridColumn("CHANGES")])
     for o in diff.owners:
-        for i, z in enumerate(o.zones):
+        for z in o.zones:
             if z.changes:
                 change: Cell = Styled("yes", "bold red")
             elif z.step_changed_blocks:
                 change = Styled("step only", "yellow")
             else:
                 change = "no"
-            grid.add_row([o.kind.label if i == 0 else "", z.zone.value if z.zone else "none", str(z.blocks),
+            grid.add_row([o.kind.label, z.zone.value if z.zone else "none", str(z.blocks),
                           _owner_cell(z.left), _owner_cell(z.right), change])
     grid.print(console)
 
