@@ -94,7 +94,8 @@ class BlindSpots:
         for key, spans in sorted(self.groups.items(), key=lambda kv: kv[1][0][0]):
             blocks = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
             more = f" and {self.more[key]} more" if key in self.more else ""
-            out.append(f"  blocks {blocks}{more} ({key[0]}):")
+            many = len(spans) > 1 or spans[0][0] != spans[0][1] or key in self.more
+            out.append(f"  {'blocks' if many else 'block'} {blocks}{more} ({key[0]}):")
             out.extend(f"    - {safe(spot)}" for spot in key[1:])
         return (["Blind spots (snapshot; per-block counts N in --json):"] + out) if out else []
 
