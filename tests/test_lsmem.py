@@ -355,8 +355,8 @@ def test_bare_summary_does_not_take_the_next_word(tmp_path):
 FIXTURE_COLUMNS = "RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES"
 FIXTURES = ["qemu-6.1-pre", "qemu-6.1-post1", "qemu-6.1-post2", "qemu-6.1-bbm-post1",
             pytest.param("host-6.18-24g", marks=pytest.mark.xfail(
-                strict=False, reason="its kernel reads removable 0 (no CONFIG_MEMORY_HOTREMOVE?): REMOVABLE needs "
-                                     "BlockTable.removable from the snapshot reader"))]
+                strict=False, reason="the capture has no memoryN/removable, which lsmem reads as 0 (\"no\"): "
+                                     "REMOVABLE needs BlockTable.removable from the snapshot reader"))]
 
 
 @needs_lsmem
