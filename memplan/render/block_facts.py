@@ -22,8 +22,7 @@ zones. Block ids need not start at 0 (arm64 trees start at 8192: util-linux#4055
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,9 +31,8 @@ from memplan.core.model import BlockState, Zone
 from memplan.core.units import format_size
 
 
-@dataclass(frozen=True)
-class BlockFacts:
-    """One ``memoryN`` directory as lsmem reads it."""
+class BlockFacts(NamedTuple):
+    """One ``memoryN`` directory as lsmem reads it (a tuple: one is made per listed block)."""
 
     block: int
     start: int

@@ -254,38 +254,42 @@ class Row:
 
 
 class _Merger(Generic[T]):
-    """lsmem's ``is_mergeable()``, one item at a time."""
+    """lsmem's ``is_mergeable()``, one item at a time (each column's value is read once)."""
 
     def __init__(self, column_set: ColumnSet[T], options: TableOptions, shown: Sequence[Column[T]]) -> None:
         self.shown = tuple(shown)
-        self.splits = column_set.splits(options, shown)
+        splits = column_set.splits(options, shown)
+        #: per split column: its index among the shown ones (-1: not shown), and its key function
+        self.splits = tuple((self.shown.index(c) if c in self.shown else -1, c) for c in splits)
+        self.merging = tuple((i, c.merge) for i, c in enumerate(self.shown) if c.merge is not Merge.SPLIT)
         self.key = column_set.lookup(column_set.key) if column_set.key else None
         self.all_rows = options.all_rows
         self.row: Optional[Row] = None
         self.split_values: Tuple[Any, ...] = ()
         self.last_key: Optional[int] = None
 
-    def _split_values(self, item: T) -> Tuple[Any, ...]:
-        return tuple(c.split_key(c.get(item)) if c.split_key else c.get(item) for c in self.splits)
-
     def feed(self, item: T) -> Optional[Row]:
         """Add an item; returns the row it closed, if any."""
-        split_values = self._split_values(item)
+        values = [c.get(item) for c in self.shown]
+        split_values = tuple(c.split_key(v) if c.split_key else v
+                             for v, c in ((values[i] if i >= 0 else c.get(item), c) for i, c in self.splits))
         this_key = self.key.get(item) if self.key is not None else None
         row = self.row
         if (row is not None and not self.all_rows and this_key is not None and self.last_key is not None
                 and this_key == self.last_key + 1 and split_values == self.split_values):
-            for i, c in enumerate(self.shown):
-                if c.merge is Merge.KEY:
-                    row.values[i] = (row.values[i][0], c.get(item))
-                elif c.merge is Merge.RANGE:
-                    row.values[i] = (row.values[i][0], c.get(item)[1])
-                elif c.merge is Merge.SUM:
-                    row.values[i] = row.values[i] + c.get(item)
+            for i, merge in self.merging:
+                if merge is Merge.KEY:
+                    row.values[i] = (row.values[i][0], values[i])
+                elif merge is Merge.RANGE:
+                    row.values[i] = (row.values[i][0], values[i][1])
+                else:
+                    row.values[i] = row.values[i] + values[i]
             row.count += 1
             self.last_key = this_key
             return None
-        values = [(c.get(item), c.get(item)) if c.merge is Merge.KEY else c.get(item) for c in self.shown]
+        for i, merge in self.merging:
+            if merge is Merge.KEY:
+                values[i] = (values[i], values[i])
         self.row, self.split_values, self.last_key = Row(values), split_values, this_key
         return row
 
