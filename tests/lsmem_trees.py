@@ -100,39 +100,27 @@ def _s390() -> Tree:
 TREES: Dict[str, Tree] = {t.name: t for t in (_x86_64(), _arm64_16k(), _s390())}
 
 
-def tree_facts(root: str):
-    """The tree read the way lsmem reads it, as ``MachineFacts`` with every optional
-    ``BlockTable`` column (``valid_zones``, ``removable``) filled -- the rendering layer on
-    its own, without the snapshot reader."""
+def tree_facts(root: str, read_tree: bool = True):
+    """The tree as the listing sees it: the block table (ids, states) a snapshot reader would
+    build and ``SysfsTree`` for the rest -- the rendering layer on its own, without the
+    snapshot reader."""
     from memplan.core.geometry import Geometry
     from memplan.core.machine import BlockTable, Machine
-    from memplan.core.model import ZONE_NONE, Zone
-    from memplan.render.block_facts import MachineFacts
+    from memplan.render.block_facts import MachineFacts, SysfsTree
 
     memory = os.path.join(root, "sys", "devices", "system", "memory")
     with open(os.path.join(memory, "block_size_bytes")) as handle:
         block_size = int(handle.read(), 16)
     states = {"online": 0, "offline": 1, "going-offline": 2}
-    words = {z.value: z.code for z in Zone}
     rows = []
     for name in os.listdir(memory):
-        if not (name.startswith("memory") and name[6:].isdigit()):
-            continue
-        path = os.path.join(memory, name)
-
-        def read(attr: str, path: str = path) -> str:
-            with open(os.path.join(path, attr)) as handle:
-                return handle.read().strip()
-
-        zones = tuple(read("valid_zones").split())
-        nodes = [int(e[4:]) for e in os.listdir(path) if e.startswith("node") and e[4:].isdigit()]
-        rows.append((int(name[6:]), states[read("state")], words.get(zones[0], ZONE_NONE), nodes[0] if nodes else -1,
-                     zones, read("removable") == "1"))
+        if name.startswith("memory") and name[6:].isdigit():
+            with open(os.path.join(memory, name, "state")) as handle:
+                rows.append((int(name[6:]), states[handle.read().strip()]))
     rows.sort()
-    table = BlockTable([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-                       [block_size // 4096] * len(rows), [0] * len(rows), [-1] * len(rows))
-    table.valid_zones = [r[4] for r in rows]
-    table.removable = [r[5] for r in rows]
+    n = len(rows)
+    table = BlockTable([r[0] for r in rows], [r[1] for r in rows], [0] * n, [0] * n, [block_size // 4096] * n,
+                       [0] * n, [-1] * n)
     geometry = Geometry(memory_block_size=block_size, section_size=min(block_size, 128 * MiB))
     machine = Machine(os.path.basename(root), root, geometry, table, pages=None)  # type: ignore[arg-type]
-    return MachineFacts(machine)
+    return MachineFacts(machine, SysfsTree(root), read_tree=read_tree)

@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from memplan.cli.common import FuncT
+from memplan.cli.common import FuncT, SnapshotSource
 from memplan.core.errors import UsageError
+from memplan.render.block_facts import SysfsTree
 from memplan.render.lsmem import ColumnSet, SummaryWhen, TableOptions, check_format_options
 
 _OPTIONS = ("output", "output_all", "in_bytes", "split", "all_rows", "noheadings", "raw", "pairs", "summary")
@@ -63,6 +64,12 @@ def table_options(func: FuncT) -> FuncT:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def sysfs_tree(source: str) -> Optional[SysfsTree]:
+    """The tree lsmem would read for a machine given as ``--sysroot DIR`` or ``--live``
+    (``None`` for a profile)."""
+    return SysfsTree(str(source)) if isinstance(source, SnapshotSource) else None
 
 
 def columns_epilog(column_set: ColumnSet[Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
 from memplan.cli.common import (
     blocks_option,
     load_machine,
@@ -29,7 +29,7 @@ from memplan.engine.simulation import simulate as run_simulation
 from memplan.render import csv as render_csv
 from memplan.render import json as render_json
 from memplan.render import table as render_table
-from memplan.render.block_columns import needs_verdicts, verdict_columns
+from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
 from memplan.render.block_facts import MachineFacts
 
 
@@ -69,8 +69,9 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
     """
     options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
-    facts = MachineFacts(machine)
-    columns = verdict_columns(facts.has_memconfig)
+    tree = sysfs_tree(profile)
+    columns = verdict_columns(tree is not None and tree.have_memconfig)
+    facts = MachineFacts(machine, tree, read_tree=reads_tree(columns, options))
     selected = parse_blocks(blocks)
     if not (document or as_csv) and not needs_verdicts(columns, options):
         # lsmem's listing: every present block (or the selected ones), as lsmem lists them

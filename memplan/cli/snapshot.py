@@ -8,12 +8,12 @@ from typing import Optional
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
 from memplan.cli.common import load_machine, machine_source, print_warnings, snapshot_options, stdout_console
 from memplan.core.status import ExitStatus
 from memplan.render import json as render_json
 from memplan.render import snapshot as render_snapshot
-from memplan.render.block_columns import lsmem_columns
+from memplan.render.block_columns import lsmem_columns, reads_tree
 from memplan.render.block_facts import MachineFacts
 from memplan.snapshot.reader import describe
 
@@ -51,7 +51,8 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
     """
     options, document = listing_request(table, as_json, lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT),
                                         page_types=page_types)
-    machine = load_machine(machine_source(None, sysroot, live))
+    source = machine_source(None, sysroot, live)
+    machine = load_machine(source)
     report = describe(machine, save_to=save)
     print_warnings(report.warnings)
     if document:
@@ -59,5 +60,7 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
     elif page_types:
         click.echo(report.page_types, nl=False)
     else:
-        render_snapshot.print_snapshot(stdout_console(), report, MachineFacts(machine), options)
+        columns = lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT)
+        facts = MachineFacts(machine, sysfs_tree(source), read_tree=reads_tree(columns, options))
+        render_snapshot.print_snapshot(stdout_console(), report, facts, options)
     raise SystemExit(int(ExitStatus.SUCCESS))

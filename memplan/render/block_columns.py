@@ -151,11 +151,25 @@ def lsmem_columns(has_memconfig: bool = False, default: Tuple[str, ...] = LSMEM_
                      unavailable=frozenset() if has_memconfig else frozenset({"CONFIGURED", "MEMMAP-ON-MEMORY"}))
 
 
+#: the lsmem columns whose facts a tree holds beyond the block table (``SysfsTree``)
+TREE_NAMES: FrozenSet[str] = frozenset({"REMOVABLE", "NODE", "ZONES", "CONFIGURED", "MEMMAP-ON-MEMORY"})
+
+
+def used_columns(column_set: ColumnSet[BlockRow], options: TableOptions) -> FrozenSet[str]:
+    """The names of the columns printed or split on."""
+    selection: Selection[BlockRow] = column_set.select(options)
+    return frozenset(c.name for c in selection.shown) | frozenset(c.name for c in column_set.splits(
+        options, selection.shown))
+
+
 def needs_verdicts(column_set: ColumnSet[BlockRow], options: TableOptions) -> bool:
     """Whether a printed or split column is more than what lsmem reads from sysfs."""
-    selection: Selection[BlockRow] = column_set.select(options)
-    used = set(c.name for c in selection.shown) | set(c.name for c in column_set.splits(options, selection.shown))
-    return not used <= LSMEM_NAMES
+    return not used_columns(column_set, options) <= LSMEM_NAMES
+
+
+def reads_tree(column_set: ColumnSet[BlockRow], options: TableOptions) -> bool:
+    """Whether a printed or split column needs a tree's per-block files (``SysfsTree``)."""
+    return bool(used_columns(column_set, options) & TREE_NAMES)
 
 
 def verdict_text(v: BlockVerdict) -> str:
