@@ -27,6 +27,8 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from memplan.core.model import ForeignRefTiming
+
 MiB = 1 << 20
 PPB = 32768  # pages per 128 MiB block
 PB = 512  # pages per pageblock
@@ -36,6 +38,8 @@ ORDER0 = ["anon", "file", "movable", "balloon_movable", "hwpoison", "pinned", "s
 WITH_REFCOUNT = ("anon", "file", "movable", "balloon", "offline_refcount_driver", "offline_orphan", "kernel")
 FOLIOS = ["thp", "hugetlb", "hugetlb_free", "hugetlb_unmigratable"]
 DEVICE_BASE = 16  # the virtio-mem device sits at 2 GiB
+#: every [environment] foreign_ref_dropped value
+TIMINGS = [t.value for t in ForeignRefTiming]
 
 Interval = Tuple[int, int]
 
@@ -226,7 +230,7 @@ def environment(draw, layout: Layout) -> None:
         env["notifier_veto"] = draw(st.sampled_from(["EBUSY", "EPERM", "ENOMEM"]))
     if draw(st.integers(0, 4)) == 0:
         env["node_notifier_veto"] = draw(st.sampled_from(["EBUSY", "ENOMEM"]))
-    env["foreign_ref_dropped"] = draw(st.sampled_from(["never", "during-offline", "after-offline"]))
+    env["foreign_ref_dropped"] = draw(st.sampled_from(TIMINGS))
     if layout.blocks and draw(st.integers(0, 4)) == 0:
         block = draw(st.sampled_from(layout.blocks))
         first = block * PPB + draw(st.integers(0, 63)) * PB
@@ -330,7 +334,7 @@ def sbm_machines(draw):
                         "plugged": indexes, "online": draw(st.sampled_from(["movable", "kernel"])),
                         "driver": draw(st.sampled_from(["loaded", "loaded", "unloaded", "removing"]))}],
         "pages": [],
-        "environment": {"foreign_ref_dropped": draw(st.sampled_from(["never", "during-offline", "after-offline"]))},
+        "environment": {"foreign_ref_dropped": draw(st.sampled_from(TIMINGS))},
     }
     unplugged = [i for i, p in enumerate(plugged) if not p]
     if unplugged and draw(st.booleans()):

@@ -119,6 +119,8 @@ class OracleLog:
     function: Optional[str]
     count: int = 1
     repeats: bool = False
+    #: printed through do_migrate_range()'s static ``migrate_rs`` ratelimit state
+    ratelimited: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,14 +144,15 @@ def pipeline_fields(v: BlockVerdict) -> Tuple[object, ...]:
     """A pipeline verdict as the comparison sees it (``FIELDS``)."""
     return (v.result, v.errno, v.reason, v.step,
             (v.culprit.pfn, v.culprit.kind, v.culprit.refcount) if v.culprit else None,
-            tuple((e.level, e.text, e.pfn, e.function, e.count, e.repeats) for e in v.kernel_log),
+            tuple((e.level, e.text, e.pfn, e.function, e.count, e.repeats, e.ratelimited) for e in v.kernel_log),
             tuple((h.kind, h.pfn) for h in v.hazards), v.pages)
 
 
 def oracle_fields(o: OracleVerdict) -> Tuple[object, ...]:
     """An oracle verdict as the comparison sees it (``FIELDS``)."""
     return (o.result, o.errno, o.reason, o.step, o.culprit,
-            tuple((e.level, e.text, e.pfn, e.function, e.count, e.repeats) for e in o.log), o.hazards, o.pages)
+            tuple((e.level, e.text, e.pfn, e.function, e.count, e.repeats, e.ratelimited) for e in o.log),
+            o.hazards, o.pages)
 
 
 def differences(pipeline: Tuple[object, ...], oracle: Tuple[object, ...]) -> str:
@@ -528,7 +531,7 @@ class BlockRun:
                 referenced.append(self.lo + i)
             self.ref[i] = int(r)
         if referenced:
-            fn = "virtio_mem_fake_offline_going_offline"
+            fn = "virtio_mem_memory_notifier_cb"  # the static helper is inlined (spec §9.1)
             self.log.extend(per_page([(LogLevel.WARN, "WARN_ON(!page_ref_dec_and_test(page))", fn),
                                       (LogLevel.DUMP_PAGE, "fake-offline page referenced", fn)], referenced))
             self.hazards.append((HazardKind.WARN, referenced[0]))
@@ -603,8 +606,9 @@ class BlockRun:
         if not self.first_round_done:
             self.first_round_done = True
             for pfn, text, dump in events[:RATELIMIT_BURST]:
-                self.first_round_log += [OracleLog(LogLevel.PR_WARN, text, pfn, "do_migrate_range"),
-                                         OracleLog(LogLevel.DUMP_PAGE, dump, pfn, "do_migrate_range")]
+                self.first_round_log += [OracleLog(LogLevel.PR_WARN, text, pfn, "do_migrate_range", ratelimited=True),
+                                         OracleLog(LogLevel.DUMP_PAGE, dump, pfn, "do_migrate_range",
+                                                   ratelimited=True)]
         return changed
 
     def migrate_pages(self, huge: List[Folio], others: List[Folio]) -> Tuple[bool, List[Folio], int]:
@@ -812,11 +816,15 @@ class BlockRun:
 
     def after_success(self) -> None:
         """Hazards once the block is offline: foreign references dropped later hit a stale
-        memmap; PageOffline pages nobody restores go to the buddy when the block is onlined again."""
-        if self.env.foreign_ref_dropped is ForeignRefTiming.AFTER_OFFLINE:
+        memmap, or, once the block is onlined again (its memmap re-initialised, refcount 1), free
+        an unplugged page; PageOffline pages nobody restores go to the buddy when the block is
+        onlined again."""
+        held = {ForeignRefTiming.AFTER_OFFLINE: HazardKind.STALE_MEMMAP_REFERENCE,
+                ForeignRefTiming.AFTER_ONLINE: HazardKind.REFERENCE_LOST_ON_ONLINE}.get(self.env.foreign_ref_dropped)
+        if held is not None:
             stale = [i for a, b in self.unplugged for i in range(a, b) if self.original_ref[i] > 1]
             if stale:
-                self.hazards.append((HazardKind.STALE_MEMMAP_REFERENCE, self.lo + stale[0]))
+                self.hazards.append((held, self.lo + stale[0]))
         orphans = [i for i in range(self.n) if self.kind[i] == ORPHAN and self.ref[i] == 0 and self.test_passes(i)]
         if orphans:
             self.hazards.append((HazardKind.UNSAFE_REONLINE, self.lo + orphans[0]))
@@ -929,7 +937,7 @@ class Walk:
                 step: Optional[Step] = None, culprit: Optional[int] = None, cancel: bool = False) -> OracleVerdict:
         r = self.r
         repeats = result is Outcome.HANGS and step is Step.SCAN
-        log = r.log[:self.mark] + [OracleLog(e.level, e.text, e.pfn, e.function, e.count, repeats)
+        log = r.log[:self.mark] + [OracleLog(e.level, e.text, e.pfn, e.function, e.count, repeats, e.ratelimited)
                                    for e in r.first_round_log] + r.log[self.mark:]
         if reason is not None:
             shift = r.geo.page_shift

@@ -51,7 +51,8 @@ def test_explain_text_and_json():
     assert "SCAN/MIGRATE" in result.output and "not reached" in result.output
     assert "Advice: Release the extra references on 3 pages" in result.output
     doc = json.loads(run("explain", REVIEW, "42", "--semantics", "skippable", "--json").output)
-    assert set(doc) == {"memplan", "profile", "machine", "semantics", "block", "steps", "population", "culprit", "advice"}
+    assert set(doc) == {"memplan", "profile", "machine", "semantics", "block", "steps", "population", "culprit",
+                        "advice"}
     assert doc["block"]["result"] == "offlined" and doc["culprit"] is None
     assert [s["status"] for s in doc["steps"]] == ["passed"] * 13
     assert sum(r["pages"] for r in doc["population"]) == 32768
@@ -80,16 +81,20 @@ def test_simulate_table_controls():
     result = run("simulate", SBM, "--blocks", "32-40", "-o", "BLOCK,SIZE,RESULT", "--bytes", "-r", "-n")
     assert result.output.splitlines() == ["32-35 536870912 offlined", "36 134217728 hangs", "37-40 536870912 offlined"]
     result = run("simulate", SBM, "--blocks", "32-40", "-o", "+NODE", "--all")
-    assert "NODE" in result.output.splitlines()[0] and len(result.output.splitlines()) == 1 + 9 + 1 + 5
+    # header, 9 blocks, a blank line, lsmem's summary (3 lines) and memplan's (6)
+    assert "NODE" in result.output.splitlines()[0] and len(result.output.splitlines()) == 1 + 9 + 1 + 3 + 6
     result = run("simulate", SBM, "--blocks", "32-40", "-o", "BLOCK,RESULT", "-S", "none", "-r", "-n")
     assert result.output.splitlines() == ["32-40 offlined"]
 
 
 def test_simulate_column_errors_suggest_the_fix():
     one_error_line(run("simulate", SBM, "-o", "BLOCK,RESLT"), "did you mean 'RESULT'?")
-    one_error_line(run("simulate", SBM, "--split", "FREE"), "--split: column FREE is merged")
-    one_error_line(run("simulate", SBM, "--json", "--csv"), "--json and --csv cannot be combined")
-    one_error_line(run("simulate", SBM, "--json", "-o", "BLOCK"), "--output applies to the table, not to --json")
+    one_error_line(run("simulate", SBM, "--split", "FRE"), "--split: unknown column 'FRE'")
+    one_error_line(run("simulate", SBM, "--json", "--csv"), "--json and --csv exclude each other")
+    one_error_line(run("simulate", SBM, "--csv", "-o", "BLOCK"), "--output applies to the listing, not to --csv")
+    one_error_line(run("simulate", SBM, "-r", "-P"), "--pairs and --raw exclude each other")
+    one_error_line(run("simulate", SBM, "-a", "-S", "RESULT"), "--all and --split exclude each other")
+    one_error_line(run("simulate", SBM, "-r", "--summary=only"), "--summary=only are mutually exclusive")
 
 
 def test_csv_is_one_row_per_block_with_the_json_values():
@@ -110,7 +115,8 @@ def test_diff_semantics_csv_and_raw():
     assert tuple(rows[0]) == DIFF_COLUMNS and [r[0] for r in rows[1:]] == ["34", "35", "42", "67"]
     result = run("diff-semantics", REVIEW, "--raw", "-n", "-o", "BLOCK,LEFT,RIGHT")
     assert result.exit_code == 1
-    assert result.output.splitlines()[1] == 'offlined fails\\x20EBUSY\\x20isolate\\x20"failure\\x20to\\x20isolate\\x20range"'.join(["35 ", ""])
+    fails = 'fails\\x20EBUSY\\x20isolate\\x20"failure\\x20to\\x20isolate\\x20range"'
+    assert result.output.splitlines()[1] == f"35 offlined {fails}"
     one_error_line(run("diff-semantics", REVIEW, "-o", "BLOCK,SKIPABLE"), "did you mean 'SKIPPABLE'?")
 
 
@@ -150,3 +156,104 @@ def test_bash_completion_script():
 def test_missing_profile_and_block_suggest_the_fix():
     one_error_line(run("simulate", "sbm-guest.toml"), "did you mean profiles/sbm-guest.toml?")
     one_error_line(run("map", SBM, "--blocks", "99"), "did you mean 57?")
+
+
+# ---- widths, terminals and pipes -------------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from conftest import fixture_tree  # noqa: E402
+
+BBM = bundled("bbm-guest.toml")
+WIDTH_COMMANDS = [
+    ["simulate", SBM], ["simulate", SBM, "--output-all"], ["simulate", SBM, "-o", "+NODE,ZONES,STATE", "-a"],
+    ["plan", SBM, "--size", "512M"], ["unplug", SBM, "--by", "1G"], ["unplug", BBM, "--sweep", "--step", "2G"],
+    ["fleet", SBM, REVIEW, "--workers", "1"], ["diff-semantics", REVIEW], ["profiles"], ["explain", SBM, "36"],
+    ["snapshot", "--sysroot", fixture_tree("qemu-6.1-post2")],
+    ["simulate", "--sysroot", fixture_tree("qemu-6.1-post2")],
+]
+#: the one line that is not the same from run to run
+TIMING = re.compile(r"^Ran on: .*$", re.M)
+
+
+@pytest.mark.parametrize("args", WIDTH_COMMANDS, ids=lambda a: " ".join(os.path.basename(x) for x in a))
+def test_tables_never_depend_on_the_width(args):
+    outputs = []
+    for columns in ("40", "200", None, "0"):
+        result = run(*args, env={"COLUMNS": columns, "FORCE_COLOR": None, "NO_COLOR": None})
+        assert result.exit_code in (0, 1), result.output  # diff-semantics exits 1 for differences
+        outputs.append(TIMING.sub("Ran on: -", result.stdout))
+    assert all(out == outputs[0] for out in outputs)
+    text = outputs[0]
+    assert text and "…" not in text and "\x1b" not in text
+    assert all(line == line.rstrip() for line in text.splitlines()), "trailing spaces"
+
+
+def test_every_empty_cell_is_a_dash():
+    out = run("simulate", SBM, "--blocks", "32-36", "-a").stdout
+    header, first = out.splitlines()[:2]
+    assert len(first.split()) == len(header.split())  # ERRNO, REASON, STEP, CULPRIT: "-"
+
+
+def terminal_output(args, columns: int = 80) -> str:
+    """What memplan prints on a terminal of the given width (a pseudo-terminal), colour
+    codes removed, line endings as a pipe would have them."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "FORCE_COLOR")}
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen([sys.executable, "-m", "memplan", *args], stdin=slave, stdout=slave,
+                            stderr=subprocess.DEVNULL, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait()
+    os.close(master)
+    text = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b\][^\x07]*\x07", "", text)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/ptmx"), reason="no pseudo-terminals here")
+@pytest.mark.parametrize("args", [["simulate", SBM], ["explain", SBM, "36"]], ids=lambda a: a[0])
+def test_piped_output_is_the_terminals_minus_colour(args):
+    piped = subprocess.run([sys.executable, "-m", "memplan", *args], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR")}).stdout
+    coloured = terminal_output(args, columns=60)
+    assert coloured == piped
+
+
+def test_control_characters_from_inputs_are_escaped(tmp_path):
+    evil = tmp_path / "evil\x1b[2Jhost.toml"
+    evil.write_text('format = 1\n[machine]\nname = "vm\\u001b]0;pwned\\u0007\\nforged row"\n'
+                    'description = "d\\u001b[31m"\n[[ram]]\nstart = "0"\nsize = "512MiB"\nzone = "Normal"\n')
+    for args in (["fleet", str(evil), "--workers", "1"], ["map", str(evil)], ["explain", str(evil), "1"],
+                 ["simulate", str(evil)], ["plan", str(evil), "--size", "128M"]):
+        result = run(*args, env={"FORCE_COLOR": None})
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout, args
+        if args[0] in ("fleet", "map", "explain"):
+            assert "vm\\x1b]0;pwned\\x07\\x0aforged row" in result.stdout, args
+    fleet = run("fleet", str(evil), "--workers", "1").stdout
+    assert "evil\\x1b[2Jhost.toml" in fleet
+
+
+@pytest.mark.parametrize("columns", ["abc", "0", "-5", "\u00b2", "\uff18\uff10", "99999999999999999999"])
+def test_columns_that_is_not_a_positive_number_is_ignored(columns):
+    result = run("map", SBM, env={"COLUMNS": columns})
+    assert result.exit_code == 0 and "Legend:" in result.stdout
+    default = run("map", SBM, env={"COLUMNS": None}).stdout
+    assert result.stdout == default or columns == "99999999999999999999"  # a huge width is clamped, not ignored

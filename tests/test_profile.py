@@ -214,7 +214,8 @@ VMEM = "[[virtio_mem]]\nid = 'v'\naddr = '4GiB'\nregion_size = '1GiB'\n"
     (F + OK_RAM + "[environment]\nnode_notifier_veto = 'EBUSSY'\n",
      "environment.node_notifier_veto: 'EBUSSY' is not an errno name (EPERM, EINTR, EAGAIN, ENOMEM, EBUSY, EINVAL, ENOSPC, ETXTBSY, EHWPOISON) (did you mean 'EBUSY'?)"),
     (F + OK_RAM + "[environment]\nforeign_ref_dropped = 'later'\n",
-     "environment.foreign_ref_dropped: 'later' is not one of never, during-offline, after-offline"),
+     "environment.foreign_ref_dropped: 'later' is not one of never, during-offline, after-offline, "
+     "after-online"),
     (F + OK_RAM + '[environment]\nhugetlb_2m = 3\n',
      'environment.hugetlb_2m: must be a table, not int'),
     (F + OK_RAM + '[environment]\nhugetlb_2m = { free = -1 }\n',

@@ -6,11 +6,12 @@ from rich.console import Console
 
 from conftest import bundled
 from memplan import __version__
-from memplan.profile.reader import load_profile
-from memplan.render import json as render_json
-from memplan.render import csv as render_csv
-from memplan.render import table as render_table
 from memplan.engine.simulation import simulate
+from memplan.profile.reader import load_profile
+from memplan.render import csv as render_csv
+from memplan.render import json as render_json
+from memplan.render import table as render_table
+from memplan.render.block_facts import MachineFacts
 
 BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "cause", "culprit",
               "pages", "kernel_log", "hazards", "device", "device_state"}
@@ -34,13 +35,15 @@ def test_json_document_shape():
     assert hang["cause"] == "extra_references"
     assert all((b["cause"] is None) == (b["result"] == "offlined") for b in doc["blocks"])
     assert hang["kernel_log"][0] == {"level": "pr_warn", "text": "migrating pfn 123000 failed ret:3",
-                                     "pfn": 0x123000, "function": "do_migrate_range", "count": 1, "repeats": True}
+                                     "pfn": 0x123000, "function": "do_migrate_range", "count": 1, "repeats": True,
+                                     "ratelimited": True}
 
 
 def test_table_lists_every_block_and_a_summary():
-    result = simulate(load_profile(bundled("boot-vm.toml")), blocks=[0, 15, 23, 64])
+    machine = load_profile(bundled("boot-vm.toml"))
+    result = simulate(machine, blocks=[0, 15, 23, 64])
     console = Console(width=200, record=True, color_system=None)
-    render_table.print_simulation(console, result)
+    render_table.print_simulation(console, result, MachineFacts(machine))
     text = console.export_text()
     assert "0x0000000000000000-0x0000000007ffffff" in text
     assert "memory holes" in text and "failure to isolate range" in text
@@ -52,7 +55,6 @@ def test_table_lists_every_block_and_a_summary():
 from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
-
 
 PROFILES = ["sbm-guest.toml", "bbm-guest.toml", "boot-vm.toml", "hugetlb-cma-host.toml"]
 

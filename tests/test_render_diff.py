@@ -6,12 +6,12 @@ import json
 from rich.console import Console
 
 from conftest import bundled
-from test_render import BLOCK_KEYS
 from memplan import __version__
 from memplan.diff.compute import diff_semantics, with_foreign_ref_timing
 from memplan.profile.reader import load_profile
 from memplan.render import diff as render_diff
 from memplan.render import json as render_json
+from test_render import BLOCK_KEYS
 
 REVIEW = bundled("skippable-review.toml")
 DIFF_KEYS = {"block", "zone", "left", "right", "changed", "sites", "findings", "explanation", "hazards"}
@@ -51,7 +51,7 @@ def test_json_document_shape():
     assert set(summary["left"]) == {"semantics", "offlined", "offlinable_bytes"}
     owners = {o["kind"]: o for o in doc["owners"]}
     driver = owners["offline_refcount_driver"]
-    assert set(driver) == {"kind", "owner", "pages", "changes_in", "note", "zones"}
+    assert set(driver) == {"kind", "owner", "pages", "changes_in", "note", "hazards", "zones"}
     assert driver["changes_in"] == ["Normal", "Movable"] and driver["pages"] == 32
     zone = driver["zones"][0]
     assert set(zone) == {"zone", "blocks", "changes", "changed_blocks", "step_changed_blocks", "left", "right"}
@@ -76,6 +76,7 @@ def test_report_groups_differences_by_site_and_change():
     text = console.export_text()
     assert "isolation: refcount fails at scan -> skippable fails at isolate (1 block)" in text
     assert "scan_movable_pages: refcount offlined -> skippable fails at scan (1 block)" in text
-    assert 'refcount log: pr_warn "failed to isolate pfn %lx" x10; dump_page "isolation failed" x10' in text
+    assert ('refcount log: pr_warn "failed to isolate pfn %lx" x10 (rate-limited); '
+            'dump_page "isolation failed" x10 (rate-limited)') in text
     assert "Zi Yan's question" in text and "offlinability changes in Normal, Movable" in text
     assert "Blocks that differ:" in text and "Offlinable (skippable):" in text

@@ -1,46 +1,52 @@
-"""Fixed-width snapshots of the rendered output (map, explain, lsmem table) and the SVG export."""
+"""Golden snapshots of the rendered output (map, explain, the simulate listing) and the pictures
+(SVG, HTML): self-contained, and the same text as the terminal's."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
+import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
-from conftest import bundled
-from golden import assert_golden
+import golden
+from memplan.cli import main
 from memplan.engine.simulation import simulate
 from memplan.map.compute import machine_map
-from memplan.profile.reader import load_profile
-from memplan.render import table as render_table
-from memplan.render.lsmem import TableOptions
+from memplan.render.export import html_text, recording_console, svg_text
 from memplan.render.map import map_renderable
-
-
-def load(name: str):
-    """A bundled profile, named as the README does (the snapshots must not contain the checkout path)."""
-    return dataclasses.replace(load_profile(bundled(name)), source=f"profiles/{name}")
 
 
 @pytest.fixture(scope="module")
 def sbm():
-    return load("sbm-guest.toml")
+    return golden._load("sbm-guest.toml")
+
+
+@pytest.mark.parametrize("name", sorted(golden.GOLDEN))
+def test_golden(name):
+    golden.assert_golden(name)
+
+
+def test_raw_listing_escapes_blanks(sbm):
+    from memplan.render.block_facts import MachineFacts
+    from memplan.render.lsmem import TableOptions
+    from memplan.render.table import print_simulation
+
+    console = plain(180)
+    print_simulation(console, simulate(sbm, blocks=[35, 36, 37]), MachineFacts(sbm),
+                     TableOptions(raw=True, output="BLOCK,RESULT,REASON"))
+    assert console.export_text().splitlines() == ["BLOCK RESULT REASON", "35 offlined -",
+                                                  "36 hangs signal\\x20backoff", "37 offlined -"]
 
 
 def plain(width: int) -> Console:
     return Console(width=width, record=True, color_system=None, file=io.StringIO())
-
-
-def colour(width: int) -> Console:
-    return Console(width=width, record=True, force_terminal=True, color_system="truecolor", file=io.StringIO())
-
-
-def test_map_snapshot():
-    assert_golden("map-sbm-guest-w100.txt")
 
 
 def test_map_wraps_at_the_width(sbm):
@@ -57,25 +63,8 @@ def test_map_wraps_at_the_width(sbm):
     assert all(len(line) <= 40 for line in grid)
 
 
-def test_diff_map_snapshot():
-    assert_golden("map-diff-skippable-review-w80.txt")
-
-
-def test_explain_snapshot():
-    assert_golden("explain-sbm-guest-36-w140.txt")
-
-
-def test_simulate_table_snapshot(sbm):
-    assert_golden("simulate-sbm-guest-w180.txt")
-    console = plain(180)
-    render_table.print_simulation(console, simulate(sbm, blocks=[35, 36, 37]), TableOptions(raw=True,
-                                                                                           output="BLOCK,RESULT,REASON"))
-    assert console.export_text().splitlines() == ["BLOCK RESULT REASON", "35 offlined -",
-                                                  "36 hangs signal\\x20backoff", "37 offlined -"]
-
-
 def _svg_lines(svg: str):
-    """The text of every terminal line of a rich SVG export, by line, with the style classes."""
+    """The text of every terminal line of an SVG export, by line, with the style classes."""
     root = ET.fromstring(svg)
     ns = {"s": "http://www.w3.org/2000/svg"}
     matrix = next(g for g in root.iter("{http://www.w3.org/2000/svg}g") if (g.get("class") or "").endswith("-matrix"))
@@ -97,15 +86,19 @@ def _svg_lines(svg: str):
     return lines
 
 
-def test_svg_export_has_the_text_and_the_colours(sbm):
+def test_svg_export_has_the_text_and_the_colours_and_nothing_external(sbm):
     renderable = map_renderable(machine_map(sbm, simulate(sbm)), 100)
     text_console = plain(100)
-    text_console.print(renderable)
-    console = colour(100)
-    console.print(renderable)
-    svg = console.export_svg(title="memplan map sbm-guest", unique_id="memplan", clear=False)
-    assert svg == console.export_svg(title="memplan map sbm-guest", unique_id="memplan", clear=False)
+    text_console.print(renderable, soft_wrap=True)
+    console = recording_console(100)
+    console.print(renderable, soft_wrap=True)
+    svg = svg_text(console, "memplan map sbm-guest", unique_id="memplan")
+    assert svg == svg_text(console, "memplan map sbm-guest", unique_id="memplan")
     assert "memplan&#160;map&#160;sbm-guest" in svg
+    # self-contained: the only URL is the SVG namespace; no @font-face, no CDN
+    assert re.findall(r"https?://[^\"' )]+", svg) == ["http://www.w3.org/2000/svg"]
+    assert "@font-face" not in svg and re.findall(r"url\((?!#)", svg) == []  # only references inside the file
+    assert 'xml:space="preserve"' in svg and "white-space: pre" in svg
     lines = _svg_lines(svg)
     expected = [line.rstrip() for line in text_console.export_text().splitlines()]
     assert [line for line, _ in lines] == expected
@@ -120,3 +113,48 @@ def test_svg_export_has_the_text_and_the_colours(sbm):
     assert set(cell_fill) == set("oXH.")
     assert len({next(iter(v)) for v in cell_fill.values()}) == 4
     assert all(len(v) == 1 for v in cell_fill.values())
+
+
+def test_html_export_is_self_contained(sbm):
+    console = recording_console(100)
+    console.print(map_renderable(machine_map(sbm, simulate(sbm)), 100), soft_wrap=True)
+    html = html_text(console, "memplan map <sbm-guest> {x}")
+    assert re.findall(r"(?:src|href)=|https?://|@import|url\(", html) == []
+    assert "<title>memplan map &lt;sbm-guest&gt; {x}</title>" in html and "white-space: pre" in html
+    assert "offlines" in html and "vmem0&#160;SBM" in html or "vmem0 SBM" in html
+
+
+def test_sweep_svg_is_a_chart_with_axes_and_labels(tmp_path):
+    path = tmp_path / "curve.svg"
+    result = CliRunner().invoke(main, ["unplug", os.path.join(golden.ROOT, "profiles", "bbm-guest.toml"),
+                                       "--sweep", "--svg", str(path)])
+    assert result.exit_code == 0, result.output
+    svg = path.read_text()
+    root = ET.fromstring(svg)
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "requested size (virtio-mem requested-size)" in texts
+    assert "plugged after the request (achievable size)" in texts
+    assert {"0B", "1G", "3G", "6G"} <= set(texts) and "floor 3G" in texts
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}polyline"))) == 1
+    assert re.findall(r"https?://[^\"' )]+", svg) == ["http://www.w3.org/2000/svg"]
+    assert list(tmp_path.iterdir()) == [path]  # written atomically: no temporary file left
+
+
+RSVG = shutil.which("rsvg-convert")
+
+
+@pytest.mark.skipif(RSVG is None, reason="rsvg-convert is not installed (apt-get install librsvg2-bin)")
+def test_pictures_render_under_rsvg_convert(tmp_path, sbm):
+    from memplan.plans.unplug import sweep
+    from memplan.render.sweep_svg import sweep_svg
+
+    console = recording_console(100)
+    console.print(map_renderable(machine_map(sbm, simulate(sbm)), 100), soft_wrap=True)
+    pictures = {"map.svg": svg_text(console, "memplan map"),
+                "sweep.svg": sweep_svg(sweep(golden._load("bbm-guest.toml"), None, None, None), "sweep")}
+    for name, text in pictures.items():
+        (tmp_path / name).write_text(text)
+        png = tmp_path / (name + ".png")
+        result = subprocess.run([RSVG, str(tmp_path / name), "-o", str(png)], capture_output=True, text=True)
+        assert result.returncode == 0 and not result.stderr, result.stderr
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, TypeVar
 
@@ -20,6 +19,7 @@ from memplan.profile.bundled import missing_profile_hint
 from memplan.profile.reader import load_profile
 from memplan.profile.writer import read_document, write_profile
 from memplan.render import json as render_json
+from memplan.render.console import make_console
 from memplan.snapshot.reader import load_snapshot
 
 #: a click command function that an option decorator returns as it is (with the option added)
@@ -27,14 +27,13 @@ FuncT = TypeVar("FuncT", bound=Callable[..., Any])
 
 
 def stdout_console() -> Console:
-    """stdout for results; no colour unless stdout is a terminal (rich honours NO_COLOR)."""
-    tty = sys.stdout.isatty()
-    width = None if tty else int(os.environ.get("COLUMNS", "200"))
-    return Console(width=width, soft_wrap=False, highlight=False)
+    """stdout for results; no colour unless stdout is a terminal (rich honours NO_COLOR); the
+    width only matters to ``map`` (``memplan.render.console``: a bad ``COLUMNS`` is ignored)."""
+    return make_console()
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return make_console(stderr=True)
 
 
 class SnapshotSource(str):
@@ -81,7 +80,7 @@ def snapshot_options(func: FuncT) -> FuncT:
     """``--sysroot DIR`` and ``--live`` (shared by ``machine_argument`` and ``memplan snapshot``)."""
     func = click.option("--live", is_flag=True,
                         help="Snapshot this machine (reads /sys and /proc; needs root for /proc/kpageflags).")(func)
-    return click.option("--sysroot", metavar="DIR", type=click.Path(file_okay=False), default=None,
+    return click.option("-s", "--sysroot", metavar="DIR", type=click.Path(file_okay=False), default=None,
                         help="Read a saved snapshot tree instead of a profile (like lsmem --sysroot).")(func)
 
 

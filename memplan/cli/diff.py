@@ -7,8 +7,9 @@ import sys
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
 from memplan.cli.common import (
+    FuncT,
     blocks_option,
     load_machine,
     machine_argument,
@@ -16,7 +17,6 @@ from memplan.cli.common import (
     print_warnings,
     stdout_console,
 )
-from memplan.core.errors import UsageError
 from memplan.core.model import ForeignRefTiming
 from memplan.core.status import ExitStatus
 from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, diff_semantics, with_foreign_ref_timing
@@ -27,17 +27,27 @@ from memplan.render import json as render_json
 from memplan.render.block_columns import difference_columns
 
 
-@main.command("diff-semantics", epilog=columns_epilog(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT)))
+def foreign_ref_dropped_option(func: FuncT) -> FuncT:
+    """``--foreign-ref-dropped``, every ``ForeignRefTiming`` (diff-semantics, simulate, explain, map)."""
+    return click.option(
+        "--foreign-ref-dropped", type=click.Choice([t.value for t in ForeignRefTiming]), default=None,
+        help="When someone else's reference on a fake-offline page is dropped: never, during-offline (after "
+             "virtio-mem's MEM_GOING_OFFLINE), after-offline (while the block is offline), after-online (after "
+             "the block was onlined again). Overrides the profile's [environment] foreign_ref_dropped.")(func)
+
+
+@main.command("diff-semantics", cls=ListingCommand,
+              epilog=columns_epilog(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT)))
 @machine_argument
 @click.option("--left", type=click.Choice(list(SEMANTICS)), default=DEFAULT_LEFT, show_default=True,
               help="Semantics on the left side.")
 @click.option("--right", type=click.Choice(list(SEMANTICS)), default=DEFAULT_RIGHT, show_default=True,
               help="Semantics on the right side.")
 @blocks_option
-@click.option("--foreign-ref-dropped", type=click.Choice([t.value for t in ForeignRefTiming]), default=None,
-              help="When an unexpected reference on a fake-offline page is dropped (overrides the "
-                   "profile's [environment] foreign_ref_dropped).")
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@foreign_ref_dropped_option
+@click.option("-J", "--json", "as_json", is_flag=True,
+              help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the differing "
+                   "blocks as lsmem -J prints a listing.")
 @click.option("--csv", "as_csv", is_flag=True, help="Write CSV to stdout: one row per differing block.")
 @table_options
 def diff_semantics_command(profile: str, left: str, right: str, blocks: str, foreign_ref_dropped: str,
@@ -52,26 +62,20 @@ def diff_semantics_command(profile: str, left: str, right: str, blocks: str, for
     difference, 1 differences, 2 bad input.
 
     The group tables take lsmem's controls (-o with the columns BLOCK, RANGE, SIZE, ZONE,
-    NODE, the two semantics' names, CHANGED, SITES, CULPRIT; --split, --all, --bytes, -n);
-    --raw prints one raw table of every differing block instead of the report.
+    NODE, the two semantics' names, CHANGED, SITES, CULPRIT, CONFIDENCE; --split, --all,
+    --bytes, -n, --summary); --raw, --pairs or --json with -o print one listing of every
+    differing block instead of the report.
 
     \b
     Example:
       memplan diff-semantics profiles/skippable-review.toml --foreign-ref-dropped during-offline
       memplan diff-semantics profiles/skippable-review.toml --raw -o BLOCK,ZONE,SITES
     """
-    options = pop_table_options(table)
-    exclusive_formats(json=as_json, csv=as_csv, raw=options.raw)
-    if as_json or as_csv:
-        used = used_table_options(options)
-        if used:
-            raise UsageError(f"{used} applies to the table, not to --{'json' if as_json else 'csv'}")
-    columns = difference_columns(left, right)
-    columns.splits(options, columns.select(options))  # bad column names fail before the simulation
+    options, document = listing_request(table, as_json, difference_columns(left, right), csv=as_csv)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     result = diff_semantics(machine, left, right, parse_blocks(blocks))
     print_warnings(result.warnings)
-    if as_json:
+    if document:
         render_json.write(render_diff.diff_dict(result), sys.stdout)
     elif as_csv:
         render_csv.write_diff(result, sys.stdout, noheader=options.noheadings)

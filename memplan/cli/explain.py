@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import click
 
 from memplan.cli.app import main
 from memplan.cli.common import load_machine, machine_argument, print_warnings, semantics_option, stdout_console
+from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.core.errors import UsageError
 from memplan.core.status import ExitStatus
+from memplan.diff.compute import with_foreign_ref_timing
 from memplan.explain.compute import explain_block
 from memplan.render import explain as render_explain
 from memplan.render import json as render_json
@@ -29,8 +32,10 @@ def parse_block(value: str) -> int:
 @machine_argument
 @click.argument("block", metavar="BLOCK")
 @semantics_option
+@foreign_ref_dropped_option
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
-def explain_command(profile: str, block: str, semantics: str, as_json: bool) -> None:
+def explain_command(profile: str, block: str, semantics: str, foreign_ref_dropped: Optional[str],
+                    as_json: bool) -> None:
     """Tell the story of one memory block through every step of offline_pages().
 
     For each step in the kernel's order (state, zone, alignment, holes, multizone, pageblock
@@ -45,7 +50,7 @@ def explain_command(profile: str, block: str, semantics: str, as_json: bool) -> 
       memplan explain profiles/sbm-guest.toml 36
       memplan explain profiles/skippable-review.toml 42 --semantics skippable --json
     """
-    machine = load_machine(profile)
+    machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     story = explain_block(machine, parse_block(block), semantics)
     print_warnings(machine.warnings)
     if as_json:

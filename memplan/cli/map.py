@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from typing import Optional
 
 import click
-from rich.console import Console, RenderableType
 
 from memplan.cli.app import main
 from memplan.cli.common import (
@@ -18,30 +16,15 @@ from memplan.cli.common import (
     semantics_option,
     stdout_console,
 )
+from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.core.errors import UsageError
-from memplan.core.model import ForeignRefTiming
 from memplan.core.status import ExitStatus
 from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
 from memplan.engine.simulation import simulate
 from memplan.kernel.semantics import SEMANTICS
 from memplan.map.compute import diff_map, machine_map
-from memplan.render.map import map_renderable
-
-
-def _export(renderable: RenderableType, width: int, svg: Optional[str], html: Optional[str], title: str) -> None:
-    """Render once more on a recording console with colours and save it (rich's export)."""
-    recorder = Console(record=True, width=width, file=io.StringIO(), force_terminal=True, color_system="truecolor",
-                       highlight=False)
-    recorder.print(renderable)
-    for option, path, export in (("--svg", svg, lambda: recorder.export_svg(title=title, clear=False)),
-                                 ("--html", html, lambda: recorder.export_html(clear=False))):
-        if not path:
-            continue
-        try:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(export())
-        except OSError as exc:
-            raise UsageError(f"{option}: cannot write {path!r}: {exc.strerror or exc}") from None
+from memplan.render.export import export_pictures
+from memplan.render.map import map_renderable, print_map
 
 
 @main.command("map")
@@ -54,8 +37,7 @@ def _export(renderable: RenderableType, width: int, svg: Optional[str], html: Op
               help=f"Left semantics for --diff (default: {DEFAULT_LEFT}); implies --diff.")
 @click.option("--right", type=click.Choice(list(SEMANTICS)), default=None,
               help=f"Right semantics for --diff (default: {DEFAULT_RIGHT}); implies --diff.")
-@click.option("--foreign-ref-dropped", type=click.Choice([t.value for t in ForeignRefTiming]), default=None,
-              help="When an unexpected reference on a fake-offline page is dropped (overrides the profile).")
+@foreign_ref_dropped_option
 @click.option("--svg", "svg", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="Also save the picture as SVG.")
 @click.option("--html", "html", metavar="FILE", type=click.Path(dir_okay=False), default=None,
@@ -65,15 +47,18 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
                 html: Optional[str]) -> None:
     """Draw the machine as a grid of memory blocks, coloured by what offlining would do.
 
-    One cell per memory block, wrapping at the terminal width: o offlines, X fails, H hangs
-    until a signal, - already offline, . a virtio-mem device slot with nothing plugged, ?
-    not judged (outside --blocks). Every zone, node and virtio-mem device region starts its
-    own line; stretches without memory are one line. A legend counts every kind of cell.
-    The characters carry the meaning without colour (NO_COLOR, pipes).
+    One cell per memory block, wrapping at the terminal width (COLUMNS, else the terminal's,
+    else 80): o offlines, X fails, H hangs until a signal, ? a verdict memplan cannot be
+    sure of (unknown; likely ones are underlined on a terminal), - already offline, . a
+    virtio-mem device slot with nothing plugged, _ not judged (outside --blocks). Every zone,
+    node and virtio-mem device region starts its own line; stretches without memory are one
+    line. A legend counts every kind of cell, and the judged ones per confidence. The
+    characters carry the meaning without colour (NO_COLOR, pipes).
 
     With --diff (or --left/--right) the map shows where two semantics disagree: < offlines
     only under the left one, > only under the right one, * differs otherwise; the other
-    cells are dimmed. --svg/--html save the same picture in colour.
+    cells are dimmed. --svg/--html save the same picture in colour, self-contained (no
+    external font or file).
 
     \b
     Example:
@@ -99,8 +84,7 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
         title = f"memplan map {machine.name}: {result.semantics}"
     print_warnings(warnings)
     console = stdout_console()
-    renderable = map_renderable(bmap, console.width)
     if svg or html:  # first: a file that cannot be written is an error before any output
-        _export(renderable, console.width, svg, html, title)
-    console.print(renderable)
+        export_pictures(map_renderable(bmap, console.width), console.width, title, svg, html)
+    print_map(console, bmap)
     raise SystemExit(int(ExitStatus.SUCCESS))

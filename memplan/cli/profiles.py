@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import List
 
 import click
 
@@ -12,7 +13,7 @@ from memplan.cli.common import stdout_console
 from memplan.core.status import ExitStatus
 from memplan.profile.bundled import BundledProfile, bundled_profiles
 from memplan.render import json as render_json
-from memplan.render.lsmem import Column, ColumnSet, TableOptions, print_table
+from memplan.render.grid import print_grid
 
 
 def _shown_path(path: str) -> str:
@@ -21,10 +22,8 @@ def _shown_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-PROFILE_COLUMNS: ColumnSet[BundledProfile] = ColumnSet(
-    (Column("NAME", lambda p: p.name), Column("DESCRIPTION", lambda p: p.description or "-", wrap=True),
-     Column("PATH", lambda p: _shown_path(p.path))),
-    ("NAME", "DESCRIPTION", "PATH"), key=None)
+def _row(p: BundledProfile) -> List[str]:
+    return [p.name, _shown_path(p.path), p.description or ""]
 
 
 @main.command("profiles")
@@ -45,5 +44,6 @@ def profiles_command(as_json: bool) -> None:
         render_json.write({"profiles": [{"name": p.name, "description": p.description, "path": p.path}
                                         for p in profiles]}, sys.stdout)
     else:
-        print_table(stdout_console(), PROFILE_COLUMNS, profiles, TableOptions())
+        print_grid(stdout_console(), (("NAME", "left"), ("PATH", "left"), ("DESCRIPTION", "left")),
+                   [_row(p) for p in profiles])
     raise SystemExit(int(ExitStatus.SUCCESS))

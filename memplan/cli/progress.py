@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from memplan.engine.simulation import Progress as ProgressCallback
+from memplan.render.console import make_console
 
 
 class PagesPerSecond(ProgressColumn):
@@ -50,7 +51,7 @@ def block_progress(enabled: bool, pages_per_block: int, description: str = "simu
         return
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                    MofNCompleteColumn(), TextColumn("blocks"), PagesPerSecond(pages_per_block),
-                   TimeRemainingColumn(), console=console or Console(stderr=True), transient=True)
+                   TimeRemainingColumn(), console=console or make_console(stderr=True), transient=True)
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:

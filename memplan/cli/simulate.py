@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import click
 
 from memplan.cli.app import main
-from memplan.cli.columns import columns_epilog, exclusive_formats, pop_table_options, table_options, used_table_options
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
 from memplan.cli.common import (
     blocks_option,
     load_machine,
@@ -17,66 +18,85 @@ from memplan.cli.common import (
     semantics_option,
     stdout_console,
 )
+from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
-from memplan.core.errors import UsageError
-from memplan.core.results import Outcome
+from memplan.core.results import Verdicts
 from memplan.core.status import ExitStatus, check_status
+from memplan.diff.compute import with_foreign_ref_timing
+from memplan.engine.simulation import select_blocks
 from memplan.engine.simulation import simulate as run_simulation
 from memplan.render import csv as render_csv
 from memplan.render import json as render_json
 from memplan.render import table as render_table
-from memplan.render.block_columns import verdict_columns
+from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
+from memplan.render.block_facts import MachineFacts
 
 
-@main.command("simulate", epilog=columns_epilog(verdict_columns()))
+@main.command("simulate", cls=ListingCommand, epilog=columns_epilog(verdict_columns(has_memconfig=True)))
 @machine_argument
 @semantics_option
 @blocks_option
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@foreign_ref_dropped_option
+@click.option("-J", "--json", "as_json", is_flag=True,
+              help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the listing "
+                   "as lsmem -J prints it.")
 @click.option("--csv", "as_csv", is_flag=True, help="Write CSV to stdout: one row per block, with a header.")
 @table_options
 @click.option("--check", is_flag=True,
               help="Exit 0 if every selected block offlines, 64 if some do, 1 if none does.")
-def simulate_command(profile: str, semantics: str, blocks: str, as_json: bool, as_csv: bool, check: bool,
-                     **table: object) -> None:
+def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_dropped: Optional[str], as_json: bool,
+                     as_csv: bool, check: bool, **table: object) -> None:
     """Predict, block by block, what writing "offline" to memoryN/state would do.
 
-    Each selected block is judged on its own against the profile's state: the result
+    Each selected block is judged on its own against the machine's state: the result
     (offlined / fails / hangs), the errno and the kernel's own reason string, the step of
     offline_pages() that decides it, the culprit page, and what the kernel would print.
 
-    The table follows lsmem: contiguous blocks with equal values in the printed columns merge
+    The listing is lsmem's: contiguous blocks with equal values in the printed columns merge
     into one row (BLOCK shows N-M, RANGE and SIZE cover the run, page counts are summed);
-    -o/--output, --split, --all, --bytes, --noheadings and --raw work as in lsmem. --json and
-    --csv always have one entry per block.
+    -o, --output-all, -S/--split, -a, -b, -n, -r, -P, -J and --summary work as in lsmem, and
+    lsmem's columns (RANGE SIZE STATE REMOVABLE BLOCK NODE ZONES) can be mixed with memplan's.
+    With only lsmem's columns every present block is listed, online or not, exactly as
+    lsmem --sysroot lists it, and nothing is judged. --json (alone) and --csv have one entry
+    per judged block.
 
     \b
     Example:
       memplan simulate profiles/sbm-guest.toml --semantics skippable --blocks 32-47
       memplan simulate profiles/boot-vm.toml -o +NODE,HOLES --split RESULT,REASON
+      memplan simulate --sysroot DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES
     """
-    options = pop_table_options(table)
-    exclusive_formats(json=as_json, csv=as_csv, raw=options.raw)
-    if as_json or as_csv:
-        used = used_table_options(options)
-        if used:
-            raise UsageError(f"{used} applies to the table, not to --{'json' if as_json else 'csv'}",
-                             hint="--json and --csv always have one entry per block")
-    columns = verdict_columns(confidence=True)
-    columns.splits(options, columns.select(options))  # bad column names fail before the simulation
-    machine = load_machine(profile)
+    options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv)
+    machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
+    tree = sysfs_tree(profile)
+    columns = verdict_columns(tree is not None and tree.have_memconfig)
+    facts = MachineFacts(machine, tree, read_tree=reads_tree(columns, options))
     selected = parse_blocks(blocks)
-    with block_progress(progress_wanted(as_json or as_csv), machine.geometry.pages_per_block) as progress:
+    if not (document or as_csv) and not needs_verdicts(columns, options):
+        # lsmem's listing: every present block (or the selected ones), as lsmem lists them
+        print_warnings(machine.warnings)
+        ids = select_blocks(machine, selected) if selected is not None else machine.blocks.ids
+        render_table.print_simulation(stdout_console(), None, facts, options, columns, ids)
+        if check:  # the verdicts are judged for the exit status only
+            _exit_checked(run_simulation(machine, semantics, selected))
+        raise SystemExit(int(ExitStatus.SUCCESS))
+    with block_progress(progress_wanted(document or as_csv), machine.geometry.pages_per_block) as progress:
         result = run_simulation(machine, semantics, selected, progress=progress)
     print_warnings(result.warnings)
-    if as_json:
+    if document:
         render_json.write_simulation(result, sys.stdout)
     elif as_csv:
         render_csv.write_simulation(result, sys.stdout, noheader=options.noheadings)
     else:
-        render_table.print_simulation(stdout_console(), result, options)
+        render_table.print_simulation(stdout_console(), result, facts, options, columns)
     if check:
-        ok = sum(1 for b in result.blocks if b.result is Outcome.OFFLINED)
-        raise SystemExit(int(check_status(ok, len(result.blocks))))
+        _exit_checked(result)
     raise SystemExit(int(ExitStatus.SUCCESS))
+
+
+def _exit_checked(result: Verdicts) -> None:
+    """``--check``: 0 if every judged block offlines, 64 if some do, 1 if none does (from the
+    summary: the verdicts have streamed by already)."""
+    summary = result.summary
+    raise SystemExit(int(check_status(summary.offlined, summary.blocks)))

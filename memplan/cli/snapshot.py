@@ -8,23 +8,30 @@ from typing import Optional
 import click
 
 from memplan.cli.app import main
+from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
 from memplan.cli.common import load_machine, machine_source, print_warnings, snapshot_options, stdout_console
 from memplan.core.status import ExitStatus
 from memplan.render import json as render_json
 from memplan.render import snapshot as render_snapshot
+from memplan.render.block_columns import lsmem_columns, reads_tree
+from memplan.render.block_facts import MachineFacts
 from memplan.snapshot.reader import describe
 
 
-@main.command("snapshot")
+@main.command("snapshot", cls=ListingCommand,
+              epilog=columns_epilog(lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT)))
 @snapshot_options
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
+@click.option("-J", "--json", "as_json", is_flag=True,
+              help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the block listing "
+                   "as lsmem -J prints it.")
 @click.option("--page-types", "page_types", is_flag=True,
               help="Print the page-flags summary exactly as the kernel's tools/mm/page-types prints it.")
 @click.option("--save", metavar="DIR", type=click.Path(file_okay=False), default=None,
               help="Also write the snapshot as a tree under DIR (a new or empty directory): the sysfs/procfs "
                    "files read, kpageflags and kpagecount xz-compressed. Ship it; read it with --sysroot.")
+@table_options
 def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_types: bool,
-                     save: Optional[str]) -> None:
+                     save: Optional[str], **table: object) -> None:
     """Show what a snapshot of a machine captures, and what it cannot see.
 
     Reads /sys/devices/system/memory, /proc/kpageflags, /proc/kpagecount, /proc/iomem,
@@ -33,18 +40,27 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
     (page-types style), the zones, virtio-mem devices, the detected PageOffline semantics and
     the blind spots. Every command that takes a PROFILE accepts --sysroot/--live instead.
 
+    The memory blocks are listed as lsmem lists them (-o, --output-all, -S, -a, -b, -n, -r,
+    -P, -J and --summary as in lsmem): memplan snapshot -s DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK
+    prints the rows lsmem --sysroot DIR prints.
+
     \b
     Examples:
       memplan snapshot --live
       memplan snapshot --live --save /tmp/myhost    # then: memplan simulate --sysroot /tmp/myhost
     """
-    machine = load_machine(machine_source(None, sysroot, live))
+    options, document = listing_request(table, as_json, lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT),
+                                        page_types=page_types)
+    source = machine_source(None, sysroot, live)
+    machine = load_machine(source)
     report = describe(machine, save_to=save)
     print_warnings(report.warnings)
-    if as_json:
+    if document:
         render_json.write(render_snapshot.snapshot_dict(report), sys.stdout)
     elif page_types:
         click.echo(report.page_types, nl=False)
     else:
-        render_snapshot.print_snapshot(stdout_console(), report)
+        columns = lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT)
+        facts = MachineFacts(machine, sysfs_tree(source), read_tree=reads_tree(columns, options))
+        render_snapshot.print_snapshot(stdout_console(), report, facts, options)
     raise SystemExit(int(ExitStatus.SUCCESS))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import sys
 from typing import Optional
 
 import click
-from rich.console import Console
 
 from memplan.cli.app import main
 from memplan.cli.common import (
@@ -25,6 +23,8 @@ from memplan.plans.state import MachineState
 from memplan.plans.unplug import find_device, run_unplug, sweep
 from memplan.render import capacity_json, capacity_table
 from memplan.render import json as render_json
+from memplan.render.export import write_text
+from memplan.render.sweep_svg import sweep_svg
 
 
 @main.command("unplug")
@@ -78,12 +78,7 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
         if as_json:
             render_json.write(capacity_json.sweep_dict(curve), sys.stdout)
         if svg:
-            recorder = Console(file=io.StringIO(), record=True, width=120)
-            capacity_table.print_sweep(recorder, curve)
-            try:
-                recorder.save_svg(svg, title=f"memplan unplug --sweep {profile}")
-            except OSError as exc:
-                raise UsageError(f"--svg: cannot write {svg}: {exc.strerror or exc}") from None
+            write_text("--svg", svg, sweep_svg(curve, f"memplan unplug --sweep {profile}"))
         if not as_json:
             capacity_table.print_sweep(stdout_console(), curve)
         raise SystemExit(int(ExitStatus.SUCCESS))

@@ -237,8 +237,13 @@ class VirtioMemMode(str, Enum):
 
 
 class ForeignRefTiming(str, Enum):
-    """When an unexpected reference on a fake-offline page is dropped (spec rows 20-22)."""
+    """When an unexpected reference on a fake-offline page is dropped (spec rows 20-22, §9.1)."""
 
+    #: the holder keeps it
     NEVER = "never"
+    #: after virtio-mem's MEM_GOING_OFFLINE handler ran, before the commit or MEM_CANCEL_OFFLINE (row 21)
     DURING_OFFLINE = "during-offline"
+    #: while the block is offline (row 22)
     AFTER_OFFLINE = "after-offline"
+    #: after the block, offlined with the reference held, was onlined again (spec §9.1 "re-online")
+    AFTER_ONLINE = "after-online"

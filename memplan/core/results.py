@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from memplan.core.model import Errno, PageKind, Zone
 
@@ -271,8 +271,12 @@ class LogEntry:
     pfn: Optional[int] = None
     function: Optional[str] = None
     count: int = 1
-    #: printed again every retry round (rate-limited) while the write hangs
+    #: printed again every retry round while the write hangs
     repeats: bool = False
+    #: printed through a printk rate limit shared with other call sites (and every other
+    #: block's offline attempts): it may be missing from dmesg, counted only in a later
+    #: "N callbacks suppressed" line (do_migrate_range()'s ``migrate_rs``)
+    ratelimited: bool = False
 
 
 class Confidence(str, Enum):
@@ -295,7 +299,7 @@ class ForeignRefEffect(str, Enum):
 
 
 class HazardKind(str, Enum):
-    """Dangerous situations beyond the outcome (spec rows 20-22, 36)."""
+    """Dangerous situations beyond the outcome (spec rows 20-22, 36, §9.1)."""
 
     BUG = "bug"
     WARN = "warn"
@@ -303,6 +307,10 @@ class HazardKind(str, Enum):
     STALE_MEMMAP_REFERENCE = "stale_memmap_reference"
     UNSAFE_REONLINE = "unsafe_reonline"
     REFCOUNT_ON_FREE_PAGE = "refcount_on_free_page"
+    #: online_pages() re-initialises the memmap (memmap_init_range() -> __init_single_page() ->
+    #: init_page_count()): a foreign reference held on a fake-offline page across offlining is
+    #: lost, and the holder's later put_page() frees an unplugged page to the buddy (spec §9.1)
+    REFERENCE_LOST_ON_ONLINE = "reference_lost_on_online"
 
 
 @dataclass(frozen=True)
@@ -386,6 +394,35 @@ class Summary:
     fails: int
     hangs: int
     offlinable_bytes: int
+    #: ``offlinable_bytes`` split by the verdicts' confidence (every member present)
+    offlinable_bytes_by_confidence: Dict[Confidence, int] = field(default_factory=dict)
+    #: verdicts rated ``unknown``
+    unknown_blocks: int = 0
+
+
+class Verdicts(Protocol):
+    """What renderers consume (interface I1): the run's facts, then the verdicts in block
+    order, once; ``summary`` is valid after iteration."""
+
+    @property
+    def profile(self) -> str: ...
+
+    @property
+    def machine(self) -> str: ...
+
+    @property
+    def semantics(self) -> str: ...
+
+    @property
+    def semantics_reason(self) -> Optional[str]: ...
+
+    @property
+    def warnings(self) -> Tuple[str, ...]: ...
+
+    def __iter__(self) -> Iterator[BlockVerdict]: ...
+
+    @property
+    def summary(self) -> Summary: ...
 
 
 @dataclass(frozen=True)
@@ -400,26 +437,42 @@ class SimulationResult:
     #: where the semantics came from when it was chosen automatically (snapshots)
     semantics_reason: Optional[str] = None
 
+    def __iter__(self) -> Iterator[BlockVerdict]:
+        return iter(self.blocks)
+
     @property
     def summary(self) -> Summary:
         offlined = sum(1 for b in self.blocks if b.result is Outcome.OFFLINED)
         hangs = sum(1 for b in self.blocks if b.result is Outcome.HANGS)
+        by_confidence = {c: 0 for c in Confidence}
+        for b in self.blocks:
+            if b.result is Outcome.OFFLINED:
+                by_confidence[b.confidence or Confidence.CERTAIN] += b.size
         return Summary(
             blocks=len(self.blocks),
             offlined=offlined,
             fails=len(self.blocks) - offlined - hangs,
             hangs=hangs,
-            offlinable_bytes=sum(b.size for b in self.blocks if b.result is Outcome.OFFLINED),
+            offlinable_bytes=sum(by_confidence.values()),
+            offlinable_bytes_by_confidence=by_confidence,
+            unknown_blocks=sum(1 for b in self.blocks if b.confidence is Confidence.UNKNOWN),
         )
+
+
+#: The mark ``log_lines()`` puts on a line printed through a shared printk rate limit.
+RATELIMITED_MARK = "(rate-limited)"
 
 
 def log_lines(entries: Sequence[LogEntry]) -> List[str]:
     """The kernel log without the pr_debug reason line; per-page messages merged, the pfn
-    shown in the kernel's format: ``pr_warn "failed to isolate pfn %lx" x10``."""
-    seen: Dict[Tuple[str, str], int] = {}
+    shown in the kernel's format, rate-limited lines marked (they may be missing from dmesg):
+    ``pr_warn "failed to isolate pfn %lx" x10 (rate-limited)``."""
+    seen: Dict[Tuple[str, str, bool], int] = {}
     for e in entries:
         if e.level is LogLevel.PR_DEBUG:
             continue
         text = e.text.replace(f"pfn {e.pfn:x}", "pfn %lx") if e.pfn is not None else e.text
-        seen[(e.level.value, text)] = seen.get((e.level.value, text), 0) + e.count
-    return [f"{level} \"{text}\"" + (f" x{n}" if n > 1 else "") for (level, text), n in seen.items()]
+        key = (e.level.value, text, e.ratelimited)
+        seen[key] = seen.get(key, 0) + e.count
+    return [f"{level} \"{text}\"" + (f" x{n}" if n > 1 else "") + (f" {RATELIMITED_MARK}" if limited else "")
+            for (level, text, limited), n in seen.items()]

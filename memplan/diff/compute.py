@@ -25,21 +25,42 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
-from memplan.diff.types import (
-    SITE_ORDER, VERDICT_FIELDS, BlockDifference, DiffSummary, OwnerAnswer, OwnerOutcome, OwnerZone,
-    SemanticsDiff, Side, SidedHazard, Site, SiteFinding,
+from memplan.core.machine import Machine, chunks
+from memplan.core.model import IS_PAGE_OFFLINE, KIND_INFO, ForeignRefTiming, PageKind, Zone
+from memplan.core.results import (
+    PIPELINE,
+    BlockVerdict,
+    Cause,
+    Hazard,
+    HazardKind,
+    LogEntry,
+    LogLevel,
+    Outcome,
+    PipelineStep,
+    log_lines,
 )
+from memplan.core.units import format_block_ranges
+from memplan.diff.types import (
+    SITE_ORDER,
+    VERDICT_FIELDS,
+    BlockDifference,
+    DiffSummary,
+    OwnerAnswer,
+    OwnerHazard,
+    OwnerOutcome,
+    OwnerZone,
+    SemanticsDiff,
+    Side,
+    SidedHazard,
+    Site,
+    SiteFinding,
+)
+from memplan.engine.simulation import Simulator, select_blocks, simulate
 from memplan.kernel.isolation import isolation_order, unmovable_pages
 from memplan.kernel.migration import busy_pages, migrate_leaves
+from memplan.kernel.notifier import NOTIFIER_FUNCTION
 from memplan.kernel.offline import PredicateInputs, predicate_inputs
 from memplan.kernel.semantics import MAINLINE, PROPOSED, OfflineSemantics, get_semantics
-from memplan.core.model import IS_PAGE_OFFLINE, KIND_INFO, ForeignRefTiming, PageKind, Zone
-from memplan.core.machine import Machine
-from memplan.core.results import (
-    PIPELINE, BlockVerdict, Cause, Hazard, HazardKind, LogEntry, LogLevel, Outcome, PipelineStep, log_lines,
-)
-from memplan.core.machine import chunks
-from memplan.engine.simulation import Simulator, select_blocks, simulate
 
 DEFAULT_LEFT = MAINLINE
 DEFAULT_RIGHT = PROPOSED
@@ -56,15 +77,15 @@ OWNER_NAMES: Dict[PageKind, str] = {
     PageKind.OFFLINE_ORPHAN: "PageOffline page with refcount 0 and no owner",
 }
 
-#: Kernel log lines by printing function -> the site that prints them.
+#: Kernel log lines by printing function -> the site that prints them (virtio-mem prints only
+#: in MEM_GOING_OFFLINE; MEM_CANCEL_OFFLINE re-takes references silently).
 LOG_SITES: Dict[str, Site] = {
     "set_migratetype_isolate": Site.ISOLATION,
-    "virtio_mem_fake_offline_going_offline": Site.GOING_OFFLINE,
+    NOTIFIER_FUNCTION: Site.GOING_OFFLINE,
     "scan_movable_pages": Site.SCAN_MOVABLE_PAGES,
     "do_migrate_range": Site.DO_MIGRATE_RANGE,
     "test_pages_isolated": Site.TEST_PAGES_ISOLATED,
     "__offline_isolated_pages": Site.OFFLINE_ISOLATED_PAGES,
-    "virtio_mem_fake_offline_cancel_offline": Site.CANCEL_OFFLINE,
 }
 
 #: Hazards that one site alone causes (the others come with kernel log lines).
@@ -205,7 +226,7 @@ def _commit_text(sem: OfflineSemantics, inputs: PredicateInputs, domain: np.ndar
     idx = np.flatnonzero(domain)
     fired: List[str] = []
     hit = np.zeros(len(domain), dtype=bool)
-    for level, text, _function, _hazard, mask in sem.commit_checks(inputs.after.refcount[idx],
+    for _level, text, _function, _hazard, mask in sem.commit_checks(inputs.after.refcount[idx],
                                                                    inputs.after.skippable[idx]):
         if mask.any():
             fired.append(f"{text} on {int(np.count_nonzero(mask))} page(s)")
@@ -402,21 +423,85 @@ def explain(left_name: str, right_name: str, left: BlockVerdict, right: BlockVer
     lo, ro = outcome_text(left), outcome_text(right)
     if lo == ro:
         what = [f for f in changed if f in ("culprit", "kernel_log", "hazards")]
-        head = f"both {outcome_text(left, plural=True)}; {', '.join(w.replace('_', ' ') for w in what) or 'the verdict'} differ{'s' if len(what) == 1 else ''}"
+        fields = ", ".join(w.replace("_", " ") for w in what) or "the verdict"
+        head = f"both {outcome_text(left, plural=True)}; {fields} differ{'s' if len(what) == 1 else ''}"
     else:
         head = f"{left_name} {lo}, {right_name} {ro}"
     decisive = (deciding_sites(left) & reached_sites(left)) | (deciding_sites(right) & reached_sites(right))
     if lo == ro and left.culprit == right.culprit:
         decisive = set()  # same decision for the same page: the first site that differs says why
     picked = [f for f in findings if f.site in decisive] or list(findings[:1])
-    if not picked:
-        return head
-    return f"{head}: " + "; ".join(describe_finding(f, left_name, right_name) for f in picked)
+    text = head if not picked else f"{head}: " + "; ".join(describe_finding(f, left_name, right_name) for f in picked)
+    return text + "".join(f"; {note}" for note in _one_sided_hazards(left_name, right_name, left, right))
+
+
+def _one_sided_hazards(left_name: str, right_name: str, left: BlockVerdict, right: BlockVerdict) -> List[str]:
+    """Hazards of a block that offlines under one side only, which the other side cannot have:
+    its offline attempt ends before the sequence that causes them (e.g. the reference lost on
+    re-online needs the block to go offline with the reference held)."""
+    notes = []
+    for name, v, other_name, other in ((left_name, left, right_name, right), (right_name, right, left_name, left)):
+        if v.result is not Outcome.OFFLINED or other.result is Outcome.OFFLINED:
+            continue
+        theirs = {h.kind for h in other.hazards}
+        for kind in dict.fromkeys(h.kind for h in v.hazards if h.kind not in theirs):
+            notes.append(f"{kind.value} only under {name}: under {other_name} it cannot happen, offlining "
+                         f"{outcome_text(other)} first")
+    return notes
 
 
 # --- Zi Yan's question ------------------------------------------------------------------
 
-def _owner_answer(kind: PageKind, pages: int, rows: List[Tuple[BlockVerdict, BlockVerdict]]) -> OwnerAnswer:
+#: Per block and side: (hazard kind, owner kind) of every hazard about a PageOffline page.
+HazardOwners = Dict[int, Tuple[Set[Tuple[HazardKind, PageKind]], ...]]
+
+
+def _hazard_owners(pair: Tuple[BlockVerdict, BlockVerdict], start_pfn: int,
+                   kinds: np.ndarray) -> Tuple[Set[Tuple[HazardKind, PageKind]], ...]:
+    """Per side, which owner kind's page each hazard of a block is about (the page at its pfn)."""
+    def about(v: BlockVerdict) -> Set[Tuple[HazardKind, PageKind]]:
+        out = set()
+        for h in v.hazards:
+            index = -1 if h.pfn is None else h.pfn - start_pfn
+            if 0 <= index < len(kinds) and IS_PAGE_OFFLINE[int(kinds[index])]:
+                out.add((h.kind, PageKind(int(kinds[index]))))
+        return out
+    return about(pair[0]), about(pair[1])
+
+
+def _owner_hazards(kind: PageKind, rows: List[Tuple[BlockVerdict, BlockVerdict]],
+                   owners: HazardOwners) -> Tuple[OwnerHazard, ...]:
+    """Per hazard kind on this owner's pages: the blocks whose verdict carries it, per side."""
+    out = []
+    for hazard in HazardKind:
+        sides = tuple(tuple(pair[side].block for pair in rows
+                            if (hazard, kind) in owners.get(pair[side].block, (set(), set()))[side])
+                      for side in (0, 1))
+        if any(sides):
+            out.append(OwnerHazard(hazard, *sides))
+    return tuple(out)
+
+
+def _hazard_note(h: OwnerHazard, names: Tuple[str, str],
+                 pairs: Dict[int, Tuple[BlockVerdict, BlockVerdict]]) -> str:
+    """``reference_lost_on_online: none under refcount (offlining fails -EBUSY at scan
+    ("unmovable page") there first), block 39 under skippable``."""
+    parts = []
+    for side, (mine, theirs) in enumerate(((h.left, h.right), (h.right, h.left))):
+        if mine:
+            parts.append(f"block{'s' if len(mine) > 1 else ''} {format_block_ranges(list(mine))} under {names[side]}")
+            continue
+        verdicts = [pairs[b][side] for b in theirs]
+        outcomes = Counter(outcome_text(v) for v in verdicts if not v.offlinable)
+        why = f" (offlining {outcomes.most_common(1)[0][0]} there first)" if len(outcomes) == 1 and not any(
+            v.offlinable for v in verdicts) else ""
+        parts.append(f"none under {names[side]}{why}")
+    return f"{h.kind.value}: {', '.join(parts)}"
+
+
+def _owner_answer(kind: PageKind, pages: int, rows: List[Tuple[BlockVerdict, BlockVerdict]],
+                  owners: Optional[HazardOwners] = None, names: Tuple[str, str] = (DEFAULT_LEFT, DEFAULT_RIGHT)
+                  ) -> OwnerAnswer:
     by_zone: Dict[Optional[Zone], List[Tuple[BlockVerdict, BlockVerdict]]] = {}
     for pair in rows:
         by_zone.setdefault(pair[0].zone, []).append(pair)
@@ -442,21 +527,25 @@ def _owner_answer(kind: PageKind, pages: int, rows: List[Tuple[BlockVerdict, Blo
                       and (lv.result, lv.errno, lv.reason, lv.step) != (rv.result, rv.errno, rv.reason, rv.step))
         zones.append(OwnerZone(zone, outcome([p[0] for p in pairs]), outcome([p[1] for p in pairs]), changed, stepped))
 
-    def names(items: Sequence[OwnerZone]) -> str:
+    def zone_names(items: Sequence[OwnerZone]) -> str:
         return ", ".join(z.zone.value if z.zone else "none" for z in items)
 
     changing = [z for z in zones if z.changes]
     steady = [z for z in zones if not z.changes]
     stepping = [z for z in steady if z.step_changed_blocks]
     if changing:
-        note = f"offlinability changes in {names(changing)}"
+        note = f"offlinability changes in {zone_names(changing)}"
         if steady:
-            note += f"; unchanged in {names(steady)}"
+            note += f"; unchanged in {zone_names(steady)}"
     else:
-        note = f"present only in zones where offlinability does not change: {names(zones)}"
+        note = f"present only in zones where offlinability does not change: {zone_names(zones)}"
     if stepping:
-        note += f"; the failing step changes in {names(stepping)}"
-    return OwnerAnswer(kind, OWNER_NAMES.get(kind, KIND_INFO[kind].description), pages, tuple(zones), note)
+        note += f"; the failing step changes in {zone_names(stepping)}"
+    hazards = _owner_hazards(kind, rows, owners or {})
+    if hazards:
+        by_block = {lv.block: (lv, rv) for lv, rv in rows}
+        note += "; hazards on these pages: " + "; ".join(_hazard_note(h, names, by_block) for h in hazards)
+    return OwnerAnswer(kind, OWNER_NAMES.get(kind, KIND_INFO[kind].description), pages, tuple(zones), note, hazards)
 
 
 # --- the diff ---------------------------------------------------------------------------
@@ -485,6 +574,8 @@ def diff_semantics(machine: Machine, left: str = DEFAULT_LEFT, right: str = DEFA
     scan_ids = np.asarray([b for b in (int(i) for i in ids) if b in online and (census or b in differing)],
                           dtype=np.int64)
     owner_pages: Dict[int, Dict[PageKind, int]] = {}
+    hazard_owners: HazardOwners = {}
+    by_block = {lv.block: (lv, rv) for lv, rv in pairs if lv.hazards or rv.hazards}
     inputs: Dict[int, Tuple[PredicateInputs, PredicateInputs]] = {}
     lsim, rsim = Simulator(machine, lsem), Simulator(machine, rsem)
     done = 0
@@ -496,6 +587,10 @@ def diff_semantics(machine: Machine, left: str = DEFAULT_LEFT, right: str = DEFA
                 row_kinds = batch.kinds[r][po[r]]
                 owner_pages[int(chunk[r])] = {k: int(n) for k in OWNER_KINDS
                                               if (n := np.count_nonzero(row_kinds == k))}
+                pair = by_block.get(int(chunk[r]))
+                if pair is not None:
+                    hazard_owners[int(chunk[r])] = _hazard_owners(
+                        pair, int(chunk[r]) * machine.geometry.pages_per_block, batch.kinds[r])
         for r, block in enumerate(int(b) for b in chunk):
             if block not in differing:
                 continue
@@ -524,7 +619,7 @@ def diff_semantics(machine: Machine, left: str = DEFAULT_LEFT, right: str = DEFA
         rows = [(lv, rv) for lv, rv in pairs if owner_pages.get(lv.block, {}).get(kind)]
         if rows:
             total = sum(owner_pages[lv.block][kind] for lv, _ in rows)
-            owners.append(_owner_answer(kind, total, rows))
+            owners.append(_owner_answer(kind, total, rows, hazard_owners, (lsem.name, rsem.name)))
 
     ls, rs = lresult.summary, rresult.summary
     summary = DiffSummary(blocks=len(pairs), differ=len(differences), left_offlined=ls.offlined,

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Optional, Tuple
 
 from memplan.core.model import ForeignRefTiming, PageKind, Zone
-from memplan.core.results import BlockVerdict, Hazard, Outcome, Step
+from memplan.core.results import BlockVerdict, Hazard, HazardKind, Outcome, Step
 
 
 class Site(str, Enum):
@@ -124,6 +124,17 @@ class OwnerZone:
 
 
 @dataclass(frozen=True)
+class OwnerHazard:
+    """The blocks holding one PageOffline owner kind whose verdict carries one hazard kind on a
+    page of that owner, under each side (e.g. ``reference_lost_on_online``: the blocks that
+    would lose a foreign reference when onlined again)."""
+
+    kind: HazardKind
+    left: Tuple[int, ...]
+    right: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class OwnerAnswer:
     """Zi Yan's question for one PageOffline owner kind: can its blocks still be offlined?"""
 
@@ -132,6 +143,8 @@ class OwnerAnswer:
     pages: int
     zones: Tuple[OwnerZone, ...]
     note: str
+    #: the hazards its pages carry, per hazard kind in ``HazardKind`` order
+    hazards: Tuple[OwnerHazard, ...] = ()
 
     @property
     def changes_in(self) -> Tuple[Optional[Zone], ...]:

@@ -14,19 +14,18 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from memplan.snapshot import kpf
 from memplan.core.errors import UsageError
+from memplan.core.machine import HugetlbPool, Machine
+from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, PageKind
+from memplan.core.results import BlockVerdict, Cause, Culprit, HazardKind, Outcome, Step
+from memplan.core.units import format_block_ranges, format_size
+from memplan.engine.simulation import Simulator, migration_capacities
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
 from memplan.kernel.notifier import skippable_pages
 from memplan.kernel.offline import BlockContext, offline_block, offline_block_traced
 from memplan.kernel.semantics import get_semantics
-from memplan.kernel.trace import folio_size_text
-from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, PageKind
-from memplan.core.machine import HugetlbPool, Machine
-from memplan.core.results import BlockVerdict, Cause, Culprit, Outcome, Step
-from memplan.engine.simulation import Simulator, migration_capacities
-from memplan.kernel.trace import PipelineStep, StepRecord
-from memplan.core.units import format_block_ranges, format_size
+from memplan.kernel.trace import PipelineStep, StepRecord, folio_size_text
+from memplan.snapshot import kpf
 
 
 def check_block(machine: Machine, block: int) -> None:
@@ -39,9 +38,9 @@ def check_block(machine: Machine, block: int) -> None:
         first = device.addr // geo.memory_block_size
         last = (device.addr + device.region_size - 1) // geo.memory_block_size
         if first <= block <= last:
+            added = format_block_ranges([int(b) for b in _device_blocks(machine, device.id)])
             raise UsageError(f"memory block {block} is in virtio-mem {device.id}'s region but was never added "
-                             "(nothing plugged there): there is nothing to offline",
-                             hint=f"its added blocks: {format_block_ranges([int(b) for b in _device_blocks(machine, device.id)])}")
+                             "(nothing plugged there): there is nothing to offline", hint=f"its added blocks: {added}")
     ids = table.ids
     nearest = int(ids[np.argmin(np.abs(ids - block))]) if len(ids) else None
     text = format_block_ranges([int(i) for i in ids])
@@ -89,15 +88,16 @@ def explain_block(machine: Machine, block: int, semantics: Optional[str] = None)
     if verdict.culprit is not None:
         c = verdict.culprit
         index = c.pfn - ctx.start_pfn
-        culprit = CulpritPage(c.pfn, c.kind, c.refcount,
-                              kpf.kind_page_flags(c.kind, c.pfn, bool(skippable[index]) and c.kind is PageKind.FAKE_OFFLINE),
+        flagged = bool(skippable[index]) and c.kind is PageKind.FAKE_OFFLINE
+        culprit = CulpritPage(c.pfn, c.kind, c.refcount, kpf.kind_page_flags(c.kind, c.pfn, flagged),
                               KIND_INFO[c.kind].description)
     advice = _advice(machine, verdict, ctx, kinds, refcounts, sim.setup.pools, steps)
     return BlockStory(profile=machine.source, machine=machine.name, semantics=sem.name, semantics_title=sem.title,
                       verdict=verdict, steps=steps, population=population, culprit=culprit, advice=advice)
 
 
-def _population(kinds: np.ndarray, refcounts: np.ndarray, start_pfn: int, skippable: np.ndarray) -> Tuple[PopulationRow, ...]:
+def _population(kinds: np.ndarray, refcounts: np.ndarray, start_pfn: int,
+                skippable: np.ndarray) -> Tuple[PopulationRow, ...]:
     pfns = start_pfn + np.arange(len(kinds), dtype=np.int64)
     flags = kpf.page_flags(kinds, pfns, skippable)
     # One key per (kind, flags): flags use bits < 48, the kind goes above them.
@@ -119,9 +119,7 @@ def _advice(machine: Machine, v: BlockVerdict, ctx: BlockContext, kinds: np.ndar
             pools: Dict[int, HugetlbPool], steps: Tuple[StepRecord, ...]) -> str:
     """One plain sentence: what would make the block offlinable."""
     if v.result is Outcome.OFFLINED:
-        if v.hazards:
-            return f"Nothing to do: the block offlines, but mind the hazard: {v.hazards[0].text}."
-        return "Nothing to do: the block offlines."
+        return _offlined_advice(v)
     if v.cause is Cause.NOT_ONLINE:
         if ctx.state is BlockState.GOING_OFFLINE:
             return "Wait: another offline of this block is in progress."
@@ -161,6 +159,27 @@ def _advice(machine: Machine, v: BlockVerdict, ctx: BlockContext, kinds: np.ndar
     if v.step is Step.COMMIT:
         return "Do not offline this block: the kernel would BUG() on a PageOffline page still referenced at commit."
     return "The kernel would not offline this block."
+
+
+#: Hazards of a block that offlines, the one to warn about first: what later corrupts memory
+#: before what only prints a splat.
+_HAZARD_SEVERITY: Tuple[HazardKind, ...] = (
+    HazardKind.REFERENCE_LOST_ON_ONLINE, HazardKind.FREED_TO_BUDDY, HazardKind.UNSAFE_REONLINE,
+    HazardKind.REFCOUNT_ON_FREE_PAGE, HazardKind.STALE_MEMMAP_REFERENCE, HazardKind.BUG, HazardKind.WARN,
+)
+assert set(_HAZARD_SEVERITY) == set(HazardKind)
+
+
+def _offlined_advice(v: BlockVerdict) -> str:
+    if not v.hazards:
+        return "Nothing to do: the block offlines."
+    worst = min(v.hazards, key=lambda h: _HAZARD_SEVERITY.index(h.kind))
+    if worst.kind is HazardKind.REFERENCE_LOST_ON_ONLINE:
+        where = f" at pfn {worst.pfn:#x}" if worst.pfn is not None else ""
+        return ("The block offlines, but do not online it again while someone else still holds its reference on the "
+                f"fake-offline page{where}: onlining re-initialises the memmap (refcount 1), and the holder's "
+                "put_page() would then free unplugged memory to the page allocator.")
+    return f"Nothing to do: the block offlines, but mind the hazard: {worst.text}."
 
 
 #: Advice for the causes that do not depend on the block's pages.

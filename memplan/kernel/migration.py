@@ -223,17 +223,20 @@ def _pages_after(view: RangeView, migrated: np.ndarray, pool_pages: np.ndarray,
 
 def _round_one_log(view: RangeView, semantics: OfflineSemantics, h: int, found: np.ndarray, folios: _Folios,
                    repeats: bool) -> List[LogEntry]:
-    """What round 1 of MIGRATE from ``h`` prints, rate-limited together (one static ratelimit
-    state): ``failed to isolate pfn`` for every page it cannot isolate, then ``migrating pfn ...
-    failed ret:%d`` for every folio migrate_pages() gives back."""
+    """What round 1 of MIGRATE from ``h`` prints: ``failed to isolate pfn`` for every page it
+    cannot isolate, then ``migrating pfn ... failed ret:%d`` for every folio migrate_pages()
+    gives back, each with its dump_page. One ``__ratelimit(&migrate_rs)`` call guards each
+    pr_warn + dump_page pair; ``migrate_rs`` is one static ``DEFINE_RATELIMIT_STATE`` of
+    do_migrate_range() (5 s, burst 10; ML-NEW), shared by both call sites and every offline
+    attempt, so every such entry is ``ratelimited``: another block may have used the burst up."""
     tail = slice(h, None)  # do_migrate_range() walks from the found pfn to the end
     not_isolatable = view.first[tail] & ~migrate_leaves(view, semantics, tail) & ~found[tail]
     events: List[List[LogEntry]] = []
     for i in np.flatnonzero(not_isolatable):
         pfn = view.pfn + h + int(i)
         events.append([LogEntry(LogLevel.PR_WARN, f"failed to isolate pfn {pfn:x}", pfn, "do_migrate_range",
-                                1, repeats),
-                       LogEntry(LogLevel.DUMP_PAGE, "isolation failed", pfn, "do_migrate_range", 1, repeats)])
+                                1, repeats, True),
+                       LogEntry(LogLevel.DUMP_PAGE, "isolation failed", pfn, "do_migrate_range", 1, repeats, True)])
         if len(events) >= RATELIMIT_BURST:
             break
     failed_heads = folios.heads[~folios.success & (folios.refcount > 0)]  # refcount 0: never reach migrate_pages()
@@ -242,8 +245,9 @@ def _round_one_log(view: RangeView, semantics: OfflineSemantics, h: int, found: 
         for i in failed_heads[: RATELIMIT_BURST - len(events)]:
             pfn = view.pfn + int(i)
             events.append([LogEntry(LogLevel.PR_WARN, f"migrating pfn {pfn:x} failed ret:{ret}", pfn,
-                                    "do_migrate_range", 1, repeats),
-                           LogEntry(LogLevel.DUMP_PAGE, "migration failure", pfn, "do_migrate_range", 1, repeats)])
+                                    "do_migrate_range", 1, repeats, True),
+                           LogEntry(LogLevel.DUMP_PAGE, "migration failure", pfn, "do_migrate_range", 1, repeats,
+                                    True)])
     return [e for pair in events for e in pair]
 
 

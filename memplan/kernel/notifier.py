@@ -78,9 +78,16 @@ def going_offline(view: RangeView, driver: Optional[DriverState], semantics: Off
     return Notified(kinds, ref, log, hazards, dropped, freed)
 
 
+#: Where virtio-mem's MEM_GOING_OFFLINE splat is reported: virtio_mem_fake_offline_going_offline()
+#: is a static helper inlined into the notifier callback, and the WARNING names the callback
+#: ("WARNING ... virtio_mem_memory_notifier_cb", observed on 7.2.13, spec §9.1).
+NOTIFIER_FUNCTION = "virtio_mem_memory_notifier_cb"
+
+
 def _referenced_log(pfns: np.ndarray) -> List[LogEntry]:
-    """``WARN_ON(!page_ref_dec_and_test(page))`` + ``dump_page()`` per referenced page, interleaved."""
-    function = "virtio_mem_fake_offline_going_offline"
+    """``WARN_ON(!page_ref_dec_and_test(page))`` + ``dump_page()`` per referenced page, interleaved
+    (neither is rate-limited: a WARN_ON prints every time)."""
+    function = NOTIFIER_FUNCTION
     out: List[LogEntry] = []
     for pair in zip(per_page_entries(LogLevel.WARN, "WARN_ON(!page_ref_dec_and_test(page))", function, pfns),
                     per_page_entries(LogLevel.DUMP_PAGE, "fake-offline page referenced", function, pfns)):
@@ -95,7 +102,10 @@ def _foreign_reference_dropped(view: RangeView, kinds: np.ndarray, ref: np.ndarr
     Where virtio-mem already dropped its own reference, put_page() frees the page. mm/page_alloc.c
     free_pages_prepare() resets the page type of a typed page ("Reset the page_type (which
     overlays _mapcount)", since the 2025 movable_ops series), so it lands silently on the
-    isolated free list (seed mail: "ouch").
+    isolated free list (seed mail: "ouch"). Observed on 7.2.13 (spec §9.1 row 21): no bad-page
+    report, and ZONE_MOVABLE's managed pages end one lower per freed page, because
+    __offline_isolated_pages() takes it off the free lists as managed memory that virtio-mem
+    never counted.
     """
     ref[foreign] -= view.refcount[foreign] - 1
     freed = foreign & (ref == 0)
@@ -105,8 +115,9 @@ def _foreign_reference_dropped(view: RangeView, kinds: np.ndarray, ref: np.ndarr
         pfn = view.pfn + int(np.flatnonzero(freed)[0])
         hazards.append(Hazard(HazardKind.FREED_TO_BUDDY,
                               f"{int(freed.sum())} fake-offline page(s) freed to the buddy by put_page() while "
-                              "offlining (unplugged memory on the isolated free list; managed page count skew; "
-                              "a MEM_CANCEL_OFFLINE would raise the refcount of a free page)", pfn))
+                              "offlining (unplugged memory on the isolated free list; the zone's managed pages end "
+                              "one lower per page; a MEM_CANCEL_OFFLINE would raise the refcount of a free page)",
+                              pfn))
     return kinds, freed
 
 
@@ -129,16 +140,16 @@ def cancel_hazards(notified: Notified, pfn: int) -> List[Hazard]:
 
 def after_success_hazards(view: RangeView, after: RangeView, semantics: OfflineSemantics,
                           env: Environment) -> List[Hazard]:
-    """Hazards of a block that went offline: foreign references dropped afterwards (spec row 22)
-    and ownerless PageOffline pages skipped as already offline (spec row 36)."""
+    """Hazards of a block that went offline: foreign references on fake-offline pages dropped
+    while it is offline (spec row 22) or after it was onlined again (§9.1), and ownerless
+    PageOffline pages skipped as already offline (spec row 36)."""
     hazards: List[Hazard] = []
-    foreign = ((view.kinds == PageKind.FAKE_OFFLINE.value) & (view.refcount > 1)
-               if env.foreign_ref_dropped is ForeignRefTiming.AFTER_OFFLINE else None)
-    if foreign is not None and foreign.any():
-        hazards.append(Hazard(HazardKind.STALE_MEMMAP_REFERENCE,
-                              f"{int(foreign.sum())} foreign reference(s) on fake-offline pages dropped after the "
-                              "block went offline: put_page() on a stale (possibly poisoned) memmap, not freed to "
-                              "the buddy", view.pfn + int(np.flatnonzero(foreign)[0])))
+    timing = env.foreign_ref_dropped
+    if timing in _HELD_ACROSS_OFFLINE:
+        foreign = (view.kinds == PageKind.FAKE_OFFLINE.value) & (view.refcount > 1)
+        if foreign.any():
+            hazards.append(_held_reference_hazard(timing, int(foreign.sum()),
+                                                  view.pfn + int(np.flatnonzero(foreign)[0])))
     orphans = after.kinds == PageKind.OFFLINE_ORPHAN.value
     if orphans.any():
         orphans &= (after.refcount == 0) & semantics.test_passes(after.refcount, after.skippable)
@@ -148,3 +159,30 @@ def after_success_hazards(view: RangeView, after: RangeView, semantics: OfflineS
                               "as already offline; onlining the block again hands them to the buddy",
                               view.pfn + int(np.flatnonzero(orphans)[0])))
     return hazards
+
+
+#: Timings in which a foreign reference is still held when the block goes offline.
+_HELD_ACROSS_OFFLINE = frozenset({ForeignRefTiming.AFTER_OFFLINE, ForeignRefTiming.AFTER_ONLINE})
+
+
+def _held_reference_hazard(timing: ForeignRefTiming, n: int, pfn: int) -> Hazard:
+    """What the holder's later put_page() does to a page whose reference went offline with it.
+
+    While the block is offline (row 22) it decrements a count on the stale, possibly poisoned
+    memmap (remove_pfn_range_from_zone()), 2 -> 1, and frees nothing. Once the block is onlined
+    again, online_pages() -> move_pfn_range_to_zone() -> memmap_init_range() re-initialises
+    every struct page (__init_single_page(): init_page_count(), flags cleared); virtio-mem's
+    online callback (virtio_mem_online_page_cb()) only marks the unplugged pages fake-offline
+    again. The count reads 1 (virtio-mem's), the foreign reference is lost, and the holder's
+    put_page() takes it 1 -> 0: free_pages_prepare() resets the page type and an unplugged page
+    goes to the buddy (§9.1: the count read 1 after re-online; the put itself is inferred).
+    """
+    if timing is ForeignRefTiming.AFTER_ONLINE:
+        return Hazard(HazardKind.REFERENCE_LOST_ON_ONLINE,
+                      f"{n} fake-offline page(s) went offline with a foreign reference: onlining the block again "
+                      "re-initialises the memmap (memmap_init_range(): init_page_count() sets the count to 1), the "
+                      "reference is lost, and the holder's put_page() then frees an unplugged page to the buddy",
+                      pfn)
+    return Hazard(HazardKind.STALE_MEMMAP_REFERENCE,
+                  f"{n} foreign reference(s) on fake-offline pages dropped after the block went offline: put_page() "
+                  "on a stale (possibly poisoned) memmap, not freed to the buddy", pfn)

@@ -25,6 +25,14 @@ from memplan.core.results import LogEntry, LogLevel
 PER_PAGE_LOG_LIMIT = 8
 #: ``DEFAULT_RATELIMIT_BURST``: do_migrate_range() prints at most this many messages per interval.
 RATELIMIT_BURST = 10
+#: ``DEFAULT_RATELIMIT_INTERVAL`` (``5 * HZ``), in seconds (include/linux/ratelimit_types.h).
+RATELIMIT_INTERVAL_S = 5
+#: What a rate-limited kernel line means for someone grepping dmesg (explain prints it).
+RATELIMIT_NOTE = (
+    "rate-limited: do_migrate_range() prints these lines and their dump_page through one rate limit shared by "
+    f"every offline attempt (DEFINE_RATELIMIT_STATE(migrate_rs, {RATELIMIT_INTERVAL_S} s, burst {RATELIMIT_BURST})): "
+    "another block's failures can use it up, and the line is then missing from dmesg, counted only in a later "
+    "\"do_migrate_range: N callbacks suppressed\"")
 
 
 # One byte of kernel predicates per page kind: a block's predicates come from a single

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from memplan.core.machine import Machine
 from memplan.core.model import BlockState
-from memplan.core.results import BlockVerdict, Outcome, SimulationResult
+from memplan.core.results import BlockVerdict, Confidence, Outcome, SimulationResult
 from memplan.diff.compute import changed_fields
 from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
 
@@ -95,10 +95,11 @@ def _cells(machine: Machine, verdicts: Dict[int, BlockVerdict], span: Optional[T
         else:
             device_index = slots[block]
             kind = CellKind.UNPLUGGED
-            zone_name, node = None, None
+            zone_name, node, verdict = None, None, None
         device = machine.devices[device_index] if device_index >= 0 else None
         change, changed = (change_of or {}).get(block, (Change.SAME, ()))
-        cell = Cell(block, kind, change, changed)
+        sure = verdict.confidence if verdict is not None and kind is not CellKind.OFFLINE else None
+        cell = Cell(block, kind, change, changed, sure or Confidence.CERTAIN)
         if previous is not None and block > previous + 1:
             close()
             current = None

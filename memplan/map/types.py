@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Dict, Optional, Tuple
 
+from memplan.core.results import Confidence
+
 
 class CellKind(str, Enum):
     """What a block's cell shows."""
@@ -48,6 +50,8 @@ class Cell:
     change: Change = Change.SAME
     #: ``map --diff``: the verdict fields that differ
     changed: Tuple[str, ...] = ()
+    #: how sure the verdict of a judged block is
+    confidence: Confidence = Confidence.CERTAIN
 
 
 @dataclass(frozen=True)

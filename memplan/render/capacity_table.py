@@ -1,30 +1,42 @@
-"""Rich output of ``memplan plan`` and ``memplan unplug`` (tables, summaries, the sweep curve)."""
+"""Output of ``memplan plan`` and ``memplan unplug`` for people: tables at their natural width
+(``memplan.render.grid``), summaries, the sweep curve; every attempt with its confidence."""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, Iterable, List, Tuple
 
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
+from memplan.core.results import BlockVerdict, Confidence, Outcome
 from memplan.core.units import format_block_ranges, format_size
-from memplan.plans.types import AUTO_MOVABLE_RATIO, RETRY_MAX_S, MemoryLeft, PlanResult, SweepResult, UnplugResult
-from memplan.render.cells import RESULT_STYLE, add_columns, culprit_text, lsmem_range
+from memplan.plans.types import (
+    AUTO_MOVABLE_RATIO,
+    RETRY_MAX_S,
+    MemoryLeft,
+    PlanResult,
+    SweepResult,
+    UnplugBlock,
+    UnplugResult,
+)
+from memplan.render.cells import RESULT_STYLE, confidence_text, culprit_text, lsmem_range, worst_confidence
+from memplan.render.console import print_line
+from memplan.render.escape import safe
+from memplan.render.grid import Cell, Grid, GridColumn, Styled, grid_of
+from memplan.render.table import by_confidence_text
 
 #: Width of the sweep curve in character cells.
 CURVE_WIDTH = 48
 
 
-def left_table(left: MemoryLeft) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False, title="Left online", title_justify="left")
-    add_columns(table, (("NODE", "right"), ("ZONE", "left"), ("FREE", "right"), ("TOTAL", "right")))
+def print_left(console: Console, left: MemoryLeft) -> None:
+    grid = Grid([GridColumn("NODE", "right"), GridColumn("ZONE"), GridColumn("FREE", "right"),
+                 GridColumn("TOTAL", "right")], title="Left online")
     for z in left.zones:
-        table.add_row(str(z.node), z.zone.value if z.zone else "none", format_size(z.free_bytes),
-                      format_size(z.total_bytes))
+        grid.add_row([str(z.node), z.zone.value if z.zone else "none", format_size(z.free_bytes),
+                      format_size(z.total_bytes)])
     for node, (free, total) in left.nodes().items():
-        table.add_row(str(node), Text("all", style="bold"), format_size(free), format_size(total))
-    return table
+        grid.add_row([str(node), Styled("all", "bold"), format_size(free), format_size(total)])
+    grid.print(console)
 
 
 def ratio_line(left: MemoryLeft) -> str:
@@ -34,83 +46,118 @@ def ratio_line(left: MemoryLeft) -> str:
     return f"MOVABLE:KERNEL:     {shown}{mark}, auto_movable_ratio {AUTO_MOVABLE_RATIO}%"
 
 
-def plan_table(result: PlanResult) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    add_columns(table, (("#", "right"), ("BLOCK", "right"), ("RANGE", "left"), ("ZONE", "left"),
-                        ("RESULT", "left"), ("ERRNO", "left"), ("REASON", "left"), ("STEP", "left"),
-                        ("MIGRATED", "right"), ("CULPRIT", "left")), wrap=("REASON", "CULPRIT"))
+def print_attempts(console: Console, result: PlanResult) -> None:
+    """chmem's writes in order, each with its verdict and how sure it is."""
+    grid = grid_of((
+        ("#", "right"), ("BLOCK", "right"), ("RANGE", "left"), ("ZONE", "left"), ("RESULT", "left"),
+        ("ERRNO", "left"), ("REASON", "left"), ("STEP", "left"), ("MIGRATED", "right"), ("CULPRIT", "left"),
+        ("CONFIDENCE", "left")))
     for i, v in enumerate(result.attempts, 1):
-        table.add_row(str(i), str(v.block), lsmem_range(v), v.zone.value if v.zone else "none",
-                      Text(v.result.value, style=RESULT_STYLE[v.result]), v.errno.value if v.errno else "-",
-                      v.reason.value if v.reason else "-", v.step.value if v.step else "-", str(v.pages.migrated),
-                      culprit_text(v))
-    return table
+        grid.add_row([str(i), str(v.block), lsmem_range(v), v.zone.value if v.zone else "none",
+                      Styled(v.result.value, RESULT_STYLE[v.result]), v.errno.value if v.errno else "",
+                      v.reason.value if v.reason else "", v.step.value if v.step else "", str(v.pages.migrated),
+                      culprit_text(v), confidence_text(v.confidence)])
+    grid.print(console)
+
+
+def achieved_by_confidence(attempts: Iterable[BlockVerdict], block_size: int) -> Dict[Confidence, int]:
+    """Offlined memory per confidence of the verdicts it rests on."""
+    split = {c: 0 for c in Confidence}
+    for v in attempts:
+        if v.result is Outcome.OFFLINED:
+            split[v.confidence or Confidence.CERTAIN] += block_size
+    return split
+
+
+def label(name: str, value: str) -> str:
+    return f"{name + ':':<20}{value}"
 
 
 def print_plan(console: Console, result: PlanResult) -> None:
     if result.attempts:
-        console.print(plan_table(result))
-        console.print()
+        print_attempts(console, result)
+        print_line(console)
     lines = [
-        f"Semantics:          {result.semantics}",
-        f"Asked:              {format_size(result.asked_bytes)} ({result.asked_bytes // result.block_size} blocks of "
-        f"{format_size(result.block_size)}{', zone ' + result.zone if result.zone else ''})",
-        f"Achieved:           {format_size(result.achieved_bytes)} "
-        f"(blocks {format_block_ranges(list(result.offlined)) or 'none'})",
-        f"Attempts:           {len(result.attempts)} of {result.candidates} candidate blocks",
+        label("Semantics", result.semantics),
+        label("Asked", f"{format_size(result.asked_bytes)} ({result.asked_bytes // result.block_size} blocks of "
+                       f"{format_size(result.block_size)}{', zone ' + result.zone if result.zone else ''})"),
+        label("Achieved", f"{format_size(result.achieved_bytes)} "
+                          f"(blocks {format_block_ranges(list(result.offlined)) or 'none'})"),
+        label("By confidence", by_confidence_text(achieved_by_confidence(result.attempts, result.block_size))),
+        label("Attempts", f"{len(result.attempts)} of {result.candidates} candidate blocks"),
         ratio_line(result.left),
     ]
     for line in lines:
-        console.print(line, highlight=False, markup=False)
-    console.print()
-    console.print(left_table(result.left))
+        print_line(console, safe(line))
+    print_line(console)
+    print_left(console, result.left)
 
 
-def unplug_table(result: UnplugResult) -> Table:
+def _unplugged_bytes(result: UnplugResult, b: UnplugBlock) -> int:
+    if result.mode == "sbm":
+        return len(b.unplugged_units) * result.unit_size
+    return result.device_block_size if b.unplugged_units else 0
+
+
+def unplug_confidence(b: UnplugBlock) -> Confidence:
+    """The least certain verdict the driver's offlining of this block rests on (certain when it
+    offlined nothing)."""
+    return worst_confidence(v.confidence for v in b.removal)
+
+
+def _culprits(result: UnplugResult, b: UnplugBlock) -> str:
     sbm = result.mode == "sbm"
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    add_columns(table, (("BLOCK" if sbm else "BIG BLOCK", "right"), ("MEMORY", "left"), ("ZONE", "left"),
-                        ("BEFORE", "left"), ("AFTER", "left"), ("UNPLUGGED", "right"), ("LEFT", "right"),
-                        ("CULPRITS", "left")), wrap=("CULPRITS",))
+    shown = [c for c in b.culprits if c.unit is not None] or list(b.culprits)
+    return ", ".join(
+        f"{'sb' if sbm else 'sec'} {'all' if c.unit is None else c.unit}: "
+        f"{c.kind.label if c.kind else '?'}@{c.pfn:#x} {c.errno.value}" if c.pfn is not None
+        else f"{'all' if c.unit is None else c.unit}: {c.errno.value}"
+        for c in shown)
+
+
+def unplug_grid(result: UnplugResult) -> Grid:
+    sbm = result.mode == "sbm"
+    grid = grid_of((
+        ("BLOCK" if sbm else "BIG BLOCK", "right"), ("MEMORY", "left"), ("ZONE", "left"), ("BEFORE", "left"),
+        ("AFTER", "left"), ("UNPLUGGED", "right"), ("LEFT", "right"), ("CULPRITS", "left"), ("CONFIDENCE", "left")))
     for b in result.blocks:
         if not (b.visited or b.state_before != b.state_after):
             continue
-        shown = [c for c in b.culprits if c.unit is not None] or list(b.culprits)
-        culprits = ", ".join(
-            f"{'sb' if sbm else 'sec'} {'all' if c.unit is None else c.unit}: "
-            f"{c.kind.label if c.kind else '?'}@{c.pfn:#x} {c.errno.value}" if c.pfn is not None
-            else f"{'all' if c.unit is None else c.unit}: {c.errno.value}"
-            for c in shown)
-        table.add_row(str(b.block), format_block_ranges(list(b.memory_blocks)), b.zone.value if b.zone else "-",
-                      b.state_before, b.state_after, str(len(b.unplugged_units)) if sbm else
-                      ("yes" if b.unplugged_units else "no"),
-                      str(len(b.plugged_units_left)) if sbm else ("-" if b.unplugged_units else "plugged"), culprits)
-    return table
+        grid.add_row([str(b.block), format_block_ranges(list(b.memory_blocks)), b.zone.value if b.zone else "",
+                      b.state_before, b.state_after,
+                      str(len(b.unplugged_units)) if sbm else ("yes" if b.unplugged_units else "no"),
+                      str(len(b.plugged_units_left)) if sbm else ("" if b.unplugged_units else "plugged"),
+                      _culprits(result, b), unplug_confidence(b).value])
+    return grid
 
 
 def print_unplug(console: Console, result: UnplugResult) -> None:
     unit = "sub-block" if result.mode == "sbm" else "big block"
+    split = {c: 0 for c in Confidence}
+    for b in result.blocks:
+        split[unplug_confidence(b)] += _unplugged_bytes(result, b)
     lines = [
-        f"Device:             {result.device} ({result.mode.upper()}, {format_size(result.unit_size)} {unit}s)",
-        f"Requested size:     {format_size(result.requested_bytes)}",
-        f"Plugged:            {format_size(result.plugged_before_bytes)} -> {format_size(result.plugged_after_bytes)}",
-        f"Achieved:           {format_size(result.achieved_bytes)} of {format_size(result.asked_bytes)} asked",
-        f"Driver:             {_stop_text(result)}",
+        label("Device", f"{result.device} ({result.mode.upper()}, {format_size(result.unit_size)} {unit}s)"),
+        label("Requested size", format_size(result.requested_bytes)),
+        label("Plugged", f"{format_size(result.plugged_before_bytes)} -> {format_size(result.plugged_after_bytes)}"),
+        label("Achieved", f"{format_size(result.achieved_bytes)} of {format_size(result.asked_bytes)} asked"),
+        label("By confidence", by_confidence_text(split)),
+        label("Driver", _stop_text(result)),
     ]
-    table = unplug_table(result)
-    if table.row_count:
-        console.print(table)
-        console.print()
+    grid = unplug_grid(result)
+    if grid.row_count:
+        grid.print(console)
+        print_line(console)
     for line in lines:
-        console.print(line, highlight=False, markup=False)
+        print_line(console, safe(line))
     if result.runs:
         timeline = ", ".join(f"t={r.at_seconds}s {r.errno.value if r.errno else 'ok'}"
                              + (f" (-{format_size(r.unplugged_bytes)})" if r.unplugged_bytes else "")
                              for r in result.runs)
-        console.print(f"Work runs:          {timeline}", highlight=False, markup=False)
+        print_line(console, label("Work runs", timeline))
     if result.next_retries:
-        console.print(f"Retries:            at {', '.join(f'{t}s' for t in result.next_retries)}, then every "
-                      f"{RETRY_MAX_S}s (virtio_mem_run_wq retry timer)", highlight=False, markup=False)
+        print_line(console, label("Retries", f"at {', '.join(f'{t}s' for t in result.next_retries)}, then every "
+                                             f"{RETRY_MAX_S}s (virtio_mem_run_wq retry timer)"))
 
 
 def _stop_text(result: UnplugResult) -> str:
@@ -125,33 +172,31 @@ def _stop_text(result: UnplugResult) -> str:
     }.get(result.stop, result.stop)
 
 
-def sweep_table(result: SweepResult) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    add_columns(table, (("REQUESTED", "right"), ("ACHIEVABLE", "right"), ("UNPLUGGED", "right"),
-                        ("DRIVER", "left"), ("CURVE", "left")))
+def curve_cell(result: SweepResult, requested: int, plugged_after: int) -> Tuple[Styled, ...]:
+    """█ plugged as requested, ▒ plugged beyond the request, · unplugged (``CURVE_WIDTH`` cells)."""
     top = max(result.plugged_before_bytes, 1)
-    for p in result.points:
-        filled = round(p.plugged_after_bytes * CURVE_WIDTH / top)
-        wanted = round(p.requested_bytes * CURVE_WIDTH / top)
-        # The driver never unplugs more than asked: requested <= achievable <= plugged.
-        bar = Text()
-        bar.append("█" * wanted, style="green")
-        bar.append("▒" * max(filled - wanted, 0), style="red")
-        bar.append("·" * max(CURVE_WIDTH - max(filled, wanted), 0), style="dim")
-        table.add_row(format_size(p.requested_bytes), format_size(p.plugged_after_bytes),
-                      format_size(result.plugged_before_bytes - p.plugged_after_bytes),
-                      p.stop if p.errno is None else f"{p.stop} ({p.errno.value})", bar)
-    return table
+    filled = round(plugged_after * CURVE_WIDTH / top)
+    wanted = round(requested * CURVE_WIDTH / top)
+    # The driver never unplugs more than asked: requested <= achievable <= plugged.
+    return (Styled("█" * wanted, "green"), Styled("▒" * max(filled - wanted, 0), "red"),
+            Styled("·" * max(CURVE_WIDTH - max(filled, wanted), 0), "dim"))
 
 
 def print_sweep(console: Console, result: SweepResult) -> None:
-    console.print(sweep_table(result))
-    console.print()
+    grid = grid_of((
+        ("REQUESTED", "right"), ("ACHIEVABLE", "right"), ("UNPLUGGED", "right"), ("DRIVER", "left"),
+        ("CURVE", "left")))
+    for p in result.points:
+        curve: Cell = curve_cell(result, p.requested_bytes, p.plugged_after_bytes)
+        grid.add_row([format_size(p.requested_bytes), format_size(p.plugged_after_bytes),
+                      format_size(result.plugged_before_bytes - p.plugged_after_bytes),
+                      p.stop if p.errno is None else f"{p.stop} ({p.errno.value})", curve])
+    grid.print(console)
+    print_line(console)
     lines: List[str] = [
-        f"Device:             {result.device} ({result.mode.upper()}), "
-        f"plugged {format_size(result.plugged_before_bytes)}",
-        f"Floor:              {format_size(result.floor_bytes)} (the smallest plugged size any request reaches)",
-        "Curve:              █ plugged as requested, ▒ plugged beyond the request (could not go), · unplugged",
+        label("Device", f"{result.device} ({result.mode.upper()}), plugged {format_size(result.plugged_before_bytes)}"),
+        label("Floor", f"{format_size(result.floor_bytes)} (the smallest plugged size any request reaches)"),
+        label("Curve", "█ plugged as requested, ▒ plugged beyond the request (could not go), · unplugged"),
     ]
     for line in lines:
-        console.print(line, highlight=False, markup=False)
+        print_line(console, safe(line))

@@ -1,15 +1,13 @@
-"""Cell formatters and the column helper shared by every table renderer."""
+"""Cell formatters shared by every table renderer."""
 
 from __future__ import annotations
 
-from typing import Container, Iterable, Tuple
+from typing import Iterable, Optional
 
-from rich.console import JustifyMethod
-from rich.table import Table
-
-from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.results import BlockVerdict, Confidence, Outcome
 
 RESULT_STYLE = {Outcome.OFFLINED: "green", Outcome.FAILS: "red", Outcome.HANGS: "yellow"}
+_RANK = {Confidence.CERTAIN: 0, Confidence.LIKELY: 1, Confidence.UNKNOWN: 2}
 
 
 def lsmem_range(v: BlockVerdict) -> str:
@@ -17,13 +15,17 @@ def lsmem_range(v: BlockVerdict) -> str:
     return f"0x{v.start:016x}-0x{v.end:016x}"
 
 
-def add_columns(table: Table, columns: Iterable[Tuple[str, JustifyMethod]], wrap: Container[str] = ()) -> None:
-    """Add ``(name, justify)`` columns to ``table``; only the columns named in ``wrap`` wrap."""
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=name not in wrap)
-
-
 def culprit_text(v: BlockVerdict) -> str:
     if v.culprit is None:
         return ""
     return f"{v.culprit.kind.label}@{v.culprit.pfn:#x}"
+
+
+def confidence_text(confidence: Optional[Confidence]) -> str:
+    """A verdict's confidence (a verdict without one is about an exact input: certain)."""
+    return (confidence or Confidence.CERTAIN).value
+
+
+def worst_confidence(confidences: Iterable[Optional[Confidence]]) -> Confidence:
+    """The least certain of some verdicts' confidences (``certain`` for none)."""
+    return max((c or Confidence.CERTAIN for c in confidences), key=_RANK.__getitem__, default=Confidence.CERTAIN)

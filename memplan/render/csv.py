@@ -1,5 +1,7 @@
 """CSV for spreadsheets: one row per block, a header, stable snake_case column names.
 
+Rows are written as the verdicts stream by (``Verdicts``, interface I1): nothing is held.
+
 The columns follow the JSON keys of ``simulate --json`` (nested objects flattened with ``_``);
 a missing value (no errno, no culprit) is an empty cell. Columns are only ever added at the
 end, never renamed or reordered.
@@ -11,7 +13,7 @@ import csv
 from enum import Enum
 from typing import IO, Any, Iterable, List, Sequence, Tuple, Union
 
-from memplan.core.results import BlockVerdict, SimulationResult
+from memplan.core.results import BlockVerdict, Verdicts
 from memplan.diff.types import SemanticsDiff
 
 SIMULATION_COLUMNS: Tuple[str, ...] = (
@@ -46,12 +48,13 @@ def _write(stream: IO[str], header: Sequence[str], rows: Iterable[Sequence[Any]]
     writer = csv.writer(stream, lineterminator="\n")
     if not noheader:
         writer.writerow(header)
-    writer.writerows(rows)
+    for row in rows:
+        writer.writerow(row)
 
 
-def write_simulation(result: SimulationResult, stream: IO[str], noheader: bool = False) -> None:
-    """``simulate --csv``: every selected block."""
-    _write(stream, SIMULATION_COLUMNS, (verdict_row(v) for v in result.blocks), noheader)
+def write_simulation(result: Verdicts, stream: IO[str], noheader: bool = False) -> None:
+    """``simulate --csv``: every selected block, one row as each verdict arrives."""
+    _write(stream, SIMULATION_COLUMNS, (verdict_row(v) for v in result), noheader)
 
 
 _SIDE = ("result", "errno", "reason", "step", "culprit_pfn", "culprit_kind", "culprit_refcount", "hazards")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
 from memplan.core.results import BlockVerdict, Outcome, log_lines
-from memplan.core.units import format_size
+from memplan.core.units import format_block_ranges, format_size
 from memplan.diff.types import (
     BlockDifference,
     OwnerAnswer,
+    OwnerHazard,
     OwnerOutcome,
     SemanticsDiff,
     SidedHazard,
@@ -21,9 +22,11 @@ from memplan.diff.types import (
     SiteFinding,
 )
 from memplan.render.block_columns import difference_columns
-from memplan.render.cells import RESULT_STYLE, add_columns, culprit_text, lsmem_range
+from memplan.render.console import print_line
+from memplan.render.escape import safe
+from memplan.render.grid import Cell, Grid, GridColumn, Styled
 from memplan.render.json import block_dict
-from memplan.render.lsmem import TableOptions, merged_rows, raw_lines, rich_table
+from memplan.render.lsmem import Format, SummaryWhen, TableOptions, print_listing
 
 # --- JSON -------------------------------------------------------------------------------
 
@@ -59,13 +62,20 @@ def _owner_outcome_dict(o: OwnerOutcome) -> Dict[str, Any]:
     }
 
 
-def owner_dict(o: OwnerAnswer) -> Dict[str, Any]:
+def _owner_hazard_dict(h: OwnerHazard, left: str, right: str) -> Dict[str, Any]:
+    def side(name: str, blocks: Tuple[int, ...]) -> Dict[str, Any]:
+        return {"semantics": name, "blocks": list(blocks), "ranges": format_block_ranges(list(blocks))}
+    return {"kind": h.kind.value, "left": side(left, h.left), "right": side(right, h.right)}
+
+
+def owner_dict(o: OwnerAnswer, left: str, right: str) -> Dict[str, Any]:
     return {
         "kind": o.kind.label,
         "owner": o.owner,
         "pages": o.pages,
         "changes_in": [z.value if z else "none" for z in o.changes_in],
         "note": o.note,
+        "hazards": [_owner_hazard_dict(h, left, right) for h in o.hazards],
         "zones": [{"zone": z.zone.value if z.zone else "none", "blocks": z.blocks, "changes": z.changes,
                    "changed_blocks": z.changed_blocks, "step_changed_blocks": z.step_changed_blocks,
                    "left": _owner_outcome_dict(z.left), "right": _owner_outcome_dict(z.right)} for z in o.zones],
@@ -82,7 +92,7 @@ def diff_dict(d: SemanticsDiff) -> Dict[str, Any]:
         "right": d.right,
         "foreign_ref_dropped": d.foreign_ref_dropped.value,
         "differences": [difference_dict(x) for x in d.differences],
-        "owners": [owner_dict(o) for o in d.owners],
+        "owners": [owner_dict(o, d.left, d.right) for o in d.owners],
         "summary": {
             "blocks": s.blocks,
             "differ": s.differ,
@@ -95,18 +105,6 @@ def diff_dict(d: SemanticsDiff) -> Dict[str, Any]:
 
 
 # --- rich -------------------------------------------------------------------------------
-
-def verdict_cell(v: BlockVerdict) -> Text:
-    """``fails EBUSY isolate "failure to isolate range"`` in the result's colour."""
-    text = Text(v.result.value, style=RESULT_STYLE[v.result])
-    if v.result is not Outcome.OFFLINED:
-        parts = [p for p in (v.errno.value if v.errno else None, v.step.value if v.step else None) if p]
-        if parts:
-            text.append(" " + " ".join(parts))
-        if v.reason:
-            text.append(f' "{v.reason.value}"')
-    return text
-
 
 def _short(v: BlockVerdict) -> str:
     if v.result is Outcome.OFFLINED:
@@ -130,35 +128,19 @@ def _log_lines(v: BlockVerdict) -> List[str]:
     return log_lines(v.kernel_log)
 
 
-def _difference_table(diff: SemanticsDiff, items: Sequence[BlockDifference],
-                      options: Optional[TableOptions] = None) -> Table:
-    if options is not None:
-        # lsmem's controls (-o, --split, --all, --bytes, -n) over the diff's columns.
-        columns = difference_columns(diff.left, diff.right)
-        shown = columns.select(options)
-        return rich_table(shown, merged_rows(columns, items, options, shown), options)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    add_columns(table, (("BLOCK", "right"), ("RANGE", "left"), ("SIZE", "right"), ("ZONE", "left"),
-                        (diff.left.upper(), "left"), (diff.right.upper(), "left"), ("CULPRIT", "left")),
-                wrap=(diff.left.upper(), diff.right.upper(), "CULPRIT"))
-    for d in items:
-        culprits = {culprit_text(d.left), culprit_text(d.right)} - {""}
-        table.add_row(str(d.block), lsmem_range(d.left), format_size(d.left.size),
-                      d.zone.value if d.zone else "none", verdict_cell(d.left), verdict_cell(d.right),
-                      " / ".join(sorted(culprits)))
-    return table
+def _line(console: Console, text: Union[str, Text]) -> None:
+    print_line(console, Text(safe(text)) if isinstance(text, str) else text)
 
 
 def _print_details(console: Console, diff: SemanticsDiff, d: BlockDifference) -> None:
-    console.print(f"  block {d.block}: {d.explanation}", highlight=False, markup=False, soft_wrap=True)
+    _line(console, f"  block {d.block}: {d.explanation}")
     logs = [(name, _log_lines(v)) for name, v in ((diff.left, d.left), (diff.right, d.right))]
     if logs[0][1] != logs[1][1]:
         for name, lines in logs:
-            console.print(f"    {name} log: " + ("; ".join(lines) if lines else "-"), highlight=False, markup=False,
-                          soft_wrap=True)
+            _line(console, f"    {name} log: " + ("; ".join(lines) if lines else "-"))
     for h in d.hazards:
-        console.print(Text.assemble("    hazard ", (f"[{h.semantics}] ", "bold"), (h.hazard.kind.value, "red"),
-                                    f": {h.hazard.text}"), highlight=False, soft_wrap=True)
+        _line(console, Text.assemble("    hazard ", (f"[{safe(h.semantics)}] ", "bold"), (h.hazard.kind.value, "red"),
+                                     f": {safe(h.hazard.text)}"))
 
 
 def _owner_cell(o: OwnerOutcome) -> str:
@@ -172,22 +154,20 @@ def _owner_cell(o: OwnerOutcome) -> str:
     return text
 
 
-def owners_table(diff: SemanticsDiff) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("KIND", "ZONE", "BLOCKS", diff.left.upper(), diff.right.upper(), "CHANGES"):
-        table.add_column(name, justify="right" if name == "BLOCKS" else "left",
-                         no_wrap=name in ("KIND", "ZONE", "BLOCKS", "CHANGES"))
+def print_owners(console: Console, diff: SemanticsDiff) -> None:
+    grid = Grid([GridColumn("KIND"), GridColumn("ZONE"), GridColumn("BLOCKS", "right"),
+                 GridColumn(diff.left.upper()), GridColumn(diff.right.upper()), GridColumn("CHANGES")])
     for o in diff.owners:
-        for i, z in enumerate(o.zones):
+        for z in o.zones:
             if z.changes:
-                change = Text("yes", style="bold red")
+                change: Cell = Styled("yes", "bold red")
             elif z.step_changed_blocks:
-                change = Text("step only", style="yellow")
+                change = Styled("step only", "yellow")
             else:
-                change = Text("no")
-            table.add_row(o.kind.label if i == 0 else "", z.zone.value if z.zone else "none", str(z.blocks),
-                          _owner_cell(z.left), _owner_cell(z.right), change)
-    return table
+                change = "no"
+            grid.add_row([o.kind.label, z.zone.value if z.zone else "none", str(z.blocks),
+                          _owner_cell(z.left), _owner_cell(z.right), change])
+    grid.print(console)
 
 
 def summary_lines(diff: SemanticsDiff, in_bytes: bool = False) -> List[str]:
@@ -204,40 +184,39 @@ def summary_lines(diff: SemanticsDiff, in_bytes: bool = False) -> List[str]:
 
 def print_diff(console: Console, diff: SemanticsDiff, titles: Optional[Dict[str, str]] = None,
                options: Optional[TableOptions] = None) -> None:
-    """The grouped report; with ``options`` the group tables take lsmem's controls, and
-    ``options.raw`` prints only one raw table of every differing block (no groups, no details)."""
+    """The grouped report; the group tables take lsmem's controls, and ``--raw``/``--pairs``/
+    lsmem's ``--json`` print one listing of every differing block instead (no groups, no details)."""
     titles = titles or {}
-    if options is not None and options.raw:
-        columns = difference_columns(diff.left, diff.right)
-        shown = columns.select(options)
-        for line in raw_lines(shown, merged_rows(columns, diff.differences, options, shown), options):
-            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+    options = options or TableOptions()
+    columns = difference_columns(diff.left, diff.right)
+    if options.format is not Format.TABLE:
+        print_listing(console, columns, diff.differences, options, name="differences")
         return
 
     for side, name in (("left: ", diff.left), ("right:", diff.right)):
-        console.print(f"{side} {name}" + (f" - {titles[name]}" if name in titles else ""), highlight=False,
-                      markup=False)
-    console.print(f"{diff.profile} ({diff.machine}); a foreign reference on a fake-offline page is dropped: "
-                  f"{diff.foreign_ref_dropped.value}", highlight=False, markup=False)
+        _line(console, f"{side} {name}" + (f" - {titles[name]}" if name in titles else ""))
+    _line(console, f"{diff.profile} ({diff.machine}); a foreign reference on a fake-offline page is dropped: "
+                   f"{diff.foreign_ref_dropped.value}")
     if not diff.differences:
-        console.print()
-        console.print(f"No differences: every selected block behaves the same under {diff.left} and {diff.right}.",
-                      highlight=False, markup=False)
+        print_line(console)
+        _line(console, f"No differences: every selected block behaves the same under {diff.left} and {diff.right}.")
     for (sites, lshort, rshort), items in groups(diff):
-        console.print()
+        print_line(console)
         where = " + ".join(s.value for s in sites) or "no predicate site"
-        console.print(Text.assemble((where, "bold"), f": {diff.left} {lshort} -> {diff.right} {rshort}",
-                                    f" ({len(items)} block{'s' if len(items) != 1 else ''})"), highlight=False)
-        console.print(_difference_table(diff, items, options))
+        _line(console, Text.assemble((where, "bold"), f": {diff.left} {lshort} -> {diff.right} {rshort}",
+                                     f" ({len(items)} block{'s' if len(items) != 1 else ''})"))
+        if options.want_table:
+            print_listing(console, columns, items, replace(options, summary=SummaryWhen.NEVER))
         for d in items:
             _print_details(console, diff, d)
     if diff.owners:
-        console.print()
-        console.print(Text("Zi Yan's question: can blocks holding each kind of PageOffline page still be offlined?",
-                           style="bold"), highlight=False)
-        console.print(owners_table(diff))
+        print_line(console)
+        _line(console, Text("Zi Yan's question: can blocks holding each kind of PageOffline page still be offlined?",
+                            style="bold"))
+        print_owners(console, diff)
         for o in diff.owners:
-            console.print(f"  {o.kind.label} - {o.owner}: {o.note}", highlight=False, markup=False, soft_wrap=True)
-    console.print()
-    for line in summary_lines(diff, options.in_bytes if options is not None else False):
-        console.print(line, highlight=False, markup=False)
+            _line(console, f"  {o.kind.label} - {o.owner}: {o.note}")
+    if options.want_summary:
+        print_line(console)
+        for line in summary_lines(diff, options.in_bytes):
+            _line(console, line)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
-from memplan.core.results import LogEntry, LogLevel, Outcome
+from memplan.core.results import Confidence, LogEntry, LogLevel, Outcome
 from memplan.core.units import format_size
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
+from memplan.kernel.pages import RATELIMIT_NOTE
 from memplan.kernel.trace import StepRecord, StepStatus
 from memplan.render.cells import RESULT_STYLE, lsmem_range
+from memplan.render.console import print_line
+from memplan.render.escape import safe
+from memplan.render.grid import Grid, GridColumn, Styled, print_grid
 from memplan.render.json import block_dict
 from memplan.snapshot import kpf
 
@@ -60,12 +63,12 @@ def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
 def kernel_lines(entries: Sequence[LogEntry]) -> List[str]:
     """The kernel log as dmesg would show it; a message printed for several pages is one line
     with the count and the pfns (``[x10, pfn 0x15a000-0x15a009]``)."""
-    groups: Dict[Tuple[LogLevel, str, Optional[str], bool], List[LogEntry]] = {}
+    groups: Dict[Tuple[LogLevel, str, Optional[str], bool, bool], List[LogEntry]] = {}
     for e in entries:
         template = e.text.replace(f"pfn {e.pfn:x}", "pfn %lx") if e.pfn is not None else e.text
-        groups.setdefault((e.level, template, e.function, e.repeats), []).append(e)
+        groups.setdefault((e.level, template, e.function, e.repeats, e.ratelimited), []).append(e)
     out: List[str] = []
-    for (level, template, function, repeats), items in groups.items():
+    for (level, template, function, repeats, ratelimited), items in groups.items():
         first = items[0]
         text = first.text if len(items) == 1 else template
         where = f" at {function}" if function else ""
@@ -90,6 +93,8 @@ def kernel_lines(entries: Sequence[LogEntry]) -> List[str]:
             notes.append(f"from pfn {min(pfns):#x}")
         if repeats:
             notes.append("again every retry round")
+        if ratelimited:
+            notes.append("rate-limited")
         out.append(f"{level.value:<9} {text}" + (f" [{', '.join(notes)}]" if notes else ""))
     return out
 
@@ -109,61 +114,34 @@ def _outcome(story: BlockStory) -> Text:
     return text
 
 
-def steps_table(steps: Sequence[StepRecord]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("STEP", no_wrap=True)
-    table.add_column("KERNEL", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("DETAIL", overflow="fold")
+def print_steps(console: Console, steps: Sequence[StepRecord]) -> None:
+    grid = Grid([GridColumn("#", "right"), GridColumn("STEP"), GridColumn("KERNEL"), GridColumn("STATUS"),
+                 GridColumn("DETAIL")])
     for i, s in enumerate(steps, 1):
-        table.add_row(str(i), s.step.label, s.step.function, Text(s.status.label, style=STATUS_STYLE[s.status]),
-                      s.detail or ("-" if s.status is StepStatus.NOT_REACHED else ""))
-    return table
+        grid.add_row([str(i), s.step.label, s.step.function, Styled(s.status.label, STATUS_STYLE[s.status]),
+                      s.detail or ""])
+    grid.print(console)
 
 
-#: below this console width the hex flags column is left out (symbolic-flags says the same)
-WIDE = 150
-
-
-def _flag_columns(table: Table, hex_flags: bool) -> None:
-    if hex_flags:
-        table.add_column("flags", no_wrap=True)
-
-
-def population_table(rows: Sequence[PopulationRow], page_size: int, hex_flags: bool = True) -> Table:
+def print_population(console: Console, rows: Sequence[PopulationRow], page_size: int) -> None:
     """page-types' summary (``flags page-count MB symbolic-flags long-symbolic-flags``) per kind."""
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("kind", no_wrap=True)
-    _flag_columns(table, hex_flags)
-    table.add_column("page-count", justify="right", no_wrap=True)
-    table.add_column("MB", justify="right", no_wrap=True)
-    table.add_column("symbolic-flags", no_wrap=True)
-    table.add_column("long-symbolic-flags", overflow="fold", min_width=19)
-    table.add_column("refcount", no_wrap=True)
+    grid = Grid([GridColumn("kind"), GridColumn("flags"), GridColumn("page-count", "right"), GridColumn("MB", "right"),
+                 GridColumn("symbolic-flags"), GridColumn("long-symbolic-flags"), GridColumn("refcount")])
     total = 0
     for r in rows:
         total += r.pages
         refs = ",".join(str(x) for x in r.refcounts[:4]) + (",..." if len(r.refcounts) > 4 else "")
-        flags = [f"0x{r.flags:016x}"] if hex_flags else []
-        table.add_row(r.kind.label, *flags, str(r.pages), str((r.pages * page_size) >> 20),
-                      kpf.symbolic_flags(r.flags), kpf.long_symbolic_flags(r.flags), refs)
-    table.add_row("total", *([""] if hex_flags else []), str(total), str((total * page_size) >> 20), "", "", "")
-    return table
+        grid.add_row([r.kind.label, f"0x{r.flags:016x}", str(r.pages), str((r.pages * page_size) >> 20),
+                      kpf.symbolic_flags(r.flags), kpf.long_symbolic_flags(r.flags), refs])
+    grid.add_row(["total", "", str(total), str((total * page_size) >> 20), "", "", ""])
+    grid.print(console)
 
 
-def culprit_table(c: CulpritPage, hex_flags: bool = True) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("pfn", no_wrap=True)
-    _flag_columns(table, hex_flags)
-    table.add_column("symbolic-flags", no_wrap=True)
-    table.add_column("long-symbolic-flags", overflow="fold", min_width=19)
-    table.add_column("refcount", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    flags = [f"0x{c.flags:016x}"] if hex_flags else []
-    table.add_row(f"{c.pfn:#x}", *flags, kpf.symbolic_flags(c.flags), kpf.long_symbolic_flags(c.flags), str(c.refcount),
-                  c.kind.label)
-    return table
+def print_culprit(console: Console, c: CulpritPage) -> None:
+    print_grid(console, (("pfn", "left"), ("flags", "left"), ("symbolic-flags", "left"),
+                         ("long-symbolic-flags", "left"), ("refcount", "left"), ("kind", "left")),
+               [[f"{c.pfn:#x}", f"0x{c.flags:016x}", kpf.symbolic_flags(c.flags), kpf.long_symbolic_flags(c.flags),
+                 str(c.refcount), c.kind.label]])
 
 
 def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> None:
@@ -171,38 +149,41 @@ def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> N
     zone = f"ZONE_{v.zone.value.upper()}" if v.zone else "valid_zones none"
     device = f", virtio-mem {v.device} {v.device_state}" if v.device else ""
 
-    def line(text: str) -> None:
-        console.print(text, highlight=False, markup=False, soft_wrap=True)
+    def line(text: Union[str, Text] = "") -> None:
+        print_line(console, Text(safe(text)) if isinstance(text, str) else text)
 
-    console.print(Text(f"memory block {v.block}", style="bold") + Text(
-        f" (memory{v.block}): {lsmem_range(v)}, {format_size(v.size)}, {zone}, node {v.node}{device}"),
-        highlight=False, soft_wrap=True)
+    def heading(text: str) -> None:
+        line(Text(text, style="bold"))
+
+    line(Text(f"memory block {v.block}", style="bold") + Text(
+        safe(f" (memory{v.block}): {lsmem_range(v)}, {format_size(v.size)}, {zone}, node {v.node}{device}")))
     line(f"{story.machine} ({story.profile}), semantics {story.semantics}: {story.semantics_title}")
-    console.print(_outcome(story), highlight=False, soft_wrap=True)
-    console.print()
-    console.print(Text("The offline pipeline, step by step (offline_pages(), spec section 3):", style="bold"),
-                  highlight=False)
-    console.print(steps_table(story.steps))
-    console.print()
+    line(_outcome(story))
+    confidence = (v.confidence or Confidence.CERTAIN).value
+    line(f"Confidence: {confidence}" + (", because the input cannot see:" if v.blind_spots else ""))
+    for spot in v.blind_spots:
+        line(f"  - {spot}")
+    line()
+    heading("The offline pipeline, step by step (offline_pages(), spec section 3):")
+    print_steps(console, story.steps)
+    line()
     if story.population:
-        console.print(Text("Pages of the block (kpageflags as page-types -r shows them):", style="bold"),
-                      highlight=False)
-        console.print(population_table(story.population, page_size, console.width >= WIDE))
+        heading("Pages of the block (kpageflags as page-types -r shows them):")
+        print_population(console, story.population, page_size)
     else:
-        console.print(Text("Pages of the block: none to show (an offline block has no memmap; kpageflags reads "
-                           "nothing for it).", style="bold"), highlight=False, soft_wrap=True)
+        heading("Pages of the block: none to show (an offline block has no memmap; kpageflags reads nothing for it).")
     if story.culprit:
-        console.print()
-        console.print(Text("The culprit page (page-types -L style):", style="bold"), highlight=False)
-        console.print(culprit_table(story.culprit, console.width >= WIDE))
+        line()
+        heading("The culprit page (page-types -L style):")
+        print_culprit(console, story.culprit)
         line(f"  {story.culprit.kind.label}: {story.culprit.description}")
-    console.print()
-    console.print(Text("What the kernel would print:", style="bold"), highlight=False)
-    lines = kernel_lines(v.kernel_log)
-    for text in lines or ["(nothing)"]:
+    line()
+    heading("What the kernel would print:")
+    for text in kernel_lines(v.kernel_log) or ["(nothing)"]:
         line(f"  {text}")
+    if any(e.ratelimited for e in v.kernel_log):
+        line(f"  ({RATELIMIT_NOTE})")
     for h in v.hazards:
-        console.print(Text.assemble("  hazard ", (h.kind.value, "red"), f": {h.text}"), highlight=False,
-                      soft_wrap=True)
-    console.print()
-    console.print(Text.assemble(("Advice: ", "bold"), story.advice), highlight=False, soft_wrap=True)
+        line(Text.assemble("  hazard ", (h.kind.value, "red"), f": {safe(h.text)}"))
+    line()
+    line(Text.assemble(("Advice: ", "bold"), safe(story.advice)))

@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from rich.console import Console, JustifyMethod
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from memplan import __version__
 from memplan.core.results import Confidence
 from memplan.core.units import format_size
 from memplan.fleet.types import ConfidenceBytes, FleetCause, FleetMode, FleetReport, HostSummary
-from memplan.render.cells import add_columns
+from memplan.render.console import print_line
+from memplan.render.escape import safe
+from memplan.render.grid import Cell, Justify, Styled, grid_of
 
 #: Blocking causes listed under the table (``--json`` has them all).
 TOP_CAUSES = 10
@@ -129,51 +130,40 @@ def _host_causes(h: HostSummary) -> str:
     return ", ".join(parts)
 
 
-def fleet_table(report: FleetReport) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+def print_hosts(console: Console, report: FleetReport) -> None:
+    """One row per host (error rows say why); UNKNOWN counts the verdicts rated unknown."""
     capacity = report.mode is not FleetMode.SIMULATE
-    unknown = any(h.unknown_blocks for h in report.hosts)
-    columns: List[Tuple[str, JustifyMethod]] = [("HOST", "left"), ("MACHINE", "left"), ("MEMORY", "right")]
+    columns: List[Tuple[str, Justify]] = [("HOST", "left"), ("MACHINE", "left"), ("MEMORY", "right")]
     if capacity:
         columns += [("ASKED", "right"), ("ACHIEVED", "right"), ("SHORT", "right")]
     else:
         columns += [("OFFLINABLE", "right"), ("UNRECLAIMABLE", "right")]
-    columns += [("BLOCKS", "right"), ("FAILS", "right"), ("HANGS", "right")]
-    if unknown:
-        columns.append(("UNKNOWN", "right"))
-    columns.append(("BLOCKED BY", "left"))
-    add_columns(table, columns, wrap=("BLOCKED BY",))
+    columns += [("BLOCKS", "right"), ("FAILS", "right"), ("HANGS", "right"), ("UNKNOWN", "right"),
+                ("BLOCKED BY", "left")]
+    grid = grid_of(columns)
     for h in report.hosts:
         if h.error is not None:
-            cells: List[Any] = [h.host, h.machine or "-"] + ["-"] * (len(columns) - 3)
-            cells.append(Text(f"error: {h.error}", style="red"))
-            table.add_row(*cells)
+            grid.add_row([h.host, h.machine or ""] + [""] * (len(columns) - 3) + [Styled(f"error: {h.error}", "red")])
             continue
-        cells = [h.host, h.machine or "-", format_size(h.memory_bytes)]
+        cells: List[Cell] = [h.host, h.machine or "", format_size(h.memory_bytes)]
+        short = h.unreclaimable_bytes
         if capacity:
-            short = h.unreclaimable_bytes
-            cells += [format_size(h.asked_bytes), format_size(h.achieved_bytes),
-                      Text(format_size(short), style="red" if short else "green")]
+            cells += [format_size(h.asked_bytes), format_size(h.achieved_bytes)]
         else:
-            cells += [format_size(h.offlinable_bytes),
-                      Text(format_size(h.unreclaimable_bytes), style="red" if h.unreclaimable_bytes else "green")]
-        cells += [str(h.blocks), str(h.fails), str(h.hangs)]
-        if unknown:
-            cells.append(str(h.unknown_blocks))
-        cells.append(_host_causes(h))
-        table.add_row(*cells)
-    return table
+            cells.append(format_size(h.offlinable_bytes))
+        cells += [Styled(format_size(short), "red" if short else "green"), str(h.blocks), str(h.fails), str(h.hangs),
+                  str(h.unknown_blocks), _host_causes(h)]
+        grid.add_row(cells)
+    grid.print(console)
 
 
-def causes_table(report: FleetReport, limit: int = TOP_CAUSES) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False,
-                  title="Top blocking causes (share of the blocked memory)", title_justify="left")
-    add_columns(table, (("HOSTS", "right"), ("CAUSE", "left"), ("BLOCKS", "right"), ("MEMORY", "right"),
-                        ("SHARE", "right")))
+def print_causes(console: Console, report: FleetReport, limit: int = TOP_CAUSES) -> None:
+    grid = grid_of((("HOSTS", "right"), ("CAUSE", "left"), ("BLOCKS", "right"), ("MEMORY", "right"),
+                    ("SHARE", "right")), title="Top blocking causes (share of the blocked memory)")
     for c in report.causes[:limit]:
-        table.add_row(str(c.hosts), where(c.cause, c.zone), str(c.blocks), format_size(c.bytes),
-                      f"{c.share * 100:.1f}%")
-    return table
+        grid.add_row([str(c.hosts), where(c.cause, c.zone), str(c.blocks), format_size(c.bytes),
+                      f"{c.share * 100:.1f}%"])
+    grid.print(console)
 
 
 def _percent(part: int, whole: int) -> str:
@@ -232,13 +222,13 @@ def summary_lines(report: FleetReport, ran: Optional[str] = None) -> List[str]:
 
 
 def print_fleet(console: Console, report: FleetReport, ran: Optional[str] = None) -> None:
-    console.print(fleet_table(report))
-    console.print()
+    print_hosts(console, report)
+    print_line(console)
     for line in summary_lines(report, ran):
-        console.print(line, highlight=False, markup=False)
+        print_line(console, safe(line))
     if report.causes:
-        console.print()
-        console.print(causes_table(report))
+        print_line(console)
+        print_causes(console, report)
 
 
 # ---- progress ---------------------------------------------------------------------------

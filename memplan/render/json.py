@@ -23,7 +23,7 @@ def pages_dict(pages: PageCounts) -> Dict[str, int]:
 
 def log_dict(entry: LogEntry) -> Dict[str, Any]:
     return {"level": entry.level.value, "text": entry.text, "pfn": entry.pfn, "function": entry.function,
-            "count": entry.count, "repeats": entry.repeats}
+            "count": entry.count, "repeats": entry.repeats, "ratelimited": entry.ratelimited}
 
 
 def hazard_dict(hazard: Hazard) -> Dict[str, Any]:

@@ -1,61 +1,70 @@
-"""lsmem-compatible tables: column definitions -> rows -> merged rows -> rich table or raw text.
+"""lsmem-compatible listings: column definitions -> streamed, merged rows -> table, raw, pairs or JSON.
 
-Any command that prints one row per memory block (``simulate``, ``diff-semantics``, later
-``plan`` and ``unplug``) describes its columns once and gets util-linux ``lsmem``'s table
-controls for free: ``-o/--output`` (``+COL`` adds to the defaults), ``--output-all``,
-``--bytes``, ``-S/--split`` (or ``none``), ``-a/--all``, ``-n/--noheadings`` and ``-r/--raw``.
+Any command that prints one row per memory block (``simulate``, ``snapshot``'s block listing,
+``diff-semantics``) describes its columns once and gets util-linux ``lsmem``'s controls, with
+lsmem's semantics (sys-utils/lsmem.c, libsmartcols):
+
+* ``-o/--output COLS`` (``+COLS`` adds to the defaults; a column may be named twice, as in
+  lsmem), ``--output-all``; unknown names are errors with a suggestion;
+* ``-S/--split COLS`` or ``none``: contiguous blocks merge into one row unless a split column
+  differs; by default the split columns are the printed ones (lsmem's "follow output
+  columns"); columns that cannot split (BLOCK, RANGE, SIZE, sums) are ignored, as lsmem
+  ignores them; ``-a/--all`` (one row per block) excludes ``--split``;
+* ``-b/--bytes``, ``-n/--noheadings``, and the formats ``-r/--raw``, ``-P/--pairs``,
+  ``-J/--json`` (exclusive), escaped exactly as libsmartcols escapes them
+  (``memplan.render.escape``); ``--summary[=never|always|only]``.
+
+Rows stream: items arrive in block order and only the row being merged is held; a closed row
+goes straight to its output (raw, pairs and JSON print it at once; the aligned table keeps it
+as text in a ``memplan.render.grid.Grid``, which spills to a temporary file beyond a few
+thousand rows). Memory does not grow with the number of blocks.
 
 API
 ---
-``Column(name, get, merge=Merge.SPLIT, ...)``
-    One column: ``name`` is both the header and what ``-o`` accepts (case-insensitive, plus
-    ``aliases``); ``get(item)`` returns the raw value for one item (one block); ``merge``
-    says what happens when contiguous items merge into one row:
+``Column(name, get, merge=Merge.SPLIT, ...)``: ``get(item)`` gives the raw value, ``merge`` says
+what contiguous items do (``KEY``: the block number, shown ``N-M``; ``RANGE``: an inclusive
+``(start, end)`` printed ``0x%016x-0x%016x``; ``SUM``: added up, ``size=True`` prints lsmem
+sizes; ``SPLIT``: a value that keeps rows apart, the first item's value shown otherwise).
+``fmt`` turns a value into text (``""`` is an empty cell: ``-`` in tables, ``null`` in JSON),
+``style`` gives it a colour, ``json`` its JSON type (lsmem's: NUMBER, BOOLEAN, STRING),
+``split_key`` what is compared when splitting.
 
-    * ``Merge.KEY`` -- the block number (an ``int``); merged rows show ``N-M``. Items merge
-      only when their keys are consecutive (lsmem: ``curr->index + curr->count == index``).
-    * ``Merge.RANGE`` -- an inclusive ``(start, end)`` byte range printed as lsmem's
-      ``0x%016x-0x%016x``; merged rows cover first start to last end.
-    * ``Merge.SUM`` -- numbers added up (page counts; with ``size=True`` byte sizes, printed
-      like lsmem ``128M``/``2.9G`` unless ``--bytes``).
-    * ``Merge.SPLIT`` -- a value; rows merge only where every *split* column is equal. A
-      merged row shows the first item's value of a non-split column (as lsmem does).
+``ColumnSet(columns, default, key="BLOCK", optional=..., unavailable=...)``: ``optional`` maps a
+default column to a predicate: the aligned table shows it only when some item satisfies it
+(``CONFIDENCE`` only when a verdict is not certain); ``unavailable`` columns are dropped
+wherever they are asked for (lsmem's CONFIGURED without ``/sys/firmware/memory``).
 
-    ``fmt(value)`` turns a raw value into text (default: ``str``, ``None`` -> ``""``),
-    ``style(value)`` gives a rich style, ``justify``/``wrap`` lay the column out.
-
-``ColumnSet(columns, default, key)``
-    Everything a command offers: ``select(options)`` resolves ``-o``/``--output-all`` into the
-    shown columns, ``splits(options, shown)`` resolves ``--split`` (default: the shown
-    ``SPLIT`` columns, like lsmem). Unknown names are ``UsageError``s with "did you mean".
-
-``TableOptions``
-    The parsed controls (``memplan.cli.columns.table_options`` adds the click options and
-    builds one).
-
-``merged_rows(column_set, items, options) -> list[Row]``
-    Items in block order -> rows (one per item with ``--all``).
-
-``rich_table(columns, rows, options) -> Table`` / ``raw_lines(columns, rows, options)``
-    The aligned table, or libsmartcols' raw format: one line per row, cells separated by one
-    space, blanks, backslashes and non-printable bytes escaped as ``\\xNN``.
-
-``print_table(console, column_set, items, options)``
-    All of the above.
+``print_listing(console, column_set, items, options)``: all of the above.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Generic, List, Optional, Sequence, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+)
 
-from rich.console import Console, JustifyMethod
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
+from rich.segment import Segment, Segments
 
 from memplan.core.errors import UsageError, did_you_mean
 from memplan.core.units import format_size
+from memplan.render.escape import json_string, nonblank, quoted
+from memplan.render.grid import Grid, GridColumn, Justify, Styled
 
 T = TypeVar("T")
 
@@ -67,8 +76,31 @@ class Merge(str, Enum):
     SPLIT = "split"
 
 
+class JsonType(str, Enum):
+    """libsmartcols' JSON types (``scols_column_set_json_type()``)."""
+
+    STRING = "string"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+
+
+class Format(str, Enum):
+    TABLE = "table"
+    RAW = "raw"
+    PAIRS = "pairs"
+    JSON = "json"
+
+
+class SummaryWhen(str, Enum):
+    """``--summary[=when]`` (lsmem: bare ``--summary`` means ``only``)."""
+
+    NEVER = "never"
+    ALWAYS = "always"
+    ONLY = "only"
+
+
 def _default_fmt(value: Any) -> str:
-    return "" if value is None else str(value)
+    return "" if value is None else str(getattr(value, "value", value))
 
 
 @dataclass(frozen=True)
@@ -77,15 +109,17 @@ class Column(Generic[T]):
     get: Callable[[T], Any]
     merge: Merge = Merge.SPLIT
     help: str = ""
-    justify: JustifyMethod = "left"
+    justify: Justify = "left"
     size: bool = False
     fmt: Callable[[Any], str] = _default_fmt
     style: Optional[Callable[[Any], Optional[str]]] = None
-    wrap: bool = False
     aliases: Tuple[str, ...] = ()
+    json: JsonType = JsonType.STRING
+    #: what ``--split`` compares (default: the value itself)
+    split_key: Optional[Callable[[Any], Any]] = None
 
     def text(self, value: Any, in_bytes: bool) -> str:
-        """The cell text of a (merged) raw value."""
+        """The cell text of a (merged) raw value (``""``: an empty cell)."""
         if self.merge is Merge.KEY:
             first, last = value
             return str(first) if first == last else f"{first}-{last}"
@@ -95,10 +129,17 @@ class Column(Generic[T]):
             return str(value) if in_bytes else format_size(value)
         return self.fmt(value)
 
+    def json_type(self, in_bytes: bool) -> JsonType:
+        """lsmem: SIZE is a number only with ``--bytes``."""
+        return JsonType.STRING if self.size and not in_bytes else self.json
+
+    def splits(self) -> bool:
+        return self.merge is Merge.SPLIT
+
 
 @dataclass(frozen=True)
 class TableOptions:
-    """``-o``, ``--output-all``, ``--bytes``, ``--split``, ``--all``, ``--noheadings``, ``--raw``."""
+    """lsmem's table controls, parsed (``memplan.cli.columns`` builds them from the options)."""
 
     output: Optional[str] = None
     output_all: bool = False
@@ -107,6 +148,33 @@ class TableOptions:
     all_rows: bool = False
     noheadings: bool = False
     raw: bool = False
+    pairs: bool = False
+    json: bool = False
+    summary: Optional[SummaryWhen] = None
+
+    @property
+    def format(self) -> Format:
+        return Format.RAW if self.raw else Format.PAIRS if self.pairs else Format.JSON if self.json else Format.TABLE
+
+    @property
+    def want_summary(self) -> bool:
+        """lsmem: a summary after the table unless ``never``, or ``--raw/--json/--pairs``."""
+        if self.summary is not None:
+            return self.summary is not SummaryWhen.NEVER
+        return self.format is Format.TABLE
+
+    @property
+    def want_table(self) -> bool:
+        return self.summary is not SummaryWhen.ONLY
+
+
+@dataclass(frozen=True)
+class Selection(Generic[T]):
+    """The columns to print; ``conditional`` ones (indexes) only if some item satisfies their
+    predicate (aligned tables decide at the end; other formats show them)."""
+
+    shown: Tuple[Column[T], ...]
+    conditional: Dict[int, Callable[[T], bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,6 +183,10 @@ class ColumnSet(Generic[T]):
     default: Tuple[str, ...]
     #: the ``Merge.KEY`` column that decides adjacency (``None``: rows never merge)
     key: Optional[str] = "BLOCK"
+    #: default columns printed in an aligned table only when some item satisfies the predicate
+    optional: Mapping[str, Callable[[T], bool]] = field(default_factory=dict)
+    #: columns this input cannot fill: dropped wherever they are asked for (as lsmem does)
+    unavailable: FrozenSet[str] = frozenset()
 
     def names(self) -> List[str]:
         return [c.name for c in self.columns]
@@ -127,45 +199,50 @@ class ColumnSet(Generic[T]):
         hint = did_you_mean(wanted, self.names())
         raise UsageError(f"{option}: unknown column {name.strip()!r} (columns: {', '.join(self.names())})", hint=hint)
 
-    def select(self, options: TableOptions) -> Tuple[Column[T], ...]:
+    def _parse(self, spec: str, option: str) -> List[Column[T]]:
+        out: List[Column[T]] = []
+        for part in spec.split(","):
+            if not part.strip():
+                raise UsageError(f"{option}: empty column name in {spec!r}")
+            out.append(self.lookup(part, option))
+        return out
+
+    def select(self, options: TableOptions) -> Selection[T]:
         """The shown columns: the defaults, ``-o COL,...``, ``-o +COL,...`` or ``--output-all``."""
         if options.output_all:
-            return self.columns
-        names: List[str] = list(self.default)
-        spec = options.output
+            return Selection(tuple(c for c in self.columns if c.name not in self.unavailable))
+        spec = (options.output or "").strip()
+        names: List[str] = [] if spec and not spec.startswith("+") else list(self.default)
         if spec:
-            spec = spec.strip()
-            if spec.startswith("+"):
-                spec = spec[1:]
-            else:
-                names = []
-            for part in spec.split(","):
-                if not part.strip():
-                    raise UsageError(f"--output: empty column name in {options.output!r}")
-                names.append(self.lookup(part).name)
-        shown: List[Column[T]] = []
-        for n in names:
-            column = self.lookup(n)
-            if column not in shown:
-                shown.append(column)
-        return tuple(shown)
+            names += [c.name for c in self._parse(spec.lstrip("+"), "--output")]
+        limit = 2 * len(self.columns)
+        if len(names) > limit:  # lsmem's err_columns_index()
+            raise UsageError(f"--output: too many columns specified, the limit is {limit} columns")
+        shown = [self.lookup(n) for n in names if n not in self.unavailable]
+        defaults = len(self.default) if not spec or spec.startswith("+") else 0
+        conditional = {i: self.optional[c.name] for i, c in enumerate(shown)
+                       if i < defaults and c.name in self.optional}
+        return Selection(tuple(shown), conditional)
 
     def splits(self, options: TableOptions, shown: Sequence[Column[T]]) -> Tuple[Column[T], ...]:
-        """Columns whose values keep contiguous items apart (``--split``; default: the shown
-        ``SPLIT`` columns; ``none``: only adjacency)."""
+        """Columns whose values keep contiguous items apart: ``--split`` (``none``: only
+        adjacency; columns that cannot split are ignored, as lsmem ignores them), by default
+        the shown columns that can."""
         if options.split is None:
-            return tuple(c for c in shown if c.merge is Merge.SPLIT)
-        if options.split.strip().lower() == "none":
-            return ()
+            chosen: Sequence[Column[T]] = shown
+        elif options.split.strip().lower() == "none":
+            chosen = ()
+        else:
+            chosen = self._parse(options.split, "--split")
         out: List[Column[T]] = []
-        for part in options.split.split(","):
-            column = self.lookup(part, "--split")
-            if column.merge is not Merge.SPLIT:
-                splittable = [c.name for c in self.columns if c.merge is Merge.SPLIT]
-                raise UsageError(f"--split: column {column.name} is merged, not compared (split columns: "
-                                 f"{', '.join(splittable)})")
-            out.append(column)
+        for c in chosen:
+            if c.splits() and c not in out:
+                out.append(c)
         return tuple(out)
+
+    def check(self, options: TableOptions) -> None:
+        """Resolve ``-o`` and ``--split`` once, so a bad column fails before any work."""
+        self.splits(options, self.select(options).shown)
 
 
 @dataclass
@@ -174,82 +251,198 @@ class Row:
 
     values: List[Any]
     count: int = 1
-    split_values: Tuple[Any, ...] = field(default=())
 
 
-def merged_rows(column_set: ColumnSet[T], items: Sequence[T], options: TableOptions,
-                shown: Optional[Sequence[Column[T]]] = None) -> List[Row]:
-    """One row per run of contiguous items whose split columns are equal (lsmem's merging)."""
-    shown = tuple(shown) if shown is not None else column_set.select(options)
-    splits = column_set.splits(options, shown)
-    key = column_set.lookup(column_set.key) if column_set.key else None
-    rows: List[Row] = []
-    last_key: Optional[int] = None
-    for item in items:
-        split_values = tuple(c.get(item) for c in splits)
-        this_key = key.get(item) if key is not None else None
-        mergeable = (rows and not options.all_rows and key is not None and last_key is not None
-                     and this_key == last_key + 1 and rows[-1].split_values == split_values)
-        if mergeable:
-            row = rows[-1]
-            for i, c in enumerate(shown):
-                value = c.get(item)
-                if c.merge is Merge.KEY:
-                    row.values[i] = (row.values[i][0], value)
-                elif c.merge is Merge.RANGE:
-                    row.values[i] = (row.values[i][0], value[1])
-                elif c.merge is Merge.SUM:
-                    row.values[i] = row.values[i] + value
+class _Merger(Generic[T]):
+    """lsmem's ``is_mergeable()``, one item at a time (each column's value is read once)."""
+
+    def __init__(self, column_set: ColumnSet[T], options: TableOptions, shown: Sequence[Column[T]]) -> None:
+        self.shown = tuple(shown)
+        splits = column_set.splits(options, shown)
+        #: per split column: its index among the shown ones (-1: not shown), and its key function
+        self.splits = tuple((self.shown.index(c) if c in self.shown else -1, c) for c in splits)
+        self.merging = tuple((i, c.merge) for i, c in enumerate(self.shown) if c.merge is not Merge.SPLIT)
+        self.key = column_set.lookup(column_set.key) if column_set.key else None
+        self.all_rows = options.all_rows
+        self.row: Optional[Row] = None
+        self.split_values: Tuple[Any, ...] = ()
+        self.last_key: Optional[int] = None
+
+    def feed(self, item: T) -> Optional[Row]:
+        """Add an item; returns the row it closed, if any."""
+        values = [c.get(item) for c in self.shown]
+        split_values = tuple(c.split_key(v) if c.split_key else v
+                             for v, c in ((values[i] if i >= 0 else c.get(item), c) for i, c in self.splits))
+        this_key = self.key.get(item) if self.key is not None else None
+        row = self.row
+        if (row is not None and not self.all_rows and this_key is not None and self.last_key is not None
+                and this_key == self.last_key + 1 and split_values == self.split_values):
+            for i, merge in self.merging:
+                if merge is Merge.KEY:
+                    row.values[i] = (row.values[i][0], values[i])
+                elif merge is Merge.RANGE:
+                    row.values[i] = (row.values[i][0], values[i][1])
+                else:
+                    row.values[i] = row.values[i] + values[i]
             row.count += 1
+            self.last_key = this_key
+            return None
+        for i, merge in self.merging:
+            if merge is Merge.KEY:
+                values[i] = (values[i], values[i])
+        self.row, self.split_values, self.last_key = Row(values), split_values, this_key
+        return row
+
+    def close(self) -> Optional[Row]:
+        row, self.row = self.row, None
+        return row
+
+
+def merged_rows(column_set: ColumnSet[T], items: Iterable[T], options: TableOptions,
+                shown: Optional[Sequence[Column[T]]] = None) -> Iterator[Row]:
+    """One row per run of contiguous items whose split columns are equal (lsmem's merging),
+    yielded as soon as the run ends."""
+    merger = _Merger(column_set, options, shown if shown is not None else column_set.select(options).shown)
+    for item in items:
+        row = merger.feed(item)
+        if row is not None:
+            yield row
+    row = merger.close()
+    if row is not None:
+        yield row
+
+
+# ---- output formats ----------------------------------------------------------------------
+
+
+class _Lines:
+    """Plain lines printed in batches (raw, pairs, JSON: no colour, no width)."""
+
+    BATCH = 512
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.batch: List[Segment] = []
+
+    def add(self, text: str) -> None:
+        self.batch.append(Segment(text + "\n"))
+        if len(self.batch) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.console.print(Segments(self.batch), end="", soft_wrap=True)
+            self.batch = []
+
+
+def _json_value(column: Column[Any], text: str, in_bytes: bool) -> str:
+    kind = column.json_type(in_bytes)
+    if kind is JsonType.BOOLEAN:  # libsmartcols: "", "0", "N..." and "n..." are false
+        return "false" if not text or text[0] in "0Nn" else "true"
+    if not text:
+        return "null"
+    return text if kind is JsonType.NUMBER else json_string(text)
+
+
+class ListingWriter(Generic[T]):
+    """Rows in one of the four formats; ``finish()`` ends the output."""
+
+    def __init__(self, console: Console, selection: Selection[T], options: TableOptions,
+                 name: str = "memory") -> None:
+        self.console, self.options, self.name = console, options, name
+        self.shown = selection.shown
+        self.conditional = dict(selection.conditional) if options.format is Format.TABLE else {}
+        self.wanted: Set[int] = set()
+        self.lines = _Lines(console)
+        self.rows = 0
+        self.grid: Optional[Grid] = None
+        fmt = options.format
+        if fmt is Format.TABLE:
+            self.grid = Grid([GridColumn(c.name, c.justify) for c in self.shown], headings=not options.noheadings)
+        elif fmt is Format.RAW and not options.noheadings:
+            self.lines.add(" ".join(nonblank(c.name) for c in self.shown))
+        elif fmt is Format.JSON:
+            self.lines.add("{")
+
+    def observe(self, item: T) -> None:
+        """Let the conditional columns see every item (not only the first of a merged row)."""
+        for i, wanted in self.conditional.items():
+            if i not in self.wanted and wanted(item):
+                self.wanted.add(i)
+
+    def add(self, row: Row) -> None:
+        in_bytes = self.options.in_bytes
+        texts = [c.text(v, in_bytes) for c, v in zip(self.shown, row.values)]
+        fmt = self.options.format
+        if self.grid is not None:
+            cells = []
+            for c, v, text in zip(self.shown, row.values, texts):
+                style = c.style(v) if c.style is not None and c.merge is Merge.SPLIT else None
+                cells.append(Styled(text, style) if style else text)
+            self.grid.add_row(cells)
+        elif fmt is Format.RAW:
+            self.lines.add(" ".join(nonblank(t) if t else "-" for t in texts))
+        elif fmt is Format.PAIRS:
+            self.lines.add(" ".join(f"{c.name}={quoted(t)}" for c, t in zip(self.shown, texts)))
         else:
-            values: List[Any] = []
-            for c in shown:
-                value = c.get(item)
-                values.append((value, value) if c.merge is Merge.KEY else value)
-            rows.append(Row(values, 1, split_values))
-        last_key = this_key
-    return rows
+            pairs = ",\n".join(f"         {json_string(c.name.lower())}: {_json_value(c, t, in_bytes)}"
+                               for c, t in zip(self.shown, texts))
+            if not self.rows:
+                self.lines.add(f"   {json_string(self.name.lower())}: [")
+            self.lines.add(("      {" if not self.rows else "      },{") + "\n" + pairs)
+        self.rows += 1
+
+    def finish(self) -> None:
+        if self.grid is not None:
+            if self.grid.row_count:  # libsmartcols prints no header for a table without lines
+                hide = [i for i in self.conditional if i not in self.wanted]
+                self.grid.print(self.console, hide)
+        elif self.options.format is Format.JSON:
+            if self.rows:
+                self.lines.add("      }")
+                self.lines.add("   ]")
+            else:
+                self.lines.add(f"   {json_string(self.name.lower())}: []")
+            self.lines.add("}")
+        self.lines.flush()
 
 
-def rich_table(shown: Sequence[Column[T]], rows: Sequence[Row], options: TableOptions) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False, show_header=not options.noheadings)
-    for c in shown:
-        table.add_column(c.name, justify=c.justify, no_wrap=not c.wrap)
-    for row in rows:
-        cells = []
-        for c, value in zip(shown, row.values):
-            style = c.style(value) if c.style is not None and c.merge is Merge.SPLIT else None
-            cells.append(Text(c.text(value, options.in_bytes), style=style or ""))
-        table.add_row(*cells)
-    return table
-
-
-def raw_escape(text: str) -> str:
-    """libsmartcols' ``fputs_nonblank()``: blanks, ``\\`` and non-printable bytes as ``\\xNN``."""
-    out: List[str] = []
-    for byte in text.encode("utf-8"):
-        if byte in (0x20, 0x09, 0x5C) or not 0x21 <= byte <= 0x7E:
-            out.append(f"\\x{byte:02x}")
-        else:
-            out.append(chr(byte))
-    return "".join(out)
-
-
-def raw_lines(shown: Sequence[Column[T]], rows: Sequence[Row], options: TableOptions) -> List[str]:
-    lines: List[str] = []
-    if not options.noheadings:
-        lines.append(" ".join(raw_escape(c.name) for c in shown))
-    for row in rows:
-        lines.append(" ".join(raw_escape(c.text(v, options.in_bytes)) for c, v in zip(shown, row.values)))
-    return lines
-
-
-def print_table(console: Console, column_set: ColumnSet[T], items: Sequence[T], options: TableOptions) -> None:
-    """Select, merge and print (raw lines go out verbatim, without markup or highlighting)."""
-    shown = column_set.select(options)
-    rows = merged_rows(column_set, items, options, shown)
-    if options.raw:
-        for line in raw_lines(shown, rows, options):
-            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+def print_listing(console: Console, column_set: ColumnSet[T], items: Iterable[T], options: TableOptions,
+                  observe: Optional[Callable[[T], None]] = None, name: str = "memory") -> None:
+    """Select, merge and print the items; ``observe`` sees every item as it streams by
+    (running totals for a summary). With ``--summary=only`` nothing is printed, but every
+    item is still observed."""
+    selection = column_set.select(options)
+    if not options.want_table:
+        for item in items:
+            if observe is not None:
+                observe(item)
         return
-    console.print(rich_table(shown, rows, options))
+    writer = ListingWriter(console, selection, options, name)
+    merger = _Merger(column_set, options, selection.shown)
+    for item in items:
+        if observe is not None:
+            observe(item)
+        writer.observe(item)
+        row = merger.feed(item)
+        if row is not None:
+            writer.add(row)
+    last = merger.close()
+    if last is not None:
+        writer.add(last)
+    writer.finish()
+
+
+def check_format_options(options: TableOptions) -> None:
+    """lsmem's exclusions: ``-J``, ``-P``, ``-r`` one at most; ``--all`` and ``--split``;
+    ``--summary=only`` needs the table format."""
+    chosen = [flag for flag, on in (("--json", options.json), ("--pairs", options.pairs), ("--raw", options.raw))
+              if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} exclude each other", hint="pick one output format")
+    if options.all_rows and options.split is not None:
+        raise UsageError("--all and --split exclude each other (lsmem -a lists every block, unmerged)")
+    if chosen and options.summary in (SummaryWhen.ONLY, SummaryWhen.ALWAYS):
+        raise UsageError(f"options --{{raw,json,pairs}} and --summary={options.summary.value} are mutually "
+                         "exclusive")
+

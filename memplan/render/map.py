@@ -3,23 +3,35 @@
 Each segment (one zone, node and device) starts a new line labelled with its first block,
 its start address, zone and device; its cells wrap at the console width in groups of eight.
 A cell's character says what it is even without colour (``o`` offlines, ``X`` fails, ``H``
-hangs, ``-`` offline, ``.`` unplugged virtio-mem slot, ``?`` not judged); colour repeats it.
+hangs, ``?`` judged but the verdict is unknown, ``-`` offline, ``.`` unplugged virtio-mem slot,
+``_`` not judged); colour repeats it. A ``likely`` verdict keeps its character and is
+underlined on a terminal; the legend counts certain, likely and unknown cells and their memory.
 With ``--diff`` a block whose verdict differs shows ``<`` (offlines only on the left), ``>``
 (only on the right) or ``*`` (differs otherwise); the others are dimmed.
+
+Names from the input (machine, source, device ids) are escaped (``memplan.render.escape``).
+``print_map`` never crops a line: a label wider than the terminal is the terminal's to wrap.
 """
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.text import Text
 
+from memplan.core.results import Confidence
 from memplan.core.units import format_size
 from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
+from memplan.render.escape import safe
 
 GLYPH = {CellKind.OFFLINES: "o", CellKind.FAILS: "X", CellKind.HANGS: "H", CellKind.OFFLINE: "-",
-         CellKind.UNPLUGGED: ".", CellKind.NOT_JUDGED: "?"}
+         CellKind.UNPLUGGED: ".", CellKind.NOT_JUDGED: "_"}
+#: a judged cell whose verdict is unknown (whatever the outcome memplan predicts)
+UNKNOWN_GLYPH = "?"
+JUDGED = (CellKind.OFFLINES, CellKind.FAILS, CellKind.HANGS)
+CONFIDENCE_LABEL = {Confidence.CERTAIN: "certain", Confidence.LIKELY: "likely (underlined on a terminal)",
+                    Confidence.UNKNOWN: "unknown (? whatever the outcome)"}
 STYLE = {CellKind.OFFLINES: "bold green", CellKind.FAILS: "bold red", CellKind.HANGS: "bold yellow",
          CellKind.OFFLINE: "bright_black", CellKind.UNPLUGGED: "blue", CellKind.NOT_JUDGED: "bright_black"}
 LABEL = {CellKind.OFFLINES: "offlines", CellKind.FAILS: "fails", CellKind.HANGS: "hangs until a signal",
@@ -36,7 +48,12 @@ def cell_text(cell: Cell, diff: bool) -> Tuple[str, str]:
     """The character and style of one cell."""
     if diff and cell.change is not Change.SAME:
         return CHANGE_GLYPH[cell.change], CHANGE_STYLE[cell.change]
-    return GLYPH[cell.kind], ("dim " if diff else "") + STYLE[cell.kind]
+    glyph, style = GLYPH[cell.kind], ("dim " if diff else "") + STYLE[cell.kind]
+    if cell.kind in JUDGED and cell.confidence is Confidence.UNKNOWN:
+        return UNKNOWN_GLYPH, style + " reverse"
+    if cell.kind in JUDGED and cell.confidence is Confidence.LIKELY:
+        return glyph, style + " underline"
+    return glyph, style
 
 
 def _labels(bmap: BlockMap, segment: Segment, first: int) -> List[str]:
@@ -45,7 +62,7 @@ def _labels(bmap: BlockMap, segment: Segment, first: int) -> List[str]:
     if segment.node is not None and segment.zone is not None:
         zone += f"/{segment.node}"
     device = f"{segment.device} {segment.device_mode}" if segment.device else ""
-    return [str(first), f"{address:#x}", zone, device]
+    return [str(first), f"{address:#x}", safe(zone), safe(device)]
 
 
 def cells_per_row(width: int, label_width: int) -> int:
@@ -116,8 +133,36 @@ def map_lines(bmap: BlockMap, width: int) -> List[Text]:
     return lines
 
 
+def confidence_counts(bmap: BlockMap) -> Dict[Tuple[Confidence, CellKind], int]:
+    """Judged cells per confidence and outcome."""
+    counts: Dict[Tuple[Confidence, CellKind], int] = {}
+    for c in bmap.cells:
+        if c.kind in JUDGED:
+            counts[(c.confidence, c.kind)] = counts.get((c.confidence, c.kind), 0) + 1
+    return counts
+
+
+def _confidence_lines(bmap: BlockMap) -> List[Text]:
+    """How sure the judged cells are: blocks and memory per confidence, split by outcome."""
+    size = bmap.memory_block_size
+    counts = confidence_counts(bmap)
+    lines = [Text("Confidence of the judged cells:", style="bold")]
+    for level in Confidence:
+        n = sum(counts.get((level, k), 0) for k in JUDGED)
+        offlines = counts.get((level, CellKind.OFFLINES), 0)
+        line = Text("  ")
+        glyph, style = (UNKNOWN_GLYPH, "reverse") if level is Confidence.UNKNOWN else (
+            GLYPH[CellKind.OFFLINES], STYLE[CellKind.OFFLINES] + (" underline" if level is Confidence.LIKELY else ""))
+        line.append(glyph, style=style)
+        line.append(f"  {CONFIDENCE_LABEL[level]:<36} {n:>6}"
+                    + (f"  {format_size(n * size)}, {format_size(offlines * size)} offlinable" if n else ""))
+        lines.append(line)
+    return lines
+
+
 def legend_lines(bmap: BlockMap) -> List[Text]:
-    """One line per cell kind (and, for a diff, per kind of change), with its count."""
+    """One line per cell kind (and, for a diff, per kind of change), with its count, and the
+    judged cells per confidence."""
     size = bmap.memory_block_size
     lines: List[Text] = [Text("Legend:", style="bold")]
     for kind in CellKind:
@@ -126,6 +171,7 @@ def legend_lines(bmap: BlockMap) -> List[Text]:
         line.append(GLYPH[kind], style=("dim " if bmap.is_diff else "") + STYLE[kind])
         line.append(f"  {LABEL[kind]:<36} {n:>6}" + (f"  {format_size(n * size)}" if n else ""))
         lines.append(line)
+    lines += _confidence_lines(bmap)
     if bmap.is_diff:
         left, right = bmap.semantics
         names = {Change.LEFT_ONLY: f"offlines only under {left}", Change.RIGHT_ONLY: f"offlines only under {right}",
@@ -145,14 +191,20 @@ def title_lines(bmap: BlockMap) -> List[Text]:
     cells = bmap.cells
     judged = sum(1 for c in cells if c.kind in (CellKind.OFFLINES, CellKind.FAILS, CellKind.HANGS))
     what = f"semantics {bmap.semantics[0]}" if not bmap.is_diff else f"{bmap.semantics[0]} vs {bmap.semantics[1]}"
-    return [Text.assemble((bmap.machine, "bold"), f" ({bmap.source}): {what}, "
+    return [Text.assemble((safe(bmap.machine), "bold"), f" ({safe(bmap.source)}): {safe(what)}, "
                           f"{format_size(bmap.memory_block_size)} memory blocks, {judged} judged")]
 
 
 def map_renderable(bmap: BlockMap, width: int) -> Group:
     """Title, grid and legend as one renderable (printed to stdout and to SVG/HTML alike)."""
     grid = map_lines(bmap, width)
-    for t in grid:
+    lines = [*title_lines(bmap), Text(""), *grid, Text(""), *legend_lines(bmap)]
+    for t in lines:
         t.no_wrap = True
-        t.overflow = "crop"
-    return Group(*title_lines(bmap), Text(""), *grid, Text(""), *legend_lines(bmap))
+        t.overflow = "ignore"
+    return Group(*lines)
+
+
+def print_map(console: Console, bmap: BlockMap) -> None:
+    """The map at the console's width; lines are never cropped or wrapped by memplan."""
+    console.print(map_renderable(bmap, console.width), soft_wrap=True)

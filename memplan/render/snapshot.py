@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from rich.console import Console, JustifyMethod
-from rich.table import Table
+from rich.console import Console
 
 from memplan import __version__
 from memplan.core.units import format_size
-from memplan.render.cells import add_columns
+from memplan.render.block_columns import LSMEM_DEFAULT, BlockRow, lsmem_columns
+from memplan.render.block_facts import MachineFacts
+from memplan.render.console import print_line
+from memplan.render.escape import safe
+from memplan.render.grid import Justify, grid_of
+from memplan.render.lsmem import Format, TableOptions, print_listing
 from memplan.snapshot.report import SnapshotReport
 
-#: The columns of the two tables (every column may wrap).
-BLOCK_COLUMNS: Tuple[Tuple[str, JustifyMethod], ...] = (
+#: The block groups (without the machine's blocks), the page classes and the zones.
+BLOCK_COLUMNS: Tuple[Tuple[str, Justify], ...] = (
     ("STATE", "left"), ("ZONE", "left"), ("BLOCKS", "right"), ("SIZE", "right"))
-CLASS_COLUMNS: Tuple[Tuple[str, JustifyMethod], ...] = (
+CLASS_COLUMNS: Tuple[Tuple[str, Justify], ...] = (
     ("PAGES", "right"), ("MB", "right"), ("CLASS", "left"), ("READ AS", "left"), ("WHAT KPAGEFLAGS SHOWS", "left"))
+ZONE_COLUMNS: Tuple[Tuple[str, Justify], ...] = tuple(
+    (name, "left" if name == "ZONE" else "right")
+    for name in ("NODE", "ZONE", "PRESENT", "MANAGED", "FREE", "PER-CPU FREE", "CMA", "NO FLAGS"))
+#: the block listing's default columns: lsmem's and the zones
+SNAPSHOT_DEFAULT = LSMEM_DEFAULT + ("ZONES",)
 
 
 def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:
@@ -54,35 +63,58 @@ def _mb(pages: int, page_size: int) -> int:
     return (pages * page_size) >> 20
 
 
-def print_snapshot(console: Console, report: SnapshotReport) -> None:
+def print_block_listing(console: Console, facts: MachineFacts, options: TableOptions) -> None:
+    """The machine's memory blocks as lsmem lists them, with lsmem's summary."""
+    columns = lsmem_columns(facts.has_memconfig, SNAPSHOT_DEFAULT)
+    print_listing(console, columns, (BlockRow(f) for f in facts.blocks()), options)
+    if options.want_summary:
+        if options.want_table:
+            print_line(console)
+        for text in facts.summary_lines(options.in_bytes):
+            print_line(console, text)
+
+
+def _groups(console: Console, report: SnapshotReport) -> None:
+    grid = grid_of(BLOCK_COLUMNS)
+    for g in report.block_groups:
+        grid.add_row([g.state, g.zone, str(g.blocks), format_size(g.bytes)])
+    grid.print(console)
+
+
+def print_snapshot(console: Console, report: SnapshotReport, facts: Optional[MachineFacts] = None,
+                   options: Optional[TableOptions] = None) -> None:
+    """The report; with ``facts`` its block table is lsmem's listing of every block (``options``:
+    lsmem's controls; ``--raw``, ``--pairs``, ``--json`` with a listing option and
+    ``--summary=only`` print the listing or its summary alone)."""
+    options = options or TableOptions()
+    if facts is not None and (options.format is not Format.TABLE or not options.want_table):
+        print_block_listing(console, facts, options)
+        return
+
     def line(text: str = "") -> None:
-        console.print(text, highlight=False, markup=False)
+        print_line(console, safe(text))
 
     line(f"Snapshot:   {report.machine} ({report.source})")
     line(f"Kernel:     {report.kernel or 'unknown'}")
     line(f"Memory:     {report.pfns} pfns in /proc/kpageflags, {format_size(report.block_size)} memory blocks")
     line()
-    blocks = Table(box=None, header_style="bold", pad_edge=False)
-    add_columns(blocks, BLOCK_COLUMNS, wrap=[name for name, _ in BLOCK_COLUMNS])
-    for g in report.block_groups:
-        blocks.add_row(g.state, g.zone, str(g.blocks), format_size(g.bytes))
-    console.print(blocks)
+    if facts is not None:
+        print_block_listing(console, facts, options)
+    else:
+        _groups(console, report)
     line()
-    classes = Table(box=None, header_style="bold", pad_edge=False)
-    add_columns(classes, CLASS_COLUMNS, wrap=[name for name, _ in CLASS_COLUMNS])
+    classes = grid_of(CLASS_COLUMNS)
     for c in report.classes:
-        classes.add_row(str(c.pages), str(_mb(c.pages, report.page_size)), c.label, c.kind, c.meaning)
-    console.print(classes)
+        classes.add_row([str(c.pages), str(_mb(c.pages, report.page_size)), c.label, c.kind, c.meaning])
+    classes.print(console)
     line("(pages of online memory blocks; `--page-types` prints the kernel's page-types summary)")
     if report.zones:
         line()
-        zones = Table(box=None, header_style="bold", pad_edge=False)
-        for name in ("NODE", "ZONE", "PRESENT", "MANAGED", "FREE", "PER-CPU FREE", "CMA", "NO FLAGS"):
-            zones.add_column(name, justify="left" if name == "ZONE" else "right")
+        zones = grid_of(ZONE_COLUMNS)
         for z in report.zones:
-            zones.add_row(str(z.node), z.zone, str(z.present), str(z.managed), str(z.free), str(z.pcp),
-                          "-" if z.cma is None else str(z.cma), str(z.unflagged))
-        console.print(zones)
+            zones.add_row([str(z.node), z.zone, str(z.present), str(z.managed), str(z.free), str(z.pcp),
+                           "" if z.cma is None else str(z.cma), str(z.unflagged)])
+        zones.print(console)
     for d in report.devices:
         line()
         unit = "sub-block" if d.mode == "sbm" else "big block"
@@ -103,4 +135,3 @@ def print_snapshot(console: Console, report: SnapshotReport) -> None:
     if report.saved_to:
         line()
         line(f"Saved to:   {report.saved_to}")
-

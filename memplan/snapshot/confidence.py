@@ -81,10 +81,9 @@ def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence:
     stuck_at_scan = verdict.result is Outcome.HANGS and verdict.step is Step.SCAN
     if verdict.pages.migrated and reached_migration and not stuck_at_scan:
         spots.append("LRU pages may carry extra references (vmsplice, pins) a snapshot cannot see")
-    if (foreign_reference is ForeignRefEffect.BLOCKS and verdict.pages.skipped_offline and reached_migration
-            and not (verdict.step is Step.SCAN and verdict.result is Outcome.FAILS)):
-        spots.append(f"{verdict.pages.skipped_offline} fake-offline pages: an extra reference on one (refcounts "
-                     "are not exported) would fail offlining with EBUSY")
+    spot = _foreign_reference_spot(verdict, foreign_reference, reached_migration)
+    if spot:
+        spots.append(spot)
     if evidence.zone_cma_pages and passed_isolation:
         spots.append(f"the zone has {evidence.zone_cma_pages} CMA pages and CMA pageblocks cannot be located: "
                      "one in this block would fail isolation")
@@ -94,6 +93,32 @@ def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence:
     if spots or differs:
         return LIKELY, tuple(spots)
     return CERTAIN, ()
+
+
+def _foreign_reference_spot(verdict: BlockVerdict, effect: ForeignRefEffect, reached_migration: bool) -> Optional[str]:
+    """What an invisible extra reference on one of the block's skipped fake-offline pages would
+    change (spec rows 20 and 22, §9.1; ``OfflineSemantics.foreign_reference_effect()``).
+
+    ``BLOCKS`` (refcount): SCAN fails -EBUSY, once the attempt gets that far (and had not failed
+    there already). ``WARNS`` (skippable): offlining still succeeds, but
+    __offline_isolated_pages() prints WARN_ON_ONCE(page_count(page) != 1), and onlining the block
+    again loses the reference (``HazardKind.REFERENCE_LOST_ON_ONLINE``): only a block that
+    reaches the commit is affected.
+    """
+    n = verdict.pages.skipped_offline
+    if not n:
+        return None
+    if (effect is ForeignRefEffect.BLOCKS and reached_migration
+            and not (verdict.step is Step.SCAN and verdict.result is Outcome.FAILS)):
+        return (f"{n} fake-offline pages: an extra reference on one (refcounts are not exported) would fail "
+                "offlining with EBUSY")
+    if effect is ForeignRefEffect.WARNS and verdict.result is Outcome.OFFLINED:
+        # No digit but the count: tables merge blocks whose blind spots differ only in numbers.
+        return (f"{n} fake-offline pages: an extra reference on one (refcounts are not exported) would not stop "
+                "offlining under PG_offline_skippable, but trip the page_count() WARN_ON_ONCE in "
+                "__offline_isolated_pages() and be lost when the block is onlined again (its holder's put_page() "
+                "would then free unplugged memory)")
+    return None
 
 
 class SnapshotAssessor:

@@ -33,6 +33,7 @@ from memplan.snapshot import kpageflags as kpf
 from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile
 from memplan.snapshot.sysroot import MEMORY_DIR, MemoryBlockInfo, Resource, SysrootFacts, Tree, ZoneInfo, ram_ranges, read_sysroot
 from memplan.kernel import versions
+from memplan.snapshot.btf import btf_names_skippable
 from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_semantics, semantics_marking
 from memplan.core.model import BlockState, DriverState, OnlineType, PageKind, VirtioMemMode, Zone, ZONE_NONE
 from memplan.core.machine import (
@@ -396,7 +397,7 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     devices, device_facts, device_of_block = _virtio_devices(probe, facts, infos, block_node)
     fake_total = sum(d.fake_offline for d in device_facts)
     skippable_total = sum(d.skippable for d in device_facts)
-    semantics, reason = detect_semantics(fake_total, skippable_total, facts.release, bool(devices))
+    semantics, reason = detect_semantics(fake_total, skippable_total, facts.release, bool(devices), tree)
     primary, pessimistic = kpf.PRIMARY_KINDS.copy(), kpf.PESSIMISTIC_KINDS.copy()
     # What a fake-offline page without KPF_OWNER_2 is depends on the semantics: under
     # PG_offline_skippable an ordinary, unmovable PageOffline page
@@ -474,24 +475,37 @@ def _ram_pages(ram: Sequence[Tuple[int, int, str]], lo: int, hi: int) -> int:
     return sum(max(0, min(b, hi) - max(a, lo)) for a, b, _ in ram)
 
 
-def detect_semantics(fake_offline: int, skippable: int, release: Optional[str], has_device: bool) -> Tuple[str, str]:
+def detect_semantics(fake_offline: int, skippable: int, release: Optional[str], has_device: bool,
+                     tree: Optional[Tree] = None) -> Tuple[str, str]:
     """The semantics (name) and why (spec §5.1 last rows: KPF_OWNER_2 = PG_offline_skippable).
 
-    Only virtio-mem sets PG_offline_skippable, and only on its fake-offline pages: the semantics
-    that marks them (``OfflineSemantics.marks_fake_offline``) when any carries the flag, else
-    the one that does not, mainline (every released kernel) first.
+    Only virtio-mem sets PG_offline_skippable, and only on its fake-offline pages: when any
+    carries the flag, the semantics that marks them (``OfflineSemantics.marks_fake_offline``).
+    Otherwise the kernel's BTF, where the tree has it, says whether the kernel knows the flag
+    (``btf_names_skippable()``; a patched kernel whose virtio-mem was unloaded cleared the flag,
+    ``virtio_mem_sbm_mark_mb_non_skippable()``). Without either, unflagged fake-offline pages
+    mean the semantics that does not mark them, mainline first; with no fake-offline page at all
+    the page flags cannot tell, and the reason says so and how to find out.
     """
     kernel = f"kernel {release}" if release else "unknown kernel"
-    semantics = semantics_marking(skippable > 0)
     if skippable:
-        return semantics.name, (f"{skippable} of {fake_offline} fake-offline pages carry KPF_OWNER_2 "
-                                "(PG_offline_skippable, the posted patch)")
+        return semantics_marking(True).name, (f"{skippable} of {fake_offline} fake-offline pages carry KPF_OWNER_2 "
+                                              "(PG_offline_skippable, the posted patch)")
+    btf, looked = btf_names_skippable(tree) if tree is not None else (None, "")
     if fake_offline:
-        return semantics.name, (f"none of the {fake_offline} fake-offline pages carries KPF_OWNER_2 "
-                                f"(PG_offline_skippable); {kernel}")
+        seen = f"none of the {fake_offline} fake-offline pages carries KPF_OWNER_2 (PG_offline_skippable)"
+        if btf:
+            return semantics_marking(True).name, (f"{seen}, but {looked}: a patched kernel (virtio-mem, when "
+                                                  f"unloaded, clears the flag); {kernel}")
+        return semantics_marking(False).name, f"{seen}; {kernel}"
     where = "the virtio-mem device has no fake-offline pages" if has_device else "no virtio-mem device"
-    return semantics.name, (f"{where} to inspect; every released kernel uses {MAINLINE} "
-                            f"(PG_offline_skippable was never merged); {kernel}")
+    if btf is not None:
+        return semantics_marking(btf).name, f"{looked} ({where} to read KPF_OWNER_2 from); {kernel}"
+    return semantics_marking(False).name, (
+        f"the semantics could not be told from the page flags ({where} to read KPF_OWNER_2 from); assuming "
+        f"{MAINLINE}, which every released kernel uses (PG_offline_skippable was never merged); {kernel}; to tell, "
+        f"run grep -a PG_offline_skippable /sys/kernel/btf/vmlinux on the host (a match: the patched kernel)"
+        + (f"; {looked}" if looked else ""))
 
 
 # --------------------------------------------------------------------------------------------
