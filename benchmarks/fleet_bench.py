@@ -360,7 +360,7 @@ def print_parent_split(reference: Measured) -> None:
     parts = {"unpickle an answer": per_host(lambda: [pickle.loads(b) for b in blobs]),
              "aggregate": per_host(aggregate),
              "--jsonl line": per_host(lambda: [render_fleet.write_line(h, sink) for h in hosts]),
-             "table row (rich)": per_host(lambda: render_fleet.print_fleet(Console(file=sink, width=200), report), 2)}
+             "table row": per_host(lambda: render_fleet.print_fleet(Console(file=sink, width=200), report), 2)}
     work = reference.per_host_ms(reference.host_cpu_s)
     print("parent work per host: " + ", ".join(f"{name} {ms:.3f} ms (1/{work / ms:.0f} of a host)"
                                                for name, ms in parts.items()))
