@@ -69,7 +69,8 @@ def ram_machines(draw):
         doc["fill"] = [{"blocks": str(BLOCK), "seed": draw(st.integers(0, 1000)), **fractions}]
     env = {}
     if draw(st.integers(0, 3)) == 0:
-        env["hugetlb_2m"] = {"free": draw(st.integers(0, 4)), "resv": draw(st.integers(0, 2))}
+        free = draw(st.integers(0, 4))  # resv_huge_pages never exceeds free_huge_pages
+        env["hugetlb_2m"] = {"free": free, "resv": draw(st.integers(0, min(2, free)))}
     if draw(st.integers(0, 8)) == 0:
         env["signal_pending"] = True
     if env:
@@ -119,10 +120,12 @@ def check_against_reference(doc):
         ctx = sim.context(int(machine.blocks.rows([BLOCK])[0]))
         batch = machine.pages.materialize(np.array([BLOCK]))
         ref = reference_offline(sim.setup, ctx, batch.kinds[0], None if batch.refcount is None else batch.refcount[0])
-        got = (verdict.result, verdict.errno, verdict.reason, verdict.step, verdict.culprit.pfn if verdict.culprit else None)
+        got = (verdict.result, verdict.errno, verdict.reason, verdict.step,
+               verdict.culprit.pfn if verdict.culprit else None)
         assert got == (ref.result, ref.errno, ref.reason, ref.step, ref.culprit_pfn), name
         p = verdict.pages
-        assert p.free + p.migrated + p.skipped_offline + p.dissolved + p.hwpoison + p.vmemmap + p.holes + p.blocking == p.total
+        assert (p.free + p.migrated + p.skipped_offline + p.dissolved + p.hwpoison + p.vmemmap + p.holes
+                + p.blocking == p.total)
         assert min(p.free, p.migrated, p.skipped_offline, p.dissolved, p.hwpoison, p.blocking) >= 0
 
 

@@ -5,14 +5,14 @@ from memplan.core.units import format_block_ranges, format_size, parse_block_ran
 
 @pytest.mark.parametrize("text,value", [
     (4096, 4096), ("4096", 4096), ("0x140000000", 0x140000000), ("4GiB", 4 << 30), ("128MiB", 128 << 20),
-    ("2M", 2 << 20), ("2m", 2 << 20), ("1.5G", 3 << 29), ("64K", 65536), ("1T", 1 << 40), ("8 GiB", 8 << 30),
+    ("2M", 2 << 20), ("2m", 2 << 20), ("1.5G", 3 << 29), ("64K", 65536), ("1T", 1 << 40), (" 8GiB", 8 << 30),
     ("0", 0),
 ])
 def test_parse_size(text, value):
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("bad", ["", "12Q", "-1", "0xZZ", "1.3B", True, None, -5, "4 GiB GiB"])
+@pytest.mark.parametrize("bad", ["", "12Q", "-1", "0xZZ", "1.3B", True, None, -5, "4 GiB GiB", "8 GiB"])
 def test_parse_size_rejects(bad):
     with pytest.raises(ValueError):
         parse_size(bad)

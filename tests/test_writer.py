@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import SPARE, bundled
-from memplan.profile import toml
-from memplan.profile.reader import build_machine, load_profile
+from memplan.engine.simulation import simulate
 from memplan.plans.plan import plan
 from memplan.plans.unplug import unplug
+from memplan.profile import toml
+from memplan.profile.reader import build_machine, load_profile
 from memplan.profile.writer import dumps, profile_document, read_document, write_profile
-from memplan.engine.simulation import simulate
 
 MB = 1 << 20
 
@@ -178,7 +178,7 @@ def test_block_whose_removal_failed_is_written_as_removed(tmp_path):
     out = tmp_path / "out.toml"
     warnings = write_profile(machine, read_document(path), current, str(out))
     assert warnings == ["memory block 42 of vmem0 is fully unplugged but still added (its removal failed); "
-                        "format 1 cannot express that: written as removed"]
+                        "a profile cannot express that: written as removed"]
     loaded = load_profile(str(out))
     assert loaded.blocks.ids.tolist() == [b for b in current.blocks.ids.tolist() if b != 42]
     online = loaded.blocks.ids[loaded.blocks.online]
