@@ -1,5 +1,6 @@
 """Profile format 1: what loads, and one clear error (file, key, value) for what does not."""
 
+import os
 import textwrap
 
 import pytest
@@ -492,3 +493,108 @@ def test_virtio_mem_block_size_defaults_to_a_pmd_folio(tmp_path):
     device = m.devices[0]
     assert device.device_block_size == m.geometry.page_size << m.geometry.pmd_order == 2 << 20
     assert device.plugged_size == 8 << 20
+
+
+# ---- validated at the edge against what a machine can have (issue 14) --------------------------
+
+@pytest.mark.parametrize("text,message", [
+    ("format = true\n" + OK_RAM, "format: True is not supported (this memplan reads formats 1 and 2)"),
+    ("format = 1.0\n" + OK_RAM, "format: 1.0 is not supported (this memplan reads formats 1 and 2)"),
+    (F + "[machine]\nkernel = 'garbage'\n" + OK_RAM,
+     "machine.kernel: 'garbage' is not a kernel release (like \"6.18\" or \"6.1.0-56-amd64\", as uname -r prints it)"),
+    (F + "[machine]\nkernel = '６.１'\n" + OK_RAM,
+     "machine.kernel: '６.１' is not a kernel release (like \"6.18\" or \"6.1.0-56-amd64\", as uname -r prints it)"),
+    (F + "[machine]\nmemory_block_size = '4GiB'\n" + OK_RAM,
+     "machine.memory_block_size: '4GiB' is above 0x80000000 (x86-64's largest memory block, MAX_BLOCK_SIZE, is "
+     "2 GiB)"),
+    (F + "[machine]\nnodes = 1025\n" + OK_RAM, "machine.nodes: 1025 is above 1024 (MAX_NUMNODES is 1024)"),
+    (F + "[[ram]]\nstart = 0\nsize = '1GiB'\nzone = 'Normal'\nnode = 1024\n",
+     "ram[0].node: 1024 is above 1023 (MAX_NUMNODES is 1024)"),
+    (F + f"[[ram]]\nstart = 0\nsize = {2**60}\nzone = 'Normal'\n",
+     "ram[0].size: 1152921504606846976 is above 0x10000000000000 (x86-64's MAX_PHYSMEM_BITS is 52: physical "
+     "addresses stay below 0x10000000000000 (4P))"),
+    (F + "[[ram]]\nstart = '0xfffffffe00000'\nsize = '4MiB'\nzone = 'Normal'\n",
+     "ram[0].size: 0xfffffffe00000+0x400000 ends past 0x10000000000000 (x86-64's MAX_PHYSMEM_BITS is 52: physical "
+     "addresses stay below 0x10000000000000 (4P))"),
+    (F + "[[ram]]\nstart = 0\nsize = '" + "9" * 400 + ".5G'\nzone = 'Normal'\n",
+     "ram[0].size: '999999999999999999999999999...9999.5G' (403 characters) is out of range: sizes end at "
+     "2^64 - 1 bytes (16E)"),
+    (F + "[[ram]]\nstart = 0\nsize = '１GiB'\nzone = 'Normal'\n",
+     "ram[0].size: '１GiB' is not a size (no number; examples: 4096, 0x1000, 128MiB, 2M, 1.5G, 4GiB; KB, MB, GB "
+     "are powers of 1000)"),
+    (F + OK_RAM + "[[pages]]\npfn = 16\nkind = 'slab'\nrefcount = 2147483648\n",
+     "pages[0].refcount: 2147483648 is above 2147483647 (a page's _refcount is an atomic_t, a C int)"),
+    (F + OK_RAM + f"[[pages]]\npfn = 0\ncount = {2**28 * 32768}\nkind = 'slab'\n",
+     "pages[0].count: 8796093022208 is above 1099511627776 (x86-64's MAX_PHYSMEM_BITS is 52: physical addresses "
+     "stay below 0x10000000000000 (4P))"),
+    (F + OK_RAM + f"[[pages]]\npfn = 0\ncount = {2**20 * 32768}\nkind = 'slab'\n",
+     "pages[0].pfn: 0x0+34359738368 crosses block 8, which does not exist"),
+    (F + OK_RAM + "[[pages]]\npfn = 0\ncount = 1048576\nkind = 'slab'\n",
+     "pages[0].pfn: 0x0+1048576 crosses block 8, which does not exist"),
+    (F + OK_RAM + "[[fill]]\nblocks = '0-3000000000'\n", "fill[0].blocks: memory block 8 does not exist"),
+    (F + OK_RAM + "[[fill]]\nblocks = '３'\n",
+     "fill[0].blocks: '３' is not a block range (ASCII digits, like 7, 32-63, 1,4,8-9)"),
+    (F + VMEM + "plugged = ['0-63']\noffline_blocks = '0-3000000000'\n",
+     "virtio_mem[0].offline_blocks: memory block 0 is outside the device's region (memory blocks 32-39)"),
+    (F + VMEM + "plugged = ['0-999999999999']\n",
+     "virtio_mem[0].plugged: device block 999999999999 is outside the region (512 blocks of 2M)"),
+    (F + OK_RAM + "[environment]\nisolated = ['0x0-0xffffffffffffffff']\n",
+     "environment.isolated[0]: '0x0-0xffffffffffffffff' is outside physical memory (0x0-0xfffffffffffff)"),
+    (F + OK_RAM + "[environment]\nisolated = ['0x40000000-0x401fffff']\n",
+     "environment.isolated[0]: '0x40000000-0x401fffff' is outside memory: memory block 8 does not exist"),
+    (F + OK_RAM + "[environment]\nhugetlb_2m = { free = 1, resv = 2 }\n",
+     "environment.hugetlb_2m.resv: 2 is more than the 1 free folios: resv_huge_pages never exceeds free_huge_pages"),
+    (F + OK_RAM + "[environment]\nhugetlb_2m = { resv = 1 }\n",
+     "environment.hugetlb_2m.resv: 1 is more than the 0 free folios the profile holds: resv_huge_pages never "
+     "exceeds free_huge_pages"),
+    (F + OK_RAM + "[environment]\nhugetlb_2m = { free = 1000 }\n",
+     "environment.hugetlb_2m.free: 1000 is above 512 (1G of memory holds 512 such folios)"),
+    (F + OK_RAM + "[[fill]]\nblocks = 'all'\nseed = 18446744073709551616\n",
+     "fill[0].seed: 18446744073709551616 is above 18446744073709551615 (a seed is an unsigned 64-bit number)"),
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n",
+     "invalid TOML: arrays or tables nested too deeply"),
+    ("x = " + "9" * 5000 + "\n",
+     "invalid TOML: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"),
+])
+def test_values_no_machine_has_are_refused_word_for_word(tmp_path, text, message):
+    with pytest.raises(ProfileError) as info:
+        load_text(tmp_path, text)
+    assert str(info.value) == f"{tmp_path / 'bad.toml'}: {message}"
+
+
+def test_a_machine_too_big_to_judge_here_is_refused_up_front(tmp_path, monkeypatch):
+    import memplan.profile.reader as reader
+    monkeypatch.setattr(reader, "memory_budget", lambda: 1 << 30)
+    with pytest.raises(ProfileError) as info:
+        load_text(tmp_path, F + "[[ram]]\nstart = 0\nsize = '64TiB'\nzone = 'Normal'\n")
+    assert str(info.value) == (f"{tmp_path / 'bad.toml'}: describes 64T of memory in 524288 memory blocks; judging "
+                               "it needs about 1.2G of memory and 1G is available here")
+    monkeypatch.setattr(reader, "memory_budget", lambda: 4 << 30)
+    assert len(load_text(tmp_path, F + "[[ram]]\nstart = 0\nsize = '64TiB'\nzone = 'Normal'\n").blocks) == 524288
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: os.mkfifo(p), "profile is a FIFO, not a regular file"),
+    (lambda p: os.symlink("/dev/zero", p), "profile is a character device, not a regular file"),
+    (lambda p: os.mkdir(p), "profile is a directory, not a regular file"),
+    (lambda p: open(p, "wb").truncate(100 << 20), "is larger than 64M; a profile is a short TOML file"),
+    (lambda p: open(p, "wb").write(b"format = 1\n\xff\n"), "is not UTF-8 text (byte 11)"),
+])
+def test_a_profile_is_a_regular_file(tmp_path, make, message):
+    path = str(tmp_path / "p.toml")
+    make(path)
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_ranges_stay_spans(tmp_path):
+    """Block lists that name the same blocks many times, and isolated ranges that repeat, cost
+    what the blocks cost (they are merged), not what the text says."""
+    import time
+    text = (F + OK_RAM + "[[fill]]\nblocks = '" + ",".join(["0-7"] * 50000) + "'\nanon = 0.1\n"
+            "[environment]\nisolated = [" + ", ".join(["'0x0-0x3fffffff'"] * 20000) + "]\n")
+    start = time.perf_counter()
+    m = load_text(tmp_path, text)
+    assert time.perf_counter() - start < 5
+    assert m.environment.isolated == ((0, 0x40000),)

@@ -15,12 +15,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memplan.profile.reader import build_machine
 from memplan.engine.shortcut import BlockColumns, chunk_verdicts
-from memplan.kernel.offline import offline_block
-from oracle import reference_offline
-from memplan.kernel.semantics import SEMANTICS, get_semantics
 from memplan.engine.simulation import Simulator, simulate
+from memplan.kernel.offline import offline_block
+from memplan.kernel.semantics import SEMANTICS, get_semantics
+from memplan.profile.reader import build_machine
+from oracle import reference_offline
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BLOCK = 8

@@ -74,6 +74,9 @@ from memplan.profile.table import (
 FORMATS: Dict[int, int] = {1: 0, 2: 3}
 #: the format ``--write-profile`` keeps unless the profile it started from says otherwise
 FORMAT = 1
+#: what a device block of a virtio-mem region costs while the device is configured: the
+#: plugged map as read, the driver's copy and the temporaries that check it (bytes)
+DEVICE_BLOCK_BYTES = 4
 #: why addresses stop where they do (``memplan.core.limits``)
 _PHYS = "x86-64's MAX_PHYSMEM_BITS is 52: physical addresses stay below 0x10000000000000 (4P)"
 _NODES = f"MAX_NUMNODES is {MAX_NUMNODES}"
@@ -404,11 +407,11 @@ def _check_memory(path: str, rams: Sequence[RamRange], devices: Sequence[_Device
 def _check_budget(path: str, rams: Sequence[RamRange], devices: Sequence[_DeviceInput], geometry: Geometry) -> None:
     """Refuse, before anything is allocated for it, a machine memplan cannot judge here: its
     memory blocks (``memplan.core.limits.BYTES_PER_BLOCK`` each) and the devices' plugged maps
-    (two bytes per device block) must fit into the memory this machine has left."""
+    (``DEVICE_BLOCK_BYTES`` per device block) must fit into the memory this machine has left."""
     mb = geometry.memory_block_size
     blocks = sum(-(-r.end // mb) - r.start // mb for r in rams) + sum(d.blocks_bound(geometry) for d in devices)
     described = sum(r.end - r.start for r in rams) + sum(d.region_size for d in devices)
-    need = needed_bytes(blocks, sum(2 * d.device_blocks for d in devices))
+    need = needed_bytes(blocks, sum(DEVICE_BLOCK_BYTES * d.device_blocks for d in devices))
     budget = memory_budget()
     if budget is not None and need > budget:
         raise ProfileError(path, "", f"describes {format_size(described)} of memory in {blocks} memory blocks; "
@@ -492,18 +495,20 @@ def _read_pages(path: str, doc: Dict[str, Any], geometry: Geometry, table: Block
                 fixed: _FixedPages) -> List[PageRun]:
     """Explicit pages: whole folios inside online blocks, clear of holes and fake-offline ranges.
 
-    A ``vmemmap`` run sets the block's self-hosted memmap (``memmap_on_memory``)."""
-    runs: List[PageRun] = []
-    intervals: List[Interval] = []
-    for i, tbl in enumerate(array_of_tables(path, doc, "pages")):
-        p = TableReader(path, f"pages[{i}]", tbl, _PAGES)
-        run = _read_page_run(p, geometry, table)
-        _check_fixed_pages(p, run, geometry, table, fixed)
-        intervals.append((run.pfn, run.pfn + run.count, p.prefix))
-        runs.append(run)
+    Each table's values are read one by one; where the runs lie is checked for all of them at
+    once (a profile ``--write-profile`` wrote may hold thousands), and the first run that
+    breaks a rule is checked again on its own for the error message. A ``vmemmap`` run sets
+    the block's self-hosted memmap (``memmap_on_memory``)."""
+    readers = [TableReader(path, f"pages[{i}]", tbl, _PAGES)
+               for i, tbl in enumerate(array_of_tables(path, doc, "pages"))]
+    runs = [_page_fields(p, geometry) for p in readers]
+    for i in _suspect_runs(runs, geometry, table, fixed):
+        _check_page_run(readers[i], runs[i], geometry, table)
+        _check_fixed_pages(readers[i], runs[i], geometry, table, fixed)
+    check_disjoint(path, [(run.pfn, run.pfn + run.count, p.prefix) for p, run in zip(readers, runs)])
+    for run in runs:
         if run.kind is PageKind.VMEMMAP:
             table.vmemmap[_row(table, run.pfn // geometry.pages_per_block)] = run.count
-    check_disjoint(path, intervals)
     return runs
 
 
@@ -512,9 +517,8 @@ def _row(table: BlockTable, block: int) -> int:
     return int(np.searchsorted(table.ids, block))
 
 
-def _read_page_run(p: TableReader, geometry: Geometry, table: BlockTable) -> PageRun:
-    """One ``[[pages]]`` table: a run of whole folios of one kind inside existing, online blocks."""
-    ppb = geometry.pages_per_block
+def _page_fields(p: TableReader, geometry: Geometry) -> PageRun:
+    """One ``[[pages]]`` table's values, each typed and within what a machine can have."""
     max_pfn = max_address() >> geometry.page_shift
     pfn = p.required_size("pfn", max_pfn - 1, _PHYS)
     count = p.count("count", 1, minimum=1, maximum=max_pfn - pfn, why=_PHYS)
@@ -522,8 +526,53 @@ def _read_page_run(p: TableReader, geometry: Geometry, table: BlockTable) -> Pag
     if not isinstance(kind_name, str) or kind_name not in PROFILE_KINDS:
         raise p.fail("kind", f"{shown(kind_name)} is not a page kind",
                      hint=did_you_mean(kind_name[:60], PROFILE_KINDS) if isinstance(kind_name, str) else None)
-    kind = PageKind.from_label(kind_name)
     refcount = p.integer("refcount", None, maximum=MAX_REFCOUNT, why="a page's _refcount is an atomic_t, a C int")
+    return PageRun(pfn, count, PageKind.from_label(kind_name), refcount)
+
+
+def _suspect_runs(runs: Sequence[PageRun], geometry: Geometry, table: BlockTable,
+                  fixed: _FixedPages) -> List[int]:
+    """Indexes of the runs that may break a placement rule (checked one by one after): the
+    first that does not lie in existing, online blocks as whole folios, clear of holes, in
+    fake-offline ranges exactly when it is ``fake_offline``; and every ``vmemmap`` run."""
+    if not runs:
+        return []
+    ppb = geometry.pages_per_block
+    pfn = np.array([r.pfn for r in runs], dtype=np.int64)
+    count = np.array([r.count for r in runs], dtype=np.int64)
+    kind = np.array([int(r.kind) for r in runs], dtype=np.int64)
+    end = pfn + count
+    first, last = pfn // ppb, (end - 1) // ppb
+    a, b = np.searchsorted(table.ids, first, "left"), np.searchsorted(table.ids, last, "right")
+    offline = np.concatenate(([0], np.cumsum(table.state != 0)))
+    mask = (np.int64(1) << geometry.folio_order[kind].astype(np.int64)) - 1
+    holes = np.searchsorted(fixed.hole_ends, pfn, "right")
+    in_hole = holes < len(fixed.hole_starts)
+    in_hole[in_hole] = fixed.hole_starts[holes[in_hole]] < end[in_hole]
+    fake = _covered_below(fixed.fake_starts, fixed.fake_ends, end) - _covered_below(fixed.fake_starts,
+                                                                                     fixed.fake_ends, pfn)
+    is_fake = kind == int(PageKind.FAKE_OFFLINE)
+    ok = ((b - a == last - first + 1) & (offline[b] == offline[a]) & ((pfn & mask) == 0) & ((count & mask) == 0)
+          & ~in_hole & np.where(is_fake, fake == count, fake == 0) & (kind != int(PageKind.VMEMMAP)))
+    bad = np.flatnonzero(~ok)
+    vmemmap = np.flatnonzero(kind == int(PageKind.VMEMMAP))
+    return sorted(set(bad.tolist()) | set(vmemmap.tolist()))
+
+
+def _covered_below(starts: IntArray, ends: IntArray, x: np.ndarray) -> np.ndarray:
+    """Per ``x``: how many pfns below it the sorted, disjoint ranges [start, end) cover."""
+    if not len(starts):
+        return np.zeros(len(x), dtype=np.int64)
+    cum = np.concatenate(([0], np.cumsum(ends - starts)))
+    k = np.searchsorted(starts, x, "right")
+    above = np.where(k > 0, np.maximum(ends[np.maximum(k - 1, 0)] - x, 0), 0)
+    return cum[k] - above
+
+
+def _check_page_run(p: TableReader, run: PageRun, geometry: Geometry, table: BlockTable) -> None:
+    """A run of whole folios of one kind inside existing, online blocks."""
+    ppb = geometry.pages_per_block
+    pfn, count, kind = run.pfn, run.count, run.kind
     first, last = pfn // ppb, (pfn + count - 1) // ppb
     missing = first_missing(table.ids, [(first, last)])
     if missing is not None:
@@ -536,9 +585,8 @@ def _read_page_run(p: TableReader, geometry: Geometry, table: BlockTable) -> Pag
         raise p.fail("pfn", f"memory block {int(table.ids[a + offline[0]])} is offline; its memmap is stale")
     order = int(geometry.folio_order[int(kind)])
     if order and (pfn % (1 << order) or count % (1 << order)):
-        raise p.fail("pfn", f"{kind_name} occupies whole {(1 << order) * geometry.page_size >> 20} MiB folios: "
+        raise p.fail("pfn", f"{kind.label} occupies whole {(1 << order) * geometry.page_size >> 20} MiB folios: "
                      f"pfn and count must be multiples of {1 << order}")
-    return PageRun(pfn, count, kind, refcount)
 
 
 def _check_fixed_pages(p: TableReader, run: PageRun, geometry: Geometry, table: BlockTable,
