@@ -249,7 +249,7 @@ class ProfilePageSource:
             chosen = np.take(plan.compound, slot_u16) if plan.has_compound else None
             compound = (chosen != _NO_COMPOUND) if chosen is not None else np.zeros(slot_u16.shape, dtype=bool)
             per_group = 1 << plan.fill.group_order
-            free[row:end] = (is_free & ~compound[:, :, None]).sum(axis=(1, 2)) * per_group
+            free[row:end] = np.count_nonzero(is_free & ~compound[:, :, None], axis=(1, 2)) * per_group
             if chosen is not None:
                 keep = ~touched[row:end]
                 folios[geo.pmd_order] += int(np.count_nonzero(chosen[keep] == pmd_free))
