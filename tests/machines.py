@@ -217,10 +217,13 @@ def fills(draw, layout: Layout, taken: List[int]) -> None:
 @st.composite
 def environment(draw, layout: Layout) -> None:
     env: Dict[str, object] = {}
-    for key in ("hugetlb_2m", "hugetlb_1g"):
+    ram_pages = sum(int(t["size"], 16) // 4096 for t in layout.doc["ram"])
+    for key, order in (("hugetlb_2m", 9), ("hugetlb_1g", 18)):
         if draw(st.integers(0, 2)) == 0:
-            pool = {"resv": draw(st.integers(0, 2))}
-            free: Optional[int] = draw(st.one_of(st.none(), st.integers(0, 4)))
+            # the reader refuses counters no kernel can have: more folios than the memory holds,
+            # or resv_huge_pages above free_huge_pages
+            free: Optional[int] = draw(st.one_of(st.none(), st.integers(0, min(4, ram_pages >> order))))
+            pool: Dict[str, int] = {"resv": draw(st.integers(0, min(2, free or 0)))}
             if free is not None:
                 pool["free"] = free
             env[key] = pool
@@ -313,7 +316,8 @@ def ram_machines(draw):
         doc["fill"] = [{"blocks": str(BLOCK), "seed": draw(st.integers(0, 1000)), **fractions}]
     env = {}
     if draw(st.integers(0, 3)) == 0:
-        env["hugetlb_2m"] = {"free": draw(st.integers(0, 4)), "resv": draw(st.integers(0, 2))}
+        free = draw(st.integers(0, 4))
+        env["hugetlb_2m"] = {"free": free, "resv": draw(st.integers(0, min(2, free)))}
     if draw(st.integers(0, 8)) == 0:
         env["signal_pending"] = True
     if env:

@@ -189,3 +189,82 @@ def test_consecutive_runs():
     assert consecutive_runs(ids, 2) == [(0, 2), (2, 4), (4, 5), (5, 7), (7, 8)]
     assert consecutive_runs(ids, key=lambda b: b >= 4) == [(0, 3), (3, 5), (5, 7), (7, 8)]
     assert consecutive_runs(np.array([], dtype=np.int64)) == []
+
+
+# ---- format 2: one kind per aligned group of 8 pages ------------------------------------------
+
+def machine_v2(text: str, spare: bool = True):
+    """``machine_from`` for a format-2 profile (the same text, ``format = 2``)."""
+    from conftest import SPARE
+    from memplan.profile import toml
+    from memplan.profile.reader import build_machine
+    doc = toml.loads((SPARE if spare else "format = 1\n") + text)
+    doc["format"] = 2
+    return build_machine(doc, "<test>")
+
+
+#: sha256 of the kinds and refcounts of blocks 8-15 of FILLED / WITH_PAGES in format 2, as the
+#: format-2 draw first gave them: the same seed gives the same pages, on every machine and later
+GOLDEN_V2 = {
+    "plain": ("df2dc287273b6978e9d7ecd5d9f9089e6f35bf27210a745bb20d99b55861c809",
+              "40b2d4db7d68c88f3e29add03c7644c81856dbc373d8b4fe727c51188dd1cf16"),
+    "with pages": ("9ddf12e651da0fd49e7ce843f4f0ce8c4032a2d7cd291bb59bd05752fd92e59f",
+                   "8e8e16df7d6deadcd56ed6437c1430c7b9f0b177d2a3e9355d7da1217b45c630"),
+}
+
+
+@pytest.mark.parametrize("name,text", [("plain", FILLED), ("with pages", WITH_PAGES)])
+def test_format2_population_is_byte_identical(name, text):
+    batch = machine_v2(text).pages.materialize(np.arange(8, 16))
+    kinds = hashlib.sha256(batch.kinds.tobytes()).hexdigest()
+    refcounts = hashlib.sha256(batch.refcounts().astype("<i4").tobytes()).hexdigest()
+    assert (kinds, refcounts) == GOLDEN_V2[name]
+
+
+def test_format2_draws_whole_groups_and_keeps_the_fractions():
+    m = machine_v2(FILLED)
+    kinds = m.pages.materialize(np.arange(8, 16)).kinds
+    groups = kinds.reshape(-1, 8)
+    assert (groups == groups[:, :1]).all()  # no fixed page here: every group is one kind
+    n = kinds.size
+    # within three standard deviations: 32768 groups of 8 pages, 512 slots of 2 MiB
+    for kind, fraction, within in ((PageKind.ANON, 0.3, 0.01), (PageKind.FILE, 0.2, 0.01), (PageKind.THP, 0.1, 0.04),
+                                   (PageKind.HUGETLB_FREE, 0.05, 0.03), (PageKind.SLAB, 0.001, 0.001)):
+        assert abs(np.count_nonzero(kinds == kind) / n - fraction) < within
+    slots = kinds.reshape(-1, 512)
+    for kind in (PageKind.THP, PageKind.HUGETLB_FREE):
+        assert np.all((slots == kind).all(axis=1) | ~(slots == kind).any(axis=1))
+
+
+def test_format2_same_pages_whatever_the_chunking_and_differs_from_format1():
+    m = machine_v2(FILLED)
+    whole = m.pages.materialize(np.arange(8, 16)).kinds
+    for b in (8, 11, 15):
+        assert np.array_equal(m.pages.materialize(np.array([b])).kinds[0], whole[b - 8])
+    assert not np.array_equal(whole, machine_from(FILLED).pages.materialize(np.arange(8, 16)).kinds)
+
+
+def test_format2_fixed_pages_win():
+    m = machine_v2(WITH_PAGES)
+    batch = m.pages.materialize(np.arange(8, 16))
+    assert (batch.kinds[0, 0xa00:0xa03] == PageKind.ANON).all() and (batch.refcount[0, 0xa00:0xa03] == 5).all()
+    assert (batch.kinds.reshape(-1)[0x4c000 - 0x40000:0x4c000 - 0x40000 + 512] == PageKind.HUGETLB).all()
+
+
+# ---- census without materialising ---------------------------------------------------------------
+
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("text", [FILLED, WITH_PAGES, HINTED.format(seed=3, thp=0.2, hugetlb=0.1, slab=0.001,
+                                                                    pfn="0x42000", kind="anon")])
+def test_census_counts_what_materialising_counts(v2, text):
+    from memplan.kernel import hugetlb as hugetlb_mod
+    m = machine_v2(text) if v2 else machine_from(text)
+    ids = m.blocks.ids[m.blocks.online]
+    free, folios = m.pages.census(ids)
+    batch = m.pages.materialize(ids)
+    geo = m.geometry
+    assert free.tolist() == np.count_nonzero(batch.kinds == PageKind.FREE, axis=1).tolist()
+    for order in geo.hugetlb_orders:
+        want = sum(hugetlb_mod.free_folio_heads(batch.kinds[r], int(b) * geo.pages_per_block, order, geo)
+                   for r, b in enumerate(ids.tolist()))
+        assert folios[order] == want

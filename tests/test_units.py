@@ -5,14 +5,14 @@ from memplan.core.units import format_block_ranges, format_size, parse_block_ran
 
 @pytest.mark.parametrize("text,value", [
     (4096, 4096), ("4096", 4096), ("0x140000000", 0x140000000), ("4GiB", 4 << 30), ("128MiB", 128 << 20),
-    ("2M", 2 << 20), ("2m", 2 << 20), ("1.5G", 3 << 29), ("64K", 65536), ("1T", 1 << 40), ("8 GiB", 8 << 30),
+    ("2M", 2 << 20), ("2m", 2 << 20), ("1.5G", 3 << 29), ("64K", 65536), ("1T", 1 << 40), (" 8GiB", 8 << 30),
     ("0", 0),
 ])
 def test_parse_size(text, value):
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("bad", ["", "12Q", "-1", "0xZZ", "1.3B", True, None, -5, "4 GiB GiB"])
+@pytest.mark.parametrize("bad", ["", "12Q", "-1", "0xZZ", "1.3B", True, None, -5, "4 GiB GiB", "8 GiB"])
 def test_parse_size_rejects(bad):
     with pytest.raises(ValueError):
         parse_size(bad)
@@ -51,3 +51,41 @@ def test_inclusive_range():
     assert parse_inclusive_range("0x20000000-0x21ffffff") == (0x20000000, 0x22000000)
     with pytest.raises(ValueError):
         parse_inclusive_range("0x2000")
+
+
+# ---- util-linux's strtosize(), digit for digit ---------------------------------------------------
+
+#: what util-linux 2.38 (lib/strutils.c parse_size(), through fallocate -l) gives for each string;
+#: None: it refuses the string
+UTIL_LINUX = [
+    ("0.10MiB", 1048576), ("0.1MiB", 104857), ("1.010MiB", 1153433), ("1.01MiB", 1059061), ("1KB", 1000),
+    ("1kb", 1000), ("1K", 1024), ("010", 8), ("0x10", 16), ("0x10K", 16384), ("1.5K", 1536), ("+5", 5),
+    (" 5", 5), ("5 ", None), ("1B", None), ("4096", 4096), ("1.M", 1048576), ("0.5MB", 500000), ("16E", None),
+    ("1KIB", None), ("1.0", None), ("99999999999999999999", None), ("1.99999999999999999999999K", None),
+    ("1.25K", 1279), ("1.0005K", 1024), ("0x1.8M", 2097152), ("1.00.5M", 1053818), ("1e3", None), ("1Kb", 1000),
+    ("1kiB", 1024), ("1 K", None), ("0x", None), ("08", None), ("1.5", None), ("1.", None), (".5K", None),
+    ("1.0000000000000000000000005G", 1 << 30), ("18446744073709551615", (1 << 64) - 1), ("1E", 1 << 60),
+]
+
+
+@pytest.mark.parametrize("text,value", UTIL_LINUX)
+def test_parse_size_is_util_linux_strtosize(text, value):
+    if value is None:
+        with pytest.raises(ValueError):
+            parse_size(text)
+    else:
+        assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["9" * 400 + ".5G", "0." + "9" * 400 + "G", "9" * 5000, str(2**64), "15.99999E",
+                                  "１２８MiB", "٣٢", 2**64, 2**100])
+def test_sizes_past_64_bits_and_long_decimals_are_errors_never_infinity(text):
+    with pytest.raises(ValueError) as info:
+        parse_size(text)
+    assert len(str(info.value)) < 240  # a 5000-digit value is named by its ends and its length
+
+
+def test_format_size_at_the_top_of_the_range():
+    # size_to_human_string() keeps three digits without overflowing a uint64_t
+    assert format_size((1 << 64) - 1) == "16E"
+    assert format_size(15 * (1 << 60) + (1 << 59)) == "15.5E"

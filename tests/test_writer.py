@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import textwrap
 
 import numpy as np
 import pytest
 
 from conftest import SPARE, bundled
-from memplan.profile import toml
-from memplan.profile.reader import build_machine, load_profile
+from memplan.engine.simulation import simulate
 from memplan.plans.plan import plan
 from memplan.plans.unplug import unplug
+from memplan.profile import toml
+from memplan.profile.reader import build_machine, load_profile
 from memplan.profile.writer import dumps, profile_document, read_document, write_profile
-from memplan.engine.simulation import simulate
 
 MB = 1 << 20
 
@@ -178,9 +179,95 @@ def test_block_whose_removal_failed_is_written_as_removed(tmp_path):
     out = tmp_path / "out.toml"
     warnings = write_profile(machine, read_document(path), current, str(out))
     assert warnings == ["memory block 42 of vmem0 is fully unplugged but still added (its removal failed); "
-                        "format 1 cannot express that: written as removed"]
+                        "a profile cannot express that: written as removed"]
     loaded = load_profile(str(out))
     assert loaded.blocks.ids.tolist() == [b for b in current.blocks.ids.tolist() if b != 42]
     online = loaded.blocks.ids[loaded.blocks.online]
     a, b = current.pages.materialize(online), loaded.pages.materialize(online)
     assert np.array_equal(a.kinds, b.kinds) and np.array_equal(a.refcounts(), b.refcounts())
+
+
+# ---- any profile round-trips: write -> load -> the same machine and the same verdicts ------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: names and descriptions: any unicode a TOML string can hold (emoji, control characters,
+#: quotes, backslashes); hypothesis' text() leaves out lone surrogates, which TOML cannot hold
+NAMES = st.text(min_size=1, max_size=24)
+
+
+@st.composite
+def random_profiles(draw):
+    doc = {"format": draw(st.sampled_from([1, 2])),
+           "machine": {"name": draw(NAMES), "description": draw(st.text(max_size=40))},
+           "ram": [{"start": 0, "size": "1GiB", "zone": "Normal"}]}
+    if draw(st.booleans()):
+        ram = {"start": "1GiB", "size": "512MiB", "zone": draw(st.sampled_from(["Normal", "Movable"]))}
+        if draw(st.booleans()):
+            ram["holes"] = [{"start": hex((1 << 30) + draw(st.integers(0, 4000)) * 4096), "size": "0x3000"}]
+        doc["ram"].append(ram)
+    if draw(st.booleans()):
+        first = draw(st.integers(0, 100))
+        doc["virtio_mem"] = [{"id": draw(NAMES), "addr": "4GiB", "region_size": "256MiB",
+                              "plugged": [f"{first}-{draw(st.integers(first, 127))}"]}]
+    fills = []
+    for blocks in draw(st.lists(st.sampled_from(["0-3", "4-7", "5", "8-11"]), max_size=2, unique=True)):
+        fractions = draw(st.fixed_dictionaries({}, optional={
+            "anon": st.floats(0, 0.4), "file": st.floats(0, 0.3), "slab": st.floats(0, 0.001),
+            "thp": st.floats(0, 0.2), "hugetlb_free": st.floats(0, 0.05)}))
+        fills.append({"blocks": blocks, "seed": draw(st.integers(0, 2**64 - 1)), **fractions})
+    if "4-7" in [f["blocks"] for f in fills] and "5" in [f["blocks"] for f in fills]:
+        fills = [f for f in fills if f["blocks"] != "5"]
+    if fills and (len(doc["ram"]) > 1 or all(f["blocks"] != "8-11" for f in fills)):
+        doc["fill"] = [f for f in fills if f["blocks"] != "8-11" or len(doc["ram"]) > 1]
+    doc["pages"] = [{"pfn": hex(0x1000 + 0x8000 * draw(st.integers(0, 7))), "count": draw(st.integers(1, 64)),
+                     "kind": draw(st.sampled_from(["anon", "slab", "pinned", "kernel"])),
+                     "refcount": draw(st.integers(1, 2**31 - 1))}]
+    doc["environment"] = {"hugetlb_2m": {"resv": 0}}
+    return doc
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_profiles(), st.integers(0, 4))
+def test_any_profile_round_trips(tmp_path_factory, doc, blocks):
+    path = tmp_path_factory.mktemp("rt") / "out.toml"
+    machine = build_machine(copy.deepcopy(doc), "<random>")
+    _, state = plan(machine, blocks * 128 * MB)
+    path, loaded = assert_round_trip(state, doc, path.parent)
+    assert loaded.name == doc["machine"]["name"]
+
+
+def test_unicode_and_control_characters_round_trip(tmp_path):
+    machine, doc = machine_and_doc()
+    doc = copy.deepcopy(doc)
+    doc["machine"] = {"name": "😀 host\x1b[31m\n\"x\"\\", "description": "ümlaut \u2028 tab\t nul\x00"}
+    machine = build_machine(copy.deepcopy(doc), "<test>")
+    _, state = plan(machine, 0)
+    path = tmp_path / "out.toml"
+    write_profile(machine, doc, state.to_machine(), str(path))
+    assert "\\ud83d" not in path.read_text(encoding="utf-8")
+    loaded = load_profile(str(path))
+    assert loaded.name == doc["machine"]["name"]
+    assert read_document(str(path))["machine"]["description"] == doc["machine"]["description"]
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    machine, doc = machine_and_doc()
+    _, state = plan(machine, 0)
+    path = tmp_path / "out.toml"
+    path.write_text("previous\n")
+    import os as os_module
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os_module, "fsync", full)
+    from memplan.core.errors import UsageError
+    with pytest.raises(UsageError, match="No space left on device"):
+        write_profile(machine, doc, state.to_machine(), str(path))
+    assert path.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.toml"]
+    monkeypatch.undo()
+    write_profile(machine, doc, state.to_machine(), str(path))  # a re-run works
+    assert load_profile(str(path)).blocks.ids.tolist() == state.to_machine().blocks.ids.tolist()

@@ -10,11 +10,12 @@ and a re-run works.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
 import tempfile
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Optional
 
 from memplan.core.errors import InputError
 
@@ -65,11 +66,28 @@ def atomic_output(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterat
     """Write ``path`` through a temporary file beside it, renamed into place on success.
 
     An exception (a full disk, Ctrl-C, SIGTERM turned into an exception) removes the
-    temporary file and leaves any previous ``path`` untouched.
+    temporary file and leaves any previous ``path`` untouched. A target that exists and is not
+    a regular file is never replaced: a character device or a FIFO (``/dev/stdout``,
+    ``/dev/full``, a pipe) is written directly, anything else is an ``OSError``. The new file
+    gets the mode a plain ``open()`` would give it (or the old file's); a symbolic link keeps
+    pointing where it did (its target is replaced).
     """
+    path = os.path.realpath(path) if os.path.islink(path) else path
+    try:
+        st: Optional[os.stat_result] = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+            raise IsADirectoryError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL,
+                                    f"is {_not_regular(st.st_mode)}", path)
+        with open(path, mode, encoding=None if "b" in mode else encoding) as direct:
+            yield direct
+        return
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
@@ -79,6 +97,12 @@ def atomic_output(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterat
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -104,9 +104,13 @@ class PageRun:
 class Fill:
     """A seeded random population (``[[fill]]``): fractions of pages per kind."""
 
-    blocks: Tuple[int, ...]
+    #: the memory block ids it populates, sorted (an array: one entry per block, no Python ints)
+    blocks: np.ndarray
     seed: int
     fractions: Dict[PageKind, float]
+    #: pages per draw, as an order: 0 draws every page (profile format 1), 3 one kind per
+    #: naturally aligned group of 8 pages (format 2)
+    group_order: int = 0
 
 
 def consecutive_runs(ids: np.ndarray, max_len: Optional[int] = None,

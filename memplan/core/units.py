@@ -2,53 +2,175 @@
 
 from __future__ import annotations
 
-import re
 from typing import List, Set, Tuple, Union
 
 SizeLike = Union[int, str]
 
-_SUFFIX = {
-    "": 1,
-    "b": 1,
-    "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-    "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-    "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-    "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
-    "p": 1 << 50, "pb": 1 << 50, "pib": 1 << 50,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+#: ``UINTMAX_MAX``: util-linux parses sizes into a ``uintmax_t`` (64 bits on Linux)
+UINTMAX = (1 << 64) - 1
+#: the suffixes ``parse_size()`` knows, in order of their power (K = 1 ... Y = 8)
+_SUFFIXES = "KMGTPEZY"
+#: C ``isspace()`` in the C locale (``strtoumax()`` skips these before the number)
+_SPACE = " \t\n\v\f\r"
+_DIGITS = "0123456789"
+_HEX = "0123456789abcdefABCDEF"
+_EXAMPLES = "examples: 4096, 0x1000, 128MiB, 2M, 1.5G, 4GiB; KB, MB, GB are powers of 1000"
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr()`` of a value for an error message, shortened when it is long (a 400-digit
+    number is named by its ends and its length)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 12]}...{text[-8:]} ({len(str(value))} characters)"
+
+
+def _strtoumax(text: str, pos: int) -> Tuple[int, int, bool]:
+    """C ``strtoumax(text + pos, &end, 0)`` over ASCII: ``(value, end, overflowed)``.
+
+    Leading white space and one sign are skipped; ``0x`` means hexadecimal, a leading ``0``
+    octal; no digits: ``end == pos``. A value past ``UINTMAX_MAX`` saturates (``ERANGE``)."""
+    i, n = pos, len(text)
+    while i < n and text[i] in _SPACE:
+        i += 1
+    negative = i < n and text[i] == "-"
+    if i < n and text[i] in "+-":
+        i += 1
+    base, digits = 10, _DIGITS
+    if text.startswith(("0x", "0X"), i) and i + 2 < n and text[i + 2] in _HEX:
+        base, digits, i = 16, _HEX, i + 2
+    elif i < n and text[i] == "0":
+        base, digits = 8, "01234567"
+    first = i
+    while i < n and text[i] in digits:
+        i += 1
+    if i == first:
+        return 0, pos, False
+    value = int(text[first:i], base)
+    if value > UINTMAX:
+        return UINTMAX, i, True
+    return (-value) & UINTMAX if negative else value, i, False
+
+
+def _scale(x: int, base: int, power: int) -> Tuple[int, bool]:
+    """util-linux ``do_scale_by_power()``: ``x * base**power``, stopping where it would overflow."""
+    for _ in range(power):
+        if UINTMAX // base < x:
+            return x, False
+        x *= base
+    return x, True
+
+
+def _fraction(x: int, frac: int, zeros: int, base: int, power: int) -> int:
+    """The digits after the decimal point, added the way util-linux's ``parse_size()`` does: one
+    digit at a time, each truncated (``1.25K`` is 1279 bytes; ``0.10M`` reads as 1 MiB, because
+    a fraction that is a power of ten gets one decimal place too few)."""
+    frac_base, _ = _scale(1, base, power)
+    frac_div, frac_poz = 10, 1
+    while frac_div < frac:
+        if frac_div <= UINTMAX // 10:
+            frac_div *= 10
+        else:
+            frac //= 10
+    for _ in range(zeros):
+        if frac_div <= UINTMAX // 10:
+            frac_div *= 10
+        else:
+            frac //= 10
+    while True:
+        seg, seg_div = frac % 10, frac_div // frac_poz
+        frac //= 10
+        frac_poz *= 10
+        if seg and seg_div // seg:
+            x += frac_base // (seg_div // seg)
+        if not frac:
+            return x
+
+
+def strtosize(text: str) -> int:
+    """util-linux ``strtosize()`` (lib/strutils.c ``parse_size()``), digit for digit.
+
+    ``K``/``KiB`` (also ``k``, ``Kib``) are powers of 1024 up to ``Y``, ``KB``/``kb`` powers of
+    1000; ``0x`` numbers are hexadecimal and a leading ``0`` is octal (``strtoumax(..., 0)``);
+    a decimal point needs a suffix; a sign ``-``, a space before the suffix or after it, ``B``
+    alone and anything past ``2**64 - 1`` are errors.
+    """
+    def fail(why: str) -> ValueError:
+        return ValueError(f"{shown(text)} is not a size ({why}; {_EXAMPLES})")
+
+    def out_of_range() -> ValueError:
+        return ValueError(f"{shown(text)} is out of range: sizes end at 2^64 - 1 bytes (16E)")
+
+    i = 0
+    while i < len(text) and text[i] in _SPACE:
+        i += 1
+    if not text or text.startswith("-", i):
+        raise fail("no number" if not text.strip() else "negative")
+    x, end, overflowed = _strtoumax(text, 0)
+    if end == 0:
+        raise fail("no number")
+    if overflowed:
+        raise out_of_range()
+    if end == len(text):
+        return x
+    base, frac, zeros, p = 1024, 0, 0, end
+    while True:  # check_suffix:
+        if p >= len(text):
+            raise fail("a decimal point needs a suffix")
+        rest = text[p + 1:]
+        if rest in ("iB", "ib"):
+            base = 1024
+        elif rest in ("B", "b"):
+            base = 1000
+        elif rest:
+            if frac or text[p] != ".":
+                raise fail(f"unexpected {shown(text[p:], 12)}")
+            p += 1
+            while p < len(text) and text[p] == "0":
+                zeros, p = zeros + 1, p + 1
+            if p < len(text) and text[p] in _DIGITS:
+                frac, p, overflowed = _strtoumax(text, p)
+                if overflowed:
+                    raise out_of_range()
+            if frac and p == len(text):
+                raise fail("a decimal point needs a suffix")
+            continue
+        break
+    power = _SUFFIXES.find(text[p].upper()) + 1 if text[p] in _SUFFIXES + _SUFFIXES.lower() else 0
+    if not power:
+        raise fail(f"unknown suffix {shown(text[p:], 12)}")
+    x, fits = _scale(x, base, power)
+    if not fits:
+        raise out_of_range()
+    if frac:
+        x = _fraction(x, frac, zeros, base, power)
+        if x > UINTMAX:
+            raise out_of_range()
+    return x
 
 
 def parse_size(value: SizeLike) -> int:
-    """Parse a size or address: an int, ``"0x140000000"``, ``"4096"``, ``"4GiB"``, ``"2M"``.
+    """A size or address: an integer (bytes) or a string util-linux's ``strtosize()`` accepts
+    (``"0x140000000"``, ``"4096"``, ``"4GiB"``, ``"2M"``, ``"1.5G"``, ``"512MB"`` = 512 * 10^6).
 
-    Suffixes are binary (K/M/G/T/P, with or without ``B``/``iB``), as in lsmem and chmem.
+    Every result lies in ``[0, 2**64)``; callers check it against what a machine can have
+    (``memplan.core.limits``).
 
-    >>> parse_size("128MiB"), parse_size("0x200000"), parse_size("1.5G")
-    (134217728, 2097152, 1610612736)
+    >>> parse_size("128MiB"), parse_size("0x200000"), parse_size("1.5G"), parse_size("1MB")
+    (134217728, 2097152, 1610612736, 1000000)
     """
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"{value} is negative")
+            raise ValueError(f"{shown(value)} is negative")
+        if value > UINTMAX:
+            raise ValueError(f"{shown(value)} is out of range: sizes end at 2^64 - 1 bytes (16E)")
         return value
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a size")
-    text = value.strip()
-    if text.lower().startswith("0x"):
-        try:
-            return int(text, 16)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a hexadecimal number") from None
-    match = _SIZE_RE.match(text)
-    if not match or match.group(2).lower() not in _SUFFIX:
-        raise ValueError(f"{value!r} is not a size (examples: 4096, 0x1000, 128MiB, 2M, 4GiB)")
-    number, suffix = match.groups()
-    scaled = float(number) * _SUFFIX[suffix.lower()] if "." in number else int(number) * _SUFFIX[suffix.lower()]
-    if scaled != int(scaled):
-        raise ValueError(f"{value!r} is not a whole number of bytes")
-    return int(scaled)
+        raise ValueError(f"{shown(value)} is not a size ({_EXAMPLES})")
+    return strtosize(value)
 
 
 def parse_chmem_size(value: str) -> int:
@@ -152,7 +274,11 @@ def format_size(nbytes: int) -> str:
     dec = nbytes >> exp if exp else nbytes
     frac = nbytes % (1 << exp) if exp else 0
     if frac:
-        frac = (frac * 1000) >> exp
+        # three digits after the decimal point, without overflowing a uint64_t
+        if frac >= UINTMAX // 1000:
+            frac = ((frac // 1024) * 1000) >> (exp - 10)
+        else:
+            frac = (frac * 1000) >> exp
         frac = ((frac + 50) // 100) * 10
         if frac == 100:
             dec += 1

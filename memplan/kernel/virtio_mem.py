@@ -180,7 +180,8 @@ def _units(geometry: Geometry, id: str, addr: int, region_size: int, device_bloc
 def _plugged_units(device_blocks: int, head: int, units: int, per_unit: int, unit: int, device_block_size: int,
                    chosen: VirtioMemMode, plugged_blocks: Optional[Ints],
                    plugged_size: Optional[int]) -> np.ndarray:
-    """Plugged state per unit from the plugged device blocks (``plugged``) or size (``plugged_size``)."""
+    """Plugged state per unit from the plugged device blocks (``plugged``: indexes, or a boolean map
+    with one flag per device block of the region) or size (``plugged_size``)."""
     plugged_db = np.zeros(device_blocks, dtype=bool)
     if plugged_blocks is not None and plugged_size is not None:
         raise DeviceConfigError("plugged", "give either plugged or plugged_size, not both")
@@ -192,6 +193,12 @@ def _plugged_units(device_blocks: int, head: int, units: int, per_unit: int, uni
         if count > units * per_unit:
             raise DeviceConfigError("plugged_size", "is larger than the usable region")
         plugged_db[head:head + count] = True
+    elif isinstance(plugged_blocks, np.ndarray) and plugged_blocks.dtype == bool:
+        # the plugged map itself, one flag per device block (a profile's spans, never indexes)
+        if len(plugged_blocks) != device_blocks:
+            raise DeviceConfigError("plugged", f"the plugged map has {len(plugged_blocks)} device blocks, the "
+                                    f"region {device_blocks}")
+        plugged_db[:] = plugged_blocks
     elif plugged_blocks is not None:
         idx = np.asarray(plugged_blocks if isinstance(plugged_blocks, np.ndarray) else list(plugged_blocks),
                          dtype=np.int64)

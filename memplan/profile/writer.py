@@ -1,4 +1,4 @@
-"""``--write-profile``: the machine a plan leaves behind, as a valid format-1 profile.
+"""``--write-profile``: the machine a plan leaves behind, as a valid profile (of the original's format).
 
 The writer reads machines, not plans: the original ``Machine`` with the document it was
 loaded from, and the current ``Machine`` (``MachineState.to_machine()`` after a plan). The
@@ -17,19 +17,22 @@ written profile keeps the original's structure and changes only what differs:
 * ``[environment]`` gets the hugetlb pool counters the machine has now (``free`` and ``resv``).
 
 Loading the written profile materialises exactly the pages of the current machine (tests
-check it).
+check it, with random profiles too). The TOML is written by tomli-w (every string and number
+round-trips: unicode, control characters) to a temporary file renamed into place when complete
+(``memplan.core.files.atomic_output``): an interrupted write leaves no profile behind.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+import tomli_w
 
 from memplan.core.arrays import BoolArray, IntArray
 from memplan.core.errors import ProfileError, UsageError
+from memplan.core.files import atomic_output
 from memplan.core.geometry import Geometry
 from memplan.core.machine import BlockTable, Machine, VirtioMemDevice, chunks
 from memplan.core.model import DEFAULT_REFCOUNT, KIND_NAMES, PageKind, VirtioMemMode
@@ -40,7 +43,7 @@ from memplan.core.units import (
     parse_size,
 )
 from memplan.kernel import virtio_mem
-from memplan.profile import toml
+from memplan.profile import reader
 from memplan.profile.reader import HUGETLB_POOLS, build_machine
 
 #: kinds a profile derives itself (holes from [[ram]], vmemmap from memmap_on_memory)
@@ -55,7 +58,7 @@ Run = Tuple[int, int, int, int]
 
 
 def profile_document(original: Machine, doc: Doc, current: Machine) -> Tuple[Doc, List[str]]:
-    """The format-1 document of ``current``, the machine ``original`` became (``doc`` is the
+    """The profile document of ``current``, the machine ``original`` became (``doc`` is the
     parsed profile ``original`` was built from)."""
     warnings: List[str] = []
     out = copy.deepcopy(doc)
@@ -77,18 +80,21 @@ def profile_document(original: Machine, doc: Doc, current: Machine) -> Tuple[Doc
 def read_document(path: str) -> Doc:
     """The parsed TOML of the profile a machine was built from."""
     try:
-        with open(path, "rb") as handle:
-            return toml.loads(handle.read().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, toml.TOMLDecodeError) as exc:
-        raise ProfileError(path, "", f"cannot read it again to write the resulting profile: {exc}") from None
+        return reader.read_document(path)
+    except ProfileError as exc:
+        raise ProfileError(path, "", f"cannot read it again to write the resulting profile: "
+                           f"{exc.message[len(path) + 2:]}") from None
 
 
 def write_profile(original: Machine, doc: Doc, current: Machine, path: str, header: str = "") -> List[str]:
-    """Write ``current`` as a profile file; returns warnings about what format 1 cannot express."""
+    """Write ``current`` as a profile file; returns warnings about what the format cannot express.
+
+    The file appears whole or not at all: a write error (a full disk) or an interrupt leaves
+    whatever was at ``path`` before."""
     result, warnings = profile_document(original, doc, current)
     text = dumps(result, header)
     try:
-        with open(path, "w", encoding="utf-8") as handle:
+        with atomic_output(path, "w", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
         raise UsageError(f"--write-profile: cannot write {path}: {exc.strerror or exc}") from None
@@ -180,7 +186,7 @@ def _device_tables(current: Machine, tables: Sequence[Doc], warnings: List[str])
                      format_block_ranges(offline) if table.get("online", "movable") != "offline" else "")
         stuck = _unplugged_but_added(device, blocks, current.geometry)
         warnings.extend(f"memory block {b} of {device.id} is fully unplugged but still added (its removal "
-                        "failed); format 1 cannot express that: written as removed" for b in stuck.tolist())
+                        "failed); a profile cannot express that: written as removed" for b in stuck.tolist())
         removed.append(stuck)
         out.append(piece)
     return out, np.concatenate(removed or [np.zeros(0, dtype=np.int64)])
@@ -203,7 +209,7 @@ def _plugged_ranges(device: VirtioMemDevice, geometry: Geometry) -> List[str]:
 def _unplugged_but_added(device: VirtioMemDevice, blocks: IntArray, geometry: Geometry) -> IntArray:
     """SBM blocks with no plugged sub-block that still exist: ``offline_and_remove_memory()``
     failed after every sub-block was unplugged (``virtio_mem_sbm_try_remove_unplugged_mb()``
-    keeps the block). The plugged map of format 1 cannot add a block without plugged memory."""
+    keeps the block). The plugged map of a profile cannot add a block without plugged memory."""
     if device.mode is not VirtioMemMode.SBM:
         return np.zeros(0, dtype=np.int64)
     grid = device.plugged.reshape(-1, virtio_mem.units_per_block(device, geometry))
@@ -347,42 +353,26 @@ def _whole_gigantic_folios(final: Machine, runs: List[Run]) -> List[Run]:
 # ---- TOML -------------------------------------------------------------------------------------
 
 def dumps(doc: Doc, header: str = "") -> str:
-    """A small TOML emitter for profile documents (tables, arrays of tables, inline tables)."""
-    lines: List[str] = []
-    if header:
-        lines.extend(f"# {line}" if line else "#" for line in header.splitlines())
-    for key in list(_ORDER) + [k for k in doc if k not in _ORDER]:
-        if key not in doc:
-            continue
-        value = doc[key]
-        if isinstance(value, dict):
-            lines.append("")
-            lines.append(f"[{key}]")
-            lines.extend(f"{k} = {_value(v)}" for k, v in value.items())
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for table in value:
-                lines.append("")
-                lines.append(f"[[{key}]]")
-                lines.extend(f"{k} = {_value(v)}" for k, v in table.items())
-        else:
-            lines.append(f"{key} = {_value(value)}")
-    return "\n".join(lines) + "\n"
+    """The TOML text of a profile document (tomli-w), sections in the README's order, after
+    ``header`` as ``#`` comment lines."""
+    ordered = {key: _plain(doc[key]) for key in list(_ORDER) + [k for k in doc if k not in _ORDER] if key in doc}
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + ("\n" if comments else "") + tomli_w.dumps(ordered)
 
 
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers and tuples as lists: what tomli-w writes."""
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
+        return [_plain(v) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
 
 __all__ = ["profile_document", "write_profile", "read_document", "dumps"]
