@@ -6,11 +6,11 @@ from rich.console import Console
 
 from conftest import bundled
 from memplan import __version__
-from memplan.profile.reader import load_profile
-from memplan.render import json as render_json
-from memplan.render import csv as render_csv
-from memplan.render import table as render_table
 from memplan.engine.simulation import simulate
+from memplan.profile.reader import load_profile
+from memplan.render import csv as render_csv
+from memplan.render import json as render_json
+from memplan.render import table as render_table
 
 BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "cause", "culprit",
               "pages", "kernel_log", "hazards", "device", "device_state"}
@@ -33,8 +33,9 @@ def test_json_document_shape():
     assert hang["culprit"] == {"pfn": 0x123000, "kind": "anon", "refcount": 3}
     assert hang["cause"] == "extra_references"
     assert all((b["cause"] is None) == (b["result"] == "offlined") for b in doc["blocks"])
-    assert hang["kernel_log"][0] == {"level": "pr_warn", "text": "migrating pfn 123000 failed ret:3",
-                                     "pfn": 0x123000, "function": "do_migrate_range", "count": 1, "repeats": True,
+    # the source list runs from the highest pfn down (isolate_folio_to_list(): list_add())
+    assert hang["kernel_log"][0] == {"level": "pr_warn", "text": "migrating pfn 123002 failed ret:3",
+                                     "pfn": 0x123002, "function": "do_migrate_range", "count": 1, "repeats": True,
                                      "ratelimited": True}
 
 
@@ -53,7 +54,6 @@ def test_table_lists_every_block_and_a_summary():
 from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
-
 
 PROFILES = ["sbm-guest.toml", "bbm-guest.toml", "boot-vm.toml", "hugetlb-cma-host.toml"]
 
