@@ -4,8 +4,10 @@ Written from the kernel source (torvalds/linux @ c17ee635fd3a482b2ad2bf5e269755c
 drivers/base/memory.c ``memory_block_offline()``, mm/memory_hotplug.c ``offline_pages()``,
 ``scan_movable_pages()``, ``do_migrate_range()``, mm/page_isolation.c
 ``start_isolate_page_range()``, ``page_is_unmovable()``, ``test_pages_isolated()``, mm/migrate.c
-``isolate_folio_to_list()``, ``migrate_pages()``, ``alloc_migration_target()``, mm/hugetlb.c
-``dissolve_free_hugetlb_folios()``, ``alloc_hugetlb_folio_nodemask()``, mm/page_alloc.c
+``isolate_folio_to_list()``, ``migrate_pages()`` (transcribed list by list: ``migrate_hugetlbs()``,
+``migrate_pages_sync()``, ``migrate_pages_batch()``), ``alloc_migration_target()``,
+mm/huge_memory.c ``split_folio_to_list()``, mm/hugetlb.c ``dissolve_free_hugetlb_folios()``,
+``alloc_hugetlb_folio_nodemask()``, ``dequeue_hugetlb_folio_node_exact()``, mm/page_alloc.c
 ``__offline_isolated_pages()``, drivers/virtio/virtio_mem.c ``virtio_mem_memory_notifier_cb()``)
 and spec §3. It shares nothing with the pipeline (``memplan.kernel``, ``memplan.engine``) but
 the kind tables of ``memplan.core.model`` and the ``OfflineSemantics`` methods: it builds its
@@ -17,18 +19,24 @@ DISSOLVE/TEST loops round after round like the kernel (a round that changes noth
 What the kernel does not define, the oracle takes from the model's conventions:
 
 * migration capacity: free pages of the other online blocks on the allowed nodes
-  (``do_migrate_range()``'s nodemask) in the allowed zones, kernel zones counted as one pool
-  (no fragmentation, watermarks or reclaim); blocks spanning zones count as kernel zones;
+  (``do_migrate_range()``'s nodemask), outside pageblocks someone else isolated, kernel zones
+  counted as one pool and ZONE_MOVABLE as another; a folio may take pages of both (no
+  fragmentation, watermarks or reclaim); blocks spanning zones count as kernel zones, blocks
+  spanning nodes count nowhere (their free pages are not split by node);
+* ``try_to_migrate()`` cannot unmap a long-term pinned page (it is taken as anon-exclusive:
+  ``folio_try_share_anon_rmap_pte()`` refuses it); a folio with other extra references is
+  unmapped and fails in ``folio_migrate_mapping()``;
 * kernel log: messages of the first MIGRATE round only (``repeats`` marks them when the write
   hangs in SCAN); per-page notifier messages beyond the first ``PER_PAGE`` are merged into one
   entry with a count; ``do_migrate_range()``'s ratelimit allows ``RATELIMIT_BURST`` events;
 * page counts classify every page by what the loops do with it, whatever step decides the
   verdict (``migrated``: the first MIGRATE round from the first movable page SCAN finds).
 
-``DEVIATIONS`` names where the pipeline knowingly differs from the kernel; ``Oracle(...,
-deviations=...)`` reproduces each such choice so the comparison can cover the rest, and
-``tests/test_properties.py`` pins each one with a strict xfail (kernel text and a minimal
-profile) until the pipeline follows the kernel.
+``DEVIATIONS`` names where the pipeline knowingly differs from the kernel: none at present
+(issue 11's findings are followed). A new one gets its kernel text there, a way for
+``Oracle(..., deviations=...)`` to reproduce the pipeline's choice so the comparison covers the
+rest, and a minimal profile in ``tests/test_properties.py`` (``FINDINGS``) that the pipeline
+must pass once it follows the kernel.
 """
 
 from __future__ import annotations
@@ -73,6 +81,10 @@ FREED_INTO_POOL = {int(PageKind.HUGETLB): int(PageKind.HUGETLB_FREE),
                    int(PageKind.GIGANTIC): int(PageKind.GIGANTIC_FREE)}
 FREE_HUGETLB = frozenset(FREED_INTO_POOL.values())
 ENOMEM = -12
+#: mm/migrate.c: NR_MAX_MIGRATE_PAGES_RETRY, NR_MAX_MIGRATE_ASYNC_RETRY and the SYNC rest
+NR_MAX_MIGRATE_PAGES_RETRY = 10
+NR_MAX_MIGRATE_ASYNC_RETRY = 3
+NR_MAX_MIGRATE_SYNC_RETRY = NR_MAX_MIGRATE_PAGES_RETRY - NR_MAX_MIGRATE_ASYNC_RETRY
 #: DEFAULT_RATELIMIT_BURST (do_migrate_range()'s static ratelimit state)
 RATELIMIT_BURST = 10
 #: per-page messages (virtio-mem's WARN_ON + dump_page) kept one by one before merging
@@ -82,32 +94,9 @@ NODE_NOTIFIER = (6, 17)
 #: the ``virtio_mem_sbm_mb_state`` names PATCH-v2 clears PG_offline_skippable for on removal
 PARTIAL = {OnlineType.MOVABLE: "MOVABLE_PARTIAL", OnlineType.KERNEL: "KERNEL_PARTIAL"}
 
-#: Where the pipeline knowingly differs from the kernel (see the module docstring).
-DEVIATIONS = {
-    "source-list-order":
-        "isolate_folio_to_list() list_add()s LRU/movable_ops folios (the source list runs from the "
-        "highest pfn down) and migrate_pages() migrates the hugetlb folios first (migrate_hugetlbs()); "
-        "-ENOMEM ends migrate_pages(); the pipeline hands out targets in ascending pfn order",
-    "large-folio-target-zones":
-        "alloc_migration_target() gives a THP GFP_TRANSHUGE and a hugetlb folio htlb_alloc_mask(), both "
-        "with __GFP_HIGHMEM|__GFP_MOVABLE: their targets may come from ZONE_MOVABLE even when the source "
-        "sits in a kernel zone; the pipeline uses kernel zones only",
-    "hugetlb-pool-nodes":
-        "alloc_hugetlb_folio_nodemask() dequeues pool folios only from the allowed nodes (not the source "
-        "node while others have memory) and dequeue_hugetlb_folio_node_exact() skips folios in isolated "
-        "pageblocks; the pipeline counts every free folio outside the block",
-    "folio-head-pfn":
-        "do_migrate_range() reports a failed migration at folio_pfn(folio), the head page, which for a "
-        "1 GiB folio lies in an earlier block when the block is not its first; the pipeline reports the "
-        "block's first page",
-    "thp-split-on-enomem":
-        "migrate_pages_batch() splits a THP whose target allocation fails with -ENOMEM "
-        "(try_split_folio()) and migrates its pages one by one after the batch; the pipeline keeps the "
-        "THP whole and fails it",
-    "isolated-free-pages":
-        "free pages in pageblocks someone else isolated sit on MIGRATE_ISOLATE free lists and are never "
-        "handed out as migration targets; the pipeline counts them",
-}
+#: Where the pipeline knowingly differs from the kernel (see the module docstring): name -> the
+#: kernel text the pipeline does not follow. Empty: issue 11's six findings are followed now.
+DEVIATIONS: Dict[str, str] = {}
 PIPELINE = frozenset(DEVIATIONS)
 
 
@@ -193,8 +182,9 @@ class Facts:
         for row in rows:
             block, node = int(table.ids[row]), int(table.node[row])
             facts.zone[block], facts.node[block] = table.zone_of(row), node
-            if node >= 0:
-                facts.present[node] = facts.present.get(node, 0) + int(table.ram_pages[row])
+            # A block spanning nodes counts towards each node with its pages there.
+            for part, pages in (table.spans.get(block, {}) if node < 0 else {node: int(table.ram_pages[row])}).items():
+                facts.present[part] = facts.present.get(part, 0) + pages
         ids = [int(table.ids[row]) for row in rows]
         start = 0
         while start < len(ids):  # runs of consecutive blocks, at most CHUNK long
@@ -238,15 +228,14 @@ class Targets:
     """Free pages migration targets may come from, outside the isolated block: kernel zones and
     ZONE_MOVABLE of the allowed nodes, each one pool (the model has no fragmentation)."""
 
-    def __init__(self, facts: Facts, block: int, node: int, deviations: FrozenSet[str]) -> None:
+    def __init__(self, facts: Facts, block: int, node: int) -> None:
         self.kernel = self.movable = 0
         geo = facts.machine.geometry
         allowed = facts.allowed_nodes(node)
         for other, free in facts.free.items():
             if other == block or facts.node[other] not in allowed:
                 continue
-            if "isolated-free-pages" not in deviations:
-                free -= _isolated_free(facts, geo.block_start_pfn(other))
+            free -= _isolated_free(facts, geo.block_start_pfn(other))
             if facts.zone[other] is Zone.MOVABLE:
                 self.movable += free
             else:  # kernel zones, and boot blocks spanning kernel zones
@@ -295,8 +284,14 @@ class Folio:
     end: int
     kind: int
     hugetlb: bool
-    #: a page of a THP split because no target was found (migrate_pages() counts the THP once)
+    #: folio_pfn(): its head page's pfn (in an earlier block when the folio began there)
+    pfn: int
+    #: an order-0 page of a THP split because no target was found
     split: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
 
 
 class BlockRun:
@@ -334,6 +329,8 @@ class BlockRun:
         self.asked: Dict[Tuple[str, int, bool], bool] = {}
         self.fired: Dict[Tuple[int, bool], List[Tuple[LogLevel, str, str, HazardKind]]] = {}
         self.migrated = 0
+        #: the current do_migrate_range() moved or split a folio
+        self.changed = False
         self.first_round_done = False
         #: free - resv per hstate order, pool folios this block may take as targets, capacity
         self.headroom: Dict[int, int] = {}
@@ -576,8 +573,7 @@ class BlockRun:
     def migrate(self, h: int) -> bool:
         """One do_migrate_range(h, end): isolate, migrate_pages(), report; True if a page changed."""
         events: List[Tuple[int, str, str]] = []
-        huge: List[Folio] = []
-        others: List[Folio] = []
+        source: List[Folio] = []
         i = h
         while i < self.n:
             k = self.kind[i]
@@ -592,135 +588,178 @@ class BlockRun:
             if k == HWPOISON:  # folio_contain_hwpoisoned_page(): unmapped, never migrated
                 i = following
                 continue
-            if HUGETLB[k] and self.migratable_hugetlb(i):  # folio_isolate_hugetlb(): list_move_tail()
-                huge.append(Folio(start, end, k, True))
-            elif not HUGETLB[k] and (MOVABLE_OPS[k] or LRU[k]):  # list_add(): the list runs downwards
-                others.append(Folio(start, end, k, False))
+            folio = Folio(start, end, k, bool(HUGETLB[k]), self.head_pfn(i))
+            if HUGETLB[k] and self.migratable_hugetlb(i):
+                source.append(folio)  # folio_isolate_hugetlb(): list_move_tail()
+            elif not HUGETLB[k] and (MOVABLE_OPS[k] or LRU[k]):
+                source.insert(0, folio)  # isolate_folio_to_list(): list_add()
             else:
                 events.append((self.lo + i, f"failed to isolate pfn {self.lo + i:x}", "isolation failed"))
             i = following
-        changed, failed, ret = self.migrate_pages(huge, others)
-        heads = [self.lo + f.start if "folio-head-pfn" in self.oracle.deviations else self.head_pfn(f.start)
-                 for f in failed]
-        events += [(pfn, f"migrating pfn {pfn:x} failed ret:{ret}", "migration failure") for pfn in heads]
+        self.changed = False
+        left, ret = self.migrate_pages(source)
+        if ret:  # folio_pfn(): a folio that began in an earlier block is named by its head
+            events += [(f.pfn, f"migrating pfn {f.pfn:x} failed ret:{ret}", "migration failure") for f in left]
         if not self.first_round_done:
             self.first_round_done = True
             for pfn, text, dump in events[:RATELIMIT_BURST]:
                 self.first_round_log += [OracleLog(LogLevel.PR_WARN, text, pfn, "do_migrate_range", ratelimited=True),
                                          OracleLog(LogLevel.DUMP_PAGE, dump, pfn, "do_migrate_range",
                                                    ratelimited=True)]
-        return changed
+        return self.changed
 
-    def migrate_pages(self, huge: List[Folio], others: List[Folio]) -> Tuple[bool, List[Folio], int]:
-        """migrate_pages(): (anything migrated, folios left on the source list in its order, ret)."""
-        if "source-list-order" in self.oracle.deviations:
-            return self._migrate_ascending(sorted(huge + others, key=lambda f: f.start))
-        changed = False
-        failed: List[Folio] = []
-        for j, folio in enumerate(huge):  # migrate_hugetlbs() first, in list order
-            target = self.hugetlb_target(folio)
-            if target is None:  # -ENOMEM: migrate_pages() gives up on everything left
-                return changed, failed + others[::-1] + huge[j:], ENOMEM
-            if self.stuck(folio):
-                self.give_back(folio, target)
-                failed.append(folio)
-                continue
-            self.move(folio, target)
-            changed = True
-        batches = self._batches(others[::-1])  # then the rest, highest pfn first
-        splits = 0
-        for b, batch in enumerate(batches):
-            moved, left, split, aborted = self._migrate_batch(batch)
-            changed |= moved
-            splits += len(split)
-            if aborted:
-                return changed, failed + left + [f for rest in batches[b + 1:] for f in rest], ENOMEM
-            failed += left
-        return changed, failed, len(failed) - sum(1 for f in failed if f.kind == ANON and f.split) + splits
+    # mm/migrate.c, transcribed list by list: ``frm`` is the list migrate_pages() works on, the
+    # other lists are the kernel's of the same names. A folio's fate in one call:
+    # * the target allocation fails: -ENOMEM (a THP that is not stuck is split instead);
+    # * try_to_migrate() cannot unmap it (a long-term pinned, anon-exclusive page:
+    #   folio_try_share_anon_rmap_pte() refuses it): -EAGAIN, the target freed at once;
+    # * folio_migrate_mapping()'s refcount check fails (any other stuck folio): -EAGAIN once the
+    #   folio is unmapped, the target held until migrate_pages_batch() undoes the batch;
+    # * else it migrates.
 
-    def _batches(self, folios: List[Folio]) -> List[List[Folio]]:
-        """migrate_pages() hands non-hugetlb folios over in batches of NR_MAX_BATCHED_MIGRATION
-        (HPAGE_PMD_NR) pages; the folio that reaches the limit closes its batch."""
-        limit = 1 << self.geo.pmd_order
-        out: List[List[Folio]] = [[]]
-        pages = 0
-        for folio in folios:
-            out[-1].append(folio)
-            pages += folio.end - folio.start
-            if pages >= limit:
-                out.append([])
-                pages = 0
-        return [batch for batch in out if batch]
-
-    def _migrate_batch(self, batch: List[Folio]) -> Tuple[bool, List[Folio], List[Folio], bool]:
-        """migrate_pages_sync() on one batch, then the pages of THPs split on -ENOMEM
-        (migrate_pages_batch() case -ENOMEM: try_split_folio(), the split pages get one ASYNC
-        pass of their own whose -ENOMEM is ignored). Returns (anything migrated, folios left
-        on the list, THPs split, -ENOMEM ended migrate_pages())."""
-        changed = False
-        left: List[Folio] = []
-        split: List[Folio] = []
-        pieces: List[Folio] = []
-        splits = "thp-split-on-enomem" not in self.oracle.deviations
-        for j, folio in enumerate(batch):
-            taken = self.targets.alloc(folio.end - folio.start, self.movable_target(folio))
-            if taken is None:
-                if splits and self.order[folio.kind] and not self.stuck(folio):
-                    split.append(folio)
-                    pieces += self.split(folio)
+    def migrate_pages(self, source: List[Folio]) -> Tuple[List[Folio], int]:
+        """migrate_pages(MIGRATE_SYNC): (the folios left on the source list, in order, ret)."""
+        frm = list(source)
+        ret_folios: List[Folio] = []
+        split_folios: List[Folio] = []
+        limit = 1 << self.geo.pmd_order  # NR_MAX_BATCHED_MIGRATION (HPAGE_PMD_NR)
+        rc_gather = self.migrate_hugetlbs(frm)
+        while rc_gather >= 0:  # again:
+            nr_pages, i = 0, 0
+            while i < len(frm):
+                if frm[i].hugetlb:  # retried hugetlb folios are kept in the list
+                    ret_folios.append(frm.pop(i))
                     continue
-                return changed, left + batch[j:] + pieces, split, True
-            if self.stuck(folio):
-                self.targets.give_back(taken)
-                left.append(folio)
-                continue
-            self.move(folio, "fresh")
-            changed = True
-        for j, piece in enumerate(pieces):
-            if self.targets.alloc(1, self.movable_target(piece)) is None:
-                return changed, left + pieces[j:], split, False
-            self.move(piece, "fresh")
-            changed = True
-        return changed, left, split, False
+                nr_pages += frm[i].size
+                i += 1
+                if nr_pages >= limit:
+                    break
+            folios, frm = frm[:i], frm[i:]  # list_cut_before() / list_splice_init()
+            rc = self.migrate_pages_sync(folios, ret_folios, split_folios)
+            ret_folios += folios
+            if rc < 0:
+                rc_gather = rc
+                ret_folios += split_folios
+                break
+            if split_folios:  # MIGRATE_ASYNC, one pass, its -ENOMEM ignored
+                self.migrate_pages_batch(split_folios, ret_folios, None, 1)
+                ret_folios += split_folios
+                split_folios = []
+            rc_gather += rc
+            if not frm:
+                break
+        frm = ret_folios + frm  # out: list_splice(&ret_folios, from)
+        return frm, rc_gather if frm else 0
+
+    def migrate_hugetlbs(self, frm: List[Folio]) -> int:
+        """migrate_hugetlbs(): NR_MAX_MIGRATE_PAGES_RETRY passes over the hugetlb folios."""
+        retry = 1
+        for _ in range(NR_MAX_MIGRATE_PAGES_RETRY):
+            if not retry:
+                break
+            retry = 0
+            for folio in [f for f in frm if f.hugetlb]:
+                target = self.hugetlb_target(folio)  # unmap_and_move_huge_page()
+                if target is None:
+                    return ENOMEM  # "When memory is low, don't bother to try to migrate other folios"
+                if self.stuck(folio):
+                    self.give_back(folio, target)
+                    retry += 1
+                    continue
+                self.move(folio, target)
+                frm.remove(folio)
+        return retry
+
+    def migrate_pages_sync(self, frm: List[Folio], ret_folios: List[Folio], split_folios: List[Folio]) -> int:
+        """migrate_pages_sync(): one MIGRATE_ASYNC batch, then every failed folio alone."""
+        folios: List[Folio] = []
+        rc, nr_split = self.migrate_pages_batch(frm, folios, split_folios, NR_MAX_MIGRATE_ASYNC_RETRY)
+        if rc < 0:
+            ret_folios += folios
+            return rc
+        nr_failed = nr_split
+        frm += folios
+        while frm:
+            one = [frm.pop(0)]
+            rc, _ = self.migrate_pages_batch(one, ret_folios, split_folios, NR_MAX_MIGRATE_SYNC_RETRY)
+            ret_folios += one
+            if rc < 0:
+                return rc
+            nr_failed += rc
+        return nr_failed
+
+    def migrate_pages_batch(self, frm: List[Folio], ret: List[Folio], split_folios: Optional[List[Folio]],
+                            nr_pass: int) -> Tuple[int, int]:
+        """migrate_pages_batch(): unmap every folio (allocating its target), then move them;
+        returns (rc, THPs split)."""
+        retry, nr_failed, nr_split, rc_saved = 1, 0, 0, 0
+        unmap: List[Tuple[Folio, Tuple[int, int]]] = []
+        for _ in range(nr_pass):
+            if not retry or rc_saved:
+                break
+            retry = 0
+            for folio in list(frm):
+                dst = self.targets.alloc(folio.size, self.movable_target(folio))  # migrate_folio_unmap()
+                if dst is None:  # -ENOMEM
+                    nr_failed += 1
+                    if folio.size > 1 and not self.stuck(folio):  # try_split_folio() succeeds
+                        frm.remove(folio)
+                        assert split_folios is not None
+                        split_folios += self.split(folio)
+                        nr_split += 1
+                        continue
+                    rc_saved = ENOMEM
+                    break
+                if self.unmap_stuck(folio):
+                    self.targets.give_back(dst)
+                    retry += 1
+                    continue
+                frm.remove(folio)
+                unmap.append((folio, dst))
+        if not rc_saved:
+            nr_failed += retry
+        retry = 1  # move:
+        for _ in range(nr_pass):
+            if not retry:
+                break
+            retry = 0
+            for folio, dst in list(unmap):
+                if self.stuck(folio):
+                    retry += 1
+                    continue
+                unmap.remove((folio, dst))
+                self.move(folio, "fresh")
+        nr_failed += retry
+        for folio, dst in unmap:  # out: migrate_folios_undo()
+            self.targets.give_back(dst)
+            ret.append(folio)
+        return rc_saved or nr_failed, nr_split
 
     def split(self, folio: Folio) -> List[Folio]:
-        """split_folio_to_list(): the THP becomes order-0 LRU pages (counted as one failure)."""
-        self.kind[folio.start:folio.end] = [ANON] * (folio.end - folio.start)
-        return [Folio(i, i + 1, ANON, False, True) for i in range(folio.start, folio.end)]
-
-    def _migrate_ascending(self, folios: List[Folio]) -> Tuple[bool, List[Folio], int]:
-        """The pipeline's order (deviation "source-list-order"): targets in ascending pfn order;
-        pool folios first come first served, the rest from the capacity until it runs out."""
-        changed, failed, enomem, exhausted = False, [], False, False
-        for folio in folios:
-            if self.stuck(folio):
-                failed.append(folio)
-                continue
-            target = self.pool_target(folio) if folio.hugetlb else None
-            if target is None and self.order[folio.kind] != self.gigantic and not exhausted:
-                taken = self.targets.alloc(folio.end - folio.start, self.movable_target(folio))
-                exhausted = taken is None
-                target = None if taken is None else "fresh"
-            if target is None:
-                failed.append(folio)
-                enomem = True
-                continue
-            self.move(folio, target)
-            changed = True
-        return changed, failed, ENOMEM if enomem else len(failed)
+        """split_folio_to_list(): the THP becomes order-0 LRU pages; lru_add_split_folio()
+        list_add_tail()s the tail pages in order, try_split_folio() moves the head after them."""
+        self.kind[folio.start:folio.end] = [ANON] * folio.size
+        self.changed = True
+        order = list(range(folio.start, folio.end))
+        if folio.pfn == self.lo + folio.start:
+            order = order[1:] + order[:1]
+        return [Folio(i, i + 1, ANON, False, self.lo + i, True) for i in order]
 
     def stuck(self, folio: Folio) -> bool:
-        """folio_migrate_mapping()'s refcount check fails every time: a long-term pin, or any
-        reference beyond the folio's own."""
+        """Migration fails every time: a long-term pin, or any reference beyond the folio's own
+        (folio_migrate_mapping()'s refcount check)."""
         k = folio.kind
         return bool(PINNED[k]) or self.ref[folio.start] > DEFAULT_REF[k]
+
+    def unmap_stuck(self, folio: Folio) -> bool:
+        """try_to_migrate() leaves a long-term pinned page mapped (folio_try_share_anon_rmap_pte()
+        refuses a maybe-DMA-pinned anon-exclusive page): -EAGAIN before the move."""
+        return bool(PINNED[folio.kind])
 
     def movable_target(self, folio: Folio) -> bool:
         """alloc_migration_target(): __GFP_HIGHMEM (ZONE_MOVABLE allowed) for a source in
         ZONE_MOVABLE; a THP gets GFP_TRANSHUGE and a hugetlb folio htlb_alloc_mask(), both movable."""
-        if self.zone is Zone.MOVABLE:
-            return True
-        return self.order[folio.kind] > 0 and "large-folio-target-zones" not in self.oracle.deviations
+        return self.zone is Zone.MOVABLE or self.order[folio.kind] > 0
 
     def hugetlb_target(self, folio: Folio) -> Optional[object]:
         """alloc_hugetlb_folio_nodemask(): a pool folio while free > resv, else a fresh one
@@ -730,8 +769,7 @@ class BlockRun:
             return target
         if self.order[folio.kind] == self.gigantic:
             return None
-        taken = self.targets.alloc(folio.end - folio.start, self.movable_target(folio))
-        return None if taken is None else taken
+        return self.targets.alloc(folio.size, self.movable_target(folio))
 
     def pool_target(self, folio: Folio) -> Optional[str]:
         order = self.order[folio.kind]
@@ -750,10 +788,10 @@ class BlockRun:
         """A successful migration frees the source: into the pool when the target came from it
         (move_hugetlb_state() keeps the source a pool folio), else to the buddy."""
         kind = FREED_INTO_POOL[folio.kind] if target == "pool" else FREE
-        size = folio.end - folio.start
-        self.kind[folio.start:folio.end] = [kind] * size
-        self.ref[folio.start:folio.end] = [0] * size
-        self.migrated += folio.end - folio.start
+        self.kind[folio.start:folio.end] = [kind] * folio.size
+        self.ref[folio.start:folio.end] = [0] * folio.size
+        self.migrated += folio.size
+        self.changed = True
 
     # -- step 9c: dissolve_free_hugetlb_folios() -------------------------------------------------
     def dissolve(self, classify: bool = False) -> Tuple[Optional[int], bool, int]:
@@ -882,7 +920,7 @@ class Oracle:
         return Walk(run, pages, self.first_round).run()
 
     def targets(self, run: BlockRun) -> Targets:
-        return Targets(self.facts, run.block, run.node, self.deviations)
+        return Targets(self.facts, run.block, run.node)
 
     def prepare(self, run: BlockRun) -> None:
         """The hugetlb pool as this block sees it."""
@@ -892,9 +930,6 @@ class Oracle:
 
     def pool_targets(self, run: BlockRun, order: int, free: int) -> int:
         """Free pool folios alloc_hugetlb_folio_nodemask() may dequeue for this block."""
-        inside = [h for h in self.facts.pool_heads[order] if run.start <= h < run.end]
-        if "hugetlb-pool-nodes" in self.deviations:
-            return max(free - len(inside), 0)
         allowed = self.facts.allowed_nodes(run.node)
         geo = self.machine.geometry
         usable = [h for h in self.facts.pool_heads[order]

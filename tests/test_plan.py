@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from conftest import HALF_FULL, machine_from
-from memplan.plans.types import MemoryLeft, ZoneMemory
 from memplan.core.errors import UsageError
 from memplan.core.model import Zone
-from memplan.plans.plan import parse_plan_size, plan, valid_zones_match
 from memplan.core.results import Outcome
 from memplan.engine.simulation import simulate
+from memplan.plans.plan import parse_plan_size, plan, valid_zones_match
+from memplan.plans.types import MemoryLeft, ZoneMemory
 
 MB = 1 << 20
 PPB = 32768  # pages per 128 MiB block
@@ -23,10 +23,11 @@ def test_free_memory_runs_out_at_the_right_block():
     got = [(a.block, a.result, a.culprit.pfn if a.culprit else None) for a in result.attempts]
     # Block 3: 16384 pages go to the lowest free pages (block 1), 16384 free pages vanish with it.
     # Block 2: the only free pages left are its own: nothing can move (-ENOMEM every round).
-    # Block 1 (now full): 16384 of its pages fit into block 2, the rest cannot; block 0 likewise.
-    assert got == [(3, Outcome.OFFLINED, None), (2, Outcome.HANGS, 0x10000), (1, Outcome.HANGS, 0x8000 + 16384),
-                   (0, Outcome.HANGS, 16384)]
-    assert result.attempts[1].kernel_log[0].text == "migrating pfn 10000 failed ret:-12"
+    # Block 1 (now full): 16384 of its pages fit into block 2, the rest cannot: migrate_pages()
+    # takes the source list from the highest pfn down, so the lowest half stays; block 0 likewise.
+    assert got == [(3, Outcome.OFFLINED, None), (2, Outcome.HANGS, 0x10000), (1, Outcome.HANGS, 0x8000),
+                   (0, Outcome.HANGS, 0)]
+    assert result.attempts[1].kernel_log[0].text == "migrating pfn 13fff failed ret:-12"
     assert result.achieved_bytes == 128 * MB and result.asked_bytes == 384 * MB
     assert state.free_pages_total() == 16384  # migration moves pages, it never creates free ones
     assert [int(state.free[state.row_of(b)]) for b in (0, 1, 2)] == [16384, 0, 0]

@@ -7,7 +7,7 @@ contents come from a ``PageSource`` one run of blocks at a time, so memory stays
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -142,12 +142,14 @@ class BlockTable:
     2 going-offline), ``zone`` (``Zone.code`` or ``ZONE_NONE``), ``node`` (-1 when the block
     spans nodes), ``ram_pages`` (System RAM pages in the block), ``vmemmap`` (self-hosted
     memmap pages at the block start), ``device`` (index into ``Machine.devices`` or -1).
+    ``spans``: for the (few) blocks that span nodes, their System RAM pages per node, where the
+    input says (block id -> node -> pages).
     """
 
     STATES = (BlockState.ONLINE, BlockState.OFFLINE, BlockState.GOING_OFFLINE)
 
     def __init__(self, ids: Ints, state: Ints, zone: Ints, node: Ints, ram_pages: Ints, vmemmap: Ints,
-                 device: Ints) -> None:
+                 device: Ints, spans: Optional[Mapping[int, Mapping[int, int]]] = None) -> None:
         order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
         self.ids = np.asarray(ids, dtype=np.int64)[order]
         self.state = np.asarray(state, dtype=np.int8)[order]
@@ -156,6 +158,8 @@ class BlockTable:
         self.ram_pages = np.asarray(ram_pages, dtype=np.int64)[order]
         self.vmemmap = np.asarray(vmemmap, dtype=np.int64)[order]
         self.device = np.asarray(device, dtype=np.int32)[order]
+        self.spans: Dict[int, Dict[int, int]] = {int(b): {int(n): int(p) for n, p in nodes.items()}
+                                                 for b, nodes in (spans or {}).items()}
 
     def __len__(self) -> int:
         return len(self.ids)

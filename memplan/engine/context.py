@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,42 +19,57 @@ from memplan.core.machine import BlockTable, HugetlbPool, Machine, VirtioMemDevi
 from memplan.core.model import ZONE_NONE, PageKind
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
-from memplan.kernel.migration import MigrationTargets
-from memplan.kernel.offline import BlockContext, OfflineSetup
+from memplan.kernel.migrate_pages import free_target_pages
+from memplan.kernel.migration import Capacity, MigrationTargets, allowed_nodes
+from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup
 from memplan.kernel.semantics import OfflineSemantics
 from memplan.kernel.virtio_mem import added_block_columns, block_states
 
 
 @dataclass(frozen=True)
 class Census:
-    """Per-row free pages of every online block and free hugetlb folios of the machine."""
+    """Per row of the block table (online blocks; zero elsewhere): the free pages migration
+    targets may come from (``free_target_pages()``: not in pageblocks someone else isolated),
+    and the free hugetlb folios ``dequeue_hugetlb_folio_node_exact()`` may hand out per order
+    (``pool_heads``: head outside such pageblocks); ``free_hugetlb``: every free hugetlb folio of
+    the machine per order."""
 
     free_pages: np.ndarray
     free_hugetlb: Dict[int, int]
+    pool_heads: Dict[int, np.ndarray]
 
 
 _CENSUS: weakref.WeakKeyDictionary[Machine, Census] = weakref.WeakKeyDictionary()
 
 
 def census(machine: Machine) -> Census:
-    """Count free pages per online block and free hugetlb folios (cached per machine)."""
+    """Count free pages and free hugetlb folios per online block (cached per machine)."""
     cached = _CENSUS.get(machine)
     if cached is not None:
         return cached
     geo = machine.geometry
     table = machine.blocks
+    isolated = pageblock_masks(geo, machine.environment.isolated)
+    no_pageblocks = np.zeros(geo.pageblocks_per_block, dtype=bool)
     free = np.zeros(len(table), dtype=np.int64)
     huge = {order: 0 for order in geo.hugetlb_orders}
+    heads = {order: np.zeros(len(table), dtype=np.int64) for order in geo.hugetlb_orders}
     online_ids = table.ids[table.online]
     for ids in chunks(online_ids, geo.pages_per_block):
         batch = machine.pages.materialize(ids)
         rows = table.rows(ids)
         free[rows] = np.count_nonzero(batch.kinds == PageKind.FREE.value, axis=1)
-        for r, block in enumerate(ids):
-            base = geo.block_start_pfn(int(block))
+        for r, (row, block) in enumerate(zip(rows.tolist(), ids.tolist())):
+            base = geo.block_start_pfn(block)
+            pageblocks = isolated.get(block, no_pageblocks)
+            if pageblocks.any():
+                free[row] = free_target_pages(batch.kinds[r], pageblocks, geo.pageblock_pages)
             for order in geo.hugetlb_orders:
-                huge[order] += hugetlb_mod.free_folio_heads(batch.kinds[r], base, order, geo)
-    result = Census(free, huge)
+                count = hugetlb_mod.free_folio_heads(batch.kinds[r], base, order, geo)
+                huge[order] += count
+                heads[order][row] = (hugetlb_mod.free_folio_heads(batch.kinds[r], base, order, geo, pageblocks)
+                                     if pageblocks.any() else count)
+    result = Census(free, huge, heads)
     _CENSUS[machine] = result
     return result
 
@@ -90,16 +105,27 @@ def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[in
     return masks
 
 
-def offline_setup(machine: Machine, semantics: OfflineSemantics) -> OfflineSetup:
-    """What every block of a run on ``machine`` shares."""
+def node_present_pages(machine: Machine) -> Dict[int, int]:
+    """``pgdat->node_present_pages`` per node: the pages of its online blocks (self-hosted
+    memmap included), and its part of online blocks that span nodes."""
     table = machine.blocks
-    online = table.online
+    online = table.online & (table.node >= 0)
     nodes, node_of_row = np.unique(table.node[online], return_inverse=True)
     present = np.zeros(len(nodes), dtype=np.int64)
     np.add.at(present, node_of_row, table.ram_pages[online])
+    out = dict(zip(nodes.tolist(), present.tolist()))
+    spanning = table.ids[table.online & (table.node < 0)].tolist()
+    for block in spanning:
+        for node, pages in table.spans.get(block, {}).items():
+            out[node] = out.get(node, 0) + pages
+    return out
+
+
+def offline_setup(machine: Machine, semantics: OfflineSemantics) -> OfflineSetup:
+    """What every block of a run on ``machine`` shares."""
     return OfflineSetup(
         geometry=machine.geometry, semantics=semantics, environment=machine.environment,
-        pools=resolve_pools(machine), node_present_pages=dict(zip(nodes.tolist(), present.tolist())),
+        pools=resolve_pools(machine), node_present_pages=node_present_pages(machine),
         node_notifier=versions.at_least(machine.kernel, versions.NODE_NOTIFIER),
     )
 
@@ -118,8 +144,10 @@ class BlockColumns:
     vmemmap: np.ndarray
     #: some pageblock of the block is CMA or already isolated by someone else
     special_pageblocks: np.ndarray
-    #: free pages migration may use (``-1``: plenty)
+    #: free pages migration targets may come from, in kernel zones (``-1``: plenty) and in
+    #: ZONE_MOVABLE (``Capacity``)
     capacity: np.ndarray
+    movable: np.ndarray
     device: Tuple[Optional[VirtioMemDevice], ...]
     device_state: Tuple[Optional[str], ...]
 
@@ -136,8 +164,10 @@ class BlockColumns:
             node=np.array([c.node for c in contexts], dtype=np.int32),
             vmemmap=np.array([c.vmemmap for c in contexts], dtype=np.int64),
             special_pageblocks=np.array([bool(c.cma.any() or c.isolated.any()) for c in contexts], dtype=bool),
-            capacity=np.array([-1 if c.targets.capacity is None else c.targets.capacity for c in contexts],
+            capacity=np.array([-1 if c.targets.capacity is None else c.targets.capacity.kernel for c in contexts],
                               dtype=np.int64),
+            movable=np.array([0 if c.targets.capacity is None else c.targets.capacity.movable for c in contexts],
+                             dtype=np.int64),
             device=tuple(c.device for c in contexts),
             device_state=tuple(c.device_state for c in contexts),
         )
@@ -168,9 +198,17 @@ class ContextBuilder:
         self._isolated = pageblock_masks(geo, machine.environment.isolated)
         self._special_pageblock_blocks = np.array(
             sorted(b for masks in (self._cma, self._isolated) for b, m in masks.items() if m.any()), dtype=np.int64)
+        #: free hugetlb folios per order (every one) and per row (those the pool may hand out),
+        #: once known; ``pool_targets()`` counts them itself otherwise (a census)
+        self.hugetlb_heads: Optional[Tuple[Dict[int, int], Dict[int, np.ndarray]]] = None
+        #: rows whose pool targets were asked for before ``hugetlb_heads`` was known, and the
+        #: stand-in given (the pool counters), when the caller prefers to judge them again later
+        #: (``learn_hugetlb()``) to a census now
+        self.deferred_pool: Optional[Dict[int, Dict[int, int]]] = None
 
-    def context(self, row: int, capacity: Optional[int] = None) -> BlockContext:
-        """One block's facts (``row`` of the block table; ``capacity``: free pages migration may use)."""
+    def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
+        """One block's facts (``row`` of the block table; ``capacity``: where migration targets may
+        come from, ``None``: plenty)."""
         machine, geo = self.machine, self.machine.geometry
         table = machine.blocks
         block = int(table.ids[row])
@@ -181,22 +219,104 @@ class ContextBuilder:
             node=int(table.node[row]), vmemmap=int(table.vmemmap[row]), device=device,
             device_state=self.device_states[device_index].get(block) if device else None,
             cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
-            targets=MigrationTargets(capacity=capacity),
+            targets=MigrationTargets(capacity=capacity, pool=_LazyPool(lambda: self.pool_targets(row))),
         )
 
-    def columns(self, rows: np.ndarray, capacities: Optional[Dict[int, int]] = None) -> BlockColumns:
+    def pool_targets(self, row: int) -> Dict[int, int]:
+        """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while the block of
+        ``row`` is isolated, per hstate order: on ``do_migrate_range()``'s allowed nodes
+        (``dequeue_hugetlb_folio_nodemask()``), head outside pageblocks someone else isolated
+        (``dequeue_hugetlb_folio_node_exact()``), outside the block itself; plus the free folios
+        the pool counters know of and no page shows (nowhere to say where they are)."""
+        machine = self.machine
+        table = machine.blocks
+        orders = machine.geometry.hugetlb_orders
+        if self.hugetlb_heads is None and self.deferred_pool is not None:
+            stand_in = self.deferred_pool[row] = {order: self.setup.pools[order].free or 0 for order in orders}
+            return stand_in
+        if self.hugetlb_heads is None:
+            counted = census(machine)
+            self.hugetlb_heads = (counted.free_hugetlb, counted.pool_heads)
+        totals, pool_heads = self.hugetlb_heads
+        own = int(table.node[row])
+        allowed = allowed_nodes(self.setup.node_present_pages, own)
+        rows = table.online & np.isin(table.node, allowed)
+        out: Dict[int, int] = {}
+        for order in orders:
+            heads = pool_heads[order]
+            pool = int(heads[rows].sum()) - (int(heads[row]) if rows[row] else 0)
+            unlocated = (self.setup.pools[order].free or 0) - totals[order]
+            out[order] = pool + max(unlocated, 0)
+        return out
+
+    def learn_hugetlb(self, stats: Mapping[int, BlockStats]) -> None:
+        """``hugetlb_heads`` from the stats of judged blocks when they cover every online block
+        (a census otherwise)."""
+        table = self.machine.blocks
+        online = table.ids[table.online]
+        if not np.isin(online, np.fromiter(stats.keys(), dtype=np.int64, count=len(stats))).all():
+            counted = census(self.machine)
+            self.hugetlb_heads = (counted.free_hugetlb, counted.pool_heads)
+            return
+        orders = self.machine.geometry.hugetlb_orders
+        totals = {order: 0 for order in orders}
+        heads = {order: np.zeros(len(table), dtype=np.int64) for order in orders}
+        holding = [(block, s) for block, s in stats.items() if any(s.free_hugetlb.values())]
+        rows = table.rows([block for block, _ in holding])
+        for row, (_, s) in zip(rows.tolist(), holding):
+            for order in orders:
+                totals[order] += s.free_hugetlb.get(order, 0)
+                heads[order][row] = (s.pool_hugetlb or s.free_hugetlb).get(order, 0)
+        self.hugetlb_heads = (totals, heads)
+
+    def pool_matters(self, row: int, stand_in: Mapping[int, int], hugetlb_folios: Optional[Mapping[int, int]]) -> bool:
+        """Whether a block judged with ``stand_in`` pool targets may be judged otherwise with its
+        own: only if one of them is short of the block's hugetlb folios (each takes at most one
+        pool folio at a time) and they differ."""
+        exact = self.pool_targets(row)
+        return any(count > min(exact.get(order, 0), stand_in.get(order, 0))
+                   and exact.get(order, 0) != stand_in.get(order, 0)
+                   for order, count in (hugetlb_folios or {}).items())
+
+    def columns(self, rows: np.ndarray, capacities: Optional[Dict[int, Capacity]] = None) -> BlockColumns:
         """``context()`` for many rows at once, as columns (no per-block objects)."""
         machine, geo = self.machine, self.machine.geometry
         table = machine.blocks
         ids = table.ids[rows]
         capacity = np.full(len(rows), -1, dtype=np.int64)
+        movable = np.zeros(len(rows), dtype=np.int64)
         if capacities:
             for i, block in enumerate(ids.tolist()):
-                capacity[i] = capacities.get(block, -1)
+                known = capacities.get(block)
+                if known is not None:
+                    capacity[i], movable[i] = known.kernel, known.movable
         return BlockColumns(
             block=ids, start_pfn=ids * geo.pages_per_block, state=table.state[rows], zone=table.zone[rows],
             node=table.node[rows], vmemmap=table.vmemmap[rows],
-            special_pageblocks=np.isin(ids, self._special_pageblock_blocks), capacity=capacity,
+            special_pageblocks=np.isin(ids, self._special_pageblock_blocks), capacity=capacity, movable=movable,
             device=tuple(self._device_of_row[rows].tolist()),
             device_state=tuple(self._device_state_of_row[rows].tolist()),
         )
+
+
+class _LazyPool(Mapping[int, int]):
+    """A block's pool targets (``ContextBuilder.pool_targets()``), counted on first use: only a
+    block that migrates hugetlb folios needs the census behind them."""
+
+    def __init__(self, count: Callable[[], Dict[int, int]]) -> None:
+        self._count: Optional[Callable[[], Dict[int, int]]] = count
+        self._value: Dict[int, int] = {}
+
+    def _get(self) -> Dict[int, int]:
+        if self._count is not None:
+            self._value, self._count = self._count(), None
+        return self._value
+
+    def __getitem__(self, order: int) -> int:
+        return self._get()[order]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())

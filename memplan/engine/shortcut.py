@@ -41,6 +41,7 @@ from memplan.core.model import (
 from memplan.core.results import BlockVerdict, PageCounts
 from memplan.engine.context import BlockColumns
 from memplan.kernel.isolation import isolate_range, unmovable_kinds
+from memplan.kernel.migration import targets_suffice
 from memplan.kernel.offline import (
     BlockStats,
     OfflineSetup,
@@ -133,7 +134,7 @@ class _Chunk:
         self.blocking = {movable: blocking_kinds(movable, setup.semantics, geo) for movable in (False, True)}
         self.block_col, self.start_col = blocks.block.tolist(), blocks.start_pfn.tolist()
         self.zone_col, self.node_col = blocks.zone.tolist(), blocks.node.tolist()
-        self.capacity_col = blocks.capacity.tolist()
+        self.capacity_col, self.movable_col = blocks.capacity.tolist(), blocks.movable.tolist()
         self.devices, self.device_states = blocks.device, blocks.device_state
         self.offlined = setup.verdicts.outcome(None, 0, 0)
         self._passes: Dict[tuple, bool] = {}
@@ -146,6 +147,13 @@ class _Chunk:
             self._passes[key] = fake_offline_passes(self.setup.semantics, self.devices[r], self.device_states[r],
                                                     self.setup.geometry)
         return self._passes[key]
+
+    def targets_suffice(self, r: int, row: np.ndarray, migrated: int, demand: int) -> bool:
+        """Every folio of a block with a known capacity finds a target (``targets_suffice()``:
+        THPs may take ZONE_MOVABLE pages where order-0 folios may not)."""
+        thp = _count_nonzero(row == _THP)
+        return bool(targets_suffice(self.capacity_col[r], self.movable_col[r], self.zone_col[r] == _MOVABLE,
+                                    migrated - thp, demand - (migrated - thp)))
 
     def pre_scan_stop(self, r: int) -> Optional[Stop]:
         """What ends an isolated block's attempt before SCAN: the node notifier, the memory
@@ -269,8 +277,8 @@ def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray,
             thp = _count_nonzero(thp_mask)
             if thp:
                 demand = migrated - thp + (1 << chunk.thp_order) * folio_heads(thp_mask, chunk.thp_order)
-        if 0 <= capacity_col[r] < demand:
-            continue  # not every folio finds a target: do_migrate_range() fails some
+        if capacity_col[r] >= 0 and not chunk.targets_suffice(r, kinds[r], migrated, demand):
+            continue  # not every folio finds a target: migrate_pages() fails some
         counts, stats = chunk.shared(n_used, migrated, fake, poison, demand)
         verdict = None
         if blocking or stops.get((node_col[r], id(devices[r])), _UNKNOWN) is not None:

@@ -17,12 +17,12 @@ import numpy as np
 
 from memplan.core.errors import UsageError
 from memplan.core.machine import Machine, chunks
-from memplan.core.model import ZONE_NONE, Zone
+from memplan.core.model import Zone
 from memplan.core.results import BlockVerdict, SimulationResult
 from memplan.core.units import format_block_ranges
-from memplan.engine.context import ContextBuilder, census, pageblock_masks, resolve_pools
+from memplan.engine.context import ContextBuilder, census, node_present_pages, pageblock_masks, resolve_pools
 from memplan.engine.shortcut import chunk_verdicts
-from memplan.kernel.migration import target_zones
+from memplan.kernel.migration import Capacity, allowed_nodes, targets_suffice
 from memplan.kernel.offline import BlockStats, offline_block
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
 
@@ -47,7 +47,7 @@ class Simulator(ContextBuilder):
     """Builds per-block contexts for one machine (``ContextBuilder``) and runs the pipeline over
     chunks: the block-level shortcut first, ``offline_block()`` for the blocks it leaves."""
 
-    def run(self, block_ids: np.ndarray, capacities: Optional[Dict[int, int]] = None,
+    def run(self, block_ids: np.ndarray, capacities: Optional[Dict[int, Capacity]] = None,
             progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
         machine = self.machine
         table = machine.blocks
@@ -110,64 +110,52 @@ def _describe_ids(ids: np.ndarray) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
-_ZONES = {z.code: z for z in Zone}
-
-
-def _target_zone_codes(zones: np.ndarray) -> np.ndarray:
-    """Zone codes as migration targets see them: a boot block spanning kernel zones
-    (``valid_zones`` none) counts as ZONE_NORMAL memory."""
-    return np.where(zones == ZONE_NONE, Zone.NORMAL.code, zones)
-
-
-def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict[int, int]:
-    """Free pages each block's migrated pages may use: online blocks on the other memory nodes,
-    or on its own node when it is the only one (``do_migrate_range()``'s nodemask), in the
-    zones ``alloc_migration_target()`` allows for the block's zone."""
+def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict[int, Capacity]:
+    """Where migration targets may come from for the blocks whose source list may not all find
+    one (the others need no count, ``targets_suffice()``): free pages of the online blocks on the
+    other memory nodes, or on its own when it is the only one (``do_migrate_range()``'s
+    nodemask), in kernel zones and in ZONE_MOVABLE (``alloc_migration_target()``:
+    ``memplan.kernel.migration.target_zones``). Boot blocks spanning kernel zones count as kernel
+    zones; blocks spanning nodes count nowhere (the model does not split their free pages)."""
     table = machine.blocks
-    online = table.online
     known = np.fromiter(stats.keys(), dtype=np.int64, count=len(stats))
     all_demand = np.fromiter((s.demand for s in stats.values()), dtype=np.int64, count=len(stats))
     needy = all_demand > 0
     if not needy.any():
         return {}
-    needy_blocks, demand = known[needy], all_demand[needy]
+    # Every page of demand counted as an order-0 page's (the stats do not split it): a block
+    # this says is short may not be; its verdict then comes from the exact count.
+    needy_blocks, small, large = known[needy], all_demand[needy], 0
     needy_rows = table.rows(needy_blocks)
-    needy_nodes = table.node[needy_rows]
-    needy_zones = table.zone[needy_rows]
+    movable_source = table.zone[needy_rows] == Zone.MOVABLE.code
     # Lower bound from the selected blocks alone; a census only when that is not enough.
     free_known = np.zeros(len(table), dtype=np.int64)
     free_known[table.rows(known)] = np.fromiter((s.free_pages for s in stats.values()), dtype=np.int64,
                                                 count=len(stats))
-    online_nodes = table.node[online]
-    node_ids, node_of_online = np.unique(online_nodes, return_inverse=True)
-    memory_nodes = set(node_ids[node_ids >= 0].tolist())
+    present = node_present_pages(machine)
 
-    online_zones = _target_zone_codes(table.zone[online])
-    needy_sources = _target_zone_codes(needy_zones)
+    def capacities(free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        online = table.online & (table.node >= 0)
+        in_movable = table.zone == Zone.MOVABLE.code
+        kernel = np.zeros(len(needy_blocks), dtype=np.int64)
+        movable = np.zeros(len(needy_blocks), dtype=np.int64)
+        for node in np.unique(table.node[needy_rows]).tolist():
+            allowed = online & np.isin(table.node, allowed_nodes(present, node))
+            here = table.node[needy_rows] == node
+            kernel[here] = int(free[allowed & ~in_movable].sum())
+            movable[here] = int(free[allowed & in_movable].sum())
+            # The block's own free pages are never its targets (they sit in the isolated range).
+            own = here & allowed[needy_rows]
+            kernel[own & ~movable_source] -= free[needy_rows[own & ~movable_source]]
+            movable[own & movable_source] -= free[needy_rows[own & movable_source]]
+        return kernel, movable
 
-    def capacities(free: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(needy_blocks), dtype=np.int64)
-        for source in np.unique(needy_sources).tolist():
-            # alloc_migration_target() (memplan.kernel.migration.target_zones)
-            allowed_zones = [z.code for z in target_zones(_ZONES[source])]
-            per_node = np.zeros(len(node_ids), dtype=np.int64)
-            np.add.at(per_node, node_of_online, np.where(np.isin(online_zones, allowed_zones), free[online], 0))
-            sums = dict(zip(node_ids.tolist(), per_node.tolist()))
-            for node in np.unique(needy_nodes[needy_sources == source]).tolist():
-                allowed = (memory_nodes - {node}) or {node}
-                here = (needy_nodes == node) & (needy_sources == source)
-                out[here] = sum(sums.get(n, 0) for n in allowed)
-                if node in allowed:
-                    # The block's own free pages are never its targets (they sit in the
-                    # isolated range).
-                    out[here] -= free[needy_rows[here]]
-        return out
-
-    if (demand <= capacities(free_known)).all():
+    if np.all(targets_suffice(*capacities(free_known), movable_source, small, large)):
         return {}
-    exact = capacities(census(machine).free_pages)
-    short = demand > exact
-    return dict(zip(needy_blocks[short].tolist(), exact[short].tolist()))
+    kernel, movable = capacities(census(machine).free_pages)
+    short = ~targets_suffice(kernel, movable, movable_source, small, large)
+    return {int(b): Capacity(int(k), int(m))
+            for b, k, m in zip(needy_blocks[short].tolist(), kernel[short].tolist(), movable[short].tolist())}
 
 
 @contextmanager
@@ -188,14 +176,34 @@ def judge(machine: Machine, sem: OfflineSemantics, ids: np.ndarray,
           progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
     """Run the pipeline over the given blocks, then again where migration targets run short."""
     simulator = Simulator(machine, sem)
+    # Blocks migrating hugetlb folios need the machine's free pool folios by node: counted from
+    # every block's stats after this pass (no census when every block is judged anyway).
+    simulator.deferred_pool = {}
     results = simulator.run(ids, progress=progress)
     stats = {v.block: s for v, s in results}
+    results = _with_pool_targets(simulator, results, stats)
     short = migration_capacities(machine, stats)
     if short:
         redo = np.asarray(sorted(short), dtype=np.int64)
         redone = {v.block: (v, s) for v, s in simulator.run(redo, capacities=short)}
         results = [redone.get(v.block, (v, s)) for v, s in results]
     return results
+
+
+def _with_pool_targets(simulator: Simulator, results: List[Tuple[BlockVerdict, BlockStats]],
+                       stats: Dict[int, BlockStats]) -> List[Tuple[BlockVerdict, BlockStats]]:
+    """Judge again the blocks whose verdict their real pool targets could change (``stats`` is
+    updated): now that every block's free pool folios are known."""
+    deferred, simulator.deferred_pool = simulator.deferred_pool, None
+    if not deferred:
+        return results
+    simulator.learn_hugetlb(stats)
+    ids = simulator.machine.blocks.ids
+    rows = [row for row, stand_in in sorted(deferred.items())
+            if simulator.pool_matters(row, stand_in, stats[int(ids[row])].hugetlb_folios)]
+    again = {v.block: (v, s) for v, s in simulator.run(ids[rows])} if rows else {}
+    stats.update((b, s) for b, (_, s) in again.items())
+    return [again.get(v.block, (v, s)) for v, s in results]
 
 
 def with_confidence(machine: Machine, sem: OfflineSemantics, verdicts: List[BlockVerdict]) -> List[BlockVerdict]:

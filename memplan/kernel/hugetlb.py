@@ -81,11 +81,17 @@ def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
     return DissolveOutcome(cut, dissolved, dissolvable, cause)
 
 
-def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geometry) -> int:
+def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geometry,
+                     isolated: Optional[np.ndarray] = None) -> int:
     """Free hugetlb folios of the given order whose head page lies in ``kinds`` (pfn ``base_pfn``
-    onwards): the ones ``dequeue_hugetlb_folio_node_exact()`` skips while this range is
-    isolated (it tests the head page's pageblock)."""
+    onwards). ``dequeue_hugetlb_folio_node_exact()`` skips a folio whose head's pageblock is
+    isolated (``is_migrate_isolate_page()``): with ``isolated`` (one flag per pageblock of
+    ``kinds``), folios whose head lies in such a pageblock are left out."""
     kind = free_kind(geometry, order).value
     size = 1 << order
     skip = (-base_pfn) % size
-    return int(np.count_nonzero(kinds[skip::size] == kind))
+    heads = kinds[skip::size] == kind
+    if isolated is None or not isolated.any():
+        return int(np.count_nonzero(heads))
+    at = skip + np.flatnonzero(heads) * size
+    return int(np.count_nonzero(~isolated[at // geometry.pageblock_pages]))

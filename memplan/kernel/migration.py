@@ -5,68 +5,76 @@ the model changes between rounds, the loop's fixed point is computed directly:
 
 * round 1 SCAN from the range start stops at the first page that is movable (FOUND) or a
   "definitely unmovable" PageOffline page (BUSY, predicate site 2);
-* on FOUND, MIGRATE walks from there to the end of the range (site 3) and migrates every
-  isolatable folio; folios whose migration cannot succeed (long-term pins, extra references,
-  no target) fail the same way in every later round;
-* round 2 SCAN restarts at the found pfn: a failed folio before any BUSY page means the write
-  loops until a signal; a BUSY page means -EBUSY "unmovable page"; otherwise -ENOENT.
+* on FOUND, MIGRATE walks from there to the end of the range (site 3), isolates every folio it
+  can and hands the list to ``migrate_pages()`` (``memplan.kernel.migrate_pages``): hugetlb
+  folios first, then the rest from the highest pfn down, until targets run out (-ENOMEM ends
+  it; a THP without a target is split and its pages migrated one by one);
+* the next SCAN restarts at the found pfn: a BUSY page first means -EBUSY "unmovable page",
+  nothing found -ENOENT. A folio left over means another MIGRATE round: when the last one ran
+  short of targets its successor may get further (the list changed, so its batches are cut
+  elsewhere and stuck folios hold targets at other moments); a round that changes nothing
+  means the write loops until a signal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from memplan.core.model import DEFAULT_REFCOUNT, IS_HUGETLB_MIGRATABLE, IS_PINNED, PageKind, Zone
+from memplan.core.model import DEFAULT_REFCOUNT, IS_HUGETLB, IS_PINNED, PageKind, Zone
 from memplan.core.results import Cause, LogEntry, LogLevel
 from memplan.kernel.hugetlb import free_kind_of
+from memplan.kernel.migrate_pages import (
+    ENOMEM,
+    ZONELIST_ORDER,
+    Capacity,
+    Migrated,
+    Pools,
+    SourceFolios,
+    migrate_pages,
+    piece_order,
+    target_zones,
+    targets_suffice,
+)
 from memplan.kernel.pages import RATELIMIT_BURST, RangeView, first_index
 from memplan.kernel.semantics import OfflineSemantics
 
-ENOMEM = -12
-#: In-use hugetlb kinds SCAN reports (``folio_test_hugetlb_migratable``): their targets may come
-#: from the pool.
-_HUGETLB_MIGRATABLE_KINDS = tuple(k for k in PageKind if IS_HUGETLB_MIGRATABLE[int(k)])
+__all__ = [
+    "ENOMEM",
+    "ZONELIST_ORDER",
+    "Capacity",
+    "allowed_nodes",
+    "MigrationOutcome",
+    "MigrationTargets",
+    "ScanResult",
+    "busy_pages",
+    "found_pages",
+    "migrate",
+    "migrate_leaves",
+    "target_zones",
+    "targets_suffice",
+]
+
 #: The highest refcount a folio of each kind may have and still migrate: its kind's own
 #: references; -1 for long-term pinned kinds, which never migrate.
 _MIGRATABLE_REFCOUNT = np.where(IS_PINNED, -1, DEFAULT_REFCOUNT).astype(np.int32)
-
-#: Zonelist order of one node, highest zone first (``build_zonerefs_node()``).
-ZONELIST_ORDER = (Zone.MOVABLE, Zone.NORMAL, Zone.DMA32, Zone.DMA)
+_ANON = PageKind.ANON.value
 
 
-def target_zones(source_zone: Zone) -> Tuple[Zone, ...]:
-    """Zones a migration target for a folio in ``source_zone`` may come from, in zonelist order.
-
-    ``alloc_migration_target()`` (mm/migrate.c) adds ``__GFP_HIGHMEM`` only when the source
-    folio sits in ZONE_MOVABLE (or highmem); ``GFP_KERNEL | __GFP_MOVABLE`` without it maps to
-    ZONE_NORMAL in ``gfp_zone()``, so a folio leaving a kernel zone can only land in kernel
-    zones, one leaving ZONE_MOVABLE anywhere. Both ``do_migrate_range()`` (offlining) and
-    ``__alloc_contig_migrate_range()`` (virtio-mem) allocate through it.
-
-    Not modelled: a large folio's target mask gets ``GFP_TRANSHUGE``, which carries
-    ``__GFP_HIGHMEM``, so a THP leaving a kernel zone may also land in ZONE_MOVABLE; memplan
-    counts only kernel-zone targets for it (conservative when ZONE_MOVABLE has the room).
-    """
-    if source_zone is Zone.MOVABLE:
-        return ZONELIST_ORDER
-    return ZONELIST_ORDER[1:]
-
-
-@dataclass
+@dataclass(frozen=True)
 class MigrationTargets:
     """Where migrated folios can go while this block is isolated.
 
-    ``capacity``: free pages on the allowed nodes outside the block (``None`` = plenty);
-    ``pool``: free hugetlb folios of each order outside the block that the pool may hand out
-    (``alloc_hugetlb_folio_nodemask()``: only while ``free_huge_pages > resv_huge_pages``).
+    ``capacity``: free pages outside the block on the allowed nodes by zone class (``None``:
+    plenty); ``pool``: free hugetlb folios of each order ``alloc_hugetlb_folio_nodemask()`` may
+    dequeue for this block (only while ``free_huge_pages > resv_huge_pages``).
     """
 
-    capacity: Optional[int] = None
-    pool: Dict[int, int] = field(default_factory=dict)
+    capacity: Optional[Capacity] = None
+    pool: Mapping[int, int] = field(default_factory=dict)
 
 
 class ScanResult(str, Enum):
@@ -85,12 +93,14 @@ class MigrationOutcome:
     result: ScanResult
     #: index in the range of the page SCAN stops at (busy) or keeps finding (loops)
     index: Optional[int]
-    #: pages of folios that migrate successfully
+    #: pages of folios that migrate successfully, over every round
     migrated: np.ndarray
-    #: kinds after the migration rounds (migrated pages freed, pool sources back in the pool)
+    #: kinds after the migration rounds (migrated pages freed, pool sources back in the pool,
+    #: split THPs order-0 pages)
     kinds_after: np.ndarray
     refcount_after: np.ndarray
-    #: pages that need a migration target taken from ``capacity``
+    #: pages of the folios on the source list that need a target outside the hugetlb pool (a
+    #: stuck folio every time it is tried); ``large_demand`` of them belong to large folios
     demand: int
     log: List[LogEntry]
     #: MIGRATE ran at least once (migrated folios stay migrated whatever the verdict)
@@ -99,6 +109,24 @@ class MigrationOutcome:
     pool: Optional[np.ndarray] = None
     #: why SCAN stops (busy) or the loop never ends (loops)
     cause: Optional[Cause] = None
+    #: pages of large folios on the list that need a target outside the hugetlb pool
+    large_demand: int = 0
+    #: pages of THPs migrate_pages() split for want of a target (order-0 pages from then on)
+    split: Optional[np.ndarray] = None
+    #: hugetlb folios on the source list per hstate order (each takes at most one pool folio
+    #: at a time, so a pool of that many never runs out)
+    hugetlb_folios: Optional[Dict[int, int]] = None
+    #: pages the first MIGRATE round migrates (the page counts' ``migrated``; ``migrated`` holds
+    #: every round's)
+    counted: Optional[np.ndarray] = None
+
+
+def allowed_nodes(node_present_pages: Mapping[int, int], node: int) -> List[int]:
+    """``do_migrate_range()``'s nodemask: ``node_states[N_MEMORY]`` (nodes with present pages)
+    without the source node, unless that leaves none ("we are offlining a part of the only
+    existing node")."""
+    others = sorted(n for n, pages in node_present_pages.items() if pages > 0 and n != node)
+    return others or [node]
 
 
 def found_pages(view: RangeView) -> np.ndarray:
@@ -137,146 +165,214 @@ def _loop_cause(ref: int, pinned: bool, gigantic: bool) -> Cause:
 
 
 @dataclass
-class _Folios:
-    """What MIGRATE does with every folio SCAN reports (one entry per folio head)."""
+class _Source:
+    """The folios SCAN reports, ascending, and the source list ``do_migrate_range()`` builds."""
 
+    #: index of each folio's first page in the range
     heads: np.ndarray
     refcount: np.ndarray
-    #: references migrate_pages() cannot drop, or refcount 0: fails every round
-    pinned: np.ndarray
+    #: folio_try_get() succeeds (refcount > 0): the folio is isolated onto the list
+    on_list: np.ndarray
+    #: references migrate_pages() cannot drop
+    stuck: np.ndarray
     #: an in-use gigantic hugetlb folio (hstate_is_gigantic())
     gigantic: np.ndarray
-    #: the target is a free folio of the pool (alloc_hugetlb_folio_nodemask())
-    uses_pool: np.ndarray
-    success: np.ndarray
-    #: fails because no target can be allocated
-    enomem: np.ndarray
-    #: pages that need a target taken from ``capacity``
-    demand: int
+    #: folio_pfn(): the head page's pfn (in an earlier block when the folio began there)
+    pfn: np.ndarray
+    #: the folios on the list, as migrate_pages() takes them
+    folios: SourceFolios
 
 
-def _folio_fates(view: RangeView, found: np.ndarray, targets: MigrationTargets) -> _Folios:
-    """Which found folios migrate, and where to (``do_migrate_range()`` + ``migrate_pages()``)."""
+def _source(view: RangeView, found: np.ndarray) -> _Source:
+    """The found folios (``isolate_folio_to_list()``, ``folio_isolate_hugetlb()``)."""
     heads = np.flatnonzero(found & view.first)
-    kinds_h = view.kinds[heads]
-    geometry = view.geometry
-    size_h = np.left_shift(np.int64(1), np.take(geometry.folio_order, kinds_h).astype(np.int64))
+    kinds = view.kinds[heads]
+    geo = view.geometry
+    order = np.take(geo.folio_order, kinds).astype(np.int64)
+    size = np.left_shift(np.int64(1), order)
+    ref = view.refcount[heads]
     # Long-term pins and any reference beyond the kind's own make migrate_pages() fail
-    # (folio_migrate_mapping()'s refcount check) every round; a folio whose refcount is 0
-    # is found by SCAN but never isolated (folio_try_get() fails), also every round.
-    ref_h = view.refcount[heads]
-    pinned = (ref_h > np.take(_MIGRATABLE_REFCOUNT, kinds_h)) | (ref_h == 0)
-    uses_pool = np.zeros(len(heads), dtype=bool)
-    gigantic = np.zeros(len(heads), dtype=bool)
-    for kind in _HUGETLB_MIGRATABLE_KINDS:
-        is_kind = kinds_h == kind.value
-        if not is_kind.any():
-            continue
-        order = int(geometry.folio_order[int(kind)])
-        mask = is_kind & ~pinned
-        uses_pool |= mask & (np.cumsum(mask) <= targets.pool.get(order, 0))
-        gigantic |= is_kind & geometry.is_gigantic(order)
-    # Gigantic folios cannot be allocated fresh (alloc_migrate_hugetlb_folio() returns NULL).
-    needs_capacity = ~pinned & ~uses_pool & ~gigantic
-    needed = np.where(needs_capacity, size_h, 0)
-    if targets.capacity is None:
-        fits = np.ones(len(heads), bool)
-        demand = int(needed.sum())
-    else:
-        demand_curve = np.cumsum(needed)
-        fits = demand_curve <= targets.capacity
-        demand = int(demand_curve[-1]) if len(demand_curve) else 0
-    success = uses_pool | (needs_capacity & fits)
-    return _Folios(heads, ref_h, pinned, gigantic, uses_pool, success, ~pinned & ~success, demand)
+    # (folio_migrate_mapping()'s refcount check) every time.
+    stuck = ref > np.take(_MIGRATABLE_REFCOUNT, kinds)
+    hugetlb = np.take(IS_HUGETLB, kinds)
+    gigantic = hugetlb & (order > geo.max_page_order)
+    pfn = view.pfn + heads
+    on = ref > 0
+    # try_to_migrate() cannot unmap a long-term pinned (order-0, anon-exclusive) page.
+    unmap_stuck = np.take(IS_PINNED, kinds) & (order == 0)
+    folios = SourceFolios(size[on], hugetlb[on], stuck[on], unmap_stuck[on], order[on], gigantic[on])
+    return _Source(heads, ref, on, stuck, gigantic, pfn - (pfn & (size - 1)), folios)
 
 
-def _folio_pages(view: RangeView, found: np.ndarray, folios: _Folios) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The folio results as pages (folios are contiguous runs starting at their heads): one code
-    per folio (has a found head / migrates / uses the pool), one gather to the pages. Returns
-    the pages that migrate, that fail, and that take a pool folio."""
-    none = np.zeros(len(view), dtype=bool)
-    if len(folios.heads) == 0:
-        return none, none, none
-    if folios.success.all() and not folios.uses_pool.any() and len(folios.heads) == np.count_nonzero(found):
-        return found, none, none  # every found page is its own head (order-0 pages only) and migrates
+def _pages(view: RangeView, found: np.ndarray, src: _Source,
+           moved: Migrated) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """The folio results as pages: migrated, taken from the pool, split. Folios are contiguous
+    runs starting at their heads: one code per folio, one gather to the pages."""
+    n = len(view)
+    migrated = np.zeros(len(src.heads), dtype=bool)
+    migrated[src.on_list] = moved.migrated
+    pooled = np.zeros(len(src.heads), dtype=bool)
+    pooled[src.on_list] = moved.pooled
+    split_folios = np.flatnonzero(moved.pieces >= 0)
+    none = np.zeros(n, dtype=bool)
+    if migrated.all() and not pooled.any() and not len(split_folios) and len(src.heads) == np.count_nonzero(found):
+        return found, none, None  # every found page is its own folio and migrates
     folio_id = np.cumsum(view.first, dtype=np.int32) - 1  # int32: bool->int64 cumsum is 10x slower
     code = np.zeros(int(folio_id[-1]) + 1, dtype=np.uint8)
-    code[folio_id[folios.heads]] = 1 | (folios.success.view(np.uint8) << 1) | (folios.uses_pool.view(np.uint8) << 2)
+    code[folio_id[src.heads]] = 1 | (migrated.view(np.uint8) << 1) | (pooled.view(np.uint8) << 2)
     page_code = np.take(code, folio_id) * found
-    return (page_code & 3) == 3, (page_code & 3) == 1, (page_code & 5) == 5
+    pages = (page_code & 3) == 3
+    split = None
+    if len(split_folios):
+        split = none.copy()
+        head_pfn = src.pfn[src.on_list]
+        for i in split_folios.tolist():
+            index = head_pfn[i] - view.pfn + piece_order(int(src.folios.size[i]))
+            split[index] = True
+            pages[index[:int(moved.pieces[i])]] = True
+    return pages, (page_code & 5) == 5, split
 
 
-def _pages_after(view: RangeView, migrated: np.ndarray, pool_pages: np.ndarray,
-                 any_pool: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """Kinds and refcounts once migrated folios are freed and pool-backed hugetlb sources went
-    back to the pool (free folios)."""
+def _pages_after(view: RangeView, migrated: np.ndarray, pool_pages: np.ndarray, any_pool: bool,
+                 split: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Kinds and refcounts once migrated folios are freed, pool-backed hugetlb sources went back
+    to the pool (free folios) and split THPs became order-0 pages."""
     # PageKind.FREE is 0: multiplying by "stays" frees the migrated pages (cheaper than np.where).
     kinds_after = view.kinds * ~(migrated & ~pool_pages if any_pool else migrated)
     if any_pool:
         freed_pool = migrated & pool_pages
-        for kind in _HUGETLB_MIGRATABLE_KINDS:
-            kinds_after[freed_pool & (view.kinds == kind.value)] = free_kind_of(kind)
+        for kind in np.unique(view.kinds[freed_pool]).tolist():
+            kinds_after[freed_pool & (view.kinds == kind)] = free_kind_of(PageKind(kind))
+    if split is not None:
+        kinds_after[split & ~migrated] = _ANON
     refcount_after = view.refcount.copy()
     np.copyto(refcount_after, 0, where=migrated)
     return kinds_after, refcount_after
 
 
-def _round_one_log(view: RangeView, semantics: OfflineSemantics, h: int, found: np.ndarray, folios: _Folios,
-                   repeats: bool) -> List[LogEntry]:
+def _round_one_log(view: RangeView, semantics: OfflineSemantics, h: int, found: np.ndarray, src: _Source,
+                   moved: Migrated, repeats: bool) -> List[LogEntry]:
     """What round 1 of MIGRATE from ``h`` prints: ``failed to isolate pfn`` for every page it
     cannot isolate, then ``migrating pfn ... failed ret:%d`` for every folio migrate_pages()
-    gives back, each with its dump_page. One ``__ratelimit(&migrate_rs)`` call guards each
-    pr_warn + dump_page pair; ``migrate_rs`` is one static ``DEFINE_RATELIMIT_STATE`` of
-    do_migrate_range() (5 s, burst 10; ML-NEW), shared by both call sites and every offline
-    attempt, so every such entry is ``ratelimited``: another block may have used the burst up."""
+    leaves on the list (``folio_pfn()``, in list order), each with its dump_page. One
+    ``__ratelimit(&migrate_rs)`` call guards each pr_warn + dump_page pair; ``migrate_rs`` is one
+    static ``DEFINE_RATELIMIT_STATE`` of do_migrate_range() (5 s, burst 10; ML-NEW), shared by
+    both call sites and every offline attempt, so every such entry is ``ratelimited``: another
+    block may have used the burst up."""
     tail = slice(h, None)  # do_migrate_range() walks from the found pfn to the end
     not_isolatable = view.first[tail] & ~migrate_leaves(view, semantics, tail) & ~found[tail]
-    events: List[List[LogEntry]] = []
-    for i in np.flatnonzero(not_isolatable):
-        pfn = view.pfn + h + int(i)
-        events.append([LogEntry(LogLevel.PR_WARN, f"failed to isolate pfn {pfn:x}", pfn, "do_migrate_range",
-                                1, repeats, True),
-                       LogEntry(LogLevel.DUMP_PAGE, "isolation failed", pfn, "do_migrate_range", 1, repeats, True)])
-        if len(events) >= RATELIMIT_BURST:
-            break
-    failed_heads = folios.heads[~folios.success & (folios.refcount > 0)]  # refcount 0: never reach migrate_pages()
-    if len(failed_heads) and len(events) < RATELIMIT_BURST:
-        ret = ENOMEM if folios.enomem.any() else int(len(failed_heads))
-        for i in failed_heads[: RATELIMIT_BURST - len(events)]:
-            pfn = view.pfn + int(i)
-            events.append([LogEntry(LogLevel.PR_WARN, f"migrating pfn {pfn:x} failed ret:{ret}", pfn,
-                                    "do_migrate_range", 1, repeats, True),
-                           LogEntry(LogLevel.DUMP_PAGE, "migration failure", pfn, "do_migrate_range", 1, repeats,
-                                    True)])
-    return [e for pair in events for e in pair]
+    events: List[Tuple[int, str, str]] = [(view.pfn + h + int(i), f"failed to isolate pfn {view.pfn + h + int(i):x}",
+                                           "isolation failed")
+                                          for i in np.flatnonzero(not_isolatable)[:RATELIMIT_BURST]]
+    room = RATELIMIT_BURST - len(events)
+    if moved.ret and room > 0:
+        head_pfn = src.pfn[src.on_list][moved.left_folio[:room]]
+        piece = moved.left_piece[:room]
+        for pfn in (head_pfn + np.maximum(piece, 0)).tolist():
+            events.append((pfn, f"migrating pfn {pfn:x} failed ret:{moved.ret}", "migration failure"))
+    return [LogEntry(level, text, pfn, "do_migrate_range", 1, repeats, True)
+            for pfn, warning, dump in events
+            for level, text in ((LogLevel.PR_WARN, warning), (LogLevel.DUMP_PAGE, dump))]
 
 
-def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTargets) -> MigrationOutcome:
-    """The SCAN/MIGRATE loop's fixed point (see the module docstring)."""
+@dataclass
+class _Round:
+    """One ``do_migrate_range()``: the folios SCAN reports on the pages as they are, and what
+    ``migrate_pages()`` makes of them, as pages."""
+
+    view: RangeView
+    found: np.ndarray
+    src: _Source
+    moved: Migrated
+    migrated: np.ndarray
+    pooled: np.ndarray
+    split: Optional[np.ndarray]
+
+    @property
+    def short(self) -> bool:
+        """A target allocation failed (-ENOMEM, or a THP split): another round, after the list
+        changed, may find targets this one did not."""
+        return self.moved.ret < 0 or bool((self.moved.pieces >= 0).any())
+
+
+def _round(view: RangeView, found: np.ndarray, pools: Pools, pool: Dict[int, int]) -> _Round:
+    src = _source(view, found)
+    moved = migrate_pages(src.folios, pools, pool, 1 << view.geometry.pmd_order)
+    migrated, pooled, split = _pages(view, found, src, moved)
+    return _Round(view, found, src, moved, migrated, pooled & migrated, split)
+
+
+def migrate(view: RangeView, semantics: OfflineSemantics, targets: MigrationTargets, zone: Zone,
+            headroom: Mapping[int, int]) -> MigrationOutcome:
+    """The SCAN/MIGRATE loop's fixed point (see the module docstring) for a block in ``zone``;
+    ``headroom``: ``free_huge_pages - resv_huge_pages`` per hstate order (a pool folio is only
+    dequeued while it is positive)."""
     found = found_pages(view)
     busy = busy_pages(view, semantics)
-    folios = _folio_fates(view, found, targets)
-    migrated, failed, pool_pages = _folio_pages(view, found, folios)
-    demand = folios.demand
     h = first_index(found | busy)
     if h is None:
-        return MigrationOutcome(ScanResult.NONE_LEFT, None, migrated, view.kinds, view.refcount, demand, [])
+        return MigrationOutcome(ScanResult.NONE_LEFT, None, found, view.kinds, view.refcount, 0, [])
+    pools = Pools(targets.capacity, zone)
+    hugetlb_folios = _hugetlb_folios(found & view.first & view.hugetlb, view)
+    pool = {o: targets.pool.get(o, 0) if headroom.get(o, 0) > 0 else 0 for o in hugetlb_folios or ()}
+    first = _round(view, found, pools, pool)
+    folios = first.src.folios
+    small = ~folios.hugetlb & (folios.size == 1)
+    large_demand = int(folios.size[~folios.hugetlb & ~small].sum() + folios.size[first.moved.fresh].sum())
+    outcome = MigrationOutcome(ScanResult.BUSY, h, first.migrated, view.kinds, view.refcount,
+                               int(np.count_nonzero(small)) + large_demand, [], cause=Cause.PAGE_OFFLINE_BUSY,
+                               large_demand=large_demand, hugetlb_folios=hugetlb_folios, counted=first.migrated)
     if busy[h]:
-        return MigrationOutcome(ScanResult.BUSY, h, migrated, view.kinds, view.refcount, demand, [],
-                                cause=Cause.PAGE_OFFLINE_BUSY)
-    kinds_after, refcount_after = _pages_after(view, migrated, pool_pages, bool(folios.uses_pool.any()))
-    # Round 2 SCAN from h; messages repeat every round while the write loops.
-    again = first_index((failed & found) | busy, h)
+        return outcome  # SCAN stops before MIGRATE runs (the counts are the first round's all the same)
+    last, again = _later_rounds(first, busy, h, pools, pool, outcome)
     repeats = again is not None and not busy[again]
-    log = _round_one_log(view, semantics, h, found, folios, repeats)
-    pooled = migrated & pool_pages
+    outcome.log = _round_one_log(view, semantics, h, found, first.src, first.moved, repeats)
+    outcome.ran = True
     if again is None:
-        return MigrationOutcome(ScanResult.NONE_LEFT, None, migrated, kinds_after, refcount_after, demand, log, True,
-                                pooled)
-    if not repeats:
-        return MigrationOutcome(ScanResult.BUSY, again, migrated, kinds_after, refcount_after, demand, log, True,
-                                pooled, Cause.PAGE_OFFLINE_BUSY)
-    j = max(int(np.searchsorted(folios.heads, again, side="right")) - 1, 0)  # the folio SCAN keeps finding
-    cause = _loop_cause(int(folios.refcount[j]), bool(folios.pinned[j]), bool(folios.gigantic[j]))
-    return MigrationOutcome(ScanResult.LOOPS, again, migrated, kinds_after, refcount_after, demand, log, True,
-                            pooled, cause)
+        outcome.result, outcome.index, outcome.cause = ScanResult.NONE_LEFT, None, None
+    elif not repeats:
+        outcome.index = again
+    else:
+        src = last.src
+        j = max(int(np.searchsorted(src.heads, again, side="right")) - 1, 0)  # the folio SCAN keeps finding
+        outcome.result, outcome.index = ScanResult.LOOPS, again
+        outcome.cause = _loop_cause(int(src.refcount[j]), bool(src.stuck[j]), bool(src.gigantic[j]))
+    return outcome
+
+
+def _hugetlb_folios(heads: np.ndarray, view: RangeView) -> Optional[Dict[int, int]]:
+    """In-use migratable hugetlb folios per hstate order (``None``: none)."""
+    if not heads.any():
+        return None
+    orders, counts = np.unique(np.take(view.geometry.folio_order, view.kinds[heads]), return_counts=True)
+    return dict(zip(orders.tolist(), counts.tolist()))
+
+
+def _later_rounds(first: _Round, busy: np.ndarray, h: int, pools: Pools, pool: Dict[int, int],
+                  outcome: MigrationOutcome) -> Tuple[_Round, Optional[int]]:
+    """SCAN from the found pfn and MIGRATE again while a round ran short of targets and changed
+    something (its list changed: a later round may cut its batches elsewhere and find targets
+    for folios the earlier one did not get to). Fills in ``outcome``'s pages after the rounds;
+    returns the last round and where SCAN ends (``None``: nothing found)."""
+    now = first
+    pages = first.migrated.copy()
+    pooled = first.pooled.copy()
+    split = first.split
+    kinds, refcount = _pages_after(first.view, first.migrated, first.pooled, bool(first.pooled.any()), first.split)
+    again = first_index((first.found & ~first.migrated) | busy, h)
+    while again is not None and not busy[again] and now.short:
+        view = first.view.with_pages(kinds, refcount)
+        found = found_pages(view)
+        later = _round(view, found, pools, pool)
+        if not later.migrated.any() and later.split is None:
+            break  # nothing changed: SCAN finds the same folio every round
+        now = later
+        kinds, refcount = _pages_after(view, later.migrated, later.pooled, bool(later.pooled.any()), later.split)
+        pages |= later.migrated
+        pooled |= later.pooled
+        if later.split is not None:
+            split = later.split if split is None else split | later.split
+        again = first_index((found & ~later.migrated) | busy, again)
+    outcome.migrated, outcome.pool, outcome.split = pages, pooled, split
+    outcome.kinds_after, outcome.refcount_after = kinds, refcount
+    return now, again

@@ -13,7 +13,7 @@ public so that block-level shortcuts ask them too. The semantics-specific predic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -35,6 +35,7 @@ from memplan.core.results import (
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import trace as details
 from memplan.kernel.isolation import isolate_range, unmovable_pages
+from memplan.kernel.migrate_pages import free_target_pages
 from memplan.kernel.migration import MigrationOutcome, MigrationTargets, ScanResult, migrate, migrate_leaves
 from memplan.kernel.notifier import (
     Notified,
@@ -127,17 +128,30 @@ class OfflineEffects:
     pool_migrated: np.ndarray
     #: pages of free hugetlb folios dissolved (``dissolve_free_hugetlb_folios()``)
     dissolved: np.ndarray
+    #: pages of THPs migrate_pages() split for want of a target: order-0 anonymous pages now
+    #: (those not in ``migrated``); ``None``: none
+    split: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
 class BlockStats:
     """By-products other blocks' verdicts depend on (migration targets, hugetlb pools)."""
 
+    #: free pages migration targets of other blocks may come from (outside pageblocks someone
+    #: else isolated)
     free_pages: int
+    #: pages of the folios on the migration source list that need a target outside the hugetlb
+    #: pool (``MigrationOutcome.demand``)
     demand: int
+    #: free hugetlb folios per order whose head lies in the block
     free_hugetlb: Dict[int, int]
     #: page-level effects (``offline_block()`` only; ``None`` when nothing was migrated or dissolved)
     effects: Optional[OfflineEffects] = field(default=None, compare=False)
+    #: those of them the pool may hand out while another block is offlined (head outside
+    #: pageblocks someone else isolated); ``None``: all of them
+    pool_hugetlb: Optional[Dict[int, int]] = None
+    #: hugetlb folios per order on the block's migration source list (``None``: none)
+    hugetlb_folios: Optional[Dict[int, int]] = None
 
 
 #: The pipeline works on int32 refcounts (``DEFAULT_REFCOUNT``'s type; the kernel's is an atomic_t).
@@ -266,19 +280,21 @@ class _Attempt:
         view, after = self.view, self.after_notifier
         k = view.kinds
         in_block_free = {o: hugetlb_mod.free_folio_heads(k, view.pfn, o, geo) for o in geo.hugetlb_orders}
-        pools = setup.pools
-        self.targets = MigrationTargets(capacity=ctx.targets.capacity, pool={
-            o: (max((pools[o].free or 0) - in_block_free[o], 0) if pools[o].headroom > 0 else 0)
-            for o in geo.hugetlb_orders})
-        moved = self.moved = migrate(after, sem, self.targets)
+        self.targets = ctx.targets
+        # A block spanning zones (mem->zone NULL) never migrates; its pages count as a kernel zone's.
+        moved = self.moved = migrate(after, sem, ctx.targets, ctx.zone or Zone.NORMAL, setup.headroom)
         # Migration frees whole folios or returns hugetlb sources to the pool in place: the
         # hugetlb folio boundaries dissolve walks are the ones before migration.
         self.after_migration = after.with_pages(moved.kinds_after, moved.refcount_after)
         dis = self.dis = hugetlb_mod.dissolve(moved.kinds_after, moved.refcount_after, after.first, setup.headroom,
                                               geo)
         self.counts = self._page_counts(view, after, moved, dis)
-        self.stats = BlockStats(int(np.count_nonzero(self.block_kinds == PageKind.FREE.value)), moved.demand,
-                                in_block_free)
+        pool_free = None
+        if ctx.isolated.any():
+            pool_free = {o: hugetlb_mod.free_folio_heads(self.block_kinds, ctx.start_pfn, o, geo, ctx.isolated)
+                         for o in geo.hugetlb_orders}
+        self.stats = BlockStats(free_target_pages(self.block_kinds, ctx.isolated, geo.pageblock_pages), moved.demand,
+                                in_block_free, pool_hugetlb=pool_free, hugetlb_folios=moved.hugetlb_folios)
 
     def _page_counts(self, view: RangeView, after: RangeView, moved: MigrationOutcome,
                      dis: hugetlb_mod.DissolveOutcome) -> PageCounts:
@@ -290,7 +306,7 @@ class _Attempt:
         return PageCounts(
             total=self.geometry.pages_per_block,
             free=int(np.count_nonzero(after.buddy)),
-            migrated=int(np.count_nonzero(moved.migrated)),
+            migrated=int(np.count_nonzero(moved.migrated if moved.counted is None else moved.counted)),
             skipped_offline=int(np.count_nonzero(skipped)),
             dissolved=int(np.count_nonzero(dis.dissolvable & originally_free_huge)),
             hwpoison=int(np.count_nonzero(view.hwpoison)),
@@ -304,11 +320,12 @@ class _Attempt:
         moved, k = self.moved, self.view.kinds
         none = np.zeros(len(k), dtype=bool)
         pool = moved.pool if moved.pool is not None else none
-        return BlockStats(self.stats.free_pages, self.stats.demand, self.stats.free_hugetlb, OfflineEffects(
+        return replace(self.stats, effects=OfflineEffects(
             offset=self.ctx.vmemmap,
             migrated=(moved.migrated & ~pool) if moved.ran else none,
             pool_migrated=pool if moved.ran else none,
             dissolved=self.dis.dissolved if moved.result is ScanResult.NONE_LEFT else none,
+            split=moved.split if moved.ran else None,
         ))
 
     def verdict(self, stop: Optional[Stop]) -> Tuple[BlockVerdict, BlockStats]:
@@ -452,7 +469,8 @@ def _check_signal(a: _Attempt) -> Optional[Stop]:
 
 def _scan_and_migrate(a: _Attempt) -> Optional[Stop]:
     """scan_movable_pages() + do_migrate_range() until SCAN finds nothing, fails, or loops."""
-    moved, after = a.moved, a.after_notifier
+    # The page SCAN stops at as MIGRATE left it (a split THP's pages are order-0 pages now).
+    moved, after = a.moved, a.after_migration
     a.log.extend(moved.log)
     if moved.result is not ScanResult.NONE_LEFT:
         assert moved.cause is not None and moved.index is not None

@@ -166,8 +166,11 @@ def scan_loop_detail(view: RangeView, index: int, cause: Cause, targets: Migrati
         size = folio_size_text(view.geometry, view.order_at(index))
         why = f"no free {size} pool page outside the block and gigantic pages cannot be allocated fresh"
     else:
-        why = (f"no migration target: the allowed nodes have {targets.capacity} free pages for the block's movable "
-               "pages (-ENOMEM)" if targets.capacity is not None else "no migration target (-ENOMEM)")
+        capacity = targets.capacity
+        why = "no migration target: migrate_pages() ran out of targets (-ENOMEM) before it migrated"
+        if capacity is not None:
+            why += (f"; the allowed nodes have {capacity.kernel} free pages in kernel zones and {capacity.movable} in "
+                    "ZONE_MOVABLE outside the block")
     return (f"MIGRATE fails on the {kind.label} folio at pfn {view.pfn + index:#x} every round ({why}); SCAN finds "
             "it again: the loop runs until a signal")
 

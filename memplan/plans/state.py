@@ -37,23 +37,33 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from memplan.plans.types import MemoryLeft, ZoneMemory
 from memplan.core.geometry import Geometry
+from memplan.core.machine import BlockTable, HugetlbPool, Machine, PageBatch, PageSource, VirtioMemDevice, chunks
+from memplan.core.model import (
+    DEFAULT_REFCOUNT,
+    FOLIO_ORDER,
+    IS_HUGETLB,
+    IS_LRU,
+    IS_MOVABLE_OPS,
+    IS_PINNED,
+    ZONE_NONE,
+    BlockState,
+    PageKind,
+    VirtioMemMode,
+    Zone,
+)
+from memplan.core.results import BlockVerdict, Outcome
+from memplan.engine.simulation import pageblock_masks
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
 from memplan.kernel.contig import ContigResult, Request, alloc_contig_range
-from memplan.kernel.migration import ZONELIST_ORDER, MigrationTargets, target_zones
+from memplan.kernel.migrate_pages import free_target_pages
+from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, target_zones
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
 from memplan.kernel.pages import RangeView
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
 from memplan.kernel.virtio_mem import BbmState, SbmState
-from memplan.core.model import (
-    DEFAULT_REFCOUNT, FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_MOVABLE_OPS, IS_PINNED, ZONE_NONE, BlockState, PageKind, VirtioMemMode, Zone,
-)
-from memplan.core.machine import BlockTable, HugetlbPool, Machine, PageBatch, VirtioMemDevice
-from memplan.core.results import BlockVerdict, Outcome
-from memplan.core.machine import chunks
-from memplan.engine.simulation import pageblock_masks
+from memplan.plans.types import MemoryLeft, ZoneMemory
 
 FREE = int(PageKind.FREE)
 HUGE_ORDERS = (9, 18)
@@ -139,6 +149,10 @@ class MachineState:
         self.free = np.zeros(n, dtype=np.int64)
         self.free_slots = np.zeros(n, dtype=np.int64)
         self.free_huge = {o: np.zeros(n, dtype=np.int64) for o in HUGE_ORDERS}
+        #: free pages migration targets may come from (``free_target_pages()``) and free
+        #: hugetlb folios the pool may hand out (head outside pageblocks someone else isolated)
+        self.target_free = np.zeros(n, dtype=np.int64)
+        self.pool_heads = {o: np.zeros(n, dtype=np.int64) for o in HUGE_ORDERS}
         self._pages: Dict[int, _Pages] = {}
         self.devices = [DeviceState(i, d, geo) for i, d in enumerate(machine.devices)]
         self._cma = pageblock_masks(geo, machine.cma)
@@ -161,9 +175,10 @@ class MachineState:
         other = object.__new__(MachineState)
         other.__dict__.update(self.__dict__)
         for name in ("ids", "state", "zone", "node", "ram_pages", "vmemmap", "device", "present", "free",
-                     "free_slots"):
+                     "free_slots", "target_free"):
             setattr(other, name, getattr(self, name).copy())
         other.free_huge = {o: a.copy() for o, a in self.free_huge.items()}
+        other.pool_heads = {o: a.copy() for o, a in self.pool_heads.items()}
         other._pages = {b: _Pages(p.kinds.copy(), p.refcount.copy()) for b, p in self._pages.items()}
         other.pools = dict(self.pools)
         other.notes = list(self.notes)
@@ -202,13 +217,17 @@ class MachineState:
         return next((d for d in self.devices if d.device.id == name), None)
 
     def memory_nodes(self) -> List[int]:
-        rows = self.online_rows()
-        return sorted({int(n) for n in self.node[rows] if n >= 0})
+        """``node_states[N_MEMORY]``: nodes with present pages."""
+        return sorted(n for n, pages in self.node_present_pages().items() if pages > 0)
 
     def node_present_pages(self) -> Dict[int, int]:
+        """``pgdat->node_present_pages``: online blocks' pages, a block spanning nodes by its parts."""
         out: Dict[int, int] = {}
+        spans = self.machine.blocks.spans
         for row in self.online_rows():
-            out[int(self.node[row])] = out.get(int(self.node[row]), 0) + int(self.ram_pages[row])
+            block, node = int(self.ids[row]), int(self.node[row])
+            for n, pages in (spans.get(block, {}) if node < 0 else {node: int(self.ram_pages[row])}).items():
+                out[n] = out.get(n, 0) + pages
         return out
 
     def block_state_name(self, row: int) -> Optional[str]:
@@ -248,8 +267,11 @@ class MachineState:
         self.free[row] = int(np.count_nonzero(kinds == FREE))
         self.free_slots[row] = int(np.count_nonzero((kinds.reshape(-1, geo.pageblock_pages) == FREE).all(axis=1)))
         base = geo.block_start_pfn(int(self.ids[row]))
+        isolated = self._isolated.get(int(self.ids[row]), self._no_pageblocks)
+        self.target_free[row] = free_target_pages(kinds, isolated, geo.pageblock_pages)
         for order in HUGE_ORDERS:
             self.free_huge[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order, geo)
+            self.pool_heads[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order, geo, isolated)
 
     def pages(self, block: int) -> _Pages:
         """The (mutable) pages of an online block, materialised on first use."""
@@ -306,15 +328,26 @@ class MachineState:
             order = order[order != exclude_row]
         return order
 
-    def offline_capacity(self, row: int) -> int:
-        """Free pages ``do_migrate_range()`` may migrate this block's folios to."""
-        zone = self.zone_of(row)
-        if zone is None:
-            return 0
-        rows = self._target_rows(self.offline_nodes(row), target_zones(zone), row)
-        return int(self.free[rows].sum())
+    def offline_capacity(self, row: int) -> Capacity:
+        """Free pages ``do_migrate_range()`` may migrate this block's folios to: in the kernel
+        zones and ZONE_MOVABLE of its allowed nodes (``target_zones()`` decides which folio may
+        use which)."""
+        nodes = self.offline_nodes(row)
+        kernel = self._target_rows(nodes, ZONELIST_ORDER[1:], row)
+        movable = self._target_rows(nodes, ZONELIST_ORDER[:1], row)
+        return Capacity(int(self.target_free[kernel].sum()), int(self.target_free[movable].sum()))
 
-    def context(self, row: int, capacity: Optional[int] = None) -> BlockContext:
+    def pool_targets(self, row: int) -> Dict[int, int]:
+        """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while this block is
+        isolated: on its allowed nodes, outside pageblocks someone else isolated and outside the
+        block; plus those the pool counters know of and no page shows."""
+        rows = self._target_rows(self.offline_nodes(row), ZONELIST_ORDER, row)
+        online = self.online_rows()
+        return {order: int(self.pool_heads[order][rows].sum())
+                + max((self.pools[order].free or 0) - int(self.free_huge[order][online].sum()), 0)
+                for order in HUGE_ORDERS}
+
+    def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
         geo = self.geometry
         block = int(self.ids[row])
         dev = self.device_of(row)
@@ -325,7 +358,7 @@ class MachineState:
             device=self.current_device(dev) if dev else None,
             device_state=self.block_state_name(row),
             cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
-            targets=MigrationTargets(capacity=capacity),
+            targets=MigrationTargets(capacity=capacity, pool=self.pool_targets(row) if self.online(row) else {}),
         )
 
     def current_device(self, dev: DeviceState) -> VirtioMemDevice:
@@ -347,10 +380,7 @@ class MachineState:
             self._apply_offline(row, stats.effects)
         if verdict.result is Outcome.OFFLINED:
             self.state[row] = 1
-            self.free[row] = 0
-            self.free_slots[row] = 0
-            for order in HUGE_ORDERS:
-                self.free_huge[order][row] = 0
+            self._clear_counts(row)
             self._pages.pop(int(block), None)  # the memmap is stale from now on
         return verdict
 
@@ -359,18 +389,21 @@ class MachineState:
         pages = self._pages[block]
         off = effects.offset
         k = pages.kinds[off:]
+        if effects.split is not None:  # migrate_pages() split these THPs into order-0 pages
+            k[effects.split] = int(PageKind.ANON)
         lo = self.geometry.block_start_pfn(block) + off
         first = RangeView(lo, k, pages.refcount[off:].astype(np.int64), np.zeros(len(k), bool),
                           self.geometry).folio_first()
         zone = self.zone_of(row) or Zone.NORMAL
-        alloc = _Allocator(self, self._target_rows(self.offline_nodes(row), target_zones(zone), row),
-                           replace_rows=np.zeros(0, dtype=np.int64), pool_nodes=self.offline_nodes(row),
-                           exclude_row=row, exclude=(0, self.geometry.pages_per_block))
         fresh = np.flatnonzero(effects.migrated & first)
-        if len(fresh):
-            done, _ = alloc.allocate(lo + fresh, k[fresh], np.zeros(len(fresh), dtype=np.int8), pool=False)
-            if done < len(fresh):
-                self.notes.append(f"memory block {block}: {len(fresh) - done} migrated folio(s) found no place in "
+        for large in (False, True):  # alloc_migration_target(): large folios may land in more zones
+            mine = fresh[(FOLIO_ORDER[k[fresh]] > 0) == large]
+            alloc = _Allocator(self, self._target_rows(self.offline_nodes(row), target_zones(zone, large), row),
+                               replace_rows=np.zeros(0, dtype=np.int64), pool_nodes=self.offline_nodes(row),
+                               exclude_row=row, exclude=(0, self.geometry.pages_per_block))
+            done, _ = alloc.allocate(lo + mine, k[mine], np.zeros(len(mine), dtype=np.int8), pool=False)
+            if done < len(mine):
+                self.notes.append(f"memory block {block}: {len(mine) - done} migrated folio(s) found no place in "
                                   "the described free memory")
         for head in np.flatnonzero(effects.pool_migrated & first):
             order = int(FOLIO_ORDER[k[head]])
@@ -457,11 +490,14 @@ class MachineState:
         """``remove_memory()`` / ``try_remove_memory()``: the memory block device disappears."""
         self.present[row] = False
         self.state[row] = 1
-        self.free[row] = 0
-        self.free_slots[row] = 0
-        for order in HUGE_ORDERS:
-            self.free_huge[order][row] = 0
+        self._clear_counts(row)
         self._pages.pop(int(self.ids[row]), None)
+
+    def _clear_counts(self, row: int) -> None:
+        """An offline or removed block has no free pages anyone can allocate."""
+        for counts in (self.free, self.free_slots, self.target_free, *self.free_huge.values(),
+                       *self.pool_heads.values()):
+            counts[row] = 0
 
     # ---- summaries ------------------------------------------------------------------------
 
@@ -487,7 +523,8 @@ class MachineState:
         """A frozen snapshot of the state as a ``Machine`` (``simulate`` and the writer read it)."""
         keep = np.flatnonzero(self.present)
         table = BlockTable(ids=self.ids[keep], state=self.state[keep], zone=self.zone[keep], node=self.node[keep],
-                           ram_pages=self.ram_pages[keep], vmemmap=self.vmemmap[keep], device=self.device[keep])
+                           ram_pages=self.ram_pages[keep], vmemmap=self.vmemmap[keep], device=self.device[keep],
+                           spans=self.machine.blocks.spans)
         devices = tuple(self.current_device(d) for d in self.devices)
         env = replace(self.machine.environment, hugetlb={o: HugetlbPool(p.free, p.resv) for o, p in self.pools.items()})
         source = StatePageSource(self.machine.pages, {b: _Pages(p.kinds.copy(), p.refcount.copy())
@@ -499,7 +536,7 @@ class MachineState:
 class StatePageSource:
     """Pages of a state snapshot: materialised blocks from the snapshot, the rest from the original."""
 
-    def __init__(self, original, snapshot: Dict[int, _Pages]) -> None:
+    def __init__(self, original: PageSource, snapshot: Dict[int, _Pages]) -> None:
         self.original = original
         self.snapshot = snapshot
 
@@ -518,6 +555,7 @@ class StatePageSource:
             if got is not None:
                 kinds[i], refs[i] = got.kinds, got.refcount
             else:
+                assert batch is not None
                 kinds[i] = batch.kinds[j]
                 refs[i] = batch.refcounts()[j]
                 j += 1

@@ -101,6 +101,24 @@ def ram_columns(rams: Sequence[RamRange], geometry: Geometry) -> BlockColumns:
     return BlockColumns(ids, pages_col, low, high, np.full(len(ids), -1, dtype=np.int32))
 
 
+def node_spans(rams: Sequence[RamRange], geometry: Geometry, blocks: IntArray) -> Dict[int, Dict[int, int]]:
+    """System RAM pages per node of the given blocks (those whose ranges name several nodes):
+    what each node's ``node_present_pages`` holds of them."""
+    ppb, page = geometry.pages_per_block, geometry.page_size
+    out: Dict[int, Dict[int, int]] = {}
+    if not len(blocks):
+        return out
+    for ram in rams:
+        parts = [_cover(ram.start // page, ram.end // page, ppb)]
+        parts += [(ids, -pages) for ids, pages in (_cover(hs // page, he // page, ppb) for hs, he in ram.holes)]
+        for ids, pages in parts:
+            keep = np.isin(ids, blocks)
+            for block, count in zip(ids[keep].tolist(), pages[keep].tolist()):
+                nodes = out.setdefault(block, {})
+                nodes[ram.node] = nodes.get(ram.node, 0) + count
+    return out
+
+
 def with_devices(ram: BlockColumns, devices: Sequence[VirtioMemDevice], geometry: Geometry) -> BlockColumns:
     """Add the blocks virtio-mem devices added: the device decides everything about them."""
     dev_cols = [virtio_mem.added_block_columns(device, geometry) for device in devices]

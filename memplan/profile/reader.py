@@ -57,7 +57,15 @@ from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import virtio_mem
 from memplan.kernel.semantics import SEMANTICS
 from memplan.profile import toml
-from memplan.profile.layout import BlockColumns, RamRange, boundary_holes, merge_ranges, ram_columns, with_devices
+from memplan.profile.layout import (
+    BlockColumns,
+    RamRange,
+    boundary_holes,
+    merge_ranges,
+    node_spans,
+    ram_columns,
+    with_devices,
+)
 from memplan.profile.population import ProfilePageSource
 from memplan.profile.table import (
     Interval,
@@ -442,10 +450,11 @@ def _read_blocks(path: str, rams: Sequence[RamRange], devices: Sequence[VirtioMe
     holes = [(hs // page, he // page) for ram in rams for hs, he in ram.holes]
     holes += boundary_holes(cols.ids, cols.pages, rams, geometry)
     highest = int(cols.high["node"].max()) if len(cols.ids) else None
-    return _Blocks(_table_of(cols, geometry), merge_ranges(holes), highest)
+    spans = node_spans(rams, geometry, cols.ids[cols.low["node"] != cols.high["node"]])
+    return _Blocks(_table_of(cols, geometry, spans), merge_ranges(holes), highest)
 
 
-def _table_of(cols: BlockColumns, geometry: Geometry) -> BlockTable:
+def _table_of(cols: BlockColumns, geometry: Geometry, spans: Dict[int, Dict[int, int]]) -> BlockTable:
     zone_lo, zone_hi = cols.low["zone"], cols.high["zone"]
     node_lo, node_hi = cols.low["node"], cols.high["node"]
     single = (zone_lo == zone_hi) & (node_lo == node_hi)
@@ -457,6 +466,7 @@ def _table_of(cols: BlockColumns, geometry: Geometry) -> BlockTable:
         ram_pages=cols.pages,
         vmemmap=np.where(cols.high["memmap"] > 0, geometry.vmemmap_pages_per_block, 0),
         device=cols.device,
+        spans=spans,
     )
 
 

@@ -26,21 +26,41 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.core.errors import InputError, UsageError
+from memplan.core.geometry import Geometry
+from memplan.core.machine import (
+    BlockTable,
+    Environment,
+    HugetlbPool,
+    Machine,
+    PageBatch,
+    VirtioMemDevice,
+    consecutive_runs,
+)
+from memplan.core.model import ZONE_NONE, BlockState, DriverState, OnlineType, PageKind, VirtioMemMode, Zone
+from memplan.kernel import versions
+from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_semantics, semantics_marking
+from memplan.snapshot import kpageflags as kpf
+from memplan.snapshot.btf import btf_names_skippable
 from memplan.snapshot.confidence import SnapshotAssessor
 from memplan.snapshot.evidence import CLASS_MEANING, CLASSES, BlockEvidence, PageClass
-from memplan.core.geometry import Geometry
-from memplan.snapshot import kpageflags as kpf
 from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile
-from memplan.snapshot.sysroot import MEMORY_DIR, MemoryBlockInfo, Resource, SysrootFacts, Tree, ZoneInfo, ram_ranges, read_sysroot
-from memplan.kernel import versions
-from memplan.snapshot.btf import btf_names_skippable
-from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_semantics, semantics_marking
-from memplan.core.model import BlockState, DriverState, OnlineType, PageKind, VirtioMemMode, Zone, ZONE_NONE
-from memplan.core.machine import (
-    BlockTable, Environment, HugetlbPool, Machine, PageBatch, VirtioMemDevice, consecutive_runs,
-)
 from memplan.snapshot.report import (
-    BlockGroup, ClassCount, DeviceSummary, FlagsCount, SnapshotReport, ZoneCount,
+    BlockGroup,
+    ClassCount,
+    DeviceSummary,
+    FlagsCount,
+    SnapshotReport,
+    ZoneCount,
+)
+from memplan.snapshot.sysroot import (
+    MEMORY_DIR,
+    MemoryBlockInfo,
+    Resource,
+    SysrootFacts,
+    Tree,
+    ZoneInfo,
+    ram_ranges,
+    read_sysroot,
 )
 
 VIRTIO_MEM_RAM = "System RAM (virtio_mem)"
@@ -185,7 +205,7 @@ def _open_page_files(tree: Tree) -> Tuple[KpageFile, Optional[KpageFile]]:
         raise InputError(f"{tree.display('proc/kpageflags')}: missing (also no .xz copy)")
     counts = find("proc/kpagecount")
     sizes = [f.size_hint() for f in (flags, counts) if f is not None]
-    if len(sizes) == 2 and None not in sizes and sizes[0] != sizes[1]:
+    if counts is not None and len(sizes) == 2 and None not in sizes and sizes[0] != sizes[1]:
         raise InputError(f"{counts.display} has {sizes[1]} entries but {flags.display} has {sizes[0]}")
     return flags, counts
 
@@ -275,7 +295,7 @@ def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: S
         mode = VirtioMemMode.BBM
         unit = mb
         try:
-            param = int(params.get("virtio_mem.bbm_block_size", "0") or 0, 0)
+            param = int(params.get("virtio_mem.bbm_block_size", "0") or "0", 0)
         except ValueError:
             param = 0
         if param and not param & (param - 1) and param >= mb:
@@ -381,7 +401,11 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     ppb = geometry.pages_per_block
     ram = ram_ranges(facts.iomem, geometry.page_shift)
     infos = {b.id: b for b in facts.memory.blocks}
-    block_node = {b.id: (b.node if b.node is not None else 0) for b in facts.memory.blocks}
+    # A block linked under several nodes spans them (node -1); each node's part comes from its
+    # zoneinfo spans.
+    block_node = {b.id: -1 if len(b.nodes) > 1 else (b.node if b.node is not None else 0) for b in facts.memory.blocks}
+    spans = {b.id: _node_parts(ram, facts.zones, b.nodes, b.id * ppb, (b.id + 1) * ppb)
+             for b in facts.memory.blocks if len(b.nodes) > 1}
     block_zone: Dict[int, Optional[Zone]] = {}
     for b in facts.memory.blocks:
         zone = b.zone
@@ -409,11 +433,12 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     table = BlockTable(
         ids=[b.id for b in facts.memory.blocks],
         state=[BlockTable.STATES.index(b.state) for b in facts.memory.blocks],
-        zone=[block_zone[b.id].code if block_zone[b.id] is not None else ZONE_NONE for b in facts.memory.blocks],
+        zone=[_zone_code(block_zone[b.id]) for b in facts.memory.blocks],
         node=[block_node[b.id] for b in facts.memory.blocks],
         ram_pages=[_ram_pages(ram, b.id * ppb, (b.id + 1) * ppb) for b in facts.memory.blocks],
         vmemmap=[vmemmap.get(b.id, 0) for b in facts.memory.blocks],
         device=[device_of_block.get(b.id, -1) for b in facts.memory.blocks],
+        spans=spans,
     )
     source = SnapshotPageSource(geometry, flags, counts, ram, block_zone,
                                 _zone_cma(facts, block_zone, block_node), movable_ops_visible, primary, evidence,
@@ -471,8 +496,25 @@ def _self_hosted_memmap(source: SnapshotPageSource, geometry: Geometry, facts: S
     return out
 
 
+def _zone_code(zone: Optional[Zone]) -> int:
+    return zone.code if zone is not None else ZONE_NONE
+
+
 def _ram_pages(ram: Sequence[Tuple[int, int, str]], lo: int, hi: int) -> int:
     return sum(max(0, min(b, hi) - max(a, lo)) for a, b, _ in ram)
+
+
+def _node_parts(ram: Sequence[Tuple[int, int, str]], zones: Sequence[ZoneInfo], nodes: Sequence[int], lo: int,
+                hi: int) -> Dict[int, int]:
+    """System RAM pages of ``[lo, hi)`` per node, from each node's zone spans (zoneinfo
+    ``start_pfn`` + ``spanned``); nothing without zoneinfo."""
+    out: Dict[int, int] = {}
+    for z in zones:
+        if z.node in nodes and z.start_pfn is not None and z.spanned:
+            a, b = max(lo, z.start_pfn), min(hi, z.start_pfn + z.spanned)
+            if b > a:
+                out[z.node] = out.get(z.node, 0) + _ram_pages(ram, a, b)
+    return out
 
 
 def detect_semantics(fake_offline: int, skippable: int, release: Optional[str], has_device: bool,
@@ -620,15 +662,15 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
     zones = tuple(ZoneCount(z.node, z.zone, z.present, z.managed, z.free, z.pcp, z.cma,
                             unflagged_by_zone.get((z.node, z.zone), 0)) for z in facts.zones if z.present)
     devices = tuple(DeviceSummary(d.device.id, d.device.addr, d.device.region_size, d.device.mode.value,
-                                  d.device.unit_size, d.assumed, d.unit_max, d.device.plugged_size, d.blocks, d.fake_offline,
-                                  d.kept_back, d.skippable) for d in device_facts)
+                                  d.device.unit_size, d.assumed, d.unit_max, d.device.plugged_size, d.blocks,
+                                  d.fake_offline, d.kept_back, d.skippable) for d in device_facts)
     return SnapshotReport(
         source=machine.source, machine=machine.name, kernel=machine.kernel, block_size=geo.memory_block_size,
         pfns=pfns, page_size=geo.page_size, block_groups=block_groups, classes=classes, flags=flag_rows,
-        zones=zones, devices=devices, semantics=machine.default_semantics,
+        zones=zones, devices=devices, semantics=machine.default_semantics or MAINLINE,
         semantics_reason=machine.semantics_reason or "",
         blind_spots=tuple(machine_blind_spots(facts, class_pages, source.movable_ops_visible,
-                                              machine.default_semantics, zones)),
+                                              machine.default_semantics or MAINLINE, zones)),
         warnings=machine.warnings, page_types=histogram.summary(geo.page_size),
         saved_to=save_to,
     )
@@ -645,10 +687,10 @@ def _count_unflagged(out: Dict[Tuple[int, str], int], zones: Sequence[ZoneInfo],
         return
     pfns = start_pfn + np.flatnonzero(classes == PageClass.UNFLAGGED)
     for z in zones:
-        if z.node == node and z.start_pfn is not None and z.spanned:
+        if (z.node == node or node < 0) and z.start_pfn is not None and z.spanned:  # node -1: spans nodes
             hit = int(np.count_nonzero((pfns >= z.start_pfn) & (pfns < z.start_pfn + z.spanned)))
             if hit:
-                out[(node, z.zone)] = out.get((node, z.zone), 0) + hit
+                out[(z.node, z.zone)] = out.get((z.node, z.zone), 0) + hit
 
 
 class _TreeWriter:

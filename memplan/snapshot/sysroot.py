@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO, Dict, List, Optional, Tuple
+from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
 from memplan.core.errors import InputError
 from memplan.core.model import BlockState, Zone
@@ -131,6 +131,9 @@ class MemoryBlockInfo:
     #: ``valid_zones`` words (online: one zone or ``none``; offline: default zone first)
     valid_zones: Tuple[str, ...]
     node: Optional[int]
+    #: every ``nodeX`` link (a boot block spanning nodes is registered under each,
+    #: ``register_memory_blocks_under_node()``)
+    nodes: Tuple[int, ...] = ()
 
     @property
     def zone(self) -> Optional[Zone]:
@@ -190,24 +193,23 @@ def read_memory(tree: Tree) -> MemoryLayout:
                 raise _value_error(tree, f"{base}/phys_index", index_text, "a hexadecimal block index") from None
             if index != block:
                 raise _value_error(tree, f"{base}/phys_index", index_text, f"{block:08x} (the block's own index)")
-        node = None
+        nodes: List[int] = []
         for entry in tree.listdir(base):
             node_match = re.fullmatch(r"node(\d+)", entry)
             if node_match:
                 tree.link(f"{base}/{entry}")
-                node = int(node_match.group(1))
-        if node is None:
-            node = node_of.get(block)
-        blocks.append(MemoryBlockInfo(block, state, zones, node))
+                nodes.append(int(node_match.group(1)))
+        nodes = sorted(set(nodes)) or sorted(node_of.get(block, ()))
+        blocks.append(MemoryBlockInfo(block, state, zones, nodes[-1] if nodes else None, tuple(nodes)))
     if not blocks:
         raise InputError(f"{tree.display(MEMORY_DIR)}: no memoryN directories")
     blocks.sort(key=lambda b: b.id)
     return MemoryLayout(block_size, tuple(blocks), auto.strip() if auto else None)
 
 
-def _node_links(tree: Tree) -> Dict[int, int]:
+def _node_links(tree: Tree) -> Dict[int, Set[int]]:
     """``/sys/devices/system/node/nodeX/memoryN`` links (when the memoryN dirs have none)."""
-    out: Dict[int, int] = {}
+    out: Dict[int, Set[int]] = {}
     if not tree.isdir(NODE_DIR):
         return out
     for node_name in tree.listdir(NODE_DIR):
@@ -217,7 +219,7 @@ def _node_links(tree: Tree) -> Dict[int, int]:
         for entry in tree.listdir(f"{NODE_DIR}/{node_name}"):
             block_match = re.fullmatch(r"memory(\d+)", entry)
             if block_match:
-                out[int(block_match.group(1))] = int(node_match.group(1))
+                out.setdefault(int(block_match.group(1)), set()).add(int(node_match.group(1)))
     return out
 
 
