@@ -7,7 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import HALF_FULL as _HALF_FULL, SPARE
+from conftest import HALF_FULL as _HALF_FULL
+from conftest import SPARE
 from memplan.cli import main
 from memplan.profile.reader import load_profile
 

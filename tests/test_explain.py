@@ -6,10 +6,10 @@ import pytest
 
 from conftest import bundled, machine_from
 from memplan.core.errors import UsageError
-from memplan.explain.compute import explain_block, kind_counts
-from memplan.profile.reader import load_profile
 from memplan.engine.simulation import simulate
+from memplan.explain.compute import explain_block, kind_counts
 from memplan.kernel.trace import PipelineStep, StepStatus
+from memplan.profile.reader import load_profile
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,8 @@ def test_hanging_block_tells_each_step(sbm):
     ("hugetlb-cma-host.toml", 64, None, "Raise the 2 MiB hugetlb pool's headroom by 11"),
     ("hugetlb-cma-host.toml", 88, None, "Free 1 in-use hugetlb page that cannot migrate"),
     ("skippable-review.toml", 34, "refcount", "Deflate the balloon: 512 balloon pages"),
-    ("skippable-review.toml", 42, "refcount", "Someone else holds a reference on the fake-offline page at pfn 0x155123"),
+    ("skippable-review.toml", 42, "refcount",
+     "Someone else holds a reference on the fake-offline page at pfn 0x155123"),
     ("skippable-review.toml", 35, "skippable", "isolation fails before its MEM_GOING_OFFLINE handler"),
     ("skippable-review.toml", 42, "skippable", "Nothing to do: the block offlines, but mind the hazard"),
     ("sbm-guest.toml", 40, None, "Nothing to do: the block offlines."),

@@ -1,6 +1,6 @@
 import pytest
 
-from memplan.core.geometry import GiB, Geometry, MiB
+from memplan.core.geometry import Geometry, GiB, MiB
 
 
 def test_x86_64_defaults():

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memplan.core.errors import InputError
-from memplan.snapshot.evidence import PageClass
-from memplan.snapshot import kpageflags as kpf
-from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile, bit, classify
 from memplan.core.model import PageKind
+from memplan.snapshot import kpageflags as kpf
+from memplan.snapshot.evidence import PageClass
+from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile, bit, classify
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 HOST = os.path.join(FIXTURES, "host-6.18-24g")

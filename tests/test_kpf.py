@@ -1,9 +1,9 @@
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-import numpy as np
 
-from memplan.snapshot import kpf
 from memplan.core.model import FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_PAGE_OFFLINE, PageKind
+from memplan.snapshot import kpf
 
 
 def test_symbolic_has_page_types_width_and_letters():

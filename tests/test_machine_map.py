@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import bundled, machine_from
-from memplan.map.types import CellKind, Change
 from memplan.diff.compute import diff_semantics
-from memplan.profile.reader import load_profile
-from memplan.map.compute import diff_map, machine_map
 from memplan.engine.simulation import simulate
+from memplan.map.compute import diff_map, machine_map
+from memplan.map.types import CellKind, Change
+from memplan.profile.reader import load_profile
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,8 @@ def short_of_targets(draw):
         if 32768 - 512 * pool - free > 0:
             text += pages(base + 512 * pool, "anon", 32768 - 512 * pool - free)
     if draw(st.booleans()):
-        free, resv = draw(st.integers(0, 4)), draw(st.integers(0, 1))
+        free = draw(st.integers(0, 4))
+        resv = draw(st.integers(0, min(free, 1)))  # resv_huge_pages <= free_huge_pages
         text += f"[environment]\nhugetlb_2m = {{ free = {free}, resv = {resv} }}\n"
     return text
 

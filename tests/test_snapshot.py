@@ -9,11 +9,11 @@ import pytest
 
 from conftest import QEMU_FIXTURES, build_sysroot, fixture_tree
 from memplan.core.errors import InputError, UsageError
+from memplan.core.model import BlockState, VirtioMemMode, Zone
+from memplan.engine.simulation import simulate
 from memplan.snapshot.evidence import PageClass
 from memplan.snapshot.kpageflags import KPF, bit
 from memplan.snapshot.reader import describe, detect_semantics, load_snapshot
-from memplan.core.model import BlockState, VirtioMemMode, Zone
-from memplan.engine.simulation import simulate
 
 PPB = 32768
 

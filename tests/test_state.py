@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import machine_from
 from memplan.core.model import FOLIO_ORDER, PageKind
-from memplan.plans.state import MachineState
 from memplan.core.results import Outcome
 from memplan.engine.simulation import simulate
+from memplan.plans.state import MachineState
 
 PPB = 32768
 PB = 512
@@ -47,7 +48,8 @@ def test_kernel_zone_pages_never_land_in_zone_movable():
     text = LAYOUT + page(0, "anon", PPB - 50) + page(PPB - 50, "file", 50)
     state = MachineState(machine_from(text.replace('size = "128MiB"\nzone = "Normal"',
                                                    'size = "256MiB"\nzone = "Normal"')
-                                      .replace('start = "128MiB"\nsize = "384MiB"', 'start = "256MiB"\nsize = "256MiB"'),
+                                      .replace('start = "128MiB"\nsize = "384MiB"',
+                                               'start = "256MiB"\nsize = "256MiB"'),
                                       spare=False))
     # Block 1 (Normal) is free, blocks 2-3 Movable are free: block 0's pages may only go to block 1.
     assert state.offline(0).result is Outcome.OFFLINED

@@ -5,10 +5,17 @@ import os
 import pytest
 
 from memplan.core.errors import InputError
-from memplan.snapshot.sysroot import (
-    Tree, ram_ranges, read_hugepages, read_iomem, read_memory, read_params, read_release, read_zoneinfo,
-)
 from memplan.core.model import BlockState, Zone
+from memplan.snapshot.sysroot import (
+    Tree,
+    ram_ranges,
+    read_hugepages,
+    read_iomem,
+    read_memory,
+    read_params,
+    read_release,
+    read_zoneinfo,
+)
 
 
 def write(root, rel, text):
