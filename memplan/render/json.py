@@ -6,7 +6,7 @@ import json
 from typing import IO, Any, Dict
 
 from memplan import __version__
-from memplan.core.results import BlockVerdict, Culprit, Hazard, LogEntry, PageCounts, SimulationResult
+from memplan.core.results import BlockVerdict, Confidence, Culprit, Hazard, LogEntry, PageCounts, SimulationResult
 
 
 def culprit_dict(culprit: Culprit) -> Dict[str, Any]:
@@ -49,11 +49,16 @@ def block_dict(v: BlockVerdict) -> Dict[str, Any]:
         "hazards": [hazard_dict(h) for h in v.hazards],
         "device": v.device,
         "device_state": v.device_state,
+        # every input has them (a profile's verdicts are certain): one shape for every input
+        "confidence": (v.confidence or Confidence.CERTAIN).value,
+        "blind_spots": list(v.blind_spots),
     }
-    if v.confidence is not None:
-        out["confidence"] = v.confidence.value
-        out["blind_spots"] = list(v.blind_spots)
     return out
+
+
+def by_confidence_dict(split: Dict[Confidence, int]) -> Dict[str, int]:
+    """``{"certain": N, "likely": N, "unknown": N}``: every level present."""
+    return {c.value: int(split.get(c, 0)) for c in Confidence}
 
 
 def simulation_dict(result: SimulationResult, blocks: bool = True) -> Dict[str, Any]:
@@ -66,7 +71,9 @@ def simulation_dict(result: SimulationResult, blocks: bool = True) -> Dict[str, 
         "semantics": result.semantics,
         "blocks": [block_dict(b) for b in result.blocks] if blocks else [],
         "summary": {"blocks": s.blocks, "offlined": s.offlined, "fails": s.fails, "hangs": s.hangs,
-                    "offlinable_bytes": s.offlinable_bytes},
+                    "offlinable_bytes": s.offlinable_bytes,
+                    "offlinable_bytes_by_confidence": by_confidence_dict(s.offlinable_bytes_by_confidence),
+                    "unknown_blocks": s.unknown_blocks},
         "warnings": list(result.warnings),
     }
     if result.semantics_reason:
