@@ -158,3 +158,35 @@ def test_pictures_render_under_rsvg_convert(tmp_path, sbm):
         result = subprocess.run([RSVG, str(tmp_path / name), "-o", str(png)], capture_output=True, text=True)
         assert result.returncode == 0 and not result.stderr, result.stderr
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _three_confidences_map():
+    from memplan.core.results import Confidence
+    from memplan.map.types import BlockMap, Cell, CellKind, Segment
+    cells = tuple(Cell(b, CellKind.OFFLINES, confidence=c) for b, c in enumerate(Confidence))
+    return BlockMap("m", "s", 128 << 20, ("refcount",), (Segment(0, 2, "Normal", None, cells=cells),),
+                    {CellKind.OFFLINES: 3})
+
+
+def test_likely_and_unknown_cells_are_distinct_in_every_picture():
+    """certain o, likely o underlined, unknown ? in reverse video: in the SVG, the HTML and the text,
+    and the legend shows each with the same style."""
+    renderable = map_renderable(_three_confidences_map(), 100)
+    console = recording_console(100)
+    console.print(renderable, soft_wrap=True)
+    text = console.export_text(clear=False)
+    assert re.search(r"^ +0 +0x0 +Normal +oo\?$", text, re.M)
+    svg = svg_text(console, "m", unique_id="u")
+    styles = dict(re.findall(r"\.(u-r\d+) \{ ([^}]*)\}", svg))
+    grid = re.search(r"Normal.*?</text>((?:<text[^>]*>[o?]</text>)+)", svg).group(1)
+    classes = re.findall(r'class="(u-r\d+)"[^>]*>([o?])<', grid)
+    assert [g for _, g in classes] == ["o", "o", "?"] and len({c for c, _ in classes}) == 3
+    certain, likely, unknown = (styles[c] for c, _ in classes)
+    assert "underline" not in certain and "underline" in likely and "underline" not in unknown
+    html = html_text(console, "m")
+    spans = re.findall(r'<span style="([^"]*)">([o?])</span>', html)
+    assert [g for _, g in spans[:3]] == ["o", "o", "?"]
+    assert "underline" in spans[1][0] and "underline" not in spans[0][0] and "background-color" in spans[2][0]
+    # the legend entries use the same styles as the cells
+    assert re.search(r'text-decoration: underline">o</span> +likely', html)
+    assert re.search(r'background-color[^"]*">\?</span> +unknown', html)
