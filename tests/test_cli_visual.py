@@ -67,7 +67,8 @@ def test_explain_text_and_json():
     assert "Advice: Release the extra references on 3 pages" in result.output
     doc = json.loads(run("explain", REVIEW, "42", "--semantics", "skippable", "--json").output)
     assert set(doc) == {"memplan", "profile", "machine", "semantics", "block", "steps", "population", "culprit",
-                        "advice"}
+                        "advice", "warnings"}
+    assert (doc["block"]["confidence"], doc["block"]["blind_spots"], doc["warnings"]) == ("certain", [], [])
     assert doc["block"]["result"] == "offlined" and doc["culprit"] is None
     assert [s["status"] for s in doc["steps"]] == ["passed"] * 13
     assert sum(r["pages"] for r in doc["population"]) == 32768

@@ -214,3 +214,23 @@ def test_trust_is_one_option_for_every_command():
         helps[name] = (option.help, option.default, tuple(option.type.choices))
     assert len(set(helps.values())) == 1 and helps["simulate"][1:] == ("likely", ("likely", "unknown"))
     assert run("simulate", "--trust", "certain", "x.toml").exit_code == 2
+
+
+def test_explain_and_diff_json_carry_the_snapshot_confidence(kernel_zone_tree):
+    import json
+
+    from memplan.explain.compute import explain_block
+    from memplan.render.explain import story_dict
+    machine = load_snapshot(kernel_zone_tree)
+    # (explain takes the block after --sysroot once issue 13 section 6 is done: the API here)
+    doc = story_dict(explain_block(machine, 1), machine.geometry.page_size, machine.warnings)
+    # the same confidence and blind spots simulate gives the block
+    assert doc["block"]["confidence"] == "unknown"
+    assert doc["block"]["blind_spots"] == ["3 pages with no flags could be unmovable kernel allocations"]
+    assert doc["warnings"] == list(machine.warnings)
+    assert story_dict(explain_block(machine, 3))["block"]["confidence"] == "certain"
+    diff = json.loads(run("diff-semantics", "--sysroot", kernel_zone_tree, "--json").stdout)
+    assert diff["summary"]["left"]["offlinable_bytes_by_confidence"] == {
+        "certain": 128 << 20, "likely": 0, "unknown": 128 << 20}
+    assert diff["summary"]["right"]["offlinable_bytes_by_confidence"] == diff["summary"]["left"][
+        "offlinable_bytes_by_confidence"]

@@ -22,10 +22,11 @@ from memplan.diff.types import (
     SiteFinding,
 )
 from memplan.render.block_columns import difference_columns
+from memplan.render.cells import worst_confidence
 from memplan.render.console import print_line
 from memplan.render.escape import safe
 from memplan.render.grid import Cell, Grid, GridColumn, Styled
-from memplan.render.json import block_dict
+from memplan.render.json import block_dict, by_confidence_dict
 from memplan.render.lsmem import Format, SummaryWhen, TableOptions, print_listing
 
 # --- JSON -------------------------------------------------------------------------------
@@ -47,6 +48,8 @@ def difference_dict(d: BlockDifference) -> Dict[str, Any]:
         "left": block_dict(d.left),
         "right": block_dict(d.right),
         "changed": list(d.changed),
+        # the less certain side's (each side's own is in its block)
+        "confidence": worst_confidence((d.left.confidence, d.right.confidence)).value,
         "sites": [s.value for s in d.sites],
         "findings": [finding_dict(f) for f in d.findings],
         "explanation": d.explanation,
@@ -96,9 +99,11 @@ def diff_dict(d: SemanticsDiff) -> Dict[str, Any]:
         "summary": {
             "blocks": s.blocks,
             "differ": s.differ,
-            "left": {"semantics": d.left, "offlined": s.left_offlined, "offlinable_bytes": s.left_offlinable_bytes},
+            "left": {"semantics": d.left, "offlined": s.left_offlined, "offlinable_bytes": s.left_offlinable_bytes,
+                     "offlinable_bytes_by_confidence": by_confidence_dict(s.left_offlinable_by_confidence)},
             "right": {"semantics": d.right, "offlined": s.right_offlined,
-                      "offlinable_bytes": s.right_offlinable_bytes},
+                      "offlinable_bytes": s.right_offlinable_bytes,
+                      "offlinable_bytes_by_confidence": by_confidence_dict(s.right_offlinable_by_confidence)},
         },
         "warnings": list(d.warnings),
     }
