@@ -75,9 +75,9 @@ def simulation_dict(result: SimulationResult, blocks: bool = True) -> Dict[str, 
                     "offlinable_bytes_by_confidence": by_confidence_dict(s.offlinable_bytes_by_confidence),
                     "unknown_blocks": s.unknown_blocks},
         "warnings": list(result.warnings),
+        # how the semantics was chosen for a snapshot; null for a profile or with --semantics
+        "semantics_reason": result.semantics_reason or None,
     }
-    if result.semantics_reason:
-        doc["semantics_reason"] = result.semantics_reason
     return doc
 
 
