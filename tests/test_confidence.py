@@ -234,3 +234,12 @@ def test_explain_and_diff_json_carry_the_snapshot_confidence(kernel_zone_tree):
         "certain": 128 << 20, "likely": 0, "unknown": 128 << 20}
     assert diff["summary"]["right"]["offlinable_bytes_by_confidence"] == diff["summary"]["left"][
         "offlinable_bytes_by_confidence"]
+
+
+def test_diff_summary_splits_by_confidence_only_when_something_is_not_certain(kernel_zone_tree):
+    from conftest import bundled
+    lines = run("diff-semantics", "--sysroot", kernel_zone_tree).stdout.splitlines()
+    assert "By confidence (refcount):   certain 128M, likely 0B, unknown 128M" in lines
+    assert "By confidence (skippable):  certain 128M, likely 0B, unknown 128M" in lines
+    assert not [line for line in run("diff-semantics", bundled("sbm-guest.toml")).stdout.splitlines()
+                if line.startswith("By confidence")]
