@@ -190,3 +190,69 @@ def test_likely_and_unknown_cells_are_distinct_in_every_picture():
     # the legend entries use the same styles as the cells
     assert re.search(r'text-decoration: underline">o</span> +likely', html)
     assert re.search(r'background-color[^"]*">\?</span> +unknown', html)
+
+
+def _read_png(data: bytes):
+    """The RGBA pixels of an 8-bit, non-interlaced RGBA PNG (what rsvg-convert writes): a few
+    lines of zlib, so the test needs no imaging library."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", data[pos + 8:pos + 8 + n])
+        elif kind == b"IDAT":
+            idat += data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    width, height, depth, colour, _, _, interlace = header
+    assert (depth, colour, interlace) == (8, 6, 0)
+    raw, stride = zlib.decompress(idat), width * 4
+    rows, prev = [], [0] * stride
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)]
+        cur = [0] * stride
+        for i in range(stride):
+            a, b, c = (cur[i - 4] if i >= 4 else 0), prev[i], (prev[i - 4] if i >= 4 else 0)
+            if kind == 0:
+                p = 0
+            elif kind == 1:
+                p = a
+            elif kind == 2:
+                p = b
+            elif kind == 3:
+                p = (a + b) // 2
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            cur[i] = (line[i] + p) & 255
+        rows.append(cur)
+        prev = cur
+    return np.asarray(rows, dtype=np.uint8).reshape(height, width, 4)
+
+
+@pytest.mark.skipif(RSVG is None, reason="rsvg-convert is not installed (apt-get install librsvg2-bin)")
+def test_rsvg_convert_keeps_every_blank(tmp_path):
+    """rsvg-convert draws a run of blanks as wide as the terminal does: the second X of "X<n blanks>X"
+    moves one cell per blank (a collapsed run would put it one cell after the first)."""
+    from rich.text import Text
+
+    def pixels(text):
+        console = recording_console(30)
+        console.print(Text(text, style="bold"), soft_wrap=True)
+        path = tmp_path / "t.svg"
+        path.write_text(svg_text(console, "t", unique_id="t"))
+        return _read_png(subprocess.run([RSVG, str(path)], capture_output=True, check=True).stdout)
+
+    def second_x(blanks):
+        text = "X" + " " * blanks + "X"
+        ink = (pixels(text) != pixels(" " * len(text))).any(axis=(0, 2)).nonzero()[0]
+        return ink[(ink[1:] - ink[:-1] > 1).nonzero()[0][0] + 1] - ink[0]
+
+    one, two, twenty = second_x(1), second_x(2), second_x(20)
+    cell = two - one
+    assert cell > 5 and abs(twenty - one - 19 * cell) <= 2, (one, two, twenty)
