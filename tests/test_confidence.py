@@ -207,10 +207,12 @@ def test_check_counts_only_trusted_successes(kernel_zone_tree, blocks, trust, st
 
 
 def test_trust_is_one_option_for_every_command():
+    import click
+
     from memplan.cli import main
     helps = {}
     for name in ("simulate", "fleet"):
-        (option,) = [p for p in main.get_command(None, name).params if p.name == "trust"]
+        (option,) = [p for p in main.get_command(click.Context(main), name).params if p.name == "trust"]
         helps[name] = (option.help, option.default, tuple(option.type.choices))
     assert len(set(helps.values())) == 1 and helps["simulate"][1:] == ("likely", ("likely", "unknown"))
     assert run("simulate", "--trust", "certain", "x.toml").exit_code == 2
