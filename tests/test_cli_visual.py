@@ -40,6 +40,21 @@ def test_map(tmp_path):
     assert "<html" in html.read_text().lower() and "offlines only under refcount" in html.read_text()
 
 
+def test_map_json_one_shape_with_and_without_diff():
+    plain = json.loads(run("map", SBM, "--json").output)
+    diff = json.loads(run("map", REVIEW, "--diff", "--json").output)
+    assert set(plain) == set(diff) and set(plain["summary"]) == set(diff["summary"])
+    assert plain["diff"] is None and diff["diff"]["left"] == "refcount" and diff["diff"]["right"] == "skippable"
+    assert sum(diff["diff"]["changes"].values()) == sum(c["change"] != "same" for c in diff["cells"]) > 0
+    assert {c["change"] for c in plain["cells"]} == {"same"}
+    hang = next(c for c in plain["cells"] if c["block"] == 36)
+    assert hang == {"block": 36, "kind": "hangs", "confidence": "certain", "change": "same", "changed": []}
+    summary = plain["summary"]
+    assert summary["offlinable_bytes_by_confidence"] == {"certain": summary["offlinable_bytes"], "likely": 0,
+                                                         "unknown": 0}
+    assert summary["cells"]["hangs"] == 2 and summary["judged_blocks"] == sum(summary["blocks_by_confidence"].values())
+
+
 def test_map_errors(tmp_path):
     one_error_line(run("map", SBM, "--diff", "--semantics", "skippable"), "--semantics cannot be combined with --diff")
     one_error_line(run("map", SBM, "--svg", str(tmp_path / "no" / "such" / "dir.svg")), "--svg: cannot write")
@@ -52,7 +67,8 @@ def test_explain_text_and_json():
     assert "Advice: Release the extra references on 3 pages" in result.output
     doc = json.loads(run("explain", REVIEW, "42", "--semantics", "skippable", "--json").output)
     assert set(doc) == {"memplan", "profile", "machine", "semantics", "block", "steps", "population", "culprit",
-                        "advice"}
+                        "advice", "warnings"}
+    assert (doc["block"]["confidence"], doc["block"]["blind_spots"], doc["warnings"]) == ("certain", [], [])
     assert doc["block"]["result"] == "offlined" and doc["culprit"] is None
     assert [s["status"] for s in doc["steps"]] == ["passed"] * 13
     assert sum(r["pages"] for r in doc["population"]) == 32768

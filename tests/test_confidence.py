@@ -135,14 +135,113 @@ def test_simulate_attaches_confidence_from_both_readings(kernel_zone_machine):
         Outcome.OFFLINED, Confidence.CERTAIN, ())
 
 
-def test_profiles_get_no_confidence():
+def test_profile_verdicts_are_certain():
     from conftest import bundled
     from memplan.profile.reader import load_profile
-    result = simulate(load_profile(bundled("sbm-guest.toml")), blocks=[36])
-    assert result.blocks[0].confidence is None and result.semantics_reason is None
+    result = simulate(load_profile(bundled("sbm-guest.toml")), blocks=[36, 40])
+    assert [(v.confidence, v.blind_spots) for v in result.blocks] == [(Confidence.CERTAIN, ())] * 2
+    assert result.semantics_reason is None
+    split = result.summary.offlinable_bytes_by_confidence
+    assert split[Confidence.CERTAIN] == result.summary.offlinable_bytes
+    assert split[Confidence.LIKELY] == split[Confidence.UNKNOWN] == 0
 
 
 def test_verdicts_stay_frozen_dataclasses(kernel_zone_machine):
     v = simulate(kernel_zone_machine, blocks=[3]).blocks[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.confidence = "likely"
+
+
+def run(*args):
+    from click.testing import CliRunner
+
+    from memplan.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def kernel_zone_tree(tmp_path):
+    """The tree of ``kernel_zone_machine``: block 1 offlines (unknown), 2 fails (certain), 3 offlines (certain)."""
+    flags = np.full(4 * PPB, bit(KPF.BUDDY), dtype=np.uint64)
+    flags[PPB + 100:PPB + 103] = 0
+    flags[2 * PPB + 7] = bit(KPF.SLAB)
+    return build_sysroot(str(tmp_path / "t"), {b: ("online", "Normal") for b in (1, 2, 3)}, flags,
+                         "00000000-00000fff : Reserved\n08000000-1fffffff : System RAM\n")
+
+
+def test_simulate_json_splits_offlinable_memory_by_confidence(kernel_zone_tree):
+    from conftest import bundled
+    result = run("simulate", "--sysroot", kernel_zone_tree, "--json")
+    assert result.exit_code == 0, result.output
+    import json
+    doc = json.loads(result.stdout)
+    summary = doc["summary"]
+    assert summary["offlinable_bytes_by_confidence"] == {"certain": 128 << 20, "likely": 0, "unknown": 128 << 20}
+    assert sum(summary["offlinable_bytes_by_confidence"].values()) == summary["offlinable_bytes"]
+    assert summary["unknown_blocks"] == 1
+    assert [b["confidence"] for b in doc["blocks"]] == ["unknown", "certain", "certain"]
+    # the same keys whatever the input: a profile's verdicts are certain, with no blind spot
+    profile = json.loads(run("simulate", bundled("sbm-guest.toml"), "--json").stdout)
+    assert set(profile) - {"semantics_reason"} == set(doc) - {"semantics_reason"}
+    assert set(profile["summary"]) == set(summary)
+    assert set(profile["blocks"][0]) == set(doc["blocks"][0])
+    assert profile["summary"]["offlinable_bytes_by_confidence"] == {
+        "certain": profile["summary"]["offlinable_bytes"], "likely": 0, "unknown": 0}
+
+
+def test_simulate_table_prints_the_split(kernel_zone_tree):
+    result = run("simulate", "--sysroot", kernel_zone_tree)
+    assert result.exit_code == 0, result.output
+    assert "By confidence:          certain 128M, likely 0B, unknown 128M" in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("blocks, trust, status", [
+    ("1-3", None, 64), ("1-3", "likely", 64), ("1,3", "unknown", 0), ("1", None, 1), ("1", "unknown", 0),
+    ("3", None, 0), ("2", "unknown", 1),
+])
+def test_check_counts_only_trusted_successes(kernel_zone_tree, blocks, trust, status):
+    extra = ["--trust", trust] if trust else []
+    for listing in ([], ["--json"], ["-o", "BLOCK,STATE"]):
+        result = run("simulate", "--sysroot", kernel_zone_tree, "--blocks", blocks, "--check", *extra, *listing)
+        assert result.exit_code == status, (blocks, trust, listing, result.output)
+
+
+def test_trust_is_one_option_for_every_command():
+    import click
+
+    from memplan.cli import main
+    helps = {}
+    for name in ("simulate", "fleet"):
+        (option,) = [p for p in main.get_command(click.Context(main), name).params if p.name == "trust"]
+        helps[name] = (option.help, option.default, tuple(option.type.choices))
+    assert len(set(helps.values())) == 1 and helps["simulate"][1:] == ("likely", ("likely", "unknown"))
+    assert run("simulate", "--trust", "certain", "x.toml").exit_code == 2
+
+
+def test_explain_and_diff_json_carry_the_snapshot_confidence(kernel_zone_tree):
+    import json
+
+    from memplan.explain.compute import explain_block
+    from memplan.render.explain import story_dict
+    machine = load_snapshot(kernel_zone_tree)
+    # (explain takes the block after --sysroot once issue 13 section 6 is done: the API here)
+    doc = story_dict(explain_block(machine, 1), machine.geometry.page_size, machine.warnings)
+    # the same confidence and blind spots simulate gives the block
+    assert doc["block"]["confidence"] == "unknown"
+    assert doc["block"]["blind_spots"] == ["3 pages with no flags could be unmovable kernel allocations"]
+    assert doc["warnings"] == list(machine.warnings)
+    assert story_dict(explain_block(machine, 3))["block"]["confidence"] == "certain"
+    diff = json.loads(run("diff-semantics", "--sysroot", kernel_zone_tree, "--json").stdout)
+    assert diff["summary"]["left"]["offlinable_bytes_by_confidence"] == {
+        "certain": 128 << 20, "likely": 0, "unknown": 128 << 20}
+    assert diff["summary"]["right"]["offlinable_bytes_by_confidence"] == diff["summary"]["left"][
+        "offlinable_bytes_by_confidence"]
+
+
+def test_diff_summary_splits_by_confidence_only_when_something_is_not_certain(kernel_zone_tree):
+    from conftest import bundled
+    lines = run("diff-semantics", "--sysroot", kernel_zone_tree).stdout.splitlines()
+    assert "By confidence (refcount):   certain 128M, likely 0B, unknown 128M" in lines
+    assert "By confidence (skippable):  certain 128M, likely 0B, unknown 128M" in lines
+    assert not [line for line in run("diff-semantics", bundled("sbm-guest.toml")).stdout.splitlines()
+                if line.startswith("By confidence")]

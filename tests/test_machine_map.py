@@ -67,3 +67,28 @@ def test_diff_map_marks_exactly_the_blocks_diff_semantics_reports():
     assert set(marked) == {d.block for d in report.differences}
     assert marked == {34: Change.OTHER, 35: Change.LEFT_ONLY, 42: Change.RIGHT_ONLY, 67: Change.LEFT_ONLY}
     assert bmap.changes[Change.LEFT_ONLY] == 2 and bmap.is_diff
+
+
+def test_cells_carry_each_verdicts_confidence_and_the_json_splits_memory_by_it():
+    from conftest import fixture_tree
+    from memplan.core.results import Confidence
+    from memplan.render.map_json import map_dict
+    from memplan.snapshot.reader import load_snapshot
+    machine = load_snapshot(fixture_tree("qemu-6.1-post1"))
+    result = simulate(machine)
+    bmap = machine_map(machine, result)
+    verdicts = {v.block: v for v in result.blocks}
+    cells = {c.block: c for c in bmap.cells}
+    assert {b: cells[b].confidence for b in verdicts} == {b: v.confidence for b, v in verdicts.items()}
+    assert len({v.confidence for v in verdicts.values()}) > 1  # the tree has certain and likely verdicts
+    doc = map_dict(bmap, ("w",))
+    by_block = {c["block"]: c for c in doc["cells"]}
+    assert all(by_block[b]["confidence"] == v.confidence.value for b, v in verdicts.items())
+    assert all(c["confidence"] is None for c in doc["cells"] if c["block"] not in verdicts)
+    s = result.summary
+    assert doc["summary"]["offlinable_bytes"] == s.offlinable_bytes
+    assert doc["summary"]["offlinable_bytes_by_confidence"] == {
+        c.value: s.offlinable_bytes_by_confidence[c] for c in Confidence}
+    assert doc["summary"]["blocks_by_confidence"] == {
+        c.value: sum(1 for v in verdicts.values() if v.confidence is c) for c in Confidence}
+    assert doc["diff"] is None and doc["warnings"] == ["w"]

@@ -14,7 +14,7 @@ from memplan.render import table as render_table
 from memplan.render.block_facts import MachineFacts
 
 BLOCK_KEYS = {"block", "start", "end", "zone", "node", "result", "errno", "reason", "step", "cause", "culprit",
-              "pages", "kernel_log", "hazards", "device", "device_state"}
+              "pages", "kernel_log", "hazards", "device", "device_state", "confidence", "blind_spots"}
 PAGE_KEYS = {"total", "free", "migrated", "skipped_offline", "dissolved", "hwpoison", "vmemmap", "holes", "blocking"}
 
 
@@ -24,7 +24,12 @@ def test_json_document_shape():
     render_json.write(render_json.simulation_dict(result), stream)
     doc = json.loads(stream.getvalue())
     assert doc["memplan"] == __version__ and doc["semantics"] == "refcount"
-    assert set(doc["summary"]) == {"blocks", "offlined", "fails", "hangs", "offlinable_bytes"}
+    assert set(doc["summary"]) == {"blocks", "offlined", "fails", "hangs", "offlinable_bytes",
+                                   "offlinable_bytes_by_confidence", "unknown_blocks"}
+    # a profile is exact: every verdict certain, all its offlinable memory too
+    assert doc["summary"]["offlinable_bytes_by_confidence"] == {
+        "certain": doc["summary"]["offlinable_bytes"], "likely": 0, "unknown": 0}
+    assert {(b["confidence"], tuple(b["blind_spots"])) for b in doc["blocks"]} == {("certain", ())}
     for block in doc["blocks"]:
         assert set(block) == BLOCK_KEYS
         assert set(block["pages"]) == PAGE_KEYS

@@ -14,7 +14,8 @@ from memplan.render import json as render_json
 from test_render import BLOCK_KEYS
 
 REVIEW = bundled("skippable-review.toml")
-DIFF_KEYS = {"block", "zone", "left", "right", "changed", "sites", "findings", "explanation", "hazards"}
+DIFF_KEYS = {"block", "zone", "left", "right", "changed", "sites", "findings", "explanation", "hazards",
+             "confidence"}
 
 
 def document(diff):
@@ -48,7 +49,11 @@ def test_json_document_shape():
     summary = doc["summary"]
     assert set(summary) == {"blocks", "differ", "left", "right"}
     assert summary["differ"] == len(doc["differences"])
-    assert set(summary["left"]) == {"semantics", "offlined", "offlinable_bytes"}
+    assert set(summary["left"]) == {"semantics", "offlined", "offlinable_bytes", "offlinable_bytes_by_confidence"}
+    for side in ("left", "right"):  # a profile is exact: all of its offlinable memory is certain
+        assert summary[side]["offlinable_bytes_by_confidence"] == {
+            "certain": summary[side]["offlinable_bytes"], "likely": 0, "unknown": 0}
+    assert {d["confidence"] for d in doc["differences"]} == {"certain"}
     owners = {o["kind"]: o for o in doc["owners"]}
     driver = owners["offline_refcount_driver"]
     assert set(driver) == {"kind", "owner", "pages", "changes_in", "note", "hazards", "zones"}

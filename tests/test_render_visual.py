@@ -158,3 +158,101 @@ def test_pictures_render_under_rsvg_convert(tmp_path, sbm):
         result = subprocess.run([RSVG, str(tmp_path / name), "-o", str(png)], capture_output=True, text=True)
         assert result.returncode == 0 and not result.stderr, result.stderr
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _three_confidences_map():
+    from memplan.core.results import Confidence
+    from memplan.map.types import BlockMap, Cell, CellKind, Segment
+    cells = tuple(Cell(b, CellKind.OFFLINES, confidence=c) for b, c in enumerate(Confidence))
+    return BlockMap("m", "s", 128 << 20, ("refcount",), (Segment(0, 2, "Normal", None, cells=cells),),
+                    {CellKind.OFFLINES: 3})
+
+
+def test_likely_and_unknown_cells_are_distinct_in_every_picture():
+    """certain o, likely o underlined, unknown ? in reverse video: in the SVG, the HTML and the text,
+    and the legend shows each with the same style."""
+    renderable = map_renderable(_three_confidences_map(), 100)
+    console = recording_console(100)
+    console.print(renderable, soft_wrap=True)
+    text = console.export_text(clear=False)
+    assert re.search(r"^ +0 +0x0 +Normal +oo\?$", text, re.M)
+    svg = svg_text(console, "m", unique_id="u")
+    styles = dict(re.findall(r"\.(u-r\d+) \{ ([^}]*)\}", svg))
+    grid = re.search(r"Normal.*?</text>((?:<text[^>]*>[o?]</text>)+)", svg).group(1)
+    classes = re.findall(r'class="(u-r\d+)"[^>]*>([o?])<', grid)
+    assert [g for _, g in classes] == ["o", "o", "?"] and len({c for c, _ in classes}) == 3
+    certain, likely, unknown = (styles[c] for c, _ in classes)
+    assert "underline" not in certain and "underline" in likely and "underline" not in unknown
+    html = html_text(console, "m")
+    spans = re.findall(r'<span style="([^"]*)">([o?])</span>', html)
+    assert [g for _, g in spans[:3]] == ["o", "o", "?"]
+    assert "underline" in spans[1][0] and "underline" not in spans[0][0] and "background-color" in spans[2][0]
+    # the legend entries use the same styles as the cells
+    assert re.search(r'text-decoration: underline">o</span> +likely', html)
+    assert re.search(r'background-color[^"]*">\?</span> +unknown', html)
+
+
+def _read_png(data: bytes):
+    """The RGBA pixels of an 8-bit, non-interlaced RGBA PNG (what rsvg-convert writes): a few
+    lines of zlib, so the test needs no imaging library."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", data[pos + 8:pos + 8 + n])
+        elif kind == b"IDAT":
+            idat += data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    width, height, depth, colour, _, _, interlace = header
+    assert (depth, colour, interlace) == (8, 6, 0)
+    raw, stride = zlib.decompress(idat), width * 4
+    rows, prev = [], [0] * stride
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)]
+        cur = [0] * stride
+        for i in range(stride):
+            a, b, c = (cur[i - 4] if i >= 4 else 0), prev[i], (prev[i - 4] if i >= 4 else 0)
+            if kind == 0:
+                p = 0
+            elif kind == 1:
+                p = a
+            elif kind == 2:
+                p = b
+            elif kind == 3:
+                p = (a + b) // 2
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            cur[i] = (line[i] + p) & 255
+        rows.append(cur)
+        prev = cur
+    return np.asarray(rows, dtype=np.uint8).reshape(height, width, 4)
+
+
+@pytest.mark.skipif(RSVG is None, reason="rsvg-convert is not installed (apt-get install librsvg2-bin)")
+def test_rsvg_convert_keeps_every_blank(tmp_path):
+    """rsvg-convert draws a run of blanks as wide as the terminal does: the second X of "X<n blanks>X"
+    moves one cell per blank (a collapsed run would put it one cell after the first)."""
+    from rich.text import Text
+
+    def pixels(text):
+        console = recording_console(30)
+        console.print(Text(text, style="bold"), soft_wrap=True)
+        path = tmp_path / "t.svg"
+        path.write_text(svg_text(console, "t", unique_id="t"))
+        return _read_png(subprocess.run([RSVG, str(path)], capture_output=True, check=True).stdout)
+
+    def second_x(blanks):
+        text = "X" + " " * blanks + "X"
+        ink = (pixels(text) != pixels(" " * len(text))).any(axis=(0, 2)).nonzero()[0]
+        return ink[(ink[1:] - ink[:-1] > 1).nonzero()[0][0] + 1] - ink[0]
+
+    one, two, twenty = second_x(1), second_x(2), second_x(20)
+    cell = two - one
+    assert cell > 5 and abs(twenty - one - 19 * cell) <= 2, (one, two, twenty)

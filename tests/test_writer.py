@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import textwrap
 
 import numpy as np
@@ -271,3 +272,27 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monk
     monkeypatch.undo()
     write_profile(machine, doc, state.to_machine(), str(path))  # a re-run works
     assert load_profile(str(path)).blocks.ids.tolist() == state.to_machine().blocks.ids.tolist()
+
+
+#: emoji and other astral characters (the surrogate pairs a hand-written writer once escaped as
+#: "\ud83d\ude00"), mixed with any other character a TOML string holds
+ASTRAL_TEXT = st.text(st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF) | st.characters(
+    blacklist_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ASTRAL_TEXT, st.text(st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF,
+                                          blacklist_categories=("Cs",)), max_size=12), st.integers(0, 3))
+def test_astral_names_and_descriptions_round_trip(tmp_path_factory, name, description, blocks):
+    """--write-profile output loads back to the same machine name, description and simulation
+    whatever unicode the profile holds (written by tomli-w as UTF-8, never as surrogate escapes)."""
+    machine, doc = machine_and_doc()
+    doc = copy.deepcopy(doc)
+    doc["machine"] = {"name": name, "description": description + "😀"}
+    machine = build_machine(copy.deepcopy(doc), "<test>")
+    _, state = plan(machine, blocks * 128 * MB)
+    path, loaded = assert_round_trip(state, doc, tmp_path_factory.mktemp("astral"))
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}", text)  # no surrogate escape
+    assert loaded.name == name
+    assert read_document(str(path))["machine"]["description"] == description + "😀"

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from memplan.core.errors import ProfileError, UsageError
 from memplan.core.machine import Machine
+from memplan.core.results import Confidence
 from memplan.core.status import ExitStatus, check_status
 from memplan.core.units import parse_block_ranges, parse_chmem_size, parse_size
 from memplan.kernel.semantics import SEMANTICS
@@ -115,6 +116,31 @@ def blocks_option(func: FuncT) -> FuncT:
     return click.option("--blocks", "blocks", metavar="RANGE", default=None,
                         help="Memory blocks to judge, lsmem syntax: 7, 32-63, 1,4,8-9 "
                              "(default: every online block).")(func)
+
+
+#: Confidence levels from the surest down: trusting a level trusts every level before it.
+_DOUBT = {level: rank for rank, level in enumerate(Confidence)}
+
+
+def trusted(trust: Confidence, level: Optional[Confidence]) -> bool:
+    """Whether ``--trust TRUST`` counts a verdict of confidence ``level`` (``None``: certain)."""
+    return _DOUBT[level or Confidence.CERTAIN] <= _DOUBT[trust]
+
+
+def _trust_value(ctx: click.Context, param: click.Parameter, value: str) -> Confidence:
+    return Confidence(value)
+
+
+def trust_option(func: FuncT) -> FuncT:
+    """``--trust likely|unknown``: the least sure verdicts that count as successes (``--check``
+    of simulate, plan, unplug and fleet, fleet's "Hosts reaching it"). The command receives a
+    ``Confidence``."""
+    return click.option("--trust", type=click.Choice([Confidence.LIKELY.value, Confidence.UNKNOWN.value]),
+                        default=Confidence.LIKELY.value, show_default=True, callback=_trust_value,
+                        help="Verdicts that count as successes for --check (and fleet's 'Hosts reaching it'): "
+                             "'likely' counts verdicts that are certain or likely; 'unknown' also counts "
+                             "verdicts the input cannot decide (a snapshot without the page data to settle "
+                             "them).")(func)
 
 
 def print_warnings(warnings: Iterable[str]) -> None:

@@ -54,7 +54,7 @@ def explain_command(profile: str, block: str, semantics: str, foreign_ref_droppe
     story = explain_block(machine, parse_block(block), semantics)
     print_warnings(machine.warnings)
     if as_json:
-        render_json.write(render_explain.story_dict(story, machine.geometry.page_size), sys.stdout)
+        render_json.write(render_explain.story_dict(story, machine.geometry.page_size, machine.warnings), sys.stdout)
     else:
         render_explain.print_story(stdout_console(), story, machine.geometry.page_size)
     raise SystemExit(int(ExitStatus.SUCCESS))

@@ -11,7 +11,14 @@ from typing import Optional, Tuple
 import click
 
 from memplan.cli.app import main
-from memplan.cli.common import print_warnings, semantics_option, size_value, stderr_console, stdout_console
+from memplan.cli.common import (
+    print_warnings,
+    semantics_option,
+    size_value,
+    stderr_console,
+    stdout_console,
+    trust_option,
+)
 from memplan.core.errors import UsageError
 from memplan.core.results import Confidence
 from memplan.fleet.aggregate import FleetAggregate, fleet_status, nothing_judged
@@ -77,10 +84,7 @@ def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optio
               callback=_host_timeout,
               help="Time limit per host: a host still being judged after SECONDS (a huge or stuck input) becomes "
                    "an error row and the fleet goes on.")
-@click.option("--trust", type=click.Choice([Confidence.LIKELY.value, Confidence.UNKNOWN.value]),
-              default=Confidence.LIKELY.value, show_default=True,
-              help="Memory that counts for --check and 'Hosts reaching it': 'likely' counts verdicts that are "
-                   "certain or likely; 'unknown' also counts verdicts a snapshot cannot decide.")
+@trust_option
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout when the fleet is done.")
 @click.option("--jsonl", is_flag=True, help="Write one JSON line per host to stdout as soon as it is done.")
 @click.option("--check", is_flag=True,
@@ -88,7 +92,7 @@ def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optio
                    "--unplug-by), 64 if some do, 1 if none does, 2 if a host could not be judged.")
 def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: Optional[str],
                   device: Optional[str], plan_size: Optional[str], workers: Optional[int], scheduler: Optional[str],
-                  dask_local: Optional[int], host_timeout: float, trust: str, as_json: bool, jsonl: bool,
+                  dask_local: Optional[int], host_timeout: float, trust: Confidence, as_json: bool, jsonl: bool,
                   check: bool) -> None:
     """Ask every host of a fleet the same question and aggregate the answers.
 
@@ -114,7 +118,7 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
     backend = _backend(workers, scheduler, dask_local)
     tasks = make_tasks(inputs, options)
     # --jsonl streams the rows: only the totals are kept, memory stays flat in the fleet's size.
-    aggregate = FleetAggregate(options, Confidence(trust), keep_hosts=not jsonl)
+    aggregate = FleetAggregate(options, trust, keep_hosts=not jsonl)
     show_progress = not (as_json or jsonl) and sys.stderr.isatty()
     started = time.perf_counter()
     # The backend starts first (a Dask LocalCluster, the worker processes), then the progress bar.

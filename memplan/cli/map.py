@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import click
@@ -23,8 +24,10 @@ from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_t
 from memplan.engine.simulation import simulate
 from memplan.kernel.semantics import SEMANTICS
 from memplan.map.compute import diff_map, machine_map
+from memplan.render import json as render_json
 from memplan.render.export import export_pictures
 from memplan.render.map import map_renderable, print_map
+from memplan.render.map_json import map_dict
 
 
 @main.command("map")
@@ -42,9 +45,12 @@ from memplan.render.map import map_renderable, print_map
               help="Also save the picture as SVG.")
 @click.option("--html", "html", metavar="FILE", type=click.Path(dir_okay=False), default=None,
               help="Also save the picture as HTML.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Write the map as one JSON document instead: every cell with its kind and confidence, "
+                   "the segments, the counts and the judged memory split by confidence.")
 def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], diff: bool, left: Optional[str],
                 right: Optional[str], foreign_ref_dropped: Optional[str], svg: Optional[str],
-                html: Optional[str]) -> None:
+                html: Optional[str], as_json: bool) -> None:
     """Draw the machine as a grid of memory blocks, coloured by what offlining would do.
 
     One cell per memory block, wrapping at the terminal width (COLUMNS, else the terminal's,
@@ -58,7 +64,8 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     With --diff (or --left/--right) the map shows where two semantics disagree: < offlines
     only under the left one, > only under the right one, * differs otherwise; the other
     cells are dimmed. --svg/--html save the same picture in colour, self-contained (no
-    external font or file).
+    external font or file). --json writes every cell with its kind and confidence, and the
+    judged memory split by confidence.
 
     \b
     Example:
@@ -86,5 +93,8 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     console = stdout_console()
     if svg or html:  # first: a file that cannot be written is an error before any output
         export_pictures(map_renderable(bmap, console.width), console.width, title, svg, html)
-    print_map(console, bmap)
+    if as_json:
+        render_json.write(map_dict(bmap, warnings), sys.stdout)
+    else:
+        print_map(console, bmap)
     raise SystemExit(int(ExitStatus.SUCCESS))

@@ -17,11 +17,13 @@ from memplan.cli.common import (
     print_warnings,
     semantics_option,
     stdout_console,
+    trust_option,
+    trusted,
 )
 from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
-from memplan.core.results import Verdicts
+from memplan.core.results import Confidence, SimulationResult
 from memplan.core.status import ExitStatus, check_status
 from memplan.diff.compute import with_foreign_ref_timing
 from memplan.engine.simulation import select_blocks
@@ -44,9 +46,11 @@ from memplan.render.block_facts import MachineFacts
 @click.option("--csv", "as_csv", is_flag=True, help="Write CSV to stdout: one row per block, with a header.")
 @table_options
 @click.option("--check", is_flag=True,
-              help="Exit 0 if every selected block offlines, 64 if some do, 1 if none does.")
+              help="Exit 0 if every selected block offlines, 64 if some do, 1 if none does (a block counts "
+                   "when its verdict is as sure as --trust asks).")
+@trust_option
 def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_dropped: Optional[str], as_json: bool,
-                     as_csv: bool, check: bool, **table: object) -> None:
+                     as_csv: bool, check: bool, trust: Confidence, **table: object) -> None:
     """Predict, block by block, what writing "offline" to memoryN/state would do.
 
     Each selected block is judged on its own against the machine's state: the result
@@ -79,7 +83,7 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
         ids = select_blocks(machine, selected) if selected is not None else machine.blocks.ids
         render_table.print_simulation(stdout_console(), None, facts, options, columns, ids)
         if check:  # the verdicts are judged for the exit status only
-            _exit_checked(run_simulation(machine, semantics, selected))
+            _exit_checked(run_simulation(machine, semantics, selected), trust)
         raise SystemExit(int(ExitStatus.SUCCESS))
     with block_progress(progress_wanted(document or as_csv), machine.geometry.pages_per_block) as progress:
         result = run_simulation(machine, semantics, selected, progress=progress)
@@ -91,12 +95,12 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
     else:
         render_table.print_simulation(stdout_console(), result, facts, options, columns)
     if check:
-        _exit_checked(result)
+        _exit_checked(result, trust)
     raise SystemExit(int(ExitStatus.SUCCESS))
 
 
-def _exit_checked(result: Verdicts) -> None:
-    """``--check``: 0 if every judged block offlines, 64 if some do, 1 if none does (from the
-    summary: the verdicts have streamed by already)."""
-    summary = result.summary
-    raise SystemExit(int(check_status(summary.offlined, summary.blocks)))
+def _exit_checked(result: SimulationResult, trust: Confidence) -> None:
+    """``--check``: 0 if every judged block offlines, 64 if some do, 1 if none does; a block
+    counts only when its verdict is as sure as ``--trust`` asks (default: certain or likely)."""
+    achieved = sum(1 for v in result.blocks if v.offlinable and trusted(trust, v.confidence))
+    raise SystemExit(int(check_status(achieved, len(result.blocks))))

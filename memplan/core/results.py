@@ -372,8 +372,10 @@ class BlockVerdict:
     #: virtio-mem device id and its per-block state name (``virtio_mem_sbm_mb_state``)
     device: Optional[str] = None
     device_state: Optional[str] = None
-    #: snapshot verdicts only: certain | likely | unknown, and what the snapshot could not see
-    confidence: Optional[Confidence] = None
+    #: certain | likely | unknown, and what the input could not see: a profile describes its
+    #: machine exactly, so its verdicts are certain (the default, free for the 131072 verdicts
+    #: of a 16 TiB machine); snapshot verdicts get theirs from ``Machine.assessor``
+    confidence: Optional[Confidence] = Confidence.CERTAIN
     blind_spots: Tuple[str, ...] = ()
     #: why the block does not offline (``None`` when it does)
     cause: Optional[Cause] = None

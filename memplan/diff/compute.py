@@ -624,7 +624,9 @@ def diff_semantics(machine: Machine, left: str = DEFAULT_LEFT, right: str = DEFA
     ls, rs = lresult.summary, rresult.summary
     summary = DiffSummary(blocks=len(pairs), differ=len(differences), left_offlined=ls.offlined,
                           right_offlined=rs.offlined, left_offlinable_bytes=ls.offlinable_bytes,
-                          right_offlinable_bytes=rs.offlinable_bytes)
+                          right_offlinable_bytes=rs.offlinable_bytes,
+                          left_offlinable_by_confidence=ls.offlinable_bytes_by_confidence,
+                          right_offlinable_by_confidence=rs.offlinable_bytes_by_confidence)
     return SemanticsDiff(profile=machine.source, machine=machine.name, left=lsem.name, right=rsem.name,
                          foreign_ref_dropped=machine.environment.foreign_ref_dropped,
                          differences=tuple(differences), owners=tuple(owners), summary=summary,

@@ -7,12 +7,12 @@ hazards of both sides; plus the per-owner answer to Zi Yan's review question and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from memplan.core.model import ForeignRefTiming, PageKind, Zone
-from memplan.core.results import BlockVerdict, Hazard, HazardKind, Outcome, Step
+from memplan.core.results import BlockVerdict, Confidence, Hazard, HazardKind, Outcome, Step
 
 
 class Site(str, Enum):
@@ -159,6 +159,9 @@ class DiffSummary:
     right_offlined: int
     left_offlinable_bytes: int
     right_offlinable_bytes: int
+    #: ``*_offlinable_bytes`` split by the verdicts' confidence (every level present)
+    left_offlinable_by_confidence: Dict[Confidence, int] = field(default_factory=dict)
+    right_offlinable_by_confidence: Dict[Confidence, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from memplan.core.machine import HugetlbPool, Machine
 from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, PageKind
 from memplan.core.results import BlockVerdict, Cause, Culprit, HazardKind, Outcome, Step
 from memplan.core.units import format_block_ranges, format_size
-from memplan.engine.simulation import Simulator, migration_capacities
+from memplan.engine.simulation import Simulator, migration_capacities, with_confidence
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
 from memplan.kernel.notifier import skippable_pages
 from memplan.kernel.offline import BlockContext, offline_block, offline_block_traced
@@ -78,6 +78,8 @@ def explain_block(machine: Machine, block: int, semantics: Optional[str] = None)
         kinds = np.zeros(ppb, dtype=np.uint8)
         ref = None
     verdict, _, steps = offline_block_traced(sim.setup, ctx, kinds, ref)
+    # simulate's confidence and blind spots (a snapshot's verdict may rest on what it cannot see)
+    verdict = with_confidence(machine, sem, [verdict])[0]
 
     population: Tuple[PopulationRow, ...] = ()
     culprit: Optional[CulpritPage] = None

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from memplan import __version__
-from memplan.core.results import BlockVerdict, Outcome, log_lines
+from memplan.core.results import BlockVerdict, Confidence, Outcome, log_lines
 from memplan.core.units import format_block_ranges, format_size
 from memplan.diff.types import (
     BlockDifference,
@@ -22,11 +22,13 @@ from memplan.diff.types import (
     SiteFinding,
 )
 from memplan.render.block_columns import difference_columns
+from memplan.render.cells import worst_confidence
 from memplan.render.console import print_line
 from memplan.render.escape import safe
 from memplan.render.grid import Cell, Grid, GridColumn, Styled
-from memplan.render.json import block_dict
+from memplan.render.json import block_dict, by_confidence_dict
 from memplan.render.lsmem import Format, SummaryWhen, TableOptions, print_listing
+from memplan.render.table import by_confidence_text
 
 # --- JSON -------------------------------------------------------------------------------
 
@@ -47,6 +49,8 @@ def difference_dict(d: BlockDifference) -> Dict[str, Any]:
         "left": block_dict(d.left),
         "right": block_dict(d.right),
         "changed": list(d.changed),
+        # the less certain side's (each side's own is in its block)
+        "confidence": worst_confidence((d.left.confidence, d.right.confidence)).value,
         "sites": [s.value for s in d.sites],
         "findings": [finding_dict(f) for f in d.findings],
         "explanation": d.explanation,
@@ -96,9 +100,11 @@ def diff_dict(d: SemanticsDiff) -> Dict[str, Any]:
         "summary": {
             "blocks": s.blocks,
             "differ": s.differ,
-            "left": {"semantics": d.left, "offlined": s.left_offlined, "offlinable_bytes": s.left_offlinable_bytes},
+            "left": {"semantics": d.left, "offlined": s.left_offlined, "offlinable_bytes": s.left_offlinable_bytes,
+                     "offlinable_bytes_by_confidence": by_confidence_dict(s.left_offlinable_by_confidence)},
             "right": {"semantics": d.right, "offlined": s.right_offlined,
-                      "offlinable_bytes": s.right_offlinable_bytes},
+                      "offlinable_bytes": s.right_offlinable_bytes,
+                      "offlinable_bytes_by_confidence": by_confidence_dict(s.right_offlinable_by_confidence)},
         },
         "warnings": list(d.warnings),
     }
@@ -172,14 +178,20 @@ def print_owners(console: Console, diff: SemanticsDiff) -> None:
 
 def summary_lines(diff: SemanticsDiff, in_bytes: bool = False) -> List[str]:
     s = diff.summary
-    width = max(len(diff.left), len(diff.right)) + 16
+    # the split by confidence once some verdict is not certain (a profile's are all certain)
+    splits = ((diff.left, s.left_offlinable_by_confidence), (diff.right, s.right_offlinable_by_confidence))
+    split = any(n for _, by in splits for level, n in by.items() if level is not Confidence.CERTAIN)
+    width = max(len(diff.left), len(diff.right)) + (18 if split else 16)
     size = (lambda n: str(n)) if in_bytes else format_size
-    return [
+    lines = [
         f"{'Blocks compared:':<{width}} {s.blocks}",
         f"{'Blocks that differ:':<{width}} {s.differ}",
         f"{f'Offlinable ({diff.left}):':<{width}} {s.left_offlined} ({size(s.left_offlinable_bytes)})",
         f"{f'Offlinable ({diff.right}):':<{width}} {s.right_offlined} ({size(s.right_offlinable_bytes)})",
     ]
+    if split:
+        lines += [f"{f'By confidence ({name}):':<{width}} {by_confidence_text(by, in_bytes)}" for name, by in splits]
+    return lines
 
 
 def print_diff(console: Console, diff: SemanticsDiff, titles: Optional[Dict[str, str]] = None,

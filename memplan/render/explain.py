@@ -43,8 +43,9 @@ def culprit_page_dict(c: CulpritPage) -> Dict[str, Any]:
             "description": c.description}
 
 
-def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
-    """``memplan explain --json``: ``block`` is the block object of ``simulate --json``."""
+def story_dict(story: BlockStory, page_size: int = 4096, warnings: Sequence[str] = ()) -> Dict[str, Any]:
+    """``memplan explain --json``: ``block`` is the block object of ``simulate --json`` (with its
+    ``confidence`` and ``blind_spots``)."""
     return {
         "memplan": __version__,
         "profile": story.profile,
@@ -55,6 +56,7 @@ def story_dict(story: BlockStory, page_size: int = 4096) -> Dict[str, Any]:
         "population": [population_dict(r, page_size) for r in story.population],
         "culprit": culprit_page_dict(story.culprit) if story.culprit else None,
         "advice": story.advice,
+        "warnings": list(warnings),
     }
 
 

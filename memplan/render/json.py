@@ -6,7 +6,16 @@ import json
 from typing import IO, Any, Dict
 
 from memplan import __version__
-from memplan.core.results import BlockVerdict, Culprit, Hazard, LogEntry, PageCounts, SimulationResult
+from memplan.core.results import (
+    BlockVerdict,
+    Confidence,
+    Culprit,
+    Hazard,
+    LogEntry,
+    PageCounts,
+    SimulationResult,
+    Summary,
+)
 
 
 def culprit_dict(culprit: Culprit) -> Dict[str, Any]:
@@ -49,29 +58,42 @@ def block_dict(v: BlockVerdict) -> Dict[str, Any]:
         "hazards": [hazard_dict(h) for h in v.hazards],
         "device": v.device,
         "device_state": v.device_state,
+        # every input has them (a profile's verdicts are certain): one shape for every input
+        "confidence": (v.confidence or Confidence.CERTAIN).value,
+        "blind_spots": list(v.blind_spots),
     }
-    if v.confidence is not None:
-        out["confidence"] = v.confidence.value
-        out["blind_spots"] = list(v.blind_spots)
     return out
+
+
+def by_confidence_dict(split: Dict[Confidence, int]) -> Dict[str, int]:
+    """``{"certain": N, "likely": N, "unknown": N}``: every level present."""
+    return {c.value: int(split.get(c, 0)) for c in Confidence}
 
 
 def simulation_dict(result: SimulationResult, blocks: bool = True) -> Dict[str, Any]:
     """``simulate --json``; ``blocks=False`` leaves the (long) block list empty."""
-    s = result.summary
     doc: Dict[str, Any] = {
         "memplan": __version__,
         "profile": result.profile,
         "machine": result.machine,
         "semantics": result.semantics,
         "blocks": [block_dict(b) for b in result.blocks] if blocks else [],
-        "summary": {"blocks": s.blocks, "offlined": s.offlined, "fails": s.fails, "hangs": s.hangs,
-                    "offlinable_bytes": s.offlinable_bytes},
+        "summary": summary_dict(result.summary),
         "warnings": list(result.warnings),
+        # how the semantics was chosen for a snapshot; null for a profile or with --semantics
+        # (always present: the keys never depend on the input)
+        "semantics_reason": result.semantics_reason or None,
     }
-    if result.semantics_reason:
-        doc["semantics_reason"] = result.semantics_reason
     return doc
+
+
+def summary_dict(s: Summary) -> Dict[str, Any]:
+    """``simulate --json``'s ``summary``: the offlinable memory split by confidence (every level
+    present, summing to ``offlinable_bytes``) and the verdicts rated ``unknown``."""
+    return {"blocks": s.blocks, "offlined": s.offlined, "fails": s.fails, "hangs": s.hangs,
+            "offlinable_bytes": s.offlinable_bytes,
+            "offlinable_bytes_by_confidence": by_confidence_dict(s.offlinable_bytes_by_confidence),
+            "unknown_blocks": s.unknown_blocks}
 
 
 def write(doc: Dict[str, Any], stream: IO[str]) -> None:

@@ -151,7 +151,9 @@ def _confidence_lines(bmap: BlockMap) -> List[Text]:
         n = sum(counts.get((level, k), 0) for k in JUDGED)
         offlines = counts.get((level, CellKind.OFFLINES), 0)
         line = Text("  ")
-        glyph, style = (UNKNOWN_GLYPH, "reverse") if level is Confidence.UNKNOWN else (
+        # the unknown cells' reverse video, in a neutral colour (theirs is their outcome's): a
+        # reverse without a colour shows nothing in the SVG and HTML exports
+        glyph, style = (UNKNOWN_GLYPH, "bold reverse bright_black") if level is Confidence.UNKNOWN else (
             GLYPH[CellKind.OFFLINES], STYLE[CellKind.OFFLINES] + (" underline" if level is Confidence.LIKELY else ""))
         line.append(glyph, style=style)
         line.append(f"  {CONFIDENCE_LABEL[level]:<36} {n:>6}"
