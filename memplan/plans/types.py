@@ -11,6 +11,7 @@ from typing import Dict, Optional, Tuple
 
 from memplan.core.model import Errno, PageKind, Zone
 from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.units import format_size
 
 #: ``auto_movable_ratio`` default (mm/memory_hotplug.c): ZONE_MOVABLE may be at most 301 % of
 #: the kernel zones before the auto-movable online policy stops onlining to ZONE_MOVABLE.
@@ -92,6 +93,11 @@ class PlanResult:
     candidates: int
     zone: Optional[str] = None
     warnings: Tuple[str, ...] = ()
+    #: hanging writes were interrupted and the plan went on (a tool that signals each one);
+    #: otherwise chmem blocks at the first one (``hang``)
+    skip_hangs: bool = False
+    #: the write chmem would block in (its write to ``memoryN/state`` never returns)
+    hang: Optional[BlockVerdict] = None
 
     @property
     def offlined(self) -> Tuple[int, ...]:
@@ -100,6 +106,19 @@ class PlanResult:
     @property
     def achieved_bytes(self) -> int:
         return len(self.offlined) * self.block_size
+
+    @property
+    def end_line(self) -> Optional[str]:
+        """How chmem ends when SIZE is not reached: blocked in a hanging write (Ctrl-C kills it), or
+        its own ``warnx(_("Could only disable %s of memory"))``; ``None`` when SIZE is reached."""
+        done = format_size(self.achieved_bytes)
+        if self.hang is not None:
+            c = self.hang.culprit
+            where = f" ({c.kind.label} page {c.pfn:#x})" if c is not None else ""
+            return f"chmem would hang at block {self.hang.block}{where}: Ctrl-C ends chmem with {done} offlined"
+        if self.achieved_bytes < self.asked_bytes:
+            return f"Could only disable {done} of memory"
+        return None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ def plan_dict(result: PlanResult) -> Dict[str, Any]:
         "candidates": result.candidates,
         "attempts": [block_dict(a) for a in result.attempts],
         "offlined": list(result.offlined),
+        "skip_hangs": result.skip_hangs,
+        "hang_block": result.hang.block if result.hang is not None else None,
+        "end": result.end_line,
         "left": left_dict(result.left),
         "warnings": list(result.warnings),
     }

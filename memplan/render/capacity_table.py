@@ -91,6 +91,9 @@ def print_plan(console: Console, result: PlanResult) -> None:
         print_line(console, safe(line))
     print_line(console)
     print_left(console, result.left)
+    if result.end_line:
+        print_line(console)
+        print_line(console, safe(result.end_line))
 
 
 def _unplugged_bytes(result: UnplugResult, b: UnplugBlock) -> int:
