@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import HALF_FULL as _HALF_FULL
-from conftest import SPARE
+from conftest import SPARE, fixture_tree
 from memplan.cli import main
 from memplan.profile.reader import load_profile
 
@@ -253,3 +253,69 @@ def test_unplug_bad_input(run, profiles, args, needle):
 
 def test_unplug_without_a_device(run, profiles):
     one_error_line(run("unplug", profiles["half"], "--to", "0"), "has no virtio-mem device")
+
+
+# ---- confidence (issue 13 §1) ------------------------------------------------------------------
+
+LEVELS = ["certain", "likely", "unknown"]
+
+
+def test_plan_on_a_profile_is_certain(run, profiles):
+    doc = json.loads(run("plan", profiles["half"], "--size", "384M", "--json", "--skip-hangs").stdout)
+    assert {(a["confidence"], tuple(a["blind_spots"])) for a in doc["attempts"]} == {("certain", ())}
+    assert doc["achieved_bytes_by_confidence"] == {"certain": 128 << 20, "likely": 0, "unknown": 0}
+
+
+def test_plan_attempts_on_a_snapshot_carry_confidence(run):
+    tree = fixture_tree("qemu-6.1-post2")
+    result = run("plan", "--sysroot", tree, "--size", "1G", "--json", "--skip-hangs")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    attempts = doc["attempts"]
+    assert all(a["confidence"] in LEVELS and isinstance(a["blind_spots"], list) for a in attempts)
+    assert all(a["blind_spots"] for a in attempts if a["confidence"] != "certain")
+    split = doc["achieved_bytes_by_confidence"]
+    assert sorted(split) == sorted(LEVELS) and sum(split.values()) == doc["achieved_bytes"]
+    assert split == {"certain": 0, "likely": 3 << 27, "unknown": 0}  # blocks 36, 34, 33
+    # the first write judges the machine as simulate does: the same confidence and blind spots
+    first = attempts[0]
+    alone = json.loads(run("simulate", "--sysroot", tree, "--blocks", first["block"], "--json").stdout)["blocks"][0]
+    assert (first["confidence"], first["blind_spots"]) == (alone["confidence"], alone["blind_spots"]) != \
+        ("certain", [])
+    table = run("plan", "--sysroot", tree, "--size", "1G", "--skip-hangs").stdout
+    assert "By confidence:      certain 0B, likely 384M, unknown 0B" in table
+
+
+def test_plan_check_counts_only_trusted_memory(run):
+    # host-6.18-24g: the highest blocks offline, but the snapshot cannot decide them (unknown)
+    tree = fixture_tree("host-6.18-24g")
+    args = ["plan", "--sysroot", tree, "--size", "256M", "--blocks", "198-199"]
+    doc = json.loads(run(*args, "--json").stdout)
+    assert [(a["block"], a["result"], a["confidence"]) for a in doc["attempts"]] == \
+        [(199, "offlined", "unknown"), (198, "offlined", "unknown")]
+    assert run(*args, "--check").exit_code == 1
+    assert run(*args, "--check", "--trust", "likely").exit_code == 1
+    assert run(*args, "--check", "--trust", "unknown").exit_code == 0
+
+
+def test_unplug_says_when_it_relies_on_a_likely_block(run):
+    tree = fixture_tree("qemu-6.1-post1")
+    result = run("unplug", "--sysroot", tree, "--by", "512M", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    (b36,) = [b for b in doc["blocks"] if b["block"] == 36]
+    assert b36["state_after"] == "UNUSED" and b36["confidence"] == "likely"
+    assert b36["blind_spots"] == ["LRU pages may carry extra references (vmsplice, pins) a snapshot cannot see"]
+    assert doc["achieved_bytes_by_confidence"] == {"certain": 0, "likely": 512 << 20, "unknown": 0}
+    assert doc["caveats"][0] == ("the unplug relies on blocks 35-37, rated likely: LRU pages may carry extra "
+                                 "references (vmsplice, pins) a snapshot cannot see")
+    table = run("unplug", "--sysroot", tree, "--by", "512M")
+    assert "Caveat:             the unplug relies on blocks 35-37, rated likely" in table.stdout
+    assert "By confidence:      certain 0B, likely 512M, unknown 0B" in table.stdout
+    assert run("unplug", "--sysroot", tree, "--by", "512M", "--check").exit_code == 0  # likely is trusted
+
+
+def test_unplug_on_a_profile_is_certain(run, profiles):
+    doc = json.loads(run("unplug", profiles["sbm"], "--to", "0", "--json").stdout)
+    assert {b["confidence"] for b in doc["blocks"] if b["visited"]} == {"certain"} and doc["caveats"] == []
+    assert doc["achieved_bytes_by_confidence"] == {"certain": 254 << 20, "likely": 0, "unknown": 0}

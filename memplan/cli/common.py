@@ -11,6 +11,7 @@ from rich.console import Console
 
 from memplan.core.errors import ProfileError, UsageError
 from memplan.core.machine import Machine
+from memplan.core.results import Confidence
 from memplan.core.status import ExitStatus, check_status
 from memplan.core.units import parse_block_ranges, parse_chmem_size, parse_size
 from memplan.kernel.semantics import SEMANTICS
@@ -117,6 +118,31 @@ def blocks_option(func: FuncT) -> FuncT:
                              "(default: every online block).")(func)
 
 
+#: Confidence levels from the surest down: trusting a level trusts every level before it.
+_DOUBT = {level: rank for rank, level in enumerate(Confidence)}
+
+
+def trusted(trust: Confidence, level: Optional[Confidence]) -> bool:
+    """Whether ``--trust TRUST`` counts a verdict of confidence ``level`` (``None``: certain)."""
+    return _DOUBT[level or Confidence.CERTAIN] <= _DOUBT[trust]
+
+
+def _trust_value(ctx: click.Context, param: click.Parameter, value: str) -> Confidence:
+    return Confidence(value)
+
+
+def trust_option(func: FuncT) -> FuncT:
+    """``--trust likely|unknown``: the least sure verdicts that count as successes (``--check``
+    of simulate, plan, unplug and fleet, fleet's "Hosts reaching it"). The command receives a
+    ``Confidence``."""
+    return click.option("--trust", type=click.Choice([Confidence.LIKELY.value, Confidence.UNKNOWN.value]),
+                        default=Confidence.LIKELY.value, show_default=True, callback=_trust_value,
+                        help="Verdicts that count as successes for --check (and fleet's 'Hosts reaching it'): "
+                             "'likely' counts verdicts that are certain or likely; 'unknown' also counts "
+                             "verdicts the input cannot decide (a snapshot without the page data to settle "
+                             "them).")(func)
+
+
 def print_warnings(warnings: Iterable[str]) -> None:
     for warning in warnings:
         click.echo(f"memplan: warning: {warning}", err=True)
@@ -131,15 +157,20 @@ class CapacityResult(Protocol):
     @property
     def achieved_bytes(self) -> int: ...
 
+    @property
+    def achieved_bytes_by_confidence(self) -> Dict[Confidence, int]: ...
+
 
 R = TypeVar("R", bound=CapacityResult)
 
 
 def finish_capacity_command(result: R, state: MachineState, profile: str, out: Optional[str], header: str,
                             warnings: List[str], as_json: bool, check: bool,
-                            to_dict: Callable[[R], Dict[str, Any]], print_table: Callable[[Console, R], None]) -> None:
+                            to_dict: Callable[[R], Dict[str, Any]], print_table: Callable[[Console, R], None],
+                            trust: Confidence = Confidence.LIKELY) -> None:
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
-    warnings, render, and exit with chmem's codes under ``--check``."""
+    warnings, render, and exit with chmem's codes under ``--check`` (counting the memory whose
+    confidence ``--trust`` accepts)."""
     warnings = list(warnings)
     if out:
         warnings += write_profile(state.machine, read_document(profile), state.to_machine(), out, header=header)
@@ -149,7 +180,8 @@ def finish_capacity_command(result: R, state: MachineState, profile: str, out: O
     else:
         print_table(stdout_console(), result)
     if check:
-        raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
+        counted = sum(n for level, n in result.achieved_bytes_by_confidence.items() if trusted(trust, level))
+        raise SystemExit(int(check_status(counted, result.asked_bytes)))
     raise SystemExit(int(ExitStatus.SUCCESS))
 
 

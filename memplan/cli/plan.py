@@ -7,7 +7,14 @@ from typing import Optional
 import click
 
 from memplan.cli.app import main
-from memplan.cli.common import finish_capacity_command, load_machine, machine_argument, semantics_option
+from memplan.cli.common import (
+    finish_capacity_command,
+    load_machine,
+    machine_argument,
+    semantics_option,
+    trust_option,
+)
+from memplan.core.results import Confidence
 from memplan.plans.plan import CHMEM_ZONES, parse_plan_size, plan
 from memplan.render import capacity_json, capacity_table
 
@@ -29,11 +36,13 @@ from memplan.render import capacity_json, capacity_table
 @semantics_option
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
 @click.option("--check", is_flag=True,
-              help="Exit 0 if SIZE is fully achieved, 64 if partly, 1 if not at all (chmem's codes).")
+              help="Exit 0 if SIZE is fully achieved, 64 if partly, 1 if not at all (chmem's codes); only "
+                   "memory that --trust accepts counts.")
+@trust_option
 @click.option("--write-profile", "out", type=click.Path(dir_okay=False), default=None, metavar="OUT.toml",
               help="Write the machine the plan leaves behind as a format-1 profile.")
 def plan_command(profile: str, size: str, blocks: Optional[str], zone: Optional[str], skip_hangs: bool,
-                 semantics: Optional[str], as_json: bool, check: bool, out: Optional[str]) -> None:
+                 semantics: Optional[str], as_json: bool, check: bool, trust: Confidence, out: Optional[str]) -> None:
     """Predict what "chmem -d SIZE" would do: offline memory blocks from the highest down.
 
     Every write goes through the offline pipeline against the state the earlier ones left:
@@ -52,4 +61,4 @@ def plan_command(profile: str, size: str, blocks: Optional[str], zone: Optional[
     result, state = plan(machine, wanted, semantics, blocks, zone, skip_hangs)
     finish_capacity_command(result, state, profile, out, f"written by memplan plan {profile} --size {size}",
                             list(result.warnings), as_json, check, capacity_json.plan_dict,
-                            capacity_table.print_plan)
+                            capacity_table.print_plan, trust)

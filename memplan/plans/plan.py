@@ -22,6 +22,7 @@ from memplan.core.errors import UsageError
 from memplan.core.machine import Machine
 from memplan.core.results import BlockVerdict, Outcome
 from memplan.core.units import format_size, parse_block_spans, parse_chmem_size
+from memplan.plans.confidence import WriteAssessor
 from memplan.plans.state import MachineState
 from memplan.plans.types import AUTO_MOVABLE_RATIO, PlanResult
 
@@ -47,8 +48,8 @@ def parse_plan_size(text: str, block_size: int) -> int:
 def check_aligned(size: int, block_size: int, text: Optional[str] = None) -> None:
     """chmem's ``Size must be aligned to memory block size (128M)``."""
     if size % block_size:
-        what = f"--size {text} is {format_size(size)}" if text is not None else f"{format_size(size)}"
-        raise UsageError(f"{what}: Size must be aligned to memory block size ({format_size(block_size)})")
+        what = f"--size {text} is {format_size(size)}: " if text is not None else ""
+        raise UsageError(f"{what}Size must be aligned to memory block size ({format_size(block_size)})")
 
 
 def block_spans(blocks: BlockSpec) -> List[Tuple[int, int]]:
@@ -134,10 +135,11 @@ def run_plan(state: MachineState, size: int, blocks: Optional[BlockSpec] = None,
     pool = candidates(state, blocks, zone, notes)
     attempts: List[BlockVerdict] = []
     hang: Optional[BlockVerdict] = None
+    rate = WriteAssessor(state) if pool and todo else None
     for block in pool:
-        if not todo:
+        if not todo or rate is None:
             break
-        verdict = state.offline(block)
+        verdict = rate.offline(state, block)
         attempts.append(verdict)
         if verdict.result is Outcome.OFFLINED:
             todo -= 1
