@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.core.geometry import Geometry
-from memplan.core.machine import BlockTable, HugetlbPool, Machine, VirtioMemDevice, chunks
+from memplan.core.machine import BlockTable, Environment, HugetlbPool, Machine, VirtioMemDevice, chunks
 from memplan.core.model import ZONE_NONE, PageKind
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
@@ -74,8 +74,9 @@ def census(machine: Machine) -> Census:
     return result
 
 
-def resolve_pools(machine: Machine) -> Dict[int, HugetlbPool]:
-    """Pool counters; a missing ``free`` is the number of free folios the machine holds."""
+def resolve_pools(machine: Machine, free_hugetlb: Optional[Mapping[int, int]] = None) -> Dict[int, HugetlbPool]:
+    """Pool counters; a missing ``free`` is the number of free folios the machine holds
+    (``free_hugetlb`` per order when the caller counted them, else from the census)."""
     pools: Dict[int, HugetlbPool] = {}
     geo = machine.geometry
     for order in geo.hugetlb_orders:
@@ -86,6 +87,8 @@ def resolve_pools(machine: Machine) -> Dict[int, HugetlbPool]:
         possible = getattr(machine.pages, "possible_kinds", lambda: None)()
         if possible is not None and hugetlb_mod.free_kind(geo, order) not in possible:
             free = 0
+        elif free_hugetlb is not None:
+            free = int(free_hugetlb.get(order, 0))
         else:
             free = census(machine).free_hugetlb[order]
         pools[order] = HugetlbPool(free=free, resv=pool.resv if pool else 0)
@@ -108,7 +111,11 @@ def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[in
 def node_present_pages(machine: Machine) -> Dict[int, int]:
     """``pgdat->node_present_pages`` per node: the pages of its online blocks (self-hosted
     memmap included), and its part of online blocks that span nodes."""
-    table = machine.blocks
+    return table_present_pages(machine.blocks)
+
+
+def table_present_pages(table: BlockTable) -> Dict[int, int]:
+    """:func:`node_present_pages` of a block table (a capacity plan's current one)."""
     online = table.online & (table.node >= 0)
     nodes, node_of_row = np.unique(table.node[online], return_inverse=True)
     present = np.zeros(len(nodes), dtype=np.int64)
@@ -123,9 +130,17 @@ def node_present_pages(machine: Machine) -> Dict[int, int]:
 
 def offline_setup(machine: Machine, semantics: OfflineSemantics) -> OfflineSetup:
     """What every block of a run on ``machine`` shares."""
+    return setup_with(machine, semantics, resolve_pools(machine), node_present_pages(machine))
+
+
+def setup_with(machine: Machine, semantics: OfflineSemantics, pools: Mapping[int, HugetlbPool],
+               present_pages: Mapping[int, int], environment: Optional[Environment] = None) -> OfflineSetup:
+    """:func:`offline_setup` for a machine whose pool counters and online blocks a caller tracks
+    itself (a capacity plan, step after step; ``environment``: the machine's unless given)."""
     return OfflineSetup(
-        geometry=machine.geometry, semantics=semantics, environment=machine.environment,
-        pools=resolve_pools(machine), node_present_pages=node_present_pages(machine),
+        geometry=machine.geometry, semantics=semantics,
+        environment=machine.environment if environment is None else environment,
+        pools=dict(pools), node_present_pages=dict(present_pages),
         node_notifier=versions.at_least(machine.kernel, versions.NODE_NOTIFIER),
     )
 

@@ -53,12 +53,11 @@ from memplan.core.model import (
     Zone,
 )
 from memplan.core.results import BlockVerdict, Outcome
-from memplan.engine.simulation import pageblock_masks
+from memplan.engine.context import pageblock_masks, resolve_pools, setup_with, table_present_pages
 from memplan.kernel import hugetlb as hugetlb_mod
-from memplan.kernel import versions
 from memplan.kernel.contig import ContigResult, Request, alloc_contig_range
 from memplan.kernel.migrate_pages import free_target_pages
-from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, target_zones
+from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, allowed_nodes, target_zones
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
 from memplan.kernel.pages import RangeView
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
@@ -161,14 +160,9 @@ class MachineState:
         #: placement approximations worth telling the user about
         self.notes: List[str] = []
         self._census()
-        self.pools: Dict[int, HugetlbPool] = {}
-        for order in HUGE_ORDERS:
-            pool = machine.environment.hugetlb.get(order)
-            known = int(self.free_huge[order].sum())
-            if pool is not None and pool.free is not None:
-                self.pools[order] = HugetlbPool(free=pool.free, resv=pool.resv)
-            else:
-                self.pools[order] = HugetlbPool(free=known, resv=pool.resv if pool else 0)
+        # The pool counters as simulate resolves them, with the free folios this census counted.
+        self.pools: Dict[int, HugetlbPool] = resolve_pools(
+            machine, {order: int(self.free_huge[order].sum()) for order in HUGE_ORDERS})
 
     def copy(self) -> "MachineState":
         """An independent copy (the census is not redone)."""
@@ -221,14 +215,15 @@ class MachineState:
         return sorted(n for n, pages in self.node_present_pages().items() if pages > 0)
 
     def node_present_pages(self) -> Dict[int, int]:
-        """``pgdat->node_present_pages``: online blocks' pages, a block spanning nodes by its parts."""
-        out: Dict[int, int] = {}
-        spans = self.machine.blocks.spans
-        for row in self.online_rows():
-            block, node = int(self.ids[row]), int(self.node[row])
-            for n, pages in (spans.get(block, {}) if node < 0 else {node: int(self.ram_pages[row])}).items():
-                out[n] = out.get(n, 0) + pages
-        return out
+        """``pgdat->node_present_pages`` of the current blocks (``memplan.engine.context``)."""
+        return table_present_pages(self.table())
+
+    def table(self) -> BlockTable:
+        """The current block table (removed blocks left out)."""
+        keep = np.flatnonzero(self.present)
+        return BlockTable(ids=self.ids[keep], state=self.state[keep], zone=self.zone[keep], node=self.node[keep],
+                          ram_pages=self.ram_pages[keep], vmemmap=self.vmemmap[keep], device=self.device[keep],
+                          spans=self.machine.blocks.spans)
 
     def block_state_name(self, row: int) -> Optional[str]:
         """``virtio_mem_sbm_mb_state`` / ``virtio_mem_bbm_bb_state`` name of a device block."""
@@ -298,20 +293,16 @@ class MachineState:
     # ---- offlining ------------------------------------------------------------------------
 
     def _setup(self, kworker: bool) -> OfflineSetup:
+        """The run's ``OfflineSetup`` as ``simulate`` builds it, from the current pools and blocks."""
         env = self.machine.environment
         if kworker:
             # virtio-mem's work item runs in a kworker: no signal ever arrives there.
             env = replace(env, signal_pending=False)
-        return OfflineSetup(geometry=self.geometry, semantics=self.semantics, environment=env,
-                            pools=dict(self.pools), node_present_pages=self.node_present_pages(),
-                            node_notifier=versions.at_least(self.machine.kernel, versions.NODE_NOTIFIER))
+        return setup_with(self.machine, self.semantics, self.pools, self.node_present_pages(), env)
 
     def offline_nodes(self, row: int) -> List[int]:
-        """``do_migrate_range()``'s nodemask: memory nodes except the source, unless it is alone."""
-        nodes = self.memory_nodes()
-        own = int(self.node[row])
-        others = [n for n in nodes if n != own]
-        return others or [own]
+        """``do_migrate_range()``'s nodemask (``memplan.kernel.migration.allowed_nodes``)."""
+        return allowed_nodes(self.node_present_pages(), int(self.node[row]))
 
     def _target_rows(self, nodes: Sequence[int], zones: Sequence[Zone], exclude_row: Optional[int]) -> np.ndarray:
         rows = self.online_rows()
@@ -521,10 +512,7 @@ class MachineState:
 
     def to_machine(self) -> Machine:
         """A frozen snapshot of the state as a ``Machine`` (``simulate`` and the writer read it)."""
-        keep = np.flatnonzero(self.present)
-        table = BlockTable(ids=self.ids[keep], state=self.state[keep], zone=self.zone[keep], node=self.node[keep],
-                           ram_pages=self.ram_pages[keep], vmemmap=self.vmemmap[keep], device=self.device[keep],
-                           spans=self.machine.blocks.spans)
+        table = self.table()
         devices = tuple(self.current_device(d) for d in self.devices)
         env = replace(self.machine.environment, hugetlb={o: HugetlbPool(p.free, p.resv) for o, p in self.pools.items()})
         source = StatePageSource(self.machine.pages, {b: _Pages(p.kinds.copy(), p.refcount.copy())
