@@ -42,6 +42,32 @@ class Census:
 _CENSUS: weakref.WeakKeyDictionary[Machine, Census] = weakref.WeakKeyDictionary()
 
 
+@dataclass(frozen=True)
+class BlockCounts:
+    """One block's share of the :class:`Census`: free pages migration targets may come from,
+    free hugetlb folios per order, and those the pool may hand out (head outside pageblocks
+    someone else isolated)."""
+
+    free_pages: int
+    free_hugetlb: Dict[int, int]
+    pool_heads: Dict[int, int]
+
+
+def count_block(kinds: np.ndarray, block: int, geo: Geometry, isolated: np.ndarray) -> BlockCounts:
+    """The census of one online block's pages (``isolated``: its pageblocks someone else
+    isolated); a capacity plan counts a block again with it whenever its pages change."""
+    base = geo.block_start_pfn(block)
+    special = bool(isolated.any())
+    free = (free_target_pages(kinds, isolated, geo.pageblock_pages) if special
+            else int(np.count_nonzero(kinds == PageKind.FREE.value)))
+    huge: Dict[int, int] = {}
+    heads: Dict[int, int] = {}
+    for order in geo.hugetlb_orders:
+        huge[order] = count = hugetlb_mod.free_folio_heads(kinds, base, order, geo)
+        heads[order] = hugetlb_mod.free_folio_heads(kinds, base, order, geo, isolated) if special else count
+    return BlockCounts(free, huge, heads)
+
+
 def census(machine: Machine) -> Census:
     """Count free pages and free hugetlb folios per online block (cached per machine)."""
     cached = _CENSUS.get(machine)
@@ -58,17 +84,12 @@ def census(machine: Machine) -> Census:
     for ids in chunks(online_ids, geo.pages_per_block):
         batch = machine.pages.materialize(ids)
         rows = table.rows(ids)
-        free[rows] = np.count_nonzero(batch.kinds == PageKind.FREE.value, axis=1)
         for r, (row, block) in enumerate(zip(rows.tolist(), ids.tolist())):
-            base = geo.block_start_pfn(block)
-            pageblocks = isolated.get(block, no_pageblocks)
-            if pageblocks.any():
-                free[row] = free_target_pages(batch.kinds[r], pageblocks, geo.pageblock_pages)
+            counts = count_block(batch.kinds[r], block, geo, isolated.get(block, no_pageblocks))
+            free[row] = counts.free_pages
             for order in geo.hugetlb_orders:
-                count = hugetlb_mod.free_folio_heads(batch.kinds[r], base, order, geo)
-                huge[order] += count
-                heads[order][row] = (hugetlb_mod.free_folio_heads(batch.kinds[r], base, order, geo, pageblocks)
-                                     if pageblocks.any() else count)
+                huge[order] += counts.free_hugetlb[order]
+                heads[order][row] = counts.pool_heads[order]
     result = Census(free, huge, heads)
     _CENSUS[machine] = result
     return result

@@ -53,10 +53,8 @@ from memplan.core.model import (
     Zone,
 )
 from memplan.core.results import BlockVerdict, Outcome
-from memplan.engine.context import pageblock_masks, resolve_pools, setup_with, table_present_pages
-from memplan.kernel import hugetlb as hugetlb_mod
+from memplan.engine.context import count_block, pageblock_masks, resolve_pools, setup_with, table_present_pages
 from memplan.kernel.contig import ContigResult, Request, alloc_contig_range
-from memplan.kernel.migrate_pages import free_target_pages
 from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, allowed_nodes, target_zones
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
 from memplan.kernel.pages import RangeView
@@ -258,15 +256,17 @@ class MachineState:
                 self._count(self.row_of(int(block)), batch.kinds[r])
 
     def _count(self, row: int, kinds: np.ndarray) -> None:
+        """Count a block again: the engine's census of it (``count_block()``), plus the free pages
+        and fully free pageblocks the placement rule hands out."""
         geo = self.geometry
+        block = int(self.ids[row])
         self.free[row] = int(np.count_nonzero(kinds == FREE))
         self.free_slots[row] = int(np.count_nonzero((kinds.reshape(-1, geo.pageblock_pages) == FREE).all(axis=1)))
-        base = geo.block_start_pfn(int(self.ids[row]))
-        isolated = self._isolated.get(int(self.ids[row]), self._no_pageblocks)
-        self.target_free[row] = free_target_pages(kinds, isolated, geo.pageblock_pages)
+        counts = count_block(kinds, block, geo, self._isolated.get(block, self._no_pageblocks))
+        self.target_free[row] = counts.free_pages
         for order in HUGE_ORDERS:
-            self.free_huge[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order, geo)
-            self.pool_heads[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order, geo, isolated)
+            self.free_huge[order][row] = counts.free_hugetlb.get(order, 0)
+            self.pool_heads[order][row] = counts.pool_heads.get(order, 0)
 
     def pages(self, block: int) -> _Pages:
         """The (mutable) pages of an online block, materialised on first use."""
