@@ -16,7 +16,7 @@ import numpy as np
 
 from memplan.core.geometry import Geometry
 from memplan.core.machine import BlockTable, Environment, HugetlbPool, Machine, VirtioMemDevice, chunks
-from memplan.core.model import ZONE_NONE, PageKind
+from memplan.core.model import ZONE_NONE, PageKind, Zone
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
 from memplan.kernel.migrate_pages import free_target_pages
@@ -274,16 +274,9 @@ class ContextBuilder:
             counted = census(machine)
             self.hugetlb_heads = (counted.free_hugetlb, counted.pool_heads)
         totals, pool_heads = self.hugetlb_heads
-        own = int(table.node[row])
-        allowed = allowed_nodes(self.setup.node_present_pages, own)
-        rows = table.online & np.isin(table.node, allowed)
-        out: Dict[int, int] = {}
-        for order in orders:
-            heads = pool_heads[order]
-            pool = int(heads[rows].sum()) - (int(heads[row]) if rows[row] else 0)
-            unlocated = (self.setup.pools[order].free or 0) - totals[order]
-            out[order] = pool + max(unlocated, 0)
-        return out
+        return pool_targets_of(row, table.node, table.online, self.setup.node_present_pages, self.setup.pools,
+                               {order: totals[order] for order in orders},
+                               {order: pool_heads[order] for order in orders})
 
     def learn_hugetlb(self, stats: Mapping[int, BlockStats]) -> None:
         """``hugetlb_heads`` from the stats of judged blocks when they cover every online block
@@ -333,6 +326,35 @@ class ContextBuilder:
             device=tuple(self._device_of_row[rows].tolist()),
             device_state=tuple(self._device_state_of_row[rows].tolist()),
         )
+
+
+def pool_targets_of(row: int, node: np.ndarray, online: np.ndarray, present_pages: Mapping[int, int],
+                    pools: Mapping[int, HugetlbPool], free_hugetlb: Mapping[int, int],
+                    pool_heads: Mapping[int, np.ndarray]) -> Dict[int, int]:
+    """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while the block of
+    ``row`` is isolated, per order: the ``pool_heads`` (per row) of the online rows on
+    ``do_migrate_range()``'s allowed nodes, the block's own left out, plus the free folios the
+    pool counters know of and no page shows (``free_hugetlb``: the free folios the pages show).
+    ``node`` and ``online`` are per-row columns (a block table's, or a capacity plan's state)."""
+    rows = online & np.isin(node, allowed_nodes(present_pages, int(node[row])))
+    out: Dict[int, int] = {}
+    for order, heads in pool_heads.items():
+        pool = int(heads[rows].sum()) - (int(heads[row]) if rows[row] else 0)
+        unlocated = (pools[order].free or 0) - int(free_hugetlb[order])
+        out[order] = pool + max(unlocated, 0)
+    return out
+
+
+def capacity_of(row: int, node: np.ndarray, zone: np.ndarray, online: np.ndarray, present_pages: Mapping[int, int],
+                free: np.ndarray) -> Capacity:
+    """Free pages ``do_migrate_range()`` may take migration targets from while the block of
+    ``row`` is isolated: ``free`` (per row) of the online rows on its allowed nodes, the block's
+    own left out, in the kernel zones (boot blocks spanning zones included) and in ZONE_MOVABLE
+    (``alloc_migration_target()`` decides which folio may use which: ``target_zones()``)."""
+    rows = online & np.isin(node, allowed_nodes(present_pages, int(node[row])))
+    rows[row] = False
+    in_movable = zone == Zone.MOVABLE.code
+    return Capacity(int(free[rows & ~in_movable].sum()), int(free[rows & in_movable].sum()))
 
 
 class _LazyPool(Mapping[int, int]):

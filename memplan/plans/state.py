@@ -53,7 +53,15 @@ from memplan.core.model import (
     Zone,
 )
 from memplan.core.results import BlockVerdict, Outcome
-from memplan.engine.context import count_block, pageblock_masks, resolve_pools, setup_with, table_present_pages
+from memplan.engine.context import (
+    capacity_of,
+    count_block,
+    pageblock_masks,
+    pool_targets_of,
+    resolve_pools,
+    setup_with,
+    table_present_pages,
+)
 from memplan.kernel.contig import ContigResult, Request, alloc_contig_range
 from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, allowed_nodes, target_zones
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
@@ -323,20 +331,17 @@ class MachineState:
         """Free pages ``do_migrate_range()`` may migrate this block's folios to: in the kernel
         zones and ZONE_MOVABLE of its allowed nodes (``target_zones()`` decides which folio may
         use which)."""
-        nodes = self.offline_nodes(row)
-        kernel = self._target_rows(nodes, ZONELIST_ORDER[1:], row)
-        movable = self._target_rows(nodes, ZONELIST_ORDER[:1], row)
-        return Capacity(int(self.target_free[kernel].sum()), int(self.target_free[movable].sum()))
+        return capacity_of(row, self.node, self.zone, self.present & (self.state == 0), self.node_present_pages(),
+                           self.target_free)
 
     def pool_targets(self, row: int) -> Dict[int, int]:
         """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while this block is
         isolated: on its allowed nodes, outside pageblocks someone else isolated and outside the
         block; plus those the pool counters know of and no page shows."""
-        rows = self._target_rows(self.offline_nodes(row), ZONELIST_ORDER, row)
-        online = self.online_rows()
-        return {order: int(self.pool_heads[order][rows].sum())
-                + max((self.pools[order].free or 0) - int(self.free_huge[order][online].sum()), 0)
-                for order in HUGE_ORDERS}
+        online = self.present & (self.state == 0)
+        return pool_targets_of(row, self.node, online, self.node_present_pages(), self.pools,
+                               {order: int(self.free_huge[order][online].sum()) for order in HUGE_ORDERS},
+                               self.pool_heads)
 
     def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
         geo = self.geometry
