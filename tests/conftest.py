@@ -9,15 +9,15 @@ from typing import Optional
 import pytest
 from hypothesis import settings
 
+from memplan.core.machine import Machine
+from memplan.profile import toml
+from memplan.profile.reader import build_machine
+
 # Property tests draw the same examples on every run (CI included): a failure is reproducible and
 # the suite's duration is bounded. `HYPOTHESIS_PROFILE=explore pytest` draws fresh random examples.
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
-
-from memplan.core.machine import Machine
-from memplan.profile import toml
-from memplan.profile.reader import build_machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = os.path.join(ROOT, "profiles")
