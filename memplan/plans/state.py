@@ -62,6 +62,7 @@ from memplan.engine.context import (
     setup_with,
     table_present_pages,
 )
+from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel.contig import ContigResult, Request, alloc_contig_range
 from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, allowed_nodes, target_zones
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
@@ -72,7 +73,6 @@ from memplan.plans.types import MemoryLeft, ZoneMemory
 
 FREE = int(PageKind.FREE)
 HUGE_ORDERS = (9, 18)
-_FREE_KIND = {9: PageKind.HUGETLB_FREE, 18: PageKind.GIGANTIC_FREE}
 _USED_KIND = {9: PageKind.HUGETLB, 18: PageKind.GIGANTIC}
 #: order-0 kinds compaction can move out of the way (movable, no extra references)
 _COMPACTABLE = (IS_LRU | IS_MOVABLE_OPS) & ~IS_PINNED & (FOLIO_ORDER == 0)
@@ -686,12 +686,13 @@ class _Allocator:
             return False  # available_huge_pages(): free_huge_pages > resv_huge_pages
         size = 1 << order
         rows = st._target_rows(self.pool_nodes, ZONELIST_ORDER, None)
-        for row in rows[st.free_huge[order][rows] > 0]:
+        for row in rows[st.pool_heads[order][rows] > 0]:
             block = int(st.ids[row])
             pages = st.pages(block)
             base = st.geometry.block_start_pfn(block)
-            skip = (-base) % size
-            heads = skip + np.flatnonzero(pages.kinds[skip::size] == int(_FREE_KIND[order])) * size
+            # dequeue_hugetlb_folio_node_exact(): never a folio whose head's pageblock is isolated
+            heads = hugetlb_mod.free_folio_head_offsets(pages.kinds, base, order, st.geometry,
+                                                        st._isolated.get(block, st._no_pageblocks))
             if row == self.exclude_row:
                 lo, hi = self.exclude
                 heads = heads[(heads + size <= lo) | (heads >= hi)]
