@@ -9,6 +9,14 @@ computed from the current state; its effects (``OfflineEffects``) are then appli
 folios land in free pages elsewhere, dissolved hugetlb folios leave the pool, the block goes
 offline. virtio-mem's fake-offlining goes through ``memplan.kernel.contig.alloc_contig_range``.
 
+What the kernel model is given comes from the same place as for ``simulate``
+(``memplan.engine.context``): the ``OfflineSetup`` (``setup_with()``), the pool counters
+(``resolve_pools()``), the nodes' present pages, the per-block census (``count_block()``), the
+pool targets and migration capacity of a block (``pool_targets_of()``, ``capacity_of()``); the
+nodemask is ``kernel.migration.allowed_nodes()`` and the free-folio walk
+``kernel.hugetlb.free_folio_head_offsets()``. This module only keeps them current as the plan
+changes the machine, and places migrated folios (the placement rule below).
+
 Placement rule (where a migrated folio lands; the kernel's buddy allocator gives no pfn
 guarantee, so memplan fixes a deterministic order that follows the allocator's zonelist):
 
