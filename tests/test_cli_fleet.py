@@ -76,7 +76,7 @@ def test_plan_size_matches_memplan_plan_and_check(fleet):
     doc = json.loads(result.stdout)
     assert doc["mode"] == "plan" and doc["size_bytes"] == GiB
     for host in hosts:
-        plan = json.loads(CliRunner().invoke(main, ["plan", host, "--size", "1G", "--json"]).stdout)
+        plan = json.loads(CliRunner().invoke(main, ["plan", host, "--size", "1G", "--json", "--skip-hangs"]).stdout)
         (row,) = [h for h in doc["hosts"] if h["host"] == host]
         assert (row["asked_bytes"], row["achieved_bytes"]) == (plan["asked_bytes"], plan["achieved_bytes"])
     reached = sum(h["achieved_bytes"] == GiB for h in doc["hosts"])

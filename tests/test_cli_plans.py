@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import HALF_FULL as _HALF_FULL
-from conftest import SPARE
+from conftest import SPARE, fixture_tree
 from memplan.cli import main
 from memplan.profile.reader import load_profile
 
@@ -76,19 +76,35 @@ def one_error_line(result, needle):
 # ---- plan ------------------------------------------------------------------------------------
 
 def test_plan_table(run, profiles):
-    result = run("plan", profiles["half"], "--size", "384M")
+    result = run("plan", profiles["half"], "--size", "384M", "--skip-hangs")
     assert result.exit_code == 0
     assert "hangs" in result.output and "Achieved:           128M" in result.output and "Left online" in result.output
+    # chmem's own last words when SIZE is not reached (warnx("Could only disable %s of memory"))
+    assert result.stdout.splitlines()[-1] == "Could only disable 128M of memory"
+
+
+def test_plan_stops_where_chmem_would_hang(run, profiles):
+    result = run("plan", profiles["half"], "--size", "384M")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert [line.split()[:5] for line in lines[1:3]] == [["1", "3", "0x0000000018000000-0x000000001fffffff",
+                                                          "Normal", "offlined"],
+                                                         ["2", "2", "0x0000000010000000-0x0000000017ffffff",
+                                                          "Normal", "hangs"]]
+    assert not lines[3].strip()  # two writes: chmem blocks in the second one
+    assert lines[-1] == "chmem would hang at block 2 (anon page 0x10000): Ctrl-C ends chmem with 128M offlined"
+    assert "Could only disable" not in result.output  # SIGINT kills chmem before it could say so
+    assert run("plan", profiles["half"], "--size", "384M", "--check").exit_code == 64
 
 
 @pytest.mark.parametrize("profile,size,status", [("half", "128M", 0), ("half", "384M", 64), ("stuck", "128M", 1),
                                                  ("half", "0", 0)])
 def test_plan_check_exit_status(run, profiles, profile, size, status):
-    assert run("plan", profiles[profile], "--size", size, "--check").exit_code == status
+    assert run("plan", profiles[profile], "--size", size, "--check", "--skip-hangs").exit_code == status
 
 
 def test_plan_json(run, profiles):
-    result = run("plan", profiles["half"], "--size", "384M", "--json")
+    result = run("plan", profiles["half"], "--size", "384M", "--json", "--skip-hangs")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert (doc["asked_bytes"], doc["achieved_bytes"]) == (384 << 20, 128 << 20)
@@ -99,7 +115,11 @@ def test_plan_json(run, profiles):
     assert left["free_bytes"] == 16384 * 4096 and left["zones"] == [
         {"node": 0, "zone": "Normal", "free_bytes": 16384 * 4096, "total_bytes": 3 << 27}]
     assert left["nodes"] == [{"node": 0, "free_bytes": 16384 * 4096, "total_bytes": 3 << 27}]
-    assert doc["offlined"] == [3] and "Could only disable 128M of memory" in doc["warnings"]
+    assert doc["offlined"] == [3] and doc["end"] == "Could only disable 128M of memory"
+    assert (doc["skip_hangs"], doc["hang_block"]) == (True, None)
+    doc = json.loads(run("plan", profiles["half"], "--size", "384M", "--json").stdout)
+    assert [a["block"] for a in doc["attempts"]] == [3, 2] and (doc["skip_hangs"], doc["hang_block"]) == (False, 2)
+    assert doc["end"] == "chmem would hang at block 2 (anon page 0x10000): Ctrl-C ends chmem with 128M offlined"
 
 
 def test_plan_write_profile(run, profiles, tmp_path):
@@ -108,19 +128,49 @@ def test_plan_write_profile(run, profiles, tmp_path):
     assert result.exit_code == 0
     machine = load_profile(str(out))
     assert list(machine.blocks.state) == [0, 0, 0, 1]
-    again = run("plan", out, "--size", "128M", "--json")
+    again = run("plan", out, "--size", "128M", "--json", "--skip-hangs")
     assert [a["block"] for a in json.loads(again.stdout)["attempts"]] == [2, 1, 0]
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--size", "100M"], "Size must be aligned to memory block size (128M)"),
-    (["--size", "big"], "--size:"),
+    (["--size", "100M"], "--size 100M is 100M: Size must be aligned to memory block size (128M)"),
+    (["--size", "512MB"], "--size 512MB is 488.3M: Size must be aligned to memory block size (128M)"),
+    (["--size", "big"], "--size: 'big' is not a size (no number; chmem: Failed to parse size: 'big'; examples: 512M, "
+                        "1G, 1.5G, 4GiB, 512 (MiB)"),
+    (["--size", "0x1000"], "--size: chmem reads a SIZE that ends in a digit as MiB, hexadecimal too: '0x1000' "
+                           "would be 4G; write it with a suffix (examples: 512M"),
+    # util-linux adds the fraction's digits one at a time, truncating: 0.25G is 268435455 bytes
+    (["--size", "0.25G"], "--size 0.25G is 256M: Size must be aligned to memory block size (128M)"),
+    (["--size", "0x1F"], "--size 0x1F is 31B: Size must be aligned to memory block size (128M)"),
+    (["--size", "17592186044416"], "'17592186044416' MiB is past 2^64 - 1 bytes (16E)"),
     (["--size", "128M", "--blocks", "x"], "--blocks:"),
-    (["--size", "128M", "--blocks", "77"], "memory block 77 does not exist"),
     (["--size", "128M", "--zone", "Nowhere"], "Invalid value for '--zone'"),
 ])
 def test_plan_bad_input(run, profiles, args, needle):
-    one_error_line(run("plan", profiles["half"], *args), needle)
+    result = run("plan", profiles["half"], *args)
+    one_error_line(result, needle)
+    assert "4096" not in result.output
+
+
+@pytest.mark.parametrize("size,blocks", [("128", [3]), ("256M", [3, 2]), ("0.5G", [3, 2]), ("256MiB", [3, 2]),
+                                         ("268435456B", None)])
+def test_plan_sizes_as_chmem_reads_them(run, profiles, size, blocks):
+    result = run("plan", profiles["half"], "--size", size, "--json", "--skip-hangs")
+    if blocks is None:  # "268435456B": B alone is no suffix util-linux knows
+        one_error_line(result, "--size: '268435456B' is not a size (unknown suffix 'B'")
+    else:
+        assert [a["block"] for a in json.loads(result.stdout)["attempts"]][:len(blocks)] == blocks
+
+
+def test_plan_blocks_are_spans_and_absent_blocks_are_skipped(run, profiles):
+    result = run("plan", profiles["half"], "--size", "128M", "--blocks", "2-20000000000", "--json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert [a["block"] for a in doc["attempts"]] == [3] and doc["candidates"] == 2
+    assert "memplan: warning: --blocks: 19999999997 blocks not on half (4-20000000000): skipped, as chmem only " \
+           "writes to the memoryN directories that exist" in result.stderr
+    absent = run("plan", profiles["half"], "--size", "128M", "--blocks", "77", "--check")
+    assert absent.exit_code == 1 and absent.stdout.splitlines()[-1] == "Could only disable 0B of memory"
 
 
 def test_plan_missing_profile(run):
@@ -203,3 +253,69 @@ def test_unplug_bad_input(run, profiles, args, needle):
 
 def test_unplug_without_a_device(run, profiles):
     one_error_line(run("unplug", profiles["half"], "--to", "0"), "has no virtio-mem device")
+
+
+# ---- confidence (issue 13 §1) ------------------------------------------------------------------
+
+LEVELS = ["certain", "likely", "unknown"]
+
+
+def test_plan_on_a_profile_is_certain(run, profiles):
+    doc = json.loads(run("plan", profiles["half"], "--size", "384M", "--json", "--skip-hangs").stdout)
+    assert {(a["confidence"], tuple(a["blind_spots"])) for a in doc["attempts"]} == {("certain", ())}
+    assert doc["achieved_bytes_by_confidence"] == {"certain": 128 << 20, "likely": 0, "unknown": 0}
+
+
+def test_plan_attempts_on_a_snapshot_carry_confidence(run):
+    tree = fixture_tree("qemu-6.1-post2")
+    result = run("plan", "--sysroot", tree, "--size", "1G", "--json", "--skip-hangs")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    attempts = doc["attempts"]
+    assert all(a["confidence"] in LEVELS and isinstance(a["blind_spots"], list) for a in attempts)
+    assert all(a["blind_spots"] for a in attempts if a["confidence"] != "certain")
+    split = doc["achieved_bytes_by_confidence"]
+    assert sorted(split) == sorted(LEVELS) and sum(split.values()) == doc["achieved_bytes"]
+    assert split == {"certain": 0, "likely": 3 << 27, "unknown": 0}  # blocks 36, 34, 33
+    # the first write judges the machine as simulate does: the same confidence and blind spots
+    first = attempts[0]
+    alone = json.loads(run("simulate", "--sysroot", tree, "--blocks", first["block"], "--json").stdout)["blocks"][0]
+    assert (first["confidence"], first["blind_spots"]) == (alone["confidence"], alone["blind_spots"]) != \
+        ("certain", [])
+    table = run("plan", "--sysroot", tree, "--size", "1G", "--skip-hangs").stdout
+    assert "By confidence:      certain 0B, likely 384M, unknown 0B" in table
+
+
+def test_plan_check_counts_only_trusted_memory(run):
+    # host-6.18-24g: the highest blocks offline, but the snapshot cannot decide them (unknown)
+    tree = fixture_tree("host-6.18-24g")
+    args = ["plan", "--sysroot", tree, "--size", "256M", "--blocks", "198-199"]
+    doc = json.loads(run(*args, "--json").stdout)
+    assert [(a["block"], a["result"], a["confidence"]) for a in doc["attempts"]] == \
+        [(199, "offlined", "unknown"), (198, "offlined", "unknown")]
+    assert run(*args, "--check").exit_code == 1
+    assert run(*args, "--check", "--trust", "likely").exit_code == 1
+    assert run(*args, "--check", "--trust", "unknown").exit_code == 0
+
+
+def test_unplug_says_when_it_relies_on_a_likely_block(run):
+    tree = fixture_tree("qemu-6.1-post1")
+    result = run("unplug", "--sysroot", tree, "--by", "512M", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    (b36,) = [b for b in doc["blocks"] if b["block"] == 36]
+    assert b36["state_after"] == "UNUSED" and b36["confidence"] == "likely"
+    assert b36["blind_spots"] == ["LRU pages may carry extra references (vmsplice, pins) a snapshot cannot see"]
+    assert doc["achieved_bytes_by_confidence"] == {"certain": 0, "likely": 512 << 20, "unknown": 0}
+    assert doc["caveats"][0] == ("the unplug relies on blocks 35-37, rated likely: LRU pages may carry extra "
+                                 "references (vmsplice, pins) a snapshot cannot see")
+    table = run("unplug", "--sysroot", tree, "--by", "512M")
+    assert "Caveat:             the unplug relies on blocks 35-37, rated likely" in table.stdout
+    assert "By confidence:      certain 0B, likely 512M, unknown 0B" in table.stdout
+    assert run("unplug", "--sysroot", tree, "--by", "512M", "--check").exit_code == 0  # likely is trusted
+
+
+def test_unplug_on_a_profile_is_certain(run, profiles):
+    doc = json.loads(run("unplug", profiles["sbm"], "--to", "0", "--json").stdout)
+    assert {b["confidence"] for b in doc["blocks"] if b["visited"]} == {"certain"} and doc["caveats"] == []
+    assert doc["achieved_bytes_by_confidence"] == {"certain": 254 << 20, "likely": 0, "unknown": 0}

@@ -90,6 +90,18 @@ def test_hugetlb_pool_target_and_dissolve():
     assert state.pools[9].free == 1 and state.free_huge[9][state.row_of(0)] == 1
 
 
+def test_hugetlb_pool_target_skips_folios_in_isolated_pageblocks():
+    # dequeue_hugetlb_folio_node_exact() skips a folio whose head's pageblock is isolated
+    # (is_migrate_isolate_page()): the folio at pfn 0 stays free, the next one is the target.
+    text = (LAYOUT + page(0, "hugetlb_free", 2 * PB) + page(3 * PPB, "hugetlb", PB) + page(3 * PPB + PB, "anon")
+            + "\n[environment]\nisolated = ['0x0-0x1fffff']\n")
+    state = MachineState(machine_from(text, spare=False))
+    assert state.pool_heads[9][state.row_of(0)] == 1 and state.free_huge[9][state.row_of(0)] == 2
+    assert state.offline(3).result is Outcome.OFFLINED
+    assert list(np.unique(kinds_of(state, 0)[:PB])) == [PageKind.HUGETLB_FREE]
+    assert list(np.unique(kinds_of(state, 0)[PB:2 * PB])) == [PageKind.HUGETLB]
+
+
 def test_fresh_hugetlb_target_compacts_a_pageblock():
     # No pool; every pageblock holds one anon page: compaction frees one in the first block tried.
     anon = every_pageblock((0, 1, 2), "anon")

@@ -1,6 +1,13 @@
 import pytest
 
-from memplan.core.units import format_block_ranges, format_size, parse_block_ranges, parse_inclusive_range, parse_size
+from memplan.core.units import (
+    format_block_ranges,
+    format_size,
+    parse_block_ranges,
+    parse_chmem_size,
+    parse_inclusive_range,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize("text,value", [
@@ -89,3 +96,30 @@ def test_format_size_at_the_top_of_the_range():
     # size_to_human_string() keeps three digits without overflowing a uint64_t
     assert format_size((1 << 64) - 1) == "16E"
     assert format_size(15 * (1 << 60) + (1 << 59)) == "15.5E"
+
+
+# ---- chmem's SIZE (sys-utils/chmem.c parse_single_param()) ----------------------------------------
+
+@pytest.mark.parametrize("text,value", [
+    ("512", 512 << 20), ("512M", 512 << 20), ("512MiB", 512 << 20), ("1G", 1 << 30), ("128MB", 128 * 10**6),
+    ("1.5G", 3 << 29), (" 64", 64 << 20), ("010", 8 << 20), ("0x1F", 31), ("0", 0), ("1E", 1 << 60),
+])
+def test_chmem_size(text, value):
+    # strtosize_or_err(), then "if (isdigit(str[strlen(str) - 1])) desc->size *= 1024*1024"
+    assert parse_chmem_size(text) == value
+
+
+@pytest.mark.parametrize("text,message", [
+    ("512X", "'512X' is not a size (unknown suffix 'X'; chmem: Failed to parse size: '512X'; examples: 512M, 1G, "
+             "1.5G, 4GiB, 512 (MiB); KB, MB, GB are powers of 1000)"),
+    ("16E", "'16E' is not a size (past 2^64 - 1 bytes (16E); chmem: Failed to parse size: '16E'; examples:"),
+    ("1.5", "'1.5' is not a size (a decimal point needs a suffix; chmem: Failed to parse size: '1.5'; examples:"),
+    ("0x1000", "chmem reads a SIZE that ends in a digit as MiB, hexadecimal too: '0x1000' would be 4G; write it with "
+               "a suffix (examples:"),
+    ("17592186044416", "'17592186044416' MiB is past 2^64 - 1 bytes (16E) (examples:"),
+    ("9" * 400, "'999999999999999999999999999...9999999' (400 characters) is not a size (past 2^64"),
+])
+def test_chmem_size_errors_show_valid_examples(text, message):
+    with pytest.raises(ValueError) as info:
+        parse_chmem_size(text)
+    assert str(info.value).startswith(message) and "4096" not in str(info.value)

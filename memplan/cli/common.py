@@ -157,15 +157,20 @@ class CapacityResult(Protocol):
     @property
     def achieved_bytes(self) -> int: ...
 
+    @property
+    def achieved_bytes_by_confidence(self) -> Dict[Confidence, int]: ...
+
 
 R = TypeVar("R", bound=CapacityResult)
 
 
 def finish_capacity_command(result: R, state: MachineState, profile: str, out: Optional[str], header: str,
                             warnings: List[str], as_json: bool, check: bool,
-                            to_dict: Callable[[R], Dict[str, Any]], print_table: Callable[[Console, R], None]) -> None:
+                            to_dict: Callable[[R], Dict[str, Any]], print_table: Callable[[Console, R], None],
+                            trust: Confidence = Confidence.LIKELY) -> None:
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
-    warnings, render, and exit with chmem's codes under ``--check``."""
+    warnings, render, and exit with chmem's codes under ``--check`` (counting the memory whose
+    confidence ``--trust`` accepts)."""
     warnings = list(warnings)
     if out:
         warnings += write_profile(state.machine, read_document(profile), state.to_machine(), out, header=header)
@@ -175,7 +180,8 @@ def finish_capacity_command(result: R, state: MachineState, profile: str, out: O
     else:
         print_table(stdout_console(), result)
     if check:
-        raise SystemExit(int(check_status(result.achieved_bytes, result.asked_bytes)))
+        counted = sum(n for level, n in result.achieved_bytes_by_confidence.items() if trusted(trust, level))
+        raise SystemExit(int(check_status(counted, result.asked_bytes)))
     raise SystemExit(int(ExitStatus.SUCCESS))
 
 

@@ -16,8 +16,10 @@ from memplan.cli.common import (
     semantics_option,
     size_value,
     stdout_console,
+    trust_option,
 )
 from memplan.core.errors import UsageError
+from memplan.core.results import Confidence
 from memplan.core.status import ExitStatus
 from memplan.plans.state import MachineState
 from memplan.plans.unplug import find_device, run_unplug, sweep
@@ -42,12 +44,14 @@ from memplan.render.sweep_svg import sweep_svg
 @semantics_option
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout.")
 @click.option("--check", is_flag=True,
-              help="Exit 0 if the requested size is reached, 64 if partly, 1 if nothing was unplugged.")
+              help="Exit 0 if the requested size is reached, 64 if partly, 1 if nothing was unplugged; only "
+                   "memory that --trust accepts counts.")
+@trust_option
 @click.option("--write-profile", "out", type=click.Path(dir_okay=False), default=None, metavar="OUT.toml",
               help="Write the machine the driver leaves behind as a format-1 profile.")
 def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], by_size: Optional[str],
                    do_sweep: bool, step: Optional[str], svg: Optional[str], semantics: Optional[str], as_json: bool,
-                   check: bool, out: Optional[str]) -> None:
+                   check: bool, trust: Confidence, out: Optional[str]) -> None:
     """Predict the virtio-mem driver's response to a lower requested-size.
 
     SBM: blocks in the kernel's state order (OFFLINE_PARTIAL, OFFLINE, MOVABLE_PARTIAL,
@@ -96,4 +100,4 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
     finish_capacity_command(result, state, profile, out,
                             f"written by memplan unplug {profile} (requested-size {requested})",
                             list(machine.warnings) + list(result.warnings), as_json, check,
-                            capacity_json.unplug_dict, capacity_table.print_unplug)
+                            capacity_json.unplug_dict, capacity_table.print_unplug, trust)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import List, Set, Tuple, Union
 
 SizeLike = Union[int, str]
@@ -15,6 +16,10 @@ _SPACE = " \t\n\v\f\r"
 _DIGITS = "0123456789"
 _HEX = "0123456789abcdefABCDEF"
 _EXAMPLES = "examples: 4096, 0x1000, 128MiB, 2M, 1.5G, 4GiB; KB, MB, GB are powers of 1000"
+#: valid SIZEs for chmem (a bare number is MiB)
+CHMEM_EXAMPLES = "examples: 512M, 1G, 1.5G, 4GiB, 512 (MiB); KB, MB, GB are powers of 1000"
+#: ``strtoumax(..., 0)`` reads this as hexadecimal (white space and a sign may come first)
+_HEX_PREFIX = re.compile(r"[ \t\n\v\f\r]*[+-]?0[xX][0-9a-fA-F]")
 
 
 def shown(value: object, limit: int = 40) -> str:
@@ -88,6 +93,15 @@ def _fraction(x: int, frac: int, zeros: int, base: int, power: int) -> int:
             return x
 
 
+class _SizeError(ValueError):
+    """Why ``strtosize()`` refuses a string (``why``), without the examples callers add."""
+
+    def __init__(self, why: str, out_of_range: bool = False) -> None:
+        super().__init__(why)
+        self.why = why
+        self.out_of_range = out_of_range
+
+
 def strtosize(text: str) -> int:
     """util-linux ``strtosize()`` (lib/strutils.c ``parse_size()``), digit for digit.
 
@@ -96,11 +110,21 @@ def strtosize(text: str) -> int:
     a decimal point needs a suffix; a sign ``-``, a space before the suffix or after it, ``B``
     alone and anything past ``2**64 - 1`` are errors.
     """
-    def fail(why: str) -> ValueError:
-        return ValueError(f"{shown(text)} is not a size ({why}; {_EXAMPLES})")
+    try:
+        return _strtosize(text)
+    except _SizeError as exc:
+        if exc.out_of_range:
+            raise ValueError(f"{shown(text)} is out of range: sizes end at 2^64 - 1 bytes (16E)") from None
+        raise ValueError(f"{shown(text)} is not a size ({exc.why}; {_EXAMPLES})") from None
 
-    def out_of_range() -> ValueError:
-        return ValueError(f"{shown(text)} is out of range: sizes end at 2^64 - 1 bytes (16E)")
+
+def _strtosize(text: str) -> int:
+    """:func:`strtosize` raising :class:`_SizeError`."""
+    def fail(why: str) -> _SizeError:
+        return _SizeError(why)
+
+    def out_of_range() -> _SizeError:
+        return _SizeError("out of range", out_of_range=True)
 
     i = 0
     while i < len(text) and text[i] in _SPACE:
@@ -173,14 +197,43 @@ def parse_size(value: SizeLike) -> int:
     return strtosize(value)
 
 
-def parse_chmem_size(value: str) -> int:
-    """chmem's SIZE (``parse_single_param()``): like :func:`parse_size`, but a bare number means MiB.
+def _chmem_quoted(value: str) -> str:
+    """The SIZE as chmem's messages quote it (``'512X'``), escaped and shortened when needed."""
+    if len(value) <= 40 and value.isprintable() and "'" not in value:
+        return f"'{value}'"
+    return shown(value)
 
-    >>> parse_chmem_size("512"), parse_chmem_size("1G")
-    (536870912, 1073741824)
+
+def parse_chmem_size(value: str) -> int:
+    """chmem's SIZE (sys-utils/chmem.c ``parse_single_param()``): util-linux ``strtosize()``
+    (``M``/``MiB`` powers of 1024, ``MB`` powers of 1000), and a SIZE whose last character is
+    a digit is a number of MiB (``desc->size *= 1024*1024``).
+
+    Refused, one line each, with valid examples: what ``strtosize_or_err()`` refuses (chmem's
+    ``Failed to parse size: '...'``), a product past ``2**64 - 1`` (chmem's multiplication
+    would wrap) and a hexadecimal SIZE that ends in a digit (chmem reads ``0x1000`` as 4096
+    MiB, which is never what it looks like).
+
+    >>> parse_chmem_size("512"), parse_chmem_size("1G"), parse_chmem_size("128MB")
+    (536870912, 1073741824, 128000000)
     """
-    text = value.strip()
-    return parse_size(text) * (1 << 20) if text.isdigit() else parse_size(text)
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not a size ({CHMEM_EXAMPLES})")
+    quoted = _chmem_quoted(value)
+    try:
+        size = _strtosize(value)
+    except _SizeError as exc:
+        why = "past 2^64 - 1 bytes (16E)" if exc.out_of_range else exc.why
+        raise ValueError(f"{quoted} is not a size ({why}; chmem: Failed to parse size: {quoted}; "
+                         f"{CHMEM_EXAMPLES})") from None
+    if value and value[-1] in _DIGITS:
+        if _HEX_PREFIX.match(value):
+            raise ValueError(f"chmem reads a SIZE that ends in a digit as MiB, hexadecimal too: {quoted} would be "
+                             f"{format_size(min(size << 20, UINTMAX))}; write it with a suffix ({CHMEM_EXAMPLES})")
+        size <<= 20
+        if size > UINTMAX:
+            raise ValueError(f"{quoted} MiB is past 2^64 - 1 bytes (16E) ({CHMEM_EXAMPLES})")
+    return size
 
 
 def parse_inclusive_range(value: str) -> Tuple[int, int]:

@@ -15,8 +15,8 @@ from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from memplan.core.geometry import Geometry
-from memplan.core.machine import BlockTable, HugetlbPool, Machine, VirtioMemDevice, chunks
-from memplan.core.model import ZONE_NONE, PageKind
+from memplan.core.machine import BlockTable, Environment, HugetlbPool, Machine, VirtioMemDevice, chunks
+from memplan.core.model import ZONE_NONE, PageKind, Zone
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
 from memplan.kernel.migrate_pages import free_target_pages
@@ -42,6 +42,32 @@ class Census:
 _CENSUS: weakref.WeakKeyDictionary[Machine, Census] = weakref.WeakKeyDictionary()
 
 
+@dataclass(frozen=True)
+class BlockCounts:
+    """One block's share of the :class:`Census`: free pages migration targets may come from,
+    free hugetlb folios per order, and those the pool may hand out (head outside pageblocks
+    someone else isolated)."""
+
+    free_pages: int
+    free_hugetlb: Dict[int, int]
+    pool_heads: Dict[int, int]
+
+
+def count_block(kinds: np.ndarray, block: int, geo: Geometry, isolated: np.ndarray) -> BlockCounts:
+    """The census of one online block's pages (``isolated``: its pageblocks someone else
+    isolated); a capacity plan counts a block again with it whenever its pages change."""
+    base = geo.block_start_pfn(block)
+    special = bool(isolated.any())
+    free = (free_target_pages(kinds, isolated, geo.pageblock_pages) if special
+            else int(np.count_nonzero(kinds == PageKind.FREE.value)))
+    huge: Dict[int, int] = {}
+    heads: Dict[int, int] = {}
+    for order in geo.hugetlb_orders:
+        huge[order] = count = hugetlb_mod.free_folio_heads(kinds, base, order, geo)
+        heads[order] = hugetlb_mod.free_folio_heads(kinds, base, order, geo, isolated) if special else count
+    return BlockCounts(free, huge, heads)
+
+
 def census(machine: Machine) -> Census:
     """Count free pages and free hugetlb folios per online block (cached per machine)."""
     cached = _CENSUS.get(machine)
@@ -58,24 +84,20 @@ def census(machine: Machine) -> Census:
     for ids in chunks(online_ids, geo.pages_per_block):
         batch = machine.pages.materialize(ids)
         rows = table.rows(ids)
-        free[rows] = np.count_nonzero(batch.kinds == PageKind.FREE.value, axis=1)
         for r, (row, block) in enumerate(zip(rows.tolist(), ids.tolist())):
-            base = geo.block_start_pfn(block)
-            pageblocks = isolated.get(block, no_pageblocks)
-            if pageblocks.any():
-                free[row] = free_target_pages(batch.kinds[r], pageblocks, geo.pageblock_pages)
+            counts = count_block(batch.kinds[r], block, geo, isolated.get(block, no_pageblocks))
+            free[row] = counts.free_pages
             for order in geo.hugetlb_orders:
-                count = hugetlb_mod.free_folio_heads(batch.kinds[r], base, order, geo)
-                huge[order] += count
-                heads[order][row] = (hugetlb_mod.free_folio_heads(batch.kinds[r], base, order, geo, pageblocks)
-                                     if pageblocks.any() else count)
+                huge[order] += counts.free_hugetlb[order]
+                heads[order][row] = counts.pool_heads[order]
     result = Census(free, huge, heads)
     _CENSUS[machine] = result
     return result
 
 
-def resolve_pools(machine: Machine) -> Dict[int, HugetlbPool]:
-    """Pool counters; a missing ``free`` is the number of free folios the machine holds."""
+def resolve_pools(machine: Machine, free_hugetlb: Optional[Mapping[int, int]] = None) -> Dict[int, HugetlbPool]:
+    """Pool counters; a missing ``free`` is the number of free folios the machine holds
+    (``free_hugetlb`` per order when the caller counted them, else from the census)."""
     pools: Dict[int, HugetlbPool] = {}
     geo = machine.geometry
     for order in geo.hugetlb_orders:
@@ -86,6 +108,8 @@ def resolve_pools(machine: Machine) -> Dict[int, HugetlbPool]:
         possible = getattr(machine.pages, "possible_kinds", lambda: None)()
         if possible is not None and hugetlb_mod.free_kind(geo, order) not in possible:
             free = 0
+        elif free_hugetlb is not None:
+            free = int(free_hugetlb.get(order, 0))
         else:
             free = census(machine).free_hugetlb[order]
         pools[order] = HugetlbPool(free=free, resv=pool.resv if pool else 0)
@@ -108,7 +132,11 @@ def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[in
 def node_present_pages(machine: Machine) -> Dict[int, int]:
     """``pgdat->node_present_pages`` per node: the pages of its online blocks (self-hosted
     memmap included), and its part of online blocks that span nodes."""
-    table = machine.blocks
+    return table_present_pages(machine.blocks)
+
+
+def table_present_pages(table: BlockTable) -> Dict[int, int]:
+    """:func:`node_present_pages` of a block table (a capacity plan's current one)."""
     online = table.online & (table.node >= 0)
     nodes, node_of_row = np.unique(table.node[online], return_inverse=True)
     present = np.zeros(len(nodes), dtype=np.int64)
@@ -123,9 +151,17 @@ def node_present_pages(machine: Machine) -> Dict[int, int]:
 
 def offline_setup(machine: Machine, semantics: OfflineSemantics) -> OfflineSetup:
     """What every block of a run on ``machine`` shares."""
+    return setup_with(machine, semantics, resolve_pools(machine), node_present_pages(machine))
+
+
+def setup_with(machine: Machine, semantics: OfflineSemantics, pools: Mapping[int, HugetlbPool],
+               present_pages: Mapping[int, int], environment: Optional[Environment] = None) -> OfflineSetup:
+    """:func:`offline_setup` for a machine whose pool counters and online blocks a caller tracks
+    itself (a capacity plan, step after step; ``environment``: the machine's unless given)."""
     return OfflineSetup(
-        geometry=machine.geometry, semantics=semantics, environment=machine.environment,
-        pools=resolve_pools(machine), node_present_pages=node_present_pages(machine),
+        geometry=machine.geometry, semantics=semantics,
+        environment=machine.environment if environment is None else environment,
+        pools=dict(pools), node_present_pages=dict(present_pages),
         node_notifier=versions.at_least(machine.kernel, versions.NODE_NOTIFIER),
     )
 
@@ -238,16 +274,9 @@ class ContextBuilder:
             counted = census(machine)
             self.hugetlb_heads = (counted.free_hugetlb, counted.pool_heads)
         totals, pool_heads = self.hugetlb_heads
-        own = int(table.node[row])
-        allowed = allowed_nodes(self.setup.node_present_pages, own)
-        rows = table.online & np.isin(table.node, allowed)
-        out: Dict[int, int] = {}
-        for order in orders:
-            heads = pool_heads[order]
-            pool = int(heads[rows].sum()) - (int(heads[row]) if rows[row] else 0)
-            unlocated = (self.setup.pools[order].free or 0) - totals[order]
-            out[order] = pool + max(unlocated, 0)
-        return out
+        return pool_targets_of(row, table.node, table.online, self.setup.node_present_pages, self.setup.pools,
+                               {order: totals[order] for order in orders},
+                               {order: pool_heads[order] for order in orders})
 
     def learn_hugetlb(self, stats: Mapping[int, BlockStats]) -> None:
         """``hugetlb_heads`` from the stats of judged blocks when they cover every online block
@@ -297,6 +326,35 @@ class ContextBuilder:
             device=tuple(self._device_of_row[rows].tolist()),
             device_state=tuple(self._device_state_of_row[rows].tolist()),
         )
+
+
+def pool_targets_of(row: int, node: np.ndarray, online: np.ndarray, present_pages: Mapping[int, int],
+                    pools: Mapping[int, HugetlbPool], free_hugetlb: Mapping[int, int],
+                    pool_heads: Mapping[int, np.ndarray]) -> Dict[int, int]:
+    """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while the block of
+    ``row`` is isolated, per order: the ``pool_heads`` (per row) of the online rows on
+    ``do_migrate_range()``'s allowed nodes, the block's own left out, plus the free folios the
+    pool counters know of and no page shows (``free_hugetlb``: the free folios the pages show).
+    ``node`` and ``online`` are per-row columns (a block table's, or a capacity plan's state)."""
+    rows = online & np.isin(node, allowed_nodes(present_pages, int(node[row])))
+    out: Dict[int, int] = {}
+    for order, heads in pool_heads.items():
+        pool = int(heads[rows].sum()) - (int(heads[row]) if rows[row] else 0)
+        unlocated = (pools[order].free or 0) - int(free_hugetlb[order])
+        out[order] = pool + max(unlocated, 0)
+    return out
+
+
+def capacity_of(row: int, node: np.ndarray, zone: np.ndarray, online: np.ndarray, present_pages: Mapping[int, int],
+                free: np.ndarray) -> Capacity:
+    """Free pages ``do_migrate_range()`` may take migration targets from while the block of
+    ``row`` is isolated: ``free`` (per row) of the online rows on its allowed nodes, the block's
+    own left out, in the kernel zones (boot blocks spanning zones included) and in ZONE_MOVABLE
+    (``alloc_migration_target()`` decides which folio may use which: ``target_zones()``)."""
+    rows = online & np.isin(node, allowed_nodes(present_pages, int(node[row])))
+    rows[row] = False
+    in_movable = zone == Zone.MOVABLE.code
+    return Capacity(int(free[rows & ~in_movable].sum()), int(free[rows & in_movable].sum()))
 
 
 class _LazyPool(Mapping[int, int]):

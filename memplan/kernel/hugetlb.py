@@ -93,5 +93,16 @@ def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geo
     heads = kinds[skip::size] == kind
     if isolated is None or not isolated.any():
         return int(np.count_nonzero(heads))
-    at = skip + np.flatnonzero(heads) * size
-    return int(np.count_nonzero(~isolated[at // geometry.pageblock_pages]))
+    return len(free_folio_head_offsets(kinds, base_pfn, order, geometry, isolated))
+
+
+def free_folio_head_offsets(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geometry,
+                            isolated: Optional[np.ndarray] = None) -> np.ndarray:
+    """The offsets in ``kinds`` of the heads :func:`free_folio_heads` counts, lowest first (the
+    folios ``dequeue_hugetlb_folio_node_exact()`` may hand out)."""
+    size = 1 << order
+    skip = (-base_pfn) % size
+    at = skip + np.flatnonzero(kinds[skip::size] == free_kind(geometry, order).value) * size
+    if isolated is not None and isolated.any():
+        at = at[~isolated[at // geometry.pageblock_pages]]
+    return at

@@ -5,19 +5,24 @@ already offline (and, with ``--zone``, blocks whose ``valid_zones`` does not sta
 zone name, compared case-insensitively over the zone name's length), writes ``offline`` to
 ``memoryN/state`` and counts a block only when the write succeeds, until SIZE is reached.
 Each write goes through the offline pipeline against the machine state the earlier writes
-left behind. A write that would hang is counted as interrupted (the operator's signal
-returns ``-EINTR``); the migrations it made before that stay made, as in the kernel.
+left behind. The write is synchronous: ``offline_pages()`` retries until a signal arrives, so
+a write that would hang blocks chmem there; the plan stops at it and says what Ctrl-C leaves
+(SIGINT ends the write with ``-EINTR`` and kills chmem: no "Could only disable" line). With
+``skip_hangs`` it models a tool that interrupts each hanging write with a signal and goes on.
+The migrations a failing or interrupted write made stay made, as in the kernel.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from memplan.core.errors import UsageError
 from memplan.core.machine import Machine
 from memplan.core.results import BlockVerdict, Outcome
-from memplan.core.units import format_size, parse_chmem_size
-from memplan.engine.simulation import select_blocks
+from memplan.core.units import format_size, parse_block_spans, parse_chmem_size
+from memplan.plans.confidence import WriteAssessor
 from memplan.plans.state import MachineState
 from memplan.plans.types import AUTO_MOVABLE_RATIO, PlanResult
 
@@ -25,15 +30,62 @@ from memplan.plans.types import AUTO_MOVABLE_RATIO, PlanResult
 CHMEM_ZONES = ("DMA", "DMA32", "Normal", "Highmem", "Movable", "Device")
 
 
+#: a ``--blocks`` value: lsmem/chmem range text, or block ids
+BlockSpec = Union[str, Sequence[int]]
+
+
 def parse_plan_size(text: str, block_size: int) -> int:
-    """chmem's SIZE: ``<n>[K|M|G|T...]``; a bare number means MiB (``parse_single_param()``)."""
+    """chmem's SIZE (``parse_single_param()``): util-linux ``strtosize()``, a SIZE ending in a
+    digit is MiB, and it must be a multiple of the memory block size."""
     try:
         size = parse_chmem_size(text)
     except ValueError as exc:
         raise UsageError(f"--size: {exc}") from None
-    if size % block_size:
-        raise UsageError(f"Size must be aligned to memory block size ({format_size(block_size)})")
+    check_aligned(size, block_size, text)
     return size
+
+
+def check_aligned(size: int, block_size: int, text: Optional[str] = None) -> None:
+    """chmem's ``Size must be aligned to memory block size (128M)``."""
+    if size % block_size:
+        what = f"--size {text} is {format_size(size)}: " if text is not None else ""
+        raise UsageError(f"{what}Size must be aligned to memory block size ({format_size(block_size)})")
+
+
+def block_spans(blocks: BlockSpec) -> List[Tuple[int, int]]:
+    """``--blocks`` as inclusive spans (a range stays two numbers, whatever its length)."""
+    if isinstance(blocks, str):
+        try:
+            return parse_block_spans(blocks)
+        except ValueError as exc:
+            raise UsageError(f"--blocks: {exc}") from None
+    return [(int(b), int(b)) for b in blocks]
+
+
+def blocks_in_spans(ids: np.ndarray, spans: Sequence[Tuple[int, int]]) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
+    """The ids (sorted) inside the spans, and the parts of the spans no id covers: chmem only
+    writes to the ``memoryN`` directories that exist. Costs O(spans + ids), never the spans' length."""
+    top = np.iinfo(np.int64).max
+    inside = np.zeros(len(ids), dtype=bool)
+    absent: List[Tuple[int, int]] = []
+    for lo, hi in spans:
+        a = int(np.searchsorted(ids, min(lo, top), side="left"))
+        b = int(np.searchsorted(ids, min(hi, top), side="right"))
+        inside[a:b] = True
+        here = [int(x) for x in ids[a:b]]
+        edge = lo
+        for block in here:
+            if block > edge:
+                absent.append((edge, block - 1))
+            edge = block + 1
+        if edge <= hi:
+            absent.append((edge, hi))
+    return ids[inside], absent
+
+
+def spans_text(spans: Sequence[Tuple[int, int]], limit: int = 6) -> str:
+    parts = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in spans[:limit]]
+    return ",".join(parts) + (f",... ({len(spans)} ranges)" if len(spans) > limit else "")
 
 
 def valid_zones_match(valid_zones: str, zone: str) -> bool:
@@ -42,9 +94,18 @@ def valid_zones_match(valid_zones: str, zone: str) -> bool:
     return valid_zones[:len(zone)].lower() == zone.lower()
 
 
-def candidates(state: MachineState, blocks: Optional[Sequence[int]], zone: Optional[str]) -> List[int]:
-    """Online blocks chmem would try, highest first."""
-    ids = select_blocks(state.machine, blocks) if blocks is not None else state.ids
+def candidates(state: MachineState, blocks: Optional[BlockSpec], zone: Optional[str],
+               notes: Optional[List[str]] = None) -> List[int]:
+    """Online blocks chmem would try, highest first (``notes`` gets a line for ``--blocks``
+    that name blocks the machine does not have)."""
+    ids = np.sort(state.ids[state.present])
+    if blocks is not None:
+        ids, absent = blocks_in_spans(ids, block_spans(blocks))
+        if absent and notes is not None:
+            count = sum(hi - lo + 1 for lo, hi in absent)
+            notes.append(f"--blocks: {count} block{'s' if count != 1 else ''} not on {state.machine.name} "
+                         f"({spans_text(absent)}): skipped, as chmem only writes to the memoryN directories "
+                         "that exist")
     out: List[int] = []
     for block in sorted((int(b) for b in ids), reverse=True):
         row = state.row_of(block)
@@ -58,32 +119,35 @@ def candidates(state: MachineState, blocks: Optional[Sequence[int]], zone: Optio
     return out
 
 
-def run_plan(state: MachineState, size: int, blocks: Optional[Sequence[int]] = None,
-             zone: Optional[str] = None) -> PlanResult:
-    """Offline ``size`` bytes the way chmem does (mutates ``state``)."""
+def run_plan(state: MachineState, size: int, blocks: Optional[BlockSpec] = None,
+             zone: Optional[str] = None, skip_hangs: bool = False) -> PlanResult:
+    """Offline ``size`` bytes the way chmem does (mutates ``state``): stop at the first write
+    that would hang, or with ``skip_hangs`` interrupt it and go on."""
     block_size = state.geometry.memory_block_size
-    if size % block_size:
-        raise UsageError(f"Size must be aligned to memory block size ({format_size(block_size)})")
+    check_aligned(size, block_size)
     if zone is not None:
         matches = [z for z in CHMEM_ZONES if z.lower() == zone.lower()]
         if not matches:
             raise UsageError(f"unknown memory zone: {zone} (chmem knows {', '.join(CHMEM_ZONES)})")
         zone = matches[0]
     todo = size // block_size
-    pool = candidates(state, blocks, zone)
+    notes: List[str] = []
+    pool = candidates(state, blocks, zone, notes)
     attempts: List[BlockVerdict] = []
+    hang: Optional[BlockVerdict] = None
+    rate = WriteAssessor(state) if pool and todo else None
     for block in pool:
-        if not todo:
+        if not todo or rate is None:
             break
-        verdict = state.offline(block)
+        verdict = rate.offline(state, block)
         attempts.append(verdict)
         if verdict.result is Outcome.OFFLINED:
             todo -= 1
+        elif verdict.result is Outcome.HANGS and not skip_hangs:
+            hang = verdict
+            break
     left = state.left()
-    warnings: List[str] = list(state.machine.warnings)
-    if todo:
-        done = size - todo * block_size
-        warnings.append(f"Could only disable {format_size(done)} of memory")
+    warnings: List[str] = list(state.machine.warnings) + notes
     if left.ratio_exceeded:
         ratio = left.movable_ratio_percent
         warnings.append(f"ZONE_MOVABLE is {'all' if ratio is None else f'{ratio}%'} of the online memory left "
@@ -92,14 +156,19 @@ def run_plan(state: MachineState, size: int, blocks: Optional[Sequence[int]] = N
     warnings.extend(state.notes)
     return PlanResult(profile=state.machine.source, machine=state.machine.name, semantics=state.semantics.name,
                       block_size=block_size, asked_bytes=size, attempts=tuple(attempts), left=left,
-                      candidates=len(pool), zone=zone, warnings=tuple(warnings))
+                      candidates=len(pool), zone=zone, warnings=tuple(warnings), skip_hangs=skip_hangs,
+                      hang=hang)
 
 
-def plan(machine: Machine, size: int, semantics: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
-         zone: Optional[str] = None) -> Tuple[PlanResult, MachineState]:
-    """Simulate ``chmem -d SIZE``; returns the result and the machine state afterwards."""
+def plan(machine: Machine, size: int, semantics: Optional[str] = None, blocks: Optional[BlockSpec] = None,
+         zone: Optional[str] = None, skip_hangs: bool = True) -> Tuple[PlanResult, MachineState]:
+    """Simulate ``chmem -d SIZE``; returns the result and the machine state afterwards.
+
+    ``skip_hangs=False`` is chmem's contract (``memplan plan`` passes it unless
+    ``--skip-hangs``); the default keeps what library callers (fleet) got before."""
     state = MachineState(machine, semantics)
-    return run_plan(state, size, blocks, zone), state
+    return run_plan(state, size, blocks, zone, skip_hangs), state
 
 
-__all__ = ["plan", "run_plan", "parse_plan_size", "candidates", "valid_zones_match", "CHMEM_ZONES"]
+__all__ = ["plan", "run_plan", "parse_plan_size", "check_aligned", "candidates", "valid_zones_match",
+           "blocks_in_spans", "CHMEM_ZONES"]

@@ -9,6 +9,14 @@ computed from the current state; its effects (``OfflineEffects``) are then appli
 folios land in free pages elsewhere, dissolved hugetlb folios leave the pool, the block goes
 offline. virtio-mem's fake-offlining goes through ``memplan.kernel.contig.alloc_contig_range``.
 
+What the kernel model is given comes from the same place as for ``simulate``
+(``memplan.engine.context``): the ``OfflineSetup`` (``setup_with()``), the pool counters
+(``resolve_pools()``), the nodes' present pages, the per-block census (``count_block()``), the
+pool targets and migration capacity of a block (``pool_targets_of()``, ``capacity_of()``); the
+nodemask is ``kernel.migration.allowed_nodes()`` and the free-folio walk
+``kernel.hugetlb.free_folio_head_offsets()``. This module only keeps them current as the plan
+changes the machine, and places migrated folios (the placement rule below).
+
 Placement rule (where a migrated folio lands; the kernel's buddy allocator gives no pfn
 guarantee, so memplan fixes a deterministic order that follows the allocator's zonelist):
 
@@ -53,12 +61,18 @@ from memplan.core.model import (
     Zone,
 )
 from memplan.core.results import BlockVerdict, Outcome
-from memplan.engine.simulation import pageblock_masks
+from memplan.engine.context import (
+    capacity_of,
+    count_block,
+    pageblock_masks,
+    pool_targets_of,
+    resolve_pools,
+    setup_with,
+    table_present_pages,
+)
 from memplan.kernel import hugetlb as hugetlb_mod
-from memplan.kernel import versions
 from memplan.kernel.contig import ContigResult, Request, alloc_contig_range
-from memplan.kernel.migrate_pages import free_target_pages
-from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, target_zones
+from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets, allowed_nodes, target_zones
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
 from memplan.kernel.pages import RangeView
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
@@ -67,7 +81,6 @@ from memplan.plans.types import MemoryLeft, ZoneMemory
 
 FREE = int(PageKind.FREE)
 HUGE_ORDERS = (9, 18)
-_FREE_KIND = {9: PageKind.HUGETLB_FREE, 18: PageKind.GIGANTIC_FREE}
 _USED_KIND = {9: PageKind.HUGETLB, 18: PageKind.GIGANTIC}
 #: order-0 kinds compaction can move out of the way (movable, no extra references)
 _COMPACTABLE = (IS_LRU | IS_MOVABLE_OPS) & ~IS_PINNED & (FOLIO_ORDER == 0)
@@ -161,14 +174,9 @@ class MachineState:
         #: placement approximations worth telling the user about
         self.notes: List[str] = []
         self._census()
-        self.pools: Dict[int, HugetlbPool] = {}
-        for order in HUGE_ORDERS:
-            pool = machine.environment.hugetlb.get(order)
-            known = int(self.free_huge[order].sum())
-            if pool is not None and pool.free is not None:
-                self.pools[order] = HugetlbPool(free=pool.free, resv=pool.resv)
-            else:
-                self.pools[order] = HugetlbPool(free=known, resv=pool.resv if pool else 0)
+        # The pool counters as simulate resolves them, with the free folios this census counted.
+        self.pools: Dict[int, HugetlbPool] = resolve_pools(
+            machine, {order: int(self.free_huge[order].sum()) for order in HUGE_ORDERS})
 
     def copy(self) -> "MachineState":
         """An independent copy (the census is not redone)."""
@@ -221,14 +229,15 @@ class MachineState:
         return sorted(n for n, pages in self.node_present_pages().items() if pages > 0)
 
     def node_present_pages(self) -> Dict[int, int]:
-        """``pgdat->node_present_pages``: online blocks' pages, a block spanning nodes by its parts."""
-        out: Dict[int, int] = {}
-        spans = self.machine.blocks.spans
-        for row in self.online_rows():
-            block, node = int(self.ids[row]), int(self.node[row])
-            for n, pages in (spans.get(block, {}) if node < 0 else {node: int(self.ram_pages[row])}).items():
-                out[n] = out.get(n, 0) + pages
-        return out
+        """``pgdat->node_present_pages`` of the current blocks (``memplan.engine.context``)."""
+        return table_present_pages(self.table())
+
+    def table(self) -> BlockTable:
+        """The current block table (removed blocks left out)."""
+        keep = np.flatnonzero(self.present)
+        return BlockTable(ids=self.ids[keep], state=self.state[keep], zone=self.zone[keep], node=self.node[keep],
+                          ram_pages=self.ram_pages[keep], vmemmap=self.vmemmap[keep], device=self.device[keep],
+                          spans=self.machine.blocks.spans)
 
     def block_state_name(self, row: int) -> Optional[str]:
         """``virtio_mem_sbm_mb_state`` / ``virtio_mem_bbm_bb_state`` name of a device block."""
@@ -263,15 +272,17 @@ class MachineState:
                 self._count(self.row_of(int(block)), batch.kinds[r])
 
     def _count(self, row: int, kinds: np.ndarray) -> None:
+        """Count a block again: the engine's census of it (``count_block()``), plus the free pages
+        and fully free pageblocks the placement rule hands out."""
         geo = self.geometry
+        block = int(self.ids[row])
         self.free[row] = int(np.count_nonzero(kinds == FREE))
         self.free_slots[row] = int(np.count_nonzero((kinds.reshape(-1, geo.pageblock_pages) == FREE).all(axis=1)))
-        base = geo.block_start_pfn(int(self.ids[row]))
-        isolated = self._isolated.get(int(self.ids[row]), self._no_pageblocks)
-        self.target_free[row] = free_target_pages(kinds, isolated, geo.pageblock_pages)
+        counts = count_block(kinds, block, geo, self._isolated.get(block, self._no_pageblocks))
+        self.target_free[row] = counts.free_pages
         for order in HUGE_ORDERS:
-            self.free_huge[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order, geo)
-            self.pool_heads[order][row] = hugetlb_mod.free_folio_heads(kinds, base, order, geo, isolated)
+            self.free_huge[order][row] = counts.free_hugetlb.get(order, 0)
+            self.pool_heads[order][row] = counts.pool_heads.get(order, 0)
 
     def pages(self, block: int) -> _Pages:
         """The (mutable) pages of an online block, materialised on first use."""
@@ -298,20 +309,16 @@ class MachineState:
     # ---- offlining ------------------------------------------------------------------------
 
     def _setup(self, kworker: bool) -> OfflineSetup:
+        """The run's ``OfflineSetup`` as ``simulate`` builds it, from the current pools and blocks."""
         env = self.machine.environment
         if kworker:
             # virtio-mem's work item runs in a kworker: no signal ever arrives there.
             env = replace(env, signal_pending=False)
-        return OfflineSetup(geometry=self.geometry, semantics=self.semantics, environment=env,
-                            pools=dict(self.pools), node_present_pages=self.node_present_pages(),
-                            node_notifier=versions.at_least(self.machine.kernel, versions.NODE_NOTIFIER))
+        return setup_with(self.machine, self.semantics, self.pools, self.node_present_pages(), env)
 
     def offline_nodes(self, row: int) -> List[int]:
-        """``do_migrate_range()``'s nodemask: memory nodes except the source, unless it is alone."""
-        nodes = self.memory_nodes()
-        own = int(self.node[row])
-        others = [n for n in nodes if n != own]
-        return others or [own]
+        """``do_migrate_range()``'s nodemask (``memplan.kernel.migration.allowed_nodes``)."""
+        return allowed_nodes(self.node_present_pages(), int(self.node[row]))
 
     def _target_rows(self, nodes: Sequence[int], zones: Sequence[Zone], exclude_row: Optional[int]) -> np.ndarray:
         rows = self.online_rows()
@@ -332,20 +339,17 @@ class MachineState:
         """Free pages ``do_migrate_range()`` may migrate this block's folios to: in the kernel
         zones and ZONE_MOVABLE of its allowed nodes (``target_zones()`` decides which folio may
         use which)."""
-        nodes = self.offline_nodes(row)
-        kernel = self._target_rows(nodes, ZONELIST_ORDER[1:], row)
-        movable = self._target_rows(nodes, ZONELIST_ORDER[:1], row)
-        return Capacity(int(self.target_free[kernel].sum()), int(self.target_free[movable].sum()))
+        return capacity_of(row, self.node, self.zone, self.present & (self.state == 0), self.node_present_pages(),
+                           self.target_free)
 
     def pool_targets(self, row: int) -> Dict[int, int]:
         """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while this block is
         isolated: on its allowed nodes, outside pageblocks someone else isolated and outside the
         block; plus those the pool counters know of and no page shows."""
-        rows = self._target_rows(self.offline_nodes(row), ZONELIST_ORDER, row)
-        online = self.online_rows()
-        return {order: int(self.pool_heads[order][rows].sum())
-                + max((self.pools[order].free or 0) - int(self.free_huge[order][online].sum()), 0)
-                for order in HUGE_ORDERS}
+        online = self.present & (self.state == 0)
+        return pool_targets_of(row, self.node, online, self.node_present_pages(), self.pools,
+                               {order: int(self.free_huge[order][online].sum()) for order in HUGE_ORDERS},
+                               self.pool_heads)
 
     def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
         geo = self.geometry
@@ -521,10 +525,7 @@ class MachineState:
 
     def to_machine(self) -> Machine:
         """A frozen snapshot of the state as a ``Machine`` (``simulate`` and the writer read it)."""
-        keep = np.flatnonzero(self.present)
-        table = BlockTable(ids=self.ids[keep], state=self.state[keep], zone=self.zone[keep], node=self.node[keep],
-                           ram_pages=self.ram_pages[keep], vmemmap=self.vmemmap[keep], device=self.device[keep],
-                           spans=self.machine.blocks.spans)
+        table = self.table()
         devices = tuple(self.current_device(d) for d in self.devices)
         env = replace(self.machine.environment, hugetlb={o: HugetlbPool(p.free, p.resv) for o, p in self.pools.items()})
         source = StatePageSource(self.machine.pages, {b: _Pages(p.kinds.copy(), p.refcount.copy())
@@ -693,12 +694,13 @@ class _Allocator:
             return False  # available_huge_pages(): free_huge_pages > resv_huge_pages
         size = 1 << order
         rows = st._target_rows(self.pool_nodes, ZONELIST_ORDER, None)
-        for row in rows[st.free_huge[order][rows] > 0]:
+        for row in rows[st.pool_heads[order][rows] > 0]:
             block = int(st.ids[row])
             pages = st.pages(block)
             base = st.geometry.block_start_pfn(block)
-            skip = (-base) % size
-            heads = skip + np.flatnonzero(pages.kinds[skip::size] == int(_FREE_KIND[order])) * size
+            # dequeue_hugetlb_folio_node_exact(): never a folio whose head's pageblock is isolated
+            heads = hugetlb_mod.free_folio_head_offsets(pages.kinds, base, order, st.geometry,
+                                                        st._isolated.get(block, st._no_pageblocks))
             if row == self.exclude_row:
                 lo, hi = self.exclude
                 heads = heads[(heads + size <= lo) | (heads >= hi)]

@@ -7,10 +7,11 @@ Frozen dataclasses that the core returns and both renderers (rich, JSON) consume
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 from memplan.core.model import Errno, PageKind, Zone
-from memplan.core.results import BlockVerdict, Outcome
+from memplan.core.results import BlockVerdict, Confidence, Outcome
+from memplan.core.units import format_size
 
 #: ``auto_movable_ratio`` default (mm/memory_hotplug.c): ZONE_MOVABLE may be at most 301 % of
 #: the kernel zones before the auto-movable online policy stops onlining to ZONE_MOVABLE.
@@ -19,6 +20,14 @@ AUTO_MOVABLE_RATIO = 301
 #: virtio-mem's retry timer (``VIRTIO_MEM_RETRY_TIMER_MIN_MS`` / ``_MAX_MS``), in seconds.
 RETRY_MIN_S = 50
 RETRY_MAX_S = 300
+
+
+def _split(items: Iterable[Tuple[Optional[Confidence], int]]) -> Dict[Confidence, int]:
+    """Bytes per confidence (every level present; ``None`` is certain)."""
+    out = {level: 0 for level in Confidence}
+    for level, nbytes in items:
+        out[level or Confidence.CERTAIN] += nbytes
+    return out
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,11 @@ class PlanResult:
     candidates: int
     zone: Optional[str] = None
     warnings: Tuple[str, ...] = ()
+    #: hanging writes were interrupted and the plan went on (a tool that signals each one);
+    #: otherwise chmem blocks at the first one (``hang``)
+    skip_hangs: bool = False
+    #: the write chmem would block in (its write to ``memoryN/state`` never returns)
+    hang: Optional[BlockVerdict] = None
 
     @property
     def offlined(self) -> Tuple[int, ...]:
@@ -100,6 +114,24 @@ class PlanResult:
     @property
     def achieved_bytes(self) -> int:
         return len(self.offlined) * self.block_size
+
+    @property
+    def achieved_bytes_by_confidence(self) -> Dict[Confidence, int]:
+        """``achieved_bytes`` split by the confidence of the writes that offlined it."""
+        return _split((a.confidence, self.block_size) for a in self.attempts if a.result is Outcome.OFFLINED)
+
+    @property
+    def end_line(self) -> Optional[str]:
+        """How chmem ends when SIZE is not reached: blocked in a hanging write (Ctrl-C kills it), or
+        its own ``warnx(_("Could only disable %s of memory"))``; ``None`` when SIZE is reached."""
+        done = format_size(self.achieved_bytes)
+        if self.hang is not None:
+            c = self.hang.culprit
+            where = f" ({c.kind.label} page {c.pfn:#x})" if c is not None else ""
+            return f"chmem would hang at block {self.hang.block}{where}: Ctrl-C ends chmem with {done} offlined"
+        if self.achieved_bytes < self.asked_bytes:
+            return f"Could only disable {done} of memory"
+        return None
 
 
 @dataclass(frozen=True)
@@ -137,6 +169,15 @@ class UnplugBlock:
     removal: Tuple[BlockVerdict, ...] = ()
     #: the driver looked at this block during the request
     visited: bool = False
+    #: how sure the unplug of this block is (what ``simulate`` says of the memory blocks it
+    #: fake-offlined; ``certain`` for memory that was offline already or a profile)
+    confidence: Confidence = Confidence.CERTAIN
+    blind_spots: Tuple[str, ...] = ()
+
+    def unplugged_bytes(self, mode: str, unit_size: int, device_block_size: int) -> int:
+        if mode == "sbm":
+            return len(self.unplugged_units) * unit_size
+        return device_block_size if self.unplugged_units else 0
 
 
 @dataclass(frozen=True)
@@ -176,10 +217,18 @@ class UnplugResult:
     #: times (s) of the next retries after the last run; then every ``RETRY_MAX_S``
     next_retries: Tuple[int, ...] = ()
     warnings: Tuple[str, ...] = ()
+    #: the unplug relies on blocks that are not ``certain``: one line per group, with the blind spots
+    caveats: Tuple[str, ...] = ()
 
     @property
     def asked_bytes(self) -> int:
         return max(self.plugged_before_bytes - self.requested_bytes, 0)
+
+    @property
+    def achieved_bytes_by_confidence(self) -> Dict[Confidence, int]:
+        """``achieved_bytes`` split by the confidence of the blocks it came from."""
+        return _split((b.confidence, b.unplugged_bytes(self.mode, self.unit_size, self.device_block_size))
+                      for b in self.blocks)
 
     @property
     def achieved_bytes(self) -> int:

@@ -12,6 +12,7 @@ every (un)plug request; the device configuration does not change while the drive
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
@@ -22,6 +23,7 @@ from memplan.core.model import DriverState, Errno, PageKind, Zone
 from memplan.core.results import BlockVerdict, Outcome
 from memplan.core.units import format_size
 from memplan.kernel.virtio_mem import SbmState
+from memplan.plans.confidence import CERTAIN, Rating, block_ratings, caveats, least_sure
 from memplan.plans.state import DeviceState, MachineState
 from memplan.plans.types import (
     RETRY_MAX_S,
@@ -364,12 +366,16 @@ def _block_states(state: MachineState, drv: VirtioMemDriver) -> BlockStates:
     return out
 
 
-def run_unplug(state: MachineState, device: Optional[str], requested: int) -> UnplugResult:
-    """Change ``requested-size`` to ``requested`` and let the driver work until it settles (mutates ``state``)."""
+def run_unplug(state: MachineState, device: Optional[str], requested: int, assess: bool = True) -> UnplugResult:
+    """Change ``requested-size`` to ``requested`` and let the driver work until it settles (mutates ``state``).
+
+    ``assess``: rate every device block the driver visited or unplugged from (``confidence``,
+    ``blind_spots``) and add a caveat for the memory that rests on verdicts that are not certain."""
     dev = find_device(state, device)
     check_request(dev, requested)
     drv = VirtioMemDriver(state, dev)
     before = _block_states(state, drv)
+    online_before = {int(b) for b in state.ids[state.present & (state.state == 0) & (state.device == dev.index)]}
     plugged_before = dev.plugged_bytes
     runs: List[WorkRun] = []
     warnings: List[str] = []
@@ -422,6 +428,9 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int) -> Un
             trigger = "timer"
     after = _block_states(state, drv)
     blocks = _summarise(state, drv, before, after)
+    notes: Tuple[str, ...] = ()
+    if assess:
+        blocks, notes = _rate(state, blocks, online_before)
     warnings.extend(state.notes)
     return UnplugResult(
         profile=state.machine.source, machine=state.machine.name, semantics=state.semantics.name,
@@ -429,7 +438,31 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int) -> Un
         device_block_size=dev.device.device_block_size, requested_bytes=requested,
         plugged_before_bytes=plugged_before, plugged_after_bytes=dev.plugged_bytes, blocks=blocks,
         runs=tuple(runs), stop=stop, left=state.left(), next_retries=next_retries, warnings=tuple(warnings),
+        caveats=notes,
     )
+
+
+def _rate(state: MachineState, blocks: Tuple[UnplugBlock, ...],
+          online_before: Set[int]) -> Tuple[Tuple[UnplugBlock, ...], Tuple[str, ...]]:
+    """Confidence of each device block the driver worked on: what ``simulate`` says of its memory
+    blocks that were online (``memplan.plans.confidence``); the caveats of what was unplugged."""
+    worked = [b for b in blocks if b.visited or b.unplugged_units]
+    wanted = sorted({m for b in worked for m in b.memory_blocks if m in online_before})
+    ratings = block_ratings(state.machine, state.semantics.name, wanted)
+    out: List[UnplugBlock] = []
+    relied: List[Tuple[int, Rating]] = []
+    for b in blocks:
+        if not (b.visited or b.unplugged_units):
+            out.append(b)
+            continue
+        mine = [ratings[m] for m in b.memory_blocks if m in ratings]
+        level, spots = least_sure(mine)
+        removal = tuple(dataclasses.replace(v, confidence=ratings.get(v.block, CERTAIN)[0],
+                                            blind_spots=ratings.get(v.block, CERTAIN)[1]) for v in b.removal)
+        out.append(dataclasses.replace(b, confidence=level, blind_spots=spots, removal=removal))
+        if b.unplugged_units:
+            relied.extend((m, ratings[m]) for m in b.memory_blocks if m in ratings)
+    return tuple(out), tuple(caveats(relied, "the unplug"))
 
 
 def _summarise(state: MachineState, drv: VirtioMemDriver, before: BlockStates,
@@ -472,7 +505,7 @@ def sweep(machine: Machine, device: Optional[str], step: Optional[int] = None,
     sizes = sorted(set(range(0, plugged, step)) | {plugged})
     points: List[SweepPoint] = []
     for requested in sizes:
-        result = run_unplug(base.copy(), dev.device.id, requested)
+        result = run_unplug(base.copy(), dev.device.id, requested, assess=False)
         points.append(SweepPoint(requested, result.plugged_after_bytes, result.stop, result.errno))
     return SweepResult(profile=machine.source, machine=machine.name, semantics=base.semantics.name,
                        device=dev.device.id, mode=dev.device.mode.value, unit_size=dev.device.unit_size, step=step,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Union
 
 from memplan import __version__
+from memplan.core.results import Confidence
 from memplan.plans.types import (
     AUTO_MOVABLE_RATIO,
     RETRY_MAX_S,
@@ -16,6 +17,11 @@ from memplan.plans.types import (
     UnplugResult,
 )
 from memplan.render.json import block_dict
+
+
+def _by_confidence(split: Dict[Confidence, int]) -> Dict[str, int]:
+    """``{"certain": N, "likely": N, "unknown": N}`` (every level, summing to the total)."""
+    return {level.value: split.get(level, 0) for level in Confidence}
 
 
 def left_dict(left: MemoryLeft) -> Dict[str, Any]:
@@ -44,10 +50,14 @@ def plan_dict(result: PlanResult) -> Dict[str, Any]:
         "block_size": result.block_size,
         "asked_bytes": result.asked_bytes,
         "achieved_bytes": result.achieved_bytes,
+        "achieved_bytes_by_confidence": _by_confidence(result.achieved_bytes_by_confidence),
         "zone": result.zone,
         "candidates": result.candidates,
         "attempts": [block_dict(a) for a in result.attempts],
         "offlined": list(result.offlined),
+        "skip_hangs": result.skip_hangs,
+        "hang_block": result.hang.block if result.hang is not None else None,
+        "end": result.end_line,
         "left": left_dict(result.left),
         "warnings": list(result.warnings),
     }
@@ -83,6 +93,8 @@ def unplug_block_dict(b: UnplugBlock, mode: str) -> Dict[str, Any]:
         out["unplugged"] = bool(b.unplugged_units)
         out["culprits"] = [culprit_dict(c, "section") for c in b.culprits]
     out["removal"] = [block_dict(v) for v in b.removal]
+    out["confidence"] = b.confidence.value
+    out["blind_spots"] = list(b.blind_spots)
     return out
 
 
@@ -108,6 +120,7 @@ def unplug_dict(result: UnplugResult) -> Dict[str, Any]:
         "plugged_after_bytes": result.plugged_after_bytes,
         "asked_bytes": result.asked_bytes,
         "achieved_bytes": result.achieved_bytes,
+        "achieved_bytes_by_confidence": _by_confidence(result.achieved_bytes_by_confidence),
         "stop": result.stop,
         "errno": result.errno.value if result.errno else None,
         "blocks": [unplug_block_dict(b, result.mode) for b in result.blocks],
@@ -117,6 +130,7 @@ def unplug_dict(result: UnplugResult) -> Dict[str, Any]:
         "next_retries_seconds": list(result.next_retries),
         "retry_every_seconds": RETRY_MAX_S if result.next_retries else None,
         "left": left_dict(result.left),
+        "caveats": list(result.caveats),
         "warnings": list(result.warnings),
     }
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Tuple
+from typing import List, Tuple
 
 from rich.console import Console
 
-from memplan.core.results import BlockVerdict, Confidence, Outcome
+from memplan.core.results import Confidence
 from memplan.core.units import format_block_ranges, format_size
 from memplan.plans.types import (
     AUTO_MOVABLE_RATIO,
@@ -60,15 +60,6 @@ def print_attempts(console: Console, result: PlanResult) -> None:
     grid.print(console)
 
 
-def achieved_by_confidence(attempts: Iterable[BlockVerdict], block_size: int) -> Dict[Confidence, int]:
-    """Offlined memory per confidence of the verdicts it rests on."""
-    split = {c: 0 for c in Confidence}
-    for v in attempts:
-        if v.result is Outcome.OFFLINED:
-            split[v.confidence or Confidence.CERTAIN] += block_size
-    return split
-
-
 def label(name: str, value: str) -> str:
     return f"{name + ':':<20}{value}"
 
@@ -83,7 +74,7 @@ def print_plan(console: Console, result: PlanResult) -> None:
                        f"{format_size(result.block_size)}{', zone ' + result.zone if result.zone else ''})"),
         label("Achieved", f"{format_size(result.achieved_bytes)} "
                           f"(blocks {format_block_ranges(list(result.offlined)) or 'none'})"),
-        label("By confidence", by_confidence_text(achieved_by_confidence(result.attempts, result.block_size))),
+        label("By confidence", by_confidence_text(result.achieved_bytes_by_confidence)),
         label("Attempts", f"{len(result.attempts)} of {result.candidates} candidate blocks"),
         ratio_line(result.left),
     ]
@@ -91,18 +82,14 @@ def print_plan(console: Console, result: PlanResult) -> None:
         print_line(console, safe(line))
     print_line(console)
     print_left(console, result.left)
-
-
-def _unplugged_bytes(result: UnplugResult, b: UnplugBlock) -> int:
-    if result.mode == "sbm":
-        return len(b.unplugged_units) * result.unit_size
-    return result.device_block_size if b.unplugged_units else 0
+    if result.end_line:
+        print_line(console)
+        print_line(console, safe(result.end_line))
 
 
 def unplug_confidence(b: UnplugBlock) -> Confidence:
-    """The least certain verdict the driver's offlining of this block rests on (certain when it
-    offlined nothing)."""
-    return worst_confidence(v.confidence for v in b.removal)
+    """How sure the unplug of this block is: its own rating, or a removal verdict's if less sure."""
+    return worst_confidence([b.confidence, *(v.confidence for v in b.removal)])
 
 
 def _culprits(result: UnplugResult, b: UnplugBlock) -> str:
@@ -133,9 +120,7 @@ def unplug_grid(result: UnplugResult) -> Grid:
 
 def print_unplug(console: Console, result: UnplugResult) -> None:
     unit = "sub-block" if result.mode == "sbm" else "big block"
-    split = {c: 0 for c in Confidence}
-    for b in result.blocks:
-        split[unplug_confidence(b)] += _unplugged_bytes(result, b)
+    split = result.achieved_bytes_by_confidence
     lines = [
         label("Device", f"{result.device} ({result.mode.upper()}, {format_size(result.unit_size)} {unit}s)"),
         label("Requested size", format_size(result.requested_bytes)),
@@ -158,6 +143,8 @@ def print_unplug(console: Console, result: UnplugResult) -> None:
     if result.next_retries:
         print_line(console, label("Retries", f"at {', '.join(f'{t}s' for t in result.next_retries)}, then every "
                                              f"{RETRY_MAX_S}s (virtio_mem_run_wq retry timer)"))
+    for caveat in result.caveats:
+        print_line(console, safe(label("Caveat", caveat)))
 
 
 def _stop_text(result: UnplugResult) -> str:
