@@ -137,8 +137,8 @@ def test_plan_write_profile(run, profiles, tmp_path):
     (["--size", "512MB"], "--size 512MB is 488.3M: Size must be aligned to memory block size (128M)"),
     (["--size", "big"], "--size: 'big' is not a size (no number; chmem: Failed to parse size: 'big'; examples: 512M, "
                         "1G, 1.5G, 4GiB, 512 (MiB)"),
-    (["--size", "0x1000"], "--size: chmem reads a SIZE that ends in a digit as MiB, hexadecimal too: '0x1000' "
-                           "would be 4G; write it with a suffix (examples: 512M"),
+    # chmem reads 0x1000 as 4096 MiB (it ends in a digit); 0x1000K is 4096 KiB
+    (["--size", "0x1000K"], "--size 0x1000K is 4M: Size must be aligned to memory block size (128M)"),
     # util-linux adds the fraction's digits one at a time, truncating: 0.25G is 268435455 bytes
     (["--size", "0.25G"], "--size 0.25G is 256M: Size must be aligned to memory block size (128M)"),
     (["--size", "0x1F"], "--size 0x1F is 31B: Size must be aligned to memory block size (128M)"),

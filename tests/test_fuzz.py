@@ -540,7 +540,7 @@ def option_cases(profile: str) -> List[Case]:
         Case(c, "plan 400-digit decimal", ["plan", profile, "--size", decimal], "error"),
         Case(c, "plan 16E", ["plan", profile, "--size", "16E"], "error"),
         Case(c, "plan 1E", ["plan", profile, "--size", "1E"], "any"),
-        Case(c, "plan 0x1000", ["plan", profile, "--size", "0x1000"], "error"),
+        Case(c, "plan 0x1000", ["plan", profile, "--size", "0x1000"], "any"),
         Case(c, "plan -1", ["plan", profile, "--size=-1"], "error"),
         Case(c, "plan full-width", ["plan", profile, "--size", "５１２M"], "error"),
         Case(c, "plan --blocks 0-3000000000", ["plan", profile, "--size", "128M", "--blocks", "0-3000000000"], "any"),

@@ -211,11 +211,12 @@ def parse_chmem_size(value: str) -> int:
 
     Refused, one line each, with valid examples: what ``strtosize_or_err()`` refuses (chmem's
     ``Failed to parse size: '...'``), a product past ``2**64 - 1`` (chmem's multiplication
-    would wrap) and a hexadecimal SIZE that ends in a digit (chmem reads ``0x1000`` as 4096
-    MiB, which is never what it looks like).
+    would wrap). A hexadecimal SIZE that ends in a digit is MiB too, as chmem reads it
+    (``0x1000`` is 4096 MiB); one that ends in a letter is bytes (``0x8000000``... ``0xfe``), and
+    chmem then refuses it unless it is block-aligned.
 
-    >>> parse_chmem_size("512"), parse_chmem_size("1G"), parse_chmem_size("128MB")
-    (536870912, 1073741824, 128000000)
+    >>> parse_chmem_size("512"), parse_chmem_size("1G"), parse_chmem_size("128MB"), parse_chmem_size("0x10")
+    (536870912, 1073741824, 128000000, 16777216)
     """
     if not isinstance(value, str):
         raise ValueError(f"{shown(value)} is not a size ({CHMEM_EXAMPLES})")
@@ -227,9 +228,6 @@ def parse_chmem_size(value: str) -> int:
         raise ValueError(f"{quoted} is not a size ({why}; chmem: Failed to parse size: {quoted}; "
                          f"{CHMEM_EXAMPLES})") from None
     if value and value[-1] in _DIGITS:
-        if _HEX_PREFIX.match(value):
-            raise ValueError(f"chmem reads a SIZE that ends in a digit as MiB, hexadecimal too: {quoted} would be "
-                             f"{format_size(min(size << 20, UINTMAX))}; write it with a suffix ({CHMEM_EXAMPLES})")
         size <<= 20
         if size > UINTMAX:
             raise ValueError(f"{quoted} MiB is past 2^64 - 1 bytes (16E) ({CHMEM_EXAMPLES})")
