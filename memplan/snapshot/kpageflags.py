@@ -18,7 +18,7 @@ from __future__ import annotations
 import lzma
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from memplan.core.arrays import BoolArray, ClassArray, KindArray, U64Array
 from memplan.core.errors import InputError
 from memplan.core.model import PageKind
 from memplan.snapshot.evidence import CLASSES, PageClass
+from memplan.snapshot.files import open_regular
 from memplan.snapshot.kpf import (  # noqa: F401  (KPF, bit, symbolic_flags, ... are the reader's vocabulary too)
     BITS_COMPOUND,
     KPF,
@@ -58,14 +59,16 @@ class KpageFile:
         self.display = display
         self.compressed = path.endswith(".xz")
         self._pos = 0  # byte offset of the stream
+        self._raw: Optional[BinaryIO] = None
+        try:
+            fd = open_regular(path, display)
+        except OSError as exc:
+            raise InputError(f"cannot read {display}: {exc.strerror or exc}") from None
         if self.compressed:
+            self._raw = os.fdopen(fd, "rb")
             self._open_stream()
         else:
-            try:
-                self._fd = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise InputError(f"cannot read {display}: {exc.strerror or exc}"
-                                 + (" (reading page flags needs root)" if exc.errno in (1, 13) else "")) from None
+            self._fd = fd
 
     @classmethod
     def find(cls, base: str, display: str) -> Optional["KpageFile"]:
@@ -79,8 +82,10 @@ class KpageFile:
     def _open_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
+        assert self._raw is not None
         try:
-            self._stream = lzma.open(self.path, "rb")
+            self._raw.seek(0)
+            self._stream = lzma.LZMAFile(self._raw, "rb")
         except OSError as exc:
             raise InputError(f"cannot read {self.display}: {exc.strerror or exc}") from None
         self._pos = 0
@@ -163,6 +168,9 @@ class KpageFile:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
 
 # --------------------------------------------------------------------------------------------

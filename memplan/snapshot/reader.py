@@ -306,8 +306,8 @@ def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: S
         unit = geometry.pageblock_size
         first_unit_block = first_block
     unit_pages = unit // page
-    added = {b for b in range(first_block, last_block)
-             if any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)}
+    added = {b for b in blocks if first_block <= b < last_block
+             and any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)}
     online = [b for b in sorted(added) if blocks[b].state is BlockState.ONLINE] if blocks else []
     if mode is VirtioMemMode.SBM:
         per = mb // unit
@@ -609,9 +609,13 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
     chunk = max(kpf.CHUNK_PFNS // ppb, 1) * ppb
     pfns = 0
     start = 0
+    # Only as far as the memory map needs (the last present block), never to the end of a
+    # file that may be huge, sparse or endless (issue 14 §2).
+    limit = (int(table.ids.max()) + 1) * ppb if len(table) else 0
     try:
-        while True:
-            flags = source.flags.read(start, chunk)
+        while start < limit:
+            want = min(chunk, limit - start)
+            flags = source.flags.read(start, want)
             if len(flags) == 0:
                 break
             mapcount = source.mapcount(start, flags, always=writer is not None)
@@ -634,7 +638,7 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
                 _count_unflagged(unflagged_by_zone, facts.zones, table.zone_of(row), int(table.node[row]),
                                  block * ppb, part, int(counts[PageClass.UNFLAGGED]))
             pfns = start + len(flags)
-            if len(flags) < chunk:
+            if len(flags) < want:
                 break
             start += chunk
         if writer is not None:

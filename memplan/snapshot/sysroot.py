@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
 from memplan.core.errors import InputError
+from memplan.core.limits import MAX_NUMNODES, MAX_PHYSMEM_BITS, max_address
 from memplan.core.model import BlockState, Zone
+from memplan.snapshot.files import open_regular
 
 MEMORY_DIR = "sys/devices/system/memory"
 NODE_DIR = "sys/devices/system/node"
@@ -30,6 +32,9 @@ MODULE_PARAMS_FILE = "module-params.txt"
 #: Text files ``--save`` copies besides what the model reads (context for whoever reads the tree).
 EXTRA_FILES = ("proc/meminfo", "proc/vmstat", "proc/buddyinfo", "proc/pagetypeinfo")
 
+#: the widest physical address space any architecture Linux hot-unplugs on has (s390x)
+_MAX_BITS = max(MAX_PHYSMEM_BITS.values())
+_MAX_ADDRESS = max_address(_MAX_BITS)
 _ZONE_WORDS = {z.value: z for z in Zone}
 _STATES = {s.value: s for s in BlockState}
 
@@ -68,7 +73,7 @@ class Tree:
         if rel in self.texts:
             return self.texts[rel]
         try:
-            with open(self.path(rel), "rb", buffering=0) as handle:
+            with open(open_regular(self.path(rel), self.display(rel)), "rb", buffering=0) as handle:
                 data = _read_small(handle)
         except FileNotFoundError:
             if required:
@@ -172,6 +177,9 @@ def read_memory(tree: Tree) -> MemoryLayout:
             continue
         block = int(match.group(1))
         base = f"{MEMORY_DIR}/{name}"
+        if block * block_size >= _MAX_ADDRESS:
+            raise InputError(f"{tree.display(base)}: block {block} would start at {block * block_size:#x}, beyond any "
+                             f"physical address (MAX_PHYSMEM_BITS is at most {_MAX_BITS}: below {_MAX_ADDRESS:#x})")
         state_text = tree.text(f"{base}/state") or ""
         state = _STATES.get(state_text.strip())
         if state is None:
@@ -197,6 +205,7 @@ def read_memory(tree: Tree) -> MemoryLayout:
         for entry in tree.listdir(base):
             node_match = re.fullmatch(r"node(\d+)", entry)
             if node_match:
+                _check_node(tree, f"{base}/{entry}", int(node_match.group(1)))
                 tree.link(f"{base}/{entry}")
                 nodes.append(int(node_match.group(1)))
         nodes = sorted(set(nodes)) or sorted(node_of.get(block, ()))
@@ -205,6 +214,12 @@ def read_memory(tree: Tree) -> MemoryLayout:
         raise InputError(f"{tree.display(MEMORY_DIR)}: no memoryN directories")
     blocks.sort(key=lambda b: b.id)
     return MemoryLayout(block_size, tuple(blocks), auto.strip() if auto else None)
+
+
+def _check_node(tree: Tree, rel: str, node: int) -> None:
+    if node >= MAX_NUMNODES:
+        raise InputError(f"{tree.display(rel)}: node {node} is out of range (MAX_NUMNODES is at most {MAX_NUMNODES}, "
+                         "NODES_SHIFT <= 10)")
 
 
 def _node_links(tree: Tree) -> Dict[int, Set[int]]:
@@ -219,6 +234,7 @@ def _node_links(tree: Tree) -> Dict[int, Set[int]]:
         for entry in tree.listdir(f"{NODE_DIR}/{node_name}"):
             block_match = re.fullmatch(r"memory(\d+)", entry)
             if block_match:
+                _check_node(tree, f"{NODE_DIR}/{node_name}", int(node_match.group(1)))
                 out.setdefault(int(block_match.group(1)), set()).add(int(node_match.group(1)))
     return out
 
