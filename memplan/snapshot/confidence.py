@@ -24,6 +24,10 @@ from memplan.core.model import Zone
 from memplan.core.results import PAGE_FREE_STEPS, BlockVerdict, Confidence, ForeignRefEffect, Outcome, Step
 from memplan.snapshot.evidence import VISIBLY_UNMOVABLE_KERNEL_ZONE, BlockEvidence, PageClass
 
+#: the blind spot of every verdict that needed the pages of a tree without kpageflags
+NO_PAGE_FLAGS = ("no page flags saved (proc/kpageflags): what the block's pages hold is not known; "
+                 "`memplan snapshot --save DIR` on the machine saves a tree that has them")
+
 CERTAIN, LIKELY, UNKNOWN = Confidence.CERTAIN, Confidence.LIKELY, Confidence.UNKNOWN
 LEVELS = tuple(Confidence)
 
@@ -45,6 +49,8 @@ def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence:
     """``(confidence, blind_spots)`` of one snapshot verdict."""
     if evidence is None or verdict.step in PAGE_FREE_STEPS:
         return CERTAIN, ()
+    if evidence.no_page_data:
+        return UNKNOWN, (NO_PAGE_FLAGS,)
     spots: List[str] = []
     n = evidence.count
     movable_zone = verdict.zone is Zone.MOVABLE

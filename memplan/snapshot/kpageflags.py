@@ -270,13 +270,14 @@ def has_huge(flags: U64Array) -> bool:
 
 
 def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
-             movable_ops_visible: bool) -> ClassArray:
+             movable_ops_visible: bool, pmd_pages: int = _PMD_PAGES) -> ClassArray:
     """The ``PageClass`` of every pfn (one byte each), from its flags and mapcount.
 
     Follows ``stable_page_flags()`` (fs/proc/page.c): BUDDY is set on every page of a free
     chunk; HUGE on every page of a hugetlb folio; THP on every page of a large rmappable
     folio (any size); SLAB/PGTABLE/OFFLINE are page types. Whole-folio tests (2 MiB THP,
-    hugetlb sizes) need ``start_pfn`` and the length aligned to 512 pages; memory blocks are.
+    hugetlb sizes) need ``start_pfn`` and the length aligned to ``pmd_pages`` (512 with 4 KiB
+    pages, 2048 with 16 KiB, 8192 with 64 KiB); memory blocks are.
     Context this function cannot know (holes, virtio-mem resources) is applied by the caller.
     """
     n = len(flags)
@@ -297,11 +298,11 @@ def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
     compound = _has(flags, BITS_COMPOUND)
     cls[(compound & ~lru_like & ~huge) | zero] = PageClass.KERNEL
 
-    aligned = start_pfn % _PMD_PAGES == 0
-    whole = (n // _PMD_PAGES) * _PMD_PAGES if aligned else 0
+    aligned = start_pfn % pmd_pages == 0
+    whole = (n // pmd_pages) * pmd_pages if aligned else 0
     if whole:
-        groups = cls[:whole].reshape(-1, _PMD_PAGES)
-        f2 = flags[:whole].reshape(-1, _PMD_PAGES)
+        groups = cls[:whole].reshape(-1, pmd_pages)
+        f2 = flags[:whole].reshape(-1, pmd_pages)
         head0 = _has(f2[:, 0], bit(KPF.COMPOUND_HEAD))
         tails = _has(f2[:, 1:], bit(KPF.COMPOUND_TAIL)).all(axis=1)
         thp = _has(f2, bit(KPF.THP)).all(axis=1) & ~_has(f2, bit(KPF.ZERO_PAGE) | bit(KPF.HUGE)).any(axis=1)
@@ -315,7 +316,7 @@ def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
             next_tail[:-1] = tail0[1:] & hugetlb[1:]
             gigantic = hugetlb & (tail0 | (head0 & next_tail))
             pmd = hugetlb & head0 & tails & ~gigantic
-            group_mapped = mapped[:whole].reshape(-1, _PMD_PAGES).any(axis=1)
+            group_mapped = mapped[:whole].reshape(-1, pmd_pages).any(axis=1)
             groups[pmd & group_mapped] = PageClass.HUGETLB_MAPPED
             groups[pmd & ~group_mapped] = PageClass.HUGETLB_UNMAPPED
             groups[gigantic & group_mapped] = PageClass.GIGANTIC_MAPPED

@@ -22,10 +22,10 @@ from memplan.core.errors import InputError
 from memplan.core.limits import MAX_NUMNODES, MAX_PHYSMEM_BITS, max_address
 from memplan.core.model import BlockState, Zone
 from memplan.snapshot.files import open_regular
+from memplan.snapshot.pagesize import DEFAULT_PAGE_SIZE, HUGEPAGES_DIR, PAGE_SIZE_FILE, PageSize, find_page_size
 
 MEMORY_DIR = "sys/devices/system/memory"
 NODE_DIR = "sys/devices/system/node"
-HUGEPAGES_DIR = "sys/kernel/mm/hugepages"
 PARAM_DIRS = ("sys/module/memory_hotplug/parameters", "sys/module/virtio_mem/parameters")
 #: The fixtures' flat list of module parameters (``/sys/module/.../parameters/x=value`` lines).
 MODULE_PARAMS_FILE = "module-params.txt"
@@ -189,7 +189,9 @@ def read_memory(tree: Tree) -> MemoryLayout:
         if zones_text is not None:
             zones = tuple(zones_text.split())
             bad = [w for w in zones if w not in _ZONE_WORDS and w != "none"]
-            if bad or not zones or (state is BlockState.ONLINE and len(zones) != 1):
+            # An online block lists its own zone (or none); kernels before 4.13 (util-linux's s390
+            # dumps) follow it with the zone it could be moved to: "Normal Movable".
+            if bad or not zones or len(zones) > len(_ZONE_WORDS) or ("none" in zones and zones != ("none",)):
                 raise _value_error(tree, f"{base}/valid_zones", zones_text,
                                    "one zone (DMA, DMA32, Normal, Movable) or none" if state is BlockState.ONLINE
                                    else "a list of zones")
@@ -257,9 +259,12 @@ class Resource:
 _IOMEM_LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
 
 
-def read_iomem(tree: Tree) -> Tuple[Resource, ...]:
+def read_iomem(tree: Tree) -> Optional[Tuple[Resource, ...]]:
+    """``/proc/iomem``'s resources; ``None`` when the tree has none (a sysfs-only tree)."""
     rel = "proc/iomem"
-    text = tree.text(rel) or ""
+    text = tree.text(rel, required=False)
+    if text is None:
+        return None
     out: List[Resource] = []
     stack: List[int] = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -461,7 +466,8 @@ def read_meminfo_hugepages(tree: Tree, page_shift: int) -> Dict[int, Hstate]:
                 raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'Key: N'") from None
     out: Dict[int, Hstate] = {}
     if values.get("Hugetlb", -1) == 0:
-        out = {order: Hstate(order, 0, 0, 0, 0) for order in (9, 18)}
+        pmd = page_shift - 3
+        out = {order: Hstate(order, 0, 0, 0, 0) for order in (pmd, 2 * pmd)}
     size = values.get("Hugepagesize")
     if size and "HugePages_Total" in values:
         pages = (size << 10) >> page_shift
@@ -499,22 +505,39 @@ class SysrootFacts:
     """Everything textual a snapshot reads, parsed."""
 
     memory: MemoryLayout
-    iomem: Tuple[Resource, ...]
+    #: ``None``: the tree has no /proc/iomem
+    iomem: Optional[Tuple[Resource, ...]]
     zones: Tuple[ZoneInfo, ...]
     hugepages: Dict[int, Hstate]
     params: Dict[str, str]
     release: Optional[str]
     cma_total: Optional[int] = None
     notes: List[str] = field(default_factory=list)
+    page: PageSize = PageSize(DEFAULT_PAGE_SIZE, "assumed")
 
 
-def read_sysroot(tree: Tree, page_shift: int = 12) -> SysrootFacts:
+def read_page_size(tree: Tree, memory: MemoryLayout, zones: Tuple[ZoneInfo, ...],
+                   kpageflags_entries: Optional[int]) -> PageSize:
+    """The machine's page size and how the tree tells it (``memplan.snapshot.pagesize``)."""
+    texts = {rel: tree.text(rel, required=False) for rel in (PAGE_SIZE_FILE, "proc/meminfo")}
+    spans = [(z.start_pfn, z.start_pfn + z.spanned) for z in zones if z.start_pfn is not None and z.spanned]
+    online = [(b.id * memory.block_size, (b.id + 1) * memory.block_size) for b in memory.blocks
+              if b.state is BlockState.ONLINE]
+    dirs = tree.listdir(HUGEPAGES_DIR) if tree.isdir(HUGEPAGES_DIR) else []
+    return find_page_size(tree.root, tree.live, texts, spans, sum(z.managed for z in zones), online,
+                          kpageflags_entries, memory.block_size, dirs, tree.display(PAGE_SIZE_FILE))
+
+
+def read_sysroot(tree: Tree, kpageflags_entries: Optional[int] = None) -> SysrootFacts:
     memory = read_memory(tree)
+    zones = read_zoneinfo(tree)
+    page = read_page_size(tree, memory, zones, kpageflags_entries)
+    page_shift = page.size.bit_length() - 1
     facts = SysrootFacts(
-        memory=memory, iomem=read_iomem(tree), zones=read_zoneinfo(tree),
+        memory=memory, iomem=read_iomem(tree), zones=zones,
         hugepages=read_hugepages(tree, page_shift) or read_meminfo_hugepages(tree, page_shift),
         params=read_params(tree), release=read_release(tree),
-        cma_total=read_cma_total(tree),
+        cma_total=read_cma_total(tree), page=page,
     )
     read_extra(tree)
     return facts
