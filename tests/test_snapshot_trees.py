@@ -2,6 +2,7 @@
 belongs, gaps between blocks, out-of-range ids, kpageflags read only as far as the memory map
 needs; sysfs-only trees (what ``lsmem --sysroot`` reads); page sizes other than 4 KiB."""
 
+import json
 import lzma
 import os
 import shutil
@@ -110,3 +111,122 @@ def test_a_node_id_beyond_max_numnodes(tree):
 def test_a_block_id_beyond_any_physical_address(tree):
     shutil.copytree(tree / MEMORY / "memory33", tree / MEMORY / "memory9223372036854775808")
     one_error_line(run("simulate", "--sysroot", tree), "block 9223372036854775808 would start at")
+
+
+# ---- sysfs-only trees --------------------------------------------------------------------------
+
+def sysfs_tree(tmp_path, name):
+    from lsmem_trees import TREES
+
+    return TREES[name].write(str(tmp_path / name))
+
+
+def simulate_json(*args):
+    result = run("simulate", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result
+
+
+NO_FLAGS = ("no page flags saved (proc/kpageflags): what the block's pages hold is not known; "
+            "`memplan snapshot --save DIR` on the machine saves a tree that has them")
+
+
+def test_a_sysfs_only_tree_gets_a_verdict_for_every_block(tmp_path):
+    root = sysfs_tree(tmp_path, "x86_64")
+    doc, result = simulate_json("--sysroot", root, "--blocks", "0-23,32-47")
+    verdicts = {b["block"]: b for b in doc["blocks"]}
+    assert sorted(verdicts) == list(range(0, 24)) + list(range(32, 48))
+    # valid_zones "none": the block spans zones, memory_block_offline() fails -EINVAL, whatever its pages
+    zero = verdicts[0]
+    assert (zero["result"], zero["errno"], zero["step"], zero["confidence"], zero["blind_spots"]) == (
+        "fails", "EINVAL", "zone", "certain", [])
+    for block in (44, 45):  # already offline: state_store() refuses, certain
+        v = verdicts[block]
+        assert (v["result"], v["errno"], v["step"], v["confidence"]) == ("fails", "EINVAL", "state", "certain")
+    for block in list(range(1, 24)) + list(range(32, 44)) + [47]:
+        assert verdicts[block]["confidence"] == "unknown", block
+        assert verdicts[block]["blind_spots"] == [NO_FLAGS]
+    warnings = [w for w in result.stderr.splitlines() if "no page flags saved" in w]
+    assert len(warnings) == 1 and "memplan snapshot --save DIR" in warnings[0]
+
+
+def test_a_sysfs_only_tree_in_snapshot_lists_its_blocks_then_says_what_is_missing(tmp_path):
+    root = sysfs_tree(tmp_path, "s390")
+    result = run("snapshot", "--sysroot", root)
+    assert result.exit_code == 0, result.output
+    first = result.stdout.split("\n\n")[0].splitlines()
+    assert first[0].split() == ["RANGE", "SIZE", "STATE", "REMOVABLE", "BLOCK", "ZONES"]
+    assert any(line.split()[-2:] == ["17", "Normal/Movable"] for line in first)
+    assert "no page flags saved" in result.stdout
+    doc = json.loads(run("snapshot", "--sysroot", root, "--json").stdout)
+    assert (doc["pfns"], doc["page_flags_saved"], doc["page_classes"]) == (0, False, [])
+    assert NO_FLAGS in doc["blind_spots"]
+
+
+def test_an_online_block_listing_two_zones_is_judged_in_its_own(tmp_path):
+    root = sysfs_tree(tmp_path, "s390")
+    doc, _ = simulate_json("--sysroot", root, "--blocks", "17,18")
+    assert [(b["block"], b["zone"]) for b in doc["blocks"]] == [(17, "Normal"), (18, "Movable")]
+
+
+# ---- page size ---------------------------------------------------------------------------------
+
+def test_16k_pages_from_the_hugetlb_sizes_and_ids_from_8192(tmp_path):
+    root = sysfs_tree(tmp_path, "arm64_16k")
+    result = run("snapshot", "--sysroot", root, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["page_size"] == 16384 and doc["page_size_source"].startswith("guessed from the hugetlb sizes")
+    assert "page size 16 KiB guessed" in result.stderr
+    doc, _ = simulate_json("--sysroot", root, "--blocks", "8192,8319")
+    assert [b["block"] for b in doc["blocks"]] == [8192, 8319]
+    assert all(b["pages"]["free"] == (128 << 20) // 16384 for b in doc["blocks"])
+
+
+def test_without_evidence_4k_is_assumed_and_said(tmp_path):
+    root = sysfs_tree(tmp_path, "x86_64")
+    result = run("snapshot", "--sysroot", root, "--json")
+    assert json.loads(result.stdout)["page_size"] == 4096
+    assert "page size 4 KiB assumed: the tree has nothing to tell it by" in result.stderr
+
+
+def test_page_size_inferred_from_meminfo_and_zoneinfo():
+    doc = json.loads(run("snapshot", "--sysroot", POST2, "--json").stdout)
+    assert doc["page_size"] == 4096
+    assert doc["page_size_source"] == "inferred: /proc/meminfo MemTotal over the managed pages in /proc/zoneinfo"
+
+
+def test_page_size_inferred_from_zone_spans(tree):
+    os.unlink(tree / "proc" / "meminfo")
+    doc = json.loads(run("snapshot", "--sysroot", tree, "--json").stdout)
+    assert doc["page_size"] == 4096 and "zone spans" in doc["page_size_source"]
+
+
+def test_save_records_the_page_size(tmp_path):
+    dest = tmp_path / "saved"
+    result = run("snapshot", "--sysroot", POST2, "--save", dest)
+    assert result.exit_code == 0, result.output
+    assert (dest / "memplan-page-size").read_text() == "4096\n"
+    (dest / "proc" / "meminfo").unlink()
+    doc = json.loads(run("snapshot", "--sysroot", dest, "--json").stdout)
+    assert doc["page_size_source"] == "recorded by memplan snapshot --save (memplan-page-size)"
+
+
+def test_a_bad_recorded_page_size_is_refused(tree):
+    (tree / "memplan-page-size").write_text("4097\n")
+    one_error_line(run("simulate", "--sysroot", tree), "memplan-page-size: '4097' is not a page size")
+
+
+def test_short_kpageflags_with_16k_pages_names_the_real_end_pfn(tmp_path):
+    root = sysfs_tree(tmp_path, "arm64_16k")
+    with open(os.path.join(root, "memplan-page-size"), "w") as handle:
+        handle.write("16384\n")
+    ppb = (128 << 20) // 16384
+    end = 8200 * ppb + 100
+    path = os.path.join(root, "proc", "kpageflags")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as handle:
+        handle.truncate(end * 8)  # sparse: every entry 0
+    result = run("simulate", "--sysroot", root, "--blocks", "8192-8200")
+    one_error_line(result, f"kpageflags: ends at pfn {end:#x}, but memory block 8200 needs pfns up to "
+                           f"{8201 * ppb - 1:#x} (truncated?)")

@@ -8,7 +8,7 @@ Linux hot-unplugs memory with 4 KiB pages (x86-64, s390x, arm64), 16 KiB and 64 
 2. ``/proc/meminfo`` ``MemTotal`` (kB) against ``/proc/zoneinfo``'s ``managed`` pages: both
    count ``totalram_pages()``, one in kB, one in pages (``si_meminfo()``, ``zoneinfo_show()``);
 3. ``/proc/zoneinfo``'s zone spans (pfns) against the memory blocks (bytes): only one page
-   size puts every online block inside the spans;
+   size makes the spans end in the last online block and meet every online block;
 4. the length of a plain saved kpageflags (one entry per pfn up to
    ``round_up(max_pfn, PAGES_PER_SECTION)``) against the end of the last memory block;
 5. the hugetlb sizes in ``/sys/kernel/mm/hugepages``: the PMD size is ``PAGE_SIZE^2 / 8``
@@ -89,8 +89,8 @@ def _from_meminfo(meminfo: Optional[str], managed: int) -> Optional[int]:
 
 
 def _from_spans(spans: Sequence[Tuple[int, int]], online: Sequence[Tuple[int, int]]) -> Optional[int]:
-    """The one page size for which every online block ``[start, end)`` (bytes) lies inside the
-    zone spans ``[start_pfn, end_pfn)`` and the highest span ends inside the last online block
+    """The one page size for which every online block ``[start, end)`` (bytes) overlaps a zone
+    span ``[start_pfn, end_pfn)`` and the highest span ends inside the last online block
     (offlining shrinks the zone spans, ``shrink_zone_span()``)."""
     if not spans or not online:
         return None
@@ -99,7 +99,7 @@ def _from_spans(spans: Sequence[Tuple[int, int]], online: Sequence[Tuple[int, in
     for size in PAGE_SIZES:
         ranges = sorted((a * size, b * size) for a, b in spans)
         top = max(hi for _, hi in ranges)
-        if last_start < top <= last_end and all(any(lo <= start and end <= hi for lo, hi in ranges)
+        if last_start < top <= last_end and all(any(lo < end and start < hi for lo, hi in ranges)
                                                 for start, end in online):
             fits.append(size)
     return fits[0] if len(fits) == 1 else None
@@ -141,8 +141,8 @@ def find_page_size(root: str, live: bool, texts: Dict[str, Optional[str]], zone_
         return PageSize(size, "inferred: /proc/meminfo MemTotal over the managed pages in /proc/zoneinfo")
     size = _from_spans(zone_spans, online)
     if size:
-        return PageSize(size, "inferred: the only page size that puts every online block inside the zone spans "
-                              "of /proc/zoneinfo")
+        return PageSize(size, "inferred: the only page size for which the zone spans of /proc/zoneinfo meet "
+                              "every online block and end in the last one")
     last_end = max((end for _, end in online), default=0)
     size = _from_kpageflags(kpageflags_entries, last_end, block_size)
     if size:
