@@ -230,3 +230,39 @@ def test_short_kpageflags_with_16k_pages_names_the_real_end_pfn(tmp_path):
     result = run("simulate", "--sysroot", root, "--blocks", "8192-8200")
     one_error_line(result, f"kpageflags: ends at pfn {end:#x}, but memory block 8200 needs pfns up to "
                            f"{8201 * ppb - 1:#x} (truncated?)")
+
+
+# ---- explain --sysroot DIR BLOCK / --live BLOCK ------------------------------------------------
+
+@pytest.mark.parametrize("word", ["36", "memory36"])
+def test_explain_takes_a_block_after_sysroot(word):
+    result = run("explain", "--sysroot", POST2, word, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["block"]["block"] == 36 and doc["profile"] == str(POST2)
+
+
+def test_explain_a_sysfs_only_block_spanning_zones(tmp_path):
+    root = sysfs_tree(tmp_path, "x86_64")
+    result = run("explain", "-s", root, "0")
+    assert result.exit_code == 0, result.output
+    assert "fails: the write returns -EINVAL (decided at zone)" in result.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--sysroot", POST2], "missing BLOCK"),
+    (["profiles/sbm-guest.toml"], "give a PROFILE, --sysroot DIR or --live, and a BLOCK (only"),
+    (["--sysroot", POST2, "profiles/sbm-guest.toml", "36"], "PROFILE and --sysroot exclude each other"),
+    (["profiles/sbm-guest.toml", "36", "37"], "too many arguments"),
+])
+def test_explain_argument_errors(args, needle):
+    one_error_line(run("explain", *args), needle)
+
+
+def test_explain_live_takes_the_block():
+    """--live BLOCK: the block is the block, not a profile path (whatever this machine allows)."""
+    result = run("explain", "--live", "999999")
+    assert "Missing argument" not in result.output
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1].startswith("memplan: error:")
+    if "memory block 999999 does not exist" not in result.stderr:  # this machine cannot be read
+        assert "/sys/devices/system/memory" in result.stderr or "/proc/" in result.stderr, result.stderr
