@@ -266,3 +266,67 @@ def test_explain_live_takes_the_block():
     assert result.exit_code == 2 and result.stderr.splitlines()[-1].startswith("memplan: error:")
     if "memory block 999999 does not exist" not in result.stderr:  # this machine cannot be read
         assert "/sys/devices/system/memory" in result.stderr or "/proc/" in result.stderr, result.stderr
+
+
+# ---- one reading of a live machine -------------------------------------------------------------
+
+def test_read_once_serves_the_first_reading(tmp_path):
+    import numpy as np
+
+    from memplan.snapshot.kpageflags import KpageFile
+    from memplan.snapshot.once import ONCE_CHUNK, ReadOnce
+
+    path = tmp_path / "kpageflags"
+    n = ONCE_CHUNK + 1000
+    path.write_bytes(np.arange(n, dtype="<u8").tobytes())
+    once = ReadOnce(KpageFile(str(path), "kpageflags"))
+    first = once.read(ONCE_CHUNK - 10, 20).copy()
+    path.write_bytes(np.full(n, 7, dtype="<u8").tobytes())  # the machine moves on
+    assert (once.read(ONCE_CHUNK - 10, 20) == first).all()
+    assert first.tolist() == list(range(ONCE_CHUNK - 10, ONCE_CHUNK + 10))
+    assert len(once.read(ONCE_CHUNK + 990, 100)) == 10  # ends where the file ended
+    assert once.read(5, 3).tolist() == [5, 6, 7]  # chunk 0 was copied with the first read
+    assert len(once.read(3 * ONCE_CHUNK, 8)) == 0
+
+
+def live_reason():
+    try:
+        with open("/proc/kpageflags", "rb") as handle:
+            if len(handle.read(8)) != 8:
+                return "/proc/kpageflags reads empty here"
+    except OSError as exc:
+        return f"/proc/kpageflags is not readable here ({exc.strerror})"
+    return None if os.path.isdir("/sys/devices/system/memory") else "no memory hotplug sysfs here"
+
+
+@pytest.mark.skipif(live_reason() is not None, reason=str(live_reason()))
+def test_a_live_machine_is_read_once():
+    from memplan.snapshot.once import ReadOnce
+    from memplan.snapshot.reader import load_snapshot
+
+    machine = load_snapshot("/", live=True)
+    assert isinstance(machine.pages.flags, ReadOnce)
+    block = int(machine.blocks.ids[machine.blocks.online][-1])
+    a = machine.pages.materialize([block]).kinds.copy()
+    b = machine.pages.materialize([block]).kinds
+    assert (a == b).all()
+
+
+@pytest.mark.parametrize("fixture", ["host-6.18-24g", "qemu-6.1-pre", "qemu-6.1-bbm-post1"])
+def test_without_pageoffline_pages_both_semantics_agree_on_every_block(fixture):
+    root = fixture_tree(fixture)
+    snap = json.loads(run("snapshot", "--sysroot", root, "--json").stdout)
+    assert not [c for c in snap["page_classes"] if "offline" in c["class"] or "balloon" in c["class"]]
+    for command in (["diff-semantics", "--sysroot", root, "--json"],
+                    ["map", "--sysroot", root, "--diff"]):
+        result = run(*command)
+        assert result.exit_code == 0, result.output
+    doc = json.loads(run("diff-semantics", "--sysroot", root, "--json").stdout)
+    assert doc["differences"] == [] and doc["summary"]["differ"] == 0 and doc["summary"]["blocks"] > 0
+
+
+def test_without_page_flags_both_semantics_agree(tmp_path):
+    root = sysfs_tree(tmp_path, "x86_64")
+    result = run("diff-semantics", "--sysroot", root, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["differences"] == []

@@ -21,7 +21,7 @@ import math
 import os
 import socket
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from memplan.snapshot.btf import btf_names_skippable
 from memplan.snapshot.confidence import NO_PAGE_FLAGS, SnapshotAssessor
 from memplan.snapshot.evidence import CLASS_MEANING, CLASSES, BlockEvidence, PageClass
 from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile
+from memplan.snapshot.once import ReadOnce
 from memplan.snapshot.pagesize import PAGE_SIZE_FILE, geometry_for
 from memplan.snapshot.report import (
     BlockGroup,
@@ -65,6 +66,8 @@ from memplan.snapshot.sysroot import (
 )
 
 VIRTIO_MEM_RAM = "System RAM (virtio_mem)"
+#: a page file: a saved one, or a live one read once (``memplan.snapshot.once``)
+PageFile = Union[KpageFile, ReadOnce]
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class SnapshotPageSource:
     ``BlockEvidence`` per block into ``evidence`` (shared with the machine's ``SnapshotAssessor``).
     """
 
-    def __init__(self, geometry: Geometry, flags: Optional[KpageFile], counts: Optional[KpageFile],
+    def __init__(self, geometry: Geometry, flags: Optional[PageFile], counts: Optional[PageFile],
                  ram: Sequence[Tuple[int, int, str]], zone_of_block: Dict[int, Optional[Zone]],
                  cma_of_block: Dict[int, int], movable_ops_visible: bool, kinds: np.ndarray,
                  evidence: Optional[Dict[int, BlockEvidence]], pessimistic_kinds: Optional[np.ndarray] = None) -> None:
@@ -216,11 +219,12 @@ class SnapshotPageSource:
 # Loading
 
 
-def _open_page_files(tree: Tree) -> Tuple[Optional[KpageFile], Optional[KpageFile]]:
+def _open_page_files(tree: Tree) -> Tuple[Optional[PageFile], Optional[PageFile]]:
     """kpageflags and kpagecount (plain or ``.xz``); ``(None, None)`` without kpageflags."""
-    def find(rel: str) -> Optional[KpageFile]:
+    def find(rel: str) -> Optional[PageFile]:
         if tree.live:
-            return KpageFile(tree.path(rel), tree.display(rel)) if tree.exists(rel) else None
+            # One reading of the live machine: every later look at a pfn sees the first one.
+            return ReadOnce(KpageFile(tree.path(rel), tree.display(rel))) if tree.exists(rel) else None
         return KpageFile.find(tree.path(rel), tree.display(rel))
 
     flags = find("proc/kpageflags")
