@@ -330,3 +330,16 @@ def test_without_page_flags_both_semantics_agree(tmp_path):
     result = run("diff-semantics", "--sysroot", root, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["differences"] == []
+
+
+def test_saving_a_sysfs_only_tree_keeps_what_lsmem_reads_and_adds_no_empty_page_files(tmp_path):
+    root = sysfs_tree(tmp_path, "s390")
+    dest = tmp_path / "saved"
+    result = run("snapshot", "--sysroot", root, "--save", dest)
+    assert result.exit_code == 0, result.output
+    assert not (dest / "proc").exists()
+    assert (dest / MEMORY / "memory14" / "removable").read_text() == "0\n"
+    listing = ["-o", "RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES", "-r"]
+    assert run("snapshot", "--sysroot", dest, *listing).stdout == run("snapshot", "--sysroot", root, *listing).stdout
+    doc, _ = simulate_json("--sysroot", dest)
+    assert {b["confidence"] for b in doc["blocks"]} == {"unknown"}

@@ -654,7 +654,7 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
     source: SnapshotPageSource = machine.pages  # type: ignore[assignment]
     geo = machine.geometry
     ppb = geo.pages_per_block
-    writer = _TreeWriter(save_to, tree, geo.page_size) if save_to else None
+    writer = _TreeWriter(save_to, tree, geo.page_size, not source.blind) if save_to else None
     histogram = FlagsHistogram()
     table = machine.blocks
     block_rows = {int(b): i for i, b in enumerate(table.ids)}
@@ -757,17 +757,20 @@ class _TreeWriter:
     """Writes a saved sysroot under one directory: the text files as read, kpageflags and
     kpagecount xz-compressed as they stream by. Never overwrites anything."""
 
-    def __init__(self, dest: str, tree: Tree, page_size: int) -> None:
+    def __init__(self, dest: str, tree: Tree, page_size: int, with_pages: bool = True) -> None:
         self.dest = os.path.abspath(dest)
         self.page_size = page_size
         if os.path.exists(self.dest) and (not os.path.isdir(self.dest) or os.listdir(self.dest)):
             raise UsageError(f"--save {dest}: exists and is not an empty directory")
         self.tree = tree
         self._created: List[str] = []
+        self._flags: Optional[lzma.LZMAFile] = None
+        self._counts: Optional[lzma.LZMAFile] = None
         try:
-            os.makedirs(os.path.join(self.dest, "proc"), exist_ok=True)
-            self._flags = lzma.open(self._new("proc/kpageflags.xz"), "wb", preset=6)
-            self._counts = lzma.open(self._new("proc/kpagecount.xz"), "wb", preset=6)
+            os.makedirs(self.dest, exist_ok=True)
+            if with_pages:  # a tree without page flags is saved without them (not with empty ones)
+                self._flags = lzma.open(self._new("proc/kpageflags.xz"), "wb", preset=6)
+                self._counts = lzma.open(self._new("proc/kpagecount.xz"), "wb", preset=6)
         except OSError as exc:
             raise UsageError(f"--save {dest}: {exc.strerror or exc}") from None
         self._have_counts = False
@@ -781,6 +784,7 @@ class _TreeWriter:
         return path
 
     def pages(self, flags: np.ndarray, mapcount: Optional[np.ndarray]) -> None:
+        assert self._flags is not None and self._counts is not None
         self._flags.write(flags.astype("<u8", copy=False).tobytes())
         if mapcount is not None:
             self._have_counts = True
@@ -788,9 +792,10 @@ class _TreeWriter:
 
     def finish(self) -> None:
         try:
-            self._flags.close()
-            self._counts.close()
-            if not self._have_counts:
+            for stream in (self._flags, self._counts):
+                if stream is not None:
+                    stream.close()
+            if self._counts is not None and not self._have_counts:
                 os.unlink(os.path.join(self.dest, "proc/kpagecount.xz"))
             # The page size, which no sysfs/procfs file states (memplan.snapshot.pagesize).
             texts = {**self.tree.texts, PAGE_SIZE_FILE: f"{self.page_size}\n"}
@@ -808,9 +813,10 @@ class _TreeWriter:
 
     def abort(self) -> None:
         """Remove what this writer created (and only that): no half-written tree is left."""
-        for handle in (self._flags, self._counts):
+        for stream in (self._flags, self._counts):
             try:
-                handle.close()
+                if stream is not None:
+                    stream.close()
             except (OSError, lzma.LZMAError):  # pragma: no cover - best effort
                 pass
         for path in reversed(self._created):

@@ -35,6 +35,8 @@ EXTRA_FILES = ("proc/meminfo", "proc/vmstat", "proc/buddyinfo", "proc/pagetypein
 #: the widest physical address space any architecture Linux hot-unplugs on has (s390x)
 _MAX_BITS = max(MAX_PHYSMEM_BITS.values())
 _MAX_ADDRESS = max_address(_MAX_BITS)
+#: memoryN files the model does not need but lsmem reads (``snapshot --save`` keeps them)
+BLOCK_EXTRA_FILES = ("removable", "phys_device")
 _ZONE_WORDS = {z.value: z for z in Zone}
 _STATES = {s.value: s for s in BlockState}
 
@@ -195,6 +197,8 @@ def read_memory(tree: Tree) -> MemoryLayout:
                 raise _value_error(tree, f"{base}/valid_zones", zones_text,
                                    "one zone (DMA, DMA32, Normal, Movable) or none" if state is BlockState.ONLINE
                                    else "a list of zones")
+        for extra in BLOCK_EXTRA_FILES:  # what lsmem reads besides: kept for --save
+            tree.text(f"{base}/{extra}", required=False)
         index_text = tree.text(f"{base}/phys_index", required=False)
         if index_text is not None:
             try:
