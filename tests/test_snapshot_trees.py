@@ -343,3 +343,31 @@ def test_saving_a_sysfs_only_tree_keeps_what_lsmem_reads_and_adds_no_empty_page_
     assert run("snapshot", "--sysroot", dest, *listing).stdout == run("snapshot", "--sysroot", root, *listing).stdout
     doc, _ = simulate_json("--sysroot", dest)
     assert {b["confidence"] for b in doc["blocks"]} == {"unknown"}
+
+
+# ---- blocks without valid_zones ----------------------------------------------------------------
+
+def test_without_valid_zones_the_zone_comes_from_zoneinfo(tree):
+    def verdicts(root):
+        doc, _ = simulate_json("--sysroot", root)
+        return [(b["block"], b["zone"], b["result"], b["errno"], b["step"], b["confidence"]) for b in doc["blocks"]]
+
+    before = verdicts(POST2)
+    for name in os.listdir(tree / MEMORY):
+        if name.startswith("memory"):
+            os.unlink(tree / MEMORY / name / "valid_zones")
+    assert verdicts(tree) == before
+    assert before[0][:5] == (0, "none", "fails", "EINVAL", "zone")  # DMA and DMA32 both meet block 0
+
+
+def test_without_valid_zones_or_zoneinfo_the_zone_is_not_known(tmp_path):
+    root = sysfs_tree(tmp_path, "x86_64")
+    for name in os.listdir(os.path.join(root, MEMORY)):
+        if name.startswith("memory"):
+            os.unlink(os.path.join(root, MEMORY, name, "valid_zones"))
+    doc, result = simulate_json("--sysroot", root, "--blocks", "0,44")
+    zero, offline = doc["blocks"]
+    assert (zero["result"], zero["confidence"]) == ("offlined", "unknown")  # not a certain EINVAL
+    assert any(s.startswith("zone not known (no valid_zones, no /proc/zoneinfo span)") for s in zero["blind_spots"])
+    assert (offline["errno"], offline["step"], offline["confidence"]) == ("EINVAL", "state", "certain")
+    assert "judged as ZONE_NORMAL" in result.stderr

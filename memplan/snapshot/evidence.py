@@ -107,6 +107,8 @@ class BlockEvidence:
     movable_ops_visible: bool = False
     #: the tree saved no page flags: ``counts`` are a stand-in (every page read as free)
     no_page_data: bool = False
+    #: neither valid_zones nor zoneinfo tell the block's zone: ``zone`` is an assumption
+    zone_assumed: bool = False
 
     def count(self, cls: PageClass) -> int:
         return self.counts[int(cls)] if int(cls) < len(self.counts) else 0

@@ -37,6 +37,7 @@ from memplan.core.machine import (
     consecutive_runs,
 )
 from memplan.core.model import ZONE_NONE, BlockState, DriverState, OnlineType, PageKind, VirtioMemMode, Zone
+from memplan.core.units import format_block_ranges
 from memplan.kernel import versions
 from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_semantics, semantics_marking
 from memplan.snapshot import kpageflags as kpf
@@ -103,6 +104,8 @@ class SnapshotPageSource:
                                 dtype=np.int64).reshape(-1, 2)
         self.zone_of_block = zone_of_block
         self.cma_of_block = cma_of_block
+        #: blocks whose zone is assumed (neither valid_zones nor zoneinfo tell it)
+        self.zone_assumed: frozenset = frozenset()
         self.movable_ops_visible = movable_ops_visible
         self.kinds = kinds
         self.evidence = evidence
@@ -199,7 +202,7 @@ class SnapshotPageSource:
         self.evidence[block] = BlockEvidence(
             block=block, zone=self.zone_of_block.get(block), counts=tuple(int(c) for c in counts),
             zone_cma_pages=self.cma_of_block.get(block, 0), movable_ops_visible=self.movable_ops_visible,
-            no_page_data=self.flags is None)
+            no_page_data=self.flags is None, zone_assumed=block in self.zone_assumed)
 
     def materialize(self, block_ids: np.ndarray) -> PageBatch:
         ids = np.asarray(block_ids, dtype=np.int64)
@@ -255,15 +258,17 @@ def _zone_cma(facts: SysrootFacts, block_zone: Dict[int, Optional[Zone]], block_
     return out
 
 
-def _zone_from_zoneinfo(zones: Sequence[ZoneInfo], node: int, lo: int, hi: int) -> Optional[Zone]:
-    """A block without ``valid_zones``: the one zone whose span covers it."""
-    hits = [z for z in zones if z.node == node and z.start_pfn is not None and z.spanned
-            and z.start_pfn <= lo and hi <= z.start_pfn + z.spanned]
-    names = {z.zone for z in hits}
+def _zone_from_zoneinfo(zones: Sequence[ZoneInfo], node: int, lo: int, hi: int) -> Tuple[Optional[Zone], bool]:
+    """A block without ``valid_zones``: the one zone whose span meets it (``None``: the block
+    spans zones, as ``test_pages_in_a_zone()`` would find; holes do not count), and whether any
+    zone span meets the block at all (``False``: its zone is not known)."""
+    meet = [z for z in zones if z.node == node and z.start_pfn is not None and z.spanned
+            and z.start_pfn < hi and lo < z.start_pfn + z.spanned]
+    names = {z.zone for z in meet}
     if len(names) == 1:
         name = names.pop()
-        return next((zone for zone in Zone if zone.value == name), None)
-    return None
+        return next((zone for zone in Zone if zone.value == name), None), True
+    return None, bool(meet)
 
 
 def _virtio_regions(iomem: Sequence[Resource]) -> List[Tuple[str, int, int, List[Tuple[int, int]]]]:
@@ -448,11 +453,20 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     spans = {b.id: _node_parts(ram, facts.zones, b.nodes, b.id * ppb, (b.id + 1) * ppb)
              for b in facts.memory.blocks if len(b.nodes) > 1}
     block_zone: Dict[int, Optional[Zone]] = {}
+    zone_assumed: List[int] = []
     for b in facts.memory.blocks:
         zone = b.zone
         if not b.valid_zones:
-            zone = _zone_from_zoneinfo(facts.zones, block_node[b.id], b.id * ppb, (b.id + 1) * ppb)
+            zone, seen = _zone_from_zoneinfo(facts.zones, block_node[b.id], b.id * ppb, (b.id + 1) * ppb)
+            if not seen:
+                # Neither valid_zones nor a zoneinfo span: the zone is not known. Not "none"
+                # (that would be a certain -EINVAL); judged as ZONE_NORMAL and marked unknown.
+                zone = Zone.NORMAL
+                zone_assumed.append(b.id)
         block_zone[b.id] = zone
+    if zone_assumed:
+        warnings.append(f"memory blocks {format_block_ranges(zone_assumed)}: no valid_zones and no /proc/zoneinfo "
+                        "span says their zone; judged as ZONE_NORMAL, and verdicts that depend on it are unknown")
     movable_ops_visible = facts.release is not None and versions.at_least(facts.release, versions.MOVABLE_OPS_FLAG)
 
     evidence: Dict[int, BlockEvidence] = {}
@@ -495,6 +509,7 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
         assessor=SnapshotAssessor(evidence, source.alternative), semantics_reason=reason,
     )
+    source.zone_assumed = frozenset(zone_assumed)
     source.context = SnapshotContext(tree, facts, tuple(device_facts))
     return machine
 
