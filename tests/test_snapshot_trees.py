@@ -371,3 +371,16 @@ def test_without_valid_zones_or_zoneinfo_the_zone_is_not_known(tmp_path):
     assert any(s.startswith("zone not known (no valid_zones, no /proc/zoneinfo span)") for s in zero["blind_spots"])
     assert (offline["errno"], offline["step"], offline["confidence"]) == ("EINVAL", "state", "certain")
     assert "judged as ZONE_NORMAL" in result.stderr
+
+
+def test_page_size_inferred_from_the_length_of_kpageflags(tmp_path):
+    """arm64 with 16 KiB pages, no hugetlb sizes: kpageflags holds one entry per pfn up to the
+    last block (rounded up to a section)."""
+    root = sysfs_tree(tmp_path, "arm64_16k")
+    shutil.rmtree(os.path.join(root, "sys", "kernel"))
+    os.makedirs(os.path.join(root, "proc"))
+    with open(os.path.join(root, "proc", "kpageflags"), "wb") as handle:
+        handle.truncate(8320 * 8192 * 8)  # sparse
+    doc = json.loads(run("snapshot", "--sysroot", root, "--json").stdout)
+    assert doc["page_size"] == 16384
+    assert doc["page_size_source"] == "inferred: the length of proc/kpageflags against the end of the last memory block"

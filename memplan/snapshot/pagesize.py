@@ -106,8 +106,8 @@ def _from_spans(spans: Sequence[Tuple[int, int]], online: Sequence[Tuple[int, in
 
 
 def _from_kpageflags(entries: Optional[int], last_end: int, block_size: int) -> Optional[int]:
-    """kpageflags ends at ``round_up(max_pfn, PAGES_PER_SECTION)``: at or past the last block,
-    by less than a section (at most a block)."""
+    """kpageflags ends at ``round_up(max_pfn, PAGES_PER_SECTION)``: at or past the end of the
+    last present block, by less than a section (at most a block)."""
     if not entries:
         return None
     fits = [size for size in PAGE_SIZES if last_end <= entries * size < last_end + block_size]
@@ -128,8 +128,9 @@ def _from_hugepages(names: Sequence[str]) -> Optional[int]:
 
 
 def find_page_size(root: str, live: bool, texts: Dict[str, Optional[str]], zone_spans: Sequence[Tuple[int, int]],
-                   managed_pages: int, online: Sequence[Tuple[int, int]], kpageflags_entries: Optional[int],
-                   block_size: int, hugepage_dirs: List[str], display: str) -> PageSize:
+                   managed_pages: int, online: Sequence[Tuple[int, int]], present_end: int,
+                   kpageflags_entries: Optional[int], block_size: int, hugepage_dirs: List[str],
+                   display: str) -> PageSize:
     """The machine's page size and how it was found (see the module's list)."""
     if live:
         return PageSize(os.sysconf("SC_PAGE_SIZE"), "this machine's page size")
@@ -143,8 +144,7 @@ def find_page_size(root: str, live: bool, texts: Dict[str, Optional[str]], zone_
     if size:
         return PageSize(size, "inferred: the only page size for which the zone spans of /proc/zoneinfo meet "
                               "every online block and end in the last one")
-    last_end = max((end for _, end in online), default=0)
-    size = _from_kpageflags(kpageflags_entries, last_end, block_size)
+    size = _from_kpageflags(kpageflags_entries, present_end, block_size)
     if size:
         return PageSize(size, "inferred: the length of proc/kpageflags against the end of the last memory block")
     size = _from_hugepages(hugepage_dirs)

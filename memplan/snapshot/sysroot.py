@@ -528,7 +528,8 @@ def read_page_size(tree: Tree, memory: MemoryLayout, zones: Tuple[ZoneInfo, ...]
     online = [(b.id * memory.block_size, (b.id + 1) * memory.block_size) for b in memory.blocks
               if b.state is BlockState.ONLINE]
     dirs = tree.listdir(HUGEPAGES_DIR) if tree.isdir(HUGEPAGES_DIR) else []
-    return find_page_size(tree.root, tree.live, texts, spans, sum(z.managed for z in zones), online,
+    present_end = (memory.blocks[-1].id + 1) * memory.block_size if memory.blocks else 0
+    return find_page_size(tree.root, tree.live, texts, spans, sum(z.managed for z in zones), online, present_end,
                           kpageflags_entries, memory.block_size, dirs, tree.display(PAGE_SIZE_FILE))
 
 
