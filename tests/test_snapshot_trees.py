@@ -384,3 +384,19 @@ def test_page_size_inferred_from_the_length_of_kpageflags(tmp_path):
     doc = json.loads(run("snapshot", "--sysroot", root, "--json").stdout)
     assert doc["page_size"] == 16384
     assert doc["page_size_source"] == "inferred: the length of proc/kpageflags against the end of the last memory block"
+
+
+def test_save_keeps_s390_firmware_memory(tmp_path):
+    root = sysfs_tree(tmp_path, "s390")
+    for block in range(24):
+        firmware = os.path.join(root, "sys", "firmware", "memory", f"memory{block}")
+        os.makedirs(firmware)
+        with open(os.path.join(firmware, "config"), "w") as handle:
+            handle.write("0\n" if block >= 20 else "1\n")
+    dest = tmp_path / "saved"
+    assert run("snapshot", "--sysroot", root, "--save", dest).exit_code == 0
+    assert (dest / "sys/firmware/memory/memory21/config").read_text() == "0\n"
+    listing = ["-o", "BLOCK,STATE,CONFIGURED", "-r"]
+    mine = run("snapshot", "--sysroot", dest, *listing).stdout
+    assert mine == run("snapshot", "--sysroot", root, *listing).stdout
+    assert "20-23 offline no" in mine

@@ -26,6 +26,8 @@ from memplan.snapshot.pagesize import DEFAULT_PAGE_SIZE, HUGEPAGES_DIR, PAGE_SIZ
 
 MEMORY_DIR = "sys/devices/system/memory"
 NODE_DIR = "sys/devices/system/node"
+#: s390: standby memory and its configuration state (lsmem's CONFIGURED)
+FIRMWARE_DIR = "sys/firmware/memory"
 PARAM_DIRS = ("sys/module/memory_hotplug/parameters", "sys/module/virtio_mem/parameters")
 #: The fixtures' flat list of module parameters (``/sys/module/.../parameters/x=value`` lines).
 MODULE_PARAMS_FILE = "module-params.txt"
@@ -496,8 +498,14 @@ def read_cma_total(tree: Tree) -> Optional[int]:
 
 
 def read_extra(tree: Tree) -> None:
-    """Read (and so keep for ``--save``) the context files the model does not need."""
-    for rel in EXTRA_FILES:
+    """Read (and so keep for ``--save``) the context files the model does not need, and s390's
+    ``/sys/firmware/memory/memoryN/{config,memmap_on_memory}`` (lsmem's CONFIGURED and
+    MEMMAP-ON-MEMORY columns)."""
+    rels = list(EXTRA_FILES)
+    if tree.isdir(FIRMWARE_DIR):
+        rels += [f"{FIRMWARE_DIR}/{name}/{attr}" for name in tree.listdir(FIRMWARE_DIR)
+                 if re.fullmatch(r"memory\d+", name) for attr in ("config", "memmap_on_memory")]
+    for rel in rels:
         try:
             tree.text(rel, required=False)
         except InputError:
