@@ -400,3 +400,13 @@ def test_save_keeps_s390_firmware_memory(tmp_path):
     mine = run("snapshot", "--sysroot", dest, *listing).stdout
     assert mine == run("snapshot", "--sysroot", root, *listing).stdout
     assert "20-23 offline no" in mine
+
+
+def test_explain_on_a_snapshot_carries_simulates_confidence(tmp_path):
+    doc, _ = simulate_json("--sysroot", POST2, "--blocks", "36")
+    story = json.loads(run("explain", "--sysroot", POST2, "36", "--json").stdout)
+    assert (story["block"]["confidence"], story["block"]["blind_spots"]) == (
+        doc["blocks"][0]["confidence"], doc["blocks"][0]["blind_spots"])
+    root = sysfs_tree(tmp_path, "x86_64")
+    result = run("explain", "--sysroot", root, "1")
+    assert "Confidence: unknown, because the input cannot see:" in result.stdout and NO_FLAGS in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Optional, Tuple
 
@@ -20,7 +21,9 @@ from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.core.errors import UsageError
 from memplan.core.status import ExitStatus
 from memplan.diff.compute import with_foreign_ref_timing
+from memplan.engine.simulation import with_confidence
 from memplan.explain.compute import explain_block
+from memplan.kernel.semantics import get_semantics
 from memplan.render import explain as render_explain
 from memplan.render import json as render_json
 
@@ -79,6 +82,10 @@ def explain_command(words: Tuple[str, ...], sysroot: Optional[str], live: bool, 
     profile, block = machine_and_block(words, sysroot, live)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     story = explain_block(machine, parse_block(block), semantics)
+    if machine.assessor is not None and story.verdict.confidence is None:
+        # A snapshot: the verdict's confidence and blind spots, as simulate gives them.
+        judged = with_confidence(machine, get_semantics(story.semantics), [story.verdict])[0]
+        story = dataclasses.replace(story, verdict=judged)
     print_warnings(machine.warnings)
     if as_json:
         render_json.write(render_explain.story_dict(story, machine.geometry.page_size), sys.stdout)
