@@ -38,6 +38,8 @@ class Tree:
     block_size: int
     page_size: int
     blocks: Tuple[TreeBlock, ...]
+    #: ``sys/kernel/mm/hugepages/hugepages-<kB>kB`` directories (the sizes tell the page size)
+    hugepages_kb: Tuple[int, ...] = ()
 
     def write(self, root: str) -> str:
         """Write the tree under ``root``; returns the sysroot."""
@@ -55,6 +57,8 @@ class Tree:
                     handle.write(value + "\n")
             if b.node is not None:
                 os.symlink(f"../../node/node{b.node}", os.path.join(path, f"node{b.node}"))
+        for kb in self.hugepages_kb:
+            os.makedirs(os.path.join(root, "sys", "kernel", "mm", "hugepages", f"hugepages-{kb}kB"))
         return root
 
 
@@ -74,7 +78,8 @@ def _x86_64() -> Tree:
 
 def _arm64_16k() -> Tree:
     ids = list(range(8192, 8317)) + [8319]
-    return Tree("arm64_16k", 128 * MiB, 16384, tuple(TreeBlock(i, zones="DMA") for i in ids))
+    # arm64 with 16 KiB pages offers CONT_PTE (2 MiB), PMD (32 MiB) and CONT_PMD (1 GiB) hugetlb sizes
+    return Tree("arm64_16k", 128 * MiB, 16384, tuple(TreeBlock(i, zones="DMA") for i in ids), (2048, 32768, 1048576))
 
 
 #: util-linux's s390-zvm-6g dump: (state, removable, valid_zones) of blocks 0-23

@@ -8,9 +8,8 @@ never a traceback, a hang or a memory blow-up. Cases marked ``error`` must be re
 Cases are a fixed, deterministic list. They run in a few long-lived worker processes (imports
 paid once per worker, ``RLIMIT_AS`` of ``MEMORY_LIMIT``): each case gets ``TIME_LIMIT`` seconds
 (``SIGALRM`` in the worker; the parent kills a worker that does not answer and starts another).
-Tree and option cases exercise snapshot and command-line code: the ones that fail today because
-of that code are marked ``xfail`` (``strict=False``) with their class; profile and size cases
-must all pass.
+Option cases exercise command-line code: the ones that fail today because of that code are
+marked ``xfail`` (``strict=False``) with their class; profile, size and tree cases must all pass.
 """
 
 from __future__ import annotations
@@ -39,8 +38,7 @@ TIME_LIMIT = 6.0  # seconds per case (the parent gives up on a worker 4 s later)
 #: known failures (marked xfail) get less: most of them hang until their limit today
 TIME_LIMIT_KNOWN_FAILING = 2.0
 WORKERS = max(2, min(4, os.cpu_count() or 2))
-#: cases that fail today because of snapshot or command-line code other branches harden
-TREE_XFAIL = "snapshot code (tree hardening lands with the snapshot branch)"
+#: cases that fail today because of command-line code another branch hardens
 CLI_XFAIL = "command-line code (option hardening lands with the cli branch)"
 #: the cases that fail on this branch because of snapshot or command-line code (run on
 #: 2026-12-04); each is marked xfail with its class, the rest must pass
@@ -66,38 +64,7 @@ KNOWN_FAILING = {
     'bad option values:unknown command',
     'bad option values:unknown option',
     'bad option values:unplug --device 1 MB',
-    'gaps between blocks:memory33 missing (simulate)',
-    'gaps between blocks:memory33 missing (snapshot)',
-    'numbers beyond 64 bits or int32:memory33/node4000000000 (simulate)',
-    'numbers beyond 64 bits or int32:memory33/node4000000000 (snapshot)',
-    'special files:kpageflags sparse 1 TiB (snapshot)',
-    'special files:kpageflags xz of 256 MiB zeros (snapshot)',
-    'special files:proc/iomem fifo (simulate)',
-    'special files:proc/iomem fifo (snapshot)',
-    'special files:proc/kpagecount uncompressed fifo (simulate)',
-    'special files:proc/kpagecount uncompressed fifo (snapshot)',
-    'special files:proc/kpagecount.xz fifo (simulate)',
-    'special files:proc/kpagecount.xz fifo (snapshot)',
-    'special files:proc/kpageflags uncompressed fifo (simulate)',
-    'special files:proc/kpageflags uncompressed fifo (snapshot)',
-    'special files:proc/kpageflags uncompressed zero (snapshot)',
-    'special files:proc/kpageflags.xz fifo (simulate)',
-    'special files:proc/kpageflags.xz fifo (snapshot)',
-    'special files:proc/kpageflags.xz zero (simulate)',
-    'special files:proc/kpageflags.xz zero (snapshot)',
-    'special files:proc/osrelease fifo (simulate)',
-    'special files:proc/osrelease fifo (snapshot)',
-    'special files:proc/zoneinfo fifo (simulate)',
-    'special files:proc/zoneinfo fifo (snapshot)',
     'special files:profile dir',
-    'special files:sys/devices/system/memory/block_size_bytes fifo (simulate)',
-    'special files:sys/devices/system/memory/block_size_bytes fifo (snapshot)',
-    'special files:sys/devices/system/memory/memory33/state fifo (simulate)',
-    'special files:sys/devices/system/memory/memory33/state fifo (snapshot)',
-    'special files:sys/devices/system/memory/memory33/valid_zones fifo (simulate)',
-    'special files:sys/devices/system/memory/memory33/valid_zones fifo (snapshot)',
-    'special files:sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages fifo (simulate)',
-    'special files:sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages fifo (snapshot)',
     "terminal:COLUMNS=''",
     "terminal:COLUMNS='1e3'",
     "terminal:COLUMNS='abc'",
@@ -739,9 +706,8 @@ def build_cases(base: str, setups: List[Any]) -> List[Case]:
     for n, (cls, name, mutate) in enumerate(tree_mutations()):
         root = os.path.join(trees, f"t{n}")
         setups.append(lambda root=root, mutate=mutate: (shutil.copytree(TREE, root, symlinks=True), mutate(root)))
-        reason = None if cls == "valid" else f"{cls}: {TREE_XFAIL}"
-        cases.append(Case(cls, f"{name} (simulate)", ["simulate", "--sysroot", root], "any", xfail=reason))
-        cases.append(Case(cls, f"{name} (snapshot)", ["snapshot", "--sysroot", root], "any", xfail=reason))
+        cases.append(Case(cls, f"{name} (simulate)", ["simulate", "--sysroot", root], "any"))
+        cases.append(Case(cls, f"{name} (snapshot)", ["snapshot", "--sysroot", root], "any"))
     cases += option_cases(os.path.join(ROOT, "profiles", "sbm-guest.toml"))
     return cases
 

@@ -275,19 +275,6 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-#: how today's snapshot reader refuses these trees: no /proc (issue 13 item 2), an online s390
-#: block listing two zones (issue 13 item 3)
-REFUSED = re.compile(r"proc/(iomem|kpageflags|zoneinfo)[^ ]*: missing|valid_zones: '[A-Za-z]+ [A-Za-z]+' is not one")
-
-
-def loads_partial_trees(result) -> None:
-    """The snapshot reader that loads sysfs-only and s390 trees is another branch's work: until it
-    is merged these trees are refused, and the test is xfailed for exactly those refusals (any
-    other failure fails). After the merge it must pass."""
-    if result.exit_code == 2 and REFUSED.search(result.output):
-        pytest.xfail("needs the snapshot reader that loads sysfs-only and s390 trees (w2-snapshot)")
-
-
 E2E = [["-o", "RANGE,SIZE,STATE,REMOVABLE,BLOCK"], ["-o", ALL7, "-r"], ["-o", ALL7, "--json"],
        ["-o", "RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES", "-P"], ["-o", "BLOCK,STATE,ZONES", "-a", "-n"]]
 
@@ -299,7 +286,6 @@ E2E = [["-o", "RANGE,SIZE,STATE,REMOVABLE,BLOCK"], ["-o", ALL7, "-r"], ["-o", AL
 def test_memplan_lists_a_tree_as_lsmem_does(tmp_path, tree, command, args):
     root = TREES[tree].write(str(tmp_path / tree))
     result = run(command, "--sysroot", root, *args)
-    loads_partial_trees(result)
     assert result.exit_code == 0, result.output
     options = lsmem_options(args)
     out = result.stdout if not options.want_summary else result.stdout.split("\n\n")[0] + "\n"
@@ -318,7 +304,6 @@ def test_simulate_lists_every_block_with_only_lsmem_columns(tmp_path):
     blocks, and an offline block selected with --blocks says it is offline (STATE appears)."""
     root = TREES["x86_64"].write(str(tmp_path / "x86"))
     result = run("simulate", "--sysroot", root, "-o", "BLOCK,STATE", "-r", "-n")
-    loads_partial_trees(result)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["0-23 online", "32-43 online", "44-45 offline", "46 on->off", "47 online"]
     result = run("simulate", "--sysroot", root, "--blocks", "43-45")

@@ -56,7 +56,7 @@ def test_snapshot_json_is_stable():
     doc = json.loads(run("snapshot", "--sysroot", POST2, "--json").stdout)
     assert set(doc) == {"memplan", "source", "machine", "kernel", "block_size", "page_size", "pfns", "blocks",
                         "page_classes", "page_flags", "zones", "devices", "semantics", "semantics_reason",
-                        "blind_spots", "warnings", "saved_to"}
+                        "blind_spots", "warnings", "saved_to", "page_size_source", "page_flags_saved"}
     assert doc["semantics"] == "refcount" and doc["kernel"] == "6.1.0-56-amd64"
     assert {"state": "online", "zone": "Movable", "blocks": 4, "bytes": 4 << 27} in doc["blocks"]
     (device,) = doc["devices"]

@@ -53,7 +53,8 @@ def test_memory_blocks_without_memory0(tree):
     ("sys/devices/system/memory/block_size_bytes", "zz\n", "hexadecimal block size"),
     ("sys/devices/system/memory/block_size_bytes", "c000000\n", "power of two"),
     ("sys/devices/system/memory/memory5/state", "onlin\n", "online, offline or going-offline"),
-    ("sys/devices/system/memory/memory5/valid_zones", "Normal Movable\n", "one zone"),
+    ("sys/devices/system/memory/memory5/valid_zones", "none Normal\n", "one zone"),
+    ("sys/devices/system/memory/memory5/valid_zones", "Normal Movable " * 3 + "\n", "one zone"),
     ("sys/devices/system/memory/memory5/valid_zones", "Highmem\n", "one zone"),
     ("sys/devices/system/memory/memory5/phys_index", "00000007\n", "the block's own index"),
 ])
@@ -62,6 +63,18 @@ def test_bad_memory_files_name_file_and_value(tree, rel, text, needle):
     with pytest.raises(InputError, match=needle) as info:
         read_memory(tree)
     assert rel in str(info.value)
+
+
+def test_an_online_block_listing_two_zones_is_in_the_first(tree):
+    """Kernels before 4.13 (util-linux's s390 dumps): an online block's own zone, then the zone
+    it could move to; lsmem prints them "Normal/Movable"."""
+    write(tree.root, "sys/devices/system/memory/memory5/valid_zones", "Normal Movable\n")
+    block = read_memory(tree).blocks[0]
+    assert (block.state, block.zone, block.valid_zones) == (BlockState.ONLINE, Zone.NORMAL, ("Normal", "Movable"))
+
+
+def test_missing_iomem_is_no_iomem(tmp_path):
+    assert read_iomem(Tree(str(tmp_path))) is None
 
 
 def test_missing_state_is_an_error(tree):

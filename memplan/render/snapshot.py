@@ -37,6 +37,8 @@ def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:
         "kernel": report.kernel,
         "block_size": report.block_size,
         "page_size": report.page_size,
+        "page_size_source": report.page_size_source,
+        "page_flags_saved": report.flags_saved,
         "pfns": report.pfns,
         "blocks": [{"state": g.state, "zone": g.zone, "blocks": g.blocks, "bytes": g.bytes}
                    for g in report.block_groups],
@@ -94,20 +96,31 @@ def print_snapshot(console: Console, report: SnapshotReport, facts: Optional[Mac
     def line(text: str = "") -> None:
         print_line(console, safe(text))
 
+    if not report.flags_saved and facts is not None:
+        # A sysfs-only tree: the listing is all there is to show first (as lsmem shows it).
+        print_block_listing(console, facts, options)
+        line()
     line(f"Snapshot:   {report.machine} ({report.source})")
     line(f"Kernel:     {report.kernel or 'unknown'}")
-    line(f"Memory:     {report.pfns} pfns in /proc/kpageflags, {format_size(report.block_size)} memory blocks")
-    line()
-    if facts is not None:
-        print_block_listing(console, facts, options)
+    pages = f"{report.pfns} pfns in /proc/kpageflags" if report.flags_saved else "no page flags saved"
+    line(f"Memory:     {pages}, {format_size(report.block_size)} memory blocks, "
+         f"{format_size(report.page_size)} pages ({report.page_size_source})")
+    if not report.flags_saved:
+        if facts is None:
+            line()
+            _groups(console, report)
     else:
-        _groups(console, report)
-    line()
-    classes = grid_of(CLASS_COLUMNS)
-    for c in report.classes:
-        classes.add_row([str(c.pages), str(_mb(c.pages, report.page_size)), c.label, c.kind, c.meaning])
-    classes.print(console)
-    line("(pages of online memory blocks; `--page-types` prints the kernel's page-types summary)")
+        line()
+        if facts is not None:
+            print_block_listing(console, facts, options)
+        else:
+            _groups(console, report)
+        line()
+        classes = grid_of(CLASS_COLUMNS)
+        for c in report.classes:
+            classes.add_row([str(c.pages), str(_mb(c.pages, report.page_size)), c.label, c.kind, c.meaning])
+        classes.print(console)
+        line("(pages of online memory blocks; `--page-types` prints the kernel's page-types summary)")
     if report.zones:
         line()
         zones = grid_of(ZONE_COLUMNS)

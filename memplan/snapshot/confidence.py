@@ -24,6 +24,14 @@ from memplan.core.model import Zone
 from memplan.core.results import PAGE_FREE_STEPS, BlockVerdict, Confidence, ForeignRefEffect, Outcome, Step
 from memplan.snapshot.evidence import VISIBLY_UNMOVABLE_KERNEL_ZONE, BlockEvidence, PageClass
 
+#: the blind spot of every verdict that needed the pages of a tree without kpageflags
+NO_PAGE_FLAGS = ("no page flags saved (proc/kpageflags): what the block's pages hold is not known; "
+                 "`memplan snapshot --save DIR` on the machine saves a tree that has them")
+
+#: the blind spot of every page verdict about a block whose zone no file tells
+ZONE_ASSUMED = ("zone not known (no valid_zones, no /proc/zoneinfo span): judged as ZONE_NORMAL; in "
+                "ZONE_MOVABLE or spanning zones the verdict could differ")
+
 CERTAIN, LIKELY, UNKNOWN = Confidence.CERTAIN, Confidence.LIKELY, Confidence.UNKNOWN
 LEVELS = tuple(Confidence)
 
@@ -45,6 +53,16 @@ def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence:
     """``(confidence, blind_spots)`` of one snapshot verdict."""
     if evidence is None or verdict.step in PAGE_FREE_STEPS:
         return CERTAIN, ()
+    if evidence.no_page_data:
+        return UNKNOWN, (NO_PAGE_FLAGS,) + ((ZONE_ASSUMED,) if evidence.zone_assumed else ())
+    if evidence.zone_assumed:
+        _, spots = _assess_pages(verdict, alternative, evidence, foreign_reference)
+        return UNKNOWN, (ZONE_ASSUMED,) + spots
+    return _assess_pages(verdict, alternative, evidence, foreign_reference)
+
+
+def _assess_pages(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence: BlockEvidence,
+                  foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
     spots: List[str] = []
     n = evidence.count
     movable_zone = verdict.zone is Zone.MOVABLE

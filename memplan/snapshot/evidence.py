@@ -105,6 +105,10 @@ class BlockEvidence:
     zone_cma_pages: Optional[int] = None
     #: the kernel exports movable_ops for PageOffline pages (6.17+: KPF_UPTODATE alias)
     movable_ops_visible: bool = False
+    #: the tree saved no page flags: ``counts`` are a stand-in (every page read as free)
+    no_page_data: bool = False
+    #: neither valid_zones nor zoneinfo tell the block's zone: ``zone`` is an assumption
+    zone_assumed: bool = False
 
     def count(self, cls: PageClass) -> int:
         return self.counts[int(cls)] if int(cls) < len(self.counts) else 0
@@ -114,4 +118,4 @@ class BlockEvidence:
 
     @property
     def ambiguous(self) -> int:
-        return self.total(AMBIGUOUS)
+        return 0 if self.no_page_data else self.total(AMBIGUOUS)

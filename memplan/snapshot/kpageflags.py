@@ -18,7 +18,7 @@ from __future__ import annotations
 import lzma
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from memplan.core.arrays import BoolArray, ClassArray, KindArray, U64Array
 from memplan.core.errors import InputError
 from memplan.core.model import PageKind
 from memplan.snapshot.evidence import CLASSES, PageClass
+from memplan.snapshot.files import open_regular
 from memplan.snapshot.kpf import (  # noqa: F401  (KPF, bit, symbolic_flags, ... are the reader's vocabulary too)
     BITS_COMPOUND,
     KPF,
@@ -58,14 +59,16 @@ class KpageFile:
         self.display = display
         self.compressed = path.endswith(".xz")
         self._pos = 0  # byte offset of the stream
+        self._raw: Optional[BinaryIO] = None
+        try:
+            fd = open_regular(path, display)
+        except OSError as exc:
+            raise InputError(f"cannot read {display}: {exc.strerror or exc}") from None
         if self.compressed:
+            self._raw = os.fdopen(fd, "rb")
             self._open_stream()
         else:
-            try:
-                self._fd = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise InputError(f"cannot read {display}: {exc.strerror or exc}"
-                                 + (" (reading page flags needs root)" if exc.errno in (1, 13) else "")) from None
+            self._fd = fd
 
     @classmethod
     def find(cls, base: str, display: str) -> Optional["KpageFile"]:
@@ -79,8 +82,10 @@ class KpageFile:
     def _open_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
+        assert self._raw is not None
         try:
-            self._stream = lzma.open(self.path, "rb")
+            self._raw.seek(0)
+            self._stream = lzma.LZMAFile(self._raw, "rb")
         except OSError as exc:
             raise InputError(f"cannot read {self.display}: {exc.strerror or exc}") from None
         self._pos = 0
@@ -163,6 +168,9 @@ class KpageFile:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,13 +270,14 @@ def has_huge(flags: U64Array) -> bool:
 
 
 def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
-             movable_ops_visible: bool) -> ClassArray:
+             movable_ops_visible: bool, pmd_pages: int = _PMD_PAGES) -> ClassArray:
     """The ``PageClass`` of every pfn (one byte each), from its flags and mapcount.
 
     Follows ``stable_page_flags()`` (fs/proc/page.c): BUDDY is set on every page of a free
     chunk; HUGE on every page of a hugetlb folio; THP on every page of a large rmappable
     folio (any size); SLAB/PGTABLE/OFFLINE are page types. Whole-folio tests (2 MiB THP,
-    hugetlb sizes) need ``start_pfn`` and the length aligned to 512 pages; memory blocks are.
+    hugetlb sizes) need ``start_pfn`` and the length aligned to ``pmd_pages`` (512 with 4 KiB
+    pages, 2048 with 16 KiB, 8192 with 64 KiB); memory blocks are.
     Context this function cannot know (holes, virtio-mem resources) is applied by the caller.
     """
     n = len(flags)
@@ -289,11 +298,11 @@ def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
     compound = _has(flags, BITS_COMPOUND)
     cls[(compound & ~lru_like & ~huge) | zero] = PageClass.KERNEL
 
-    aligned = start_pfn % _PMD_PAGES == 0
-    whole = (n // _PMD_PAGES) * _PMD_PAGES if aligned else 0
+    aligned = start_pfn % pmd_pages == 0
+    whole = (n // pmd_pages) * pmd_pages if aligned else 0
     if whole:
-        groups = cls[:whole].reshape(-1, _PMD_PAGES)
-        f2 = flags[:whole].reshape(-1, _PMD_PAGES)
+        groups = cls[:whole].reshape(-1, pmd_pages)
+        f2 = flags[:whole].reshape(-1, pmd_pages)
         head0 = _has(f2[:, 0], bit(KPF.COMPOUND_HEAD))
         tails = _has(f2[:, 1:], bit(KPF.COMPOUND_TAIL)).all(axis=1)
         thp = _has(f2, bit(KPF.THP)).all(axis=1) & ~_has(f2, bit(KPF.ZERO_PAGE) | bit(KPF.HUGE)).any(axis=1)
@@ -307,7 +316,7 @@ def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
             next_tail[:-1] = tail0[1:] & hugetlb[1:]
             gigantic = hugetlb & (tail0 | (head0 & next_tail))
             pmd = hugetlb & head0 & tails & ~gigantic
-            group_mapped = mapped[:whole].reshape(-1, _PMD_PAGES).any(axis=1)
+            group_mapped = mapped[:whole].reshape(-1, pmd_pages).any(axis=1)
             groups[pmd & group_mapped] = PageClass.HUGETLB_MAPPED
             groups[pmd & ~group_mapped] = PageClass.HUGETLB_UNMAPPED
             groups[gigantic & group_mapped] = PageClass.GIGANTIC_MAPPED

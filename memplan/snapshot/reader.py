@@ -21,7 +21,7 @@ import math
 import os
 import socket
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -37,13 +37,16 @@ from memplan.core.machine import (
     consecutive_runs,
 )
 from memplan.core.model import ZONE_NONE, BlockState, DriverState, OnlineType, PageKind, VirtioMemMode, Zone
+from memplan.core.units import format_block_ranges
 from memplan.kernel import versions
 from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_semantics, semantics_marking
 from memplan.snapshot import kpageflags as kpf
 from memplan.snapshot.btf import btf_names_skippable
-from memplan.snapshot.confidence import SnapshotAssessor
+from memplan.snapshot.confidence import NO_PAGE_FLAGS, SnapshotAssessor
 from memplan.snapshot.evidence import CLASS_MEANING, CLASSES, BlockEvidence, PageClass
 from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile
+from memplan.snapshot.once import ReadOnce
+from memplan.snapshot.pagesize import PAGE_SIZE_FILE, geometry_for
 from memplan.snapshot.report import (
     BlockGroup,
     ClassCount,
@@ -64,6 +67,8 @@ from memplan.snapshot.sysroot import (
 )
 
 VIRTIO_MEM_RAM = "System RAM (virtio_mem)"
+#: a page file: a saved one, or a live one read once (``memplan.snapshot.once``)
+PageFile = Union[KpageFile, ReadOnce]
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class SnapshotPageSource:
     ``BlockEvidence`` per block into ``evidence`` (shared with the machine's ``SnapshotAssessor``).
     """
 
-    def __init__(self, geometry: Geometry, flags: KpageFile, counts: Optional[KpageFile],
+    def __init__(self, geometry: Geometry, flags: Optional[PageFile], counts: Optional[PageFile],
                  ram: Sequence[Tuple[int, int, str]], zone_of_block: Dict[int, Optional[Zone]],
                  cma_of_block: Dict[int, int], movable_ops_visible: bool, kinds: np.ndarray,
                  evidence: Optional[Dict[int, BlockEvidence]], pessimistic_kinds: Optional[np.ndarray] = None) -> None:
@@ -99,6 +104,8 @@ class SnapshotPageSource:
                                 dtype=np.int64).reshape(-1, 2)
         self.zone_of_block = zone_of_block
         self.cma_of_block = cma_of_block
+        #: blocks whose zone is assumed (neither valid_zones nor zoneinfo tell it)
+        self.zone_assumed: frozenset = frozenset()
         self.movable_ops_visible = movable_ops_visible
         self.kinds = kinds
         self.evidence = evidence
@@ -118,14 +125,28 @@ class SnapshotPageSource:
 
     def read(self, start_pfn: int, count: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Flags and mapcounts of memory blocks ``[start_pfn, start_pfn + count)``; a file that
-        ends inside them is an error naming the first block it cuts."""
-        flags = self.flags.read(start_pfn, count)
+        ends inside them is an error naming the first block it cuts. Without page flags (a
+        sysfs-only tree) every flag reads 0 and nothing is ever taken from them."""
+        if self.flags is None:
+            return np.zeros(count, dtype=np.uint64), None
+        flags = self.read_flags(start_pfn, count)
         if len(flags) < count:
             ppb = self.geometry.pages_per_block
             block = (start_pfn + len(flags)) // ppb
             raise InputError(f"{self.flags.display}: ends at pfn {start_pfn + len(flags):#x}, but memory block "
                              f"{block} needs pfns up to {(block + 1) * ppb - 1:#x} (truncated?)")
         return flags, self.mapcount(start_pfn, flags)
+
+    def read_flags(self, start_pfn: int, count: int) -> np.ndarray:
+        """kpageflags entries ``[start_pfn, start_pfn + count)`` (fewer where the file ends): the
+        one place page flags are read."""
+        assert self.flags is not None
+        return self.flags.read(start_pfn, count)
+
+    @property
+    def blind(self) -> bool:
+        """No page flags were saved: nothing about the pages is known."""
+        return self.flags is None
 
     def mapcount(self, start_pfn: int, flags: np.ndarray, always: bool = False) -> Optional[np.ndarray]:
         """``/proc/kpagecount`` for these pfns, read only where it tells more than the flags.
@@ -140,7 +161,7 @@ class SnapshotPageSource:
         mapcount = self.counts.read(start_pfn, len(flags))
         if len(mapcount) < len(flags):
             raise InputError(f"{self.counts.display}: ends at pfn {start_pfn + len(mapcount):#x}, before "
-                             f"{self.flags.display} (truncated?)")
+                             f"{self.flags.display if self.flags else 'kpageflags'} (truncated?)")
         return mapcount
 
     def _mask(self, ranges: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -152,7 +173,7 @@ class SnapshotPageSource:
 
     def classes_of(self, start_pfn: int, flags: np.ndarray, mapcount: Optional[np.ndarray]) -> np.ndarray:
         """``PageClass`` per pfn with the machine's context: holes, virtio-mem resources."""
-        cls = kpf.classify(flags, mapcount, start_pfn, self.movable_ops_visible)
+        cls = kpf.classify(flags, mapcount, start_pfn, self.movable_ops_visible, 1 << self.geometry.pmd_order)
         end = start_pfn + len(flags)
         cls[~self._mask(self._ram, start_pfn, end)] = PageClass.HOLE
         if len(self._virtio):
@@ -166,6 +187,12 @@ class SnapshotPageSource:
     def block_classes(self, first_block: int, nblocks: int) -> np.ndarray:
         ppb = self.geometry.pages_per_block
         start = first_block * ppb
+        if self.flags is None:
+            # Nothing known about the pages: read as free (the verdict is then marked unknown,
+            # memplan.snapshot.confidence), holes where /proc/iomem has them.
+            cls = np.full(nblocks * ppb, int(PageClass.FREE), dtype=np.uint8)
+            cls[~self._mask(self._ram, start, start + nblocks * ppb)] = PageClass.HOLE
+            return cls.reshape(nblocks, ppb)
         flags, mapcount = self.read(start, nblocks * ppb)
         return self.classes_of(start, flags, mapcount).reshape(nblocks, ppb)
 
@@ -174,7 +201,8 @@ class SnapshotPageSource:
             return
         self.evidence[block] = BlockEvidence(
             block=block, zone=self.zone_of_block.get(block), counts=tuple(int(c) for c in counts),
-            zone_cma_pages=self.cma_of_block.get(block, 0), movable_ops_visible=self.movable_ops_visible)
+            zone_cma_pages=self.cma_of_block.get(block, 0), movable_ops_visible=self.movable_ops_visible,
+            no_page_data=self.flags is None, zone_assumed=block in self.zone_assumed)
 
     def materialize(self, block_ids: np.ndarray) -> PageBatch:
         ids = np.asarray(block_ids, dtype=np.int64)
@@ -194,15 +222,20 @@ class SnapshotPageSource:
 # Loading
 
 
-def _open_page_files(tree: Tree) -> Tuple[KpageFile, Optional[KpageFile]]:
-    def find(rel: str) -> Optional[KpageFile]:
+def _open_page_files(tree: Tree) -> Tuple[Optional[PageFile], Optional[PageFile]]:
+    """kpageflags and kpagecount (plain or ``.xz``); ``(None, None)`` without kpageflags."""
+    def find(rel: str) -> Optional[PageFile]:
         if tree.live:
-            return KpageFile(tree.path(rel), tree.display(rel)) if tree.exists(rel) else None
+            # One reading of the live machine: every later look at a pfn sees the first one.
+            return ReadOnce(KpageFile(tree.path(rel), tree.display(rel))) if tree.exists(rel) else None
         return KpageFile.find(tree.path(rel), tree.display(rel))
 
     flags = find("proc/kpageflags")
     if flags is None:
-        raise InputError(f"{tree.display('proc/kpageflags')}: missing (also no .xz copy)")
+        if tree.live:
+            raise InputError(f"{tree.display('proc/kpageflags')}: missing (the kernel lacks "
+                             "CONFIG_PROC_PAGE_MONITOR)")
+        return None, None
     counts = find("proc/kpagecount")
     sizes = [f.size_hint() for f in (flags, counts) if f is not None]
     if counts is not None and len(sizes) == 2 and None not in sizes and sizes[0] != sizes[1]:
@@ -210,7 +243,8 @@ def _open_page_files(tree: Tree) -> Tuple[KpageFile, Optional[KpageFile]]:
     return flags, counts
 
 
-def _zone_cma(facts: SysrootFacts, block_zone: Dict[int, Optional[Zone]], block_node: Dict[int, int]) -> Dict[int, int]:
+def _zone_cma(facts: SysrootFacts, block_zone: Dict[int, Optional[Zone]], block_node: Dict[int, int],
+              page_shift: int) -> Dict[int, int]:
     by_zone: Dict[Tuple[int, str], Optional[int]] = {(z.node, z.zone): z.cma for z in facts.zones}
     out: Dict[int, int] = {}
     for block, zone in block_zone.items():
@@ -219,20 +253,22 @@ def _zone_cma(facts: SysrootFacts, block_zone: Dict[int, Optional[Zone]], block_
         cma = by_zone.get((block_node.get(block, 0), zone.value))
         if cma is None:
             # No per-zone counter (older kernels): CmaTotal 0 rules CMA out everywhere.
-            cma = 0 if not facts.cma_total else facts.cma_total >> 12
+            cma = 0 if not facts.cma_total else facts.cma_total >> page_shift
         out[block] = int(cma)
     return out
 
 
-def _zone_from_zoneinfo(zones: Sequence[ZoneInfo], node: int, lo: int, hi: int) -> Optional[Zone]:
-    """A block without ``valid_zones``: the one zone whose span covers it."""
-    hits = [z for z in zones if z.node == node and z.start_pfn is not None and z.spanned
-            and z.start_pfn <= lo and hi <= z.start_pfn + z.spanned]
-    names = {z.zone for z in hits}
+def _zone_from_zoneinfo(zones: Sequence[ZoneInfo], node: int, lo: int, hi: int) -> Tuple[Optional[Zone], bool]:
+    """A block without ``valid_zones``: the one zone whose span meets it (``None``: the block
+    spans zones, as ``test_pages_in_a_zone()`` would find; holes do not count), and whether any
+    zone span meets the block at all (``False``: its zone is not known)."""
+    meet = [z for z in zones if z.node == node and z.start_pfn is not None and z.spanned
+            and z.start_pfn < hi and lo < z.start_pfn + z.spanned]
+    names = {z.zone for z in meet}
     if len(names) == 1:
         name = names.pop()
-        return next((zone for zone in Zone if zone.value == name), None)
-    return None
+        return next((zone for zone in Zone if zone.value == name), None), True
+    return None, bool(meet)
 
 
 def _virtio_regions(iomem: Sequence[Resource]) -> List[Tuple[str, int, int, List[Tuple[int, int]]]]:
@@ -306,8 +342,8 @@ def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: S
         unit = geometry.pageblock_size
         first_unit_block = first_block
     unit_pages = unit // page
-    added = {b for b in range(first_block, last_block)
-             if any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)}
+    added = {b for b in blocks if first_block <= b < last_block
+             and any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)}
     online = [b for b in sorted(added) if blocks[b].state is BlockState.ONLINE] if blocks else []
     if mode is VirtioMemMode.SBM:
         per = mb // unit
@@ -358,7 +394,7 @@ def _virtio_devices(probe: SnapshotPageSource, facts: SysrootFacts, infos: Dict[
     devices: List[VirtioMemDevice] = []
     device_facts: List[_DeviceFacts] = []
     device_of_block: Dict[int, int] = {}
-    for name, start, end, ranges in _virtio_regions(facts.iomem):
+    for name, start, end, ranges in _virtio_regions(facts.iomem or ()):
         masks: Dict[int, np.ndarray] = {}
         members = [b for b in sorted(infos) if any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)]
         fake = skippable = kept_back = 0
@@ -386,20 +422,30 @@ def _virtio_devices(probe: SnapshotPageSource, facts: SysrootFacts, infos: Dict[
 def load_snapshot(root: str, live: bool = False) -> Machine:
     """Read a sysroot (``/`` when ``live``) into a machine backed by its kpageflags."""
     tree = Tree(root, live)
-    facts = read_sysroot(tree)
+    flags, counts = _open_page_files(tree)
+    facts = read_sysroot(tree, flags.size_hint() if flags is not None else None)
     try:
-        geometry = Geometry(memory_block_size=facts.memory.block_size)
+        geometry = geometry_for(facts.memory.block_size, facts.page.size)
     except ValueError as exc:
         raise InputError(f"{tree.display(MEMORY_DIR + '/block_size_bytes')}: {exc}") from None
-    flags, counts = _open_page_files(tree)
     warnings: List[str] = []
-    if counts is None:
+    if facts.page.guessed:
+        warnings.append(f"page size {facts.page.size // 1024} KiB {facts.page.how}")
+    if flags is None:
+        warnings.append(f"{tree.display('proc/kpageflags')} missing (also no .xz copy): no page flags saved, so "
+                        "every verdict that depends on the pages is unknown; `memplan snapshot --save DIR` on the "
+                        "machine saves a tree that has them")
+    elif counts is None:
         warnings.append(f"{tree.display('proc/kpagecount')} missing: hugetlb folios in use look free")
+    if facts.iomem is None:
+        warnings.append(f"{tree.display('proc/iomem')} missing: memory holes and virtio-mem devices are not "
+                        "visible; every present block is taken as all System RAM")
     if facts.release is None:
         warnings.append("no kernel release in the tree (proc/sys/kernel/osrelease, proc/osrelease): "
                         "assuming the newest mainline rules")
     ppb = geometry.pages_per_block
-    ram = ram_ranges(facts.iomem, geometry.page_shift)
+    ram = (ram_ranges(facts.iomem, geometry.page_shift) if facts.iomem is not None
+           else _block_ram(facts.memory.blocks, ppb))
     infos = {b.id: b for b in facts.memory.blocks}
     # A block linked under several nodes spans them (node -1); each node's part comes from its
     # zoneinfo spans.
@@ -407,11 +453,20 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     spans = {b.id: _node_parts(ram, facts.zones, b.nodes, b.id * ppb, (b.id + 1) * ppb)
              for b in facts.memory.blocks if len(b.nodes) > 1}
     block_zone: Dict[int, Optional[Zone]] = {}
+    zone_assumed: List[int] = []
     for b in facts.memory.blocks:
         zone = b.zone
         if not b.valid_zones:
-            zone = _zone_from_zoneinfo(facts.zones, block_node[b.id], b.id * ppb, (b.id + 1) * ppb)
+            zone, seen = _zone_from_zoneinfo(facts.zones, block_node[b.id], b.id * ppb, (b.id + 1) * ppb)
+            if not seen:
+                # Neither valid_zones nor a zoneinfo span: the zone is not known. Not "none"
+                # (that would be a certain -EINVAL); judged as ZONE_NORMAL and marked unknown.
+                zone = Zone.NORMAL
+                zone_assumed.append(b.id)
         block_zone[b.id] = zone
+    if zone_assumed:
+        warnings.append(f"memory blocks {format_block_ranges(zone_assumed)}: no valid_zones and no /proc/zoneinfo "
+                        "span says their zone; judged as ZONE_NORMAL, and verdicts that depend on it are unknown")
     movable_ops_visible = facts.release is not None and versions.at_least(facts.release, versions.MOVABLE_OPS_FLAG)
 
     evidence: Dict[int, BlockEvidence] = {}
@@ -440,12 +495,13 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         device=[device_of_block.get(b.id, -1) for b in facts.memory.blocks],
         spans=spans,
     )
-    source = SnapshotPageSource(geometry, flags, counts, ram, block_zone,
-                                _zone_cma(facts, block_zone, block_node), movable_ops_visible, primary, evidence,
+    cma = _zone_cma(facts, block_zone, block_node, geometry.page_shift)
+    source = SnapshotPageSource(geometry, flags, counts, ram, block_zone, cma, movable_ops_visible, primary, evidence,
                                 pessimistic)
     # Pool counters as read; an hstate the tree says nothing about is counted from the pages
     # (``free=None``: memplan.engine.simulation.resolve_pools()).
-    pools = {h.order: HugetlbPool(free=h.free, resv=h.resv) for h in facts.hugepages.values() if h.order in (9, 18)}
+    pools = {h.order: HugetlbPool(free=h.free, resv=h.resv) for h in facts.hugepages.values()
+             if h.order in geometry.hugetlb_orders}
     name = socket.gethostname() if live else os.path.basename(os.path.normpath(root)) or root
     machine = Machine(
         name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
@@ -453,6 +509,7 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
         assessor=SnapshotAssessor(evidence, source.alternative), semantics_reason=reason,
     )
+    source.zone_assumed = frozenset(zone_assumed)
     source.context = SnapshotContext(tree, facts, tuple(device_facts))
     return machine
 
@@ -493,6 +550,18 @@ def _self_hosted_memmap(source: SnapshotPageSource, geometry: Geometry, facts: S
         flags, _ = source.read(block * ppb, pages)
         if ((flags & np.uint64(kpf.bit(KPF.OWNER_PRIVATE))) != 0).all():
             out[block] = pages
+    return out
+
+
+def _block_ram(blocks: Sequence[MemoryBlockInfo], ppb: int) -> List[Tuple[int, int, str]]:
+    """Without /proc/iomem: every present block is System RAM (runs of consecutive blocks)."""
+    out: List[Tuple[int, int, str]] = []
+    for b in blocks:
+        lo, hi = b.id * ppb, (b.id + 1) * ppb
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi, out[-1][2])
+        else:
+            out.append((lo, hi, "System RAM"))
     return out
 
 
@@ -562,9 +631,9 @@ def _snapshot_of(machine: Machine) -> SnapshotContext:
 
 
 def machine_blind_spots(facts: SysrootFacts, class_pages: np.ndarray, movable_ops_visible: bool,
-                        semantics: str, zones: Sequence[ZoneCount] = ()) -> List[str]:
+                        semantics: str, zones: Sequence[ZoneCount] = (), page_flags: bool = True) -> List[str]:
     """What this snapshot cannot see, machine-wide (spec §6.3)."""
-    out: List[str] = []
+    out: List[str] = [] if page_flags else [NO_PAGE_FLAGS]
     unflagged = int(class_pages[PageClass.UNFLAGGED])
     if unflagged:
         out.append(f"{unflagged} pages in memory blocks carry no flag: free per-CPU pages, or untyped kernel "
@@ -600,7 +669,7 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
     source: SnapshotPageSource = machine.pages  # type: ignore[assignment]
     geo = machine.geometry
     ppb = geo.pages_per_block
-    writer = _TreeWriter(save_to, tree) if save_to else None
+    writer = _TreeWriter(save_to, tree, geo.page_size, not source.blind) if save_to else None
     histogram = FlagsHistogram()
     table = machine.blocks
     block_rows = {int(b): i for i, b in enumerate(table.ids)}
@@ -609,9 +678,13 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
     chunk = max(kpf.CHUNK_PFNS // ppb, 1) * ppb
     pfns = 0
     start = 0
+    # Only as far as the memory map needs (the last present block), never to the end of a
+    # file that may be huge, sparse or endless (issue 14 §2).
+    limit = (int(table.ids.max()) + 1) * ppb if len(table) and not source.blind else 0
     try:
-        while True:
-            flags = source.flags.read(start, chunk)
+        while start < limit:
+            want = min(chunk, limit - start)
+            flags = source.read_flags(start, want)
             if len(flags) == 0:
                 break
             mapcount = source.mapcount(start, flags, always=writer is not None)
@@ -634,7 +707,7 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
                 _count_unflagged(unflagged_by_zone, facts.zones, table.zone_of(row), int(table.node[row]),
                                  block * ppb, part, int(counts[PageClass.UNFLAGGED]))
             pfns = start + len(flags)
-            if len(flags) < chunk:
+            if len(flags) < want:
                 break
             start += chunk
         if writer is not None:
@@ -645,7 +718,7 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
         raise
 
     online_end = [(int(b) + 1) * ppb for b, st in zip(table.ids, table.state) if st == 0]
-    if online_end and max(online_end) > pfns:
+    if online_end and max(online_end) > pfns and source.flags is not None:
         short = int(table.ids[table.state == 0][np.argmax(np.asarray(online_end) > pfns)])
         raise InputError(f"{source.flags.display}: ends at pfn {pfns:#x}, but online memory block {short} needs "
                          f"pfns up to {(short + 1) * ppb - 1:#x} (truncated?)")
@@ -666,11 +739,13 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
                                   d.fake_offline, d.kept_back, d.skippable) for d in device_facts)
     return SnapshotReport(
         source=machine.source, machine=machine.name, kernel=machine.kernel, block_size=geo.memory_block_size,
-        pfns=pfns, page_size=geo.page_size, block_groups=block_groups, classes=classes, flags=flag_rows,
+        pfns=pfns, page_size=geo.page_size, page_size_source=facts.page.how, flags_saved=not source.blind,
+        block_groups=block_groups, classes=classes, flags=flag_rows,
         zones=zones, devices=devices, semantics=machine.default_semantics or MAINLINE,
         semantics_reason=machine.semantics_reason or "",
         blind_spots=tuple(machine_blind_spots(facts, class_pages, source.movable_ops_visible,
-                                              machine.default_semantics or MAINLINE, zones)),
+                                              machine.default_semantics or MAINLINE, zones,
+                                              not source.blind)),
         warnings=machine.warnings, page_types=histogram.summary(geo.page_size),
         saved_to=save_to,
     )
@@ -697,16 +772,20 @@ class _TreeWriter:
     """Writes a saved sysroot under one directory: the text files as read, kpageflags and
     kpagecount xz-compressed as they stream by. Never overwrites anything."""
 
-    def __init__(self, dest: str, tree: Tree) -> None:
+    def __init__(self, dest: str, tree: Tree, page_size: int, with_pages: bool = True) -> None:
         self.dest = os.path.abspath(dest)
+        self.page_size = page_size
         if os.path.exists(self.dest) and (not os.path.isdir(self.dest) or os.listdir(self.dest)):
             raise UsageError(f"--save {dest}: exists and is not an empty directory")
         self.tree = tree
         self._created: List[str] = []
+        self._flags: Optional[lzma.LZMAFile] = None
+        self._counts: Optional[lzma.LZMAFile] = None
         try:
-            os.makedirs(os.path.join(self.dest, "proc"), exist_ok=True)
-            self._flags = lzma.open(self._new("proc/kpageflags.xz"), "wb", preset=6)
-            self._counts = lzma.open(self._new("proc/kpagecount.xz"), "wb", preset=6)
+            os.makedirs(self.dest, exist_ok=True)
+            if with_pages:  # a tree without page flags is saved without them (not with empty ones)
+                self._flags = lzma.open(self._new("proc/kpageflags.xz"), "wb", preset=6)
+                self._counts = lzma.open(self._new("proc/kpagecount.xz"), "wb", preset=6)
         except OSError as exc:
             raise UsageError(f"--save {dest}: {exc.strerror or exc}") from None
         self._have_counts = False
@@ -720,6 +799,7 @@ class _TreeWriter:
         return path
 
     def pages(self, flags: np.ndarray, mapcount: Optional[np.ndarray]) -> None:
+        assert self._flags is not None and self._counts is not None
         self._flags.write(flags.astype("<u8", copy=False).tobytes())
         if mapcount is not None:
             self._have_counts = True
@@ -727,11 +807,14 @@ class _TreeWriter:
 
     def finish(self) -> None:
         try:
-            self._flags.close()
-            self._counts.close()
-            if not self._have_counts:
+            for stream in (self._flags, self._counts):
+                if stream is not None:
+                    stream.close()
+            if self._counts is not None and not self._have_counts:
                 os.unlink(os.path.join(self.dest, "proc/kpagecount.xz"))
-            for rel, text in sorted(self.tree.texts.items()):
+            # The page size, which no sysfs/procfs file states (memplan.snapshot.pagesize).
+            texts = {**self.tree.texts, PAGE_SIZE_FILE: f"{self.page_size}\n"}
+            for rel, text in sorted(texts.items()):
                 with open(self._new(rel), "x") as handle:
                     handle.write(text)
             for rel, target in sorted(self.tree.links.items()):
@@ -745,9 +828,10 @@ class _TreeWriter:
 
     def abort(self) -> None:
         """Remove what this writer created (and only that): no half-written tree is left."""
-        for handle in (self._flags, self._counts):
+        for stream in (self._flags, self._counts):
             try:
-                handle.close()
+                if stream is not None:
+                    stream.close()
             except (OSError, lzma.LZMAError):  # pragma: no cover - best effort
                 pass
         for path in reversed(self._created):

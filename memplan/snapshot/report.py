@@ -79,7 +79,8 @@ class SnapshotReport:
     machine: str
     kernel: Optional[str]
     block_size: int
-    #: pfns in /proc/kpageflags (``round_up(max_pfn, PAGES_PER_SECTION)``)
+    #: pfns of /proc/kpageflags read: up to the end of the last memory block, or where the
+    #: file ends before it (0: no page flags saved)
     pfns: int
     page_size: int
     block_groups: Tuple[BlockGroup, ...]
@@ -94,3 +95,7 @@ class SnapshotReport:
     #: the exact text ``page-types -F kpageflags`` prints
     page_types: str
     saved_to: Optional[str] = None
+    #: how the page size was found (``memplan.snapshot.pagesize``)
+    page_size_source: str = ""
+    #: the snapshot has page flags (False: a sysfs-only tree; every page verdict is unknown)
+    flags_saved: bool = True

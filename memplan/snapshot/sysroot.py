@@ -19,17 +19,26 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
 from memplan.core.errors import InputError
+from memplan.core.limits import MAX_NUMNODES, MAX_PHYSMEM_BITS, max_address
 from memplan.core.model import BlockState, Zone
+from memplan.snapshot.files import open_regular
+from memplan.snapshot.pagesize import DEFAULT_PAGE_SIZE, HUGEPAGES_DIR, PAGE_SIZE_FILE, PageSize, find_page_size
 
 MEMORY_DIR = "sys/devices/system/memory"
 NODE_DIR = "sys/devices/system/node"
-HUGEPAGES_DIR = "sys/kernel/mm/hugepages"
+#: s390: standby memory and its configuration state (lsmem's CONFIGURED)
+FIRMWARE_DIR = "sys/firmware/memory"
 PARAM_DIRS = ("sys/module/memory_hotplug/parameters", "sys/module/virtio_mem/parameters")
 #: The fixtures' flat list of module parameters (``/sys/module/.../parameters/x=value`` lines).
 MODULE_PARAMS_FILE = "module-params.txt"
 #: Text files ``--save`` copies besides what the model reads (context for whoever reads the tree).
 EXTRA_FILES = ("proc/meminfo", "proc/vmstat", "proc/buddyinfo", "proc/pagetypeinfo")
 
+#: the widest physical address space any architecture Linux hot-unplugs on has (s390x)
+_MAX_BITS = max(MAX_PHYSMEM_BITS.values())
+_MAX_ADDRESS = max_address(_MAX_BITS)
+#: memoryN files the model does not need but lsmem reads (``snapshot --save`` keeps them)
+BLOCK_EXTRA_FILES = ("removable", "phys_device")
 _ZONE_WORDS = {z.value: z for z in Zone}
 _STATES = {s.value: s for s in BlockState}
 
@@ -68,7 +77,7 @@ class Tree:
         if rel in self.texts:
             return self.texts[rel]
         try:
-            with open(self.path(rel), "rb", buffering=0) as handle:
+            with open(open_regular(self.path(rel), self.display(rel)), "rb", buffering=0) as handle:
                 data = _read_small(handle)
         except FileNotFoundError:
             if required:
@@ -172,6 +181,9 @@ def read_memory(tree: Tree) -> MemoryLayout:
             continue
         block = int(match.group(1))
         base = f"{MEMORY_DIR}/{name}"
+        if block * block_size >= _MAX_ADDRESS:
+            raise InputError(f"{tree.display(base)}: block {block} would start at {block * block_size:#x}, beyond any "
+                             f"physical address (MAX_PHYSMEM_BITS is at most {_MAX_BITS}: below {_MAX_ADDRESS:#x})")
         state_text = tree.text(f"{base}/state") or ""
         state = _STATES.get(state_text.strip())
         if state is None:
@@ -181,10 +193,14 @@ def read_memory(tree: Tree) -> MemoryLayout:
         if zones_text is not None:
             zones = tuple(zones_text.split())
             bad = [w for w in zones if w not in _ZONE_WORDS and w != "none"]
-            if bad or not zones or (state is BlockState.ONLINE and len(zones) != 1):
+            # An online block lists its own zone (or none); kernels before 4.13 (util-linux's s390
+            # dumps) follow it with the zone it could be moved to: "Normal Movable".
+            if bad or not zones or len(zones) > len(_ZONE_WORDS) or ("none" in zones and zones != ("none",)):
                 raise _value_error(tree, f"{base}/valid_zones", zones_text,
                                    "one zone (DMA, DMA32, Normal, Movable) or none" if state is BlockState.ONLINE
                                    else "a list of zones")
+        for extra in BLOCK_EXTRA_FILES:  # what lsmem reads besides: kept for --save
+            tree.text(f"{base}/{extra}", required=False)
         index_text = tree.text(f"{base}/phys_index", required=False)
         if index_text is not None:
             try:
@@ -197,6 +213,7 @@ def read_memory(tree: Tree) -> MemoryLayout:
         for entry in tree.listdir(base):
             node_match = re.fullmatch(r"node(\d+)", entry)
             if node_match:
+                _check_node(tree, f"{base}/{entry}", int(node_match.group(1)))
                 tree.link(f"{base}/{entry}")
                 nodes.append(int(node_match.group(1)))
         nodes = sorted(set(nodes)) or sorted(node_of.get(block, ()))
@@ -205,6 +222,12 @@ def read_memory(tree: Tree) -> MemoryLayout:
         raise InputError(f"{tree.display(MEMORY_DIR)}: no memoryN directories")
     blocks.sort(key=lambda b: b.id)
     return MemoryLayout(block_size, tuple(blocks), auto.strip() if auto else None)
+
+
+def _check_node(tree: Tree, rel: str, node: int) -> None:
+    if node >= MAX_NUMNODES:
+        raise InputError(f"{tree.display(rel)}: node {node} is out of range (MAX_NUMNODES is at most {MAX_NUMNODES}, "
+                         "NODES_SHIFT <= 10)")
 
 
 def _node_links(tree: Tree) -> Dict[int, Set[int]]:
@@ -219,6 +242,7 @@ def _node_links(tree: Tree) -> Dict[int, Set[int]]:
         for entry in tree.listdir(f"{NODE_DIR}/{node_name}"):
             block_match = re.fullmatch(r"memory(\d+)", entry)
             if block_match:
+                _check_node(tree, f"{NODE_DIR}/{node_name}", int(node_match.group(1)))
                 out.setdefault(int(block_match.group(1)), set()).add(int(node_match.group(1)))
     return out
 
@@ -241,9 +265,12 @@ class Resource:
 _IOMEM_LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
 
 
-def read_iomem(tree: Tree) -> Tuple[Resource, ...]:
+def read_iomem(tree: Tree) -> Optional[Tuple[Resource, ...]]:
+    """``/proc/iomem``'s resources; ``None`` when the tree has none (a sysfs-only tree)."""
     rel = "proc/iomem"
-    text = tree.text(rel) or ""
+    text = tree.text(rel, required=False)
+    if text is None:
+        return None
     out: List[Resource] = []
     stack: List[int] = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -445,7 +472,8 @@ def read_meminfo_hugepages(tree: Tree, page_shift: int) -> Dict[int, Hstate]:
                 raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'Key: N'") from None
     out: Dict[int, Hstate] = {}
     if values.get("Hugetlb", -1) == 0:
-        out = {order: Hstate(order, 0, 0, 0, 0) for order in (9, 18)}
+        pmd = page_shift - 3
+        out = {order: Hstate(order, 0, 0, 0, 0) for order in (pmd, 2 * pmd)}
     size = values.get("Hugepagesize")
     if size and "HugePages_Total" in values:
         pages = (size << 10) >> page_shift
@@ -470,8 +498,14 @@ def read_cma_total(tree: Tree) -> Optional[int]:
 
 
 def read_extra(tree: Tree) -> None:
-    """Read (and so keep for ``--save``) the context files the model does not need."""
-    for rel in EXTRA_FILES:
+    """Read (and so keep for ``--save``) the context files the model does not need, and s390's
+    ``/sys/firmware/memory/memoryN/{config,memmap_on_memory}`` (lsmem's CONFIGURED and
+    MEMMAP-ON-MEMORY columns)."""
+    rels = list(EXTRA_FILES)
+    if tree.isdir(FIRMWARE_DIR):
+        rels += [f"{FIRMWARE_DIR}/{name}/{attr}" for name in tree.listdir(FIRMWARE_DIR)
+                 if re.fullmatch(r"memory\d+", name) for attr in ("config", "memmap_on_memory")]
+    for rel in rels:
         try:
             tree.text(rel, required=False)
         except InputError:
@@ -483,22 +517,40 @@ class SysrootFacts:
     """Everything textual a snapshot reads, parsed."""
 
     memory: MemoryLayout
-    iomem: Tuple[Resource, ...]
+    #: ``None``: the tree has no /proc/iomem
+    iomem: Optional[Tuple[Resource, ...]]
     zones: Tuple[ZoneInfo, ...]
     hugepages: Dict[int, Hstate]
     params: Dict[str, str]
     release: Optional[str]
     cma_total: Optional[int] = None
     notes: List[str] = field(default_factory=list)
+    page: PageSize = PageSize(DEFAULT_PAGE_SIZE, "assumed")
 
 
-def read_sysroot(tree: Tree, page_shift: int = 12) -> SysrootFacts:
+def read_page_size(tree: Tree, memory: MemoryLayout, zones: Tuple[ZoneInfo, ...],
+                   kpageflags_entries: Optional[int]) -> PageSize:
+    """The machine's page size and how the tree tells it (``memplan.snapshot.pagesize``)."""
+    texts = {rel: tree.text(rel, required=False) for rel in (PAGE_SIZE_FILE, "proc/meminfo")}
+    spans = [(z.start_pfn, z.start_pfn + z.spanned) for z in zones if z.start_pfn is not None and z.spanned]
+    online = [(b.id * memory.block_size, (b.id + 1) * memory.block_size) for b in memory.blocks
+              if b.state is BlockState.ONLINE]
+    dirs = tree.listdir(HUGEPAGES_DIR) if tree.isdir(HUGEPAGES_DIR) else []
+    present_end = (memory.blocks[-1].id + 1) * memory.block_size if memory.blocks else 0
+    return find_page_size(tree.root, tree.live, texts, spans, sum(z.managed for z in zones), online, present_end,
+                          kpageflags_entries, memory.block_size, dirs, tree.display(PAGE_SIZE_FILE))
+
+
+def read_sysroot(tree: Tree, kpageflags_entries: Optional[int] = None) -> SysrootFacts:
     memory = read_memory(tree)
+    zones = read_zoneinfo(tree)
+    page = read_page_size(tree, memory, zones, kpageflags_entries)
+    page_shift = page.size.bit_length() - 1
     facts = SysrootFacts(
-        memory=memory, iomem=read_iomem(tree), zones=read_zoneinfo(tree),
+        memory=memory, iomem=read_iomem(tree), zones=zones,
         hugepages=read_hugepages(tree, page_shift) or read_meminfo_hugepages(tree, page_shift),
         params=read_params(tree), release=read_release(tree),
-        cma_total=read_cma_total(tree),
+        cma_total=read_cma_total(tree), page=page,
     )
     read_extra(tree)
     return facts
