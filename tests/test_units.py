@@ -102,7 +102,8 @@ def test_format_size_at_the_top_of_the_range():
 
 @pytest.mark.parametrize("text,value", [
     ("512", 512 << 20), ("512M", 512 << 20), ("512MiB", 512 << 20), ("1G", 1 << 30), ("128MB", 128 * 10**6),
-    ("1.5G", 3 << 29), (" 64", 64 << 20), ("010", 8 << 20), ("0x1F", 31), ("0x1000", 4096 << 20), ("0", 0), ("1E", 1 << 60),
+    ("1.5G", 3 << 29), (" 64", 64 << 20), ("010", 8 << 20), ("0x1F", 31), ("0x1000", 4096 << 20), ("0", 0),
+    ("1E", 1 << 60),
 ])
 def test_chmem_size(text, value):
     # strtosize_or_err(), then "if (isdigit(str[strlen(str) - 1])) desc->size *= 1024*1024"
