@@ -184,6 +184,7 @@ def read_ranges(fd: int, ranges: Sequence[Tuple[int, int]], threads: Optional[in
 
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _XZ_FOOTER_MAGIC = b"YZ"
+_MAX_PADDING = 1 << 12
 
 
 def _varint(data: bytes, pos: int) -> Tuple[int, int]:
@@ -206,8 +207,12 @@ def xz_streams(fd: int, size: int) -> Optional[List[Tuple[int, int, int]]]:
     pos = size
     try:
         while pos > 0:
+            padding = 0
             while pos >= 4 and os.pread(fd, 4, pos - 4) == b"\0\0\0\0":  # stream padding (§2.2)
                 pos -= 4
+                padding += 4
+                if padding > _MAX_PADDING:
+                    return None  # not a file memplan wrote: read it as one stream
             if pos < 24:
                 return None
             footer = os.pread(fd, 12, pos - 12)
