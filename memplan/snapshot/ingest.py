@@ -133,13 +133,18 @@ def pread_into(fd: int, view: memoryview, offset: int, threads: Optional[int] = 
         return _pread_piece(fd, view, offset)
     base = offset // 8
     pool = _executor(threads)
-    futures = [pool.submit(_pread_piece, fd, view[(a - base) * 8:(b - base) * 8], a * 8) for a, b in pieces]
+    # The calling thread reads the first piece itself: one thread hand-off fewer per request,
+    # which matters when other processes keep the CPUs busy (every wake-up waits its turn).
+    futures = [pool.submit(_pread_piece, fd, view[(a - base) * 8:(b - base) * 8], a * 8) for a, b in pieces[1:]]
     got = 0
     short = False
     error: Optional[BaseException] = None
-    for (a, b), future in zip(pieces, futures):
+    for index, (a, b) in enumerate(pieces):
         try:
-            n = future.result()
+            if index == 0:
+                n = _pread_piece(fd, view[:(b - base) * 8], a * 8)
+            else:
+                n = futures[index - 1].result()
         except BaseException as exc:  # wait for every reader before the buffer can go
             error = error or exc
             continue
@@ -171,8 +176,9 @@ def read_ranges(fd: int, ranges: Sequence[Tuple[int, int]], threads: Optional[in
         results = [_pread_piece(fd, raw[i * 8:(i + pb - pa) * 8], pa * 8) for i, pa, pb in jobs_list]
     else:
         pool = _executor(threads)
-        futures = [pool.submit(_pread_piece, fd, raw[i * 8:(i + pb - pa) * 8], pa * 8) for i, pa, pb in jobs_list]
-        results = [f.result() for f in futures]
+        futures = [pool.submit(_pread_piece, fd, raw[i * 8:(i + pb - pa) * 8], pa * 8) for i, pa, pb in jobs_list[1:]]
+        i, pa, pb = jobs_list[0]
+        results = [_pread_piece(fd, raw[i * 8:(i + pb - pa) * 8], pa * 8)] + [f.result() for f in futures]
     for (i, pa, pb), n in zip(jobs_list, results):
         if n < (pb - pa) * 8:
             return out[: i + n // 8]
