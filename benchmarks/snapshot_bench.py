@@ -9,7 +9,7 @@ Each phase runs in its own Python process so that its peak RSS (``ru_maxrss``) i
   over kpageflags + kpagecount (classification, page-types histogram, per-block evidence);
 * ``simulate``: ``memplan simulate`` minus printing: every online block, both readings.
 
-Run from the repository root:  python benchmarks/snapshot_bench.py [--live]
+Run from the repository root:  python benchmarks/snapshot_bench.py [--live] [--jobs N]
 (the fixture ``tests/fixtures/host-6.18-24g`` always; ``--live`` adds this machine's
 /proc/kpageflags when readable). Prints seconds, peak RSS and ratios; no thresholds.
 """
@@ -30,9 +30,12 @@ FIXTURE = os.path.join(ROOT, "tests", "fixtures", "host-6.18-24g")
 PIECE = 4 << 20
 
 
-def phase(name: str, source: str) -> dict:
+def phase(name: str, source: str, jobs: int) -> dict:
     sys.path.insert(0, ROOT)
     import numpy  # noqa: F401  (the baseline includes numpy)
+
+    from memplan.snapshot import ingest
+    ingest.set_jobs(jobs)
 
     live = source == "/"
     start = time.perf_counter()
@@ -72,16 +75,16 @@ def phase(name: str, source: str) -> dict:
             **extra}
 
 
-def run_phase(name: str, source: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--phase", name, "--source", source],
+def run_phase(name: str, source: str, jobs: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--phase", name, "--source", source, "--jobs", str(jobs)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
-def report(title: str, source: str) -> None:
-    results = {name: run_phase(name, source) for name in ("baseline", "read", "snapshot", "simulate")}
+def report(title: str, source: str, jobs: int) -> None:
+    results = {name: run_phase(name, source, jobs) for name in ("baseline", "read", "snapshot", "simulate")}
     read = results["read"]
-    print(f"{title}: {read['bytes'] / (1 << 20):.0f} MiB of kpageflags ({read['bytes'] // 8} pfns)")
+    print(f"{title}: {read['bytes'] / (1 << 20):.0f} MiB of kpageflags ({read['bytes'] // 8} pfns), --jobs {jobs}")
     for name in ("read", "snapshot", "simulate"):
         r = results[name]
         ratio = r["seconds"] / read["seconds"] if read["seconds"] else float("inf")
@@ -94,11 +97,13 @@ def main() -> None:
     parser.add_argument("--phase", choices=("baseline", "read", "snapshot", "simulate"))
     parser.add_argument("--source", default=FIXTURE)
     parser.add_argument("--live", action="store_true", help="also benchmark this machine's /proc/kpageflags")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="memplan's reader threads (--jobs; the read phase is always one thread)")
     args = parser.parse_args()
     if args.phase:
-        print(json.dumps(phase(args.phase, args.source)))
+        print(json.dumps(phase(args.phase, args.source, args.jobs)))
         return
-    report("fixture host-6.18-24g (xz)", FIXTURE)
+    report("fixture host-6.18-24g (xz)", FIXTURE, args.jobs)
     if args.live:
         try:
             with open("/proc/kpageflags", "rb") as handle:
@@ -106,7 +111,7 @@ def main() -> None:
         except OSError as exc:
             print(f"live: /proc/kpageflags not readable ({exc.strerror}); skipped")
             return
-        report(f"live {os.uname().nodename} ({os.uname().release})", "/")
+        report(f"live {os.uname().nodename} ({os.uname().release})", "/", args.jobs)
 
 
 if __name__ == "__main__":

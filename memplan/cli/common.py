@@ -21,6 +21,7 @@ from memplan.profile.reader import load_profile
 from memplan.profile.writer import read_document, write_profile
 from memplan.render import json as render_json
 from memplan.render.console import make_console
+from memplan.snapshot import ingest
 from memplan.snapshot.reader import load_snapshot
 
 #: a click command function that an option decorator returns as it is (with the option added)
@@ -77,8 +78,24 @@ def load_machine(profile: str) -> Machine:
         raise ProfileError(exc.path, "", exc.message[len(exc.path) + 2:], hint=hint) from None
 
 
+def _jobs_value(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
+    """``--jobs N``: threads reading kpageflags/kpagecount (``memplan.snapshot.ingest``)."""
+    if value is None:
+        ingest.set_jobs(None)
+        return
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise UsageError(f"--jobs: {value!r} is not a number") from None
+    ingest.set_jobs(ingest.check_jobs(number))
+
+
 def snapshot_options(func: FuncT) -> FuncT:
-    """``--sysroot DIR`` and ``--live`` (shared by ``machine_argument`` and ``memplan snapshot``)."""
+    """``--sysroot DIR``, ``--live`` and ``--jobs N`` (shared by ``machine_argument`` and
+    ``memplan snapshot``)."""
+    func = click.option("--jobs", metavar="N", default=None, expose_value=False, callback=_jobs_value,
+                        help=f"Threads reading page flags (live: one reader per range; saved: one xz chunk each; "
+                             f"default: one per CPU, at most {ingest.MAX_DEFAULT_JOBS}).")(func)
     func = click.option("--live", is_flag=True,
                         help="Snapshot this machine (reads /sys and /proc; needs root for /proc/kpageflags).")(func)
     return click.option("-s", "--sysroot", metavar="DIR", type=click.Path(file_okay=False), default=None,

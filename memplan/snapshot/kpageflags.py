@@ -25,6 +25,7 @@ import numpy as np
 from memplan.core.arrays import BoolArray, ClassArray, KindArray, U64Array
 from memplan.core.errors import InputError
 from memplan.core.model import PageKind
+from memplan.snapshot import ingest
 from memplan.snapshot.evidence import CLASSES, PageClass
 from memplan.snapshot.files import open_regular
 from memplan.snapshot.kpf import (  # noqa: F401  (KPF, bit, symbolic_flags, ... are the reader's vocabulary too)
@@ -55,6 +56,7 @@ class KpageFile:
     def __init__(self, path: str, display: str) -> None:
         self._fd: Optional[int] = None
         self._stream: Optional[lzma.LZMAFile] = None
+        self._chunks: Optional[ingest.XzStreams] = None
         self.path = path
         self.display = display
         self.compressed = path.endswith(".xz")
@@ -66,7 +68,9 @@ class KpageFile:
             raise InputError(f"cannot read {display}: {exc.strerror or exc}") from None
         if self.compressed:
             self._raw = os.fdopen(fd, "rb")
-            self._open_stream()
+            self._chunks = ingest.XzStreams.open(path, display)  # a chunked save: parallel
+            if self._chunks is None:
+                self._open_stream()
         else:
             self._fd = fd
 
@@ -108,12 +112,9 @@ class KpageFile:
         total = len(view)
         try:
             if self._fd is not None:
-                while got < total:
-                    n = os.preadv(self._fd, [view[got:]], offset + got)
-                    if n <= 0:
-                        break
-                    got += n
-                return got
+                return ingest.pread_into(self._fd, view, offset)  # parallel readers (--jobs)
+            if self._chunks is not None:
+                return self._chunks.read_into(view, offset)
             assert self._stream is not None
             if offset < self._pos:
                 self._open_stream()
@@ -171,6 +172,9 @@ class KpageFile:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
+        if self._chunks is not None:
+            self._chunks.close()
+            self._chunks = None
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ summary, the class histogram and, with ``save_to``, a saved copy of the tree.
 
 from __future__ import annotations
 
-import lzma
 import math
 import os
 import socket
@@ -40,6 +39,7 @@ from memplan.core.model import ZONE_NONE, BlockState, DriverState, OnlineType, P
 from memplan.core.units import format_block_ranges
 from memplan.kernel import versions
 from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_semantics, semantics_marking
+from memplan.snapshot import ingest
 from memplan.snapshot import kpageflags as kpf
 from memplan.snapshot.btf import btf_names_skippable
 from memplan.snapshot.confidence import NO_PAGE_FLAGS, SnapshotAssessor
@@ -770,22 +770,24 @@ def _count_unflagged(out: Dict[Tuple[int, str], int], zones: Sequence[ZoneInfo],
 
 class _TreeWriter:
     """Writes a saved sysroot under one directory: the text files as read, kpageflags and
-    kpagecount xz-compressed as they stream by. Never overwrites anything."""
+    kpagecount xz-compressed in independent chunks as they stream by (``ingest``). Everything
+    goes to a temporary directory beside DIR, renamed to DIR at the end: never overwrites
+    anything, never leaves a half-written tree."""
 
     def __init__(self, dest: str, tree: Tree, page_size: int, with_pages: bool = True) -> None:
-        self.dest = os.path.abspath(dest)
+        self.final = os.path.abspath(dest)
         self.page_size = page_size
-        if os.path.exists(self.dest) and (not os.path.isdir(self.dest) or os.listdir(self.dest)):
+        if os.path.exists(self.final) and (not os.path.isdir(self.final) or os.listdir(self.final)):
             raise UsageError(f"--save {dest}: exists and is not an empty directory")
         self.tree = tree
         self._created: List[str] = []
-        self._flags: Optional[lzma.LZMAFile] = None
-        self._counts: Optional[lzma.LZMAFile] = None
+        self._flags: Optional[ingest.ChunkedXzWriter] = None
+        self._counts: Optional[ingest.ChunkedXzWriter] = None
         try:
-            os.makedirs(self.dest, exist_ok=True)
+            self.dest = ingest.temp_dir_beside(self.final)
             if with_pages:  # a tree without page flags is saved without them (not with empty ones)
-                self._flags = lzma.open(self._new("proc/kpageflags.xz"), "wb", preset=6)
-                self._counts = lzma.open(self._new("proc/kpagecount.xz"), "wb", preset=6)
+                self._flags = ingest.ChunkedXzWriter(self._new("proc/kpageflags.xz"))
+                self._counts = ingest.ChunkedXzWriter(self._new("proc/kpagecount.xz"))
         except OSError as exc:
             raise UsageError(f"--save {dest}: {exc.strerror or exc}") from None
         self._have_counts = False
@@ -823,19 +825,13 @@ class _TreeWriter:
                     os.symlink(target or "../node", path)
                 except OSError:
                     open(path, "x").close()
+            ingest.rename_into_place(self.dest, self.final)
         except OSError as exc:
-            raise UsageError(f"--save {self.dest}: {exc.strerror or exc}") from None
+            raise UsageError(f"--save {self.final}: {exc.strerror or exc}") from None
 
     def abort(self) -> None:
         """Remove what this writer created (and only that): no half-written tree is left."""
-        for stream in (self._flags, self._counts):
-            try:
-                if stream is not None:
-                    stream.close()
-            except (OSError, lzma.LZMAError):  # pragma: no cover - best effort
-                pass
-        for path in reversed(self._created):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        for handle in (self._flags, self._counts):
+            if handle is not None:
+                handle.abort()
+        ingest.remove_temp_dir(self.dest)
