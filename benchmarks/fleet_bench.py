@@ -57,7 +57,7 @@ sys.path.insert(0, ROOT)
 
 from rich.console import Console  # noqa: E402
 
-from memplan.fleet import dask_run  # noqa: E402
+from memplan.fleet import dask_run, worker  # noqa: E402
 from memplan.fleet.aggregate import FleetAggregate  # noqa: E402
 from memplan.fleet.compute import FleetOptions, HostTask, make_tasks, run_host  # noqa: E402
 from memplan.fleet.executors import Backend, FleetRun, FleetStats, cpu_count, run_tasks  # noqa: E402
@@ -287,11 +287,16 @@ def external_cluster(workers: int) -> Iterator[Tuple[str, int]]:
 
 def untuned_run_host(task: HostTask) -> HostSummary:
     """``run_host`` as it runs in a ``dask worker`` process without memplan's tuning: the task
-    first sets back the malloc thresholds the worker's ``MALLOC_TRIM_THRESHOLD_`` gives."""
+    sets back the malloc thresholds the worker's ``MALLOC_TRIM_THRESHOLD_`` gives for its host,
+    and memplan's tuning afterwards (the worker process stays tuned for the runs that follow)."""
     libc = ctypes.CDLL(None)
-    libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD: glibc's default, no longer dynamic
-    libc.mallopt(-1, int(os.environ.get("MALLOC_TRIM_THRESHOLD_", 128 << 10)))  # M_TRIM_THRESHOLD
-    return run_host(task)
+    libc.mallopt(worker.M_MMAP_THRESHOLD, 128 << 10)  # glibc's default, no longer dynamic
+    libc.mallopt(worker.M_TRIM_THRESHOLD, int(os.environ.get("MALLOC_TRIM_THRESHOLD_", 128 << 10)))
+    try:
+        return run_host(task)
+    finally:
+        libc.mallopt(worker.M_MMAP_THRESHOLD, worker.TUNED_MMAP_THRESHOLD)
+        libc.mallopt(worker.M_TRIM_THRESHOLD, worker.TUNED_TRIM_THRESHOLD)
 
 
 def worker_trim_threshold(address: str) -> Optional[str]:

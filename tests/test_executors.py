@@ -281,9 +281,11 @@ def test_backend_sizes_the_local_pool():
 # ---- the allocator ----------------------------------------------------------------------
 
 MALLOC_PROBE = """
-import resource
+import ctypes, resource, sys
 import numpy as np
-from memplan.fleet.worker import malloc_tuned
+from memplan.fleet import worker
+from memplan.fleet.compute import FleetOptions, HostTask
+from memplan.fleet.types import InputKind
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -292,22 +294,37 @@ def faults():
         del a
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-outside = faults()
-with malloc_tuned():
+def host(task):
+    global during
     faults()
-    inside = faults()
-print(outside, inside, faults())
+    during = faults()
+    return worker.error_row(task, "probe")
+
+task = HostTask("h", InputKind.PROFILE, FleetOptions())
+outside = faults()
+worker.judge(host, task, None)
+first = during
+after = faults()
+# a task that sets the environment's thresholds back (as Dask's would) is not undone again:
+# the tuning happens once per process, before its first host
+libc = ctypes.CDLL(None)
+libc.mallopt(worker.M_MMAP_THRESHOLD, 128 << 10)
+libc.mallopt(worker.M_TRIM_THRESHOLD, 65536)
+worker.judge(host, task, None)
+print(outside, first, after, during)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_malloc_tuning_undoes_dasks_trim_threshold_inside_the_task_only():
+def test_malloc_tuning_undoes_dasks_trim_threshold_once_per_worker_process():
     """``dask worker`` exports MALLOC_TRIM_THRESHOLD_: every large numpy temporary is then a fresh
-    mmap() whose pages fault in again. Inside a task they come from the heap; afterwards the
-    worker's own setting is back."""
+    mmap() whose pages fault in again (twice memplan's CPU per host). The first host a worker
+    process judges tunes its allocator for good: from then on they come from the heap; the
+    tuning is not repeated per host."""
     from conftest import ROOT
     env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", MALLOC_PROBE], capture_output=True, text=True, env=env, check=True)
-    outside, inside, after = map(int, out.stdout.split())
-    assert outside > 5000 and after > 5000, out.stdout  # 20 x 4 MiB faulted in, each time
-    assert inside < outside / 20, out.stdout
+    outside, first, after, reset = map(int, out.stdout.split())
+    assert outside > 5000, out.stdout  # 20 x 4 MiB faulted in, each time
+    assert first < outside / 20 and after < outside / 20, out.stdout
+    assert reset > 5000, out.stdout  # set once: a later judge() does not set it again

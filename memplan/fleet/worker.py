@@ -8,12 +8,11 @@ Dask worker that memplan may not have started:
   Dask worker thread) a watchdog that raises ``HostTimeout`` in the judging thread at its next
   Python instruction. The parent enforces the limit too, for a host stuck where neither
   reaches (``memplan.fleet.executors``).
-* ``malloc_tuned()`` gives glibc's allocator fixed, large thresholds while a host is judged:
-  ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``, and any explicit trim threshold turns
-  off glibc's dynamic mmap threshold (mallopt(3)), so every numpy temporary above 128 KiB becomes
-  a fresh ``mmap()`` whose pages fault in zeroed: twice the CPU time per host (measured by
-  ``benchmarks/fleet_bench.py``). The thresholds the environment asked for are set back after the
-  host, and the freed memory is returned (``malloc_trim``), as the worker's owner wanted.
+* ``tune_malloc()`` gives glibc's allocator fixed, large thresholds, once per worker process,
+  before its first host: ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``, and any
+  explicit trim threshold turns off glibc's dynamic mmap threshold (mallopt(3)), so every numpy
+  temporary above 128 KiB becomes a fresh ``mmap()`` whose pages fault in zeroed: twice the CPU
+  time per host (measured by ``benchmarks/fleet_bench.py``).
 * ``serve()`` is the loop of a local worker process: it reads batches of tasks from its pipe and
   answers every host as soon as it is done.
 """
@@ -135,9 +134,6 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: twice that for trimming): what an untuned process converges to on memplan's work
 TUNED_MMAP_THRESHOLD = 32 << 20
 TUNED_TRIM_THRESHOLD = 64 << 20
-#: glibc's defaults, which an environment variable for the other threshold leaves in place
-DEFAULT_MMAP_THRESHOLD = 128 << 10
-DEFAULT_TRIM_THRESHOLD = 128 << 10
 
 
 def _libc() -> Any:
@@ -152,33 +148,31 @@ def _libc() -> Any:
 _LIBC = _libc()
 
 
-def _env_threshold(name: str) -> Optional[int]:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() else None
+#: the process whose allocator ``tune_malloc()`` tuned (a forked child inherits the tuning)
+_tuned_pid: Optional[int] = None
 
 
-@contextlib.contextmanager
-def malloc_tuned() -> Iterator[None]:
-    """Fixed, large glibc malloc thresholds for the block; the environment's afterwards.
+def tune_malloc() -> bool:
+    """Fixed, large glibc malloc thresholds for the rest of this process, set once per process
+    (later calls return at once). ``False`` where there is nothing to tune (not glibc).
 
-    Without ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` in the environment the
-    tuned values stay (they are what glibc's dynamic thresholds grow to); with them, the
-    environment's values are set back and free memory returned to the system, as the worker's
-    owner asked. Not glibc: nothing to tune.
+    ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``; an explicit threshold turns off
+    glibc's dynamic mmap threshold, so every numpy temporary above 128 KiB is a fresh ``mmap()``
+    whose pages fault in zeroed, and freed heap memory goes back to the system at once: twice
+    memplan's CPU time per host. The tuned values are what the dynamic thresholds of an untuned
+    process grow to on memplan's work, so a process without the variable is not changed in
+    effect; a worker keeps at most ``TUNED_TRIM_THRESHOLD`` of free heap, and blocks above
+    ``TUNED_MMAP_THRESHOLD`` still go back to the system as soon as they are freed.
     """
+    global _tuned_pid
     if _LIBC is None:
-        yield
-        return
-    _LIBC.mallopt(M_MMAP_THRESHOLD, TUNED_MMAP_THRESHOLD)
-    _LIBC.mallopt(M_TRIM_THRESHOLD, TUNED_TRIM_THRESHOLD)
-    try:
-        yield
-    finally:
-        trim, mmap = _env_threshold("MALLOC_TRIM_THRESHOLD_"), _env_threshold("MALLOC_MMAP_THRESHOLD_")
-        if trim is not None or mmap is not None:
-            _LIBC.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD if mmap is None else mmap)
-            _LIBC.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD if trim is None else trim)
-            _LIBC.malloc_trim(0)
+        return False
+    pid = os.getpid()
+    if _tuned_pid != pid:
+        _LIBC.mallopt(M_MMAP_THRESHOLD, TUNED_MMAP_THRESHOLD)
+        _LIBC.mallopt(M_TRIM_THRESHOLD, TUNED_TRIM_THRESHOLD)
+        _tuned_pid = pid
+    return True
 
 
 # ---- judging hosts ----------------------------------------------------------------------
@@ -190,9 +184,10 @@ def judge(func: HostFunc, task: HostTask, timeout: Optional[float]) -> Answer:
     Past the limit the host is its error row; an exception ``func`` lets out (``run_host``
     lets none out but with ``MEMPLAN_TRACEBACK``) is an error row too. Other
     ``BaseException``s (Ctrl-C, SIGTERM) propagate."""
+    tune_malloc()
     start = time.thread_time()
     try:
-        with malloc_tuned(), time_limit(timeout):
+        with time_limit(timeout):
             summary = func(task)
     except HostTimeout:
         summary = error_row(task, timed_out_error(timeout or 0))
@@ -228,5 +223,5 @@ def serve(conn: Any) -> None:
                 return
 
 
-__all__ = ["Answer", "HostFunc", "HostTimeout", "judge", "malloc_tuned", "run_batch", "serve", "time_limit",
-           "timed_out_error"]
+__all__ = ["Answer", "HostFunc", "HostTimeout", "judge", "run_batch", "serve", "time_limit",
+           "timed_out_error", "tune_malloc"]
