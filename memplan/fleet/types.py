@@ -151,8 +151,8 @@ class HostSummary:
 
     A host that could not be judged has ``error`` set, and every count and byte figure 0 but
     ``asked_bytes`` (what the question asked of it), every tuple empty (nothing was judged):
-    the same fields and types as any other row. ``machine`` is ``None`` when the input was not read far enough to name it,
-    ``semantics`` when nothing was judged.
+    the same fields and types as any other row. ``machine`` is ``None`` when the input was not
+    read far enough to name it, ``semantics`` when nothing was judged.
     """
 
     host: str
