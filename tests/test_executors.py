@@ -24,9 +24,9 @@ from fleet_hosts import (
 )
 from memplan.core.errors import UsageError
 from memplan.fleet.backends import MAX_BATCH, TAIL_BATCHES, Batcher
-from memplan.fleet.compute import FleetOptions, make_tasks, run_host
+from memplan.fleet.compute import FleetOptions, HostTask, error_row, make_tasks, run_host
 from memplan.fleet.executors import Backend, FleetStats, require_dask, run_tasks
-from memplan.fleet.types import FleetMode
+from memplan.fleet.types import FleetMode, InputKind
 from memplan.fleet.worker import judge
 
 
@@ -328,3 +328,52 @@ def test_malloc_tuning_undoes_dasks_trim_threshold_once_per_worker_process():
     assert outside > 5000, out.stdout  # 20 x 4 MiB faulted in, each time
     assert first < outside / 20 and after < outside / 20, out.stdout
     assert reset > 5000, out.stdout  # set once: a later judge() does not set it again
+
+
+# ---- time limits off the main thread ----------------------------------------------------
+
+
+def _spin(task):
+    while True:
+        sum(range(1000))
+
+
+def _quick(task):
+    return error_row(task, "quick")
+
+
+def test_one_watchdog_ends_the_hosts_of_several_threads_and_no_other():
+    """Off the main thread (Dask worker threads) one watchdog thread per process keeps every
+    thread's deadline: spinning hosts end at their limit, hosts done in time are never hit
+    afterwards, and no thread is started per host."""
+    import threading
+    task = HostTask("h", InputKind.PROFILE, FleetOptions())
+    answers = {}
+
+    def work(name, func, timeout, repeat=1):
+        for _ in range(repeat):
+            answers[name] = judge(func, task, timeout)[0].error
+
+    warm = threading.Thread(target=work, args=("warm", _quick, 0.05))  # the watchdog is up
+    warm.start()
+    warm.join()
+    threads_before = threading.active_count()
+    crew = [threading.Thread(target=work, args=("spin-1", _spin, 0.3)),
+            threading.Thread(target=work, args=("spin-2", _spin, 0.6)),
+            threading.Thread(target=work, args=("quick", _quick, 0.2, 500))]
+    start = time.monotonic()
+    for t in crew:
+        t.start()
+    assert threading.active_count() <= threads_before + len(crew)
+    for t in crew:
+        t.join(10)
+    assert not any(t.is_alive() for t in crew)
+    assert answers == {"warm": "quick", "spin-1": "timed out after 0.3 s (--host-timeout)",
+                       "spin-2": "timed out after 0.6 s (--host-timeout)", "quick": "quick"}
+    assert 0.6 <= time.monotonic() - start < 8
+    # a limit disarmed in time never fires later
+    done = threading.Thread(target=work, args=("late", _quick, 0.1))
+    done.start()
+    done.join()
+    time.sleep(0.3)
+    assert answers["late"] == "quick"

@@ -5,8 +5,8 @@ Dask worker that memplan may not have started:
 
 * ``time_limit()`` ends a host that takes longer than ``--host-timeout``: ``SIGALRM`` on a
   process's main thread (it also interrupts a blocking ``open()`` or ``read()``), otherwise (a
-  Dask worker thread) a watchdog that raises ``HostTimeout`` in the judging thread at its next
-  Python instruction. The parent enforces the limit too, for a host stuck where neither
+  Dask worker thread) the process's one watchdog thread, which raises ``HostTimeout`` in the
+  judging thread at its next Python instruction. The parent enforces the limit too, for a host stuck where neither
   reaches (``memplan.fleet.executors``).
 * ``tune_malloc()`` gives glibc's allocator fixed, large thresholds, once per worker process,
   before its first host: ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``, and any
@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
@@ -64,7 +65,8 @@ class _Limit:
     armed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     old_handler: Any = None
-    timer: Optional[threading.Timer] = None
+    #: off the main thread: the process's watchdog holds this limit (``_WATCHDOG``)
+    watched: bool = False
     thread_id: int = 0
 
     def arm(self) -> None:
@@ -74,16 +76,16 @@ class _Limit:
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
         else:
             self.thread_id = threading.get_ident()
-            self.timer = threading.Timer(self.seconds, self._on_timer)
-            self.timer.daemon = True
-            self.timer.start()
+            self.watched = True
+            _WATCHDOG.arm(self)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self.armed:
             self.armed, self.fired = False, True
             raise HostTimeout()
 
-    def _on_timer(self) -> None:
+    def on_deadline(self) -> None:
+        """The watchdog's call at the deadline (from its own thread)."""
         with self.lock:
             if self.armed:
                 self.armed, self.fired = False, True
@@ -92,14 +94,61 @@ class _Limit:
     def disarm(self) -> None:
         with self.lock:
             self.armed = False
-            if self.timer is not None:
-                self.timer.cancel()
-                if self.fired:  # not raised yet: withdraw it
-                    _set_async_exc(self.thread_id, None)
+            if self.watched and self.fired:  # not raised yet: withdraw it
+                _set_async_exc(self.thread_id, None)
+        if self.watched:
+            _WATCHDOG.disarm(self)
         if self.old_handler is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.old_handler)
             self.old_handler = None
+
+
+class _Watchdog:
+    """One thread per process that ends the hosts of other threads (Dask worker threads) at
+    their deadlines. A thread of its own per host (``threading.Timer``) would cost more CPU
+    than a small host's judging: starting and ending it is ~0.1 ms of CPU per host."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        #: judging thread -> (deadline, its limit)
+        self.limits: Dict[int, Tuple[float, _Limit]] = {}
+        #: when the watchdog wakes up next (``inf``: when woken)
+        self.wake_at = math.inf
+        self.pid = 0
+
+    def arm(self, limit: _Limit) -> None:
+        deadline = time.monotonic() + limit.seconds
+        with self.cond:
+            if self.pid != os.getpid():  # first use in this process (or a forked child): start it
+                self.limits.clear()
+                self.wake_at = math.inf
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="memplan host time limits", daemon=True).start()
+            self.limits[limit.thread_id] = (deadline, limit)
+            if deadline < self.wake_at:
+                self.cond.notify()
+
+    def disarm(self, limit: _Limit) -> None:
+        """Forget the limit; the watchdog is not woken (it finds nothing due when it wakes)."""
+        with self.cond:
+            entry = self.limits.get(limit.thread_id)
+            if entry is not None and entry[1] is limit:
+                del self.limits[limit.thread_id]
+
+    def _run(self) -> None:
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                for thread_id, (deadline, limit) in list(self.limits.items()):
+                    if deadline <= now:
+                        del self.limits[thread_id]
+                        limit.on_deadline()
+                self.wake_at = min((d for d, _ in self.limits.values()), default=math.inf)
+                self.cond.wait(None if self.wake_at == math.inf else self.wake_at - now)
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _set_async_exc(thread_id: int, exc: Optional[type]) -> None:
