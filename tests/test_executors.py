@@ -81,6 +81,26 @@ def test_a_dying_worker_costs_only_its_host(fleet):
     assert {h: s for h, s in got.items() if h not in dead} == {h: s for h, s in expected.items() if h not in dead}
 
 
+def test_a_worker_dying_in_a_batch_of_unsent_answers_costs_only_its_host(fleet, monkeypatch):
+    """Answers travel a few at a time: when a worker dies the parent cannot tell which of its
+    batch's unanswered hosts killed it. They run again one a task; only the culprit is an
+    error row, the others are answered as anywhere else."""
+    from memplan.fleet.pool import DIED, LocalPool
+    monkeypatch.setattr(Batcher, "size", lambda self: 3)  # gen-0..2, then gen-3..5
+    tasks = make_tasks([os.path.join(fleet, "profiles")], FleetOptions())
+    expected = by_host(run_tasks(tasks, Backend(workers=1)))
+    stats = FleetStats()
+    pool = LocalPool(1).start()
+    try:
+        got = by_host(pool.results(tasks, die_on_gen_1, None, stats))
+    finally:
+        pool.close(graceful=True)
+    dead = [h for h in got if os.path.basename(h) == "gen-1.toml"]
+    assert [got[h].error for h in dead] == [DIED] and stats.deaths == 1
+    assert {h: s for h, s in got.items() if h not in dead} == {h: s for h, s in expected.items() if h not in dead}
+    assert stats.batches > 2  # the first batch's hosts ran again, one a task
+
+
 # ---- time limits --------------------------------------------------------------------------
 
 
