@@ -406,6 +406,7 @@ def main() -> None:
         reference_run = measure("this process (reference)", tasks, Backend(workers=1))
         reference = reference_run.answers
         runs = [reference_run, measure(f"local pool, {n} workers", tasks, Backend(workers=n))]
+        small_runs = [measure(f"small hosts, local pool, {n} workers", small_tasks, Backend(workers=n))]
         if has_dask:
             runs.append(measure(f"Dask LocalCluster, {n} workers", tasks, Backend("dask", workers=n)))
             with external_cluster(n) as (address, scheduler_pid):
@@ -423,13 +424,17 @@ def main() -> None:
                                      scheduler_pid=scheduler_pid)
                 finally:
                     dask_run.DASK_BATCH_S = target
+                small_runs.append(batched)
         print()
         print_table(runs, reference)
         errors = sum(1 for h in reference.values() if h.error)
         print(f"errors: {errors}")
         print_parent_split(reference_run)
         pool = runs[1]
-        for m in runs:
+        print(f"small hosts ({args.small_hosts} x 1 GiB, a few ms each): " + "; ".join(
+            f"{m.name.split(', ', 1)[1] if ', ' in m.name else m.name}: {m.per_host_ms(m.host_cpu_s):.2f} ms of work, "
+            f"parent {m.per_host_ms(m.busy(0)):.3f} ms busy per host, {m.batches} tasks" for m in small_runs))
+        for m in runs + small_runs:
             own = m.main_cpu_s / m.busy(1) if m.busy(1) else 0.0
             share = m.busy(0) / m.busy(1) if m.busy(1) else 0.0
             raw = m.parent_cpu_s / m.worker_cpu_s if m.worker_cpu_s else 0.0

@@ -35,9 +35,10 @@ from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
 from memplan.fleet.worker import HostFunc, serve, timed_out_error
 
-#: CPU seconds of work per batch sent to a local worker (one pipe message each way per host
-#: anyway; batching saves the parent one send per host).
-LOCAL_BATCH_S = 0.1
+#: CPU seconds of work per batch sent to a local worker: with answers sent a few at a time
+#: (``FLUSH_S``), the parent's CPU per host of a few milliseconds stays under 1/32 of the host's
+#: (``benchmarks/fleet_bench.py``: small hosts, local pool).
+LOCAL_BATCH_S = 0.2
 #: Batches a worker holds at a time: the one it works on and the next (it never waits for the
 #: parent). At most one batch waits in the pipe, which holds it whole (``MAX_BATCH`` tasks).
 IN_FLIGHT = 2
@@ -179,13 +180,17 @@ def _collect(busy: List[_Worker], timeout: Optional[float], batcher: Batcher,
 
 
 def _answers(w: _Worker, exited: bool, batcher: Batcher, stats: FleetStats) -> Iterator[HostSummary]:
-    """Every answer waiting in the worker's pipe; a worker that ended loses the host it was on."""
+    """The answers in the worker's pipe, which is ready (one message: more are read at the next
+    wait, without a ``poll()`` each); a worker that ended first gets every answer it sent read,
+    then loses the host it was on."""
     try:
-        while w.busy and w.conn.poll():
+        more = True
+        while w.busy and more:
             for summary, cpu_s in w.conn.recv():
                 w.answered()
                 batcher.observe(cpu_s)
                 yield stats.answered(summary, cpu_s)
+            more = exited and w.conn.poll()
     except (EOFError, OSError):
         exited = True
     if exited and w.busy:
