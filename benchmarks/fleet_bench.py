@@ -25,8 +25,10 @@ cluster) is measured apart from the per-host work.
 
 Then two ratios, each measured in the same run:
 
-* ``dask worker`` with and without memplan's malloc tuning inside the task (without: the task
-  first sets back the thresholds ``MALLOC_TRIM_THRESHOLD_`` gives), against the local pool;
+* ``dask worker`` with and without memplan's malloc tuning (done once per worker process by its
+  first task; without: each task sets back the thresholds ``MALLOC_TRIM_THRESHOLD_`` gives for
+  its host), against the local pool;
+* the parent's CPU per host for small (1 GiB, a few ms) hosts, on the local pool and on Dask;
 * Dask's cost per task, by process, from small (1 GiB) hosts run with memplan's batches and
   with one host per task, and that cost as a share of the hosts' work (target: under 5 %);
   also every busy CPU second beyond the hosts' work (the parent's table rows included).

@@ -250,9 +250,9 @@ def run_batch(func: HostFunc, tasks: Sequence[HostTask], timeout: Optional[float
     return [judge(func, task, timeout) for task in tasks]
 
 
-#: A local worker sends the answers it has at most this long after the first of them (and at
-#: the end of every batch): one pipe message per host cost the parent 1/12 of a small (2 ms)
-#: host's CPU time, the target being under 1/32.
+#: A local worker sends the answers it has once this long has passed since its previous message
+#: (and at the end of every batch): one pipe message per host cost the parent 1/12 of a small
+#: (2 ms) host's CPU time, the target being under 1/32.
 FLUSH_S = 0.1
 
 
