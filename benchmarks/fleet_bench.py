@@ -25,8 +25,10 @@ cluster) is measured apart from the per-host work.
 
 Then two ratios, each measured in the same run:
 
-* ``dask worker`` with and without memplan's malloc tuning inside the task (without: the task
-  first sets back the thresholds ``MALLOC_TRIM_THRESHOLD_`` gives), against the local pool;
+* ``dask worker`` with and without memplan's malloc tuning (done once per worker process by its
+  first task; without: each task sets back the thresholds ``MALLOC_TRIM_THRESHOLD_`` gives for
+  its host), against the local pool;
+* the parent's CPU per host for small (1 GiB, a few ms) hosts, on the local pool and on Dask;
 * Dask's cost per task, by process, from small (1 GiB) hosts run with memplan's batches and
   with one host per task, and that cost as a share of the hosts' work (target: under 5 %);
   also every busy CPU second beyond the hosts' work (the parent's table rows included).
@@ -57,7 +59,7 @@ sys.path.insert(0, ROOT)
 
 from rich.console import Console  # noqa: E402
 
-from memplan.fleet import dask_run  # noqa: E402
+from memplan.fleet import dask_run, worker  # noqa: E402
 from memplan.fleet.aggregate import FleetAggregate  # noqa: E402
 from memplan.fleet.compute import FleetOptions, HostTask, make_tasks, run_host  # noqa: E402
 from memplan.fleet.executors import Backend, FleetRun, FleetStats, cpu_count, run_tasks  # noqa: E402
@@ -287,11 +289,16 @@ def external_cluster(workers: int) -> Iterator[Tuple[str, int]]:
 
 def untuned_run_host(task: HostTask) -> HostSummary:
     """``run_host`` as it runs in a ``dask worker`` process without memplan's tuning: the task
-    first sets back the malloc thresholds the worker's ``MALLOC_TRIM_THRESHOLD_`` gives."""
+    sets back the malloc thresholds the worker's ``MALLOC_TRIM_THRESHOLD_`` gives for its host,
+    and memplan's tuning afterwards (the worker process stays tuned for the runs that follow)."""
     libc = ctypes.CDLL(None)
-    libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD: glibc's default, no longer dynamic
-    libc.mallopt(-1, int(os.environ.get("MALLOC_TRIM_THRESHOLD_", 128 << 10)))  # M_TRIM_THRESHOLD
-    return run_host(task)
+    libc.mallopt(worker.M_MMAP_THRESHOLD, 128 << 10)  # glibc's default, no longer dynamic
+    libc.mallopt(worker.M_TRIM_THRESHOLD, int(os.environ.get("MALLOC_TRIM_THRESHOLD_", 128 << 10)))
+    try:
+        return run_host(task)
+    finally:
+        libc.mallopt(worker.M_MMAP_THRESHOLD, worker.TUNED_MMAP_THRESHOLD)
+        libc.mallopt(worker.M_TRIM_THRESHOLD, worker.TUNED_TRIM_THRESHOLD)
 
 
 def worker_trim_threshold(address: str) -> Optional[str]:
@@ -401,6 +408,7 @@ def main() -> None:
         reference_run = measure("this process (reference)", tasks, Backend(workers=1))
         reference = reference_run.answers
         runs = [reference_run, measure(f"local pool, {n} workers", tasks, Backend(workers=n))]
+        small_runs = [measure(f"small hosts, local pool, {n} workers", small_tasks, Backend(workers=n))]
         if has_dask:
             runs.append(measure(f"Dask LocalCluster, {n} workers", tasks, Backend("dask", workers=n)))
             with external_cluster(n) as (address, scheduler_pid):
@@ -418,13 +426,17 @@ def main() -> None:
                                      scheduler_pid=scheduler_pid)
                 finally:
                     dask_run.DASK_BATCH_S = target
+                small_runs.append(batched)
         print()
         print_table(runs, reference)
         errors = sum(1 for h in reference.values() if h.error)
         print(f"errors: {errors}")
         print_parent_split(reference_run)
         pool = runs[1]
-        for m in runs:
+        print(f"small hosts ({args.small_hosts} x 1 GiB, a few ms each): " + "; ".join(
+            f"{m.name.split(', ', 1)[1] if ', ' in m.name else m.name}: {m.per_host_ms(m.host_cpu_s):.2f} ms of work, "
+            f"parent {m.per_host_ms(m.busy(0)):.3f} ms busy per host, {m.batches} tasks" for m in small_runs))
+        for m in runs + small_runs:
             own = m.main_cpu_s / m.busy(1) if m.busy(1) else 0.0
             share = m.busy(0) / m.busy(1) if m.busy(1) else 0.0
             raw = m.parent_cpu_s / m.worker_cpu_s if m.worker_cpu_s else 0.0

@@ -24,9 +24,9 @@ from fleet_hosts import (
 )
 from memplan.core.errors import UsageError
 from memplan.fleet.backends import MAX_BATCH, TAIL_BATCHES, Batcher
-from memplan.fleet.compute import FleetOptions, make_tasks, run_host
+from memplan.fleet.compute import FleetOptions, HostTask, error_row, make_tasks, run_host
 from memplan.fleet.executors import Backend, FleetStats, require_dask, run_tasks
-from memplan.fleet.types import FleetMode
+from memplan.fleet.types import FleetMode, InputKind
 from memplan.fleet.worker import judge
 
 
@@ -79,6 +79,26 @@ def test_a_dying_worker_costs_only_its_host(fleet):
     dead = [h for h in got if os.path.basename(h) == "gen-1.toml"]
     assert got[dead[0]].error == "worker process died while judging this host (killed, or out of memory)"
     assert {h: s for h, s in got.items() if h not in dead} == {h: s for h, s in expected.items() if h not in dead}
+
+
+def test_a_worker_dying_in_a_batch_of_unsent_answers_costs_only_its_host(fleet, monkeypatch):
+    """Answers travel a few at a time: when a worker dies the parent cannot tell which of its
+    batch's unanswered hosts killed it. They run again one a task; only the culprit is an
+    error row, the others are answered as anywhere else."""
+    from memplan.fleet.pool import DIED, LocalPool
+    monkeypatch.setattr(Batcher, "size", lambda self: 3)  # gen-0..2, then gen-3..5
+    tasks = make_tasks([os.path.join(fleet, "profiles")], FleetOptions())
+    expected = by_host(run_tasks(tasks, Backend(workers=1)))
+    stats = FleetStats()
+    pool = LocalPool(1).start()
+    try:
+        got = by_host(pool.results(tasks, die_on_gen_1, None, stats))
+    finally:
+        pool.close(graceful=True)
+    dead = [h for h in got if os.path.basename(h) == "gen-1.toml"]
+    assert [got[h].error for h in dead] == [DIED] and stats.deaths == 1
+    assert {h: s for h, s in got.items() if h not in dead} == {h: s for h, s in expected.items() if h not in dead}
+    assert stats.batches > 2  # the first batch's hosts ran again, one a task
 
 
 # ---- time limits --------------------------------------------------------------------------
@@ -281,9 +301,11 @@ def test_backend_sizes_the_local_pool():
 # ---- the allocator ----------------------------------------------------------------------
 
 MALLOC_PROBE = """
-import resource
+import ctypes, resource, sys
 import numpy as np
-from memplan.fleet.worker import malloc_tuned
+from memplan.fleet import worker
+from memplan.fleet.compute import FleetOptions, HostTask
+from memplan.fleet.types import InputKind
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -292,22 +314,86 @@ def faults():
         del a
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-outside = faults()
-with malloc_tuned():
+def host(task):
+    global during
     faults()
-    inside = faults()
-print(outside, inside, faults())
+    during = faults()
+    return worker.error_row(task, "probe")
+
+task = HostTask("h", InputKind.PROFILE, FleetOptions())
+outside = faults()
+worker.judge(host, task, None)
+first = during
+after = faults()
+# a task that sets the environment's thresholds back (as Dask's would) is not undone again:
+# the tuning happens once per process, before its first host
+libc = ctypes.CDLL(None)
+libc.mallopt(worker.M_MMAP_THRESHOLD, 128 << 10)
+libc.mallopt(worker.M_TRIM_THRESHOLD, 65536)
+worker.judge(host, task, None)
+print(outside, first, after, during)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_malloc_tuning_undoes_dasks_trim_threshold_inside_the_task_only():
+def test_malloc_tuning_undoes_dasks_trim_threshold_once_per_worker_process():
     """``dask worker`` exports MALLOC_TRIM_THRESHOLD_: every large numpy temporary is then a fresh
-    mmap() whose pages fault in again. Inside a task they come from the heap; afterwards the
-    worker's own setting is back."""
+    mmap() whose pages fault in again (twice memplan's CPU per host). The first host a worker
+    process judges tunes its allocator for good: from then on they come from the heap; the
+    tuning is not repeated per host."""
     from conftest import ROOT
     env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", MALLOC_PROBE], capture_output=True, text=True, env=env, check=True)
-    outside, inside, after = map(int, out.stdout.split())
-    assert outside > 5000 and after > 5000, out.stdout  # 20 x 4 MiB faulted in, each time
-    assert inside < outside / 20, out.stdout
+    outside, first, after, reset = map(int, out.stdout.split())
+    assert outside > 5000, out.stdout  # 20 x 4 MiB faulted in, each time
+    assert first < outside / 20 and after < outside / 20, out.stdout
+    assert reset > 5000, out.stdout  # set once: a later judge() does not set it again
+
+
+# ---- time limits off the main thread ----------------------------------------------------
+
+
+def _spin(task):
+    while True:
+        sum(range(1000))
+
+
+def _quick(task):
+    return error_row(task, "quick")
+
+
+def test_one_watchdog_ends_the_hosts_of_several_threads_and_no_other():
+    """Off the main thread (Dask worker threads) one watchdog thread per process keeps every
+    thread's deadline: spinning hosts end at their limit, hosts done in time are never hit
+    afterwards, and no thread is started per host."""
+    import threading
+    task = HostTask("h", InputKind.PROFILE, FleetOptions())
+    answers = {}
+
+    def work(name, func, timeout, repeat=1):
+        for _ in range(repeat):
+            answers[name] = judge(func, task, timeout)[0].error
+
+    warm = threading.Thread(target=work, args=("warm", _quick, 0.05))  # the watchdog is up
+    warm.start()
+    warm.join()
+    threads_before = threading.active_count()
+    crew = [threading.Thread(target=work, args=("spin-1", _spin, 0.3)),
+            threading.Thread(target=work, args=("spin-2", _spin, 0.6)),
+            threading.Thread(target=work, args=("quick", _quick, 0.2, 500))]
+    start = time.monotonic()
+    for t in crew:
+        t.start()
+    assert threading.active_count() <= threads_before + len(crew)
+    for t in crew:
+        t.join(10)
+    assert not any(t.is_alive() for t in crew)
+    assert answers == {"warm": "quick", "spin-1": "timed out after 0.3 s (--host-timeout)",
+                       "spin-2": "timed out after 0.6 s (--host-timeout)", "quick": "quick"}
+    assert 0.6 <= time.monotonic() - start < 8
+    # a limit disarmed in time never fires later
+    done = threading.Thread(target=work, args=("late", _quick, 0.1))
+    done.start()
+    done.join()
+    time.sleep(0.3)
+    assert answers["late"] == "quick"

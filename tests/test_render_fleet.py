@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from rich.console import Console
 
 from memplan.fleet.aggregate import fleet_report
@@ -99,3 +100,17 @@ def test_progress_bar_shows_done_total_rate_and_eta():
         bar.refresh()
         out = console.file.getvalue()
     assert "2/5" in out and "hosts/s" in out and "ETA" in out
+
+
+@pytest.mark.parametrize("mode, size", [(FleetMode.SIMULATE, None), (FleetMode.PLAN, GiB), (FleetMode.UNPLUG, GiB)])
+def test_summary_has_the_confidence_split_and_unknown_blocks_in_every_mode(mode, size):
+    """Every mode's summary splits the memory by confidence and counts unknown blocks, 0 too."""
+    zone = ZoneSummary("Movable", 8, 8, 0, 0, GiB, 0)
+    host = HostSummary(host="p.toml", input=InputKind.PROFILE, mode=mode, machine="p", semantics="refcount",
+                       blocks=8, offlined=8, memory_bytes=GiB, offlinable_bytes=GiB,
+                       offlinable_by_confidence=ConfidenceBytes(GiB, 0, 0), asked_bytes=size or 0,
+                       achieved_bytes=GiB if size else 0, zones=(zone,))
+    lines = render_fleet.summary_lines(fleet_report([host], FleetOptions(mode, size=size)))
+    assert "  by confidence:    certain 1G, likely 0B, unknown 0B" in lines
+    assert "Unknown blocks:     0 (verdicts the inputs cannot decide)" in lines
+

@@ -165,6 +165,11 @@ class Batcher:
     def __bool__(self) -> bool:
         return bool(self.pending or self.solo)
 
+    @property
+    def observed(self) -> bool:
+        """Whether a host's CPU time is known yet (batches are sized from it)."""
+        return self._hosts > 0
+
     def observe(self, cpu_s: float) -> None:
         self._hosts += 1
         self._seconds += cpu_s

@@ -33,9 +33,9 @@ def worker_environ() -> Dict[str, Any]:
 
     Dask's nannies export ``MALLOC_TRIM_THRESHOLD_=65536`` to every worker process
     (``distributed.nanny.pre-spawn-environ``), which doubles memplan's CPU time per host (see
-    ``memplan.fleet.worker.malloc_tuned``, which neutralises it inside every task, on workers
-    memplan did not start too). A ``None`` value unsets the variable where the installed
-    distributed supports it; otherwise Dask's default stays (and the task tunes malloc).
+    ``memplan.fleet.worker.tune_malloc``, which neutralises it in every worker process before its
+    first host, on workers memplan did not start too). A ``None`` value unsets the variable where the installed
+    distributed supports it; otherwise Dask's default stays (and the first task tunes malloc).
     """
     try:
         import dask

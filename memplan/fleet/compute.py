@@ -169,8 +169,11 @@ def load_host(task: HostTask) -> Machine:
 
 
 def error_row(task: HostTask, error: str, machine: Optional[str] = None) -> HostSummary:
-    """The row of a host that could not be judged: zeros and empty tuples besides ``error``."""
-    return HostSummary(host=task.host, input=task.input, mode=task.options.mode, machine=machine, error=error)
+    """The row of a host that could not be judged: zeros and empty tuples besides ``error``,
+    and ``asked_bytes``, what the question asked of the host: ``--plan-size``'s SIZE, or
+    ``--unplug-by``'s SIZE (the host's devices are unknown: what was asked of one)."""
+    return HostSummary(host=task.host, input=task.input, mode=task.options.mode, machine=machine, error=error,
+                       asked_bytes=int(task.options.size or 0))
 
 
 def run_host(task: HostTask) -> HostSummary:

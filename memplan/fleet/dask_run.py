@@ -173,7 +173,10 @@ class _DaskRun:
                 yield from self._watch()
 
     def _submit(self) -> None:
-        while self.batcher and len(self.inflight) < IN_FLIGHT_PER_THREAD * self.threads:
+        # Until a host's CPU time is known, one single-host batch per thread: more of them would
+        # be tasks of one host each, whose cost is a large share of small hosts' work.
+        inflight = IN_FLIGHT_PER_THREAD * self.threads if self.batcher.observed else self.threads
+        while self.batcher and len(self.inflight) < inflight:
             batch = self.batcher.take()
             future = self.client.submit(run_batch, self.func, batch, self.timeout, pure=False)
             self.inflight[future.key] = _Batch(future, batch)

@@ -1,12 +1,15 @@
 """``memplan fleet``'s local process pool: N worker processes, each fed batches through a pipe.
 
 Not ``concurrent.futures``: a pool that can neither stop one stuck task nor say which task
-killed a worker would make one bad host cost the fleet. Here every worker answers each host of
-its batch as soon as it is done (``memplan.fleet.worker.serve``), so the parent always knows
-which host a worker is on and since when:
+killed a worker would make one bad host cost the fleet. Here every worker answers the hosts of
+its batch as they are done, a few at a time (at most ``FLUSH_S`` late, and at the end of each
+batch: ``memplan.fleet.worker.serve``), so the parent knows which hosts a worker may be on and
+since when:
 
 * a worker that dies (the OOM killer, a crash) costs exactly the host it was on, which becomes
-  an error row; the rest of its batches go to the other workers;
+  an error row: when the parent cannot tell which of its batch's unanswered hosts that was,
+  they run again one a task, and the one that kills its worker alone is the error row; the
+  rest of its batches go to the other workers;
 * a host past ``--host-timeout`` is ended by ``SIGALRM`` in its worker; a host stuck where no
   signal handler runs (inside C code) is ended by the parent, which kills the worker a grace
   period later and starts another;
@@ -25,16 +28,17 @@ import time
 from collections import deque
 from multiprocessing.connection import wait as wait_ready
 from multiprocessing.context import BaseContext
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from memplan.fleet.backends import WORKER_MODULES, Batcher, FleetStats, signals_deferred, start_forkserver
 from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
 from memplan.fleet.worker import HostFunc, serve, timed_out_error
 
-#: CPU seconds of work per batch sent to a local worker (one pipe message each way per host
-#: anyway; batching saves the parent one send per host).
-LOCAL_BATCH_S = 0.05
+#: CPU seconds of work per batch sent to a local worker: with answers sent a few at a time
+#: (``FLUSH_S``), the parent's CPU per host of a few milliseconds stays under 1/32 of the host's
+#: (``benchmarks/fleet_bench.py``: small hosts, local pool).
+LOCAL_BATCH_S = 0.2
 #: Batches a worker holds at a time: the one it works on and the next (it never waits for the
 #: parent). At most one batch waits in the pipe, which holds it whole (``MAX_BATCH`` tasks).
 IN_FLIGHT = 2
@@ -69,18 +73,21 @@ class _Worker:
         self.batches.append(deque(batch))
 
     def answered(self) -> HostTask:
-        """The host just answered; the next one starts now."""
+        """The next host answered (the worker went on with the hosts after it by now)."""
         task = self.batches[0].popleft()
         if not self.batches[0]:
             self.batches.popleft()
         self.since = time.monotonic()
         return task
 
-    def lost(self) -> List[HostTask]:
-        """Everything it held (first: the host it was on); it holds nothing afterwards."""
-        tasks = [t for batch in self.batches for t in batch]
+    def lost(self) -> Tuple[List[HostTask], List[HostTask]]:
+        """Everything it held: the unanswered hosts of its first batch (the one it was on is
+        among them; it is known when there is one), and the batches it had not started; it
+        holds nothing afterwards."""
+        first = list(self.batches[0]) if self.batches else []
+        rest = [t for batch in list(self.batches)[1:] for t in batch]
         self.batches.clear()
-        return tasks
+        return first, rest
 
     def kill(self) -> None:
         """SIGKILL, without waiting long for a process stuck in the kernel (D state)."""
@@ -173,13 +180,17 @@ def _collect(busy: List[_Worker], timeout: Optional[float], batcher: Batcher,
 
 
 def _answers(w: _Worker, exited: bool, batcher: Batcher, stats: FleetStats) -> Iterator[HostSummary]:
-    """Every answer waiting in the worker's pipe; a worker that ended loses the host it was on."""
+    """The answers in the worker's pipe, which is ready (one message: more are read at the next
+    wait, without a ``poll()`` each); a worker that ended first gets every answer it sent read,
+    then loses the host it was on."""
     try:
-        while w.busy and w.conn.poll():
-            summary, cpu_s = w.conn.recv()
-            w.answered()
-            batcher.observe(cpu_s)
-            yield stats.answered(summary, cpu_s)
+        more = True
+        while w.busy and more:
+            for summary, cpu_s in w.conn.recv():
+                w.answered()
+                batcher.observe(cpu_s)
+                yield stats.answered(summary, cpu_s)
+            more = exited and w.conn.poll()
     except (EOFError, OSError):
         exited = True
     if exited and w.busy:
@@ -187,12 +198,17 @@ def _answers(w: _Worker, exited: bool, batcher: Batcher, stats: FleetStats) -> I
 
 
 def _lose(w: _Worker, batcher: Batcher, stats: FleetStats, error: str) -> Iterator[HostSummary]:
-    """The worker's current host becomes an error row, the rest of its batches go back."""
+    """The worker's current host becomes an error row, the rest of its batches go back. When
+    its batch has more than one unanswered host, any of them may be the one (answers travel a
+    few at a time): they run again, one a task."""
     w.kill()
-    current, *rest = w.lost()
+    first, rest = w.lost()
+    batcher.give_back(rest)
+    if len(first) > 1:
+        batcher.give_back(first, alone=True)
+        return
     if error == DIED:
         stats.deaths += 1
     else:
         stats.timeouts += 1
-    batcher.give_back(rest)
-    yield error_row(current, error)
+    yield from (error_row(task, error) for task in first)

@@ -149,10 +149,10 @@ class DeviceSummary:
 class HostSummary:
     """The answer for one host.
 
-    A host that could not be judged has ``error`` set, and every count and byte figure 0,
-    every tuple empty (nothing was judged, nothing asked of it): the same fields and types as
-    any other row. ``machine`` is ``None`` when the input was not read far enough to name it,
-    ``semantics`` when nothing was judged.
+    A host that could not be judged has ``error`` set, and every count and byte figure 0 but
+    ``asked_bytes`` (what the question asked of it), every tuple empty (nothing was judged):
+    the same fields and types as any other row. ``machine`` is ``None`` when the input was not
+    read far enough to name it, ``semantics`` when nothing was judged.
     """
 
     host: str
@@ -177,7 +177,7 @@ class HostSummary:
     unreclaimable_bytes: int = 0
     #: memory the blocking causes keep (== unreclaimable in simulate)
     blocked_bytes: int = 0
-    #: plan: SIZE; unplug: SIZE times the devices asked; simulate asks no size: 0
+    #: plan: SIZE; unplug: SIZE times the devices asked (an error row: SIZE); simulate asks no size: 0
     asked_bytes: int = 0
     #: plan/unplug: what was reached (== ``offlinable_bytes``); simulate: 0
     achieved_bytes: int = 0

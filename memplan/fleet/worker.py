@@ -5,15 +5,14 @@ Dask worker that memplan may not have started:
 
 * ``time_limit()`` ends a host that takes longer than ``--host-timeout``: ``SIGALRM`` on a
   process's main thread (it also interrupts a blocking ``open()`` or ``read()``), otherwise (a
-  Dask worker thread) a watchdog that raises ``HostTimeout`` in the judging thread at its next
-  Python instruction. The parent enforces the limit too, for a host stuck where neither
+  Dask worker thread) the process's one watchdog thread, which raises ``HostTimeout`` in the
+  judging thread at its next Python instruction. The parent enforces the limit too, for a host stuck where neither
   reaches (``memplan.fleet.executors``).
-* ``malloc_tuned()`` gives glibc's allocator fixed, large thresholds while a host is judged:
-  ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``, and any explicit trim threshold turns
-  off glibc's dynamic mmap threshold (mallopt(3)), so every numpy temporary above 128 KiB becomes
-  a fresh ``mmap()`` whose pages fault in zeroed: twice the CPU time per host (measured by
-  ``benchmarks/fleet_bench.py``). The thresholds the environment asked for are set back after the
-  host, and the freed memory is returned (``malloc_trim``), as the worker's owner wanted.
+* ``tune_malloc()`` gives glibc's allocator fixed, large thresholds, once per worker process,
+  before its first host: ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``, and any
+  explicit trim threshold turns off glibc's dynamic mmap threshold (mallopt(3)), so every numpy
+  temporary above 128 KiB becomes a fresh ``mmap()`` whose pages fault in zeroed: twice the CPU
+  time per host (measured by ``benchmarks/fleet_bench.py``).
 * ``serve()`` is the loop of a local worker process: it reads batches of tasks from its pipe and
   answers every host as soon as it is done.
 """
@@ -23,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
@@ -65,7 +65,8 @@ class _Limit:
     armed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     old_handler: Any = None
-    timer: Optional[threading.Timer] = None
+    #: off the main thread: the process's watchdog holds this limit (``_WATCHDOG``)
+    watched: bool = False
     thread_id: int = 0
 
     def arm(self) -> None:
@@ -75,16 +76,16 @@ class _Limit:
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
         else:
             self.thread_id = threading.get_ident()
-            self.timer = threading.Timer(self.seconds, self._on_timer)
-            self.timer.daemon = True
-            self.timer.start()
+            self.watched = True
+            _WATCHDOG.arm(self)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self.armed:
             self.armed, self.fired = False, True
             raise HostTimeout()
 
-    def _on_timer(self) -> None:
+    def on_deadline(self) -> None:
+        """The watchdog's call at the deadline (from its own thread)."""
         with self.lock:
             if self.armed:
                 self.armed, self.fired = False, True
@@ -93,14 +94,61 @@ class _Limit:
     def disarm(self) -> None:
         with self.lock:
             self.armed = False
-            if self.timer is not None:
-                self.timer.cancel()
-                if self.fired:  # not raised yet: withdraw it
-                    _set_async_exc(self.thread_id, None)
+            if self.watched and self.fired:  # not raised yet: withdraw it
+                _set_async_exc(self.thread_id, None)
+        if self.watched:
+            _WATCHDOG.disarm(self)
         if self.old_handler is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.old_handler)
             self.old_handler = None
+
+
+class _Watchdog:
+    """One thread per process that ends the hosts of other threads (Dask worker threads) at
+    their deadlines. A thread of its own per host (``threading.Timer``) would cost more CPU
+    than a small host's judging: starting and ending it is ~0.1 ms of CPU per host."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        #: judging thread -> (deadline, its limit)
+        self.limits: Dict[int, Tuple[float, _Limit]] = {}
+        #: when the watchdog wakes up next (``inf``: when woken)
+        self.wake_at = math.inf
+        self.pid = 0
+
+    def arm(self, limit: _Limit) -> None:
+        deadline = time.monotonic() + limit.seconds
+        with self.cond:
+            if self.pid != os.getpid():  # first use in this process (or a forked child): start it
+                self.limits.clear()
+                self.wake_at = math.inf
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="memplan host time limits", daemon=True).start()
+            self.limits[limit.thread_id] = (deadline, limit)
+            if deadline < self.wake_at:
+                self.cond.notify()
+
+    def disarm(self, limit: _Limit) -> None:
+        """Forget the limit; the watchdog is not woken (it finds nothing due when it wakes)."""
+        with self.cond:
+            entry = self.limits.get(limit.thread_id)
+            if entry is not None and entry[1] is limit:
+                del self.limits[limit.thread_id]
+
+    def _run(self) -> None:
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                for thread_id, (deadline, limit) in list(self.limits.items()):
+                    if deadline <= now:
+                        del self.limits[thread_id]
+                        limit.on_deadline()
+                self.wake_at = min((d for d, _ in self.limits.values()), default=math.inf)
+                self.cond.wait(None if self.wake_at == math.inf else self.wake_at - now)
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _set_async_exc(thread_id: int, exc: Optional[type]) -> None:
@@ -135,9 +183,6 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: twice that for trimming): what an untuned process converges to on memplan's work
 TUNED_MMAP_THRESHOLD = 32 << 20
 TUNED_TRIM_THRESHOLD = 64 << 20
-#: glibc's defaults, which an environment variable for the other threshold leaves in place
-DEFAULT_MMAP_THRESHOLD = 128 << 10
-DEFAULT_TRIM_THRESHOLD = 128 << 10
 
 
 def _libc() -> Any:
@@ -152,33 +197,31 @@ def _libc() -> Any:
 _LIBC = _libc()
 
 
-def _env_threshold(name: str) -> Optional[int]:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() else None
+#: the process whose allocator ``tune_malloc()`` tuned (a forked child inherits the tuning)
+_tuned_pid: Optional[int] = None
 
 
-@contextlib.contextmanager
-def malloc_tuned() -> Iterator[None]:
-    """Fixed, large glibc malloc thresholds for the block; the environment's afterwards.
+def tune_malloc() -> bool:
+    """Fixed, large glibc malloc thresholds for the rest of this process, set once per process
+    (later calls return at once). ``False`` where there is nothing to tune (not glibc).
 
-    Without ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` in the environment the
-    tuned values stay (they are what glibc's dynamic thresholds grow to); with them, the
-    environment's values are set back and free memory returned to the system, as the worker's
-    owner asked. Not glibc: nothing to tune.
+    ``dask worker`` exports ``MALLOC_TRIM_THRESHOLD_=65536``; an explicit threshold turns off
+    glibc's dynamic mmap threshold, so every numpy temporary above 128 KiB is a fresh ``mmap()``
+    whose pages fault in zeroed, and freed heap memory goes back to the system at once: twice
+    memplan's CPU time per host. The tuned values are what the dynamic thresholds of an untuned
+    process grow to on memplan's work, so a process without the variable is not changed in
+    effect; a worker keeps at most ``TUNED_TRIM_THRESHOLD`` of free heap, and blocks above
+    ``TUNED_MMAP_THRESHOLD`` still go back to the system as soon as they are freed.
     """
+    global _tuned_pid
     if _LIBC is None:
-        yield
-        return
-    _LIBC.mallopt(M_MMAP_THRESHOLD, TUNED_MMAP_THRESHOLD)
-    _LIBC.mallopt(M_TRIM_THRESHOLD, TUNED_TRIM_THRESHOLD)
-    try:
-        yield
-    finally:
-        trim, mmap = _env_threshold("MALLOC_TRIM_THRESHOLD_"), _env_threshold("MALLOC_MMAP_THRESHOLD_")
-        if trim is not None or mmap is not None:
-            _LIBC.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD if mmap is None else mmap)
-            _LIBC.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD if trim is None else trim)
-            _LIBC.malloc_trim(0)
+        return False
+    pid = os.getpid()
+    if _tuned_pid != pid:
+        _LIBC.mallopt(M_MMAP_THRESHOLD, TUNED_MMAP_THRESHOLD)
+        _LIBC.mallopt(M_TRIM_THRESHOLD, TUNED_TRIM_THRESHOLD)
+        _tuned_pid = pid
+    return True
 
 
 # ---- judging hosts ----------------------------------------------------------------------
@@ -190,9 +233,10 @@ def judge(func: HostFunc, task: HostTask, timeout: Optional[float]) -> Answer:
     Past the limit the host is its error row; an exception ``func`` lets out (``run_host``
     lets none out but with ``MEMPLAN_TRACEBACK``) is an error row too. Other
     ``BaseException``s (Ctrl-C, SIGTERM) propagate."""
+    tune_malloc()
     start = time.thread_time()
     try:
-        with malloc_tuned(), time_limit(timeout):
+        with time_limit(timeout):
             summary = func(task)
     except HostTimeout:
         summary = error_row(task, timed_out_error(timeout or 0))
@@ -206,9 +250,17 @@ def run_batch(func: HostFunc, tasks: Sequence[HostTask], timeout: Optional[float
     return [judge(func, task, timeout) for task in tasks]
 
 
+#: A local worker sends the answers it has once this long has passed since its previous message
+#: (and at the end of every batch): one pipe message per host cost the parent 1/12 of a small
+#: (2 ms) host's CPU time, the target being under 1/32.
+FLUSH_S = 0.1
+
+
 def serve(conn: Any) -> None:
-    """A local worker process: ``(func, tasks, timeout)`` batches in, one ``Answer`` out per
-    host as soon as it is done, until the pipe closes or ``None`` arrives.
+    """A local worker process: ``(func, tasks, timeout)`` batches in, lists of answers
+    out, in task order: the answers of the hosts done since the last message, sent once
+    ``FLUSH_S`` has passed since then and at the end of every batch, until the pipe closes or
+    ``None`` arrives.
 
     Ctrl-C is the parent's to handle (the terminal sends SIGINT to the whole process group):
     the worker ignores it and is ended by its parent."""
@@ -221,12 +273,19 @@ def serve(conn: Any) -> None:
         if batch is None:
             return
         func, tasks, timeout = batch
-        for task in tasks:
+        answers: List[Answer] = []
+        sent = time.monotonic()
+        for i, task in enumerate(tasks):
+            answers.append(judge(func, task, timeout))
+            now = time.monotonic()
+            if now - sent < FLUSH_S and i + 1 < len(tasks):
+                continue
             try:
-                conn.send(judge(func, task, timeout))
+                conn.send(answers)
             except (BrokenPipeError, EOFError, OSError):
                 return
+            answers, sent = [], now
 
 
-__all__ = ["Answer", "HostFunc", "HostTimeout", "judge", "malloc_tuned", "run_batch", "serve", "time_limit",
-           "timed_out_error"]
+__all__ = ["Answer", "HostFunc", "HostTimeout", "FLUSH_S", "judge", "run_batch", "serve", "time_limit",
+           "timed_out_error", "tune_malloc"]

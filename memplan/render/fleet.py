@@ -214,8 +214,8 @@ def summary_lines(report: FleetReport, ran: Optional[str] = None) -> List[str]:
         ]
         if report.zones:
             lines.append("Achieved by zone:   " + _by_zone(report))
-    if report.unknown_blocks:
-        lines.append(f"Unknown blocks:     {report.unknown_blocks} (verdicts the inputs cannot decide)")
+    # in every mode, 0 too: the confidence of the figures above is part of the answer
+    lines.append(f"Unknown blocks:     {report.unknown_blocks} (verdicts the inputs cannot decide)")
     if ran:
         lines.append(f"Ran on:             {ran}")
     return lines
