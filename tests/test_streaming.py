@@ -190,3 +190,30 @@ def test_unknown_block_fails_before_any_output():
     result = _run("simulate", bundled("boot-vm.toml"), "--jsonl", "--blocks", "999")
     assert result.exit_code == 2
     assert result.output.startswith("memplan: error: memory block 999 does not exist")
+
+
+def test_progress_bar_ends_before_the_results_print():
+    """The table prints inside the bar's context (it streams from the judging): once every
+    block is judged the bar is gone and stdout is stdout again."""
+    import sys
+
+    from rich.console import Console
+    from rich.file_proxy import FileProxy
+
+    from memplan.cli.progress import block_progress
+    console = Console(file=io.StringIO(), force_terminal=True)
+    with block_progress(True, PPB, console=console) as update:
+        assert update is not None
+        update(1, 2)
+        assert isinstance(sys.stdout, FileProxy)
+        update(2, 2)
+        assert not isinstance(sys.stdout, FileProxy)
+
+
+def test_table_with_a_progress_bar_is_the_table(monkeypatch):
+    import memplan.cli.simulate as simulate_cli
+    plain = _run("simulate", bundled("sbm-guest.toml"))
+    monkeypatch.setattr(simulate_cli, "progress_wanted", lambda machine_readable: not machine_readable)
+    with_bar = _run("simulate", bundled("sbm-guest.toml"))
+    assert with_bar.exit_code == plain.exit_code == 0
+    assert with_bar.stdout == plain.stdout

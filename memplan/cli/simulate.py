@@ -30,6 +30,7 @@ from memplan.render import json as render_json
 from memplan.render import table as render_table
 from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
 from memplan.render.block_facts import MachineFacts
+from memplan.render.lsmem import Format
 
 
 @main.command("simulate", cls=ListingCommand, epilog=columns_epilog(verdict_columns(has_memconfig=True)))
@@ -90,8 +91,10 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
                 pass
             _exit_checked(verdicts)
         raise SystemExit(int(ExitStatus.SUCCESS))
-    machine_readable = document or as_jsonl or as_csv
-    with block_progress(progress_wanted(machine_readable), machine.geometry.pages_per_block) as progress:
+    # A bar only for the table, which prints once every block is judged (the other formats
+    # print as the blocks are judged).
+    printed_at_end = not (document or as_jsonl or as_csv) and options.format is Format.TABLE
+    with block_progress(progress_wanted(not printed_at_end), machine.geometry.pages_per_block) as progress:
         # judged while written: unknown blocks fail here, before any output
         verdicts = stream(machine, semantics, selected, progress=progress)
         print_warnings(verdicts.warnings)

@@ -4,6 +4,12 @@ Blocks are materialised in chunks (bounded memory). Each block is judged indepen
 if it were the only one being offlined; the only cross-block input is where migrated pages
 can go (free pages of other online blocks on the allowed nodes, spec §3 step 9b) and the
 hugetlb pools, which a second pass takes into account only where it matters.
+
+``stream()`` yields the verdicts chunk by chunk, holding none beyond the chunk: the
+cross-block inputs come from the blocks judged before (lower bounds of the census, enough for
+nearly every block) and from the census only where those cannot tell. ``judge()`` holds every
+block's result and takes the same decisions over the whole run (tests/test_streaming.py
+compares the two).
 """
 
 from __future__ import annotations
