@@ -56,6 +56,10 @@ def block_progress(enabled: bool, pages_per_block: int, description: str = "simu
 
     def update(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
+        if done >= total:
+            # Every block judged: the bar goes before the results print (they stream from the
+            # judging, inside this context; a live bar would route stdout through stderr).
+            bar.stop()
 
     with bar:
         yield update

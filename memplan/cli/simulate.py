@@ -23,16 +23,16 @@ from memplan.cli.common import (
 from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
-from memplan.core.results import Confidence, SimulationResult
+from memplan.core.results import Confidence, Verdicts
 from memplan.core.status import ExitStatus, check_status
 from memplan.diff.compute import with_foreign_ref_timing
-from memplan.engine.simulation import select_blocks
-from memplan.engine.simulation import simulate as run_simulation
+from memplan.engine.simulation import select_blocks, stream
 from memplan.render import csv as render_csv
 from memplan.render import json as render_json
 from memplan.render import table as render_table
 from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
 from memplan.render.block_facts import MachineFacts
+from memplan.render.lsmem import Format
 
 
 @main.command("simulate", cls=ListingCommand, epilog=columns_epilog(verdict_columns(has_memconfig=True)))
@@ -43,6 +43,9 @@ from memplan.render.block_facts import MachineFacts
 @click.option("-J", "--json", "as_json", is_flag=True,
               help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the listing "
                    "as lsmem -J prints it.")
+@click.option("--jsonl", "as_jsonl", is_flag=True,
+              help="Write JSON Lines to stdout: one object per judged block (as --json lists them), then "
+                   "one object with the rest of the --json document (its \"summary\" key marks the last line).")
 @click.option("--csv", "as_csv", is_flag=True, help="Write CSV to stdout: one row per block, with a header.")
 @table_options
 @click.option("--check", is_flag=True,
@@ -50,7 +53,7 @@ from memplan.render.block_facts import MachineFacts
                    "when its verdict is as sure as --trust asks).")
 @trust_option
 def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_dropped: Optional[str], as_json: bool,
-                     as_csv: bool, check: bool, trust: Confidence, **table: object) -> None:
+                     as_jsonl: bool, as_csv: bool, check: bool, trust: Confidence, **table: object) -> None:
     """Predict, block by block, what writing "offline" to memoryN/state would do.
 
     Each selected block is judged on its own against the machine's state: the result
@@ -62,8 +65,11 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
     -o, --output-all, -S/--split, -a, -b, -n, -r, -P, -J and --summary work as in lsmem, and
     lsmem's columns (RANGE SIZE STATE REMOVABLE BLOCK NODE ZONES) can be mixed with memplan's.
     With only lsmem's columns every present block is listed, online or not, exactly as
-    lsmem --sysroot lists it, and nothing is judged. --json (alone) and --csv have one entry
-    per judged block.
+    lsmem --sysroot lists it, and nothing is judged. --json (alone), --jsonl and --csv have
+    one entry per judged block.
+
+    Every format is written as the blocks are judged, a chunk at a time: memory does not
+    grow with the number of blocks.
 
     \b
     Example:
@@ -71,36 +77,48 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
       memplan simulate profiles/boot-vm.toml -o +NODE,HOLES --split RESULT,REASON
       memplan simulate --sysroot DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES
     """
-    options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv)
+    options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv,
+                                        jsonl=as_jsonl)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     tree = sysfs_tree(profile)
     columns = verdict_columns(tree is not None and tree.have_memconfig)
     facts = MachineFacts(machine, tree, read_tree=reads_tree(columns, options))
     selected = parse_blocks(blocks)
-    if not (document or as_csv) and not needs_verdicts(columns, options):
+    if not (document or as_jsonl or as_csv) and not needs_verdicts(columns, options):
         # lsmem's listing: every present block (or the selected ones), as lsmem lists them
         print_warnings(machine.warnings)
         ids = select_blocks(machine, selected) if selected is not None else machine.blocks.ids
         render_table.print_simulation(stdout_console(), None, facts, options, columns, ids)
         if check:  # the verdicts are judged for the exit status only
-            _exit_checked(run_simulation(machine, semantics, selected), trust)
+            verdicts = stream(machine, semantics, selected)
+            for _ in verdicts:
+                pass
+            _exit_checked(verdicts, trust)
         raise SystemExit(int(ExitStatus.SUCCESS))
-    with block_progress(progress_wanted(document or as_csv), machine.geometry.pages_per_block) as progress:
-        result = run_simulation(machine, semantics, selected, progress=progress)
-    print_warnings(result.warnings)
-    if document:
-        render_json.write_simulation(result, sys.stdout)
-    elif as_csv:
-        render_csv.write_simulation(result, sys.stdout, noheader=options.noheadings)
-    else:
-        render_table.print_simulation(stdout_console(), result, facts, options, columns)
+    # A bar only for the table, which prints once every block is judged (the other formats
+    # print as the blocks are judged).
+    printed_at_end = not (document or as_jsonl or as_csv) and options.format is Format.TABLE
+    with block_progress(progress_wanted(not printed_at_end), machine.geometry.pages_per_block) as progress:
+        # judged while written: unknown blocks fail here, before any output
+        verdicts = stream(machine, semantics, selected, progress=progress)
+        print_warnings(verdicts.warnings)
+        if document:
+            render_json.write_simulation(verdicts, sys.stdout)
+        elif as_jsonl:
+            render_json.write_simulation_lines(verdicts, sys.stdout)
+        elif as_csv:
+            render_csv.write_simulation(verdicts, sys.stdout, noheader=options.noheadings)
+        else:
+            render_table.print_simulation(stdout_console(), verdicts, facts, options, columns)
     if check:
-        _exit_checked(result, trust)
+        _exit_checked(verdicts, trust)
     raise SystemExit(int(ExitStatus.SUCCESS))
 
 
-def _exit_checked(result: SimulationResult, trust: Confidence) -> None:
+def _exit_checked(result: Verdicts, trust: Confidence) -> None:
     """``--check``: 0 if every judged block offlines, 64 if some do, 1 if none does; a block
-    counts only when its verdict is as sure as ``--trust`` asks (default: certain or likely)."""
-    achieved = sum(1 for v in result.blocks if v.offlinable and trusted(trust, v.confidence))
-    raise SystemExit(int(check_status(achieved, len(result.blocks))))
+    counts only when its verdict is as sure as ``--trust`` asks (default: certain or likely).
+    From the summary: the verdicts have streamed by already."""
+    summary = result.summary
+    achieved = sum(n for level, n in summary.offlined_by_confidence.items() if trusted(trust, level))
+    raise SystemExit(int(check_status(achieved, summary.blocks)))

@@ -400,6 +400,8 @@ class Summary:
     offlinable_bytes_by_confidence: Dict[Confidence, int] = field(default_factory=dict)
     #: verdicts rated ``unknown``
     unknown_blocks: int = 0
+    #: ``offlined`` split by the verdicts' confidence (``--check`` with ``--trust``)
+    offlined_by_confidence: Dict[Confidence, int] = field(default_factory=dict)
 
 
 class Verdicts(Protocol):
@@ -447,9 +449,11 @@ class SimulationResult:
         offlined = sum(1 for b in self.blocks if b.result is Outcome.OFFLINED)
         hangs = sum(1 for b in self.blocks if b.result is Outcome.HANGS)
         by_confidence = {c: 0 for c in Confidence}
+        offlined_by_confidence = {c: 0 for c in Confidence}
         for b in self.blocks:
             if b.result is Outcome.OFFLINED:
                 by_confidence[b.confidence or Confidence.CERTAIN] += b.size
+                offlined_by_confidence[b.confidence or Confidence.CERTAIN] += 1
         return Summary(
             blocks=len(self.blocks),
             offlined=offlined,
@@ -458,6 +462,7 @@ class SimulationResult:
             offlinable_bytes=sum(by_confidence.values()),
             offlinable_bytes_by_confidence=by_confidence,
             unknown_blocks=sum(1 for b in self.blocks if b.confidence is Confidence.UNKNOWN),
+            offlined_by_confidence=offlined_by_confidence,
         )
 
 

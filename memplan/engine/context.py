@@ -23,7 +23,7 @@ from memplan.kernel.migrate_pages import free_target_pages
 from memplan.kernel.migration import Capacity, MigrationTargets, allowed_nodes
 from memplan.kernel.offline import BlockContext, BlockStats, OfflineSetup
 from memplan.kernel.semantics import OfflineSemantics
-from memplan.kernel.virtio_mem import added_block_columns, block_states
+from memplan.kernel.virtio_mem import added_block_columns
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,8 @@ class ContextBuilder:
         geo = machine.geometry
         table = machine.blocks
         self.setup = offline_setup(machine, semantics)
-        self.device_states = [block_states(d, geo) for d in machine.devices]
-        # Per table row: the device object and its per-block state (None outside devices).
+        # Per table row: the device object and its per-block state (None outside devices); no
+        # per-block Python objects (a dict of every block's state was 60 bytes a block).
         self._device_of_row = np.empty(len(table), dtype=object)
         self._device_state_of_row = np.empty(len(table), dtype=object)
         for device in machine.devices:
@@ -253,7 +253,7 @@ class ContextBuilder:
         return BlockContext(
             block=block, start_pfn=geo.block_start_pfn(block), state=table.state_of(row), zone=table.zone_of(row),
             node=int(table.node[row]), vmemmap=int(table.vmemmap[row]), device=device,
-            device_state=self.device_states[device_index].get(block) if device else None,
+            device_state=self._device_state_of_row[row] if device else None,
             cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
             targets=MigrationTargets(capacity=capacity, pool=_LazyPool(lambda: self.pool_targets(row))),
         )

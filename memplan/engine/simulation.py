@@ -4,21 +4,28 @@ Blocks are materialised in chunks (bounded memory). Each block is judged indepen
 if it were the only one being offlined; the only cross-block input is where migrated pages
 can go (free pages of other online blocks on the allowed nodes, spec §3 step 9b) and the
 hugetlb pools, which a second pass takes into account only where it matters.
+
+``stream()`` yields the verdicts chunk by chunk, holding none beyond the chunk: the
+cross-block inputs come from the blocks judged before (lower bounds of the census, enough for
+nearly every block) and from the census only where those cannot tell. ``judge()`` holds every
+block's result and takes the same decisions over the whole run (tests/test_streaming.py
+compares the two).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import weakref
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from memplan.core.errors import UsageError
-from memplan.core.machine import Machine, chunks
+from memplan.core.machine import Machine, PageSource, chunks
 from memplan.core.model import Zone
-from memplan.core.results import BlockVerdict, SimulationResult
+from memplan.core.results import BlockVerdict, Confidence, Outcome, SimulationResult, Summary
 from memplan.core.units import format_block_ranges
 from memplan.engine.context import ContextBuilder, census, node_present_pages, pageblock_masks, resolve_pools
 from memplan.engine.shortcut import chunk_verdicts
@@ -28,6 +35,8 @@ from memplan.kernel.semantics import OfflineSemantics, get_semantics
 
 __all__ = [
     "Progress",
+    "RunningSummary",
+    "SimulationStream",
     "Simulator",
     "census",
     "chunks",
@@ -37,6 +46,8 @@ __all__ = [
     "resolve_pools",
     "select_blocks",
     "simulate",
+    "stream",
+    "target_capacities",
     "with_confidence",
 ]
 
@@ -135,20 +146,7 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     present = node_present_pages(machine)
 
     def capacities(free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        online = table.online & (table.node >= 0)
-        in_movable = table.zone == Zone.MOVABLE.code
-        kernel = np.zeros(len(needy_blocks), dtype=np.int64)
-        movable = np.zeros(len(needy_blocks), dtype=np.int64)
-        for node in np.unique(table.node[needy_rows]).tolist():
-            allowed = online & np.isin(table.node, allowed_nodes(present, node))
-            here = table.node[needy_rows] == node
-            kernel[here] = int(free[allowed & ~in_movable].sum())
-            movable[here] = int(free[allowed & in_movable].sum())
-            # The block's own free pages are never its targets (they sit in the isolated range).
-            own = here & allowed[needy_rows]
-            kernel[own & ~movable_source] -= free[needy_rows[own & ~movable_source]]
-            movable[own & movable_source] -= free[needy_rows[own & movable_source]]
-        return kernel, movable
+        return target_capacities(machine, present, needy_rows, free)
 
     if np.all(targets_suffice(*capacities(free_known), movable_source, small, large)):
         return {}
@@ -156,6 +154,29 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     short = ~targets_suffice(kernel, movable, movable_source, small, large)
     return {int(b): Capacity(int(k), int(m))
             for b, k, m in zip(needy_blocks[short].tolist(), kernel[short].tolist(), movable[short].tolist())}
+
+
+def target_capacities(machine: Machine, present: Dict[int, int], needy_rows: np.ndarray,
+                      free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per row of ``needy_rows``: the free pages (``free``, per block table row) migration
+    targets of its block may come from, in kernel zones and in ZONE_MOVABLE
+    (``migration_capacities()``)."""
+    table = machine.blocks
+    movable_source = table.zone[needy_rows] == Zone.MOVABLE.code
+    online = table.online & (table.node >= 0)
+    in_movable = table.zone == Zone.MOVABLE.code
+    kernel = np.zeros(len(needy_rows), dtype=np.int64)
+    movable = np.zeros(len(needy_rows), dtype=np.int64)
+    for node in np.unique(table.node[needy_rows]).tolist():
+        allowed = online & np.isin(table.node, allowed_nodes(present, node))
+        here = table.node[needy_rows] == node
+        kernel[here] = int(free[allowed & ~in_movable].sum())
+        movable[here] = int(free[allowed & in_movable].sum())
+        # The block's own free pages are never its targets (they sit in the isolated range).
+        own = here & allowed[needy_rows]
+        kernel[own & ~movable_source] -= free[needy_rows[own & ~movable_source]]
+        movable[own & movable_source] -= free[needy_rows[own & movable_source]]
+    return kernel, movable
 
 
 @contextmanager
@@ -174,7 +195,8 @@ def _without_cyclic_gc() -> Iterator[None]:
 
 def judge(machine: Machine, sem: OfflineSemantics, ids: np.ndarray,
           progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
-    """Run the pipeline over the given blocks, then again where migration targets run short."""
+    """Run the pipeline over the given blocks, then again where migration targets run short
+    (every result held: ``stream()`` gives the same verdicts chunk by chunk)."""
     simulator = Simulator(machine, sem)
     # Blocks migrating hugetlb folios need the machine's free pool folios by node: counted from
     # every block's stats after this pass (no census when every block is judged anyway).
@@ -218,7 +240,7 @@ def with_confidence(machine: Machine, sem: OfflineSemantics, verdicts: List[Bloc
                        dtype=np.int64)
     second: Dict[int, BlockVerdict] = {}
     if len(again) and alternative is not None:
-        pessimistic = dataclasses.replace(machine, pages=alternative, assessor=None)
+        pessimistic = _pessimistic(machine, alternative)
         second = {v.block: v for v, _ in judge(pessimistic, sem, again)}
     effect = sem.foreign_reference_effect()
     out = []
@@ -228,15 +250,242 @@ def with_confidence(machine: Machine, sem: OfflineSemantics, verdicts: List[Bloc
     return out
 
 
-def simulate(machine: Machine, semantics: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
-             progress: Optional[Progress] = None) -> SimulationResult:
-    """Predict offlining each selected block (default: every online block)."""
+_PESSIMISTIC: "weakref.WeakKeyDictionary[Machine, Machine]" = weakref.WeakKeyDictionary()
+
+
+def _pessimistic(machine: Machine, alternative: PageSource) -> Machine:
+    """The machine read pessimistically: one object per machine, so that its census (cached
+    per machine object) is counted once however many chunks ask for second readings."""
+    cached = _PESSIMISTIC.get(machine)
+    if cached is None:
+        cached = _PESSIMISTIC[machine] = dataclasses.replace(machine, pages=alternative, assessor=None)
+    return cached
+
+
+class _Known:
+    """What the blocks judged so far say about where other blocks' pages can go: their free
+    pages (migration targets, summed per node and zone class) and their free hugetlb folios
+    the pool may hand out (summed per node and order). Lower bounds of the machine's census
+    while the blocks stream by (the blocks are judged in order), which decide most blocks'
+    targets without one: ``short()`` and ``pool_may_matter()``. Per block table row a few
+    integers; no verdict is held."""
+
+    def __init__(self, machine: Machine, present: Dict[int, int]) -> None:
+        table = machine.blocks
+        self.machine = machine
+        self.present = present
+        self.counted = table.online & (table.node >= 0)
+        self.movable = table.zone == Zone.MOVABLE.code
+        self.free = np.zeros(len(table), dtype=np.int64)
+        self.free_by: Dict[Tuple[int, bool], int] = {}
+        self.heads = {order: np.zeros(len(table), dtype=np.int64) for order in machine.geometry.hugetlb_orders}
+        self.heads_by: Dict[Tuple[int, int], int] = {}
+        self._allowed: Dict[int, List[int]] = {}
+
+    def allowed(self, node: int) -> List[int]:
+        nodes = self._allowed.get(node)
+        if nodes is None:
+            nodes = self._allowed[node] = [int(n) for n in allowed_nodes(self.present, node)]
+        return nodes
+
+    def learn(self, results: Sequence[Tuple[BlockVerdict, BlockStats]]) -> None:
+        """Take in the stats of judged blocks (again: the newer stats replace the older)."""
+        table = self.machine.blocks
+        rows = table.rows(np.fromiter((v.block for v, _ in results), dtype=np.int64, count=len(results)))
+        for row, (_, stats) in zip(rows.tolist(), results):
+            if not self.counted[row]:
+                self.free[row] = stats.free_pages
+                continue
+            node = int(table.node[row])
+            key = (node, bool(self.movable[row]))
+            self.free_by[key] = self.free_by.get(key, 0) + stats.free_pages - int(self.free[row])
+            self.free[row] = stats.free_pages
+            held = stats.pool_hugetlb or stats.free_hugetlb
+            for order, heads in self.heads.items():
+                count = held.get(order, 0)
+                self.heads_by[(node, order)] = self.heads_by.get((node, order), 0) + count - int(heads[row])
+                heads[row] = count
+
+    def pool_may_matter(self, row: int, stand_in: Mapping[int, int],
+                        hugetlb_folios: Optional[Mapping[int, int]]) -> bool:
+        """``False`` when the block's exact pool targets (``ContextBuilder.pool_targets()``: at
+        least the free folios of the judged blocks on its allowed nodes, other than its own)
+        and its stand-in both cover its hugetlb folios: judged with either, it is judged alike
+        (``ContextBuilder.pool_matters()``). ``True``: only the census can tell."""
+        table = self.machine.blocks
+        node = int(table.node[row])
+        allowed = self.allowed(node)
+        for order, count in (hugetlb_folios or {}).items():
+            if count <= 0:
+                continue
+            if order not in self.heads:
+                return True
+            at_least = sum(self.heads_by.get((n, order), 0) for n in allowed)
+            if table.online[row] and node in allowed:
+                at_least -= int(self.heads[order][row])
+            if count > min(at_least, stand_in.get(order, 0)):
+                return True
+        return False
+
+    def short(self, results: Sequence[Tuple[BlockVerdict, BlockStats]]) -> Dict[int, Capacity]:
+        """``migration_capacities()`` for the blocks of ``results``, judged after every block
+        before them: a block whose demand the free pages of the judged blocks cover is never
+        short (the census only adds pages); the census decides the others."""
+        table = self.machine.blocks
+        needy = [(v.block, s.demand) for v, s in results if s.demand > 0]
+        if not needy:
+            return {}
+        blocks = np.asarray([b for b, _ in needy], dtype=np.int64)
+        demand = np.asarray([d for _, d in needy], dtype=np.int64)
+        rows = table.rows(blocks)
+        kernel = np.zeros(len(rows), dtype=np.int64)
+        movable = np.zeros(len(rows), dtype=np.int64)
+        for i, row in enumerate(rows.tolist()):
+            node = int(table.node[row])
+            allowed = self.allowed(node)
+            kernel[i] = sum(self.free_by.get((n, False), 0) for n in allowed)
+            movable[i] = sum(self.free_by.get((n, True), 0) for n in allowed)
+            if self.counted[row] and node in allowed:
+                if self.movable[row]:
+                    movable[i] -= self.free[row]
+                else:
+                    kernel[i] -= self.free[row]
+        movable_source = self.movable[rows]
+        unsure = ~np.asarray(targets_suffice(kernel, movable, movable_source, demand, 0), dtype=bool)
+        if not unsure.any():
+            return {}
+        rows, blocks, demand, movable_source = rows[unsure], blocks[unsure], demand[unsure], movable_source[unsure]
+        kernel, movable = target_capacities(self.machine, self.present, rows, census(self.machine).free_pages)
+        short = ~np.asarray(targets_suffice(kernel, movable, movable_source, demand, 0), dtype=bool)
+        return {int(b): Capacity(int(k), int(m))
+                for b, k, m in zip(blocks[short].tolist(), kernel[short].tolist(), movable[short].tolist())}
+
+
+def _judge_chunk(simulator: Simulator, known: _Known, ids: np.ndarray) -> List[Tuple[BlockVerdict, BlockStats]]:
+    """``judge()`` for one chunk of blocks, after every block before it: the same verdicts."""
+    table_ids = simulator.machine.blocks.ids
+    simulator.deferred_pool = {} if simulator.hugetlb_heads is None else None
+    results = simulator.run(ids)
+    deferred, simulator.deferred_pool = simulator.deferred_pool, None
+    known.learn(results)
+    if deferred:
+        stats = {v.block: s for v, s in results}
+        rows = [row for row, stand_in in sorted(deferred.items())
+                if known.pool_may_matter(row, stand_in, stats[int(table_ids[row])].hugetlb_folios)
+                and simulator.pool_matters(row, stand_in, stats[int(table_ids[row])].hugetlb_folios)]
+        if rows:
+            again = simulator.run(table_ids[rows])
+            known.learn(again)
+            redone = {v.block: (v, s) for v, s in again}
+            results = [redone.get(v.block, (v, s)) for v, s in results]
+    short = known.short(results)
+    if short:
+        # Pool targets as the first pass had them: exact once known, else the stand-in (which
+        # the pool check above found to judge the block alike).
+        simulator.deferred_pool = {} if simulator.hugetlb_heads is None else None
+        redone = {v.block: (v, s)
+                  for v, s in simulator.run(np.asarray(sorted(short), dtype=np.int64), capacities=short)}
+        simulator.deferred_pool = None
+        results = [redone.get(v.block, (v, s)) for v, s in results]
+    return results
+
+
+class RunningSummary:
+    """``SimulationResult.summary`` kept as running totals while the verdicts stream by."""
+
+    def __init__(self) -> None:
+        self.blocks = self.offlined = self.hangs = self.unknown = 0
+        self.by_confidence: Dict[Confidence, int] = {c: 0 for c in Confidence}
+        self.offlined_by_confidence: Dict[Confidence, int] = {c: 0 for c in Confidence}
+
+    def add(self, verdict: BlockVerdict) -> None:
+        self.blocks += 1
+        if verdict.result is Outcome.OFFLINED:
+            self.offlined += 1
+            self.by_confidence[verdict.confidence or Confidence.CERTAIN] += verdict.size
+            self.offlined_by_confidence[verdict.confidence or Confidence.CERTAIN] += 1
+        elif verdict.result is Outcome.HANGS:
+            self.hangs += 1
+        if verdict.confidence is Confidence.UNKNOWN:
+            self.unknown += 1
+
+    def summary(self) -> Summary:
+        return Summary(blocks=self.blocks, offlined=self.offlined, fails=self.blocks - self.offlined - self.hangs,
+                       hangs=self.hangs, offlinable_bytes=sum(self.by_confidence.values()),
+                       offlinable_bytes_by_confidence=dict(self.by_confidence), unknown_blocks=self.unknown,
+                       offlined_by_confidence=dict(self.offlined_by_confidence))
+
+
+class SimulationStream:
+    """The verdicts of one ``simulate`` run (``Verdicts``, interface I1), judged chunk by chunk
+    while they are read: one chunk's pages and verdicts at a time, whatever the machine's
+    size. Iterate once; ``summary`` is valid after that."""
+
+    def __init__(self, machine: Machine, sem: OfflineSemantics, ids: np.ndarray, semantics_reason: Optional[str],
+                 progress: Optional[Progress] = None) -> None:
+        self._machine = machine
+        self._sem = sem
+        self._ids = ids
+        self._progress = progress
+        self._totals = RunningSummary()
+        self._started = False
+        self._finished = False
+        self.profile = machine.source
+        self.machine = machine.name
+        self.semantics = sem.name
+        self.semantics_reason = semantics_reason
+        self.warnings = machine.warnings
+
+    def __len__(self) -> int:
+        """The number of blocks judged."""
+        return len(self._ids)
+
+    def chunks(self) -> Iterator[List[BlockVerdict]]:
+        """The verdicts a chunk at a time, in block order."""
+        if self._started:
+            raise RuntimeError("a simulation stream is read once")
+        self._started = True
+        machine, sem = self._machine, self._sem
+        simulator = Simulator(machine, sem)
+        known = _Known(machine, simulator.setup.node_present_pages)
+        done = 0
+        for ids in chunks(self._ids, machine.geometry.pages_per_block):
+            with _without_cyclic_gc():
+                verdicts = with_confidence(machine, sem, [v for v, _ in _judge_chunk(simulator, known, ids)])
+            for v in verdicts:
+                self._totals.add(v)
+            done += len(ids)
+            if self._progress:
+                self._progress(done, len(self._ids))
+            yield verdicts
+        self._finished = True
+
+    def __iter__(self) -> Iterator[BlockVerdict]:
+        for verdicts in self.chunks():
+            yield from verdicts
+
+    @property
+    def summary(self) -> Summary:
+        if not self._finished:
+            raise RuntimeError("the summary of a simulation stream is known once every verdict was read")
+        return self._totals.summary()
+
+
+def stream(machine: Machine, semantics: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
+           progress: Optional[Progress] = None) -> SimulationStream:
+    """``simulate()`` as a stream: the verdicts are judged as they are read, in block order, a
+    chunk at a time (memory does not grow with the number of blocks). Unknown blocks are a
+    usage error here, before anything is judged."""
     sem = get_semantics(semantics or machine.default_semantics)
     ids = select_blocks(machine, blocks)
-    with _without_cyclic_gc():
-        verdicts = with_confidence(machine, sem, [v for v, _ in judge(machine, sem, ids, progress)])
+    return SimulationStream(machine, sem, ids, machine.semantics_reason if semantics is None else None, progress)
+
+
+def simulate(machine: Machine, semantics: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
+             progress: Optional[Progress] = None) -> SimulationResult:
+    """Predict offlining each selected block (default: every online block): ``stream()``, held."""
+    verdicts = stream(machine, semantics, blocks, progress)
     return SimulationResult(
-        profile=machine.source, machine=machine.name, semantics=sem.name,
-        blocks=tuple(verdicts), warnings=machine.warnings,
-        semantics_reason=machine.semantics_reason if semantics is None else None,
+        profile=verdicts.profile, machine=verdicts.machine, semantics=verdicts.semantics,
+        blocks=tuple(verdicts), warnings=verdicts.warnings, semantics_reason=verdicts.semantics_reason,
     )

@@ -182,7 +182,9 @@ def _plugged_units(device_blocks: int, head: int, units: int, per_unit: int, uni
                    plugged_size: Optional[int]) -> np.ndarray:
     """Plugged state per unit from the plugged device blocks (``plugged``: indexes, or a boolean map
     with one flag per device block of the region) or size (``plugged_size``)."""
-    plugged_db = np.zeros(device_blocks, dtype=bool)
+    map_given = isinstance(plugged_blocks, np.ndarray) and plugged_blocks.dtype == bool and plugged_size is None
+    # A boolean map is read in place (at 64 TiB it is 32 MiB: no copies of it).
+    plugged_db = np.zeros(0 if map_given else device_blocks, dtype=bool)
     if plugged_blocks is not None and plugged_size is not None:
         raise DeviceConfigError("plugged", "give either plugged or plugged_size, not both")
     if plugged_size is not None:
@@ -198,7 +200,7 @@ def _plugged_units(device_blocks: int, head: int, units: int, per_unit: int, uni
         if len(plugged_blocks) != device_blocks:
             raise DeviceConfigError("plugged", f"the plugged map has {len(plugged_blocks)} device blocks, the "
                                     f"region {device_blocks}")
-        plugged_db[:] = plugged_blocks
+        plugged_db = plugged_blocks
     elif plugged_blocks is not None:
         idx = np.asarray(plugged_blocks if isinstance(plugged_blocks, np.ndarray) else list(plugged_blocks),
                          dtype=np.int64)
@@ -206,12 +208,14 @@ def _plugged_units(device_blocks: int, head: int, units: int, per_unit: int, uni
             raise DeviceConfigError("plugged", f"device block {int(idx.max())} is outside the region "
                                     f"({device_blocks} blocks of {device_block_size >> 10} KiB)")
         plugged_db[idx] = True
-    outside = plugged_db.copy()
-    outside[head:head + units * per_unit] = False
-    if outside.any():
-        raise DeviceConfigError("plugged", f"device block {int(np.flatnonzero(outside)[0])} is not in a "
-                                "usable part of the region")
-    grid = plugged_db[head:head + units * per_unit].reshape(units, per_unit)
+    end = head + units * per_unit
+    outside = [int(i) for i in np.flatnonzero(plugged_db[:head])[:1]] + \
+              [end + int(i) for i in np.flatnonzero(plugged_db[end:])[:1]]
+    if outside:
+        raise DeviceConfigError("plugged", f"device block {outside[0]} is not in a usable part of the region")
+    grid = plugged_db[head:end].reshape(units, per_unit)
+    if per_unit == 1:  # one device block per unit: none is partly plugged
+        return np.array(grid[:, 0])
     partial = grid.any(axis=1) & ~grid.all(axis=1)
     if partial.any():
         raise DeviceConfigError("plugged", f"unit {int(np.flatnonzero(partial)[0])} is partly plugged; the "

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Dict
+from typing import IO, Any, Dict, Iterator, List
 
 from memplan import __version__
-from memplan.core.results import (
-    BlockVerdict,
-    Confidence,
-    Culprit,
-    Hazard,
-    LogEntry,
-    PageCounts,
-    SimulationResult,
-    Summary,
-)
+from memplan.core.results import BlockVerdict, Confidence, Culprit, Hazard, LogEntry, PageCounts, Summary, Verdicts
 
 
 def culprit_dict(culprit: Culprit) -> Dict[str, Any]:
@@ -70,14 +61,15 @@ def by_confidence_dict(split: Dict[Confidence, int]) -> Dict[str, int]:
     return {c.value: int(split.get(c, 0)) for c in Confidence}
 
 
-def simulation_dict(result: SimulationResult, blocks: bool = True) -> Dict[str, Any]:
-    """``simulate --json``; ``blocks=False`` leaves the (long) block list empty."""
+def simulation_dict(result: Verdicts, blocks: bool = True) -> Dict[str, Any]:
+    """``simulate --json``; ``blocks=False`` leaves the (long) block list empty (without
+    reading the verdicts: the summary then needs them read already)."""
     doc: Dict[str, Any] = {
         "memplan": __version__,
         "profile": result.profile,
         "machine": result.machine,
         "semantics": result.semantics,
-        "blocks": [block_dict(b) for b in result.blocks] if blocks else [],
+        "blocks": [block_dict(b) for b in result] if blocks else [],
         "summary": summary_dict(result.summary),
         "warnings": list(result.warnings),
         # how the semantics was chosen for a snapshot; null for a profile or with --semantics
@@ -105,21 +97,55 @@ def write(doc: Dict[str, Any], stream: IO[str]) -> None:
 _BATCH = 512
 
 
-def write_simulation(result: SimulationResult, stream: IO[str]) -> None:
-    """``write(simulation_dict(result), stream)``, byte for byte, without building the whole
-    document: blocks are encoded one at a time and written in batches (a 16 TiB machine has
-    131072 blocks; ``json.dump`` would also write them a token at a time)."""
+def _batches(result: Verdicts) -> Iterator[List[BlockVerdict]]:
+    batch: List[BlockVerdict] = []
+    for v in result:
+        batch.append(v)
+        if len(batch) == _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_simulation(result: Verdicts, stream: IO[str]) -> None:
+    """``write(simulation_dict(result), stream)``, byte for byte, as the verdicts stream by
+    (``Verdicts``, interface I1): blocks are encoded one at a time and written in batches, the
+    summary after the last one (it comes after ``blocks`` in the document); nothing is held
+    (a 64 TiB machine has 524288 blocks; ``json.dump`` would also write them a token at a time)."""
+    first = True
+    for batch in _batches(result):
+        if first:
+            stream.write(_head(result) + '"blocks": [\n')
+        parts = ["  " + json.dumps(block_dict(v), indent=1).replace("\n", "\n  ") for v in batch]
+        # Inside the document a block is at nesting level 2: each of its lines gets two more spaces.
+        stream.write(("" if first else ",\n") + ",\n".join(parts))
+        first = False
     text = json.dumps(simulation_dict(result, blocks=False), indent=1)
-    marker = '"blocks": []'
-    head, tail = text.split(marker, 1)
-    if not result.blocks:
+    if first:  # no block
         stream.write(text + "\n")
         return
-    stream.write(head + '"blocks": [\n')
-    # Inside the document a block is at nesting level 2: each of its lines gets two more spaces.
-    for first in range(0, len(result.blocks), _BATCH):
-        parts = []
-        for v in result.blocks[first:first + _BATCH]:
-            parts.append("  " + json.dumps(block_dict(v), indent=1).replace("\n", "\n  "))
-        stream.write((",\n" if first else "") + ",\n".join(parts))
-    stream.write("\n ]" + tail + "\n")
+    stream.write("\n ]" + text.split(_MARKER, 1)[1] + "\n")
+
+
+_MARKER = '"blocks": []'
+
+
+def _head(result: Verdicts) -> str:
+    """The document up to its ``blocks`` key (nothing there needs the verdicts)."""
+    doc = {"memplan": __version__, "profile": result.profile, "machine": result.machine,
+           "semantics": result.semantics, "blocks": []}
+    return json.dumps(doc, indent=1).split(_MARKER, 1)[0]
+
+
+def write_simulation_lines(result: Verdicts, stream: IO[str]) -> None:
+    """``simulate --jsonl`` (JSON Lines): one line per block as the verdicts stream by, each the
+    object ``--json`` lists under ``blocks``; then one last line with the rest of the
+    ``--json`` document (``memplan``, ``profile``, ``machine``, ``semantics``, ``summary``,
+    ``warnings``, and ``semantics_reason`` when set; no ``blocks`` key): the line with a
+    ``summary`` key is the last one."""
+    for batch in _batches(result):
+        stream.write("".join(json.dumps(block_dict(v)) + "\n" for v in batch))
+    doc = simulation_dict(result, blocks=False)
+    del doc["blocks"]
+    stream.write(json.dumps(doc) + "\n")
