@@ -45,28 +45,7 @@ CLI_XFAIL = "command-line code (option hardening lands with the cli branch)"
 #: the cases that fail on this branch because of snapshot or command-line code (run on
 #: 2026-12-04); each is marked xfail with its class, the rest must pass
 KNOWN_FAILING = {
-    'bad option values:--blocks 0-3000000000',
-    'bad option values:--blocks 0-3000000000 json',
-    'bad option values:--blocks 20 digits',
-    'bad option values:--blocks 2^64',
-    'bad option values:--blocks full-width',
-    'bad option values:--semantics unknown',
-    'bad option values:--sysroot is a file',
-    'bad option values:--write-profile to a directory',
-    'bad option values:diff --blocks 0-3000000000',
-    'bad option values:explain -1',
-    'bad option values:explain 20 digits',
-    'bad option values:explain 2^63',
-    'bad option values:fleet --jobs -1',
-    'bad option values:fleet --jobs 0',
-    'bad option values:fleet --jobs 2^64',
-    'bad option values:map --blocks 20 digits',
     'bad option values:plan --blocks 0-3000000000',
-    'bad option values:snapshot --jobs 0',
-    'bad option values:snapshot --jobs 2^64',
-    'bad option values:unknown command',
-    'bad option values:unknown option',
-    'bad option values:unplug --device 1 MB',
     'gaps between blocks:memory33 missing (simulate)',
     'gaps between blocks:memory33 missing (snapshot)',
     'numbers beyond 64 bits or int32:memory33/node4000000000 (simulate)',
@@ -90,7 +69,6 @@ KNOWN_FAILING = {
     'special files:proc/osrelease fifo (snapshot)',
     'special files:proc/zoneinfo fifo (simulate)',
     'special files:proc/zoneinfo fifo (snapshot)',
-    'special files:profile dir',
     'special files:sys/devices/system/memory/block_size_bytes fifo (simulate)',
     'special files:sys/devices/system/memory/block_size_bytes fifo (snapshot)',
     'special files:sys/devices/system/memory/memory33/state fifo (simulate)',
@@ -99,9 +77,6 @@ KNOWN_FAILING = {
     'special files:sys/devices/system/memory/memory33/valid_zones fifo (snapshot)',
     'special files:sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages fifo (simulate)',
     'special files:sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages fifo (snapshot)',
-    "terminal:COLUMNS=''",
-    "terminal:COLUMNS='1e3'",
-    "terminal:COLUMNS='abc'",
 }
 
 
@@ -523,20 +498,18 @@ def option_cases(profile: str) -> List[Case]:
     decimal = "9" * 400 + ".5G"
     c = "bad option values"
     cases = [
-        Case(c, "--blocks 20 digits", ["simulate", profile, "--blocks", big], "error", xfail=CLI_XFAIL),
-        Case(c, "--blocks 0-3000000000", ["simulate", profile, "--blocks", "0-3000000000"], "error", xfail=CLI_XFAIL),
-        Case(c, "--blocks 0-3000000000 json", ["simulate", profile, "--json", "--blocks", "0-3000000000"], "error",
-             xfail=CLI_XFAIL),
-        Case(c, "--blocks full-width", ["simulate", profile, "--blocks", "３２"], "error", xfail=CLI_XFAIL),
-        Case(c, "--blocks -1", ["simulate", profile, "--blocks", "-1"], "error", xfail=CLI_XFAIL),
+        Case(c, "--blocks 20 digits", ["simulate", profile, "--blocks", big], "error"),
+        Case(c, "--blocks 0-3000000000", ["simulate", profile, "--blocks", "0-3000000000"], "error"),
+        Case(c, "--blocks 0-3000000000 json", ["simulate", profile, "--json", "--blocks", "0-3000000000"], "error"),
+        Case(c, "--blocks full-width", ["simulate", profile, "--blocks", "３２"], "error"),
+        Case(c, "--blocks -1", ["simulate", profile, "--blocks", "-1"], "error"),
         Case(c, "--blocks empty", ["simulate", profile, "--blocks", ""], "error"),
-        Case(c, "--blocks 2^64", ["simulate", profile, "--blocks", str(2**64)], "error", xfail=CLI_XFAIL),
-        Case(c, "explain 20 digits", ["explain", profile, big], "error", xfail=CLI_XFAIL),
-        Case(c, "explain -1", ["explain", profile, "-1"], "error", xfail=CLI_XFAIL),
-        Case(c, "explain 2^63", ["explain", profile, str(2**63)], "error", xfail=CLI_XFAIL),
-        Case(c, "map --blocks 20 digits", ["map", profile, "--blocks", big], "error", xfail=CLI_XFAIL),
-        Case(c, "diff --blocks 0-3000000000", ["diff-semantics", profile, "--blocks", "0-3000000000"], "error",
-             xfail=CLI_XFAIL),
+        Case(c, "--blocks 2^64", ["simulate", profile, "--blocks", str(2**64)], "error"),
+        Case(c, "explain 20 digits", ["explain", profile, big], "error"),
+        Case(c, "explain -1", ["explain", profile, "-1"], "error"),
+        Case(c, "explain 2^63", ["explain", profile, str(2**63)], "error"),
+        Case(c, "map --blocks 20 digits", ["map", profile, "--blocks", big], "error"),
+        Case(c, "diff --blocks 0-3000000000", ["diff-semantics", profile, "--blocks", "0-3000000000"], "error"),
         Case(c, "plan 20 digits", ["plan", profile, "--size", big], "error"),
         Case(c, "plan 400-digit decimal", ["plan", profile, "--size", decimal], "error"),
         Case(c, "plan 16E", ["plan", profile, "--size", "16E"], "error"),
@@ -554,40 +527,35 @@ def option_cases(profile: str) -> List[Case]:
         Case(c, "unplug --sweep --step 1", ["unplug", profile, "--sweep", "--step", "1"], "error"),
         Case(c, "unplug --sweep --step 0", ["unplug", profile, "--sweep", "--step", "0"], "error", xfail=CLI_XFAIL),
         Case(c, "unplug --sweep --step 400 digits", ["unplug", profile, "--sweep", "--step", decimal], "error"),
-        Case(c, "unplug --device 1 MB", ["unplug", profile, "--to", "0", "--device", "x" * 100000], "error",
-             xfail=CLI_XFAIL),
-        Case(c, "--semantics unknown", ["simulate", profile, "--semantics", "garbage"], "error", xfail=CLI_XFAIL),
-        Case(c, "-o unknown column", ["simulate", profile, "-o", "NOPE"], "error", xfail=CLI_XFAIL),
+        Case(c, "unplug --device 1 MB", ["unplug", profile, "--to", "0", "--device", "x" * 100000], "error"),
+        Case(c, "--semantics unknown", ["simulate", profile, "--semantics", "garbage"], "error"),
+        Case(c, "-o unknown column", ["simulate", profile, "-o", "NOPE"], "error"),
         Case(c, "-o 100000 columns", ["simulate", profile, "-o", ",".join(["BLOCK"] * 100000)], "any"),
-        Case(c, "--split unknown", ["simulate", profile, "--split", "NOPE"], "error", xfail=CLI_XFAIL),
-        Case(c, "unknown option", ["simulate", profile, "--nope"], "error", xfail=CLI_XFAIL),
-        Case(c, "unknown command", ["nope"], "error", xfail=CLI_XFAIL),
+        Case(c, "--split unknown", ["simulate", profile, "--split", "NOPE"], "error"),
+        Case(c, "unknown option", ["simulate", profile, "--nope"], "error"),
+        Case(c, "unknown command", ["nope"], "error"),
         Case(c, "profile and --sysroot", ["simulate", profile, "--sysroot", TREE], "error"),
-        Case(c, "--sysroot is a file", ["simulate", "--sysroot", profile], "error", xfail=CLI_XFAIL),
+        Case(c, "--sysroot is a file", ["simulate", "--sysroot", profile], "error"),
         Case(c, "--sysroot missing", ["simulate", "--sysroot", "/nonexistent/tree"], "error"),
-        Case(c, "--write-profile to a directory", ["plan", profile, "--size", "128M", "--write-profile", "/"], "error",
-             xfail=CLI_XFAIL),
+        Case(c, "--write-profile to a directory", ["plan", profile, "--size", "128M", "--write-profile", "/"], "error"),
         Case(c, "--write-profile to /dev/full", ["plan", profile, "--size", "128M", "--write-profile", "/dev/full"],
              "error"),
         Case(c, "--write-profile missing dir",
              ["plan", profile, "--size", "128M", "--write-profile", "/nonexistent/x.toml"],
              "error"),
-        Case(c, "--svg to /dev/full", ["map", profile, "--svg", "/dev/full"], "error", xfail=CLI_XFAIL),
+        Case(c, "--svg to /dev/full", ["map", profile, "--svg", "/dev/full"], "error"),
         Case(c, "fleet --plan-size 400 digits", ["fleet", profile, "--plan-size", decimal], "error"),
         Case(c, "fleet --unplug-by 2^64", ["fleet", profile, "--unplug-by", str(2**64)], "error"),
-        Case(c, "fleet --jobs 0", ["fleet", profile, "--jobs", "0"], "error", xfail=CLI_XFAIL),
-        Case(c, "fleet --jobs 2^64", ["fleet", profile, "--jobs", str(2**64)], "error", xfail=CLI_XFAIL),
-        Case(c, "fleet --jobs -1", ["fleet", profile, "--jobs", "-1"], "error", xfail=CLI_XFAIL),
-        Case(c, "snapshot --jobs 2^64", ["snapshot", "--sysroot", TREE, "--jobs", str(2**64)], "error",
-             xfail=CLI_XFAIL),
-        Case(c, "snapshot --jobs 0", ["snapshot", "--sysroot", TREE, "--jobs", "0"], "error", xfail=CLI_XFAIL),
+        Case(c, "fleet --jobs 0", ["fleet", profile, "--jobs", "0"], "error"),
+        Case(c, "fleet --jobs 2^64", ["fleet", profile, "--jobs", str(2**64)], "error"),
+        Case(c, "fleet --jobs -1", ["fleet", profile, "--jobs", "-1"], "error"),
+        Case(c, "snapshot --jobs 2^64", ["snapshot", "--sysroot", TREE, "--jobs", str(2**64)], "error"),
+        Case(c, "snapshot --jobs 0", ["snapshot", "--sysroot", TREE, "--jobs", "0"], "error"),
     ]
     for value in ("abc", "0", "-5", "99999999999999999999", "1e3", "", " 80", "８０"):
-        cases.append(Case("terminal", f"COLUMNS={value!r}", ["simulate", profile], "any", env={"COLUMNS": value},
-                          xfail=CLI_XFAIL))
+        cases.append(Case("terminal", f"COLUMNS={value!r}", ["simulate", profile], "any", env={"COLUMNS": value}))
     for value in ("abc", "0", "99999999999999999999"):
-        cases.append(Case("terminal", f"LINES={value!r}", ["map", profile], "any", env={"LINES": value},
-                          xfail=CLI_XFAIL))
+        cases.append(Case("terminal", f"LINES={value!r}", ["map", profile], "any", env={"LINES": value}))
     return cases
 
 
@@ -728,8 +696,7 @@ def build_cases(base: str, setups: List[Any]) -> List[Case]:
     for how in ("fifo", "zero", "null", "dir", "socket", "loop", "dangling", "missing", "empty"):
         setups.append(lambda how=how: _replace(profiles, f"special-{how}.toml", how))
         special = os.path.join(profiles, f"special-{how}.toml")
-        cases.append(Case("special files", f"profile {how}", ["simulate", special],
-                          "error", xfail=f"special files: {CLI_XFAIL}" if how == "dir" else None))
+        cases.append(Case("special files", f"profile {how}", ["simulate", special], "error"))
     for n, (name, data) in enumerate((("sparse 100 MB", None), ("binary", bytes(range(256)) * 64),
                                       ("utf-16", BASE.encode("utf-16")), ("NUL bytes", b"format = 1\x00\n"),
                                       ("invalid utf-8", b"format = 1\n# \xff\xfe\n"))):

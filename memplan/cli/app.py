@@ -46,7 +46,7 @@ def usage_error_line(exc: click.ClickException) -> str:
     where = ""
     if ctx is not None and ctx.parent is not None:
         where = ctx.command_path.partition(" ")[2] + ": "
-    return f"memplan: error: {where}{message}"
+    return signals.one_line(f"memplan: error: {where}{message}")
 
 
 class MemplanGroup(click.Group):
@@ -103,7 +103,7 @@ class MemplanGroup(click.Group):
         except MemplanError as exc:
             if os.environ.get("MEMPLAN_TRACEBACK"):
                 raise
-            click.echo(f"memplan: error: {exc}", err=True)
+            click.echo(signals.one_line(f"memplan: error: {exc}"), err=True)
             raise SystemExit(int(ExitStatus.BAD_INPUT)) from None
         except KeyboardInterrupt:
             # click would turn it into Abort ("Aborted!", exit 1): keep it a KeyboardInterrupt
@@ -136,7 +136,7 @@ class MemplanGroup(click.Group):
         except MemplanError as exc:  # raised while parsing (an option callback)
             if os.environ.get("MEMPLAN_TRACEBACK"):
                 raise
-            click.echo(f"memplan: error: {exc}", err=True)
+            click.echo(signals.one_line(f"memplan: error: {exc}"), err=True)
             return int(ExitStatus.BAD_INPUT)
         except click.exceptions.Abort:
             return signals.finish(KeyboardInterrupt()) or int(ExitStatus.INTERRUPTED)

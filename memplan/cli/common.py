@@ -10,6 +10,7 @@ import click
 import numpy as np
 from rich.console import Console
 
+from memplan.cli.signals import one_line
 from memplan.core.errors import ProfileError, UsageError
 from memplan.core.machine import Machine
 from memplan.core.status import ExitStatus, check_status
@@ -183,7 +184,7 @@ def blocks_option(func: FuncT) -> FuncT:
 
 def print_warnings(warnings: Iterable[str]) -> None:
     for warning in warnings:
-        click.echo(f"memplan: warning: {warning}", err=True)
+        click.echo(one_line(f"memplan: warning: {warning}"), err=True)
 
 
 class CapacityResult(Protocol):

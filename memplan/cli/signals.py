@@ -159,6 +159,22 @@ def finish(exc: BaseException) -> Optional[int]:
     return None
 
 
+#: the longest stderr line memplan prints (a 100 kB value in a message is cut in the middle)
+MAX_LINE = 1024
+_CONTROL = {c: f"\\x{c:02x}" for c in list(range(0x20)) + [0x7f]}
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` safe to print as one terminal line: control characters (ESC, newline, ...)
+    escaped as ``\\x1b`` the way lsmem --raw escapes them, and at most ``limit`` characters
+    (the middle of a longer text replaced by a note of how much was left out)."""
+    text = text.translate(_CONTROL)
+    if len(text) > limit:
+        head, tail = limit * 2 // 3, limit // 4
+        text = f"{text[:head]}...[{len(text) - head - tail} characters]...{text[-tail:]}"
+    return text
+
+
 def _say(line: str) -> None:
     try:
         err = sys.stderr
