@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Protocol, Sequence, Tuple, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NoReturn,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 import click
-import numpy as np
-from rich.console import Console
 
 from memplan.cli.signals import one_line
 from memplan.core.errors import ProfileError, UsageError
-from memplan.core.machine import Machine
 from memplan.core.status import ExitStatus, check_status
 from memplan.core.units import format_block_ranges, parse_block_spans, parse_chmem_size, parse_size
 from memplan.kernel.semantics import SEMANTICS
-from memplan.plans.state import MachineState
-from memplan.profile.bundled import missing_profile_hint
-from memplan.profile.reader import load_profile
-from memplan.profile.writer import read_document, write_profile
-from memplan.render import json as render_json
-from memplan.render.console import make_console
-from memplan.snapshot.reader import load_snapshot
+
+if TYPE_CHECKING:  # the readers, writers and renderers are imported by the function that uses them
+    from rich.console import Console
+
+    from memplan.core.machine import Machine
+    from memplan.plans.state import MachineState
 
 #: a click command function that an option decorator returns as it is (with the option added)
 FuncT = TypeVar("FuncT", bound=Callable[..., Any])
@@ -31,10 +40,14 @@ FuncT = TypeVar("FuncT", bound=Callable[..., Any])
 def stdout_console() -> Console:
     """stdout for results; no colour unless stdout is a terminal (rich honours NO_COLOR); the
     width only matters to ``map`` (``memplan.render.console``: a bad ``COLUMNS`` is ignored)."""
+    from memplan.render.console import make_console
+
     return make_console()
 
 
 def stderr_console() -> Console:
+    from memplan.render.console import make_console
+
     return make_console(stderr=True)
 
 
@@ -68,10 +81,16 @@ def machine_source(profile: Optional[str], sysroot: Optional[str], live: bool) -
 def load_machine(profile: str) -> Machine:
     """A machine from a profile path, or from a snapshot (``--sysroot``/``--live``)."""
     if isinstance(profile, SnapshotSource):
+        from memplan.snapshot.reader import load_snapshot
+
         return load_snapshot(str(profile), live=profile.live)
+    from memplan.profile.reader import load_profile
+
     try:
         return load_profile(profile)
     except ProfileError as exc:
+        from memplan.profile.bundled import missing_profile_hint
+
         hint = None if exc.hint or exc.key else missing_profile_hint(profile)
         if hint is None:
             raise
@@ -144,6 +163,8 @@ def parse_blocks(value: Optional[str], machine: Optional[Machine] = None) -> Opt
 
 def present_blocks(machine: Machine, value: str, spans: Sequence[Tuple[int, int]]) -> List[int]:
     """The ids in ``spans`` (sorted, each once), all of which must exist on ``machine``."""
+    import numpy as np
+
     ids = machine.blocks.ids  # sorted int64
     top = int(ids[-1]) if len(ids) else -1
     chosen: List[int] = []
@@ -163,6 +184,8 @@ def present_blocks(machine: Machine, value: str, spans: Sequence[Tuple[int, int]
 
 
 def _absent(machine: Machine, value: str, block: int) -> NoReturn:
+    import numpy as np
+
     ids = machine.blocks.ids
     present = format_block_ranges([int(i) for i in ids]) if len(ids) else "none"
     if len(present) > 60:
@@ -205,6 +228,9 @@ def finish_capacity_command(result: R, state: MachineState, profile: str, out: O
                             to_dict: Callable[[R], Dict[str, Any]], print_table: Callable[[Console, R], None]) -> None:
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
     warnings, render, and exit with chmem's codes under ``--check``."""
+    from memplan.profile.writer import read_document, write_profile
+    from memplan.render import json as render_json
+
     warnings = list(warnings)
     if out:
         warnings += write_profile(state.machine, read_document(profile), state.to_machine(), out, header=header)
