@@ -74,7 +74,7 @@ def main() -> int:
         (f"memplan simulate --json {os.path.basename(profile)}", memplan + ["simulate", "--json", profile], env),
     ]
     times: Dict[str, List[float]] = {name: [] for name, _, _ in commands}
-    for name, argv, cmd_env in commands:  # warm the page cache and the .pyc files
+    for _name, argv, cmd_env in commands:  # warm the page cache and the .pyc files
         run_once(argv, cmd_env)
     for _ in range(args.runs):
         for name, argv, cmd_env in commands:

@@ -46,7 +46,13 @@ def run() -> None:
     _take_over()
     from memplan.cli import main
 
-    main(prog_name="memplan")
+    try:
+        main(prog_name="memplan")
+    except SystemExit as exc:
+        if exc.code in (130, 143):  # ended by a signal, and said so: the process exits now, and a
+            for signum in _AT_START:  # second Ctrl-C during the interpreter's shutdown changes nothing
+                signal.signal(signum, signal.SIG_IGN)
+        raise
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ that command runs, shows its help or completes its options.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
@@ -62,7 +61,8 @@ class MemplanGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            importlib.import_module(COMMANDS[cmd_name][0])  # its @main.command registers it
+            with signals.deferred():  # never half an import (see signals.deferred)
+                __import__(COMMANDS[cmd_name][0])  # its @main.command registers it (-X importtime sees it)
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any, Dict, Iterator, NoReturn, Optional
+from typing import Any, Dict, Iterator, List, NoReturn, Optional
 
 from memplan.core.errors import Terminated
 from memplan.core.status import ExitStatus
@@ -114,6 +114,39 @@ def _discard_pending_output(stream: Any) -> None:
         pass
 
 
+def in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block act when it ends.
+
+    For imports: a module cut off half-way stays half-initialised, and Python 3.11 turns a
+    ``KeyboardInterrupt`` raised while a class is created (a dataclass field's
+    ``__set_name__``) into a ``RuntimeError`` traceback. Importing a command takes a few hundred
+    milliseconds; Ctrl-C then acts right after. Off the main thread nothing changes."""
+    if not in_main_thread():
+        yield
+        return
+    caught: List[int] = []
+
+    def hold(signum: int, frame: Optional[FrameType]) -> None:
+        caught.append(signum)
+
+    saved: Dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(signum)):  # a Python handler (not SIG_IGN, SIG_DFL)
+            saved[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+    if caught:
+        saved[caught[0]](caught[0], None)  # raises KeyboardInterrupt or Terminated (or exits)
+
+
 def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:
     raise Terminated()
 
@@ -128,7 +161,7 @@ def handled() -> Iterator[None]:
         stream = ClosedStdout()
     sys.stdout = GuardedStdout(stream)
     saved: Dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
+    if in_main_thread():
         saved[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
         if getattr(signal.getsignal(signal.SIGINT), "memplan_startup", False):  # memplan.__main__.run
             saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
