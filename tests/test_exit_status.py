@@ -145,6 +145,12 @@ def run_to_closed_pipe(args: List[str]) -> subprocess.CompletedProcess:
     ["simulate", SBM, "--csv"],
     ["simulate", SBM, "--json", "--check"],
     ["diff-semantics", REVIEW, "--json"],
+    ["explain", SBM, "36"],
+    ["map", SBM],
+    ["plan", SBM, "--size", "512M", "--check"],
+    ["unplug", SBM, "--by", "128M", "--json"],
+    ["snapshot", "--sysroot", os.path.join(ROOT, "tests", "fixtures", "qemu-6.1-post2")],
+    ["fleet", os.path.join(ROOT, "profiles"), "--jsonl", "--workers", "2"],
     ["profiles"],
     ["--help"],
 ])
