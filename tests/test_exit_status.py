@@ -269,3 +269,34 @@ def test_a_signal_during_start_up_is_one_line(signum, code, line):
                           timeout=60)
     assert done.returncode == code
     assert done.stderr == line + "\n"
+
+
+@pytest.mark.parametrize("error, code", [(BrokenPipeError(32, "Broken pipe"), ExitStatus.BROKEN_PIPE),
+                                         (OSError(28, "No space left on device"), ExitStatus.IO_ERROR)])
+def test_output_errors_in_process(monkeypatch, capsys, error, code):
+    """A write error on stdout, also one raised by a writer that holds the real stream (round
+    the guard): the status of the error, never click's "exit 1" for EPIPE."""
+    import click
+
+    def callback() -> None:
+        if isinstance(error, BrokenPipeError):
+            raise error
+        sys.stdout.write("x" * 10)
+
+    class Failing:
+        def write(self, text: str) -> int:
+            raise error
+
+        def flush(self) -> None:
+            raise error
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setitem(main.commands, "writer", click.Command("writer", callback=callback))
+    monkeypatch.setattr(sys, "stdout", Failing())
+    with pytest.raises(SystemExit) as ended:
+        main(["writer"], prog_name="memplan")
+    assert ended.value.code == code
+    full = "memplan: error: cannot write to stdout: No space left on device\n"
+    assert capsys.readouterr().err == ("" if code == ExitStatus.BROKEN_PIPE else full)
