@@ -109,7 +109,7 @@ class MemplanGroup(click.Group):
             # click would turn it into Abort ("Aborted!", exit 1): keep it a KeyboardInterrupt
             raise _Interrupted() from None
         except BrokenPipeError as exc:  # a write that went round the stdout guard: 141 all the same
-            raise signals.OutputError(exc) from None
+            raise signals.OutputError(exc, signals.guarded_stream()) from None
 
     def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
              complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:

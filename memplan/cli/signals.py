@@ -30,9 +30,11 @@ from memplan.core.status import ExitStatus
 class OutputError(BaseException):
     """Writing to stdout failed (``cause`` is the ``OSError``)."""
 
-    def __init__(self, cause: OSError) -> None:
+    def __init__(self, cause: OSError, stream: Any = None) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        #: the stream that failed (``None``: not known)
+        self.stream = stream
 
     @property
     def broken_pipe(self) -> bool:
@@ -52,7 +54,7 @@ class GuardedStdout:
         try:
             return self._stream.write(text)
         except OSError as exc:
-            raise OutputError(exc) from None
+            raise OutputError(exc, self._stream) from None
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -62,10 +64,15 @@ class GuardedStdout:
         try:
             self._stream.flush()
         except OSError as exc:
-            raise OutputError(exc) from None
+            raise OutputError(exc, self._stream) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def guarded_stream() -> Any:
+    """The stream behind the stdout guard (``None`` outside ``handled()``)."""
+    return sys.stdout._stream if isinstance(sys.stdout, GuardedStdout) else None
 
 
 class ClosedStdout:
@@ -177,7 +184,8 @@ def finish(exc: BaseException) -> Optional[int]:
     """The exit status for an interruption or an output error, after its one stderr line
     (none for a broken pipe); ``None`` for any other exception."""
     if isinstance(exc, OutputError):
-        _discard_pending_output(sys.__stdout__)
+        if exc.stream is sys.__stdout__:  # never another process's fd 1 when memplan runs in-process
+            _discard_pending_output(exc.stream)
         if exc.broken_pipe:
             return int(ExitStatus.BROKEN_PIPE)
         reason = exc.cause.strerror or str(exc.cause)
