@@ -8,8 +8,7 @@ never a traceback, a hang or a memory blow-up. Cases marked ``error`` must be re
 Cases are a fixed, deterministic list. They run in a few long-lived worker processes (imports
 paid once per worker, ``RLIMIT_AS`` of ``MEMORY_LIMIT``): each case gets ``TIME_LIMIT`` seconds
 (``SIGALRM`` in the worker; the parent kills a worker that does not answer and starts another).
-Option cases exercise command-line code: the ones that fail today because of that code are
-marked ``xfail`` (``strict=False``) with their class; profile, size and tree cases must all pass.
+Every case must pass: there is no known failure.
 """
 
 from __future__ import annotations
@@ -35,40 +34,7 @@ from memplan.profile import toml
 
 MEMORY_LIMIT = 3 << 29  # 1.5 GiB of address space per worker
 TIME_LIMIT = 6.0  # seconds per case (the parent gives up on a worker 4 s later)
-#: known failures (marked xfail) get less: most of them hang until their limit today
-TIME_LIMIT_KNOWN_FAILING = 2.0
 WORKERS = max(2, min(4, os.cpu_count() or 2))
-#: cases that fail today because of command-line code another branch hardens
-CLI_XFAIL = "command-line code (option hardening lands with the cli branch)"
-#: the cases that fail on this branch because of snapshot or command-line code (run on
-#: 2026-12-04); each is marked xfail with its class, the rest must pass
-KNOWN_FAILING = {
-    'bad option values:--blocks 0-3000000000',
-    'bad option values:--blocks 0-3000000000 json',
-    'bad option values:--blocks 20 digits',
-    'bad option values:--blocks 2^64',
-    'bad option values:--blocks full-width',
-    'bad option values:--semantics unknown',
-    'bad option values:--sysroot is a file',
-    'bad option values:--write-profile to a directory',
-    'bad option values:diff --blocks 0-3000000000',
-    'bad option values:explain -1',
-    'bad option values:explain 20 digits',
-    'bad option values:explain 2^63',
-    'bad option values:fleet --jobs -1',
-    'bad option values:fleet --jobs 0',
-    'bad option values:fleet --jobs 2^64',
-    'bad option values:map --blocks 20 digits',
-    'bad option values:snapshot --jobs 0',
-    'bad option values:snapshot --jobs 2^64',
-    'bad option values:unknown command',
-    'bad option values:unknown option',
-    'bad option values:unplug --device 1 MB',
-    'special files:profile dir',
-    "terminal:COLUMNS=''",
-    "terminal:COLUMNS='1e3'",
-    "terminal:COLUMNS='abc'",
-}
 
 
 @dataclass
@@ -79,8 +45,6 @@ class Case:
     #: "error": must be refused (exit 2, one error line); "any": exit 0 or refused
     expect: str = "any"
     env: Dict[str, str] = field(default_factory=dict)
-    #: a reason when the case exercises code another branch is fixing
-    xfail: Optional[str] = None
 
     @property
     def id(self) -> str:
@@ -489,20 +453,18 @@ def option_cases(profile: str) -> List[Case]:
     decimal = "9" * 400 + ".5G"
     c = "bad option values"
     cases = [
-        Case(c, "--blocks 20 digits", ["simulate", profile, "--blocks", big], "error", xfail=CLI_XFAIL),
-        Case(c, "--blocks 0-3000000000", ["simulate", profile, "--blocks", "0-3000000000"], "error", xfail=CLI_XFAIL),
-        Case(c, "--blocks 0-3000000000 json", ["simulate", profile, "--json", "--blocks", "0-3000000000"], "error",
-             xfail=CLI_XFAIL),
-        Case(c, "--blocks full-width", ["simulate", profile, "--blocks", "３２"], "error", xfail=CLI_XFAIL),
-        Case(c, "--blocks -1", ["simulate", profile, "--blocks", "-1"], "error", xfail=CLI_XFAIL),
+        Case(c, "--blocks 20 digits", ["simulate", profile, "--blocks", big], "error"),
+        Case(c, "--blocks 0-3000000000", ["simulate", profile, "--blocks", "0-3000000000"], "error"),
+        Case(c, "--blocks 0-3000000000 json", ["simulate", profile, "--json", "--blocks", "0-3000000000"], "error"),
+        Case(c, "--blocks full-width", ["simulate", profile, "--blocks", "３２"], "error"),
+        Case(c, "--blocks -1", ["simulate", profile, "--blocks", "-1"], "error"),
         Case(c, "--blocks empty", ["simulate", profile, "--blocks", ""], "error"),
-        Case(c, "--blocks 2^64", ["simulate", profile, "--blocks", str(2**64)], "error", xfail=CLI_XFAIL),
-        Case(c, "explain 20 digits", ["explain", profile, big], "error", xfail=CLI_XFAIL),
-        Case(c, "explain -1", ["explain", profile, "-1"], "error", xfail=CLI_XFAIL),
-        Case(c, "explain 2^63", ["explain", profile, str(2**63)], "error", xfail=CLI_XFAIL),
-        Case(c, "map --blocks 20 digits", ["map", profile, "--blocks", big], "error", xfail=CLI_XFAIL),
-        Case(c, "diff --blocks 0-3000000000", ["diff-semantics", profile, "--blocks", "0-3000000000"], "error",
-             xfail=CLI_XFAIL),
+        Case(c, "--blocks 2^64", ["simulate", profile, "--blocks", str(2**64)], "error"),
+        Case(c, "explain 20 digits", ["explain", profile, big], "error"),
+        Case(c, "explain -1", ["explain", profile, "-1"], "error"),
+        Case(c, "explain 2^63", ["explain", profile, str(2**63)], "error"),
+        Case(c, "map --blocks 20 digits", ["map", profile, "--blocks", big], "error"),
+        Case(c, "diff --blocks 0-3000000000", ["diff-semantics", profile, "--blocks", "0-3000000000"], "error"),
         Case(c, "plan 20 digits", ["plan", profile, "--size", big], "error"),
         Case(c, "plan 400-digit decimal", ["plan", profile, "--size", decimal], "error"),
         Case(c, "plan 16E", ["plan", profile, "--size", "16E"], "error"),
@@ -517,42 +479,37 @@ def option_cases(profile: str) -> List[Case]:
         Case(c, "unplug --by 16E", ["unplug", profile, "--by", "16E"], "error"),
         Case(c, "unplug --by 1.5", ["unplug", profile, "--by", "1.5"], "error"),
         Case(c, "unplug --sweep --step 1", ["unplug", profile, "--sweep", "--step", "1"], "error"),
-        Case(c, "unplug --sweep --step 0", ["unplug", profile, "--sweep", "--step", "0"], "error", xfail=CLI_XFAIL),
+        Case(c, "unplug --sweep --step 0", ["unplug", profile, "--sweep", "--step", "0"], "error"),
         Case(c, "unplug --sweep --step 400 digits", ["unplug", profile, "--sweep", "--step", decimal], "error"),
-        Case(c, "unplug --device 1 MB", ["unplug", profile, "--to", "0", "--device", "x" * 100000], "error",
-             xfail=CLI_XFAIL),
-        Case(c, "--semantics unknown", ["simulate", profile, "--semantics", "garbage"], "error", xfail=CLI_XFAIL),
-        Case(c, "-o unknown column", ["simulate", profile, "-o", "NOPE"], "error", xfail=CLI_XFAIL),
+        Case(c, "unplug --device 1 MB", ["unplug", profile, "--to", "0", "--device", "x" * 100000], "error"),
+        Case(c, "--semantics unknown", ["simulate", profile, "--semantics", "garbage"], "error"),
+        Case(c, "-o unknown column", ["simulate", profile, "-o", "NOPE"], "error"),
         Case(c, "-o 100000 columns", ["simulate", profile, "-o", ",".join(["BLOCK"] * 100000)], "any"),
-        Case(c, "--split unknown", ["simulate", profile, "--split", "NOPE"], "error", xfail=CLI_XFAIL),
-        Case(c, "unknown option", ["simulate", profile, "--nope"], "error", xfail=CLI_XFAIL),
-        Case(c, "unknown command", ["nope"], "error", xfail=CLI_XFAIL),
+        Case(c, "--split unknown", ["simulate", profile, "--split", "NOPE"], "error"),
+        Case(c, "unknown option", ["simulate", profile, "--nope"], "error"),
+        Case(c, "unknown command", ["nope"], "error"),
         Case(c, "profile and --sysroot", ["simulate", profile, "--sysroot", TREE], "error"),
-        Case(c, "--sysroot is a file", ["simulate", "--sysroot", profile], "error", xfail=CLI_XFAIL),
+        Case(c, "--sysroot is a file", ["simulate", "--sysroot", profile], "error"),
         Case(c, "--sysroot missing", ["simulate", "--sysroot", "/nonexistent/tree"], "error"),
-        Case(c, "--write-profile to a directory", ["plan", profile, "--size", "128M", "--write-profile", "/"], "error",
-             xfail=CLI_XFAIL),
+        Case(c, "--write-profile to a directory", ["plan", profile, "--size", "128M", "--write-profile", "/"], "error"),
         Case(c, "--write-profile to /dev/full", ["plan", profile, "--size", "128M", "--write-profile", "/dev/full"],
              "error"),
         Case(c, "--write-profile missing dir",
              ["plan", profile, "--size", "128M", "--write-profile", "/nonexistent/x.toml"],
              "error"),
-        Case(c, "--svg to /dev/full", ["map", profile, "--svg", "/dev/full"], "error", xfail=CLI_XFAIL),
+        Case(c, "--svg to /dev/full", ["map", profile, "--svg", "/dev/full"], "error"),
         Case(c, "fleet --plan-size 400 digits", ["fleet", profile, "--plan-size", decimal], "error"),
         Case(c, "fleet --unplug-by 2^64", ["fleet", profile, "--unplug-by", str(2**64)], "error"),
-        Case(c, "fleet --jobs 0", ["fleet", profile, "--jobs", "0"], "error", xfail=CLI_XFAIL),
-        Case(c, "fleet --jobs 2^64", ["fleet", profile, "--jobs", str(2**64)], "error", xfail=CLI_XFAIL),
-        Case(c, "fleet --jobs -1", ["fleet", profile, "--jobs", "-1"], "error", xfail=CLI_XFAIL),
-        Case(c, "snapshot --jobs 2^64", ["snapshot", "--sysroot", TREE, "--jobs", str(2**64)], "error",
-             xfail=CLI_XFAIL),
-        Case(c, "snapshot --jobs 0", ["snapshot", "--sysroot", TREE, "--jobs", "0"], "error", xfail=CLI_XFAIL),
+        Case(c, "fleet --jobs 0", ["fleet", profile, "--jobs", "0"], "error"),
+        Case(c, "fleet --jobs 2^64", ["fleet", profile, "--jobs", str(2**64)], "error"),
+        Case(c, "fleet --jobs -1", ["fleet", profile, "--jobs", "-1"], "error"),
+        Case(c, "snapshot --jobs 2^64", ["snapshot", "--sysroot", TREE, "--jobs", str(2**64)], "error"),
+        Case(c, "snapshot --jobs 0", ["snapshot", "--sysroot", TREE, "--jobs", "0"], "error"),
     ]
     for value in ("abc", "0", "-5", "99999999999999999999", "1e3", "", " 80", "８０"):
-        cases.append(Case("terminal", f"COLUMNS={value!r}", ["simulate", profile], "any", env={"COLUMNS": value},
-                          xfail=CLI_XFAIL))
+        cases.append(Case("terminal", f"COLUMNS={value!r}", ["simulate", profile], "any", env={"COLUMNS": value}))
     for value in ("abc", "0", "99999999999999999999"):
-        cases.append(Case("terminal", f"LINES={value!r}", ["map", profile], "any", env={"LINES": value},
-                          xfail=CLI_XFAIL))
+        cases.append(Case("terminal", f"LINES={value!r}", ["map", profile], "any", env={"LINES": value}))
     return cases
 
 
@@ -629,7 +586,7 @@ class Worker:
     def run(self, case: Case) -> Dict[str, Any]:
         assert self.proc.stdin is not None
         try:
-            limit = TIME_LIMIT_KNOWN_FAILING if case.id in KNOWN_FAILING else TIME_LIMIT
+            limit = TIME_LIMIT
             self.proc.stdin.write(json.dumps({"argv": case.argv, "env": case.env, "timeout": limit}) + "\n")
             self.proc.stdin.flush()
             line = self.replies.get(timeout=limit + 4)
@@ -693,8 +650,7 @@ def build_cases(base: str, setups: List[Any]) -> List[Case]:
     for how in ("fifo", "zero", "null", "dir", "socket", "loop", "dangling", "missing", "empty"):
         setups.append(lambda how=how: _replace(profiles, f"special-{how}.toml", how))
         special = os.path.join(profiles, f"special-{how}.toml")
-        cases.append(Case("special files", f"profile {how}", ["simulate", special],
-                          "error", xfail=f"special files: {CLI_XFAIL}" if how == "dir" else None))
+        cases.append(Case("special files", f"profile {how}", ["simulate", special], "error"))
     for n, (name, data) in enumerate((("sparse 100 MB", None), ("binary", bytes(range(256)) * 64),
                                       ("utf-16", BASE.encode("utf-16")), ("NUL bytes", b"format = 1\x00\n"),
                                       ("invalid utf-8", b"format = 1\n# \xff\xfe\n"))):
@@ -746,13 +702,7 @@ def outcomes():
 
 
 def _params() -> List[Any]:
-    def marks(case: Case) -> List[Any]:
-        if case.id not in KNOWN_FAILING:
-            return []
-        reason = case.xfail or f"{case.cls}: {CLI_XFAIL}"
-        return [pytest.mark.xfail(reason=reason, strict=False)]
-
-    return [pytest.param(case, id=case.id, marks=marks(case)) for case in _cases()]
+    return [pytest.param(case, id=case.id) for case in _cases()]
 
 
 def verdict(case: Case, result: Dict[str, Any]) -> Optional[str]:

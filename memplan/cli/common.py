@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NoReturn,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 import click
-from rich.console import Console
 
+from memplan.cli.signals import one_line
 from memplan.core.errors import ProfileError, UsageError
-from memplan.core.machine import Machine
 from memplan.core.results import Confidence
 from memplan.core.status import ExitStatus, check_status
-from memplan.core.units import parse_block_ranges, parse_chmem_size, parse_size
+from memplan.core.units import format_block_ranges, parse_block_spans, parse_chmem_size, parse_size
 from memplan.kernel.semantics import SEMANTICS
-from memplan.plans.state import MachineState
-from memplan.profile.bundled import missing_profile_hint
-from memplan.profile.reader import load_profile
-from memplan.profile.writer import read_document, write_profile
-from memplan.render import json as render_json
-from memplan.render.console import make_console
 from memplan.snapshot import ingest
-from memplan.snapshot.reader import load_snapshot
+
+if TYPE_CHECKING:  # the readers, writers and renderers are imported by the function that uses them
+    from rich.console import Console
+
+    from memplan.core.machine import Machine
+    from memplan.plans.state import MachineState
 
 #: a click command function that an option decorator returns as it is (with the option added)
 FuncT = TypeVar("FuncT", bound=Callable[..., Any])
@@ -31,10 +42,14 @@ FuncT = TypeVar("FuncT", bound=Callable[..., Any])
 def stdout_console() -> Console:
     """stdout for results; no colour unless stdout is a terminal (rich honours NO_COLOR); the
     width only matters to ``map`` (``memplan.render.console``: a bad ``COLUMNS`` is ignored)."""
+    from memplan.render.console import make_console
+
     return make_console()
 
 
 def stderr_console() -> Console:
+    from memplan.render.console import make_console
+
     return make_console(stderr=True)
 
 
@@ -68,10 +83,16 @@ def machine_source(profile: Optional[str], sysroot: Optional[str], live: bool) -
 def load_machine(profile: str) -> Machine:
     """A machine from a profile path, or from a snapshot (``--sysroot``/``--live``)."""
     if isinstance(profile, SnapshotSource):
+        from memplan.snapshot.reader import load_snapshot
+
         return load_snapshot(str(profile), live=profile.live)
+    from memplan.profile.reader import load_profile
+
     try:
         return load_profile(profile)
     except ProfileError as exc:
+        from memplan.profile.bundled import missing_profile_hint
+
         hint = None if exc.hint or exc.key else missing_profile_hint(profile)
         if hint is None:
             raise
@@ -120,13 +141,80 @@ def semantics_option(func: FuncT) -> FuncT:
                         help="Kernel semantics (default: the profile's, else refcount = mainline).")(func)
 
 
-def parse_blocks(value: Optional[str]) -> Optional[List[int]]:
-    if value is None:
-        return None
+#: ``--blocks`` examples, shown with every error about its value
+BLOCKS_EXAMPLES = "examples: 7, 32-63, 1,4,8-9"
+#: Without a machine to check them against, ``--blocks`` may name at most this many blocks (a
+#: 64 TiB machine of 128 MiB blocks has 2^19): more than that is no machine's list of blocks.
+MAX_LISTED_BLOCKS = 1 << 22
+
+
+def _block_spans(value: str) -> List[Tuple[int, int]]:
+    """``--blocks`` as written: ASCII decimal spans (``３２`` is not 32), never expanded."""
+    if not value.isascii():
+        raise UsageError(f"--blocks: {value!r} is not a block range ({BLOCKS_EXAMPLES}; ASCII digits)")
     try:
-        return parse_block_ranges(value)
+        return parse_block_spans(value)
     except ValueError as exc:
         raise UsageError(f"--blocks: {exc}") from None
+
+
+def parse_blocks(value: Optional[str], machine: Optional[Machine] = None) -> Optional[List[int]]:
+    """``--blocks RANGE`` as block ids (``None``: not given).
+
+    With ``machine`` every block named must be one of its memory blocks (else one error line
+    naming the first absent block); ranges are checked as spans against the machine's sorted
+    block ids, so ``0-3000000000`` costs as much as ``0-3``. Without a machine the list is
+    expanded, up to ``MAX_LISTED_BLOCKS`` blocks."""
+    if value is None:
+        return None
+    spans = _block_spans(value)
+    if machine is not None:
+        return present_blocks(machine, value, spans)
+    total = 0
+    for lo, hi in spans:
+        total += hi - lo + 1
+        if total > MAX_LISTED_BLOCKS:
+            raise UsageError(f"--blocks: {value!r} names more than {MAX_LISTED_BLOCKS} memory blocks, more than "
+                             f"any machine has ({BLOCKS_EXAMPLES})")
+    return sorted({block for lo, hi in spans for block in range(lo, hi + 1)})
+
+
+def present_blocks(machine: Machine, value: str, spans: Sequence[Tuple[int, int]]) -> List[int]:
+    """The ids in ``spans`` (sorted, each once), all of which must exist on ``machine``."""
+    import numpy as np
+
+    ids = machine.blocks.ids  # sorted int64
+    top = int(ids[-1]) if len(ids) else -1
+    chosen: List[int] = []
+    for lo, hi in spans:
+        last = min(hi, top)  # within int64 from here on
+        if lo <= last:
+            left = int(np.searchsorted(ids, lo, side="left"))
+            right = int(np.searchsorted(ids, last, side="right"))
+            found = ids[left:right]
+            if len(found) != last - lo + 1:
+                gaps = np.flatnonzero(found != np.arange(lo, lo + len(found), dtype=np.int64))
+                _absent(machine, value, lo + int(gaps[0]) if len(gaps) else lo + len(found))
+            chosen.extend(found.tolist())
+        if hi > top:
+            _absent(machine, value, max(lo, top + 1))
+    return sorted(set(chosen))
+
+
+def _absent(machine: Machine, value: str, block: int) -> NoReturn:
+    import numpy as np
+
+    ids = machine.blocks.ids
+    present = format_block_ranges([int(i) for i in ids]) if len(ids) else "none"
+    if len(present) > 60:
+        present = present[:57] + "..."
+    hint = None
+    if len(ids):  # the nearest block that exists (``block`` may be past int64)
+        row = min(int(np.searchsorted(ids, min(block, int(ids[-1])))), len(ids) - 1)
+        nearest = min((int(ids[r]) for r in (row - 1, row) if r >= 0), key=lambda b: abs(b - block))
+        hint = f"did you mean {nearest}?"
+    raise UsageError(f"--blocks {value!r}: memory block {block} does not exist on {machine.name} "
+                     f"(blocks: {present})", hint=hint)
 
 
 def blocks_option(func: FuncT) -> FuncT:
@@ -162,7 +250,7 @@ def trust_option(func: FuncT) -> FuncT:
 
 def print_warnings(warnings: Iterable[str]) -> None:
     for warning in warnings:
-        click.echo(f"memplan: warning: {warning}", err=True)
+        click.echo(one_line(f"memplan: warning: {warning}"), err=True)
 
 
 class CapacityResult(Protocol):
@@ -188,6 +276,9 @@ def finish_capacity_command(result: R, state: MachineState, profile: str, out: O
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
     warnings, render, and exit with chmem's codes under ``--check`` (counting the memory whose
     confidence ``--trust`` accepts)."""
+    from memplan.profile.writer import read_document, write_profile
+    from memplan.render import json as render_json
+
     warnings = list(warnings)
     if out:
         warnings += write_profile(state.machine, read_document(profile), state.to_machine(), out, header=header)

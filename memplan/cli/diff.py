@@ -73,7 +73,7 @@ def diff_semantics_command(profile: str, left: str, right: str, blocks: str, for
     """
     options, document = listing_request(table, as_json, difference_columns(left, right), csv=as_csv)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
-    result = diff_semantics(machine, left, right, parse_blocks(blocks))
+    result = diff_semantics(machine, left, right, parse_blocks(blocks, machine))
     print_warnings(result.warnings)
     if document:
         render_json.write(render_diff.diff_dict(result), sys.stdout)

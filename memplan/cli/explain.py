@@ -33,9 +33,12 @@ def parse_block(value: str) -> int:
     text = value.strip()
     if text.startswith("memory"):
         text = text[len("memory"):]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise UsageError(f"BLOCK: {value!r} is not a memory block number", hint="e.g. 36 or memory36")
-    return int(text)
+    block = int(text)
+    if block >= 1 << 63:  # no machine has it (block ids are below 2^52 / 128 MiB)
+        raise UsageError(f"BLOCK: {value!r} is not a memory block of any machine", hint="e.g. 36 or memory36")
+    return block
 
 
 def machine_and_block(words: Tuple[str, ...], sysroot: Optional[str], live: bool) -> Tuple[str, str]:

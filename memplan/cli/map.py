@@ -76,7 +76,7 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     if diff and semantics is not None:
         raise UsageError("--semantics cannot be combined with --diff", hint="use --left and --right")
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
-    selected = parse_blocks(blocks)
+    selected = parse_blocks(blocks, machine)
     if diff:
         lsem, rsem = left or DEFAULT_LEFT, right or DEFAULT_RIGHT
         lresult = simulate(machine, lsem, selected)

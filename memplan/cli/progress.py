@@ -8,32 +8,31 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Optional, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Iterator, Optional, TextIO
 
 from memplan.engine.simulation import Progress as ProgressCallback
-from memplan.render.console import make_console
+
+if TYPE_CHECKING:  # rich.progress is imported only when a bar is shown (start-up stays fast)
+    from rich.console import Console
 
 
-class PagesPerSecond(ProgressColumn):
-    """Pages judged per second (the tasks count memory blocks)."""
+def pages_per_second(pages_per_block: int) -> Any:
+    """A rich progress column: pages judged per second (the tasks count memory blocks)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
 
-    def __init__(self, pages_per_block: int) -> None:
-        super().__init__()
-        self.pages_per_block = pages_per_block
+    class PagesPerSecond(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            if not speed:
+                return Text("- pages/s", style="progress.data.speed")
+            rate = speed * pages_per_block
+            for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+                if rate >= scale:
+                    return Text(f"{rate / scale:.1f}{unit} pages/s", style="progress.data.speed")
+            return Text(f"{rate:.0f} pages/s", style="progress.data.speed")
 
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if not speed:
-            return Text("- pages/s", style="progress.data.speed")
-        rate = speed * self.pages_per_block
-        for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-            if rate >= scale:
-                return Text(f"{rate / scale:.1f}{unit} pages/s", style="progress.data.speed")
-        return Text(f"{rate:.0f} pages/s", style="progress.data.speed")
+    return PagesPerSecond()
 
 
 def wanted(as_json: bool, stream: Optional[TextIO] = None) -> bool:
@@ -49,8 +48,12 @@ def block_progress(enabled: bool, pages_per_block: int, description: str = "simu
     if not enabled:
         yield None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from memplan.render.console import make_console
+
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("blocks"), PagesPerSecond(pages_per_block),
+                   MofNCompleteColumn(), TextColumn("blocks"), pages_per_second(pages_per_block),
                    TimeRemainingColumn(), console=console or make_console(stderr=True), transient=True)
     task = bar.add_task(description, total=None)
 

@@ -83,7 +83,7 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
     tree = sysfs_tree(profile)
     columns = verdict_columns(tree is not None and tree.have_memconfig)
     facts = MachineFacts(machine, tree, read_tree=reads_tree(columns, options))
-    selected = parse_blocks(blocks)
+    selected = parse_blocks(blocks, machine)
     if not (document or as_jsonl or as_csv) and not needs_verdicts(columns, options):
         # lsmem's listing: every present block (or the selected ones), as lsmem lists them
         print_warnings(machine.warnings)

@@ -44,3 +44,10 @@ def did_you_mean(value: str, choices: Iterable[str]) -> Optional[str]:
     """Return ``"did you mean 'x'?"`` for the closest choice, or ``None``."""
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the handler ``memplan.cli.signals`` installs (as
+    Python raises ``KeyboardInterrupt`` for SIGINT): ``finally`` blocks and ``except
+    BaseException`` clean-ups run (worker processes stopped, temporary files removed), then
+    the CLI exits with ``ExitStatus.TERMINATED``."""
