@@ -55,7 +55,7 @@ def test_every_status_is_documented_once():
     (["simulate", SBM, "--nope"], "memplan: error: simulate: ", "--nope"),
     (["nope"], "memplan: error: ", "'nope'"),
     (["simulate", SBM, "--semantics", "garbage"], "memplan: error: simulate: ", "'garbage'"),
-    (["explain", SBM], "memplan: error: explain: ", "BLOCK"),
+    (["explain", SBM], "memplan: error: give a PROFILE, --sysroot DIR or --live, and a BLOCK", "BLOCK"),
     (["explain", SBM, "-1"], "memplan: error: explain: ", "-1"),
     (["simulate", "--sysroot", SBM], "memplan: error: simulate: ", "is a file"),
     (["fleet"], "memplan: error: fleet: ", "INPUT"),

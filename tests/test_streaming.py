@@ -189,7 +189,8 @@ def test_jsonl_check_exit_status():
 def test_unknown_block_fails_before_any_output():
     result = _run("simulate", bundled("boot-vm.toml"), "--jsonl", "--blocks", "999")
     assert result.exit_code == 2
-    assert result.output.startswith("memplan: error: memory block 999 does not exist")
+    assert result.output.startswith("memplan: error: --blocks '999': memory block 999 does not exist")
+    assert len(result.output.splitlines()) == 1
 
 
 def test_progress_bar_ends_before_the_results_print():
