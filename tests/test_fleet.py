@@ -140,15 +140,16 @@ def test_simulate_summaries_match_simulate_on_each_host(fleet):
 
 
 def test_plan_summaries_match_plan_on_each_host(fleet):
+    size = 512 * MiB  # some hosts reach it, others stop where chmem would hang (measured)
     tasks = make_tasks([os.path.join(fleet, "profiles"), os.path.join(fleet, "snapshots", "qemu-6.1-post1")],
-                       FleetOptions(FleetMode.PLAN, size=GiB))
+                       FleetOptions(FleetMode.PLAN, size=size))
     statuses = set()
     for task in tasks:
         host = run_host(task)
-        result, _ = plan(_machine(task), GiB)
+        result, _ = plan(_machine(task), size)
         assert host.error is None
-        assert (host.asked_bytes, host.achieved_bytes) == (GiB, result.achieved_bytes)
-        assert host.unreclaimable_bytes == GiB - result.achieved_bytes
+        assert (host.asked_bytes, host.achieved_bytes) == (size, result.achieved_bytes)
+        assert host.unreclaimable_bytes == size - result.achieved_bytes
         assert host.blocks == len(result.attempts)
         assert host.offlined == len(result.offlined)
         assert host.offlinable_bytes == result.achieved_bytes

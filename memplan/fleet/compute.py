@@ -347,7 +347,9 @@ def simulate_summary(task: HostTask, machine: Machine) -> HostSummary:
 
 
 def plan_summary(task: HostTask, machine: Machine) -> HostSummary:
-    """``memplan plan --size``: chmem -d, block after block over one changing machine state."""
+    """``memplan plan --size``: chmem -d, block after block over one changing machine state,
+    stopping where chmem's write would hang (chmem's contract, as ``memplan plan`` without
+    ``--skip-hangs``)."""
     from memplan.plans.plan import plan
     size = int(task.options.size or 0)
     result, _ = plan(machine, size, task.options.semantics)

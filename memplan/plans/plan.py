@@ -161,11 +161,12 @@ def run_plan(state: MachineState, size: int, blocks: Optional[BlockSpec] = None,
 
 
 def plan(machine: Machine, size: int, semantics: Optional[str] = None, blocks: Optional[BlockSpec] = None,
-         zone: Optional[str] = None, skip_hangs: bool = True) -> Tuple[PlanResult, MachineState]:
+         zone: Optional[str] = None, skip_hangs: bool = False) -> Tuple[PlanResult, MachineState]:
     """Simulate ``chmem -d SIZE``; returns the result and the machine state afterwards.
 
-    ``skip_hangs=False`` is chmem's contract (``memplan plan`` passes it unless
-    ``--skip-hangs``); the default keeps what library callers (fleet) got before."""
+    By default chmem's contract: its write to ``memoryN/state`` is synchronous, so the plan
+    stops at the first block that hangs (what Ctrl-C leaves). ``skip_hangs=True`` models a tool
+    that interrupts each hanging write with a signal and goes on (``--skip-hangs``)."""
     state = MachineState(machine, semantics)
     return run_plan(state, size, blocks, zone, skip_hangs), state
 
