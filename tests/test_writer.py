@@ -95,8 +95,9 @@ def assert_round_trip(state, doc, tmp_path):
 
 def test_plan_result_loads_back(tmp_path):
     machine, doc = machine_and_doc()
-    result, state = plan(machine, 384 * MB)
-    # 33 (MOVABLE_PARTIAL) goes, 32 hangs on its slab page, 9 has a hole, then 8 and 7.
+    result, state = plan(machine, 384 * MB, skip_hangs=True)
+    # With --skip-hangs: 33 (MOVABLE_PARTIAL) goes, 32 hangs on its slab page, 9 has a hole,
+    # then 8 and 7. (chmem's own contract stops at 32: test_plan_stops_at_a_hang below.)
     assert result.offlined == (33, 8, 7)
     path, loaded = assert_round_trip(state, doc, tmp_path)
     text = path.read_text()
@@ -104,6 +105,14 @@ def test_plan_result_loads_back(tmp_path):
     assert text.startswith("# test")
     pool = loaded.environment.hugetlb[9]
     assert (pool.free, pool.resv) == (state.pools[9].free, 0)
+
+
+def test_plan_stops_at_a_hang(tmp_path):
+    machine, doc = machine_and_doc()
+    result, state = plan(machine, 384 * MB)
+    # chmem's write to memory32/state never returns: nothing after it is tried.
+    assert result.offlined == (33,)
+    assert_round_trip(state, doc, tmp_path)
 
 
 def test_unplug_result_loads_back_and_chains(tmp_path):
