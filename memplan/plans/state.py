@@ -77,7 +77,7 @@ from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets,
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
 from memplan.kernel.pages import RangeView
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
-from memplan.kernel.virtio_mem import BbmState, SbmState
+from memplan.kernel.virtio_mem import bbm_state, sbm_state
 from memplan.plans.types import MemoryLeft, ZoneMemory
 
 FREE = int(PageKind.FREE)
@@ -246,20 +246,13 @@ class MachineState:
             return None
         block = int(self.ids[row])
         if dev.sbm:
-            if not self.present[row]:
-                return SbmState.UNUSED.value
-            full = bool(dev.subblocks(block).all())
-            if self.state[row] != 0:
-                return (SbmState.OFFLINE if full else SbmState.OFFLINE_PARTIAL).value
-            if self.zone_of(row) is Zone.MOVABLE:
-                return (SbmState.MOVABLE if full else SbmState.MOVABLE_PARTIAL).value
-            return (SbmState.KERNEL if full else SbmState.KERNEL_PARTIAL).value
+            added = bool(self.present[row])
+            full = added and bool(dev.subblocks(block).all())
+            return sbm_state(added, bool(self.state[row] == 0), self.zone_of(row) is Zone.MOVABLE, full).value
         return self.bb_state_name(dev, dev.big_block_of(block))
 
     def bb_state_name(self, dev: DeviceState, bb: int) -> str:
-        if not dev.plugged[bb]:
-            return BbmState.UNUSED.value
-        return (BbmState.FAKE_OFFLINE if bb in dev.fake_offline else BbmState.ADDED).value
+        return bbm_state(bool(dev.plugged[bb]), bb in dev.fake_offline).value
 
     # ---- pages ----------------------------------------------------------------------------
 
