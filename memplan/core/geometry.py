@@ -124,6 +124,11 @@ class Geometry:
         (``huge_page_order(h) > MAX_PAGE_ORDER``, include/linux/hugetlb.h)."""
         return order > self.max_page_order
 
+    def gigantic(self, orders: np.ndarray) -> np.ndarray:
+        """``is_gigantic()`` of every order of an array."""
+        out: np.ndarray = np.asarray(orders) > self.max_page_order
+        return out
+
     @property
     def page_shift(self) -> int:
         return self.page_size.bit_length() - 1
