@@ -101,3 +101,31 @@ def test_plan_state_names_blocks_as_the_kernel_model_does(profile):
     named = {int(state.ids[row]): state.block_state_name(row) for row in range(len(state.ids))
              if state.device_of(row) is not None}
     assert kernel and {b: named[b] for b in kernel} == kernel
+
+
+def test_a_capacity_plan_counts_hugetlb_folios_at_the_machines_page_size(tmp_path):
+    """16 KiB pages: the PMD hugetlb size is 32 MiB (order 11), not order 9."""
+    from conftest import build_sysroot
+    from memplan.snapshot.reader import load_snapshot
+
+    page, block = 16384, 128 * MiB
+    ppb = block // page
+    geo = Geometry.for_page_size(block, page)
+    flags = np.zeros(2 * ppb, dtype=np.uint64)
+    flags[ppb:] = 1 << kpf.KPF.BUDDY
+    folio = slice(ppb, ppb + geo.pmd_pages)  # one free 32 MiB hugetlb folio at the start of block 1
+    flags[folio] = (1 << kpf.KPF.HUGE) | (1 << kpf.KPF.COMPOUND_TAIL)
+    flags[ppb] = (1 << kpf.KPF.HUGE) | (1 << kpf.KPF.COMPOUND_HEAD)
+    root = build_sysroot(str(tmp_path), {1: ("online", "Normal")}, flags,
+                         f"{block:08x}-{2 * block - 1:08x} : System RAM\n", counts=np.zeros(2 * ppb),
+                         block_size=block, hugepages=False)
+    (tmp_path / "memplan-page-size").write_text(f"{page}\n")
+    hstate = tmp_path / "sys/kernel/mm/hugepages" / f"hugepages-{pmd_size(page) >> 10}kB"
+    hstate.mkdir(parents=True)
+    for key, value in (("nr", 1), ("free", 1), ("resv", 0), ("surplus", 0)):
+        (hstate / f"{key}_hugepages").write_text(f"{value}\n")
+    machine = load_snapshot(root)
+    assert machine.geometry.hugetlb_orders == (11, 22)
+    state = MachineState(machine)
+    assert {order: int(counts.sum()) for order, counts in state.free_huge.items()} == {11: 1, 22: 0}
+    assert state.pools[11].free == 1
