@@ -66,7 +66,8 @@ def explain_sbm_guest_36() -> str:
     from memplan.render.explain import print_story
 
     console = _console(80)
-    print_story(console, explain_block(_load("sbm-guest.toml"), 36))
+    machine = _load("sbm-guest.toml")
+    print_story(console, explain_block(machine, 36), machine.geometry)
     return console.export_text()
 
 

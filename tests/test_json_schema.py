@@ -160,7 +160,7 @@ def _explain_tree(tree: str, block: int):
         from memplan.render.explain import story_dict
         from memplan.snapshot.reader import load_snapshot
         machine = load_snapshot(tree)
-        return json.loads(json.dumps(story_dict(explain_block(machine, block), machine.geometry.page_size,
+        return json.loads(json.dumps(story_dict(explain_block(machine, block), machine.geometry,
                                                 machine.warnings)))
     assert result.exit_code == 0, result.output[-2000:]
     return json.loads(result.stdout)

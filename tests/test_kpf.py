@@ -2,7 +2,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memplan.core.model import FOLIO_ORDER, IS_HUGETLB, IS_LRU, IS_PAGE_OFFLINE, PageKind
+from memplan.core.geometry import DEFAULT_GEOMETRY
+from memplan.core.model import IS_HUGETLB, IS_LRU, IS_PAGE_OFFLINE, PageKind
 from memplan.snapshot import kpf
 
 
@@ -40,7 +41,7 @@ def test_compound_head_and_tail_bits():
     head = flags & (1 << kpf.KPF.COMPOUND_HEAD) != 0
     tail = flags & (1 << kpf.KPF.COMPOUND_TAIL) != 0
     assert list(np.flatnonzero(head)) == [0, 512] and int(tail.sum()) == 1022
-    assert FOLIO_ORDER[int(PageKind.THP)] == 9
+    assert DEFAULT_GEOMETRY.folio_order[int(PageKind.THP)] == 9
 
 
 def test_skippable_fake_offline_shows_owner_2():

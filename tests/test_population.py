@@ -123,7 +123,7 @@ online = "movable"
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_ORDER, LOOK_CLOSER  # noqa: E402
+from memplan.core.model import DEFAULT_REFCOUNT, FOLIO_SIZE, LOOK_CLOSER, FolioSize  # noqa: E402
 
 HINTED = """
 [[ram]]
@@ -177,7 +177,7 @@ def test_hints_cover_what_the_pages_hold(seed, thp, hugetlb, slab, pfn, kind):
     assert batch.rows_with_refcount().any() == (batch.refcount is not None)
     # whole_folios: 2 MiB kinds fill whole aligned slots
     slots = kinds.reshape(len(ids), -1, 512)
-    compound = FOLIO_ORDER[slots] == 9
+    compound = FOLIO_SIZE[slots] == FolioSize.PMD
     assert (compound.all(axis=2) | ~compound.any(axis=2)).all()
     assert ((slots == slots[:, :, :1]) | ~compound).all()
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import machine_from
-from memplan.core.model import FOLIO_ORDER, PageKind
+from memplan.core.model import FOLIO_SIZE, FolioSize, PageKind
 from memplan.core.results import Outcome
 from memplan.engine.simulation import simulate
 from memplan.plans.state import MachineState
@@ -158,5 +158,5 @@ def test_offlining_moves_pages_and_never_creates_or_loses_any(fills, seed):
         else:
             assert after == before  # migrated or not, every page is still somewhere
         assert state.free_pages_total() == after["free"]
-        assert (FOLIO_ORDER[np.concatenate([state.pages(int(state.ids[r])).kinds for r in state.online_rows()])]
-                <= 9).all() if len(state.online_rows()) else True
+        assert (FOLIO_SIZE[np.concatenate([state.pages(int(state.ids[r])).kinds for r in state.online_rows()])]
+                <= FolioSize.PMD).all() if len(state.online_rows()) else True

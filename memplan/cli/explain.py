@@ -91,7 +91,7 @@ def explain_command(words: Tuple[str, ...], sysroot: Optional[str], live: bool, 
         story = dataclasses.replace(story, verdict=judged)
     print_warnings(machine.warnings)
     if as_json:
-        render_json.write(render_explain.story_dict(story, machine.geometry.page_size, machine.warnings), sys.stdout)
+        render_json.write(render_explain.story_dict(story, machine.geometry, machine.warnings), sys.stdout)
     else:
-        render_explain.print_story(stdout_console(), story, machine.geometry.page_size)
+        render_explain.print_story(stdout_console(), story, machine.geometry)
     raise SystemExit(int(ExitStatus.SUCCESS))

@@ -13,7 +13,7 @@ order), hugetlb orders and the buddy's ``MAX_PAGE_ORDER``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -24,6 +24,25 @@ GiB = 1 << 30
 
 #: ``sizeof(struct page)`` on x86-64; the memmap costs 64 bytes per 4 KiB page.
 STRUCT_PAGE_SIZE = 64
+
+#: page sizes of the architectures Linux hot-unplugs memory on (x86-64, s390x, arm64: 4 KiB;
+#: arm64: 16 KiB; arm64, ppc64le: 64 KiB)
+PAGE_SIZES: Tuple[int, ...] = (4096, 16384, 65536)
+#: the page size assumed when nothing tells it (x86-64)
+DEFAULT_PAGE_SIZE = 4096
+#: ``MAX_PAGE_ORDER`` per page size (arm64 ``ARCH_FORCE_MAX_ORDER`` defaults: 10, 11, 13)
+MAX_PAGE_ORDER: Dict[int, int] = {4096: 10, 16384: 11, 65536: 13}
+#: ``1 << SECTION_SIZE_BITS`` per page size (x86-64/arm64 4 KiB and 16 KiB: 27; arm64 64 KiB: 29)
+SECTION_SIZE: Dict[int, int] = {4096: 128 * MiB, 16384: 128 * MiB, 65536: 512 * MiB}
+#: arm64 with 4 KiB pages also offers contiguous-PTE hugetlb pages of ``CONT_PTES`` (16) pages:
+#: a hugetlb size no other page size has (``arch/arm64/include/asm/pgtable-hwdef.h``)
+ARM64_4K_CONT_PTE_SIZE = 16 * 4096
+
+
+def pmd_size(page_size: int) -> int:
+    """``PMD_SIZE``: a page-table page holds ``page_size / 8`` entries, so a PMD maps
+    ``page_size ** 2 / 8`` bytes (2 MiB, 32 MiB, 512 MiB): the PMD hugetlb size."""
+    return page_size * page_size // 8
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,16 @@ class Geometry:
     #: ``(1 << folio order) - 1`` per page-kind byte (derived): a page starts a folio where
     #: ``pfn & mask == 0``
     _folio_mask: np.ndarray = field(init=False, repr=False, compare=False)
+
+    @classmethod
+    def for_page_size(cls, block_size: int, page_size: int) -> "Geometry":
+        """The geometry of a machine with these blocks and pages: pageblocks of PMD size capped at
+        MAX_PAGE_ORDER (``pageblock_order``), sections of SECTION_SIZE_BITS (at most a block)."""
+        shift = page_size.bit_length() - 1
+        max_order = MAX_PAGE_ORDER.get(page_size, MAX_PAGE_ORDER[DEFAULT_PAGE_SIZE])
+        section = SECTION_SIZE.get(page_size, SECTION_SIZE[DEFAULT_PAGE_SIZE])
+        return cls(memory_block_size=block_size, page_size=page_size, pageblock_order=min(shift - 3, max_order),
+                   max_page_order=max_order, section_size=min(section, block_size))
 
     def __post_init__(self) -> None:
         size = self.memory_block_size
@@ -67,6 +96,11 @@ class Geometry:
         return 2 * (self.page_shift - 3)
 
     @property
+    def pmd_pages(self) -> int:
+        """Pages of a PMD-sized folio (``HPAGE_PMD_NR``: 512 with 4 KiB pages)."""
+        return 1 << self.pmd_order
+
+    @property
     def hugetlb_orders(self) -> Tuple[int, int]:
         """The hstates memplan models: PMD-sized (2 MiB) and PUD-sized (gigantic, 1 GiB) pages."""
         return (self.pmd_order, self.pud_order)
@@ -89,6 +123,11 @@ class Geometry:
         """``hstate_is_gigantic()``: a hugetlb order the buddy cannot allocate
         (``huge_page_order(h) > MAX_PAGE_ORDER``, include/linux/hugetlb.h)."""
         return order > self.max_page_order
+
+    def gigantic(self, orders: np.ndarray) -> np.ndarray:
+        """``is_gigantic()`` of every order of an array."""
+        out: np.ndarray = np.asarray(orders) > self.max_page_order
+        return out
 
     @property
     def page_shift(self) -> int:
@@ -132,3 +171,7 @@ class Geometry:
 
     def address(self, pfn: int) -> int:
         return pfn << self.page_shift
+
+
+#: the x86-64 geometry (4 KiB pages, 128 MiB blocks): for callers with no machine at hand
+DEFAULT_GEOMETRY = Geometry()

@@ -49,7 +49,7 @@ class Environment:
     notifier_veto: Optional[Errno] = None
     #: errno a NUMA node notifier returns for NODE_REMOVING_LAST_MEMORY (6.17+), if any
     node_notifier_veto: Optional[Errno] = None
-    #: pool counters by folio order (9 = 2 MiB, 18 = 1 GiB); a missing order or ``free=None``
+    #: pool counters by folio order (``Geometry.hugetlb_orders``); a missing order or ``free=None``
     #: means "count the free folios of that size in the machine's pages"
     hugetlb: Dict[int, HugetlbPool] = field(default_factory=dict)
     #: pfn ranges [start, end) whose pageblocks someone else has isolated (row 38)

@@ -143,9 +143,6 @@ class KindInfo:
     reserved: bool = False
     hugetlb: bool = False
     hugetlb_migratable: bool = False
-    #: folio order with 4 KiB pages (0 = order-0 page; 9 = 2 MiB; 18 = 1 GiB); being replaced by
-    #: ``folio`` + ``Geometry.folio_order``, which follow the page size
-    order: int = 0
     #: folio size class; the order comes from the geometry (``Geometry.folio_order``)
     folio: FolioSize = FolioSize.BASE
     #: the page carries references migration can never drop (long-term pin)
@@ -159,7 +156,7 @@ KIND_INFO: Dict[PageKind, KindInfo] = {
         KindInfo(PageKind.FREE, "free page in the buddy allocator", 0),
         KindInfo(PageKind.ANON, "anonymous memory on the LRU", 1, lru=True),
         KindInfo(PageKind.FILE, "page-cache page on the LRU", 1, lru=True),
-        KindInfo(PageKind.THP, "transparent huge page (2 MiB LRU folio)", 1, lru=True, order=9, folio=FolioSize.PMD),
+        KindInfo(PageKind.THP, "transparent huge page (2 MiB LRU folio)", 1, lru=True, folio=FolioSize.PMD),
         KindInfo(PageKind.MOVABLE, "non-LRU movable page with movable_ops (zsmalloc)", 1, movable_ops=True),
         KindInfo(PageKind.BALLOON_MOVABLE, "balloon page with balloon migration (PageOffline + movable_ops)", 1,
                  movable_ops=True, page_offline=True),
@@ -169,15 +166,15 @@ KIND_INFO: Dict[PageKind, KindInfo] = {
         KindInfo(PageKind.PAGETABLE, "page-table page", 1),
         KindInfo(PageKind.KERNEL, "other unmovable kernel allocation", 1),
         KindInfo(PageKind.RESERVED, "PG_reserved page (memblock, firmware, crashkernel)", 1, reserved=True),
-        KindInfo(PageKind.HUGETLB_FREE, "free 2 MiB hugetlb page in the pool", 0, hugetlb=True, order=9,
+        KindInfo(PageKind.HUGETLB_FREE, "free 2 MiB hugetlb page in the pool", 0, hugetlb=True,
                  folio=FolioSize.PMD),
         KindInfo(PageKind.HUGETLB, "in-use 2 MiB hugetlb page (migratable)", 1, hugetlb=True,
-                 hugetlb_migratable=True, order=9, folio=FolioSize.PMD),
+                 hugetlb_migratable=True, folio=FolioSize.PMD),
         KindInfo(PageKind.HUGETLB_UNMIGRATABLE, "in-use hugetlb page without the migratable flag", 1,
-                 hugetlb=True, order=9, folio=FolioSize.PMD),
+                 hugetlb=True, folio=FolioSize.PMD),
         KindInfo(PageKind.GIGANTIC, "in-use 1 GiB hugetlb page", 1, hugetlb=True, hugetlb_migratable=True,
-                 order=18, folio=FolioSize.PUD),
-        KindInfo(PageKind.GIGANTIC_FREE, "free 1 GiB hugetlb page in the pool", 0, hugetlb=True, order=18,
+                 folio=FolioSize.PUD),
+        KindInfo(PageKind.GIGANTIC_FREE, "free 1 GiB hugetlb page in the pool", 0, hugetlb=True,
                  folio=FolioSize.PUD),
         KindInfo(PageKind.BALLOON, "unmovable PageOffline balloon page (hv_balloon, xen, virtio-balloon "
                  "without migration)", 1, page_offline=True),
@@ -208,7 +205,6 @@ IS_RESERVED = _lut("reserved")
 IS_HUGETLB = _lut("hugetlb")
 IS_HUGETLB_MIGRATABLE = _lut("hugetlb_migratable")
 IS_PINNED = _lut("pinned")
-FOLIO_ORDER = _lut("order", np.uint8)
 #: ``FolioSize`` per kind byte (``Geometry.folio_order`` turns it into orders)
 FOLIO_SIZE = _lut("folio", np.uint8)
 DEFAULT_REFCOUNT = _lut("default_refcount", np.int32)

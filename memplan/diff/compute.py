@@ -368,7 +368,7 @@ def _hazard_findings(left: BlockVerdict, right: BlockVerdict) -> Dict[Site, Site
 
 def block_findings(lsem: OfflineSemantics, rsem: OfflineSemantics, left: BlockVerdict, right: BlockVerdict,
                    linputs: Optional[PredicateInputs], rinputs: Optional[PredicateInputs],
-                   pageblock_pages: int = 512) -> Tuple[SiteFinding, ...]:
+                   pageblock_pages: int) -> Tuple[SiteFinding, ...]:
     """The sites that explain why two verdicts of one block differ, in ``SITE_ORDER``."""
     lreach, rreach = reached_sites(left), reached_sites(right)
     ldecide, rdecide = deciding_sites(left) & lreach, deciding_sites(right) & rreach

@@ -345,16 +345,37 @@ def pool_targets_of(row: int, node: np.ndarray, online: np.ndarray, present_page
     return out
 
 
+def capacities_of(rows: np.ndarray, node: np.ndarray, zone: np.ndarray, online: np.ndarray,
+                  present_pages: Mapping[int, int], free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Free pages ``do_migrate_range()`` may take migration targets from while the block of
+    each of ``rows`` is isolated, in the kernel zones and in ZONE_MOVABLE: ``free`` (per row) of
+    the online rows on its allowed nodes (``allowed_nodes()``), the block's own left out.
+    Boot blocks spanning kernel zones count as kernel zones; blocks spanning nodes count
+    nowhere (the model does not split their free pages). ``alloc_migration_target()`` decides
+    which folio may use which (``target_zones()``). ``node``, ``zone`` and ``online`` are per-row
+    columns (a block table's, or a capacity plan's state); one pass per source node."""
+    counted = online & (node >= 0)
+    in_movable = zone == Zone.MOVABLE.code
+    source_node, source_movable = node[rows], in_movable[rows]
+    kernel = np.zeros(len(rows), dtype=np.int64)
+    movable = np.zeros(len(rows), dtype=np.int64)
+    for n in np.unique(source_node).tolist():
+        allowed = counted & np.isin(node, allowed_nodes(present_pages, n))
+        here = source_node == n
+        kernel[here] = int(free[allowed & ~in_movable].sum())
+        movable[here] = int(free[allowed & in_movable].sum())
+        # The block's own free pages are never its targets (they sit in the isolated range).
+        own = here & allowed[rows]
+        kernel[own & ~source_movable] -= free[rows[own & ~source_movable]]
+        movable[own & source_movable] -= free[rows[own & source_movable]]
+    return kernel, movable
+
+
 def capacity_of(row: int, node: np.ndarray, zone: np.ndarray, online: np.ndarray, present_pages: Mapping[int, int],
                 free: np.ndarray) -> Capacity:
-    """Free pages ``do_migrate_range()`` may take migration targets from while the block of
-    ``row`` is isolated: ``free`` (per row) of the online rows on its allowed nodes, the block's
-    own left out, in the kernel zones (boot blocks spanning zones included) and in ZONE_MOVABLE
-    (``alloc_migration_target()`` decides which folio may use which: ``target_zones()``)."""
-    rows = online & np.isin(node, allowed_nodes(present_pages, int(node[row])))
-    rows[row] = False
-    in_movable = zone == Zone.MOVABLE.code
-    return Capacity(int(free[rows & ~in_movable].sum()), int(free[rows & in_movable].sum()))
+    """``capacities_of()`` for the block of one ``row``."""
+    kernel, movable = capacities_of(np.asarray([row], dtype=np.int64), node, zone, online, present_pages, free)
+    return Capacity(int(kernel[0]), int(movable[0]))
 
 
 class _LazyPool(Mapping[int, int]):

@@ -27,7 +27,14 @@ from memplan.core.machine import Machine, PageSource, chunks
 from memplan.core.model import Zone
 from memplan.core.results import BlockVerdict, Confidence, Outcome, SimulationResult, Summary
 from memplan.core.units import format_block_ranges
-from memplan.engine.context import ContextBuilder, census, node_present_pages, pageblock_masks, resolve_pools
+from memplan.engine.context import (
+    ContextBuilder,
+    capacities_of,
+    census,
+    node_present_pages,
+    pageblock_masks,
+    resolve_pools,
+)
 from memplan.engine.shortcut import chunk_verdicts
 from memplan.kernel.migration import Capacity, allowed_nodes, targets_suffice
 from memplan.kernel.offline import BlockStats, offline_block
@@ -47,7 +54,6 @@ __all__ = [
     "select_blocks",
     "simulate",
     "stream",
-    "target_capacities",
     "with_confidence",
 ]
 
@@ -126,8 +132,7 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     one (the others need no count, ``targets_suffice()``): free pages of the online blocks on the
     other memory nodes, or on its own when it is the only one (``do_migrate_range()``'s
     nodemask), in kernel zones and in ZONE_MOVABLE (``alloc_migration_target()``:
-    ``memplan.kernel.migration.target_zones``). Boot blocks spanning kernel zones count as kernel
-    zones; blocks spanning nodes count nowhere (the model does not split their free pages)."""
+    ``memplan.kernel.migration.target_zones``); the rule is ``memplan.engine.context.capacities_of``."""
     table = machine.blocks
     known = np.fromiter(stats.keys(), dtype=np.int64, count=len(stats))
     all_demand = np.fromiter((s.demand for s in stats.values()), dtype=np.int64, count=len(stats))
@@ -146,7 +151,7 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     present = node_present_pages(machine)
 
     def capacities(free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        return target_capacities(machine, present, needy_rows, free)
+        return capacities_of(needy_rows, table.node, table.zone, table.online, present, free)
 
     if np.all(targets_suffice(*capacities(free_known), movable_source, small, large)):
         return {}
@@ -154,29 +159,6 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
     short = ~targets_suffice(kernel, movable, movable_source, small, large)
     return {int(b): Capacity(int(k), int(m))
             for b, k, m in zip(needy_blocks[short].tolist(), kernel[short].tolist(), movable[short].tolist())}
-
-
-def target_capacities(machine: Machine, present: Dict[int, int], needy_rows: np.ndarray,
-                      free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Per row of ``needy_rows``: the free pages (``free``, per block table row) migration
-    targets of its block may come from, in kernel zones and in ZONE_MOVABLE
-    (``migration_capacities()``)."""
-    table = machine.blocks
-    movable_source = table.zone[needy_rows] == Zone.MOVABLE.code
-    online = table.online & (table.node >= 0)
-    in_movable = table.zone == Zone.MOVABLE.code
-    kernel = np.zeros(len(needy_rows), dtype=np.int64)
-    movable = np.zeros(len(needy_rows), dtype=np.int64)
-    for node in np.unique(table.node[needy_rows]).tolist():
-        allowed = online & np.isin(table.node, allowed_nodes(present, node))
-        here = table.node[needy_rows] == node
-        kernel[here] = int(free[allowed & ~in_movable].sum())
-        movable[here] = int(free[allowed & in_movable].sum())
-        # The block's own free pages are never its targets (they sit in the isolated range).
-        own = here & allowed[needy_rows]
-        kernel[own & ~movable_source] -= free[needy_rows[own & ~movable_source]]
-        movable[own & movable_source] -= free[needy_rows[own & movable_source]]
-    return kernel, movable
 
 
 @contextmanager
@@ -355,7 +337,8 @@ class _Known:
         if not unsure.any():
             return {}
         rows, blocks, demand, movable_source = rows[unsure], blocks[unsure], demand[unsure], movable_source[unsure]
-        kernel, movable = target_capacities(self.machine, self.present, rows, census(self.machine).free_pages)
+        kernel, movable = capacities_of(rows, table.node, table.zone, table.online, self.present,
+                                        census(self.machine).free_pages)
         short = ~np.asarray(targets_suffice(kernel, movable, movable_source, demand, 0), dtype=bool)
         return {int(b): Capacity(int(k), int(m))
                 for b, k, m in zip(blocks[short].tolist(), kernel[short].tolist(), movable[short].tolist())}

@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from memplan.core.errors import UsageError
+from memplan.core.geometry import Geometry
 from memplan.core.machine import HugetlbPool, Machine
 from memplan.core.model import DEFAULT_REFCOUNT, KIND_INFO, BlockState, DriverState, PageKind
 from memplan.core.results import BlockVerdict, Cause, Culprit, HazardKind, Outcome, Step
@@ -86,12 +87,12 @@ def explain_block(machine: Machine, block: int, semantics: Optional[str] = None)
     refcounts = ref if ref is not None else DEFAULT_REFCOUNT[kinds]
     skippable = skippable_pages(sem, ctx.device, ctx.device_state, kinds)
     if online:
-        population = _population(kinds, refcounts, ctx.start_pfn, skippable)
+        population = _population(kinds, refcounts, ctx.start_pfn, skippable, machine.geometry)
     if verdict.culprit is not None:
         c = verdict.culprit
         index = c.pfn - ctx.start_pfn
         flagged = bool(skippable[index]) and c.kind is PageKind.FAKE_OFFLINE
-        culprit = CulpritPage(c.pfn, c.kind, c.refcount, kpf.kind_page_flags(c.kind, c.pfn, flagged),
+        culprit = CulpritPage(c.pfn, c.kind, c.refcount, kpf.kind_page_flags(c.kind, c.pfn, flagged, machine.geometry),
                               KIND_INFO[c.kind].description)
     advice = _advice(machine, verdict, ctx, kinds, refcounts, sim.setup.pools, steps)
     return BlockStory(profile=machine.source, machine=machine.name, semantics=sem.name, semantics_title=sem.title,
@@ -99,9 +100,9 @@ def explain_block(machine: Machine, block: int, semantics: Optional[str] = None)
 
 
 def _population(kinds: np.ndarray, refcounts: np.ndarray, start_pfn: int,
-                skippable: np.ndarray) -> Tuple[PopulationRow, ...]:
+                skippable: np.ndarray, geometry: Geometry) -> Tuple[PopulationRow, ...]:
     pfns = start_pfn + np.arange(len(kinds), dtype=np.int64)
-    flags = kpf.page_flags(kinds, pfns, skippable)
+    flags = kpf.page_flags(kinds, pfns, skippable, geometry)
     # One key per (kind, flags): flags use bits < 48, the kind goes above them.
     key = (kinds.astype(np.uint64) << np.uint64(52)) | flags
     values, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)

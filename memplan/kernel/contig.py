@@ -122,7 +122,7 @@ def alloc_contig_range(kinds: np.ndarray, refcount: np.ndarray, start_pfn: int, 
     ref_h = view.refcount[heads]
     order_h = np.take(geometry.folio_order, kinds_h)
     # hstate_is_gigantic(): isolate_or_dissolve_huge_folio() bails out with -ENOMEM
-    gigantic = hugetlb[heads] & (order_h > geometry.max_page_order)
+    gigantic = hugetlb[heads] & geometry.gigantic(order_h)
     free_huge = hugetlb[heads] & (ref_h == 0) & ~gigantic
     # Migration is only attempted for folios that can be isolated and whose references are
     # all accounted for; pinned pages are not even isolated (isolate_migratepages_block()'s

@@ -195,7 +195,7 @@ def _source(view: RangeView, found: np.ndarray) -> _Source:
     # (folio_migrate_mapping()'s refcount check) every time.
     stuck = ref > np.take(_MIGRATABLE_REFCOUNT, kinds)
     hugetlb = np.take(IS_HUGETLB, kinds)
-    gigantic = hugetlb & (order > geo.max_page_order)
+    gigantic = hugetlb & geo.gigantic(order)
     pfn = view.pfn + heads
     on = ref > 0
     # try_to_migrate() cannot unmap a long-term pinned (order-0, anon-exclusive) page.

@@ -23,10 +23,11 @@ import numpy as np
 from memplan.core.errors import UsageError, did_you_mean
 from memplan.core.model import DriverState, PageKind
 from memplan.core.results import ForeignRefEffect, HazardKind, LogLevel
+from memplan.kernel.virtio_mem import SbmState
 
 #: ``virtio_mem_sbm_mb_state`` names of online, partially plugged blocks (PATCH-v2 clears the
 #: skippable bit of their unplugged sub-blocks when the driver is removed)
-_PARTIAL_ONLINE_STATES = frozenset({"KERNEL_PARTIAL", "MOVABLE_PARTIAL"})
+_PARTIAL_ONLINE_STATES = frozenset({SbmState.KERNEL_PARTIAL.value, SbmState.MOVABLE_PARTIAL.value})
 
 #: (level, kernel text, function, hazard, mask)
 CommitCheck = Tuple[LogLevel, str, str, HazardKind, np.ndarray]

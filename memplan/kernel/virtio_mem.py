@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,6 +40,35 @@ class BbmState(str, Enum):
     PLUGGED = "PLUGGED"
     ADDED = "ADDED"
     FAKE_OFFLINE = "FAKE_OFFLINE"
+
+
+#: the SBM states of an added memory block, indexed by ``sbm_state_index()``
+SBM_ADDED_STATES: Tuple[SbmState, ...] = (SbmState.OFFLINE_PARTIAL, SbmState.OFFLINE, SbmState.MOVABLE_PARTIAL,
+                                          SbmState.MOVABLE, SbmState.KERNEL_PARTIAL, SbmState.KERNEL)
+#: the BBM states of a big block with added memory blocks, indexed by ``fake_offline``
+BBM_ADDED_STATES: Tuple[BbmState, ...] = (BbmState.ADDED, BbmState.FAKE_OFFLINE)
+
+
+def sbm_state_index(online: Any, movable: Any, fully_plugged: Any) -> Any:
+    """Index into ``SBM_ADDED_STATES`` of added memory blocks (bools or numpy bool arrays):
+    ``virtio_mem_sbm_notify_online()`` sets KERNEL or MOVABLE by the block's zone,
+    ``virtio_mem_sbm_notify_offline()`` OFFLINE; each ``_PARTIAL`` while a sub-block of the
+    block is unplugged (``virtio_mem_sbm_test_sb_plugged()`` of all of them fails)."""
+    return np.where(online, np.where(movable, 2, 4), 0) + np.asarray(fully_plugged, dtype=np.int8)
+
+
+def sbm_state(added: bool, online: bool, movable: bool, fully_plugged: bool) -> SbmState:
+    """``virtio_mem_sbm_get_mb_state()`` of one memory block (UNUSED: not added)."""
+    if not added:
+        return SbmState.UNUSED
+    return SBM_ADDED_STATES[int(sbm_state_index(online, movable, fully_plugged))]
+
+
+def bbm_state(plugged: bool, fake_offline: bool) -> BbmState:
+    """``virtio_mem_bbm_get_bb_state()`` of one big block (UNUSED: nothing plugged)."""
+    if not plugged:
+        return BbmState.UNUSED
+    return BBM_ADDED_STATES[int(fake_offline)]
 
 
 class DeviceConfigError(ValueError):
@@ -304,17 +333,14 @@ def added_block_columns(device: VirtioMemDevice, geometry: Geometry) -> AddedBlo
         full = np.asarray(grid.all(axis=1))[used]
         blocks = device.first_block + np.flatnonzero(used).astype(np.int64)
         online = (device.online is not OnlineType.OFFLINE) & ~np.isin(blocks, offline)
-        names: Tuple[str, ...] = (SbmState.OFFLINE_PARTIAL.value, SbmState.OFFLINE.value,
-                 SbmState.MOVABLE_PARTIAL.value, SbmState.MOVABLE.value,
-                 SbmState.KERNEL_PARTIAL.value, SbmState.KERNEL.value)
-        base = 2 if device.online is OnlineType.MOVABLE else 4
-        state = (np.where(online, base, 0) + full).astype(np.int8)
+        names: Tuple[str, ...] = tuple(s.value for s in SBM_ADDED_STATES)
+        state = sbm_state_index(online, device.online is OnlineType.MOVABLE, full).astype(np.int8)
     else:
         per = blocks_per_unit(device, geometry)
         bbs = np.flatnonzero(device.plugged).astype(np.int64)
         blocks = (device.first_block + bbs[:, None] * per + np.arange(per, dtype=np.int64)).ravel()
         fake = np.isin(bbs, np.array(sorted(device.fake_offline_units), dtype=np.int64))
-        names = (BbmState.ADDED.value, BbmState.FAKE_OFFLINE.value)
+        names = tuple(s.value for s in BBM_ADDED_STATES)
         state = np.repeat(fake, per).astype(np.int8)
         online = (device.online is not OnlineType.OFFLINE) & ~np.isin(blocks, offline)
     return AddedBlockColumns(blocks, state, names, online, _block_zones(device, geometry, blocks))

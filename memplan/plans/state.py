@@ -26,7 +26,7 @@ guarantee, so memplan fixes a deterministic order that follows the allocator's z
 2. zones per node: the zonelist order (Movable, Normal, DMA32, DMA), restricted by
    ``alloc_migration_target()``: a folio from a kernel zone never lands in ZONE_MOVABLE;
 3. memory blocks of a zone in ascending block id, pages of a block lowest free pfn first;
-4. a THP needs a fully free aligned 2 MiB pageblock, else it is split into 512 anon pages
+4. a THP needs a fully free aligned PMD-sized pageblock, else it is split into order-0 anon pages
    (``migrate_pages()`` splits a large folio whose target allocation fails); a fresh hugetlb
    folio takes a fully free pageblock, else one made free by compacting the order-0 movable
    pages of a pageblock into free pages of the same block (hugetlb allocations compact; THP
@@ -49,13 +49,14 @@ from memplan.core.geometry import Geometry
 from memplan.core.machine import BlockTable, HugetlbPool, Machine, PageBatch, PageSource, VirtioMemDevice, chunks
 from memplan.core.model import (
     DEFAULT_REFCOUNT,
-    FOLIO_ORDER,
+    FOLIO_SIZE,
     IS_HUGETLB,
     IS_LRU,
     IS_MOVABLE_OPS,
     IS_PINNED,
     ZONE_NONE,
     BlockState,
+    FolioSize,
     PageKind,
     VirtioMemMode,
     Zone,
@@ -76,19 +77,18 @@ from memplan.kernel.migration import ZONELIST_ORDER, Capacity, MigrationTargets,
 from memplan.kernel.offline import BlockContext, OfflineEffects, OfflineSetup, offline_block
 from memplan.kernel.pages import RangeView
 from memplan.kernel.semantics import OfflineSemantics, get_semantics
-from memplan.kernel.virtio_mem import BbmState, SbmState
+from memplan.kernel.virtio_mem import bbm_state, sbm_state
 from memplan.plans.types import MemoryLeft, ZoneMemory
 
 FREE = int(PageKind.FREE)
-HUGE_ORDERS = (9, 18)
-_USED_KIND = {9: PageKind.HUGETLB, 18: PageKind.GIGANTIC}
 #: order-0 kinds compaction can move out of the way (movable, no extra references)
-_COMPACTABLE = (IS_LRU | IS_MOVABLE_OPS) & ~IS_PINNED & (FOLIO_ORDER == 0)
+_COMPACTABLE = (IS_LRU | IS_MOVABLE_OPS) & ~IS_PINNED & (FOLIO_SIZE == FolioSize.BASE)
 
 
 def _pool_free_kind(kinds: np.ndarray) -> np.ndarray:
     """The free pool kind of in-use hugetlb pages (their folio went back to the pool)."""
-    return np.where(FOLIO_ORDER[kinds] > 9, int(PageKind.GIGANTIC_FREE), int(PageKind.HUGETLB_FREE)).astype(np.uint8)
+    return np.where(FOLIO_SIZE[kinds] == FolioSize.PUD, int(PageKind.GIGANTIC_FREE),
+                    int(PageKind.HUGETLB_FREE)).astype(np.uint8)
 
 
 class DeviceState:
@@ -161,11 +161,11 @@ class MachineState:
         n = len(self.ids)
         self.free = np.zeros(n, dtype=np.int64)
         self.free_slots = np.zeros(n, dtype=np.int64)
-        self.free_huge = {o: np.zeros(n, dtype=np.int64) for o in HUGE_ORDERS}
+        self.free_huge = {o: np.zeros(n, dtype=np.int64) for o in geo.hugetlb_orders}
         #: free pages migration targets may come from (``free_target_pages()``) and free
         #: hugetlb folios the pool may hand out (head outside pageblocks someone else isolated)
         self.target_free = np.zeros(n, dtype=np.int64)
-        self.pool_heads = {o: np.zeros(n, dtype=np.int64) for o in HUGE_ORDERS}
+        self.pool_heads = {o: np.zeros(n, dtype=np.int64) for o in geo.hugetlb_orders}
         self._pages: Dict[int, _Pages] = {}
         self.devices = [DeviceState(i, d, geo) for i, d in enumerate(machine.devices)]
         self._cma = pageblock_masks(geo, machine.cma)
@@ -176,7 +176,7 @@ class MachineState:
         self._census()
         # The pool counters as simulate resolves them, with the free folios this census counted.
         self.pools: Dict[int, HugetlbPool] = resolve_pools(
-            machine, {order: int(self.free_huge[order].sum()) for order in HUGE_ORDERS})
+            machine, {order: int(self.free_huge[order].sum()) for order in geo.hugetlb_orders})
 
     def copy(self) -> "MachineState":
         """An independent copy (the census is not redone)."""
@@ -246,20 +246,13 @@ class MachineState:
             return None
         block = int(self.ids[row])
         if dev.sbm:
-            if not self.present[row]:
-                return SbmState.UNUSED.value
-            full = bool(dev.subblocks(block).all())
-            if self.state[row] != 0:
-                return (SbmState.OFFLINE if full else SbmState.OFFLINE_PARTIAL).value
-            if self.zone_of(row) is Zone.MOVABLE:
-                return (SbmState.MOVABLE if full else SbmState.MOVABLE_PARTIAL).value
-            return (SbmState.KERNEL if full else SbmState.KERNEL_PARTIAL).value
+            added = bool(self.present[row])
+            full = added and bool(dev.subblocks(block).all())
+            return sbm_state(added, bool(self.state[row] == 0), self.zone_of(row) is Zone.MOVABLE, full).value
         return self.bb_state_name(dev, dev.big_block_of(block))
 
     def bb_state_name(self, dev: DeviceState, bb: int) -> str:
-        if not dev.plugged[bb]:
-            return BbmState.UNUSED.value
-        return (BbmState.FAKE_OFFLINE if bb in dev.fake_offline else BbmState.ADDED).value
+        return bbm_state(bool(dev.plugged[bb]), bb in dev.fake_offline).value
 
     # ---- pages ----------------------------------------------------------------------------
 
@@ -280,7 +273,7 @@ class MachineState:
         self.free_slots[row] = int(np.count_nonzero((kinds.reshape(-1, geo.pageblock_pages) == FREE).all(axis=1)))
         counts = count_block(kinds, block, geo, self._isolated.get(block, self._no_pageblocks))
         self.target_free[row] = counts.free_pages
-        for order in HUGE_ORDERS:
+        for order in geo.hugetlb_orders:
             self.free_huge[order][row] = counts.free_hugetlb.get(order, 0)
             self.pool_heads[order][row] = counts.pool_heads.get(order, 0)
 
@@ -347,9 +340,8 @@ class MachineState:
         isolated: on its allowed nodes, outside pageblocks someone else isolated and outside the
         block; plus those the pool counters know of and no page shows."""
         online = self.present & (self.state == 0)
-        return pool_targets_of(row, self.node, online, self.node_present_pages(), self.pools,
-                               {order: int(self.free_huge[order][online].sum()) for order in HUGE_ORDERS},
-                               self.pool_heads)
+        free = {order: int(counts[online].sum()) for order, counts in self.free_huge.items()}
+        return pool_targets_of(row, self.node, online, self.node_present_pages(), self.pools, free, self.pool_heads)
 
     def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
         geo = self.geometry
@@ -401,7 +393,7 @@ class MachineState:
         zone = self.zone_of(row) or Zone.NORMAL
         fresh = np.flatnonzero(effects.migrated & first)
         for large in (False, True):  # alloc_migration_target(): large folios may land in more zones
-            mine = fresh[(FOLIO_ORDER[k[fresh]] > 0) == large]
+            mine = fresh[(FOLIO_SIZE[k[fresh]] != FolioSize.BASE) == large]
             alloc = _Allocator(self, self._target_rows(self.offline_nodes(row), target_zones(zone, large), row),
                                replace_rows=np.zeros(0, dtype=np.int64), pool_nodes=self.offline_nodes(row),
                                exclude_row=row, exclude=(0, self.geometry.pages_per_block))
@@ -410,12 +402,12 @@ class MachineState:
                 self.notes.append(f"memory block {block}: {len(mine) - done} migrated folio(s) found no place in "
                                   "the described free memory")
         for head in np.flatnonzero(effects.pool_migrated & first):
-            order = int(FOLIO_ORDER[k[head]])
+            order = int(self.geometry.folio_order[k[head]])
             alloc.take_pool(order, forced=True)
             self._add_pool(order, +1)  # the source goes back to the pool as a free folio
         dissolved_heads = np.flatnonzero(effects.dissolved & first)
         for head in dissolved_heads:
-            self._add_pool(int(FOLIO_ORDER[k[head]]), -1)
+            self._add_pool(int(self.geometry.folio_order[k[head]]), -1)
         changed = effects.migrated | effects.pool_migrated | effects.dissolved
         k[effects.migrated] = FREE
         k[effects.pool_migrated] = _pool_free_kind(k[effects.pool_migrated])
@@ -451,9 +443,9 @@ class MachineState:
         # Pool bookkeeping: free folios replaced (+1 new elsewhere was counted by the allocator,
         # -1 here for the dissolved original); sources left in the pool count again.
         replaced = result.vacated & first & (before == PageKind.HUGETLB_FREE)
-        self._add_pool(9, -int(np.count_nonzero(replaced)))
+        self._add_pool(geo.pmd_order, -int(np.count_nonzero(replaced)))
         for head in np.flatnonzero(result.pooled & first):
-            self._add_pool(int(FOLIO_ORDER[before[head]]), +1)
+            self._add_pool(int(geo.folio_order[before[head]]), +1)
         kinds[result.vacated] = FREE
         ref[result.vacated] = 0
         kinds[result.pooled] = _pool_free_kind(before[result.pooled])
@@ -724,7 +716,7 @@ class _Allocator:
                 continue
             pages = st.pages(block)
             lo, hi = max(head_pfn - block * ppb, 0), min(end - block * ppb, ppb)
-            pages.kinds[lo:hi] = int(_USED_KIND[order])
+            pages.kinds[lo:hi] = int(PageKind.GIGANTIC if order == st.geometry.pud_order else PageKind.HUGETLB)
             pages.refcount[lo:hi] = 1
             st._refresh(st.row_of(block))
 
@@ -733,7 +725,8 @@ class _Allocator:
                  pool: bool = True) -> Tuple[int, np.ndarray]:
         n = len(kinds)
         used_pool = np.zeros(n, dtype=bool)
-        orders = FOLIO_ORDER[kinds] if n else np.zeros(0, dtype=np.uint8)
+        geo = self.state.geometry
+        orders = geo.folio_order[kinds] if n else np.zeros(0, dtype=np.uint8)
         simple = (orders == 0) & (requests == int(Request.MIGRATE))
         breaks = np.flatnonzero(~simple)
         i = 0
@@ -750,12 +743,12 @@ class _Allocator:
             if requests[i] == int(Request.REPLACE):
                 ok = self.place_compound(int(PageKind.HUGETLB_FREE), self.replace_rows, compact=True)
                 if ok:
-                    self.state._add_pool(9, +1)
+                    self.state._add_pool(geo.pmd_order, +1)
             elif IS_HUGETLB[kind]:
                 if pool and self.take_pool(order):
                     used_pool[i] = ok = True
-                elif order > 9:
-                    ok = False  # gigantic folios cannot be allocated fresh
+                elif geo.is_gigantic(order):
+                    ok = False  # alloc_migrate_hugetlb_folio(): gigantic folios cannot be allocated fresh
                 else:
                     ok = self.place_compound(int(PageKind.HUGETLB), self.rows, compact=True)
             else:

@@ -22,7 +22,7 @@ from memplan.core.machine import Machine
 from memplan.core.model import DriverState, Errno, PageKind, Zone
 from memplan.core.results import BlockVerdict, Outcome
 from memplan.core.units import format_size
-from memplan.kernel.virtio_mem import SbmState
+from memplan.kernel.virtio_mem import BbmState, SbmState
 from memplan.plans.confidence import CERTAIN, Rating, block_ratings, caveats, least_sure
 from memplan.plans.state import DeviceState, MachineState
 from memplan.plans.types import (
@@ -250,7 +250,7 @@ class VirtioMemDriver:
         dev = self.dev
         for i in range(3):
             for bb in reversed(range(len(dev.plugged))):
-                if self.state.bb_state_name(dev, bb) != "ADDED":
+                if self.state.bb_state_name(dev, bb) != BbmState.ADDED.value:
                     continue
                 online = self.bb_online_blocks(bb)
                 if i == 0 and online:
@@ -470,8 +470,8 @@ def _summarise(state: MachineState, drv: VirtioMemDriver, before: BlockStates,
     dev = drv.dev
     out: List[UnplugBlock] = []
     for key, (state_before, plugged_before, zone) in sorted(before.items()):
-        state_after, plugged_after, _ = after.get(key, ("UNUSED", (), zone))
-        if not dev.sbm and state_after == "UNUSED":
+        state_after, plugged_after, _ = after.get(key, (SbmState.UNUSED.value, (), zone))
+        if not dev.sbm and state_after == BbmState.UNUSED.value:
             plugged_after = ()
         unplugged = tuple(u for u in plugged_before if u not in set(plugged_after))
         memory_blocks = (key,) if dev.sbm else tuple(dev.bb_blocks(key))

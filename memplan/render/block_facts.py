@@ -36,14 +36,15 @@ import numpy as np
 
 from memplan.core.errors import InputError
 from memplan.core.files import open_regular
+from memplan.core.geometry import PAGE_SIZES
 from memplan.core.machine import BlockTable, Machine
 from memplan.core.model import BlockState, Zone
 from memplan.core.units import format_size
 
 MEMORY_DIR = os.path.join("sys", "devices", "system", "memory")
 FIRMWARE_DIR = os.path.join("sys", "firmware", "memory")
-#: sysfs attributes are a page at most
-_ATTRIBUTE_BYTES = 4096
+#: sysfs attributes are a page at most (the machine's PAGE_SIZE: the largest one covers all)
+_ATTRIBUTE_BYTES = max(PAGE_SIZES)
 
 
 class BlockFacts(NamedTuple):

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.text import Text
 
 from memplan import __version__
+from memplan.core.geometry import Geometry
 from memplan.core.results import Confidence, LogEntry, LogLevel, Outcome
 from memplan.core.units import format_size
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
@@ -43,7 +44,7 @@ def culprit_page_dict(c: CulpritPage) -> Dict[str, Any]:
             "description": c.description}
 
 
-def story_dict(story: BlockStory, page_size: int = 4096, warnings: Sequence[str] = ()) -> Dict[str, Any]:
+def story_dict(story: BlockStory, geometry: Geometry, warnings: Sequence[str] = ()) -> Dict[str, Any]:
     """``memplan explain --json``: ``block`` is the block object of ``simulate --json`` (with its
     ``confidence`` and ``blind_spots``)."""
     return {
@@ -53,7 +54,7 @@ def story_dict(story: BlockStory, page_size: int = 4096, warnings: Sequence[str]
         "semantics": story.semantics,
         "block": block_dict(story.verdict),
         "steps": [step_dict(s) for s in story.steps],
-        "population": [population_dict(r, page_size) for r in story.population],
+        "population": [population_dict(r, geometry.page_size) for r in story.population],
         "culprit": culprit_page_dict(story.culprit) if story.culprit else None,
         "advice": story.advice,
         "warnings": list(warnings),
@@ -146,7 +147,7 @@ def print_culprit(console: Console, c: CulpritPage) -> None:
                  str(c.refcount), c.kind.label]])
 
 
-def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> None:
+def print_story(console: Console, story: BlockStory, geometry: Geometry) -> None:
     v = story.verdict
     zone = f"ZONE_{v.zone.value.upper()}" if v.zone else "valid_zones none"
     device = f", virtio-mem {v.device} {v.device_state}" if v.device else ""
@@ -171,7 +172,7 @@ def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> N
     line()
     if story.population:
         heading("Pages of the block (kpageflags as page-types -r shows them):")
-        print_population(console, story.population, page_size)
+        print_population(console, story.population, geometry.page_size)
     else:
         heading("Pages of the block: none to show (an offline block has no memmap; kpageflags reads nothing for it).")
     if story.culprit:

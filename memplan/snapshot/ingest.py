@@ -41,8 +41,9 @@ from memplan.core.errors import InputError, UsageError
 MAX_DEFAULT_JOBS = 16
 #: the largest ``--jobs`` accepted
 MAX_JOBS = 256
-#: pieces start on 2 MiB folio (PMD) boundaries: a request of whole memory blocks splits into
-#: pieces of whole PMD groups
+#: an I/O alignment, not a kernel fact: inner piece boundaries fall on multiples of 512 pfns
+#: (4 KiB of kpageflags entries, one file page). The pieces fill one array that is classified
+#: only once the whole request is read, so no page-size fact depends on it.
 ALIGN_PFNS = 512
 #: a piece smaller than this is not worth a thread hand-off (64 Ki pfns = 512 KiB)
 MIN_PIECE_PFNS = 1 << 16

@@ -24,6 +24,7 @@ import numpy as np
 
 from memplan.core.arrays import BoolArray, ClassArray, KindArray, U64Array
 from memplan.core.errors import InputError
+from memplan.core.geometry import DEFAULT_GEOMETRY
 from memplan.core.model import PageKind
 from memplan.snapshot import ingest
 from memplan.snapshot.evidence import CLASSES, PageClass
@@ -241,7 +242,7 @@ class FlagsHistogram:
                 raise InputError("more distinct page flags than page-types' hash table holds")
         return [FlagsRow(v, self.pages[v]) for v in slots if v is not None]
 
-    def summary(self, page_size: int = 4096) -> str:
+    def summary(self, page_size: int = DEFAULT_GEOMETRY.page_size) -> str:
         """The text ``page-types -F FILE`` prints (``show_summary()``)."""
 
         def mb(pages: int) -> int:
@@ -261,7 +262,6 @@ _USER_BITS = bit(KPF.MMAP, KPF.ANON, KPF.SWAPCACHE, KPF.SWAPBACKED, KPF.KSM, KPF
                  KPF.UPTODATE, KPF.DIRTY, KPF.WRITEBACK, KPF.LOCKED, KPF.RECLAIM, KPF.ACTIVE, KPF.REFERENCED)
 #: Bits that say nothing about whether a page is in use.
 _NEUTRAL_BITS = bit(KPF.IDLE, KPF.ERROR, KPF.ARCH, KPF.ARCH_2, KPF.ARCH_3, KPF.UNCACHED, KPF.SOFTDIRTY)
-_PMD_PAGES = 512
 
 
 def _has(flags: U64Array, mask: int) -> BoolArray:
@@ -274,14 +274,14 @@ def has_huge(flags: U64Array) -> bool:
 
 
 def classify(flags: U64Array, mapcount: Optional[U64Array], start_pfn: int,
-             movable_ops_visible: bool, pmd_pages: int = _PMD_PAGES) -> ClassArray:
+             movable_ops_visible: bool, pmd_pages: int = DEFAULT_GEOMETRY.pmd_pages) -> ClassArray:
     """The ``PageClass`` of every pfn (one byte each), from its flags and mapcount.
 
     Follows ``stable_page_flags()`` (fs/proc/page.c): BUDDY is set on every page of a free
     chunk; HUGE on every page of a hugetlb folio; THP on every page of a large rmappable
     folio (any size); SLAB/PGTABLE/OFFLINE are page types. Whole-folio tests (2 MiB THP,
-    hugetlb sizes) need ``start_pfn`` and the length aligned to ``pmd_pages`` (512 with 4 KiB
-    pages, 2048 with 16 KiB, 8192 with 64 KiB); memory blocks are.
+    hugetlb sizes) need ``start_pfn`` and the length aligned to ``pmd_pages`` (the machine's
+    ``Geometry.pmd_pages``); memory blocks are.
     Context this function cannot know (holes, virtio-mem resources) is applied by the caller.
     """
     n = len(flags)

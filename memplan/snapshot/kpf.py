@@ -30,7 +30,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from memplan.core.arrays import BoolArray, IntArray, KindArray, U64Array
-from memplan.core.model import FOLIO_ORDER, PageKind
+from memplan.core.geometry import DEFAULT_GEOMETRY, Geometry
+from memplan.core.model import PageKind
 
 
 # include/uapi/linux/kernel-page-flags.h and include/linux/kernel-page-flags.h
@@ -162,14 +163,16 @@ for _kind, _flags in KIND_FLAGS.items():
     _FLAGS_LUT[int(_kind)] = _flags
 
 
-def page_flags(kinds: KindArray, pfns: IntArray, skippable: Optional[BoolArray] = None) -> U64Array:
+def page_flags(kinds: KindArray, pfns: IntArray, skippable: Optional[BoolArray] = None,
+               geometry: Geometry = DEFAULT_GEOMETRY) -> U64Array:
     """The kpageflags value of every page (``uint64``), from its kind and pfn.
 
     ``pfns`` locates compound heads (a folio of order ``n`` starts at a multiple of ``1 << n``);
-    ``skippable`` marks PageOfflineSkippable pages (``KPF_OWNER_2``).
+    ``skippable`` marks PageOfflineSkippable pages (``KPF_OWNER_2``); ``geometry`` gives the folio
+    orders (they follow the page size).
     """
     flags = _FLAGS_LUT[kinds]
-    order = FOLIO_ORDER[kinds].astype(np.int64)
+    order = geometry.folio_order[kinds].astype(np.int64)
     compound = order > 0
     head = compound & ((np.asarray(pfns, dtype=np.int64) & ((np.int64(1) << order) - 1)) == 0)
     flags = flags | np.where(head, np.uint64(1 << KPF.COMPOUND_HEAD), np.uint64(0))
@@ -179,6 +182,7 @@ def page_flags(kinds: KindArray, pfns: IntArray, skippable: Optional[BoolArray] 
     return flags
 
 
-def kind_page_flags(kind: PageKind, pfn: int, skippable: bool = False) -> int:
+def kind_page_flags(kind: PageKind, pfn: int, skippable: bool = False, geometry: Geometry = DEFAULT_GEOMETRY) -> int:
     """``page_flags()`` of one page."""
-    return int(page_flags(np.asarray([int(kind)], dtype=np.uint8), np.asarray([pfn]), np.asarray([skippable]))[0])
+    return int(page_flags(np.asarray([int(kind)], dtype=np.uint8), np.asarray([pfn]), np.asarray([skippable]),
+                          geometry)[0])

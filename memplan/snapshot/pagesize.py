@@ -27,17 +27,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from memplan.core.errors import InputError
-from memplan.core.geometry import Geometry
+from memplan.core.geometry import ARM64_4K_CONT_PTE_SIZE, DEFAULT_PAGE_SIZE, PAGE_SIZES, Geometry, pmd_size
 
 #: the file ``snapshot --save`` writes (the page size in bytes, one line)
 PAGE_SIZE_FILE = "memplan-page-size"
-#: page sizes of the architectures Linux hot-unplugs memory on
-PAGE_SIZES = (4096, 16384, 65536)
-DEFAULT_PAGE_SIZE = 4096
-#: MAX_PAGE_ORDER per page size (arm64 ARCH_FORCE_MAX_ORDER defaults: 10, 11, 13)
-_MAX_PAGE_ORDER = {4096: 10, 16384: 11, 65536: 13}
-#: SECTION_SIZE_BITS per page size (x86-64/arm64 4 KiB and 16 KiB: 27; arm64 64 KiB: 29)
-_SECTION_SIZE = {4096: 128 << 20, 16384: 128 << 20, 65536: 512 << 20}
 HUGEPAGES_DIR = "sys/kernel/mm/hugepages"
 
 
@@ -51,12 +44,8 @@ class PageSize:
 
 
 def geometry_for(block_size: int, page_size: int) -> Geometry:
-    """The geometry of a machine with these blocks and pages: pageblocks of PMD size capped at
-    MAX_PAGE_ORDER (``pageblock_order``), sections of SECTION_SIZE_BITS (at most a block)."""
-    shift = page_size.bit_length() - 1
-    max_order = _MAX_PAGE_ORDER.get(page_size, 10)
-    return Geometry(memory_block_size=block_size, page_size=page_size, pageblock_order=min(shift - 3, max_order),
-                    max_page_order=max_order, section_size=min(_SECTION_SIZE.get(page_size, 128 << 20), block_size))
+    """The geometry of a machine with these blocks and pages (``Geometry.for_page_size``)."""
+    return Geometry.for_page_size(block_size, page_size)
 
 
 def _saved(text: Optional[str], display: str) -> Optional[int]:
@@ -67,7 +56,8 @@ def _saved(text: Optional[str], display: str) -> Optional[int]:
     except ValueError:
         size = 0
     if size not in PAGE_SIZES:
-        raise InputError(f"{display}: {text.strip()[:40]!r} is not a page size (4096, 16384 or 65536)")
+        sizes = ", ".join(str(s) for s in PAGE_SIZES[:-1]) + f" or {PAGE_SIZES[-1]}"
+        raise InputError(f"{display}: {text.strip()[:40]!r} is not a page size ({sizes})")
     return size
 
 
@@ -118,12 +108,13 @@ def _from_hugepages(names: Sequence[str]) -> Optional[int]:
     kb = {int(m.group(1)) for m in (re.fullmatch(r"hugepages-(\d+)kB", n) for n in names) if m}
     if not kb:
         return None
-    if 524288 in kb:  # 512 MiB PMD: 64 KiB pages
-        return 65536
-    if 32768 in kb and 64 not in kb:  # 32 MiB PMD without 4 KiB arm64's 64 KiB CONT_PTE size
-        return 16384
-    if 2048 in kb:
-        return 4096
+    small, middle, large = PAGE_SIZES
+    if pmd_size(large) >> 10 in kb:  # 512 MiB PMD: 64 KiB pages
+        return large
+    if pmd_size(middle) >> 10 in kb and ARM64_4K_CONT_PTE_SIZE >> 10 not in kb:
+        return middle  # 32 MiB PMD without 4 KiB arm64's 64 KiB CONT_PTE size
+    if pmd_size(small) >> 10 in kb:
+        return small
     return None
 
 

@@ -20,7 +20,7 @@ import math
 import os
 import socket
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -173,7 +173,7 @@ class SnapshotPageSource:
 
     def classes_of(self, start_pfn: int, flags: np.ndarray, mapcount: Optional[np.ndarray]) -> np.ndarray:
         """``PageClass`` per pfn with the machine's context: holes, virtio-mem resources."""
-        cls = kpf.classify(flags, mapcount, start_pfn, self.movable_ops_visible, 1 << self.geometry.pmd_order)
+        cls = kpf.classify(flags, mapcount, start_pfn, self.movable_ops_visible, self.geometry.pmd_pages)
         end = start_pfn + len(flags)
         cls[~self._mask(self._ram, start_pfn, end)] = PageClass.HOLE
         if len(self._virtio):
@@ -302,6 +302,83 @@ def _common_power_of_two(values: np.ndarray, cap: int) -> int:
     return min(g & -g, cap)
 
 
+def _unit_bound(geometry: Geometry, first_block: int, offline_masks: Dict[int, np.ndarray]) -> Optional[int]:
+    """The largest unit (bytes) the runs of fake-offline pages are all aligned to (at most a
+    memory block); None without any."""
+    ppb = geometry.pages_per_block
+    boundaries: List[int] = []
+    for block, mask in sorted(offline_masks.items()):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+        boundaries.extend((block * ppb + edges - first_block * ppb).tolist())
+    if not boundaries:
+        return None
+    return _common_power_of_two(np.asarray(boundaries, dtype=np.int64), ppb) * geometry.page_size
+
+
+def _device_unit(geometry: Geometry, start: int, first_block: int, unit_max: Optional[int],
+                 params: Dict[str, str]) -> Tuple[VirtioMemMode, int, int]:
+    """The mode, unit size and first unit's block of a device (``virtio_mem_init_hotplug()``).
+
+    Alignment only bounds the unit from above; sb_size = max(device_block_size, pageblock
+    size) bounds it from below. Where the bounds differ, the lower one (QEMU's default 2 MiB
+    device block) is used and marked as assumed.
+    """
+    mb = geometry.memory_block_size
+    force_bbm = params.get("virtio_mem.force_bbm", "N").upper().startswith("Y")
+    if not force_bbm and (unit_max is None or unit_max < mb):
+        return VirtioMemMode.SBM, geometry.pageblock_size, first_block
+    unit = mb
+    try:
+        param = int(params.get("virtio_mem.bbm_block_size", "0") or "0", 0)
+    except ValueError:
+        param = 0
+    if param and not param & (param - 1) and param >= mb:
+        unit = param
+    return VirtioMemMode.BBM, unit, -(-start // unit) * unit // mb
+
+
+def _sbm_plugged(geometry: Geometry, unit: int, first_unit_block: int, last_block: int, added: Set[int],
+                 offline_masks: Dict[int, np.ndarray]) -> Tuple[int, np.ndarray]:
+    """SBM: the sub-block count and plugged bitmap (a sub-block is unplugged where all its pages
+    are fake-offline)."""
+    per = geometry.memory_block_size // unit
+    unit_pages = unit // geometry.page_size
+    units = max(last_block - first_unit_block, 0) * per
+    plugged = np.zeros(units, dtype=bool)
+    for b in added:
+        u0 = (b - first_unit_block) * per
+        if b in offline_masks:
+            plugged[u0:u0 + per] = ~offline_masks[b].reshape(per, unit_pages).all(axis=1)
+        else:
+            plugged[u0:u0 + per] = True
+    return units, plugged
+
+
+def _bbm_plugged(geometry: Geometry, unit: int, first_unit_block: int, end: int, added: Set[int],
+                 offline_masks: Dict[int, np.ndarray]) -> Tuple[int, np.ndarray, frozenset]:
+    """BBM: the big block count, plugged bitmap (a big block with an added memory block) and the
+    FAKE_OFFLINE big blocks (every online page fake-offline)."""
+    mb = geometry.memory_block_size
+    per_bb = max(unit // mb, 1)
+    units = max((end // unit * unit) // mb - first_unit_block, 0) // per_bb
+    plugged = np.zeros(units, dtype=bool)
+    fake = []
+    for bb in range(units):
+        members = range(first_unit_block + bb * per_bb, first_unit_block + (bb + 1) * per_bb)
+        plugged[bb] = any(b in added for b in members)
+        masks = [offline_masks[b] for b in members if b in offline_masks]
+        if masks and all(m.all() for m in masks):
+            fake.append(bb)
+    return units, plugged, frozenset(fake)
+
+
+def _online_type(zones: Set[Optional[Zone]]) -> OnlineType:
+    """How the device's memory was onlined, from the zones of its online blocks."""
+    if not zones:
+        return OnlineType.OFFLINE
+    return OnlineType.MOVABLE if zones == {Zone.MOVABLE} else OnlineType.KERNEL
+
+
 def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: Sequence[Tuple[int, int]],
                   blocks: Dict[int, MemoryBlockInfo], offline_masks: Dict[int, np.ndarray], params: Dict[str, str],
                   node: int) -> Tuple[VirtioMemDevice, bool, Optional[int]]:
@@ -313,68 +390,19 @@ def _build_device(geometry: Geometry, name: str, start: int, end: int, ranges: S
     Returns the device, whether mode/unit are assumed, and the alignment bound.
     """
     mb = geometry.memory_block_size
-    ppb = geometry.pages_per_block
-    page = geometry.page_size
     first_block = -(-start // mb)
     last_block = end // mb  # exclusive
-    boundaries: List[int] = []
-    for block, mask in sorted(offline_masks.items()):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
-        boundaries.extend((block * ppb + edges - first_block * ppb).tolist())
-    force_bbm = params.get("virtio_mem.force_bbm", "N").upper().startswith("Y")
-    # Alignment only bounds the unit from above; sb_size = max(device_block_size, pageblock
-    # size) bounds it from below (virtio_mem_init_hotplug()). Where the bounds differ, the
-    # lower one (QEMU's default 2 MiB device block) is used and marked as assumed.
-    unit_pages = _common_power_of_two(np.asarray(boundaries, dtype=np.int64), ppb) if boundaries else 0
-    unit_max = unit_pages * page if boundaries else None
-    if force_bbm or (boundaries and unit_pages >= ppb):
-        mode = VirtioMemMode.BBM
-        unit = mb
-        try:
-            param = int(params.get("virtio_mem.bbm_block_size", "0") or "0", 0)
-        except ValueError:
-            param = 0
-        if param and not param & (param - 1) and param >= mb:
-            unit = param
-        first_unit_block = -(-start // unit) * unit // mb
-    else:
-        mode = VirtioMemMode.SBM
-        unit = geometry.pageblock_size
-        first_unit_block = first_block
-    unit_pages = unit // page
+    unit_max = _unit_bound(geometry, first_block, offline_masks)
+    mode, unit, first_unit_block = _device_unit(geometry, start, first_block, unit_max, params)
     added = {b for b in blocks if first_block <= b < last_block
              and any(lo < (b + 1) * mb and hi > b * mb for lo, hi in ranges)}
     online = [b for b in sorted(added) if blocks[b].state is BlockState.ONLINE] if blocks else []
+    fake_units: frozenset = frozenset()
     if mode is VirtioMemMode.SBM:
-        per = mb // unit
-        units = max(last_block - first_unit_block, 0) * per
-        plugged = np.zeros(units, dtype=bool)
-        for b in added:
-            u0 = (b - first_unit_block) * per
-            if b in offline_masks:
-                plugged[u0:u0 + per] = ~offline_masks[b].reshape(per, unit_pages).all(axis=1)
-            else:
-                plugged[u0:u0 + per] = True
-        fake_units: frozenset = frozenset()
+        units, plugged = _sbm_plugged(geometry, unit, first_unit_block, last_block, added, offline_masks)
     else:
-        per_bb = max(unit // mb, 1)
-        units = max((end // unit * unit) // mb - first_unit_block, 0) // per_bb
-        plugged = np.zeros(units, dtype=bool)
-        fake = []
-        for bb in range(units):
-            members = range(first_unit_block + bb * per_bb, first_unit_block + (bb + 1) * per_bb)
-            plugged[bb] = any(b in added for b in members)
-            masks = [offline_masks[b] for b in members if b in offline_masks]
-            if masks and all(m.all() for m in masks):
-                fake.append(bb)
-        fake_units = frozenset(fake)
-    zones = {blocks[b].zone for b in online}
-    if not online:
-        online_type = OnlineType.OFFLINE
-    elif zones == {Zone.MOVABLE}:
-        online_type = OnlineType.MOVABLE
-    else:
-        online_type = OnlineType.KERNEL
+        units, plugged, fake_units = _bbm_plugged(geometry, unit, first_unit_block, end, added, offline_masks)
+    online_type = _online_type({blocks[b].zone for b in online})
     unplug_online = params.get("virtio_mem.unplug_online", "Y").upper().startswith("Y")
     device = VirtioMemDevice(
         id=name, addr=start, region_size=end - start, device_block_size=unit, mode=mode, unit_size=unit,
@@ -428,6 +456,46 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         geometry = geometry_for(facts.memory.block_size, facts.page.size)
     except ValueError as exc:
         raise InputError(f"{tree.display(MEMORY_DIR + '/block_size_bytes')}: {exc}") from None
+    warnings = _input_warnings(tree, facts, flags, counts)
+    ppb = geometry.pages_per_block
+    ram = (ram_ranges(facts.iomem, geometry.page_shift) if facts.iomem is not None
+           else _block_ram(facts.memory.blocks, ppb))
+    infos = {b.id: b for b in facts.memory.blocks}
+    # A block linked under several nodes spans them (node -1; ``_block_table()`` splits it).
+    block_node = {b.id: -1 if len(b.nodes) > 1 else (b.node if b.node is not None else 0) for b in facts.memory.blocks}
+    block_zone, zone_assumed = _block_zones(facts, block_node, ppb)
+    if zone_assumed:
+        warnings.append(f"memory blocks {format_block_ranges(zone_assumed)}: no valid_zones and no /proc/zoneinfo "
+                        "span says their zone; judged as ZONE_NORMAL, and verdicts that depend on it are unknown")
+    movable_ops_visible = facts.release is not None and versions.at_least(facts.release, versions.MOVABLE_OPS_FLAG)
+
+    evidence: Dict[int, BlockEvidence] = {}
+    probe = SnapshotPageSource(geometry, flags, counts, ram, block_zone, {}, movable_ops_visible,
+                               kpf.PRIMARY_KINDS, None)
+    devices, device_facts, device_of_block = _virtio_devices(probe, facts, infos, block_node)
+    semantics, reason = detect_semantics(sum(d.fake_offline for d in device_facts),
+                                         sum(d.skippable for d in device_facts), facts.release, bool(devices), tree)
+    primary, pessimistic = _page_kinds(semantics)
+    vmemmap = _self_hosted_memmap(probe, geometry, facts, infos, device_of_block)
+    table = _block_table(facts, ram, block_zone, block_node, vmemmap, device_of_block, ppb)
+    cma = _zone_cma(facts, block_zone, block_node, geometry.page_shift)
+    source = SnapshotPageSource(geometry, flags, counts, ram, block_zone, cma, movable_ops_visible, primary, evidence,
+                                pessimistic)
+    name = socket.gethostname() if live else os.path.basename(os.path.normpath(root)) or root
+    machine = Machine(
+        name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
+        devices=tuple(devices), environment=Environment(hugetlb=_pools(facts, geometry)), default_semantics=semantics,
+        nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
+        assessor=SnapshotAssessor(evidence, source.alternative), semantics_reason=reason,
+    )
+    source.zone_assumed = frozenset(zone_assumed)
+    source.context = SnapshotContext(tree, facts, tuple(device_facts))
+    return machine
+
+
+def _input_warnings(tree: Tree, facts: SysrootFacts, flags: Optional[PageFile],
+                    counts: Optional[PageFile]) -> List[str]:
+    """What the tree lacks, one warning each (a guessed page size, missing page files, iomem, release)."""
     warnings: List[str] = []
     if facts.page.guessed:
         warnings.append(f"page size {facts.page.size // 1024} KiB {facts.page.how}")
@@ -443,15 +511,13 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     if facts.release is None:
         warnings.append("no kernel release in the tree (proc/sys/kernel/osrelease, proc/osrelease): "
                         "assuming the newest mainline rules")
-    ppb = geometry.pages_per_block
-    ram = (ram_ranges(facts.iomem, geometry.page_shift) if facts.iomem is not None
-           else _block_ram(facts.memory.blocks, ppb))
-    infos = {b.id: b for b in facts.memory.blocks}
-    # A block linked under several nodes spans them (node -1); each node's part comes from its
-    # zoneinfo spans.
-    block_node = {b.id: -1 if len(b.nodes) > 1 else (b.node if b.node is not None else 0) for b in facts.memory.blocks}
-    spans = {b.id: _node_parts(ram, facts.zones, b.nodes, b.id * ppb, (b.id + 1) * ppb)
-             for b in facts.memory.blocks if len(b.nodes) > 1}
+    return warnings
+
+
+def _block_zones(facts: SysrootFacts, block_node: Dict[int, int],
+                 ppb: int) -> Tuple[Dict[int, Optional[Zone]], List[int]]:
+    """Each block's zone (``valid_zones``, else its zoneinfo span), and the blocks whose zone
+    nothing says (judged as ZONE_NORMAL)."""
     block_zone: Dict[int, Optional[Zone]] = {}
     zone_assumed: List[int] = []
     for b in facts.memory.blocks:
@@ -464,28 +530,28 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
                 zone = Zone.NORMAL
                 zone_assumed.append(b.id)
         block_zone[b.id] = zone
-    if zone_assumed:
-        warnings.append(f"memory blocks {format_block_ranges(zone_assumed)}: no valid_zones and no /proc/zoneinfo "
-                        "span says their zone; judged as ZONE_NORMAL, and verdicts that depend on it are unknown")
-    movable_ops_visible = facts.release is not None and versions.at_least(facts.release, versions.MOVABLE_OPS_FLAG)
+    return block_zone, zone_assumed
 
-    evidence: Dict[int, BlockEvidence] = {}
-    probe = SnapshotPageSource(geometry, flags, counts, ram, block_zone, {}, movable_ops_visible,
-                               kpf.PRIMARY_KINDS, None)
 
-    devices, device_facts, device_of_block = _virtio_devices(probe, facts, infos, block_node)
-    fake_total = sum(d.fake_offline for d in device_facts)
-    skippable_total = sum(d.skippable for d in device_facts)
-    semantics, reason = detect_semantics(fake_total, skippable_total, facts.release, bool(devices), tree)
+def _page_kinds(semantics: str) -> Tuple[np.ndarray, np.ndarray]:
+    """The primary and pessimistic page kind of every ``PageClass`` under this semantics."""
     primary, pessimistic = kpf.PRIMARY_KINDS.copy(), kpf.PESSIMISTIC_KINDS.copy()
     # What a fake-offline page without KPF_OWNER_2 is depends on the semantics: under
     # PG_offline_skippable an ordinary, unmovable PageOffline page
     # (virtio_mem_sbm_mark_mb_non_skippable()).
     unflagged = int(get_semantics(semantics).unflagged_fake_offline_kind)
     primary[int(PageClass.FAKE_OFFLINE)] = pessimistic[int(PageClass.FAKE_OFFLINE)] = unflagged
+    return primary, pessimistic
 
-    vmemmap = _self_hosted_memmap(probe, geometry, facts, infos, device_of_block)
-    table = BlockTable(
+
+def _block_table(facts: SysrootFacts, ram: Sequence[Tuple[int, int, str]], block_zone: Dict[int, Optional[Zone]],
+                 block_node: Dict[int, int], vmemmap: Dict[int, int], device_of_block: Dict[int, int],
+                 ppb: int) -> BlockTable:
+    """The machine's block table, in the order of the memory block directories."""
+    # A block linked under several nodes spans them; each node's part comes from its zoneinfo spans.
+    spans = {b.id: _node_parts(ram, facts.zones, b.nodes, b.id * ppb, (b.id + 1) * ppb)
+             for b in facts.memory.blocks if len(b.nodes) > 1}
+    return BlockTable(
         ids=[b.id for b in facts.memory.blocks],
         state=[BlockTable.STATES.index(b.state) for b in facts.memory.blocks],
         zone=[_zone_code(block_zone[b.id]) for b in facts.memory.blocks],
@@ -495,23 +561,13 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         device=[device_of_block.get(b.id, -1) for b in facts.memory.blocks],
         spans=spans,
     )
-    cma = _zone_cma(facts, block_zone, block_node, geometry.page_shift)
-    source = SnapshotPageSource(geometry, flags, counts, ram, block_zone, cma, movable_ops_visible, primary, evidence,
-                                pessimistic)
-    # Pool counters as read; an hstate the tree says nothing about is counted from the pages
-    # (``free=None``: memplan.engine.simulation.resolve_pools()).
-    pools = {h.order: HugetlbPool(free=h.free, resv=h.resv) for h in facts.hugepages.values()
-             if h.order in geometry.hugetlb_orders}
-    name = socket.gethostname() if live else os.path.basename(os.path.normpath(root)) or root
-    machine = Machine(
-        name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
-        devices=tuple(devices), environment=Environment(hugetlb=pools), default_semantics=semantics,
-        nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
-        assessor=SnapshotAssessor(evidence, source.alternative), semantics_reason=reason,
-    )
-    source.zone_assumed = frozenset(zone_assumed)
-    source.context = SnapshotContext(tree, facts, tuple(device_facts))
-    return machine
+
+
+def _pools(facts: SysrootFacts, geometry: Geometry) -> Dict[int, HugetlbPool]:
+    """Pool counters as read; an hstate the tree says nothing about is counted from the pages
+    (``free=None``: memplan.engine.context.resolve_pools())."""
+    return {h.order: HugetlbPool(free=h.free, resv=h.resv) for h in facts.hugepages.values()
+            if h.order in geometry.hugetlb_orders}
 
 
 @dataclass(frozen=True)
@@ -661,6 +717,89 @@ def machine_blind_spots(facts: SysrootFacts, class_pages: np.ndarray, movable_op
     return out
 
 
+@dataclass
+class _Scan:
+    """What one pass over kpageflags/kpagecount counted."""
+
+    histogram: FlagsHistogram
+    #: pages per ``PageClass`` in online blocks
+    class_pages: np.ndarray
+    #: no-flag pages per (node, zone name)
+    unflagged_by_zone: Dict[Tuple[int, str], int]
+    #: pfns read (where the flags end, if before the last present block)
+    pfns: int = 0
+
+
+def _scan(source: SnapshotPageSource, table: BlockTable, facts: SysrootFacts,
+          writer: Optional["_TreeWriter"]) -> _Scan:
+    """Stream the page flags chunk by chunk: the histogram, the class counts of every online
+    block (recorded in the page source), the no-flag pages per zone, and the saved tree's pages."""
+    ppb = source.geometry.pages_per_block
+    scan = _Scan(FlagsHistogram(), np.zeros(CLASSES, dtype=np.int64), {})
+    block_rows = {int(b): i for i, b in enumerate(table.ids)}
+    chunk = max(kpf.CHUNK_PFNS // ppb, 1) * ppb
+    start = 0
+    # Only as far as the memory map needs (the last present block), never to the end of a
+    # file that may be huge, sparse or endless (issue 14 §2).
+    limit = (int(table.ids.max()) + 1) * ppb if len(table) and not source.blind else 0
+    while start < limit:
+        want = min(chunk, limit - start)
+        flags = source.read_flags(start, want)
+        if len(flags) == 0:
+            break
+        mapcount = source.mapcount(start, flags, always=writer is not None)
+        scan.histogram.add(start, flags)
+        if writer is not None:
+            writer.pages(flags, mapcount)
+        # Classify exactly as the page source does (mapcount only where hugetlb pages are).
+        cls = source.classes_of(start, flags, mapcount if kpf.has_huge(flags) else None)
+        _count_blocks(scan, source, table, block_rows, facts, start, cls)
+        scan.pfns = start + len(flags)
+        if len(flags) < want:
+            break
+        start += chunk
+    return scan
+
+
+def _count_blocks(scan: _Scan, source: SnapshotPageSource, table: BlockTable, block_rows: Dict[int, int],
+                  facts: SysrootFacts, start: int, cls: np.ndarray) -> None:
+    """Count the classes of the online blocks in one chunk (``cls`` from pfn ``start``)."""
+    ppb = source.geometry.pages_per_block
+    first_block = start // ppb
+    for i in range(-(-len(cls) // ppb)):
+        block = first_block + i
+        row = block_rows.get(block)
+        part = cls[i * ppb:(i + 1) * ppb]
+        if row is None or table.state[row] != 0:
+            continue
+        counts = np.bincount(part, minlength=CLASSES)
+        scan.class_pages += counts
+        if len(part) == ppb:
+            source.record(block, counts)
+        _count_unflagged(scan.unflagged_by_zone, facts.zones, table.zone_of(row), int(table.node[row]),
+                         block * ppb, part, int(counts[PageClass.UNFLAGGED]))
+
+
+def _check_flags_cover_online_blocks(source: SnapshotPageSource, table: BlockTable, pfns: int) -> None:
+    """A kpageflags that ends before an online block does is truncated: an error, not a guess."""
+    ppb = source.geometry.pages_per_block
+    online_end = [(int(b) + 1) * ppb for b, st in zip(table.ids, table.state) if st == 0]
+    if online_end and max(online_end) > pfns and source.flags is not None:
+        short = int(table.ids[table.state == 0][np.argmax(np.asarray(online_end) > pfns)])
+        raise InputError(f"{source.flags.display}: ends at pfn {pfns:#x}, but online memory block {short} needs "
+                         f"pfns up to {(short + 1) * ppb - 1:#x} (truncated?)")
+
+
+def _block_groups(table: BlockTable, geo: Geometry) -> Tuple[BlockGroup, ...]:
+    """Memory blocks counted by (state, zone)."""
+    groups: Dict[Tuple[str, str], int] = {}
+    for row in range(len(table)):
+        zone = table.zone_of(row)
+        key = (table.state_of(row).value, zone.value if zone else "none")
+        groups[key] = groups.get(key, 0) + 1
+    return tuple(BlockGroup(s, z, n, n * geo.memory_block_size) for (s, z), n in sorted(groups.items()))
+
+
 def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
     """One streaming pass over kpageflags/kpagecount: the report ``memplan snapshot`` prints
     (and, with ``save_to``, a saved tree: the only thing memplan ever writes)."""
@@ -668,79 +807,30 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
     tree, facts, device_facts = context.tree, context.facts, context.devices
     source: SnapshotPageSource = machine.pages  # type: ignore[assignment]
     geo = machine.geometry
-    ppb = geo.pages_per_block
     writer = _TreeWriter(save_to, tree, geo.page_size, not source.blind) if save_to else None
-    histogram = FlagsHistogram()
-    table = machine.blocks
-    block_rows = {int(b): i for i, b in enumerate(table.ids)}
-    class_pages = np.zeros(CLASSES, dtype=np.int64)
-    unflagged_by_zone: Dict[Tuple[int, str], int] = {}
-    chunk = max(kpf.CHUNK_PFNS // ppb, 1) * ppb
-    pfns = 0
-    start = 0
-    # Only as far as the memory map needs (the last present block), never to the end of a
-    # file that may be huge, sparse or endless (issue 14 §2).
-    limit = (int(table.ids.max()) + 1) * ppb if len(table) and not source.blind else 0
     try:
-        while start < limit:
-            want = min(chunk, limit - start)
-            flags = source.read_flags(start, want)
-            if len(flags) == 0:
-                break
-            mapcount = source.mapcount(start, flags, always=writer is not None)
-            histogram.add(start, flags)
-            if writer is not None:
-                writer.pages(flags, mapcount)
-            # Classify exactly as the page source does (mapcount only where hugetlb pages are).
-            cls = source.classes_of(start, flags, mapcount if kpf.has_huge(flags) else None)
-            first_block = start // ppb
-            for i in range(-(-len(flags) // ppb)):
-                block = first_block + i
-                row = block_rows.get(block)
-                part = cls[i * ppb:(i + 1) * ppb]
-                if row is None or table.state[row] != 0:
-                    continue
-                counts = np.bincount(part, minlength=CLASSES)
-                class_pages += counts
-                if len(part) == ppb:
-                    source.record(block, counts)
-                _count_unflagged(unflagged_by_zone, facts.zones, table.zone_of(row), int(table.node[row]),
-                                 block * ppb, part, int(counts[PageClass.UNFLAGGED]))
-            pfns = start + len(flags)
-            if len(flags) < want:
-                break
-            start += chunk
+        scan = _scan(source, machine.blocks, facts, writer)
         if writer is not None:
             writer.finish()
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-
-    online_end = [(int(b) + 1) * ppb for b, st in zip(table.ids, table.state) if st == 0]
-    if online_end and max(online_end) > pfns and source.flags is not None:
-        short = int(table.ids[table.state == 0][np.argmax(np.asarray(online_end) > pfns)])
-        raise InputError(f"{source.flags.display}: ends at pfn {pfns:#x}, but online memory block {short} needs "
-                         f"pfns up to {(short + 1) * ppb - 1:#x} (truncated?)")
-    groups: Dict[Tuple[str, str], int] = {}
-    for row in range(len(table)):
-        zone = table.zone_of(row)
-        key = (table.state_of(row).value, zone.value if zone else "none")
-        groups[key] = groups.get(key, 0) + 1
-    block_groups = tuple(BlockGroup(s, z, n, n * geo.memory_block_size) for (s, z), n in sorted(groups.items()))
+    _check_flags_cover_online_blocks(source, machine.blocks, scan.pfns)
+    histogram, class_pages = scan.histogram, scan.class_pages
     kinds = source.kinds
     classes = tuple(ClassCount(c.label, CLASS_MEANING[c], int(class_pages[c]), PageKind(int(kinds[int(c)])).label)
                     for c in PageClass if class_pages[c])
     flag_rows = tuple(FlagsCount(r.flags, r.pages, r.symbolic, r.long_symbolic) for r in histogram.rows())
     zones = tuple(ZoneCount(z.node, z.zone, z.present, z.managed, z.free, z.pcp, z.cma,
-                            unflagged_by_zone.get((z.node, z.zone), 0)) for z in facts.zones if z.present)
+                            scan.unflagged_by_zone.get((z.node, z.zone), 0)) for z in facts.zones if z.present)
     devices = tuple(DeviceSummary(d.device.id, d.device.addr, d.device.region_size, d.device.mode.value,
                                   d.device.unit_size, d.assumed, d.unit_max, d.device.plugged_size, d.blocks,
                                   d.fake_offline, d.kept_back, d.skippable) for d in device_facts)
     return SnapshotReport(
         source=machine.source, machine=machine.name, kernel=machine.kernel, block_size=geo.memory_block_size,
-        pfns=pfns, page_size=geo.page_size, page_size_source=facts.page.how, flags_saved=not source.blind,
-        block_groups=block_groups, classes=classes, flags=flag_rows,
+        pfns=scan.pfns, page_size=geo.page_size, page_size_source=facts.page.how, flags_saved=not source.blind,
+        block_groups=_block_groups(machine.blocks, geo), classes=classes, flags=flag_rows,
         zones=zones, devices=devices, semantics=machine.default_semantics or MAINLINE,
         semantics_reason=machine.semantics_reason or "",
         blind_spots=tuple(machine_blind_spots(facts, class_pages, source.movable_ops_visible,
