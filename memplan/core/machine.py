@@ -299,3 +299,6 @@ class VerdictAssessor(Protocol):
     def assess(self, verdict: BlockVerdict, second: Optional[BlockVerdict],
                foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
         """``(confidence, blind_spots)`` of one verdict."""
+
+    def pages_known(self, verdict: BlockVerdict) -> bool:
+        """Whether the input holds the block's pages (``False``: its page counts are stand-ins)."""

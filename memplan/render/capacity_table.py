@@ -55,7 +55,8 @@ def print_attempts(console: Console, result: PlanResult) -> None:
     for i, v in enumerate(result.attempts, 1):
         grid.add_row([str(i), str(v.block), lsmem_range(v), v.zone.value if v.zone else "none",
                       Styled(v.result.value, RESULT_STYLE[v.result]), v.errno.value if v.errno else "",
-                      v.reason.value if v.reason else "", v.step.value if v.step else "", str(v.pages.migrated),
+                      v.reason.value if v.reason else "", v.step.value if v.step else "",
+                      str(v.pages.migrated) if v.pages_known else "",
                       culprit_text(v), confidence_text(v.confidence)])
     grid.print(console)
 
