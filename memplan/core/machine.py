@@ -262,6 +262,10 @@ class Machine:
     assessor: Optional[VerdictAssessor] = None
     #: why ``default_semantics`` was chosen, when a snapshot detected it
     semantics_reason: Optional[str] = None
+    #: ``False``: the input holds no page contents (a tree without kpageflags, a live machine
+    #: read without root): ``pages`` serves stand-ins (all free) to judge with, and every page
+    #: count taken from them is unknown (``BlockVerdict.pages_known``, ``MemoryLeft.free_known``)
+    page_data: bool = True
 
     def device_of_block(self, row: int) -> Optional[VirtioMemDevice]:
         index = int(self.blocks.device[row])
@@ -299,6 +303,3 @@ class VerdictAssessor(Protocol):
     def assess(self, verdict: BlockVerdict, second: Optional[BlockVerdict],
                foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
         """``(confidence, blind_spots)`` of one verdict."""
-
-    def pages_known(self, verdict: BlockVerdict) -> bool:
-        """Whether the input holds the block's pages (``False``: its page counts are stand-ins)."""

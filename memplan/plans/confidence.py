@@ -53,7 +53,7 @@ class WriteAssessor:
             second = None
         level, spots = self.assessor.assess(verdict, second, self.effect)
         return dataclasses.replace(verdict, confidence=level, blind_spots=spots,
-                                   pages_known=self.assessor.pages_known(verdict))
+                                   pages_known=state.machine.page_data)
 
 
 def block_ratings(machine: Machine, semantics: str, blocks: Sequence[int]) -> Dict[int, Rating]:

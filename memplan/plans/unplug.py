@@ -449,7 +449,6 @@ def _rate(state: MachineState, blocks: Tuple[UnplugBlock, ...],
     worked = [b for b in blocks if b.visited or b.unplugged_units]
     wanted = sorted({m for b in worked for m in b.memory_blocks if m in online_before})
     ratings = block_ratings(state.machine, state.semantics.name, wanted)
-    assessor = state.machine.assessor
     out: List[UnplugBlock] = []
     relied: List[Tuple[int, Rating]] = []
     for b in blocks:
@@ -460,7 +459,7 @@ def _rate(state: MachineState, blocks: Tuple[UnplugBlock, ...],
         level, spots = least_sure(mine)
         removal = tuple(dataclasses.replace(v, confidence=ratings.get(v.block, CERTAIN)[0],
                                             blind_spots=ratings.get(v.block, CERTAIN)[1],
-                                            pages_known=assessor is None or assessor.pages_known(v))
+                                            pages_known=state.machine.page_data)
                         for v in b.removal)
         out.append(dataclasses.replace(b, confidence=level, blind_spots=spots, removal=removal))
         if b.unplugged_units:

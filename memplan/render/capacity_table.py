@@ -31,12 +31,17 @@ CURVE_WIDTH = 48
 def print_left(console: Console, left: MemoryLeft) -> None:
     grid = Grid([GridColumn("NODE", "right"), GridColumn("ZONE"), GridColumn("FREE", "right"),
                  GridColumn("TOTAL", "right")], title="Left online")
+    def free_text(n: int) -> str:
+        return format_size(n) if left.free_known else ""  # an empty cell: "-"
+
     for z in left.zones:
-        grid.add_row([str(z.node), z.zone.value if z.zone else "none", format_size(z.free_bytes),
+        grid.add_row([str(z.node), z.zone.value if z.zone else "none", free_text(z.free_bytes),
                       format_size(z.total_bytes)])
     for node, (free, total) in left.nodes().items():
-        grid.add_row([str(node), Styled("all", "bold"), format_size(free), format_size(total)])
+        grid.add_row([str(node), Styled("all", "bold"), free_text(free), format_size(total)])
     grid.print(console)
+    if not left.free_known:
+        print_line(console, "FREE not known: the input holds no page data (free memory is counted from the pages)")
 
 
 def ratio_line(left: MemoryLeft) -> str:

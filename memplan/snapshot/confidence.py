@@ -150,12 +150,11 @@ class SnapshotAssessor:
     block, and the pessimistic reading of the same pages."""
 
     def __init__(self, evidence: Dict[int, BlockEvidence], alternative: Optional[PageSource],
-                 page_data: bool = True, no_page_spot: str = NO_PAGE_FLAGS) -> None:
+                 no_page_spot: str = NO_PAGE_FLAGS) -> None:
         #: filled by the primary reading as blocks are materialised
         self.evidence = evidence
         self._alternative = alternative
-        #: ``False``: no page flags were read (a sysfs-only tree, a live machine without root)
-        self.page_data = page_data
+        #: the blind spot of a verdict that needed pages the input does not hold
         self.no_page_spot = no_page_spot
 
     def second_reading(self) -> Optional[PageSource]:
@@ -167,8 +166,3 @@ class SnapshotAssessor:
     def assess(self, verdict: BlockVerdict, second: Optional[BlockVerdict],
                foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
         return assess(verdict, second, self.evidence.get(verdict.block), foreign_reference, self.no_page_spot)
-
-    def pages_known(self, verdict: BlockVerdict) -> bool:
-        """Without page flags every count but the block's size is a stand-in, whatever decided
-        the verdict (a block failing at the zone step still shows its pages elsewhere)."""
-        return self.page_data

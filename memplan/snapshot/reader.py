@@ -529,9 +529,8 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
         devices=tuple(devices), environment=Environment(hugetlb=pools), default_semantics=semantics,
         nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
-        assessor=SnapshotAssessor(evidence, source.alternative, page_data=flags is not None,
-                                  no_page_spot=NO_PAGE_FLAGS_ROOT if needs_root else NO_PAGE_FLAGS),
-        semantics_reason=reason,
+        assessor=SnapshotAssessor(evidence, source.alternative, NO_PAGE_FLAGS_ROOT if needs_root else NO_PAGE_FLAGS),
+        semantics_reason=reason, page_data=flags is not None,
     )
     source.zone_assumed = frozenset(zone_assumed)
     source.no_page_spot = NO_PAGE_FLAGS_ROOT if needs_root else NO_PAGE_FLAGS
