@@ -115,6 +115,12 @@ def test_explain_says_page_data_not_saved_instead_of_a_page_table(x86):
     assert doc["block"]["blind_spots"] == [NO_PAGE_FLAGS]
 
 
+def test_explain_of_an_offline_block_has_no_pages_to_show_either_way(x86):
+    out = ok("explain", "--sysroot", x86, "44").stdout
+    assert "Pages of the block: none to show (an offline block has no memmap" in out and "page data" not in out
+    assert json.loads(ok("explain", "--sysroot", x86, "44", "--json").stdout)["population"] == []
+
+
 def test_explain_of_a_tree_with_page_flags_keeps_its_page_table():
     doc = json.loads(ok("explain", "--sysroot", fixture_tree("qemu-6.1-post2"), "5", "--json").stdout)
     assert doc["population"] and sum(r["pages"] for r in doc["population"]) == doc["block"]["pages"]["total"]

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from memplan import __version__
-from memplan.core.results import Confidence, LogEntry, LogLevel, Outcome
+from memplan.core.results import Cause, Confidence, LogEntry, LogLevel, Outcome
 from memplan.core.units import format_size
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
 from memplan.kernel.pages import RATELIMIT_NOTE
@@ -40,6 +40,12 @@ def shown_steps(story: BlockStory) -> List[StepRecord]:
         return list(story.steps)
     return [dataclasses.replace(s, detail=f"{s.detail} ({_STAND_IN})", pfn=None, count=None)
             if s.step.info.reads_pages and s.status is not StepStatus.NOT_REACHED else s for s in story.steps]
+
+
+def population_known(story: BlockStory) -> bool:
+    """Whether the page table tells something: the input holds the block's pages, or the block
+    is offline (no memmap: nothing to show whatever the input holds)."""
+    return story.verdict.pages_known or story.verdict.cause is Cause.NOT_ONLINE
 
 
 def shown_advice(story: BlockStory) -> str:
@@ -78,7 +84,7 @@ def story_dict(story: BlockStory, page_size: int = 4096, warnings: Sequence[str]
         "block": block_dict(story.verdict),
         "steps": [step_dict(s) for s in shown_steps(story)],
         # null: the input holds no page data for the block ([]: the block has no memmap)
-        "population": ([population_dict(r, page_size) for r in story.population] if story.verdict.pages_known
+        "population": ([population_dict(r, page_size) for r in story.population] if population_known(story)
                        else None),
         "culprit": culprit_page_dict(story.culprit) if story.culprit else None,
         "advice": shown_advice(story),
@@ -195,7 +201,7 @@ def print_story(console: Console, story: BlockStory, page_size: int = 4096) -> N
     heading("The offline pipeline, step by step (offline_pages(), spec section 3):")
     print_steps(console, shown_steps(story))
     line()
-    if not v.pages_known:
+    if not population_known(story):
         heading(f"Pages of the block: {PAGES_NOT_SAVED} (the input holds no page flags; the steps that read "
                 "pages were judged as if every page were free).")
     elif story.population:
