@@ -219,12 +219,14 @@ def test_live_without_root_in_every_command(live_root):
     live_root()
     out = ok("simulate", "--live").stdout
     assert "By confidence:          certain 0B, likely 0B, unknown" in out
+    assert re.search(r"^Would offline: +\d+ \(23\.9G, 23\.9G of it unknown\)$", out, re.M), out
     assert NO_PAGE_FLAGS_ROOT in out
     map_out = ok("map", "--live").stdout
     assert "?  unknown" in map_out
     plan = json.loads(ok("plan", "--live", "--size", "1G", "--json").stdout)
     assert plan["achieved_bytes_by_confidence"]["unknown"] == plan["achieved_bytes"] == 1 << 30
     assert plan["left"]["free_bytes"] is None
+    assert "Achieved:           1G (blocks 192-199, 1G of it unknown)" in ok("plan", "--live", "--size", "1G").stdout
     story = ok("explain", "--live", "40").stdout
     assert "page data: not saved" in story and NO_PAGE_FLAGS_ROOT in story
     snap = json.loads(ok("snapshot", "--live", "--json").stdout)

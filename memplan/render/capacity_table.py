@@ -22,7 +22,7 @@ from memplan.render.cells import RESULT_STYLE, confidence_text, culprit_text, ls
 from memplan.render.console import print_line
 from memplan.render.escape import safe
 from memplan.render.grid import Cell, Grid, GridColumn, Styled, grid_of
-from memplan.render.table import by_confidence_text
+from memplan.render.table import by_confidence_text, unknown_caveat
 
 #: Width of the sweep curve in character cells.
 CURVE_WIDTH = 48
@@ -79,7 +79,8 @@ def print_plan(console: Console, result: PlanResult) -> None:
         label("Asked", f"{format_size(result.asked_bytes)} ({result.asked_bytes // result.block_size} blocks of "
                        f"{format_size(result.block_size)}{', zone ' + result.zone if result.zone else ''})"),
         label("Achieved", f"{format_size(result.achieved_bytes)} "
-                          f"(blocks {format_block_ranges(list(result.offlined)) or 'none'})"),
+                          f"(blocks {format_block_ranges(list(result.offlined)) or 'none'}"
+                          f"{unknown_caveat(result.achieved_bytes_by_confidence)})"),
         label("By confidence", by_confidence_text(result.achieved_bytes_by_confidence)),
         label("Attempts", f"{len(result.attempts)} of {result.candidates} candidate blocks"),
         ratio_line(result.left),
