@@ -262,6 +262,10 @@ class Machine:
     assessor: Optional[VerdictAssessor] = None
     #: why ``default_semantics`` was chosen, when a snapshot detected it
     semantics_reason: Optional[str] = None
+    #: ``False``: the input holds no page contents (a tree without kpageflags, a live machine
+    #: read without root): ``pages`` serves stand-ins (all free) to judge with, and every page
+    #: count taken from them is unknown (``BlockVerdict.pages_known``, ``MemoryLeft.free_known``)
+    page_data: bool = True
 
     def device_of_block(self, row: int) -> Optional[VirtioMemDevice]:
         index = int(self.blocks.device[row])

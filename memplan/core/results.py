@@ -379,6 +379,10 @@ class BlockVerdict:
     blind_spots: Tuple[str, ...] = ()
     #: why the block does not offline (``None`` when it does)
     cause: Optional[Cause] = None
+    #: ``False``: the input holds no page data for the block (a tree without kpageflags, a live
+    #: machine read without root), so ``pages`` beyond ``total`` is a stand-in the verdict was
+    #: judged with, not a count: renderers show it as unknown (``-``, empty, ``null``)
+    pages_known: bool = True
 
     @property
     def size(self) -> int:

@@ -228,7 +228,7 @@ def with_confidence(machine: Machine, sem: OfflineSemantics, verdicts: List[Bloc
     out = []
     for v in verdicts:
         level, spots = assessor.assess(v, second.get(v.block), effect)
-        out.append(dataclasses.replace(v, confidence=level, blind_spots=spots))
+        out.append(dataclasses.replace(v, confidence=level, blind_spots=spots, pages_known=machine.page_data))
     return out
 
 

@@ -52,7 +52,8 @@ class WriteAssessor:
         if not self.assessor.needs_second_reading(verdict):
             second = None
         level, spots = self.assessor.assess(verdict, second, self.effect)
-        return dataclasses.replace(verdict, confidence=level, blind_spots=spots)
+        return dataclasses.replace(verdict, confidence=level, blind_spots=spots,
+                                   pages_known=state.machine.page_data)
 
 
 def block_ratings(machine: Machine, semantics: str, blocks: Sequence[int]) -> Dict[int, Rating]:

@@ -508,7 +508,7 @@ class MachineState:
             acc[1] += int(self.ram_pages[row]) * page
         zones = [ZoneMemory(node, Zone.from_code(code), free, total)
                  for (node, code), (free, total) in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
-        return MemoryLeft(tuple(zones))
+        return MemoryLeft(tuple(zones), free_known=self.machine.page_data)
 
     def free_pages_total(self) -> int:
         return int(self.free[self.online_rows()].sum())

@@ -46,6 +46,9 @@ class MemoryLeft:
     """What is left online after a plan, per zone and node."""
 
     zones: Tuple[ZoneMemory, ...]
+    #: ``False``: the input holds no page contents (``Machine.page_data``), so the free memory
+    #: is a stand-in (every page free) and renderers show it as unknown; totals stay known
+    free_known: bool = True
 
     @property
     def free_bytes(self) -> int:

@@ -458,7 +458,9 @@ def _rate(state: MachineState, blocks: Tuple[UnplugBlock, ...],
         mine = [ratings[m] for m in b.memory_blocks if m in ratings]
         level, spots = least_sure(mine)
         removal = tuple(dataclasses.replace(v, confidence=ratings.get(v.block, CERTAIN)[0],
-                                            blind_spots=ratings.get(v.block, CERTAIN)[1]) for v in b.removal)
+                                            blind_spots=ratings.get(v.block, CERTAIN)[1],
+                                            pages_known=state.machine.page_data)
+                        for v in b.removal)
         out.append(dataclasses.replace(b, confidence=level, blind_spots=spots, removal=removal))
         if b.unplugged_units:
             relied.extend((m, ratings[m]) for m in b.memory_blocks if m in ratings)

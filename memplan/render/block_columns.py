@@ -43,8 +43,17 @@ def _verdict(get: Callable[[BlockVerdict], Any]) -> Callable[[BlockRow], Any]:
     return lambda r: get(r.verdict) if r.verdict is not None else None
 
 
+def page_count(v: BlockVerdict, attr: str) -> Optional[int]:
+    """One of the verdict's page counts; ``None`` when the input holds no pages for the block
+    (its counts are stand-ins: ``-`` in tables, ``null`` in JSON). ``total`` is always known."""
+    if not v.pages_known and attr != "total":
+        return None
+    return int(getattr(v.pages, attr))
+
+
 def _count(name: str, attr: str, help: str, aliases: Tuple[str, ...] = ()) -> Column[BlockRow]:
-    return Column(name, lambda r: getattr(r.verdict.pages, attr) if r.verdict is not None else 0, Merge.SUM, help,
+    # Merge.SUM never merges a row of unknown counts with a row of known ones (lsmem._Merger).
+    return Column(name, lambda r: page_count(r.verdict, attr) if r.verdict is not None else 0, Merge.SUM, help,
                   justify="right", aliases=aliases, json=JsonType.NUMBER)
 
 

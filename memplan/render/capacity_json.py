@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 from memplan import __version__
 from memplan.core.results import Confidence
@@ -25,13 +25,17 @@ def _by_confidence(split: Dict[Confidence, int]) -> Dict[str, int]:
 
 
 def left_dict(left: MemoryLeft) -> Dict[str, Any]:
-    """Free and present memory of the online blocks, per zone and node and in total."""
+    """Free and present memory of the online blocks, per zone and node and in total; every
+    ``free_bytes`` is null when the input holds no page data (``MemoryLeft.free_known``)."""
+    def free(n: int) -> Optional[int]:
+        return n if left.free_known else None
+
     return {
-        "free_bytes": left.free_bytes,
+        "free_bytes": free(left.free_bytes),
         "total_bytes": left.total_bytes,
-        "nodes": [{"node": node, "free_bytes": free, "total_bytes": total}
-                  for node, (free, total) in left.nodes().items()],
-        "zones": [{"node": z.node, "zone": z.zone.value if z.zone else "none", "free_bytes": z.free_bytes,
+        "nodes": [{"node": node, "free_bytes": free(nfree), "total_bytes": total}
+                  for node, (nfree, total) in left.nodes().items()],
+        "zones": [{"node": z.node, "zone": z.zone.value if z.zone else "none", "free_bytes": free(z.free_bytes),
                    "total_bytes": z.total_bytes} for z in left.zones],
         "movable_bytes": left.movable_bytes,
         "kernel_bytes": left.kernel_bytes,

@@ -22,7 +22,7 @@ from memplan.render.cells import RESULT_STYLE, confidence_text, culprit_text, ls
 from memplan.render.console import print_line
 from memplan.render.escape import safe
 from memplan.render.grid import Cell, Grid, GridColumn, Styled, grid_of
-from memplan.render.table import by_confidence_text
+from memplan.render.table import by_confidence_text, unknown_caveat
 
 #: Width of the sweep curve in character cells.
 CURVE_WIDTH = 48
@@ -31,12 +31,17 @@ CURVE_WIDTH = 48
 def print_left(console: Console, left: MemoryLeft) -> None:
     grid = Grid([GridColumn("NODE", "right"), GridColumn("ZONE"), GridColumn("FREE", "right"),
                  GridColumn("TOTAL", "right")], title="Left online")
+    def free_text(n: int) -> str:
+        return format_size(n) if left.free_known else ""  # an empty cell: "-"
+
     for z in left.zones:
-        grid.add_row([str(z.node), z.zone.value if z.zone else "none", format_size(z.free_bytes),
+        grid.add_row([str(z.node), z.zone.value if z.zone else "none", free_text(z.free_bytes),
                       format_size(z.total_bytes)])
     for node, (free, total) in left.nodes().items():
-        grid.add_row([str(node), Styled("all", "bold"), format_size(free), format_size(total)])
+        grid.add_row([str(node), Styled("all", "bold"), free_text(free), format_size(total)])
     grid.print(console)
+    if not left.free_known:
+        print_line(console, "FREE not known: the input holds no page data (free memory is counted from the pages)")
 
 
 def ratio_line(left: MemoryLeft) -> str:
@@ -55,7 +60,8 @@ def print_attempts(console: Console, result: PlanResult) -> None:
     for i, v in enumerate(result.attempts, 1):
         grid.add_row([str(i), str(v.block), lsmem_range(v), v.zone.value if v.zone else "none",
                       Styled(v.result.value, RESULT_STYLE[v.result]), v.errno.value if v.errno else "",
-                      v.reason.value if v.reason else "", v.step.value if v.step else "", str(v.pages.migrated),
+                      v.reason.value if v.reason else "", v.step.value if v.step else "",
+                      str(v.pages.migrated) if v.pages_known else "",
                       culprit_text(v), confidence_text(v.confidence)])
     grid.print(console)
 
@@ -73,7 +79,8 @@ def print_plan(console: Console, result: PlanResult) -> None:
         label("Asked", f"{format_size(result.asked_bytes)} ({result.asked_bytes // result.block_size} blocks of "
                        f"{format_size(result.block_size)}{', zone ' + result.zone if result.zone else ''})"),
         label("Achieved", f"{format_size(result.achieved_bytes)} "
-                          f"(blocks {format_block_ranges(list(result.offlined)) or 'none'})"),
+                          f"(blocks {format_block_ranges(list(result.offlined)) or 'none'}"
+                          f"{unknown_caveat(result.achieved_bytes_by_confidence)})"),
         label("By confidence", by_confidence_text(result.achieved_bytes_by_confidence)),
         label("Attempts", f"{len(result.attempts)} of {result.candidates} candidate blocks"),
         ratio_line(result.left),

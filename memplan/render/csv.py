@@ -38,7 +38,8 @@ def verdict_row(v: BlockVerdict) -> List[Any]:
         v.block, v.start, v.end, v.size, v.zone.value if v.zone else "none", v.node, v.result.value, _value(v.errno),
         _value(v.reason), _value(v.step),
         c.pfn if c else "", c.kind.label if c else "", c.refcount if c else "",
-        p.total, p.free, p.migrated, p.skipped_offline, p.dissolved, p.hwpoison, p.vmemmap, p.holes, p.blocking,
+        p.total, *((p.free, p.migrated, p.skipped_offline, p.dissolved, p.hwpoison, p.vmemmap, p.holes, p.blocking)
+                   if v.pages_known else ("",) * 8),
         _value(v.device), _value(v.device_state), ";".join(h.kind.value for h in v.hazards), len(v.kernel_log),
         _value(v.confidence.value if v.confidence else None), _value(v.cause),
     ]

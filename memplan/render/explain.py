@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from rich.console import Console
@@ -9,7 +10,7 @@ from rich.text import Text
 
 from memplan import __version__
 from memplan.core.geometry import Geometry
-from memplan.core.results import Confidence, LogEntry, LogLevel, Outcome
+from memplan.core.results import Cause, Confidence, LogEntry, LogLevel, Outcome
 from memplan.core.units import format_size
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
 from memplan.kernel.pages import RATELIMIT_NOTE
@@ -26,6 +27,35 @@ STATUS_STYLE = {StepStatus.PASSED: "green", StepStatus.FAILED: "bold red", StepS
 
 
 # --- JSON -------------------------------------------------------------------------------
+
+#: what ``explain`` says instead of the page table of a block whose pages the input does not hold
+PAGES_NOT_SAVED = "page data: not saved"
+#: appended to the detail of a step that reads pages the input does not hold
+_STAND_IN = "page data: not saved, judged as if every page were free"
+
+
+def shown_steps(story: BlockStory) -> List[StepRecord]:
+    """The story's steps; without page data, each step that read pages says its pages were a
+    stand-in (and names no page nor count taken from them)."""
+    if story.verdict.pages_known:
+        return list(story.steps)
+    return [dataclasses.replace(s, detail=f"{s.detail} ({_STAND_IN})", pfn=None, count=None)
+            if s.step.info.reads_pages and s.status is not StepStatus.NOT_REACHED else s for s in story.steps]
+
+
+def population_known(story: BlockStory) -> bool:
+    """Whether the page table tells something: the input holds the block's pages, or the block
+    is offline (no memmap: nothing to show whatever the input holds)."""
+    return story.verdict.pages_known or story.verdict.cause is Cause.NOT_ONLINE
+
+
+def shown_advice(story: BlockStory) -> str:
+    """The advice; without page data it first asks for the pages (the rest rests on stand-ins)."""
+    if story.verdict.pages_known:
+        return story.advice
+    return ("Save the block's pages first (`memplan snapshot --save DIR` on the machine, as root); judged without "
+            f"them: {story.advice}")
+
 
 def step_dict(s: StepRecord) -> Dict[str, Any]:
     return {"step": s.step.value, "function": s.step.function, "status": s.status.value, "detail": s.detail,
@@ -53,10 +83,12 @@ def story_dict(story: BlockStory, geometry: Geometry, warnings: Sequence[str] = 
         "machine": story.machine,
         "semantics": story.semantics,
         "block": block_dict(story.verdict),
-        "steps": [step_dict(s) for s in story.steps],
-        "population": [population_dict(r, geometry.page_size) for r in story.population],
+        "steps": [step_dict(s) for s in shown_steps(story)],
+        # null: the input holds no page data for the block ([]: the block has no memmap)
+        "population": ([population_dict(r, geometry.page_size) for r in story.population]
+                       if population_known(story) else None),
         "culprit": culprit_page_dict(story.culprit) if story.culprit else None,
-        "advice": story.advice,
+        "advice": shown_advice(story),
         "warnings": list(warnings),
     }
 
@@ -168,9 +200,12 @@ def print_story(console: Console, story: BlockStory, geometry: Geometry) -> None
         line(f"  - {spot}")
     line()
     heading("The offline pipeline, step by step (offline_pages(), spec section 3):")
-    print_steps(console, story.steps)
+    print_steps(console, shown_steps(story))
     line()
-    if story.population:
+    if not population_known(story):
+        heading(f"Pages of the block: {PAGES_NOT_SAVED} (the input holds no page flags; the steps that read "
+                "pages were judged as if every page were free).")
+    elif story.population:
         heading("Pages of the block (kpageflags as page-types -r shows them):")
         print_population(console, story.population, geometry.page_size)
     else:
@@ -189,4 +224,4 @@ def print_story(console: Console, story: BlockStory, geometry: Geometry) -> None
     for h in v.hazards:
         line(Text.assemble("  hazard ", (h.kind.value, "red"), f": {safe(h.text)}"))
     line()
-    line(Text.assemble(("Advice: ", "bold"), safe(story.advice)))
+    line(Text.assemble(("Advice: ", "bold"), safe(shown_advice(story))))

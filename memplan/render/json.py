@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Dict, Iterator, List
+from typing import IO, Any, Dict, Iterator, List, Optional
 
 from memplan import __version__
 from memplan.core.results import BlockVerdict, Confidence, Culprit, Hazard, LogEntry, PageCounts, Summary, Verdicts
@@ -13,12 +13,17 @@ def culprit_dict(culprit: Culprit) -> Dict[str, Any]:
     return {"pfn": culprit.pfn, "kind": culprit.kind.label, "refcount": culprit.refcount}
 
 
-def pages_dict(pages: PageCounts) -> Dict[str, int]:
-    return {
+def pages_dict(pages: PageCounts, known: bool = True) -> Dict[str, Optional[int]]:
+    """The block's page counts; without page data (``BlockVerdict.pages_known`` false) every
+    key stays and every count but ``total`` is ``null``."""
+    counts: Dict[str, Optional[int]] = {
         "total": pages.total, "free": pages.free, "migrated": pages.migrated,
         "skipped_offline": pages.skipped_offline, "dissolved": pages.dissolved, "hwpoison": pages.hwpoison,
         "vmemmap": pages.vmemmap, "holes": pages.holes, "blocking": pages.blocking,
     }
+    if not known:
+        counts = {k: (v if k == "total" else None) for k, v in counts.items()}
+    return counts
 
 
 def log_dict(entry: LogEntry) -> Dict[str, Any]:
@@ -44,7 +49,7 @@ def block_dict(v: BlockVerdict) -> Dict[str, Any]:
         "step": v.step.value if v.step else None,
         "cause": v.cause.value if v.cause else None,
         "culprit": culprit_dict(v.culprit) if v.culprit else None,
-        "pages": pages_dict(v.pages),
+        "pages": pages_dict(v.pages, v.pages_known),
         "kernel_log": [log_dict(e) for e in v.kernel_log],
         "hazards": [hazard_dict(h) for h in v.hazards],
         "device": v.device,

@@ -23,8 +23,9 @@ API
 ---
 ``Column(name, get, merge=Merge.SPLIT, ...)``: ``get(item)`` gives the raw value, ``merge`` says
 what contiguous items do (``KEY``: the block number, shown ``N-M``; ``RANGE``: an inclusive
-``(start, end)`` printed ``0x%016x-0x%016x``; ``SUM``: added up, ``size=True`` prints lsmem
-sizes; ``SPLIT``: a value that keeps rows apart, the first item's value shown otherwise).
+``(start, end)`` printed ``0x%016x-0x%016x``; ``SUM``: added up (``None`` is an unknown
+value: its sum is unknown, and a row never merges unknown values with known ones), ``size=True``
+prints lsmem sizes; ``SPLIT``: a value that keeps rows apart, the first item's value shown otherwise).
 ``fmt`` turns a value into text (``""`` is an empty cell: ``-`` in tables, ``null`` in JSON),
 ``style`` gives it a colour, ``json`` its JSON type (lsmem's: NUMBER, BOOLEAN, STRING),
 ``split_key`` what is compared when splitting.
@@ -126,6 +127,8 @@ class Column(Generic[T]):
         if self.merge is Merge.RANGE:
             return f"0x{value[0]:016x}-0x{value[1]:016x}"
         if self.size:
+            if value is None:
+                return ""
             return str(value) if in_bytes else format_size(value)
         return self.fmt(value)
 
@@ -276,13 +279,14 @@ class _Merger(Generic[T]):
         this_key = self.key.get(item) if self.key is not None else None
         row = self.row
         if (row is not None and not self.all_rows and this_key is not None and self.last_key is not None
-                and this_key == self.last_key + 1 and split_values == self.split_values):
+                and this_key == self.last_key + 1 and split_values == self.split_values
+                and self._sums_agree(row, values)):
             for i, merge in self.merging:
                 if merge is Merge.KEY:
                     row.values[i] = (row.values[i][0], values[i])
                 elif merge is Merge.RANGE:
                     row.values[i] = (row.values[i][0], values[i][1])
-                else:
+                elif values[i] is not None:
                     row.values[i] = row.values[i] + values[i]
             row.count += 1
             self.last_key = this_key
@@ -292,6 +296,11 @@ class _Merger(Generic[T]):
                 values[i] = (values[i], values[i])
         self.row, self.split_values, self.last_key = Row(values), split_values, this_key
         return row
+
+    def _sums_agree(self, row: Row, values: List[Any]) -> bool:
+        """A sum is unknown (``None``) when its items' values are: a row never adds known values
+        to unknown ones (the total would pass a guess off as a count)."""
+        return all((row.values[i] is None) == (values[i] is None) for i, merge in self.merging if merge is Merge.SUM)
 
     def close(self) -> Optional[Row]:
         row, self.row = self.row, None

@@ -37,6 +37,13 @@ def by_confidence_text(split: Dict[Confidence, int], in_bytes: bool = False) -> 
     return ", ".join(f"{c.value} {size_text(split.get(c, 0), in_bytes)}" for c in Confidence)
 
 
+def unknown_caveat(split: Dict[Confidence, int], in_bytes: bool = False) -> str:
+    """``, 23.9G of it unknown`` (empty when nothing is unknown): a headline amount never passes
+    unknown verdicts off as memory that would go offline without saying so."""
+    unknown = split.get(Confidence.UNKNOWN, 0)
+    return f", {size_text(unknown, in_bytes)} of it unknown" if unknown else ""
+
+
 def label(name: str, value: str) -> str:
     return f"{name + ':':<{LABEL}}{value}"
 
@@ -50,10 +57,11 @@ def summary_lines(result: Verdicts, summary: Optional[Summary] = None, in_bytes:
     if counts and counts.get(Confidence.CERTAIN, 0) != s.blocks:
         judged += " (" + ", ".join(f"{counts.get(c, 0)} {c.value}" for c in Confidence) + ")"
     split = s.offlinable_bytes_by_confidence or {Confidence.CERTAIN: s.offlinable_bytes}
+    caveat = unknown_caveat(split, in_bytes)
     return [
         label("Semantics", safe(f"{result.semantics}{reason}")),
         label("Blocks judged", judged),
-        label("Would offline", f"{s.offlined} ({size_text(s.offlinable_bytes, in_bytes)})"),
+        label("Would offline", f"{s.offlined} ({size_text(s.offlinable_bytes, in_bytes)}{caveat})"),
         label("By confidence", by_confidence_text(split, in_bytes)),
         label("Would fail", str(s.fails)),
         label("Would hang", f"{s.hangs} (until a signal: -EINTR \"signal backoff\")"),

@@ -28,6 +28,10 @@ from memplan.snapshot.evidence import VISIBLY_UNMOVABLE_KERNEL_ZONE, BlockEviden
 NO_PAGE_FLAGS = ("no page flags saved (proc/kpageflags): what the block's pages hold is not known; "
                  "`memplan snapshot --save DIR` on the machine saves a tree that has them")
 
+#: the blind spot of every verdict that needed the pages of a live machine read without root
+NO_PAGE_FLAGS_ROOT = ("page flags not readable (/proc/kpageflags needs root): what the block's pages hold is not "
+                      "known; run memplan as root to read them")
+
 #: the blind spot of every page verdict about a block whose zone no file tells
 ZONE_ASSUMED = ("zone not known (no valid_zones, no /proc/zoneinfo span): judged as ZONE_NORMAL; in "
                 "ZONE_MOVABLE or spanning zones the verdict could differ")
@@ -49,12 +53,14 @@ def needs_second_reading(verdict: BlockVerdict, evidence: Optional[BlockEvidence
 
 
 def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence: Optional[BlockEvidence],
-           foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
-    """``(confidence, blind_spots)`` of one snapshot verdict."""
+           foreign_reference: ForeignRefEffect,
+           no_page_spot: str = NO_PAGE_FLAGS) -> Tuple[Confidence, Tuple[str, ...]]:
+    """``(confidence, blind_spots)`` of one snapshot verdict; ``no_page_spot`` is the blind
+    spot of a verdict that needed pages the input does not hold."""
     if evidence is None or verdict.step in PAGE_FREE_STEPS:
         return CERTAIN, ()
     if evidence.no_page_data:
-        return UNKNOWN, (NO_PAGE_FLAGS,) + ((ZONE_ASSUMED,) if evidence.zone_assumed else ())
+        return UNKNOWN, (no_page_spot,) + ((ZONE_ASSUMED,) if evidence.zone_assumed else ())
     if evidence.zone_assumed:
         _, spots = _assess_pages(verdict, alternative, evidence, foreign_reference)
         return UNKNOWN, (ZONE_ASSUMED,) + spots
@@ -143,10 +149,13 @@ class SnapshotAssessor:
     """``VerdictAssessor`` of a snapshot machine: the evidence its primary reading recorded per
     block, and the pessimistic reading of the same pages."""
 
-    def __init__(self, evidence: Dict[int, BlockEvidence], alternative: Optional[PageSource]) -> None:
+    def __init__(self, evidence: Dict[int, BlockEvidence], alternative: Optional[PageSource],
+                 no_page_spot: str = NO_PAGE_FLAGS) -> None:
         #: filled by the primary reading as blocks are materialised
         self.evidence = evidence
         self._alternative = alternative
+        #: the blind spot of a verdict that needed pages the input does not hold
+        self.no_page_spot = no_page_spot
 
     def second_reading(self) -> Optional[PageSource]:
         return self._alternative
@@ -156,4 +165,4 @@ class SnapshotAssessor:
 
     def assess(self, verdict: BlockVerdict, second: Optional[BlockVerdict],
                foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
-        return assess(verdict, second, self.evidence.get(verdict.block), foreign_reference)
+        return assess(verdict, second, self.evidence.get(verdict.block), foreign_reference, self.no_page_spot)

@@ -8,6 +8,7 @@ live ``/proc`` and ``/sys`` files are regular files too (``S_IFREG``), so the ch
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -15,6 +16,11 @@ from memplan.core.errors import InputError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+class NeedsRootError(InputError):
+    """Opening failed with EPERM or EACCES: the file needs privileges this process lacks (a live
+    ``/proc/kpageflags`` read without root). Live reads degrade on it; saved trees refuse."""
 
 
 def kind_of(mode: int) -> str:
@@ -32,9 +38,10 @@ def open_regular(path: str, display: str) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
         raise
-    except OSError as exc:
-        raise InputError(f"cannot read {display}: {exc.strerror or exc}"
-                         + (" (reading it needs root)" if exc.errno in (1, 13) else "")) from None
+    except (PermissionError, OSError) as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise NeedsRootError(f"cannot read {display}: {exc.strerror or exc} (reading it needs root)") from None
+        raise InputError(f"cannot read {display}: {exc.strerror or exc}") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -42,8 +42,9 @@ from memplan.kernel.semantics import MAINLINE, foreign_reference_blocks, get_sem
 from memplan.snapshot import ingest
 from memplan.snapshot import kpageflags as kpf
 from memplan.snapshot.btf import btf_names_skippable
-from memplan.snapshot.confidence import NO_PAGE_FLAGS, SnapshotAssessor
+from memplan.snapshot.confidence import NO_PAGE_FLAGS, NO_PAGE_FLAGS_ROOT, SnapshotAssessor
 from memplan.snapshot.evidence import CLASS_MEANING, CLASSES, BlockEvidence, PageClass
+from memplan.snapshot.files import NeedsRootError
 from memplan.snapshot.kpageflags import KPF, FlagsHistogram, KpageFile
 from memplan.snapshot.once import ReadOnce
 from memplan.snapshot.pagesize import PAGE_SIZE_FILE, geometry_for
@@ -106,6 +107,8 @@ class SnapshotPageSource:
         self.cma_of_block = cma_of_block
         #: blocks whose zone is assumed (neither valid_zones nor zoneinfo tell it)
         self.zone_assumed: frozenset = frozenset()
+        #: the blind spot of a verdict that needed pages this source does not hold (``blind``)
+        self.no_page_spot = NO_PAGE_FLAGS
         self.movable_ops_visible = movable_ops_visible
         self.kinds = kinds
         self.evidence = evidence
@@ -222,25 +225,37 @@ class SnapshotPageSource:
 # Loading
 
 
-def _open_page_files(tree: Tree) -> Tuple[Optional[PageFile], Optional[PageFile]]:
-    """kpageflags and kpagecount (plain or ``.xz``); ``(None, None)`` without kpageflags."""
+def _open_page_files(tree: Tree) -> Tuple[Optional[PageFile], Optional[PageFile], bool]:
+    """kpageflags and kpagecount (plain or ``.xz``); ``(None, None, _)`` without kpageflags.
+    The flag: a live kpageflags exists but needs root (EPERM/EACCES): read like a tree without
+    page flags, never refused."""
     def find(rel: str) -> Optional[PageFile]:
         if tree.live:
             # One reading of the live machine: every later look at a pfn sees the first one.
             return ReadOnce(KpageFile(tree.path(rel), tree.display(rel))) if tree.exists(rel) else None
         return KpageFile.find(tree.path(rel), tree.display(rel))
 
-    flags = find("proc/kpageflags")
+    try:
+        flags = find("proc/kpageflags")
+    except NeedsRootError:
+        if not tree.live:
+            raise
+        return None, None, True
     if flags is None:
         if tree.live:
             raise InputError(f"{tree.display('proc/kpageflags')}: missing (the kernel lacks "
                              "CONFIG_PROC_PAGE_MONITOR)")
-        return None, None
-    counts = find("proc/kpagecount")
+        return None, None, False
+    try:
+        counts = find("proc/kpagecount")
+    except NeedsRootError:
+        if not tree.live:
+            raise
+        counts = None
     sizes = [f.size_hint() for f in (flags, counts) if f is not None]
     if counts is not None and len(sizes) == 2 and None not in sizes and sizes[0] != sizes[1]:
         raise InputError(f"{counts.display} has {sizes[1]} entries but {flags.display} has {sizes[0]}")
-    return flags, counts
+    return flags, counts, False
 
 
 def _zone_cma(facts: SysrootFacts, block_zone: Dict[int, Optional[Zone]], block_node: Dict[int, int],
@@ -450,13 +465,13 @@ def _virtio_devices(probe: SnapshotPageSource, facts: SysrootFacts, infos: Dict[
 def load_snapshot(root: str, live: bool = False) -> Machine:
     """Read a sysroot (``/`` when ``live``) into a machine backed by its kpageflags."""
     tree = Tree(root, live)
-    flags, counts = _open_page_files(tree)
+    flags, counts, needs_root = _open_page_files(tree)
     facts = read_sysroot(tree, flags.size_hint() if flags is not None else None)
     try:
         geometry = geometry_for(facts.memory.block_size, facts.page.size)
     except ValueError as exc:
         raise InputError(f"{tree.display(MEMORY_DIR + '/block_size_bytes')}: {exc}") from None
-    warnings = _input_warnings(tree, facts, flags, counts)
+    warnings = _input_warnings(tree, facts, flags, counts, needs_root)
     ppb = geometry.pages_per_block
     ram = (ram_ranges(facts.iomem, geometry.page_shift) if facts.iomem is not None
            else _block_ram(facts.memory.blocks, ppb))
@@ -481,31 +496,41 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     cma = _zone_cma(facts, block_zone, block_node, geometry.page_shift)
     source = SnapshotPageSource(geometry, flags, counts, ram, block_zone, cma, movable_ops_visible, primary, evidence,
                                 pessimistic)
+    no_page_spot = NO_PAGE_FLAGS_ROOT if needs_root else NO_PAGE_FLAGS
     name = socket.gethostname() if live else os.path.basename(os.path.normpath(root)) or root
     machine = Machine(
         name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
         devices=tuple(devices), environment=Environment(hugetlb=_pools(facts, geometry)), default_semantics=semantics,
         nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
-        assessor=SnapshotAssessor(evidence, source.alternative), semantics_reason=reason,
+        assessor=SnapshotAssessor(evidence, source.alternative, no_page_spot),
+        semantics_reason=reason, page_data=flags is not None,
     )
     source.zone_assumed = frozenset(zone_assumed)
+    source.no_page_spot = no_page_spot
     source.context = SnapshotContext(tree, facts, tuple(device_facts))
     return machine
 
 
 def _input_warnings(tree: Tree, facts: SysrootFacts, flags: Optional[PageFile],
-                    counts: Optional[PageFile]) -> List[str]:
+                    counts: Optional[PageFile], needs_root: bool = False) -> List[str]:
     """What the tree lacks, one warning each (a guessed page size, missing page files, iomem, release)."""
     warnings: List[str] = []
     if facts.page.guessed:
         warnings.append(f"page size {facts.page.size // 1024} KiB {facts.page.how}")
-    if flags is None:
+    if needs_root:
+        warnings.append(f"{tree.display('proc/kpageflags')}: reading page flags needs root; every verdict that "
+                        "depends on the pages is unknown (run memplan as root to read them)")
+    elif flags is None:
         warnings.append(f"{tree.display('proc/kpageflags')} missing (also no .xz copy): no page flags saved, so "
                         "every verdict that depends on the pages is unknown; `memplan snapshot --save DIR` on the "
                         "machine saves a tree that has them")
     elif counts is None:
         warnings.append(f"{tree.display('proc/kpagecount')} missing: hugetlb folios in use look free")
-    if facts.iomem is None:
+    if facts.iomem_hidden:
+        warnings.append(f"{tree.display('proc/iomem')}: every address reads 0 (physical addresses need root): "
+                        "memory holes and virtio-mem devices are not visible; every present block is taken as all "
+                        "System RAM")
+    elif facts.iomem is None:
         warnings.append(f"{tree.display('proc/iomem')} missing: memory holes and virtio-mem devices are not "
                         "visible; every present block is taken as all System RAM")
     if facts.release is None:
@@ -687,9 +712,10 @@ def _snapshot_of(machine: Machine) -> SnapshotContext:
 
 
 def machine_blind_spots(facts: SysrootFacts, class_pages: np.ndarray, movable_ops_visible: bool,
-                        semantics: str, zones: Sequence[ZoneCount] = (), page_flags: bool = True) -> List[str]:
+                        semantics: str, zones: Sequence[ZoneCount] = (), page_flags: bool = True,
+                        no_page_spot: str = NO_PAGE_FLAGS) -> List[str]:
     """What this snapshot cannot see, machine-wide (spec §6.3)."""
-    out: List[str] = [] if page_flags else [NO_PAGE_FLAGS]
+    out: List[str] = [] if page_flags else [no_page_spot]
     unflagged = int(class_pages[PageClass.UNFLAGGED])
     if unflagged:
         out.append(f"{unflagged} pages in memory blocks carry no flag: free per-CPU pages, or untyped kernel "
@@ -835,7 +861,7 @@ def describe(machine: Machine, save_to: Optional[str] = None) -> SnapshotReport:
         semantics_reason=machine.semantics_reason or "",
         blind_spots=tuple(machine_blind_spots(facts, class_pages, source.movable_ops_visible,
                                               machine.default_semantics or MAINLINE, zones,
-                                              not source.blind)),
+                                              not source.blind, source.no_page_spot)),
         warnings=machine.warnings, page_types=histogram.summary(geo.page_size),
         saved_to=save_to,
     )

@@ -265,6 +265,10 @@ class Resource:
 _IOMEM_LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
 
 
+class AddressesHidden(InputError):
+    """A live ``/proc/iomem`` read without root: every address reads 0."""
+
+
 def read_iomem(tree: Tree) -> Optional[Tuple[Resource, ...]]:
     """``/proc/iomem``'s resources; ``None`` when the tree has none (a sysfs-only tree)."""
     rel = "proc/iomem"
@@ -289,6 +293,10 @@ def read_iomem(tree: Tree) -> Optional[Tuple[Resource, ...]]:
     if not any(r.name.startswith("System RAM") for r in out):
         raise InputError(f"{tree.display(rel)}: no System RAM resources")
     if all(r.start == 0 and r.end == 0 for r in out):
+        if tree.live:
+            # Read without CAP_SYS_ADMIN, r_show() prints every address as 0: the resources
+            # are there but not where; degrade as if the file were missing (read_sysroot()).
+            raise AddressesHidden(f"{tree.display(rel)}: every address reads 0 (physical addresses need root)")
         raise InputError(f"{tree.display(rel)}: every address reads 0 ("
                          + ("physical addresses need root)" if tree.live else "captured without root?)"))
     return tuple(out)
@@ -517,7 +525,8 @@ class SysrootFacts:
     """Everything textual a snapshot reads, parsed."""
 
     memory: MemoryLayout
-    #: ``None``: the tree has no /proc/iomem
+    #: ``None``: the tree has no /proc/iomem (or, live without root, its addresses read 0:
+    #: ``iomem_hidden``)
     iomem: Optional[Tuple[Resource, ...]]
     zones: Tuple[ZoneInfo, ...]
     hugepages: Dict[int, Hstate]
@@ -526,6 +535,8 @@ class SysrootFacts:
     cma_total: Optional[int] = None
     notes: List[str] = field(default_factory=list)
     page: PageSize = PageSize(DEFAULT_PAGE_SIZE, "assumed")
+    #: a live /proc/iomem read without root: every address read 0, so it was left out
+    iomem_hidden: bool = False
 
 
 def read_page_size(tree: Tree, memory: MemoryLayout, zones: Tuple[ZoneInfo, ...],
@@ -546,8 +557,12 @@ def read_sysroot(tree: Tree, kpageflags_entries: Optional[int] = None) -> Sysroo
     zones = read_zoneinfo(tree)
     page = read_page_size(tree, memory, zones, kpageflags_entries)
     page_shift = page.size.bit_length() - 1
+    try:
+        iomem, hidden = read_iomem(tree), False
+    except AddressesHidden:
+        iomem, hidden = None, True
     facts = SysrootFacts(
-        memory=memory, iomem=read_iomem(tree), zones=zones,
+        memory=memory, iomem=iomem, iomem_hidden=hidden, zones=zones,
         hugepages=read_hugepages(tree, page_shift) or read_meminfo_hugepages(tree, page_shift),
         params=read_params(tree), release=read_release(tree),
         cma_total=read_cma_total(tree), page=page,
