@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, List, Tuple
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from memplan.core.results import Confidence
@@ -222,9 +222,20 @@ def map_texts(bmap: BlockMap, width: int) -> Iterator[Text]:
     yield from _finished(iter([Text(""), *legend_lines(bmap)]))
 
 
-def map_renderable(bmap: BlockMap, width: int) -> Group:
+class MapRenderable:
+    """Title, grid and legend as one renderable, its lines made as they are rendered (again on
+    every render): nothing per block is held but what the console itself keeps."""
+
+    def __init__(self, bmap: BlockMap, width: int) -> None:
+        self.bmap, self.width = bmap, width
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from map_texts(self.bmap, self.width)
+
+
+def map_renderable(bmap: BlockMap, width: int) -> MapRenderable:
     """Title, grid and legend as one renderable (printed to stdout and to SVG/HTML alike)."""
-    return Group(*map_texts(bmap, width))
+    return MapRenderable(bmap, width)
 
 
 def print_map(console: Console, bmap: BlockMap) -> None:
