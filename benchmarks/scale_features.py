@@ -6,7 +6,8 @@ over generated machines (benchmarks/make_profile.py, 1 TiB and 4 TiB by default)
 RSS is measured (``/usr/bin/time -v`` when available, else ``resource.getrusage`` of a child:
 ``scale.run_cli``). Prints a table of wall time and peak RSS per command and size, then per
 command ``peak RSS 4TiB/1TiB <command>: ratio: R`` (target: at most 1.15x), and last the worst
-command's ``peak RSS ratio: R``.
+command's ``peak RSS ratio: R``. ``simulate --jsonl`` is measured too, as the reference: what
+loading the machine and streaming its verdicts cost, whatever renders them.
 
     python benchmarks/scale_features.py                       # 1 TiB and 4 TiB (a few minutes)
     python benchmarks/scale_features.py --only map --sizes 1TiB,4TiB,16TiB
@@ -36,6 +37,8 @@ RSS_RATIO_TARGET = 1.15
 def commands(profile: str, workdir: str) -> Dict[str, List[str]]:
     """Every measured command line (without ``memplan``) over ``profile``."""
     return {
+        # the floor: the engine's own stream (benchmarks/scale.py), nothing rendered
+        "simulate --jsonl (reference)": ["simulate", profile, "--jsonl"],
         "plan --size 64G": ["plan", profile, "--size", "64G"],
         "plan --size 64G --json": ["plan", profile, "--size", "64G", "--json"],
         "map": ["map", profile],
