@@ -21,13 +21,12 @@ from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.core.errors import UsageError
 from memplan.core.status import ExitStatus
 from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
-from memplan.engine.simulation import simulate
+from memplan.engine.simulation import stream
 from memplan.kernel.semantics import SEMANTICS
 from memplan.map.compute import diff_map, machine_map
-from memplan.render import json as render_json
 from memplan.render.export import export_pictures
 from memplan.render.map import map_renderable, print_map
-from memplan.render.map_json import map_dict
+from memplan.render.map_json import write_map
 
 
 @main.command("map")
@@ -79,13 +78,14 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     selected = parse_blocks(blocks, machine)
     if diff:
         lsem, rsem = left or DEFAULT_LEFT, right or DEFAULT_RIGHT
-        lresult = simulate(machine, lsem, selected)
-        rresult = simulate(machine, rsem, selected)
+        # Both semantics judged side by side as the map is built: no verdict is held.
+        lresult = stream(machine, lsem, selected)
+        rresult = stream(machine, rsem, selected)
         bmap = diff_map(machine, lresult, rresult, selected)
-        warnings = tuple(dict.fromkeys(lresult.warnings + rresult.warnings))
+        warnings = tuple(dict.fromkeys(tuple(lresult.warnings) + tuple(rresult.warnings)))
         title = f"memplan map {machine.name}: {lsem} vs {rsem}"
     else:
-        result = simulate(machine, semantics, selected)
+        result = stream(machine, semantics, selected)
         bmap = machine_map(machine, result, selected)
         warnings = result.warnings
         title = f"memplan map {machine.name}: {result.semantics}"
@@ -94,7 +94,7 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     if svg or html:  # first: a file that cannot be written is an error before any output
         export_pictures(map_renderable(bmap, console.width), console.width, title, svg, html)
     if as_json:
-        render_json.write(map_dict(bmap, warnings), sys.stdout)
+        write_map(bmap, warnings, sys.stdout)
     else:
         print_map(console, bmap)
     raise SystemExit(int(ExitStatus.SUCCESS))

@@ -15,9 +15,9 @@ Names from the input (machine, source, device ids) are escaped (``memplan.render
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from memplan.core.results import Confidence
@@ -73,8 +73,19 @@ def cells_per_row(width: int, label_width: int) -> int:
 
 
 def map_lines(bmap: BlockMap, width: int) -> List[Text]:
-    """The grid, one ``Text`` per output line. On a narrow console the ADDRESS, then the
-    DEVICE and ZONE labels are left out so that at least one group of cells fits."""
+    """The grid, one ``Text`` per output line (``iter_map_lines()``, held)."""
+    return list(iter_map_lines(bmap, width))
+
+
+def _only_unplugged(segment: Segment, lo: int, hi: int) -> bool:
+    """Every cell of blocks ``lo..hi`` of the segment is an unplugged slot."""
+    return all(r.kind is CellKind.UNPLUGGED for r in segment.runs if r.last >= lo and r.first <= hi)
+
+
+def iter_map_lines(bmap: BlockMap, width: int) -> Iterator[Text]:
+    """The grid, one ``Text`` per output line, made as it is read (a line's cells are made from
+    the segment's runs only for that line). On a narrow console the ADDRESS, then the DEVICE
+    and ZONE labels are left out so that at least one group of cells fits."""
     label_rows: List[List[str]] = []
     for s in bmap.segments:
         label_rows.append(_labels(bmap, s, s.first))
@@ -93,52 +104,53 @@ def map_lines(bmap: BlockMap, width: int) -> List[Text]:
         cells = [parts[i].rjust(widths[i]) if i < 2 else parts[i].ljust(widths[i]) for i in keep]
         return Text("  ".join(cells) + "  ")
 
-    lines = [label(heads) + Text("CELLS (one per block)")]
-    lines[0].stylize("bold")
+    head = label(heads) + Text("CELLS (one per block)")
+    head.stylize("bold")
+    yield head
     for s in bmap.segments:
         if s.gap:
             line = label([str(s.first), f"{s.first * bmap.memory_block_size:#x}", "", ""])
             line.append(f"no memory: {s.blocks} block{'s' if s.blocks != 1 else ''} "
                         f"({format_size(s.blocks * bmap.memory_block_size)})", style="dim")
-            lines.append(line)
+            yield line
             continue
-        chunks = [s.cells[start:start + per_row] for start in range(0, len(s.cells), per_row)]
+        # The segment's cells are blocks first..last; rows of per_row cells.
+        starts = range(s.first, s.last + 1, per_row)
         i = 0
-        while i < len(chunks):
+        while i < len(starts):
             # Three or more rows of nothing but unplugged slots (a big, mostly empty device
             # region) become one line.
             j = i
-            while j < len(chunks) and all(c.kind is CellKind.UNPLUGGED for c in chunks[j]):
+            while j < len(starts) and _only_unplugged(s, starts[j], min(starts[j] + per_row - 1, s.last)):
                 j += 1
             if j - i >= COLLAPSE_ROWS:
-                first, last = chunks[i][0].block, chunks[j - 1][-1].block
+                first, last = starts[i], min(starts[j - 1] + per_row - 1, s.last)
                 line = label(_labels(bmap, s, first))
                 slots = last - first + 1
                 line.append(f"{GLYPH[CellKind.UNPLUGGED] * GROUP} x{slots // GROUP} "
                             f"({slots} blocks {first}-{last}, {format_size(slots * bmap.memory_block_size)}) "
                             "not plugged",
                             style=STYLE[CellKind.UNPLUGGED])
-                lines.append(line)
+                yield line
                 i = j
                 continue
-            chunk = chunks[i]
+            lo = starts[i]
             i += 1
-            line = label(_labels(bmap, s, chunk[0].block))
-            for n, cell in enumerate(chunk):
+            line = label(_labels(bmap, s, lo))
+            for n, cell in enumerate(s.cells_between(lo, min(lo + per_row - 1, s.last))):
                 if n and n % GROUP == 0:
                     line.append(" ")
                 glyph, style = cell_text(cell, bmap.is_diff)
                 line.append(glyph, style=style)
-            lines.append(line)
-    return lines
+            yield line
 
 
 def confidence_counts(bmap: BlockMap) -> Dict[Tuple[Confidence, CellKind], int]:
     """Judged cells per confidence and outcome."""
     counts: Dict[Tuple[Confidence, CellKind], int] = {}
-    for c in bmap.cells:
-        if c.kind in JUDGED:
-            counts[(c.confidence, c.kind)] = counts.get((c.confidence, c.kind), 0) + 1
+    for r in bmap.runs():
+        if r.kind in JUDGED:
+            counts[(r.confidence, r.kind)] = counts.get((r.confidence, r.kind), 0) + r.count
     return counts
 
 
@@ -190,23 +202,44 @@ def legend_lines(bmap: BlockMap) -> List[Text]:
 
 
 def title_lines(bmap: BlockMap) -> List[Text]:
-    cells = bmap.cells
-    judged = sum(1 for c in cells if c.kind in (CellKind.OFFLINES, CellKind.FAILS, CellKind.HANGS))
+    judged = sum(r.count for r in bmap.runs() if r.kind in (CellKind.OFFLINES, CellKind.FAILS, CellKind.HANGS))
     what = f"semantics {bmap.semantics[0]}" if not bmap.is_diff else f"{bmap.semantics[0]} vs {bmap.semantics[1]}"
     return [Text.assemble((safe(bmap.machine), "bold"), f" ({safe(bmap.source)}): {safe(what)}, "
                           f"{format_size(bmap.memory_block_size)} memory blocks, {judged} judged")]
 
 
-def map_renderable(bmap: BlockMap, width: int) -> Group:
-    """Title, grid and legend as one renderable (printed to stdout and to SVG/HTML alike)."""
-    grid = map_lines(bmap, width)
-    lines = [*title_lines(bmap), Text(""), *grid, Text(""), *legend_lines(bmap)]
+def _finished(lines: Iterator[Text]) -> Iterator[Text]:
     for t in lines:
         t.no_wrap = True
         t.overflow = "ignore"
-    return Group(*lines)
+        yield t
+
+
+def map_texts(bmap: BlockMap, width: int) -> Iterator[Text]:
+    """Title, grid and legend, one ``Text`` per line, made as they are read."""
+    yield from _finished(iter(title_lines(bmap) + [Text("")]))
+    yield from _finished(iter_map_lines(bmap, width))
+    yield from _finished(iter([Text(""), *legend_lines(bmap)]))
+
+
+class MapRenderable:
+    """Title, grid and legend as one renderable, its lines made as they are rendered (again on
+    every render): nothing per block is held but what the console itself keeps."""
+
+    def __init__(self, bmap: BlockMap, width: int) -> None:
+        self.bmap, self.width = bmap, width
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from map_texts(self.bmap, self.width)
+
+
+def map_renderable(bmap: BlockMap, width: int) -> MapRenderable:
+    """Title, grid and legend as one renderable (printed to stdout and to SVG/HTML alike)."""
+    return MapRenderable(bmap, width)
 
 
 def print_map(console: Console, bmap: BlockMap) -> None:
-    """The map at the console's width; lines are never cropped or wrapped by memplan."""
-    console.print(map_renderable(bmap, console.width), soft_wrap=True)
+    """The map at the console's width; lines are never cropped or wrapped by memplan. Printed a
+    line at a time: what is held does not grow with the number of blocks."""
+    for line in map_texts(bmap, console.width):
+        console.print(line, soft_wrap=True)
