@@ -156,12 +156,13 @@ def _explain_tree(tree: str, block: int):
     (issue 13 section 6)."""
     result = CliRunner().invoke(main, ["explain", "--sysroot", tree, str(block), "--json"])
     if result.exit_code == 2 and "Missing argument 'BLOCK'" in result.output:
+        from memplan.core.source import InputSource
         from memplan.explain.compute import explain_block
         from memplan.render.explain import story_dict
         from memplan.snapshot.reader import load_snapshot
         machine = load_snapshot(tree)
-        return json.loads(json.dumps(story_dict(explain_block(machine, block), machine.geometry.page_size,
-                                                machine.warnings)))
+        return json.loads(json.dumps(story_dict(explain_block(machine, block), InputSource.of(tree, sysroot=True),
+                                                machine.geometry.page_size, machine.warnings)))
     assert result.exit_code == 0, result.output[-2000:]
     return json.loads(result.stdout)
 

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from memplan import __version__
 from memplan.core.results import Confidence
+from memplan.core.source import InputSource
 from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
 
 #: cells that carry a verdict (and so a confidence)
@@ -43,7 +44,7 @@ def confidence_split(bmap: BlockMap) -> Dict[str, Dict[str, int]]:
             "offlinable_bytes": {c.value: n for c, n in offlinable.items()}}
 
 
-def map_dict(bmap: BlockMap, warnings: Sequence[str] = ()) -> Dict[str, Any]:
+def map_dict(bmap: BlockMap, source: InputSource, warnings: Sequence[str] = ()) -> Dict[str, Any]:
     split = confidence_split(bmap)
     diff: Optional[Dict[str, Any]] = None
     if bmap.is_diff:
@@ -52,7 +53,7 @@ def map_dict(bmap: BlockMap, warnings: Sequence[str] = ()) -> Dict[str, Any]:
     cells: List[Dict[str, Any]] = [_cell(c) for c in bmap.cells]
     return {
         "memplan": __version__,
-        "profile": bmap.source,
+        **source.fields(),
         "machine": bmap.machine,
         "semantics": bmap.semantics[0],
         "diff": diff,
