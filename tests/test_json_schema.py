@@ -109,7 +109,9 @@ def test_the_validator_rejects_a_changed_shape():
     validate("simulate", doc)
     for broken in ({**doc, "extra": 1}, {k: v for k, v in doc.items() if k != "warnings"},
                    {**doc, "blocks": [{**doc["blocks"][0], "confidence": None}]},
-                   {**doc, "summary": {**doc["summary"], "offlinable_bytes_by_confidence": {"certain": 0}}}):
+                   {**doc, "summary": {**doc["summary"], "offlinable_bytes_by_confidence": {"certain": 0}}},
+                   {**doc, "profile": doc["source"]}, {**doc, "source_kind": "toml"},
+                   {k: v for k, v in doc.items() if k != "source_kind"}):
         with pytest.raises(AssertionError):
             validate("simulate", broken)
 
