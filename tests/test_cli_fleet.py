@@ -201,7 +201,9 @@ def test_error_rows_have_the_keys_and_types_of_every_row(fleet, mode):
     assert good["zones"] and good["warnings"] == []
     assert set(good) == set(bad)
     scalars = {k for k, v in good.items() if not isinstance(v, (list, dict))}
-    nullable = {"machine", "semantics", "error"}
+    # an error row's INPUT is neither a profile nor a tree: its source_kind is null
+    nullable = {"machine", "semantics", "error", "source_kind"}
+    assert bad["source_kind"] is None and good["source_kind"] == "profile"
     assert {k: _types(good[k]) for k in scalars - nullable} == {k: _types(bad[k]) for k in scalars - nullable}
     assert all(bad[k] == 0 for k in scalars - nullable - {"asked_bytes"} if isinstance(bad[k], int))
     # what was asked of the host stays in its row (simulate asks no size)

@@ -66,8 +66,9 @@ def test_explain_text_and_json():
     assert "SCAN/MIGRATE" in result.output and "not reached" in result.output
     assert "Advice: Release the extra references on 3 pages" in result.output
     doc = json.loads(run("explain", REVIEW, "42", "--semantics", "skippable", "--json").output)
-    assert set(doc) == {"memplan", "profile", "machine", "semantics", "block", "steps", "population", "culprit",
-                        "advice", "warnings"}
+    assert set(doc) == {"memplan", "source", "source_kind", "machine", "semantics", "block", "steps", "population",
+                        "culprit", "advice", "warnings"}
+    assert (doc["source"], doc["source_kind"]) == (REVIEW, "profile")
     assert (doc["block"]["confidence"], doc["block"]["blind_spots"], doc["warnings"]) == ("certain", [], [])
     assert doc["block"]["result"] == "offlined" and doc["culprit"] is None
     assert [s["status"] for s in doc["steps"]] == ["passed"] * 13

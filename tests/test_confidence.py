@@ -8,6 +8,7 @@ import pytest
 from conftest import build_sysroot
 from memplan.core.model import Errno, Zone
 from memplan.core.results import BlockVerdict, Confidence, ForeignRefEffect, Outcome, PageCounts, Reason, Step
+from memplan.core.source import InputSource
 from memplan.engine.simulation import simulate
 from memplan.snapshot.confidence import assess, needs_second_reading
 from memplan.snapshot.evidence import CLASSES, BlockEvidence, PageClass
@@ -225,12 +226,14 @@ def test_explain_and_diff_json_carry_the_snapshot_confidence(kernel_zone_tree):
     from memplan.render.explain import story_dict
     machine = load_snapshot(kernel_zone_tree)
     # (explain takes the block after --sysroot once issue 13 section 6 is done: the API here)
-    doc = story_dict(explain_block(machine, 1), machine.geometry, machine.warnings)
+    tree = InputSource.of(kernel_zone_tree, sysroot=True)
+    doc = story_dict(explain_block(machine, 1), tree, machine.geometry, machine.warnings)
+    assert (doc["source"], doc["source_kind"]) == (kernel_zone_tree, "sysroot")
     # the same confidence and blind spots simulate gives the block
     assert doc["block"]["confidence"] == "unknown"
     assert doc["block"]["blind_spots"] == ["3 pages with no flags could be unmovable kernel allocations"]
     assert doc["warnings"] == list(machine.warnings)
-    assert story_dict(explain_block(machine, 3), machine.geometry)["block"]["confidence"] == "certain"
+    assert story_dict(explain_block(machine, 3), tree, machine.geometry)["block"]["confidence"] == "certain"
     diff = json.loads(run("diff-semantics", "--sysroot", kernel_zone_tree, "--json").stdout)
     assert diff["summary"]["left"]["offlinable_bytes_by_confidence"] == {
         "certain": 128 << 20, "likely": 0, "unknown": 128 << 20}

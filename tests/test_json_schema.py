@@ -109,7 +109,9 @@ def test_the_validator_rejects_a_changed_shape():
     validate("simulate", doc)
     for broken in ({**doc, "extra": 1}, {k: v for k, v in doc.items() if k != "warnings"},
                    {**doc, "blocks": [{**doc["blocks"][0], "confidence": None}]},
-                   {**doc, "summary": {**doc["summary"], "offlinable_bytes_by_confidence": {"certain": 0}}}):
+                   {**doc, "summary": {**doc["summary"], "offlinable_bytes_by_confidence": {"certain": 0}}},
+                   {**doc, "profile": doc["source"]}, {**doc, "source_kind": "toml"},
+                   {k: v for k, v in doc.items() if k != "source_kind"}):
         with pytest.raises(AssertionError):
             validate("simulate", broken)
 
@@ -156,12 +158,13 @@ def _explain_tree(tree: str, block: int):
     (issue 13 section 6)."""
     result = CliRunner().invoke(main, ["explain", "--sysroot", tree, str(block), "--json"])
     if result.exit_code == 2 and "Missing argument 'BLOCK'" in result.output:
+        from memplan.core.source import InputSource
         from memplan.explain.compute import explain_block
         from memplan.render.explain import story_dict
         from memplan.snapshot.reader import load_snapshot
         machine = load_snapshot(tree)
-        return json.loads(json.dumps(story_dict(explain_block(machine, block), machine.geometry,
-                                                machine.warnings)))
+        return json.loads(json.dumps(story_dict(explain_block(machine, block), InputSource.of(tree, sysroot=True),
+                                                machine.geometry, machine.warnings)))
     assert result.exit_code == 0, result.output[-2000:]
     return json.loads(result.stdout)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import bundled, machine_from
+from memplan.core.source import InputSource
 from memplan.diff.compute import diff_semantics
 from memplan.engine.simulation import simulate
 from memplan.map.compute import diff_map, machine_map
@@ -81,7 +82,7 @@ def test_cells_carry_each_verdicts_confidence_and_the_json_splits_memory_by_it()
     cells = {c.block: c for c in bmap.cells}
     assert {b: cells[b].confidence for b in verdicts} == {b: v.confidence for b, v in verdicts.items()}
     assert len({v.confidence for v in verdicts.values()}) > 1  # the tree has certain and likely verdicts
-    doc = map_dict(bmap, ("w",))
+    doc = map_dict(bmap, InputSource.of(fixture_tree("qemu-6.1-post1"), sysroot=True), ("w",))
     by_block = {c["block"]: c for c in doc["cells"]}
     assert all(by_block[b]["confidence"] == v.confidence.value for b, v in verdicts.items())
     assert all(c["confidence"] is None for c in doc["cells"] if c["block"] not in verdicts)

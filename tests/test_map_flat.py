@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from conftest import bundled, fixture_tree
+from memplan.core.source import InputSource
 from memplan.engine.simulation import simulate, stream
 from memplan.map.compute import diff_map, machine_map
 from memplan.map.types import CellKind, CellRun, Segment
@@ -19,6 +20,7 @@ from memplan.render.map import map_renderable, print_map
 from memplan.render.map_json import map_dict, write_map
 from memplan.snapshot.reader import load_snapshot
 
+SOURCE = InputSource.of("machine.toml")
 PROFILES = ["sbm-guest.toml", "bbm-guest.toml", "skippable-review.toml", "hugetlb-cma-host.toml", "boot-vm.toml"]
 
 
@@ -50,8 +52,8 @@ def test_the_streamed_json_is_the_held_document_byte_for_byte(name):
     machine = _machine(name)
     bmap = machine_map(machine, stream(machine))
     held, streamed = io.StringIO(), io.StringIO()
-    render_json.write(map_dict(bmap, ("a warning",)), held)
-    write_map(bmap, ("a warning",), streamed)
+    render_json.write(map_dict(bmap, SOURCE, ("a warning",)), held)
+    write_map(bmap, SOURCE, ("a warning",), streamed)
     assert streamed.getvalue() == held.getvalue()
     assert len(json.loads(streamed.getvalue())["cells"]) == len(bmap.cells)
 
@@ -60,8 +62,8 @@ def test_the_streamed_json_of_a_map_without_cells():
     from memplan.map.types import BlockMap
     bmap = BlockMap("m", "s", 128 << 20, ("refcount",), (Segment(0, 3, None, None),), {k: 0 for k in CellKind})
     held, streamed = io.StringIO(), io.StringIO()
-    render_json.write(map_dict(bmap), held)
-    write_map(bmap, (), streamed)
+    render_json.write(map_dict(bmap, SOURCE), held)
+    write_map(bmap, SOURCE, (), streamed)
     assert streamed.getvalue() == held.getvalue() and '"cells": []' in held.getvalue()
 
 

@@ -6,6 +6,7 @@ from rich.console import Console
 
 from conftest import bundled
 from memplan import __version__
+from memplan.core.source import InputSource
 from memplan.engine.simulation import simulate
 from memplan.profile.reader import load_profile
 from memplan.render import csv as render_csv
@@ -21,9 +22,10 @@ PAGE_KEYS = {"total", "free", "migrated", "skipped_offline", "dissolved", "hwpoi
 def test_json_document_shape():
     result = simulate(load_profile(bundled("sbm-guest.toml")))
     stream = io.StringIO()
-    render_json.write(render_json.simulation_dict(result), stream)
+    render_json.write(render_json.simulation_dict(result, InputSource.of(bundled("sbm-guest.toml"))), stream)
     doc = json.loads(stream.getvalue())
     assert doc["memplan"] == __version__ and doc["semantics"] == "refcount"
+    assert (doc["source"], doc["source_kind"]) == (bundled("sbm-guest.toml"), "profile") and "profile" not in doc
     assert set(doc["summary"]) == {"blocks", "offlined", "fails", "hangs", "offlinable_bytes",
                                    "offlinable_bytes_by_confidence", "unknown_blocks"}
     # a profile is exact: every verdict certain, all its offlinable memory too
@@ -69,10 +71,11 @@ PROFILES = ["sbm-guest.toml", "bbm-guest.toml", "boot-vm.toml", "hugetlb-cma-hos
 def test_streamed_json_is_byte_for_byte_the_document(name):
     result = simulate(load_profile(bundled(name)))
     for r in (result, replace(result, blocks=()), replace(result, semantics_reason="from the snapshot")):
-        whole, streamed = io.StringIO(), io.StringIO()
-        render_json.write(render_json.simulation_dict(r), whole)
-        render_json.write_simulation(r, streamed)
-        assert streamed.getvalue() == whole.getvalue()
+        for source in (InputSource.of(name), InputSource.of("/snap", sysroot=True), InputSource.of("/", live=True)):
+            whole, streamed = io.StringIO(), io.StringIO()
+            render_json.write(render_json.simulation_dict(r, source), whole)
+            render_json.write_simulation(r, streamed, source)
+            assert streamed.getvalue() == whole.getvalue()
 
 
 def test_csv_cause_column_is_the_json_cause():

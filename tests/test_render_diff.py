@@ -7,6 +7,7 @@ from rich.console import Console
 
 from conftest import bundled
 from memplan import __version__
+from memplan.core.source import InputSource
 from memplan.diff.compute import diff_semantics, with_foreign_ref_timing
 from memplan.profile.reader import load_profile
 from memplan.render import diff as render_diff
@@ -20,18 +21,18 @@ DIFF_KEYS = {"block", "zone", "left", "right", "changed", "sites", "findings", "
 
 def document(diff):
     stream = io.StringIO()
-    render_json.write(render_diff.diff_dict(diff), stream)
+    render_json.write(render_diff.diff_dict(diff, InputSource.of(REVIEW)), stream)
     return json.loads(stream.getvalue())
 
 
 def test_json_document_shape():
     machine = with_foreign_ref_timing(load_profile(REVIEW), "during-offline")
     doc = document(diff_semantics(machine))
-    assert set(doc) == {"memplan", "profile", "machine", "left", "right", "foreign_ref_dropped", "differences",
-                        "owners", "summary", "warnings"}
+    assert set(doc) == {"memplan", "source", "source_kind", "machine", "left", "right", "foreign_ref_dropped",
+                        "differences", "owners", "summary", "warnings"}
     assert (doc["memplan"], doc["left"], doc["right"], doc["foreign_ref_dropped"]) == (
         __version__, "refcount", "skippable", "during-offline")
-    assert doc["profile"] == REVIEW and doc["machine"] == "skippable-review"
+    assert (doc["source"], doc["source_kind"]) == (REVIEW, "profile") and doc["machine"] == "skippable-review"
     for d in doc["differences"]:
         assert set(d) == DIFF_KEYS
         assert set(d["left"]) == BLOCK_KEYS and set(d["right"]) == BLOCK_KEYS

@@ -23,8 +23,9 @@ from memplan.render import fleet as render_fleet
 
 GiB = 1 << 30
 
-HOST_KEYS = {"host": str, "input": str, "mode": str, "machine": (str, type(None)), "semantics": (str, type(None)),
-             "error": (str, type(None)), "blocks": int, "offlined": int, "fails": int, "hangs": int,
+HOST_KEYS = {"host": str, "source_kind": (str, type(None)), "mode": str, "machine": (str, type(None)),
+             "semantics": (str, type(None)), "error": (str, type(None)), "blocks": int, "offlined": int, "fails": int,
+             "hangs": int,
              "memory_bytes": int, "offlinable_bytes": int, "offlinable_bytes_by_confidence": dict,
              "unreclaimable_bytes": int, "blocked_bytes": int, "asked_bytes": int, "achieved_bytes": int,
              "achieved_bytes_by_confidence": dict, "unknown_blocks": int, "zones": list, "devices": list,
@@ -45,8 +46,14 @@ def _hosts():
     return [good, bad]
 
 
+def _unreadable():
+    """An INPUT that is neither a profile nor a tree."""
+    return HostSummary(host="nowhere", input=InputKind.INVALID, mode=FleetMode.UNPLUG, asked_bytes=GiB,
+                       error="nowhere: no such file or directory")
+
+
 def test_host_lines_have_stable_keys_and_types():
-    for host in _hosts():
+    for host in [*_hosts(), _unreadable()]:
         stream = io.StringIO()
         render_fleet.write_line(host, stream)
         text = stream.getvalue()
@@ -58,6 +65,8 @@ def test_host_lines_have_stable_keys_and_types():
         for key in ("offlinable_bytes_by_confidence", "achieved_bytes_by_confidence"):
             assert list(doc[key]) == ["certain", "likely", "unknown"]
             assert all(type(v) is int for v in doc[key].values())
+    kinds = [json.loads(json.dumps(render_fleet.host_dict(h)))["source_kind"] for h in [*_hosts(), _unreadable()]]
+    assert kinds == ["profile", "sysroot", None]  # an INPUT that is neither: null, as every unknown
     good = json.loads(json.dumps(render_fleet.host_dict(_hosts()[0])))
     assert good["zones"][0]["causes"] == [{"cause": "slab", "blocks": 3, "bytes": 3 * (128 << 20)},
                                           {"cause": "pinned", "blocks": 1, "bytes": 128 << 20}]

@@ -54,10 +54,11 @@ def test_snapshot_table():
 
 def test_snapshot_json_is_stable():
     doc = json.loads(run("snapshot", "--sysroot", POST2, "--json").stdout)
-    assert set(doc) == {"memplan", "source", "machine", "kernel", "block_size", "page_size", "pfns", "blocks",
-                        "page_classes", "page_flags", "zones", "devices", "semantics", "semantics_reason",
+    assert set(doc) == {"memplan", "source", "source_kind", "machine", "kernel", "block_size", "page_size", "pfns",
+                        "blocks", "page_classes", "page_flags", "zones", "devices", "semantics", "semantics_reason",
                         "blind_spots", "warnings", "saved_to", "page_size_source", "page_flags_saved"}
     assert doc["semantics"] == "refcount" and doc["kernel"] == "6.1.0-56-amd64"
+    assert (doc["source"], doc["source_kind"]) == (str(POST2), "sysroot")
     assert {"state": "online", "zone": "Movable", "blocks": 4, "bytes": 4 << 27} in doc["blocks"]
     (device,) = doc["devices"]
     assert (device["mode"], device["unit_size"], device["plugged_bytes"]) == ("sbm", 2 << 20, 384 << 20)
@@ -123,7 +124,8 @@ def test_live_snapshot_save_and_simulate(tmp_path):
     result = run("snapshot", "--live", "--json", "--save", dest)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["source"] == "live" and doc["pfns"] > 0 and doc["semantics"] in ("refcount", "skippable")
+    assert (doc["source"], doc["source_kind"]) == ("live", "live")
+    assert doc["pfns"] > 0 and doc["semantics"] in ("refcount", "skippable")
     assert doc["semantics_reason"] and doc["kernel"] == open("/proc/sys/kernel/osrelease").read().strip()
     online = sum(g["blocks"] for g in doc["blocks"] if g["state"] == "online")
     assert sum(c["pages"] for c in doc["page_classes"]) == online * doc["block_size"] // doc["page_size"]

@@ -240,7 +240,7 @@ def test_explain_takes_a_block_after_sysroot(word):
     result = run("explain", "--sysroot", POST2, word, "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["block"]["block"] == 36 and doc["profile"] == str(POST2)
+    assert doc["block"]["block"] == 36 and (doc["source"], doc["source_kind"]) == (str(POST2), "sysroot")
 
 
 def test_explain_a_sysfs_only_block_spanning_zones(tmp_path):

@@ -22,6 +22,7 @@ from memplan.cli.app import main
 from memplan.core import machine as machine_module
 from memplan.core.machine import Machine
 from memplan.core.results import BlockVerdict, SimulationResult
+from memplan.core.source import InputSource
 from memplan.engine.simulation import judge, select_blocks, simulate, stream, with_confidence
 from memplan.kernel.semantics import get_semantics
 from memplan.profile.reader import build_machine, load_profile
@@ -134,16 +135,16 @@ def test_snapshot_summary_splits_by_confidence():
 def test_streamed_json_is_the_held_document(name):
     machine = load_profile(bundled(name))
     whole, streamed = io.StringIO(), io.StringIO()
-    render_json.write(render_json.simulation_dict(simulate(machine)), whole)
-    render_json.write_simulation(stream(machine), streamed)
+    render_json.write(render_json.simulation_dict(simulate(machine), InputSource.of(name)), whole)
+    render_json.write_simulation(stream(machine), streamed, InputSource.of(name))
     assert streamed.getvalue() == whole.getvalue()
 
 
 def test_json_of_no_block_is_the_held_document():
     empty = SimulationResult("p", "m", "refcount", (), ("a warning",), "why")
     whole, streamed = io.StringIO(), io.StringIO()
-    render_json.write(render_json.simulation_dict(empty), whole)
-    render_json.write_simulation(empty, streamed)
+    render_json.write(render_json.simulation_dict(empty, InputSource.of("p")), whole)
+    render_json.write_simulation(empty, streamed, InputSource.of("p"))
     assert streamed.getvalue() == whole.getvalue()
 
 

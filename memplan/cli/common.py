@@ -24,6 +24,7 @@ import click
 from memplan.cli.signals import one_line
 from memplan.core.errors import ProfileError, UsageError
 from memplan.core.results import Confidence
+from memplan.core.source import InputSource
 from memplan.core.status import ExitStatus, check_status
 from memplan.core.units import format_block_ranges, parse_block_spans, parse_chmem_size, parse_size
 from memplan.kernel.semantics import SEMANTICS
@@ -78,6 +79,13 @@ def machine_source(profile: Optional[str], sysroot: Optional[str], live: bool) -
         return SnapshotSource(sysroot)
     assert profile is not None
     return profile
+
+
+def input_source(profile: str) -> InputSource:
+    """What the JSON documents name as their ``source`` (``machine_source()``'s value)."""
+    if isinstance(profile, SnapshotSource):
+        return InputSource.of(str(profile), sysroot=True, live=profile.live)
+    return InputSource.of(profile)
 
 
 def load_machine(profile: str) -> Machine:
@@ -271,7 +279,8 @@ R = TypeVar("R", bound=CapacityResult)
 
 def finish_capacity_command(result: R, state: MachineState, profile: str, out: Optional[str], header: str,
                             warnings: List[str], as_json: bool, check: bool,
-                            to_dict: Callable[[R], Dict[str, Any]], print_table: Callable[[Console, R], None],
+                            to_dict: Callable[[R, InputSource], Dict[str, Any]],
+                            print_table: Callable[[Console, R], None],
                             trust: Confidence = Confidence.LIKELY) -> None:
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
     warnings, render, and exit with chmem's codes under ``--check`` (counting the memory whose
@@ -284,7 +293,7 @@ def finish_capacity_command(result: R, state: MachineState, profile: str, out: O
         warnings += write_profile(state.machine, read_document(profile), state.to_machine(), out, header=header)
     print_warnings(warnings)
     if as_json:
-        render_json.write(to_dict(result), sys.stdout)
+        render_json.write(to_dict(result, input_source(profile)), sys.stdout)
     else:
         print_table(stdout_console(), result)
     if check:

@@ -11,6 +11,7 @@ from memplan.cli.columns import ListingCommand, columns_epilog, listing_request,
 from memplan.cli.common import (
     FuncT,
     blocks_option,
+    input_source,
     load_machine,
     machine_argument,
     parse_blocks,
@@ -76,7 +77,7 @@ def diff_semantics_command(profile: str, left: str, right: str, blocks: str, for
     result = diff_semantics(machine, left, right, parse_blocks(blocks, machine))
     print_warnings(result.warnings)
     if document:
-        render_json.write(render_diff.diff_dict(result), sys.stdout)
+        render_json.write(render_diff.diff_dict(result, input_source(profile)), sys.stdout)
     elif as_csv:
         render_csv.write_diff(result, sys.stdout, noheader=options.noheadings)
     else:

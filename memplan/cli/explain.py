@@ -10,6 +10,7 @@ import click
 
 from memplan.cli.app import main
 from memplan.cli.common import (
+    input_source,
     load_machine,
     machine_source,
     print_warnings,
@@ -91,7 +92,8 @@ def explain_command(words: Tuple[str, ...], sysroot: Optional[str], live: bool, 
         story = dataclasses.replace(story, verdict=judged)
     print_warnings(machine.warnings)
     if as_json:
-        render_json.write(render_explain.story_dict(story, machine.geometry, machine.warnings), sys.stdout)
+        render_json.write(render_explain.story_dict(story, input_source(profile), machine.geometry,
+                                                    machine.warnings), sys.stdout)
     else:
         render_explain.print_story(stdout_console(), story, machine.geometry)
     raise SystemExit(int(ExitStatus.SUCCESS))

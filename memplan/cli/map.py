@@ -10,6 +10,7 @@ import click
 from memplan.cli.app import main
 from memplan.cli.common import (
     blocks_option,
+    input_source,
     load_machine,
     machine_argument,
     parse_blocks,
@@ -94,7 +95,7 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     if svg or html:  # first: a file that cannot be written is an error before any output
         export_pictures(map_renderable(bmap, console.width), console.width, title, svg, html)
     if as_json:
-        write_map(bmap, warnings, sys.stdout)
+        write_map(bmap, input_source(profile), warnings, sys.stdout)
     else:
         print_map(console, bmap)
     raise SystemExit(int(ExitStatus.SUCCESS))

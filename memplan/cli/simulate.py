@@ -11,6 +11,7 @@ from memplan.cli.app import main
 from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
 from memplan.cli.common import (
     blocks_option,
+    input_source,
     load_machine,
     machine_argument,
     parse_blocks,
@@ -103,9 +104,9 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
         verdicts = stream(machine, semantics, selected, progress=progress)
         print_warnings(verdicts.warnings)
         if document:
-            render_json.write_simulation(verdicts, sys.stdout)
+            render_json.write_simulation(verdicts, sys.stdout, input_source(profile))
         elif as_jsonl:
-            render_json.write_simulation_lines(verdicts, sys.stdout)
+            render_json.write_simulation_lines(verdicts, sys.stdout, input_source(profile))
         elif as_csv:
             render_csv.write_simulation(verdicts, sys.stdout, noheader=options.noheadings)
         else:

@@ -9,7 +9,14 @@ import click
 
 from memplan.cli.app import main
 from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
-from memplan.cli.common import load_machine, machine_source, print_warnings, snapshot_options, stdout_console
+from memplan.cli.common import (
+    input_source,
+    load_machine,
+    machine_source,
+    print_warnings,
+    snapshot_options,
+    stdout_console,
+)
 from memplan.core.status import ExitStatus
 from memplan.render import json as render_json
 from memplan.render import snapshot as render_snapshot
@@ -56,7 +63,7 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
     report = describe(machine, save_to=save)
     print_warnings(report.warnings)
     if document:
-        render_json.write(render_snapshot.snapshot_dict(report), sys.stdout)
+        render_json.write(render_snapshot.snapshot_dict(report, input_source(source)), sys.stdout)
     elif page_types:
         click.echo(report.page_types, nl=False)
     else:

@@ -10,6 +10,7 @@ import click
 from memplan.cli.app import main
 from memplan.cli.common import (
     finish_capacity_command,
+    input_source,
     load_machine,
     machine_argument,
     print_warnings,
@@ -80,7 +81,7 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
         curve = sweep(machine, device, size_value("--step", step) if step else None, semantics)
         print_warnings(list(machine.warnings) + list(curve.warnings))
         if as_json:
-            render_json.write(capacity_json.sweep_dict(curve), sys.stdout)
+            render_json.write(capacity_json.sweep_dict(curve, input_source(profile)), sys.stdout)
         if svg:
             write_text("--svg", svg, sweep_svg(curve, f"memplan unplug --sweep {profile}"))
         if not as_json:

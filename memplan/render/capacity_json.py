@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from memplan import __version__
 from memplan.core.results import Confidence
+from memplan.core.source import InputSource
 from memplan.plans.types import (
     AUTO_MOVABLE_RATIO,
     RETRY_MAX_S,
@@ -45,10 +46,10 @@ def left_dict(left: MemoryLeft) -> Dict[str, Any]:
     }
 
 
-def plan_dict(result: PlanResult) -> Dict[str, Any]:
+def plan_dict(result: PlanResult, source: InputSource) -> Dict[str, Any]:
     return {
         "memplan": __version__,
-        "profile": result.profile,
+        **source.fields(),
         "machine": result.machine,
         "semantics": result.semantics,
         "block_size": result.block_size,
@@ -102,11 +103,11 @@ def unplug_block_dict(b: UnplugBlock, mode: str) -> Dict[str, Any]:
     return out
 
 
-def _device_header(result: Union[UnplugResult, SweepResult]) -> Dict[str, Any]:
+def _device_header(result: Union[UnplugResult, SweepResult], source: InputSource) -> Dict[str, Any]:
     """The keys ``unplug`` and ``unplug --sweep`` documents start with."""
     return {
         "memplan": __version__,
-        "profile": result.profile,
+        **source.fields(),
         "machine": result.machine,
         "semantics": result.semantics,
         "device": result.device,
@@ -115,9 +116,9 @@ def _device_header(result: Union[UnplugResult, SweepResult]) -> Dict[str, Any]:
     }
 
 
-def unplug_dict(result: UnplugResult) -> Dict[str, Any]:
+def unplug_dict(result: UnplugResult, source: InputSource) -> Dict[str, Any]:
     return {
-        **_device_header(result),
+        **_device_header(result, source),
         "device_block_bytes": result.device_block_size,
         "requested_bytes": result.requested_bytes,
         "plugged_before_bytes": result.plugged_before_bytes,
@@ -139,7 +140,7 @@ def unplug_dict(result: UnplugResult) -> Dict[str, Any]:
     }
 
 
-def sweep_dict(result: SweepResult) -> Dict[str, Any]:
+def sweep_dict(result: SweepResult, source: InputSource) -> Dict[str, Any]:
     points: List[Dict[str, Any]] = [
         {"requested_bytes": p.requested_bytes, "plugged_after_bytes": p.plugged_after_bytes,
          "achieved_bytes": result.plugged_before_bytes - p.plugged_after_bytes, "stop": p.stop,
@@ -147,7 +148,7 @@ def sweep_dict(result: SweepResult) -> Dict[str, Any]:
         for p in result.points
     ]
     return {
-        **_device_header(result),
+        **_device_header(result, source),
         "step_bytes": result.step,
         "plugged_before_bytes": result.plugged_before_bytes,
         "floor_bytes": result.floor_bytes,

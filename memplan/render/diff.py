@@ -10,6 +10,7 @@ from rich.text import Text
 
 from memplan import __version__
 from memplan.core.results import BlockVerdict, Confidence, Outcome, log_lines
+from memplan.core.source import InputSource
 from memplan.core.units import format_block_ranges, format_size
 from memplan.diff.types import (
     BlockDifference,
@@ -86,11 +87,11 @@ def owner_dict(o: OwnerAnswer, left: str, right: str) -> Dict[str, Any]:
     }
 
 
-def diff_dict(d: SemanticsDiff) -> Dict[str, Any]:
+def diff_dict(d: SemanticsDiff, source: InputSource) -> Dict[str, Any]:
     s = d.summary
     return {
         "memplan": __version__,
-        "profile": d.profile,
+        **source.fields(),
         "machine": d.machine,
         "left": d.left,
         "right": d.right,

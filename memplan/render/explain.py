@@ -11,6 +11,7 @@ from rich.text import Text
 from memplan import __version__
 from memplan.core.geometry import Geometry
 from memplan.core.results import Cause, Confidence, LogEntry, LogLevel, Outcome
+from memplan.core.source import InputSource
 from memplan.core.units import format_size
 from memplan.explain.types import BlockStory, CulpritPage, PopulationRow
 from memplan.kernel.pages import RATELIMIT_NOTE
@@ -74,12 +75,13 @@ def culprit_page_dict(c: CulpritPage) -> Dict[str, Any]:
             "description": c.description}
 
 
-def story_dict(story: BlockStory, geometry: Geometry, warnings: Sequence[str] = ()) -> Dict[str, Any]:
+def story_dict(story: BlockStory, source: InputSource, geometry: Geometry,
+               warnings: Sequence[str] = ()) -> Dict[str, Any]:
     """``memplan explain --json``: ``block`` is the block object of ``simulate --json`` (with its
     ``confidence`` and ``blind_spots``)."""
     return {
         "memplan": __version__,
-        "profile": story.profile,
+        **source.fields(),
         "machine": story.machine,
         "semantics": story.semantics,
         "block": block_dict(story.verdict),

@@ -13,7 +13,7 @@ from rich.text import Text
 from memplan import __version__
 from memplan.core.results import Confidence
 from memplan.core.units import format_size
-from memplan.fleet.types import ConfidenceBytes, FleetCause, FleetMode, FleetReport, HostSummary
+from memplan.fleet.types import ConfidenceBytes, FleetCause, FleetMode, FleetReport, HostSummary, InputKind
 from memplan.render.console import print_line
 from memplan.render.escape import safe
 from memplan.render.grid import Cell, Justify, Styled, grid_of
@@ -48,10 +48,12 @@ def host_dict(h: HostSummary) -> Dict[str, Any]:
     """One host (a ``--jsonl`` line; an element of ``--json``'s ``hosts``). The same keys and
     types in every row and mode: byte figures and counts are integers (0 in an error row and
     where the mode asks nothing, e.g. ``asked_bytes`` in simulate mode); ``machine``,
-    ``semantics`` and ``error`` are strings or null."""
+    ``semantics`` and ``error`` are strings or null. ``host`` is the INPUT as named and
+    ``source_kind`` what it holds, as every command's ``source_kind`` (``profile`` or
+    ``sysroot``; null when the INPUT is neither: the row is an error row)."""
     return {
         "host": h.host,
-        "input": h.input.value,
+        "source_kind": None if h.input is InputKind.INVALID else h.input.value,
         "mode": h.mode.value,
         "machine": h.machine,
         "semantics": h.semantics,

@@ -7,6 +7,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional
 
 from memplan import __version__
 from memplan.core.results import BlockVerdict, Confidence, Culprit, Hazard, LogEntry, PageCounts, Summary, Verdicts
+from memplan.core.source import InputSource
 
 
 def culprit_dict(culprit: Culprit) -> Dict[str, Any]:
@@ -66,12 +67,13 @@ def by_confidence_dict(split: Dict[Confidence, int]) -> Dict[str, int]:
     return {c.value: int(split.get(c, 0)) for c in Confidence}
 
 
-def simulation_dict(result: Verdicts, blocks: bool = True) -> Dict[str, Any]:
-    """``simulate --json``; ``blocks=False`` leaves the (long) block list empty (without
-    reading the verdicts: the summary then needs them read already)."""
+def simulation_dict(result: Verdicts, source: InputSource, blocks: bool = True) -> Dict[str, Any]:
+    """``simulate --json``; ``source`` is what the machine was read from; ``blocks=False``
+    leaves the (long) block list empty (without reading the verdicts: the summary then needs
+    them read already)."""
     doc: Dict[str, Any] = {
         "memplan": __version__,
-        "profile": result.profile,
+        **source.fields(),
         "machine": result.machine,
         "semantics": result.semantics,
         "blocks": [block_dict(b) for b in result] if blocks else [],
@@ -113,20 +115,20 @@ def _batches(result: Verdicts) -> Iterator[List[BlockVerdict]]:
         yield batch
 
 
-def write_simulation(result: Verdicts, stream: IO[str]) -> None:
-    """``write(simulation_dict(result), stream)``, byte for byte, as the verdicts stream by
+def write_simulation(result: Verdicts, stream: IO[str], source: InputSource) -> None:
+    """``write(simulation_dict(result, source), stream)``, byte for byte, as the verdicts stream by
     (``Verdicts``, interface I1): blocks are encoded one at a time and written in batches, the
     summary after the last one (it comes after ``blocks`` in the document); nothing is held
     (a 64 TiB machine has 524288 blocks; ``json.dump`` would also write them a token at a time)."""
     first = True
     for batch in _batches(result):
         if first:
-            stream.write(_head(result) + '"blocks": [\n')
+            stream.write(_head(result, source) + '"blocks": [\n')
         parts = ["  " + json.dumps(block_dict(v), indent=1).replace("\n", "\n  ") for v in batch]
         # Inside the document a block is at nesting level 2: each of its lines gets two more spaces.
         stream.write(("" if first else ",\n") + ",\n".join(parts))
         first = False
-    text = json.dumps(simulation_dict(result, blocks=False), indent=1)
+    text = json.dumps(simulation_dict(result, source, blocks=False), indent=1)
     if first:  # no block
         stream.write(text + "\n")
         return
@@ -136,21 +138,21 @@ def write_simulation(result: Verdicts, stream: IO[str]) -> None:
 _MARKER = '"blocks": []'
 
 
-def _head(result: Verdicts) -> str:
+def _head(result: Verdicts, source: InputSource) -> str:
     """The document up to its ``blocks`` key (nothing there needs the verdicts)."""
-    doc = {"memplan": __version__, "profile": result.profile, "machine": result.machine,
+    doc = {"memplan": __version__, **source.fields(), "machine": result.machine,
            "semantics": result.semantics, "blocks": []}
     return json.dumps(doc, indent=1).split(_MARKER, 1)[0]
 
 
-def write_simulation_lines(result: Verdicts, stream: IO[str]) -> None:
+def write_simulation_lines(result: Verdicts, stream: IO[str], source: InputSource) -> None:
     """``simulate --jsonl`` (JSON Lines): one line per block as the verdicts stream by, each the
     object ``--json`` lists under ``blocks``; then one last line with the rest of the
-    ``--json`` document (``memplan``, ``profile``, ``machine``, ``semantics``, ``summary``,
+    ``--json`` document (``memplan``, ``source``, ``source_kind``, ``machine``, ``semantics``, ``summary``,
     ``warnings``, and ``semantics_reason`` when set; no ``blocks`` key): the line with a
     ``summary`` key is the last one."""
     for batch in _batches(result):
         stream.write("".join(json.dumps(block_dict(v)) + "\n" for v in batch))
-    doc = simulation_dict(result, blocks=False)
+    doc = simulation_dict(result, source, blocks=False)
     del doc["blocks"]
     stream.write(json.dumps(doc) + "\n")

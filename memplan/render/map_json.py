@@ -13,6 +13,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence
 
 from memplan import __version__
 from memplan.core.results import Confidence
+from memplan.core.source import InputSource
 from memplan.map.types import BlockMap, Cell, CellKind, Change, Segment
 
 #: cells that carry a verdict (and so a confidence)
@@ -44,7 +45,8 @@ def confidence_split(bmap: BlockMap) -> Dict[str, Dict[str, int]]:
             "offlinable_bytes": {c.value: n for c, n in offlinable.items()}}
 
 
-def map_dict(bmap: BlockMap, warnings: Sequence[str] = (), cells: bool = True) -> Dict[str, Any]:
+def map_dict(bmap: BlockMap, source: InputSource, warnings: Sequence[str] = (),
+             cells: bool = True) -> Dict[str, Any]:
     """The document (``cells=False``: with an empty ``cells`` list, as ``write_map()`` streams them)."""
     split = confidence_split(bmap)
     diff: Optional[Dict[str, Any]] = None
@@ -54,7 +56,7 @@ def map_dict(bmap: BlockMap, warnings: Sequence[str] = (), cells: bool = True) -
     cell_dicts: List[Dict[str, Any]] = [_cell(c) for c in bmap.cells] if cells else []
     return {
         "memplan": __version__,
-        "profile": bmap.source,
+        **source.fields(),
         "machine": bmap.machine,
         "semantics": bmap.semantics[0],
         "diff": diff,
@@ -90,10 +92,10 @@ def _cell_batches(bmap: BlockMap) -> Iterator[List[Cell]]:
         yield batch
 
 
-def write_map(bmap: BlockMap, warnings: Sequence[str], stream: IO[str]) -> None:
-    """``memplan.render.json.write(map_dict(bmap, warnings), stream)``, byte for byte, with the
+def write_map(bmap: BlockMap, source: InputSource, warnings: Sequence[str], stream: IO[str]) -> None:
+    """``memplan.render.json.write(map_dict(bmap, source, warnings), stream)``, byte for byte, with the
     cells made and written a batch at a time from the segments' runs: nothing per block is held."""
-    text = json.dumps(map_dict(bmap, warnings, cells=False), indent=1)
+    text = json.dumps(map_dict(bmap, source, warnings, cells=False), indent=1)
     head, tail = text.split(_EMPTY_CELLS, 1)
     stream.write(head + '\n "cells": [')
     first = True

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 from rich.console import Console
 
 from memplan import __version__
+from memplan.core.source import InputSource
 from memplan.core.units import format_size
 from memplan.render.block_columns import LSMEM_DEFAULT, BlockRow, lsmem_columns
 from memplan.render.block_facts import MachineFacts
@@ -28,11 +29,11 @@ ZONE_COLUMNS: Tuple[Tuple[str, Justify], ...] = tuple(
 SNAPSHOT_DEFAULT = LSMEM_DEFAULT + ("ZONES",)
 
 
-def snapshot_dict(report: SnapshotReport) -> Dict[str, Any]:
+def snapshot_dict(report: SnapshotReport, source: InputSource) -> Dict[str, Any]:
     """The stable JSON document of ``memplan snapshot --json``."""
     return {
         "memplan": __version__,
-        "source": report.source,
+        **source.fields(),
         "machine": report.machine,
         "kernel": report.kernel,
         "block_size": report.block_size,
