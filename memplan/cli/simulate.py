@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
@@ -11,6 +11,7 @@ from memplan.cli.app import main
 from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
 from memplan.cli.common import (
     blocks_option,
+    foreign_ref_dropped_option,
     load_machine,
     machine_argument,
     parse_blocks,
@@ -20,22 +21,16 @@ from memplan.cli.common import (
     trust_option,
     trusted,
 )
-from memplan.cli.diff import foreign_ref_dropped_option
+from memplan.cli.names import SIMULATE_COLUMNS
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
-from memplan.core.results import Confidence, Verdicts
 from memplan.core.status import ExitStatus, check_status
-from memplan.diff.compute import with_foreign_ref_timing
-from memplan.engine.simulation import select_blocks, stream
-from memplan.render import csv as render_csv
-from memplan.render import json as render_json
-from memplan.render import table as render_table
-from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
-from memplan.render.block_facts import MachineFacts
-from memplan.render.lsmem import Format
+
+if TYPE_CHECKING:  # the engine and the renderers: imported when the command runs (--help needs none)
+    from memplan.core.results import Confidence, Verdicts
 
 
-@main.command("simulate", cls=ListingCommand, epilog=columns_epilog(verdict_columns(has_memconfig=True)))
+@main.command("simulate", cls=ListingCommand, epilog=columns_epilog(SIMULATE_COLUMNS))
 @machine_argument
 @semantics_option
 @blocks_option
@@ -77,6 +72,15 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
       memplan simulate profiles/boot-vm.toml -o +NODE,HOLES --split RESULT,REASON
       memplan simulate --sysroot DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES
     """
+    from memplan.diff.compute import with_foreign_ref_timing
+    from memplan.engine.simulation import select_blocks, stream
+    from memplan.render import csv as render_csv
+    from memplan.render import json as render_json
+    from memplan.render import table as render_table
+    from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
+    from memplan.render.block_facts import MachineFacts
+    from memplan.render.lsmem import Format
+
     options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv,
                                         jsonl=as_jsonl)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
