@@ -96,7 +96,7 @@ def test_the_option_words_match_their_definitions():
     from memplan.plans.plan import CHMEM_ZONES
     from memplan.render import snapshot as render_snapshot
     from memplan.render.block_columns import difference_columns, lsmem_columns, verdict_columns
-    from memplan.render.lsmem import SummaryWhen
+    from memplan.render.table_options import SummaryWhen
     from memplan.snapshot.ingest import MAX_DEFAULT_JOBS
 
     assert names.SEMANTICS_NAMES == tuple(SEMANTICS)

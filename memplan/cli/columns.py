@@ -9,7 +9,7 @@ alone it writes the command's JSON document, with a listing option (``-o``, ``--
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import click
 
@@ -19,7 +19,8 @@ from memplan.core.errors import UsageError
 
 if TYPE_CHECKING:  # numpy and rich: imported by the functions that use them (``--help`` needs neither)
     from memplan.render.block_facts import SysfsTree
-    from memplan.render.lsmem import ColumnSet, TableOptions
+    from memplan.render.lsmem import ColumnSet
+    from memplan.render.table_options import TableOptions
 
 _OPTIONS = ("output", "output_all", "in_bytes", "split", "all_rows", "noheadings", "raw", "pairs", "summary")
 #: options that choose what the listing holds (with --json they ask for lsmem's JSON)
@@ -106,7 +107,7 @@ def _given(options: TableOptions, names: Sequence[tuple]) -> Optional[str]:
 def pop_table_options(kwargs: Dict[str, Any], as_json: bool = False) -> TableOptions:
     """Remove the table options from a command's keyword arguments and build ``TableOptions``;
     ``as_json`` with a listing option asks for lsmem's JSON (``listing_json()``)."""
-    from memplan.render.lsmem import SummaryWhen, TableOptions, check_format_options
+    from memplan.render.table_options import SummaryWhen, TableOptions, check_format_options
 
     values = {name: kwargs.pop(name) for name in _OPTIONS}
     summary = values.pop("summary")
@@ -134,12 +135,15 @@ def reject_table_options(options: TableOptions, output: str, hint: Optional[str]
         raise UsageError(f"{used} applies to the listing, not to {output}", hint=hint)
 
 
-def listing_request(table: Dict[str, Any], as_json: bool, column_set: ColumnSet[Any],
+def listing_request(table: Dict[str, Any], as_json: bool,
+                    column_set: Union[ColumnSet[Any], Callable[[], ColumnSet[Any]]],
                     **others: bool) -> Tuple[TableOptions, bool]:
     """The listing options of a command and whether ``--json`` asks for the command's document
     (rather than lsmem's JSON listing); ``others`` are the command's other output formats
     (``csv=True``). One format at most; a listing option with the document or another format
-    is a usage error; bad column names fail here, before any work."""
+    is a usage error; bad column names fail here, before any work. ``column_set`` may be a
+    function that returns it: it is called only for a listing (the document and the other
+    formats take no column option, so there is nothing to check)."""
     options = pop_table_options(table, as_json=as_json)
     document = as_json and not options.json
     exclusive_formats(json=document, raw=options.raw, pairs=options.pairs, **others)
@@ -147,7 +151,8 @@ def listing_request(table: Dict[str, Any], as_json: bool, column_set: ColumnSet[
                                             None)
     if chosen:
         reject_table_options(options, chosen, hint="-o with --json prints the listing as lsmem -J does")
-    column_set.check(options)
+    else:
+        (column_set() if callable(column_set) else column_set).check(options)
     return options, document
 
 

@@ -107,11 +107,12 @@ def _jobs_value(ctx: click.Context, param: click.Parameter, value: Optional[str]
     """``--jobs N``: threads reading kpageflags/kpagecount (``memplan.snapshot.ingest``)."""
     if ctx.resilient_parsing:  # completing a command line: nothing runs
         return
+    if value is None:
+        if "memplan.snapshot.ingest" in sys.modules:  # else it has its default already
+            sys.modules["memplan.snapshot.ingest"].set_jobs(None)
+        return
     from memplan.snapshot import ingest
 
-    if value is None:
-        ingest.set_jobs(None)
-        return
     try:
         number = int(value, 10)
     except ValueError:
@@ -238,6 +239,16 @@ def foreign_ref_dropped_option(func: FuncT) -> FuncT:
         help="When someone else's reference on a fake-offline page is dropped: never, during-offline (after "
              "virtio-mem's MEM_GOING_OFFLINE), after-offline (while the block is offline), after-online (after "
              "the block was onlined again). Overrides the profile's [environment] foreign_ref_dropped.")(func)
+
+
+def with_foreign_ref_timing(machine: Machine, timing: Optional[str]) -> Machine:
+    """``--foreign-ref-dropped TIMING`` applied to the machine (``memplan.diff.compute``, imported
+    only when the option is given)."""
+    if timing is None:
+        return machine
+    from memplan.diff.compute import with_foreign_ref_timing as replaced
+
+    return replaced(machine, timing)
 
 
 def trusted(trust: Confidence, level: Optional[Confidence]) -> bool:

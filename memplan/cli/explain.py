@@ -17,6 +17,7 @@ from memplan.cli.common import (
     semantics_option,
     snapshot_options,
     stdout_console,
+    with_foreign_ref_timing,
 )
 from memplan.core.errors import UsageError
 from memplan.core.status import ExitStatus
@@ -76,7 +77,6 @@ def explain_command(words: Tuple[str, ...], sysroot: Optional[str], live: bool, 
       memplan explain --sysroot /tmp/myhost 36
       memplan explain --live memory36
     """
-    from memplan.diff.compute import with_foreign_ref_timing
     from memplan.engine.simulation import with_confidence
     from memplan.explain.compute import explain_block
     from memplan.kernel.semantics import get_semantics

@@ -17,6 +17,7 @@ from memplan.cli.common import (
     print_warnings,
     semantics_option,
     stdout_console,
+    with_foreign_ref_timing,
 )
 from memplan.cli.names import DEFAULT_LEFT, DEFAULT_RIGHT, SEMANTICS_NAMES
 from memplan.core.errors import UsageError
@@ -65,7 +66,6 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
       memplan map profiles/sbm-guest.toml
       memplan map profiles/skippable-review.toml --diff --svg review.svg
     """
-    from memplan.diff.compute import with_foreign_ref_timing
     from memplan.engine.simulation import simulate
     from memplan.map.compute import diff_map, machine_map
     from memplan.render import json as render_json
