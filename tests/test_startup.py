@@ -1,5 +1,6 @@
 """Instant start (issue 15 §2): ``memplan --help``, ``--version`` and completing a command name
-import neither numpy nor rich nor any command module; a command imports its own module and
+import neither numpy nor rich nor any command module; ``memplan CMD --help`` and completing an
+option inside a command import neither numpy nor rich; a command imports its own module and
 the ones it uses, never the others. Checked in a fresh interpreter with ``python -X importtime``."""
 
 from __future__ import annotations
@@ -52,6 +53,76 @@ def test_completing_a_command_name_imports_nothing_heavy():
     assert done.stdout.split() == ["plain,simulate"]
     names = imported([], env)
     assert heavy(names) == [] and sorted(names & COMMAND_MODULES) == []
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_commands_help_imports_nothing_heavy(name):
+    """``memplan CMD --help`` loads the command's module, which imports neither numpy nor rich
+    (its options take their words from ``memplan.cli.names``), and shows the full help."""
+    names = imported([name, "--help"])
+    assert COMMANDS[name][0] in names
+    assert heavy(names) == []
+
+
+@pytest.mark.parametrize("words, cword, expected", [
+    ("memplan simulate profiles/sbm-guest.toml --sem", 3, ["plain,--semantics"]),
+    ("memplan plan profiles/sbm-guest.toml --size 1G --trust ", 6, ["plain,likely", "plain,unknown"]),
+    ("memplan snapshot --jobs 2 --sum", 4, ["plain,--summary"]),
+    ("memplan diff-semantics profiles/sbm-guest.toml --left ", 4, ["plain,refcount", "plain,skippable"]),
+    ("memplan map --foreign-ref-dropped after-o", 3, ["plain,after-offline", "plain,after-online"]),
+    ("memplan fleet profiles/ --host-timeout 5 --tr", 5, ["plain,--trust"]),
+])
+def test_completing_inside_a_command_imports_nothing_heavy(words, cword, expected):
+    """Option names and choices complete with the command's module alone: the option callbacks
+    (``--trust``, ``--jobs``) run during completion but import nothing."""
+    env = {"_MEMPLAN_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    done = subprocess.run([sys.executable, "-m", "memplan"], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT, **env), timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == expected, done.stderr[-2000:]
+    names = imported([], env)
+    assert COMMANDS[words.split()[1]][0] in names
+    assert heavy(names) == []
+
+
+def test_the_option_words_match_their_definitions():
+    """``memplan.cli.names`` repeats what the options show; each value equals its source."""
+    from memplan.cli import names
+    from memplan.cli.columns import columns_help
+    from memplan.core.model import ForeignRefTiming
+    from memplan.core.results import Confidence
+    from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT
+    from memplan.fleet.executors import DEFAULT_HOST_TIMEOUT_S
+    from memplan.kernel.semantics import SEMANTICS
+    from memplan.plans.plan import CHMEM_ZONES
+    from memplan.render import snapshot as render_snapshot
+    from memplan.render.block_columns import difference_columns, lsmem_columns, verdict_columns
+    from memplan.render.table_options import SummaryWhen
+    from memplan.snapshot.ingest import MAX_DEFAULT_JOBS
+
+    assert names.SEMANTICS_NAMES == tuple(SEMANTICS)
+    assert (names.DEFAULT_LEFT, names.DEFAULT_RIGHT) == (DEFAULT_LEFT, DEFAULT_RIGHT)
+    assert names.FOREIGN_REF_TIMINGS == tuple(t.value for t in ForeignRefTiming)
+    assert names.CONFIDENCE_LEVELS == tuple(c.value for c in Confidence)
+    assert names.SUMMARY_WHEN == tuple(w.value for w in SummaryWhen)
+    assert names.MAX_DEFAULT_JOBS == MAX_DEFAULT_JOBS
+    assert names.CHMEM_ZONES == CHMEM_ZONES
+    assert names.DEFAULT_HOST_TIMEOUT_S == DEFAULT_HOST_TIMEOUT_S
+    assert names.SIMULATE_COLUMNS == columns_help(verdict_columns(has_memconfig=True))
+    assert names.DIFF_COLUMNS == columns_help(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT))
+    assert names.SNAPSHOT_COLUMNS == columns_help(lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT))
+
+
+def test_a_listings_help_lists_its_columns():
+    """The epilog from ``memplan.cli.names`` is lsmem's column list of the command's real columns."""
+    from memplan.render.block_columns import verdict_columns
+
+    result = CliRunner().invoke(main, ["simulate", "--help"], prog_name="memplan", env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    listed = result.output.split("Available output columns (default: ")[1]
+    head, _, rows = listed.partition("\n")
+    assert head.startswith("BLOCK,RANGE,SIZE,ZONE,RESULT,") and head.endswith("(and STATE,CONFIDENCE when needed)):")
+    columns = verdict_columns(has_memconfig=True).columns
+    assert [line.split(None, 1) for line in rows.strip().splitlines()] == [[c.name, c.help] for c in columns]
 
 
 def _command_imports(module: str, seen: Optional[Set[str]] = None) -> Set[str]:

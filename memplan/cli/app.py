@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import click
-from click.shell_completion import CompletionItem
 
 from memplan import __version__
 from memplan.cli import signals
 from memplan.core.errors import MemplanError, Terminated
 from memplan.core.status import ExitStatus
+
+if TYPE_CHECKING:  # imported when completing (a command that runs needs none of it)
+    from click.shell_completion import CompletionItem
 
 #: Every command: its module (which registers it on ``main`` with ``@main.command``) and its
 #: short help, the first sentence of its docstring (tests/test_startup.py checks they agree).
@@ -83,6 +85,8 @@ class MemplanGroup(click.Group):
 
     def shell_complete(self, ctx: click.Context, incomplete: str) -> List[CompletionItem]:
         """Command names from the table (no command module imported), then the group's options."""
+        from click.shell_completion import CompletionItem
+
         items = [CompletionItem(name, help=self._short_help(name)) for name in self.list_commands(ctx)
                  if name.startswith(incomplete)]
         items.extend(click.Command.shell_complete(self, ctx, incomplete))

@@ -9,14 +9,18 @@ alone it writes the command's JSON document, with a listing option (``-o``, ``--
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import click
 
 from memplan.cli.common import FuncT, SnapshotSource
+from memplan.cli.names import SUMMARY_WHEN, ColumnsHelp
 from memplan.core.errors import UsageError
-from memplan.render.block_facts import SysfsTree
-from memplan.render.lsmem import ColumnSet, SummaryWhen, TableOptions, check_format_options
+
+if TYPE_CHECKING:  # numpy and rich: imported by the functions that use them (``--help`` needs neither)
+    from memplan.render.block_facts import SysfsTree
+    from memplan.render.lsmem import ColumnSet
+    from memplan.render.table_options import TableOptions
 
 _OPTIONS = ("output", "output_all", "in_bytes", "split", "all_rows", "noheadings", "raw", "pairs", "summary")
 #: options that choose what the listing holds (with --json they ask for lsmem's JSON)
@@ -56,7 +60,7 @@ def table_options(func: FuncT) -> FuncT:
         click.option("-S", "--split", "split", metavar="LIST", default=None,
                      help="Merge contiguous blocks only where these columns are equal (default: the printed "
                           "columns; 'none': every contiguous run; columns that cannot split are ignored)."),
-        click.option("--summary", "summary", type=click.Choice([w.value for w in SummaryWhen]), default=None,
+        click.option("--summary", "summary", type=click.Choice(SUMMARY_WHEN), default=None,
                      metavar="[=WHEN]",
                      help="Print the summary: never, always or only (a bare --summary: only); "
                           "--raw, --json and --pairs print none."),
@@ -69,15 +73,26 @@ def table_options(func: FuncT) -> FuncT:
 def sysfs_tree(source: str) -> Optional[SysfsTree]:
     """The tree lsmem would read for a machine given as ``--sysroot DIR`` or ``--live``
     (``None`` for a profile)."""
-    return SysfsTree(str(source)) if isinstance(source, SnapshotSource) else None
+    if not isinstance(source, SnapshotSource):
+        return None
+    from memplan.render.block_facts import SysfsTree
+
+    return SysfsTree(str(source))
 
 
-def columns_epilog(column_set: ColumnSet[Any]) -> str:
+def columns_help(column_set: ColumnSet[Any]) -> ColumnsHelp:
+    """What ``columns_epilog()`` shows of a column set (``memplan.cli.names`` holds it for each
+    listing, so that ``--help`` imports no renderer)."""
+    return ColumnsHelp(tuple((c.name, c.help) for c in column_set.columns), tuple(column_set.default),
+                       tuple(n for n in column_set.default if n in column_set.optional))
+
+
+def columns_epilog(columns: ColumnsHelp) -> str:
     """lsmem's "Available output columns" list for a command's ``--help``."""
-    width = max(len(c.name) for c in column_set.columns)
-    lines = [f"  {c.name:>{width}}  {c.help}" for c in column_set.columns]
-    default = [n for n in column_set.default if n not in column_set.optional]
-    optional = [n for n in column_set.default if n in column_set.optional]
+    width = max(len(name) for name, _ in columns.columns)
+    lines = [f"  {name:>{width}}  {text}" for name, text in columns.columns]
+    default = [n for n in columns.default if n not in columns.optional]
+    optional = [n for n in columns.default if n in columns.optional]
     shown = ",".join(default) + (f" (and {','.join(optional)} when needed)" if optional else "")
     return "\b\nAvailable output columns (default: " + shown + "):\n" + "\n".join(lines)
 
@@ -92,6 +107,8 @@ def _given(options: TableOptions, names: Sequence[tuple]) -> Optional[str]:
 def pop_table_options(kwargs: Dict[str, Any], as_json: bool = False) -> TableOptions:
     """Remove the table options from a command's keyword arguments and build ``TableOptions``;
     ``as_json`` with a listing option asks for lsmem's JSON (``listing_json()``)."""
+    from memplan.render.table_options import SummaryWhen, TableOptions, check_format_options
+
     values = {name: kwargs.pop(name) for name in _OPTIONS}
     summary = values.pop("summary")
     options = TableOptions(**values, summary=SummaryWhen(summary) if summary else None)
@@ -118,12 +135,15 @@ def reject_table_options(options: TableOptions, output: str, hint: Optional[str]
         raise UsageError(f"{used} applies to the listing, not to {output}", hint=hint)
 
 
-def listing_request(table: Dict[str, Any], as_json: bool, column_set: ColumnSet[Any],
+def listing_request(table: Dict[str, Any], as_json: bool,
+                    column_set: Union[ColumnSet[Any], Callable[[], ColumnSet[Any]]],
                     **others: bool) -> Tuple[TableOptions, bool]:
     """The listing options of a command and whether ``--json`` asks for the command's document
     (rather than lsmem's JSON listing); ``others`` are the command's other output formats
     (``csv=True``). One format at most; a listing option with the document or another format
-    is a usage error; bad column names fail here, before any work."""
+    is a usage error; bad column names fail here, before any work. ``column_set`` may be a
+    function that returns it: it is called only for a listing (the document and the other
+    formats take no column option, so there is nothing to check)."""
     options = pop_table_options(table, as_json=as_json)
     document = as_json and not options.json
     exclusive_formats(json=document, raw=options.raw, pairs=options.pairs, **others)
@@ -131,7 +151,8 @@ def listing_request(table: Dict[str, Any], as_json: bool, column_set: ColumnSet[
                                             None)
     if chosen:
         reject_table_options(options, chosen, hint="-o with --json prints the listing as lsmem -J does")
-    column_set.check(options)
+    else:
+        (column_set() if callable(column_set) else column_set).check(options)
     return options, document
 
 

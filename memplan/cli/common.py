@@ -1,4 +1,9 @@
-"""Options and helpers shared by the commands."""
+"""Options and helpers shared by the commands.
+
+Importing this module imports click and nothing heavy: the options take their choices from
+``memplan.cli.names``, and numpy, rich and the layers below are imported by the functions that
+need them (``memplan CMD --help`` and option completion never call those).
+"""
 
 from __future__ import annotations
 
@@ -21,19 +26,18 @@ from typing import (
 
 import click
 
+from memplan.cli.names import CONFIDENCE_LEVELS, FOREIGN_REF_TIMINGS, MAX_DEFAULT_JOBS, SEMANTICS_NAMES
 from memplan.cli.signals import one_line
 from memplan.core.errors import ProfileError, UsageError
-from memplan.core.results import Confidence
 from memplan.core.source import InputSource
 from memplan.core.status import ExitStatus, check_status
 from memplan.core.units import format_block_ranges, parse_block_spans, parse_chmem_size, parse_size
-from memplan.kernel.semantics import SEMANTICS
-from memplan.snapshot import ingest
 
 if TYPE_CHECKING:  # the readers, writers and renderers are imported by the function that uses them
     from rich.console import Console
 
     from memplan.core.machine import Machine
+    from memplan.core.results import Confidence
     from memplan.plans.state import MachineState
 
 #: a click command function that an option decorator returns as it is (with the option added)
@@ -109,9 +113,14 @@ def load_machine(profile: str) -> Machine:
 
 def _jobs_value(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
     """``--jobs N``: threads reading kpageflags/kpagecount (``memplan.snapshot.ingest``)."""
-    if value is None:
-        ingest.set_jobs(None)
+    if ctx.resilient_parsing:  # completing a command line: nothing runs
         return
+    if value is None:
+        if "memplan.snapshot.ingest" in sys.modules:  # else it has its default already
+            sys.modules["memplan.snapshot.ingest"].set_jobs(None)
+        return
+    from memplan.snapshot import ingest
+
     try:
         number = int(value, 10)
     except ValueError:
@@ -124,7 +133,7 @@ def snapshot_options(func: FuncT) -> FuncT:
     ``memplan snapshot``)."""
     func = click.option("--jobs", metavar="N", default=None, expose_value=False, callback=_jobs_value,
                         help=f"Threads reading page flags (live: one reader per range; saved: one xz chunk each; "
-                             f"default: one per CPU, at most {ingest.MAX_DEFAULT_JOBS}).")(func)
+                             f"default: one per CPU, at most {MAX_DEFAULT_JOBS}).")(func)
     func = click.option("--live", is_flag=True,
                         help="Snapshot this machine (reads /sys and /proc; needs root for /proc/kpageflags).")(func)
     return click.option("-s", "--sysroot", metavar="DIR", type=click.Path(file_okay=False), default=None,
@@ -145,7 +154,7 @@ def machine_argument(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def semantics_option(func: FuncT) -> FuncT:
-    return click.option("--semantics", type=click.Choice(list(SEMANTICS)), default=None,
+    return click.option("--semantics", type=click.Choice(list(SEMANTICS_NAMES)), default=None,
                         help="Kernel semantics (default: the profile's, else refcount = mainline).")(func)
 
 
@@ -231,16 +240,47 @@ def blocks_option(func: FuncT) -> FuncT:
                              "(default: every online block).")(func)
 
 
-#: Confidence levels from the surest down: trusting a level trusts every level before it.
-_DOUBT = {level: rank for rank, level in enumerate(Confidence)}
+def foreign_ref_dropped_option(func: FuncT) -> FuncT:
+    """``--foreign-ref-dropped``, every ``ForeignRefTiming`` (diff-semantics, simulate, explain, map)."""
+    return click.option(
+        "--foreign-ref-dropped", type=click.Choice(FOREIGN_REF_TIMINGS), default=None,
+        help="When someone else's reference on a fake-offline page is dropped: never, during-offline (after "
+             "virtio-mem's MEM_GOING_OFFLINE), after-offline (while the block is offline), after-online (after "
+             "the block was onlined again). Overrides the profile's [environment] foreign_ref_dropped.")(func)
+
+
+def with_foreign_ref_timing(machine: Machine, timing: Optional[str]) -> Machine:
+    """``--foreign-ref-dropped TIMING`` applied to the machine (``memplan.diff.compute``, imported
+    only when the option is given)."""
+    if timing is None:
+        return machine
+    from memplan.diff.compute import with_foreign_ref_timing as replaced
+
+    return replaced(machine, timing)
 
 
 def trusted(trust: Confidence, level: Optional[Confidence]) -> bool:
-    """Whether ``--trust TRUST`` counts a verdict of confidence ``level`` (``None``: certain)."""
-    return _DOUBT[level or Confidence.CERTAIN] <= _DOUBT[trust]
+    """Whether ``--trust TRUST`` counts a verdict of confidence ``level`` (``None``: certain).
+    Confidence levels go from the surest down: trusting a level trusts every level before it."""
+    from memplan.core.results import Confidence
+
+    doubt = _doubt()
+    return doubt[level or Confidence.CERTAIN] <= doubt[trust]
 
 
-def _trust_value(ctx: click.Context, param: click.Parameter, value: str) -> Confidence:
+@functools.lru_cache(maxsize=None)
+def _doubt() -> Dict[Confidence, int]:
+    from memplan.core.results import Confidence
+
+    return {level: rank for rank, level in enumerate(Confidence)}
+
+
+def _trust_value(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    """The ``Confidence`` (completing a command line: the word as it is; nothing runs)."""
+    if ctx.resilient_parsing:
+        return value
+    from memplan.core.results import Confidence
+
     return Confidence(value)
 
 
@@ -248,8 +288,8 @@ def trust_option(func: FuncT) -> FuncT:
     """``--trust likely|unknown``: the least sure verdicts that count as successes (``--check``
     of simulate, plan, unplug and fleet, fleet's "Hosts reaching it"). The command receives a
     ``Confidence``."""
-    return click.option("--trust", type=click.Choice([Confidence.LIKELY.value, Confidence.UNKNOWN.value]),
-                        default=Confidence.LIKELY.value, show_default=True, callback=_trust_value,
+    return click.option("--trust", type=click.Choice(CONFIDENCE_LEVELS[1:]), default=CONFIDENCE_LEVELS[1],
+                        show_default=True, callback=_trust_value,
                         help="Verdicts that count as successes for --check (and fleet's 'Hosts reaching it'): "
                              "'likely' counts verdicts that are certain or likely; 'unknown' also counts "
                              "verdicts the input cannot decide (a snapshot without the page data to settle "
@@ -280,8 +320,7 @@ R = TypeVar("R", bound=CapacityResult)
 def finish_capacity_command(result: R, state: MachineState, profile: str, out: Optional[str], header: str,
                             warnings: List[str], as_json: bool, check: bool,
                             to_dict: Callable[[R, InputSource], Dict[str, Any]],
-                            print_table: Callable[[Console, R], None],
-                            trust: Confidence = Confidence.LIKELY) -> None:
+                            print_table: Callable[[Console, R], None], trust: Confidence) -> None:
     """The common end of ``plan`` and ``unplug``: write the resulting profile if asked, print
     warnings, render, and exit with chmem's codes under ``--check`` (counting the memory whose
     confidence ``--trust`` accepts)."""

@@ -9,8 +9,8 @@ import click
 from memplan.cli.app import main
 from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, table_options
 from memplan.cli.common import (
-    FuncT,
     blocks_option,
+    foreign_ref_dropped_option,
     input_source,
     load_machine,
     machine_argument,
@@ -18,31 +18,15 @@ from memplan.cli.common import (
     print_warnings,
     stdout_console,
 )
-from memplan.core.model import ForeignRefTiming
+from memplan.cli.names import DEFAULT_LEFT, DEFAULT_RIGHT, DIFF_COLUMNS, SEMANTICS_NAMES
 from memplan.core.status import ExitStatus
-from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, diff_semantics, with_foreign_ref_timing
-from memplan.kernel.semantics import SEMANTICS
-from memplan.render import csv as render_csv
-from memplan.render import diff as render_diff
-from memplan.render import json as render_json
-from memplan.render.block_columns import difference_columns
 
 
-def foreign_ref_dropped_option(func: FuncT) -> FuncT:
-    """``--foreign-ref-dropped``, every ``ForeignRefTiming`` (diff-semantics, simulate, explain, map)."""
-    return click.option(
-        "--foreign-ref-dropped", type=click.Choice([t.value for t in ForeignRefTiming]), default=None,
-        help="When someone else's reference on a fake-offline page is dropped: never, during-offline (after "
-             "virtio-mem's MEM_GOING_OFFLINE), after-offline (while the block is offline), after-online (after "
-             "the block was onlined again). Overrides the profile's [environment] foreign_ref_dropped.")(func)
-
-
-@main.command("diff-semantics", cls=ListingCommand,
-              epilog=columns_epilog(difference_columns(DEFAULT_LEFT, DEFAULT_RIGHT)))
+@main.command("diff-semantics", cls=ListingCommand, epilog=columns_epilog(DIFF_COLUMNS))
 @machine_argument
-@click.option("--left", type=click.Choice(list(SEMANTICS)), default=DEFAULT_LEFT, show_default=True,
+@click.option("--left", type=click.Choice(list(SEMANTICS_NAMES)), default=DEFAULT_LEFT, show_default=True,
               help="Semantics on the left side.")
-@click.option("--right", type=click.Choice(list(SEMANTICS)), default=DEFAULT_RIGHT, show_default=True,
+@click.option("--right", type=click.Choice(list(SEMANTICS_NAMES)), default=DEFAULT_RIGHT, show_default=True,
               help="Semantics on the right side.")
 @blocks_option
 @foreign_ref_dropped_option
@@ -72,6 +56,13 @@ def diff_semantics_command(profile: str, left: str, right: str, blocks: str, for
       memplan diff-semantics profiles/skippable-review.toml --foreign-ref-dropped during-offline
       memplan diff-semantics profiles/skippable-review.toml --raw -o BLOCK,ZONE,SITES
     """
+    from memplan.diff.compute import diff_semantics, with_foreign_ref_timing
+    from memplan.kernel.semantics import SEMANTICS
+    from memplan.render import csv as render_csv
+    from memplan.render import diff as render_diff
+    from memplan.render import json as render_json
+    from memplan.render.block_columns import difference_columns
+
     options, document = listing_request(table, as_json, difference_columns(left, right), csv=as_csv)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     result = diff_semantics(machine, left, right, parse_blocks(blocks, machine))

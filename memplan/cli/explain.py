@@ -10,6 +10,7 @@ import click
 
 from memplan.cli.app import main
 from memplan.cli.common import (
+    foreign_ref_dropped_option,
     input_source,
     load_machine,
     machine_source,
@@ -17,16 +18,10 @@ from memplan.cli.common import (
     semantics_option,
     snapshot_options,
     stdout_console,
+    with_foreign_ref_timing,
 )
-from memplan.cli.diff import foreign_ref_dropped_option
 from memplan.core.errors import UsageError
 from memplan.core.status import ExitStatus
-from memplan.diff.compute import with_foreign_ref_timing
-from memplan.engine.simulation import with_confidence
-from memplan.explain.compute import explain_block
-from memplan.kernel.semantics import get_semantics
-from memplan.render import explain as render_explain
-from memplan.render import json as render_json
 
 
 def parse_block(value: str) -> int:
@@ -83,6 +78,12 @@ def explain_command(words: Tuple[str, ...], sysroot: Optional[str], live: bool, 
       memplan explain --sysroot /tmp/myhost 36
       memplan explain --live memory36
     """
+    from memplan.engine.simulation import with_confidence
+    from memplan.explain.compute import explain_block
+    from memplan.kernel.semantics import get_semantics
+    from memplan.render import explain as render_explain
+    from memplan.render import json as render_json
+
     profile, block = machine_and_block(words, sysroot, live)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     story = explain_block(machine, parse_block(block), semantics)

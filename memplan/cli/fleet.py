@@ -6,7 +6,7 @@ import contextlib
 import math
 import sys
 import time
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
 
@@ -19,18 +19,21 @@ from memplan.cli.common import (
     stdout_console,
     trust_option,
 )
+from memplan.cli.names import DEFAULT_HOST_TIMEOUT_S
 from memplan.core.errors import UsageError
-from memplan.core.results import Confidence
-from memplan.fleet.aggregate import FleetAggregate, fleet_status, nothing_judged
-from memplan.fleet.compute import FleetOptions, make_tasks
-from memplan.fleet.executors import DEFAULT_HOST_TIMEOUT_S, Backend, FleetRun, require_dask
-from memplan.fleet.types import FleetMode, FleetReport
-from memplan.render import fleet as render_fleet
-from memplan.render import json as render_json
+
+if TYPE_CHECKING:  # the fleet runner and the renderers: imported when the command runs (--help needs none)
+    from memplan.core.results import Confidence
+    from memplan.fleet.compute import FleetOptions
+    from memplan.fleet.executors import Backend
+    from memplan.fleet.types import FleetReport
 
 
 def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optional[str],
              plan_size: Optional[str]) -> FleetOptions:
+    from memplan.fleet.compute import FleetOptions
+    from memplan.fleet.types import FleetMode
+
     if unplug_by is not None and plan_size is not None:
         raise UsageError("--unplug-by and --plan-size exclude each other: ask one question of the fleet")
     if device is not None and unplug_by is None:
@@ -53,6 +56,8 @@ def _host_timeout(ctx: click.Context, param: click.Parameter, value: float) -> f
 
 
 def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optional[int]) -> Backend:
+    from memplan.fleet.executors import Backend, require_dask
+
     given = [name for name, value in (("--workers", workers), ("--scheduler", scheduler),
                                       ("--dask-local", dask_local)) if value is not None]
     if len(given) > 1:
@@ -112,6 +117,11 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
       memplan fleet 'snapshots/*' --plan-size 8G --check
       memplan fleet profiles/ --unplug-by 1G --scheduler tcp://10.0.0.5:8786
     """
+    from memplan.fleet.aggregate import FleetAggregate
+    from memplan.fleet.compute import make_tasks
+    from memplan.fleet.executors import FleetRun
+    from memplan.render import fleet as render_fleet
+
     if as_json and jsonl:
         raise UsageError("--json and --jsonl exclude each other")
     options = _options(semantics, unplug_by, device, plan_size)
@@ -138,6 +148,10 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
 
 def _finish(report: FleetReport, where: str, elapsed: float, as_json: bool, jsonl: bool, check: bool) -> None:
     """Warnings, the document or the table, then the exit status (2 when no host was judged)."""
+    from memplan.fleet.aggregate import fleet_status, nothing_judged
+    from memplan.render import fleet as render_fleet
+    from memplan.render import json as render_json
+
     problem = nothing_judged(report.totals)
     print_warnings(w for w in report.warnings if problem is None or not w.endswith("(error rows)"))
     if as_json:

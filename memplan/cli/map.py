@@ -10,6 +10,7 @@ import click
 from memplan.cli.app import main
 from memplan.cli.common import (
     blocks_option,
+    foreign_ref_dropped_option,
     input_source,
     load_machine,
     machine_argument,
@@ -17,17 +18,11 @@ from memplan.cli.common import (
     print_warnings,
     semantics_option,
     stdout_console,
+    with_foreign_ref_timing,
 )
-from memplan.cli.diff import foreign_ref_dropped_option
+from memplan.cli.names import DEFAULT_LEFT, DEFAULT_RIGHT, SEMANTICS_NAMES
 from memplan.core.errors import UsageError
 from memplan.core.status import ExitStatus
-from memplan.diff.compute import DEFAULT_LEFT, DEFAULT_RIGHT, with_foreign_ref_timing
-from memplan.engine.simulation import stream
-from memplan.kernel.semantics import SEMANTICS
-from memplan.map.compute import diff_map, machine_map
-from memplan.render.export import export_pictures
-from memplan.render.map import map_renderable, print_map
-from memplan.render.map_json import write_map
 
 
 @main.command("map")
@@ -36,9 +31,9 @@ from memplan.render.map_json import write_map
 @blocks_option
 @click.option("--diff", "diff", is_flag=True,
               help="Mark the blocks whose verdict differs between --left and --right (as diff-semantics).")
-@click.option("--left", type=click.Choice(list(SEMANTICS)), default=None,
+@click.option("--left", type=click.Choice(list(SEMANTICS_NAMES)), default=None,
               help=f"Left semantics for --diff (default: {DEFAULT_LEFT}); implies --diff.")
-@click.option("--right", type=click.Choice(list(SEMANTICS)), default=None,
+@click.option("--right", type=click.Choice(list(SEMANTICS_NAMES)), default=None,
               help=f"Right semantics for --diff (default: {DEFAULT_RIGHT}); implies --diff.")
 @foreign_ref_dropped_option
 @click.option("--svg", "svg", metavar="FILE", type=click.Path(dir_okay=False), default=None,
@@ -72,6 +67,12 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
       memplan map profiles/sbm-guest.toml
       memplan map profiles/skippable-review.toml --diff --svg review.svg
     """
+    from memplan.engine.simulation import stream
+    from memplan.map.compute import diff_map, machine_map
+    from memplan.render.export import export_pictures
+    from memplan.render.map import map_renderable, print_map
+    from memplan.render.map_json import write_map
+
     diff = diff or left is not None or right is not None
     if diff and semantics is not None:
         raise UsageError("--semantics cannot be combined with --diff", hint="use --left and --right")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
@@ -14,9 +14,10 @@ from memplan.cli.common import (
     semantics_option,
     trust_option,
 )
-from memplan.core.results import Confidence
-from memplan.plans.plan import CHMEM_ZONES, parse_plan_size, plan
-from memplan.render import capacity_json, capacity_table
+from memplan.cli.names import CHMEM_ZONES
+
+if TYPE_CHECKING:  # the planner and the renderers: imported when the command runs (--help needs none)
+    from memplan.core.results import Confidence
 
 
 @main.command("plan")
@@ -56,6 +57,9 @@ def plan_command(profile: str, size: str, blocks: Optional[str], zone: Optional[
     Example:
       memplan plan profiles/sbm-guest.toml --size 1G --zone Movable --check
     """
+    from memplan.plans.plan import parse_plan_size, plan
+    from memplan.render import capacity_json, capacity_table
+
     machine = load_machine(profile)
     wanted = parse_plan_size(size, machine.geometry.memory_block_size)
     result, state = plan(machine, wanted, semantics, blocks, zone, skip_hangs)

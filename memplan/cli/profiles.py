@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import click
 
 from memplan.cli.app import main
 from memplan.cli.common import stdout_console
 from memplan.core.status import ExitStatus
-from memplan.profile.bundled import BundledProfile, bundled_profiles
-from memplan.render import json as render_json
-from memplan.render.grid import print_grid
+
+if TYPE_CHECKING:  # imported when the command runs (--help needs none)
+    from memplan.profile.bundled import BundledProfile
 
 
 def _shown_path(path: str) -> str:
@@ -39,6 +39,10 @@ def profiles_command(as_json: bool) -> None:
       memplan profiles
       memplan simulate profiles/sbm-guest.toml
     """
+    from memplan.profile.bundled import bundled_profiles
+    from memplan.render import json as render_json
+    from memplan.render.grid import print_grid
+
     profiles = bundled_profiles()
     if as_json:
         render_json.write({"profiles": [{"name": p.name, "description": p.description, "path": p.path}

@@ -10,10 +10,10 @@ import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Optional, TextIO
 
-from memplan.engine.simulation import Progress as ProgressCallback
-
 if TYPE_CHECKING:  # rich.progress is imported only when a bar is shown (start-up stays fast)
     from rich.console import Console
+
+    from memplan.engine.simulation import Progress as ProgressCallback
 
 
 def pages_per_second(pages_per_block: int) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
@@ -11,6 +11,7 @@ from memplan.cli.app import main
 from memplan.cli.columns import ListingCommand, columns_epilog, listing_request, sysfs_tree, table_options
 from memplan.cli.common import (
     blocks_option,
+    foreign_ref_dropped_option,
     input_source,
     load_machine,
     machine_argument,
@@ -20,23 +21,20 @@ from memplan.cli.common import (
     stdout_console,
     trust_option,
     trusted,
+    with_foreign_ref_timing,
 )
-from memplan.cli.diff import foreign_ref_dropped_option
+from memplan.cli.names import SIMULATE_COLUMNS
 from memplan.cli.progress import block_progress
 from memplan.cli.progress import wanted as progress_wanted
-from memplan.core.results import Confidence, Verdicts
 from memplan.core.status import ExitStatus, check_status
-from memplan.diff.compute import with_foreign_ref_timing
-from memplan.engine.simulation import select_blocks, stream
-from memplan.render import csv as render_csv
-from memplan.render import json as render_json
-from memplan.render import table as render_table
-from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
-from memplan.render.block_facts import MachineFacts
-from memplan.render.lsmem import Format
+
+if TYPE_CHECKING:  # the engine and the renderers: imported when the command runs (--help needs none)
+    from memplan.core.results import Confidence, Verdicts
+    from memplan.render.block_columns import BlockRow
+    from memplan.render.lsmem import ColumnSet
 
 
-@main.command("simulate", cls=ListingCommand, epilog=columns_epilog(verdict_columns(has_memconfig=True)))
+@main.command("simulate", cls=ListingCommand, epilog=columns_epilog(SIMULATE_COLUMNS))
 @machine_argument
 @semantics_option
 @blocks_option
@@ -78,14 +76,25 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
       memplan simulate profiles/boot-vm.toml -o +NODE,HOLES --split RESULT,REASON
       memplan simulate --sysroot DIR -o RANGE,SIZE,STATE,REMOVABLE,BLOCK,ZONES
     """
-    options, document = listing_request(table, as_json, verdict_columns(has_memconfig=True), csv=as_csv,
-                                        jsonl=as_jsonl)
+    from memplan.engine.simulation import select_blocks, stream
+    from memplan.render import json as render_json
+    from memplan.render.table_options import Format
+
+    options, document = listing_request(table, as_json, _all_columns, csv=as_csv, jsonl=as_jsonl)
+    listing = not (document or as_jsonl or as_csv)
+    if listing:  # only a listing needs the columns, the blocks' facts and the table renderer (rich)
+        from memplan.render import table as render_table
+        from memplan.render.block_columns import needs_verdicts, reads_tree, verdict_columns
+        from memplan.render.block_facts import MachineFacts
+    elif as_csv:
+        from memplan.render import csv as render_csv
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
-    tree = sysfs_tree(profile)
-    columns = verdict_columns(tree is not None and tree.have_memconfig)
-    facts = MachineFacts(machine, tree, read_tree=reads_tree(columns, options))
+    if listing:
+        tree = sysfs_tree(profile)
+        columns = verdict_columns(tree is not None and tree.have_memconfig)
+        facts = MachineFacts(machine, tree, read_tree=reads_tree(columns, options))
     selected = parse_blocks(blocks, machine)
-    if not (document or as_jsonl or as_csv) and not needs_verdicts(columns, options):
+    if listing and not needs_verdicts(columns, options):
         # lsmem's listing: every present block (or the selected ones), as lsmem lists them
         print_warnings(machine.warnings)
         ids = select_blocks(machine, selected) if selected is not None else machine.blocks.ids
@@ -114,6 +123,13 @@ def simulate_command(profile: str, semantics: str, blocks: str, foreign_ref_drop
     if check:
         _exit_checked(verdicts, trust)
     raise SystemExit(int(ExitStatus.SUCCESS))
+
+
+def _all_columns() -> ColumnSet[BlockRow]:
+    """Every column a listing can show (what ``-o`` and ``--split`` are checked against)."""
+    from memplan.render.block_columns import verdict_columns
+
+    return verdict_columns(has_memconfig=True)
 
 
 def _exit_checked(result: Verdicts, trust: Confidence) -> None:

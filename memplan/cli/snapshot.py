@@ -17,16 +17,11 @@ from memplan.cli.common import (
     snapshot_options,
     stdout_console,
 )
+from memplan.cli.names import SNAPSHOT_COLUMNS
 from memplan.core.status import ExitStatus
-from memplan.render import json as render_json
-from memplan.render import snapshot as render_snapshot
-from memplan.render.block_columns import lsmem_columns, reads_tree
-from memplan.render.block_facts import MachineFacts
-from memplan.snapshot.reader import describe
 
 
-@main.command("snapshot", cls=ListingCommand,
-              epilog=columns_epilog(lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT)))
+@main.command("snapshot", cls=ListingCommand, epilog=columns_epilog(SNAPSHOT_COLUMNS))
 @snapshot_options
 @click.option("-J", "--json", "as_json", is_flag=True,
               help="Write one JSON document to stdout; with -o, --output-all, -a, -S or -b the block listing "
@@ -56,6 +51,12 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
       memplan snapshot --live
       memplan snapshot --live --save /tmp/myhost    # then: memplan simulate --sysroot /tmp/myhost
     """
+    from memplan.render import json as render_json
+    from memplan.render import snapshot as render_snapshot
+    from memplan.render.block_columns import lsmem_columns, reads_tree
+    from memplan.render.block_facts import MachineFacts
+    from memplan.snapshot.reader import describe
+
     options, document = listing_request(table, as_json, lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT),
                                         page_types=page_types)
     source = machine_source(None, sysroot, live)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
@@ -20,14 +20,10 @@ from memplan.cli.common import (
     trust_option,
 )
 from memplan.core.errors import UsageError
-from memplan.core.results import Confidence
 from memplan.core.status import ExitStatus
-from memplan.plans.state import MachineState
-from memplan.plans.unplug import find_device, run_unplug, sweep
-from memplan.render import capacity_json, capacity_table
-from memplan.render import json as render_json
-from memplan.render.export import write_text
-from memplan.render.sweep_svg import sweep_svg
+
+if TYPE_CHECKING:  # the driver model and the renderers: imported when the command runs (--help needs none)
+    from memplan.core.results import Confidence
 
 
 @main.command("unplug")
@@ -67,6 +63,13 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
       memplan unplug profiles/sbm-guest.toml --device vmem0 --to 2G
       memplan unplug profiles/bbm-guest.toml --sweep --svg curve.svg
     """
+    from memplan.plans.state import MachineState
+    from memplan.plans.unplug import find_device, run_unplug, sweep
+    from memplan.render import capacity_json, capacity_table
+    from memplan.render import json as render_json
+    from memplan.render.export import write_text
+    from memplan.render.sweep_svg import sweep_svg
+
     if do_sweep:
         if to_size or by_size:
             raise UsageError("--sweep tries every size itself; drop --to/--by")

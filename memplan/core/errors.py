@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable, Optional
 
 
@@ -42,6 +41,8 @@ class UsageError(MemplanError):
 
 def did_you_mean(value: str, choices: Iterable[str]) -> Optional[str]:
     """Return ``"did you mean 'x'?"`` for the closest choice, or ``None``."""
+    import difflib  # only for a suggestion (start-up stays fast)
+
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
-import tempfile
 from typing import IO, Any, Iterator, Optional
 
 from memplan.core.errors import InputError
@@ -84,6 +82,8 @@ def atomic_output(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterat
         with open(path, mode, encoding=None if "b" in mode else encoding) as direct:
             yield direct
         return
+    import tempfile  # here: reading a profile (start-up) needs neither tempfile nor shutil
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -109,6 +109,9 @@ def _umask() -> int:
 def atomic_directory(path: str) -> Iterator[str]:
     """Fill a temporary directory beside ``path``; on success it replaces ``path`` (which must
     not exist, or be a directory the caller has decided may be replaced)."""
+    import shutil
+    import tempfile
+
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.", suffix=".tmp", dir=parent)
     try:

@@ -35,7 +35,10 @@ default column to a predicate: the aligned table shows it only when some item sa
 (``CONFIDENCE`` only when a verdict is not certain); ``unavailable`` columns are dropped
 wherever they are asked for (lsmem's CONFIGURED without ``/sys/firmware/memory``).
 
-``print_listing(console, column_set, items, options)``: all of the above.
+``print_listing(console, column_set, items, options)``: all of the above. The options
+(``TableOptions``, ``Format``, ``SummaryWhen``, ``check_format_options()``) live in
+``memplan.render.table_options``, which a command reads before it knows whether it lists
+anything (a JSON document imports neither this module nor rich).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -59,13 +63,19 @@ from typing import (
     TypeVar,
 )
 
-from rich.console import Console
-from rich.segment import Segment, Segments
-
 from memplan.core.errors import UsageError, did_you_mean
 from memplan.core.units import format_size
 from memplan.render.escape import json_string, nonblank, quoted
-from memplan.render.grid import Grid, GridColumn, Justify, Styled
+from memplan.render.table_options import Format as Format
+from memplan.render.table_options import SummaryWhen as SummaryWhen
+from memplan.render.table_options import TableOptions as TableOptions
+from memplan.render.table_options import check_format_options as check_format_options
+
+if TYPE_CHECKING:  # rich and the grid are imported by the writers that print (JSON output needs neither)
+    from rich.console import Console
+    from rich.segment import Segment
+
+    from memplan.render.grid import Grid, Justify
 
 T = TypeVar("T")
 
@@ -83,21 +93,6 @@ class JsonType(str, Enum):
     STRING = "string"
     NUMBER = "number"
     BOOLEAN = "boolean"
-
-
-class Format(str, Enum):
-    TABLE = "table"
-    RAW = "raw"
-    PAIRS = "pairs"
-    JSON = "json"
-
-
-class SummaryWhen(str, Enum):
-    """``--summary[=when]`` (lsmem: bare ``--summary`` means ``only``)."""
-
-    NEVER = "never"
-    ALWAYS = "always"
-    ONLY = "only"
 
 
 def _default_fmt(value: Any) -> str:
@@ -138,37 +133,6 @@ class Column(Generic[T]):
 
     def splits(self) -> bool:
         return self.merge is Merge.SPLIT
-
-
-@dataclass(frozen=True)
-class TableOptions:
-    """lsmem's table controls, parsed (``memplan.cli.columns`` builds them from the options)."""
-
-    output: Optional[str] = None
-    output_all: bool = False
-    in_bytes: bool = False
-    split: Optional[str] = None
-    all_rows: bool = False
-    noheadings: bool = False
-    raw: bool = False
-    pairs: bool = False
-    json: bool = False
-    summary: Optional[SummaryWhen] = None
-
-    @property
-    def format(self) -> Format:
-        return Format.RAW if self.raw else Format.PAIRS if self.pairs else Format.JSON if self.json else Format.TABLE
-
-    @property
-    def want_summary(self) -> bool:
-        """lsmem: a summary after the table unless ``never``, or ``--raw/--json/--pairs``."""
-        if self.summary is not None:
-            return self.summary is not SummaryWhen.NEVER
-        return self.format is Format.TABLE
-
-    @property
-    def want_table(self) -> bool:
-        return self.summary is not SummaryWhen.ONLY
 
 
 @dataclass(frozen=True)
@@ -330,16 +294,21 @@ class _Lines:
     BATCH = 512
 
     def __init__(self, console: Console) -> None:
+        from rich.segment import Segment
+
         self.console = console
         self.batch: List[Segment] = []
+        self._segment = Segment
 
     def add(self, text: str) -> None:
-        self.batch.append(Segment(text + "\n"))
+        self.batch.append(self._segment(text + "\n"))
         if len(self.batch) >= self.BATCH:
             self.flush()
 
     def flush(self) -> None:
         if self.batch:
+            from rich.segment import Segments
+
             self.console.print(Segments(self.batch), end="", soft_wrap=True)
             self.batch = []
 
@@ -367,6 +336,9 @@ class ListingWriter(Generic[T]):
         self.grid: Optional[Grid] = None
         fmt = options.format
         if fmt is Format.TABLE:
+            from memplan.render.grid import Grid, GridColumn, Styled
+
+            self._styled = Styled
             self.grid = Grid([GridColumn(c.name, c.justify) for c in self.shown], headings=not options.noheadings)
         elif fmt is Format.RAW and not options.noheadings:
             self.lines.add(" ".join(nonblank(c.name) for c in self.shown))
@@ -387,7 +359,7 @@ class ListingWriter(Generic[T]):
             cells = []
             for c, v, text in zip(self.shown, row.values, texts):
                 style = c.style(v) if c.style is not None and c.merge is Merge.SPLIT else None
-                cells.append(Styled(text, style) if style else text)
+                cells.append(self._styled(text, style) if style else text)
             self.grid.add_row(cells)
         elif fmt is Format.RAW:
             self.lines.add(" ".join(nonblank(t) if t else "-" for t in texts))
@@ -440,18 +412,3 @@ def print_listing(console: Console, column_set: ColumnSet[T], items: Iterable[T]
     if last is not None:
         writer.add(last)
     writer.finish()
-
-
-def check_format_options(options: TableOptions) -> None:
-    """lsmem's exclusions: ``-J``, ``-P``, ``-r`` one at most; ``--all`` and ``--split``;
-    ``--summary=only`` needs the table format."""
-    chosen = [flag for flag, on in (("--json", options.json), ("--pairs", options.pairs), ("--raw", options.raw))
-              if on]
-    if len(chosen) > 1:
-        raise UsageError(f"{' and '.join(chosen)} exclude each other", hint="pick one output format")
-    if options.all_rows and options.split is not None:
-        raise UsageError("--all and --split exclude each other (lsmem -a lists every block, unmerged)")
-    if chosen and options.summary in (SummaryWhen.ONLY, SummaryWhen.ALWAYS):
-        raise UsageError(f"options --{{raw,json,pairs}} and --summary={options.summary.value} are mutually "
-                         "exclusive")
-
