@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from memplan.core.results import Confidence
+from memplan.plans.types import UnplugStop
 
 
 class FleetMode(str, Enum):
@@ -137,7 +138,7 @@ class DeviceSummary:
     #: what was asked of this device (``--unplug-by``; may exceed what is plugged)
     asked_bytes: int
     #: why the driver stopped (``memplan unplug``'s ``stop``)
-    stop: str
+    stop: UnplugStop
     errno: Optional[str] = None
 
     @property

@@ -7,6 +7,7 @@ Frozen dataclasses that the core returns and both renderers (rich, JSON) consume
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Dict, Iterable, Optional, Tuple
 
 from memplan.core.model import Errno, PageKind, Zone
@@ -20,6 +21,25 @@ AUTO_MOVABLE_RATIO = 301
 #: virtio-mem's retry timer (``VIRTIO_MEM_RETRY_TIMER_MIN_MS`` / ``_MAX_MS``), in seconds.
 RETRY_MIN_S = 50
 RETRY_MAX_S = 300
+
+
+class UnplugStop(str, Enum):
+    """Why the virtio-mem driver stopped working on a lower ``requested-size``."""
+
+    #: the plugged size reached the requested size
+    REACHED = "reached"
+    #: only offline blocks were unplugged (``unplug_online=0``)
+    UNPLUG_ONLINE = "unplug_online"
+    #: the rest of the request is smaller than the driver's unplug unit
+    GRANULARITY = "granularity"
+    #: -EBUSY: the remaining plugged memory is busy; the driver keeps retrying
+    BUSY = "busy"
+    #: -ENOMEM: no memory left to migrate to; the driver keeps retrying
+    NO_MEMORY = "no_memory"
+    #: ``offline_and_remove_memory()`` never returns: the work item hangs
+    HUNG = "hung"
+    #: the driver is not loaded: nobody acts on ``requested-size``
+    DRIVER = "driver"
 
 
 def _split(items: Iterable[Tuple[Optional[Confidence], int]]) -> Dict[Confidence, int]:
@@ -212,10 +232,8 @@ class UnplugResult:
     plugged_after_bytes: int
     blocks: Tuple[UnplugBlock, ...]
     runs: Tuple[WorkRun, ...]
-    #: why the driver stopped: ``reached``, ``unplug_online`` (``unplug_online=0``), ``busy``
-    #: (keeps retrying), ``no_memory`` (-ENOMEM, keeps retrying), ``hung`` (the work item never
-    #: returns), ``driver`` (not loaded: nothing happens)
-    stop: str
+    #: why the driver stopped
+    stop: UnplugStop
     left: MemoryLeft
     #: times (s) of the next retries after the last run; then every ``RETRY_MAX_S``
     next_retries: Tuple[int, ...] = ()
@@ -246,7 +264,7 @@ class UnplugResult:
 class SweepPoint:
     requested_bytes: int
     plugged_after_bytes: int
-    stop: str
+    stop: UnplugStop
     errno: Optional[Errno]
 
 

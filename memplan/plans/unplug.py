@@ -33,6 +33,7 @@ from memplan.plans.types import (
     UnitCulprit,
     UnplugBlock,
     UnplugResult,
+    UnplugStop,
     WorkRun,
 )
 
@@ -380,9 +381,9 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
     runs: List[WorkRun] = []
     warnings: List[str] = []
     next_retries: Tuple[int, ...] = ()
-    stop = "reached"
+    stop = UnplugStop.REACHED
     if dev.device.driver is not DriverState.LOADED:
-        stop = "driver"
+        stop = UnplugStop.DRIVER
         warnings.append(f"virtio-mem {dev.device.id}: the driver is {dev.device.driver.value}; nobody acts on "
                         "requested-size")
     else:
@@ -395,20 +396,20 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
                 rc = drv.run_wq(requested)
             except _Hang as hang:
                 runs.append(WorkRun(run, t, trigger, None, start - dev.plugged_bytes))
-                stop = "hung"
+                stop = UnplugStop.HUNG
                 warnings.append(f"offline_and_remove_memory() of memory block {hang.verdict.block} never returns: "
                                 "the virtio-mem work item waits forever (a kworker receives no signal)")
                 break
             runs.append(WorkRun(run, t, trigger, rc, start - dev.plugged_bytes))
             if rc is None:
                 if dev.plugged_bytes == requested:
-                    stop = "reached"
+                    stop = UnplugStop.REACHED
                 elif not dev.device.unplug_online:
-                    stop = "unplug_online"
+                    stop = UnplugStop.UNPLUG_ONLINE
                 else:
-                    stop = "granularity"
+                    stop = UnplugStop.GRANULARITY
                 break
-            stop = "no_memory" if rc is Errno.ENOMEM else "busy"
+            stop = UnplugStop.NO_MEMORY if rc is Errno.ENOMEM else UnplugStop.BUSY
             if drv.requeued:
                 trigger = "immediate"  # virtio_mem_retry() queued the work again; the timer is cancelled
                 continue

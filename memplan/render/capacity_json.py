@@ -126,7 +126,7 @@ def unplug_dict(result: UnplugResult, source: InputSource) -> Dict[str, Any]:
         "asked_bytes": result.asked_bytes,
         "achieved_bytes": result.achieved_bytes,
         "achieved_bytes_by_confidence": _by_confidence(result.achieved_bytes_by_confidence),
-        "stop": result.stop,
+        "stop": result.stop.value,
         "errno": result.errno.value if result.errno else None,
         "blocks": [unplug_block_dict(b, result.mode) for b in result.blocks],
         "runs": [{"run": r.run, "at_seconds": r.at_seconds, "trigger": r.trigger,
@@ -143,7 +143,7 @@ def unplug_dict(result: UnplugResult, source: InputSource) -> Dict[str, Any]:
 def sweep_dict(result: SweepResult, source: InputSource) -> Dict[str, Any]:
     points: List[Dict[str, Any]] = [
         {"requested_bytes": p.requested_bytes, "plugged_after_bytes": p.plugged_after_bytes,
-         "achieved_bytes": result.plugged_before_bytes - p.plugged_after_bytes, "stop": p.stop,
+         "achieved_bytes": result.plugged_before_bytes - p.plugged_after_bytes, "stop": p.stop.value,
          "errno": p.errno.value if p.errno else None}
         for p in result.points
     ]

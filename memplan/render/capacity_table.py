@@ -17,6 +17,7 @@ from memplan.plans.types import (
     SweepResult,
     UnplugBlock,
     UnplugResult,
+    UnplugStop,
 )
 from memplan.render.cells import RESULT_STYLE, confidence_text, culprit_text, lsmem_range, worst_confidence
 from memplan.render.console import print_line
@@ -156,14 +157,14 @@ def print_unplug(console: Console, result: UnplugResult) -> None:
 
 def _stop_text(result: UnplugResult) -> str:
     return {
-        "reached": "reached the requested size",
-        "unplug_online": "stopped after the offline blocks (unplug_online=0)",
-        "granularity": f"cannot get closer than one {format_size(result.unit_size)} unit",
-        "busy": "-EBUSY: the remaining plugged memory is busy; retrying",
-        "no_memory": "-ENOMEM: no memory left to migrate to; retrying",
-        "hung": "offline_and_remove_memory() never returns (the work item hangs)",
-        "driver": "driver not loaded: nothing happens",
-    }.get(result.stop, result.stop)
+        UnplugStop.REACHED: "reached the requested size",
+        UnplugStop.UNPLUG_ONLINE: "stopped after the offline blocks (unplug_online=0)",
+        UnplugStop.GRANULARITY: f"cannot get closer than one {format_size(result.unit_size)} unit",
+        UnplugStop.BUSY: "-EBUSY: the remaining plugged memory is busy; retrying",
+        UnplugStop.NO_MEMORY: "-ENOMEM: no memory left to migrate to; retrying",
+        UnplugStop.HUNG: "offline_and_remove_memory() never returns (the work item hangs)",
+        UnplugStop.DRIVER: "driver not loaded: nothing happens",
+    }[result.stop]
 
 
 def curve_cell(result: SweepResult, requested: int, plugged_after: int) -> Tuple[Styled, ...]:
@@ -184,7 +185,7 @@ def print_sweep(console: Console, result: SweepResult) -> None:
         curve: Cell = curve_cell(result, p.requested_bytes, p.plugged_after_bytes)
         grid.add_row([format_size(p.requested_bytes), format_size(p.plugged_after_bytes),
                       format_size(result.plugged_before_bytes - p.plugged_after_bytes),
-                      p.stop if p.errno is None else f"{p.stop} ({p.errno.value})", curve])
+                      p.stop.value if p.errno is None else f"{p.stop.value} ({p.errno.value})", curve])
     grid.print(console)
     print_line(console)
     lines: List[str] = [
