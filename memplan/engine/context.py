@@ -16,7 +16,7 @@ import numpy as np
 
 from memplan.core.geometry import Geometry
 from memplan.core.machine import BlockTable, Environment, HugetlbPool, Machine, VirtioMemDevice, chunks
-from memplan.core.model import ZONE_NONE, PageKind, Zone
+from memplan.core.model import ZONE_NONE, BlockState, PageKind, Zone
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
 from memplan.kernel.migrate_pages import free_target_pages
@@ -129,6 +129,37 @@ def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[in
     return masks
 
 
+class SpecialPageblocks:
+    """A machine's CMA pageblocks and the pageblocks someone else isolated, per memory block
+    (``MIGRATE_CMA`` / ``MIGRATE_ISOLATE`` before offlining starts)."""
+
+    def __init__(self, machine: Machine) -> None:
+        geo = machine.geometry
+        self.none = np.zeros(geo.pageblocks_per_block, dtype=bool)
+        self._cma = pageblock_masks(geo, machine.cma)
+        self._isolated = pageblock_masks(geo, machine.environment.isolated)
+        #: blocks holding at least one such pageblock
+        self.blocks = np.array(sorted(b for masks in (self._cma, self._isolated) for b, m in masks.items()
+                                      if m.any()), dtype=np.int64)
+
+    def cma(self, block: int) -> np.ndarray:
+        return self._cma.get(block, self.none)
+
+    def isolated(self, block: int) -> np.ndarray:
+        return self._isolated.get(block, self.none)
+
+
+def block_context(machine: Machine, pageblocks: SpecialPageblocks, block: int, state: BlockState,
+                  zone: Optional[Zone], node: int, vmemmap: int, device: Optional[VirtioMemDevice],
+                  device_state: Optional[str], targets: MigrationTargets) -> BlockContext:
+    """One block's ``BlockContext`` from its current facts: the one builder ``simulate``
+    (``ContextBuilder``) and the capacity plans (``MachineState``) share."""
+    return BlockContext(
+        block=block, start_pfn=machine.geometry.block_start_pfn(block), state=state, zone=zone, node=node,
+        vmemmap=vmemmap, device=device, device_state=device_state if device is not None else None,
+        cma=pageblocks.cma(block), isolated=pageblocks.isolated(block), targets=targets)
+
+
 def node_present_pages(machine: Machine) -> Dict[int, int]:
     """``pgdat->node_present_pages`` per node: the pages of its online blocks (self-hosted
     memmap included), and its part of online blocks that span nodes."""
@@ -229,11 +260,7 @@ class ContextBuilder:
             self._device_of_row[rows] = device
             names = np.array(cols.state_names, dtype=object)
             self._device_state_of_row[rows] = names[cols.state[present]]
-        self._no_pageblocks = np.zeros(geo.pageblocks_per_block, dtype=bool)
-        self._cma = pageblock_masks(geo, machine.cma)
-        self._isolated = pageblock_masks(geo, machine.environment.isolated)
-        self._special_pageblock_blocks = np.array(
-            sorted(b for masks in (self._cma, self._isolated) for b, m in masks.items() if m.any()), dtype=np.int64)
+        self.pageblocks = SpecialPageblocks(machine)
         #: free hugetlb folios per order (every one) and per row (those the pool may hand out),
         #: once known; ``pool_targets()`` counts them itself otherwise (a census)
         self.hugetlb_heads: Optional[Tuple[Dict[int, int], Dict[int, np.ndarray]]] = None
@@ -245,18 +272,14 @@ class ContextBuilder:
     def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
         """One block's facts (``row`` of the block table; ``capacity``: where migration targets may
         come from, ``None``: plenty)."""
-        machine, geo = self.machine, self.machine.geometry
+        machine = self.machine
         table = machine.blocks
-        block = int(table.ids[row])
         device_index = int(table.device[row])
-        device = machine.devices[device_index] if device_index >= 0 else None
-        return BlockContext(
-            block=block, start_pfn=geo.block_start_pfn(block), state=table.state_of(row), zone=table.zone_of(row),
-            node=int(table.node[row]), vmemmap=int(table.vmemmap[row]), device=device,
-            device_state=self._device_state_of_row[row] if device else None,
-            cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
-            targets=MigrationTargets(capacity=capacity, pool=_LazyPool(lambda: self.pool_targets(row))),
-        )
+        return block_context(
+            machine, self.pageblocks, int(table.ids[row]), table.state_of(row), table.zone_of(row),
+            int(table.node[row]), int(table.vmemmap[row]), machine.devices[device_index] if device_index >= 0 else None,
+            self._device_state_of_row[row], MigrationTargets(capacity=capacity, pool=_LazyPool(
+                lambda: self.pool_targets(row))))
 
     def pool_targets(self, row: int) -> Dict[int, int]:
         """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while the block of
@@ -322,7 +345,7 @@ class ContextBuilder:
         return BlockColumns(
             block=ids, start_pfn=ids * geo.pages_per_block, state=table.state[rows], zone=table.zone[rows],
             node=table.node[rows], vmemmap=table.vmemmap[rows],
-            special_pageblocks=np.isin(ids, self._special_pageblock_blocks), capacity=capacity, movable=movable,
+            special_pageblocks=np.isin(ids, self.pageblocks.blocks), capacity=capacity, movable=movable,
             device=tuple(self._device_of_row[rows].tolist()),
             device_state=tuple(self._device_state_of_row[rows].tolist()),
         )
