@@ -377,7 +377,7 @@ def _unplug_block(tally: _ZoneTally, block: UnplugBlock, unit_size: int, sbm: bo
     ``offline_and_remove_memory()``); in BBM the big block is one unit, charged to its first
     culprit. A culprit whose unit was unplugged later is gone (the driver forgets it)."""
     hangs = any(r.result is Outcome.HANGS for r in block.removal)
-    removed = block.state_after == "UNUSED" and block.state_before != "UNUSED"
+    removed = block.removed
     unplugged = len(block.unplugged_units) * unit_size
     if block.visited:
         tally.block(block.zone, unplug_confidence(block, default), offlined=removed,

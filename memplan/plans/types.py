@@ -13,6 +13,7 @@ from typing import Dict, Iterable, Optional, Tuple
 from memplan.core.model import Errno, PageKind, Zone
 from memplan.core.results import BlockVerdict, Confidence, Outcome
 from memplan.core.units import format_size
+from memplan.kernel.virtio_mem import BbmState, SbmState
 
 #: ``auto_movable_ratio`` default (mm/memory_hotplug.c): ZONE_MOVABLE may be at most 301 % of
 #: the kernel zones before the auto-movable online policy stops onlining to ZONE_MOVABLE.
@@ -40,6 +41,21 @@ class UnplugStop(str, Enum):
     HUNG = "hung"
     #: the driver is not loaded: nobody acts on ``requested-size``
     DRIVER = "driver"
+
+
+#: the state of a device block with nothing plugged, in either mode
+_UNUSED = frozenset({SbmState.UNUSED.value, BbmState.UNUSED.value})
+
+
+class WorkTrigger(str, Enum):
+    """What started a run of the driver's work item (``virtio_mem_run_wq()``)."""
+
+    #: the device changed ``requested-size`` (config-change interrupt)
+    REQUEST = "request"
+    #: ``virtio_mem_retry()`` queued the work again right away
+    IMMEDIATE = "immediate"
+    #: the retry timer fired (``VIRTIO_MEM_RETRY_TIMER_MIN_MS`` doubling to ``_MAX_MS``)
+    TIMER = "timer"
 
 
 def _split(items: Iterable[Tuple[Optional[Confidence], int]]) -> Dict[Confidence, int]:
@@ -197,6 +213,12 @@ class UnplugBlock:
     confidence: Confidence = Confidence.CERTAIN
     blind_spots: Tuple[str, ...] = ()
 
+    @property
+    def removed(self) -> bool:
+        """The request took the whole block away: it ends ``UNUSED`` (SBM and BBM alike) and did
+        not start so."""
+        return self.state_after in _UNUSED and self.state_before not in _UNUSED
+
     def unplugged_bytes(self, mode: str, unit_size: int, device_block_size: int) -> int:
         if mode == "sbm":
             return len(self.unplugged_units) * unit_size
@@ -211,7 +233,7 @@ class WorkRun:
     at_seconds: int
     #: what queued it: ``request`` (config change), ``immediate`` (memory was removed:
     #: ``virtio_mem_retry()``) or ``timer`` (the retry timer)
-    trigger: str
+    trigger: WorkTrigger
     errno: Optional[Errno]
     unplugged_bytes: int
 

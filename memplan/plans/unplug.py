@@ -35,6 +35,7 @@ from memplan.plans.types import (
     UnplugResult,
     UnplugStop,
     WorkRun,
+    WorkTrigger,
 )
 
 #: ``virtio_mem_sbm_unplug_request()``'s state order.
@@ -388,7 +389,7 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
                         "requested-size")
     else:
         t, retry = 0, RETRY_MIN_S
-        trigger = "request"
+        trigger = WorkTrigger.REQUEST
         for run in range(MAX_RUNS):
             snapshot = (dev.plugged.copy(), state.present.copy(), state.state.copy(), set(dev.fake_offline))
             start = dev.plugged_bytes
@@ -411,7 +412,7 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
                 break
             stop = UnplugStop.NO_MEMORY if rc is Errno.ENOMEM else UnplugStop.BUSY
             if drv.requeued:
-                trigger = "immediate"  # virtio_mem_retry() queued the work again; the timer is cancelled
+                trigger = WorkTrigger.IMMEDIATE  # virtio_mem_retry() queued the work again; the timer is cancelled
                 continue
             changed = not (np.array_equal(snapshot[0], dev.plugged) and np.array_equal(snapshot[1], state.present)
                            and np.array_equal(snapshot[2], state.state) and snapshot[3] == dev.fake_offline)
@@ -426,7 +427,7 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
                 break
             t += retry
             retry = min(retry * 2, RETRY_MAX_S)  # virtio_mem_timer_expired()
-            trigger = "timer"
+            trigger = WorkTrigger.TIMER
     after = _block_states(state, drv)
     blocks = _summarise(state, drv, before, after)
     notes: Tuple[str, ...] = ()

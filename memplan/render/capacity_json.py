@@ -129,7 +129,7 @@ def unplug_dict(result: UnplugResult, source: InputSource) -> Dict[str, Any]:
         "stop": result.stop.value,
         "errno": result.errno.value if result.errno else None,
         "blocks": [unplug_block_dict(b, result.mode) for b in result.blocks],
-        "runs": [{"run": r.run, "at_seconds": r.at_seconds, "trigger": r.trigger,
+        "runs": [{"run": r.run, "at_seconds": r.at_seconds, "trigger": r.trigger.value,
                   "errno": r.errno.value if r.errno else None, "unplugged_bytes": r.unplugged_bytes}
                  for r in result.runs],
         "next_retries_seconds": list(result.next_retries),
