@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Dict, Iterable, Optional, Tuple
 
-from memplan.core.model import Errno, PageKind, Zone
+from memplan.core.model import Errno, PageKind, VirtioMemMode, Zone
 from memplan.core.results import BlockVerdict, Confidence, Outcome
 from memplan.core.units import format_size
 from memplan.kernel.virtio_mem import BbmState, SbmState
@@ -219,8 +219,8 @@ class UnplugBlock:
         not start so."""
         return self.state_after in _UNUSED and self.state_before not in _UNUSED
 
-    def unplugged_bytes(self, mode: str, unit_size: int, device_block_size: int) -> int:
-        if mode == "sbm":
+    def unplugged_bytes(self, mode: VirtioMemMode, unit_size: int, device_block_size: int) -> int:
+        if mode is VirtioMemMode.SBM:
             return len(self.unplugged_units) * unit_size
         return device_block_size if self.unplugged_units else 0
 
@@ -246,7 +246,7 @@ class UnplugResult:
     machine: str
     semantics: str
     device: str
-    mode: str
+    mode: VirtioMemMode
     unit_size: int
     device_block_size: int
     requested_bytes: int
@@ -298,7 +298,7 @@ class SweepResult:
     machine: str
     semantics: str
     device: str
-    mode: str
+    mode: VirtioMemMode
     unit_size: int
     step: int
     plugged_before_bytes: int

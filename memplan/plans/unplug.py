@@ -436,7 +436,7 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
     warnings.extend(state.notes)
     return UnplugResult(
         profile=state.machine.source, machine=state.machine.name, semantics=state.semantics.name,
-        device=dev.device.id, mode=dev.device.mode.value, unit_size=dev.device.unit_size,
+        device=dev.device.id, mode=dev.device.mode, unit_size=dev.device.unit_size,
         device_block_size=dev.device.device_block_size, requested_bytes=requested,
         plugged_before_bytes=plugged_before, plugged_after_bytes=dev.plugged_bytes, blocks=blocks,
         runs=tuple(runs), stop=stop, left=state.left(), next_retries=next_retries, warnings=tuple(warnings),
@@ -512,5 +512,5 @@ def sweep(machine: Machine, device: Optional[str], step: Optional[int] = None,
         result = run_unplug(base.copy(), dev.device.id, requested, assess=False)
         points.append(SweepPoint(requested, result.plugged_after_bytes, result.stop, result.errno))
     return SweepResult(profile=machine.source, machine=machine.name, semantics=base.semantics.name,
-                       device=dev.device.id, mode=dev.device.mode.value, unit_size=dev.device.unit_size, step=step,
+                       device=dev.device.id, mode=dev.device.mode, unit_size=dev.device.unit_size, step=step,
                        plugged_before_bytes=plugged, points=tuple(points))
