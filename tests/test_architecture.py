@@ -177,6 +177,71 @@ def test_core_never_imports_click_or_rich() -> None:
     assert core_gui_imports(memplan_graph()[1]) == []
 
 
+# ---- the house rules of issue 11 that a reader of the source can check ---------------------------
+
+#: "No function over ~80 lines" (issue 11 §2): one function per pipeline step, one reader per
+#: TOML section, and the same size everywhere else
+MAX_FUNCTION_LINES = 80
+#: the semantics' names (``memplan.kernel.semantics.SEMANTICS``)
+SEMANTICS_NAMES = frozenset({"refcount", "skippable"})
+
+
+def long_functions(sources: Mapping[str, str], limit: int = MAX_FUNCTION_LINES) -> List[str]:
+    out = []
+    for module, text in sorted(sources.items()):
+        for node in ast.walk(ast.parse(text, module)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > limit:
+                    out.append(f"{module}.{node.name}: {lines} lines")
+    return out
+
+
+def semantics_compares(sources: Mapping[str, str]) -> List[str]:
+    """Comparisons against a semantics' name (``semantics == "skippable"``, ``name in (...)``)
+    outside ``memplan.kernel.semantics``: whatever differs between semantics is one of its methods."""
+    out = []
+    for module, text in sorted(sources.items()):
+        if module == "memplan.kernel.semantics":
+            continue
+        for node in ast.walk(ast.parse(text, module)):
+            if isinstance(node, ast.Compare):
+                names = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+                if names & SEMANTICS_NAMES:
+                    out.append(f"{module}:{node.lineno}")
+    return out
+
+
+def log_text_readers(sources: Mapping[str, str]) -> List[str]:
+    """Modules outside the kernel model that hold the kernel's migration-failure log text
+    (``migrating pfn ... failed ret:``): a verdict's ``Cause`` says why, nobody parses the log."""
+    return [module for module, text in sorted(sources.items())
+            if layer_of(module) != "kernel" and ("failed ret" in text or "ret:-" in text)]
+
+
+def test_no_function_over_80_lines() -> None:
+    assert long_functions(package_sources()) == []
+
+
+def test_nothing_outside_the_semantics_compares_a_semantics_name() -> None:
+    assert semantics_compares(package_sources()) == []
+
+
+def test_no_caller_reads_the_kernel_log_text() -> None:
+    assert log_text_readers(package_sources()) == []
+
+
+def test_the_house_checks_find_what_they_look_for() -> None:
+    body = "\n".join(f"    x = {i}" for i in range(MAX_FUNCTION_LINES))
+    fake = {"memplan.kernel.long": f"def f():\n{body}\n",
+            "memplan.snapshot.r": "def g(s):\n    return s == 'skippable'\n",
+            "memplan.fleet.c": "ENOMEM = 'failed ret:-12'\n",
+            "memplan.kernel.semantics": "def h(s):\n    return s in ('refcount',)\n"}
+    assert long_functions(fake) == [f"memplan.kernel.long.f: {MAX_FUNCTION_LINES + 1} lines"]
+    assert semantics_compares(fake) == ["memplan.snapshot.r:2"]
+    assert log_text_readers(fake) == ["memplan.fleet.c"]
+
+
 # ---- the checker itself, on a made-up package ---------------------------------------------------
 
 FAKE = {

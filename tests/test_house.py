@@ -1,4 +1,7 @@
-"""Issue 11 leftovers: page-size facts live in Geometry, kernel rules once (capacity, SBM/BBM states)."""
+"""Issue 11 leftovers: page-size facts live in Geometry, kernel rules once (capacity, SBM/BBM states,
+the block context plan and simulate build)."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -6,13 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import bundled
+from machines import machines
 from memplan.core.geometry import DEFAULT_GEOMETRY, Geometry, pmd_size
 from memplan.core.model import PageKind, Zone
-from memplan.engine.context import capacities_of, capacity_of
+from memplan.engine.context import ContextBuilder, capacities_of, capacity_of
 from memplan.kernel.migration import allowed_nodes
 from memplan.kernel.virtio_mem import BbmState, SbmState, bbm_state, block_states, sbm_state
 from memplan.plans.state import MachineState
-from memplan.profile.reader import load_profile
+from memplan.profile.reader import build_machine, load_profile
 from memplan.snapshot import kpf
 
 MiB = 1 << 20
@@ -129,3 +133,25 @@ def test_a_capacity_plan_counts_hugetlb_folios_at_the_machines_page_size(tmp_pat
     state = MachineState(machine)
     assert {order: int(counts.sum()) for order, counts in state.free_huge.items()} == {11: 1, 22: 0}
     assert state.pools[11].free == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(machines())
+def test_plan_and_simulate_build_the_same_block_context(doc):
+    """``MachineState.context()`` (plan, unplug) and ``ContextBuilder.context()`` (simulate)
+    give every block of an unchanged machine the same facts and the same migration targets."""
+    machine = build_machine(copy.deepcopy(doc), "<hypothesis>")
+    state = MachineState(machine)
+    builder = ContextBuilder(machine, state.semantics)
+    for row in range(len(machine.blocks)):
+        planned, simulated = state.context(row), builder.context(row)
+        for name in ("block", "start_pfn", "state", "zone", "node", "vmemmap", "device_state"):
+            assert getattr(planned, name) == getattr(simulated, name), (row, name)
+        assert (planned.device is None) == (simulated.device is None)
+        if planned.device is not None:
+            assert (planned.device.id, planned.device.plugged.tolist()) == (simulated.device.id,
+                                                                           simulated.device.plugged.tolist())
+        assert planned.cma.tolist() == simulated.cma.tolist()
+        assert planned.isolated.tolist() == simulated.isolated.tolist()
+        if machine.blocks.online[row]:
+            assert dict(planned.targets.pool) == dict(simulated.targets.pool), row

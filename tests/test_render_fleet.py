@@ -8,6 +8,7 @@ import json
 import pytest
 from rich.console import Console
 
+from memplan.core.model import VirtioMemMode
 from memplan.fleet.aggregate import fleet_report
 from memplan.fleet.compute import FleetOptions
 from memplan.fleet.types import (
@@ -19,6 +20,7 @@ from memplan.fleet.types import (
     InputKind,
     ZoneSummary,
 )
+from memplan.plans.types import UnplugStop
 from memplan.render import fleet as render_fleet
 
 GiB = 1 << 30
@@ -40,7 +42,8 @@ def _hosts():
                        offlinable_bytes=GiB // 2, offlinable_by_confidence=ConfidenceBytes(GiB // 4, GiB // 4, 0),
                        unreclaimable_bytes=GiB // 2, blocked_bytes=GiB // 2, unknown_blocks=1,
                        asked_bytes=GiB, achieved_bytes=GiB // 2, zones=(normal,),
-                       devices=(DeviceSummary("vmem0", "sbm", GiB, GiB // 2, GiB, "busy", "EBUSY"),))
+                       devices=(DeviceSummary("vmem0", VirtioMemMode.SBM, GiB, GiB // 2, GiB, UnplugStop.BUSY,
+                                              "EBUSY"),))
     bad = HostSummary(host="snap/h2", input=InputKind.SYSROOT, mode=FleetMode.UNPLUG,
                       error="snap/h2/sys/devices/system/memory/block_size_bytes: missing")
     return [good, bad]

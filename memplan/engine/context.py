@@ -14,9 +14,10 @@ from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import BoolArray, IntArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.machine import BlockTable, Environment, HugetlbPool, Machine, VirtioMemDevice, chunks
-from memplan.core.model import ZONE_NONE, PageKind, Zone
+from memplan.core.model import ZONE_NONE, BlockState, PageKind, Zone
 from memplan.kernel import hugetlb as hugetlb_mod
 from memplan.kernel import versions
 from memplan.kernel.migrate_pages import free_target_pages
@@ -34,7 +35,7 @@ class Census:
     (``pool_heads``: head outside such pageblocks); ``free_hugetlb``: every free hugetlb folio of
     the machine per order."""
 
-    free_pages: np.ndarray
+    free_pages: IntArray
     free_hugetlb: Dict[int, int]
     pool_heads: Dict[int, np.ndarray]
 
@@ -53,7 +54,7 @@ class BlockCounts:
     pool_heads: Dict[int, int]
 
 
-def count_block(kinds: np.ndarray, block: int, geo: Geometry, isolated: np.ndarray) -> BlockCounts:
+def count_block(kinds: KindArray, block: int, geo: Geometry, isolated: BoolArray) -> BlockCounts:
     """The census of one online block's pages (``isolated``: its pageblocks someone else
     isolated); a capacity plan counts a block again with it whenever its pages change."""
     base = geo.block_start_pfn(block)
@@ -116,9 +117,9 @@ def resolve_pools(machine: Machine, free_hugetlb: Optional[Mapping[int, int]] = 
     return pools
 
 
-def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[int, np.ndarray]:
+def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[int, BoolArray]:
     """Per memory block touched by the pfn ranges [start, end): which of its pageblocks they cover."""
-    masks: Dict[int, np.ndarray] = {}
+    masks: Dict[int, BoolArray] = {}
     for lo, hi in ranges:
         for block in range(lo // geo.pages_per_block, (hi - 1) // geo.pages_per_block + 1):
             mask = masks.setdefault(block, np.zeros(geo.pageblocks_per_block, dtype=bool))
@@ -127,6 +128,37 @@ def pageblock_masks(geo: Geometry, ranges: Sequence[Tuple[int, int]]) -> Dict[in
             b = -(-(min(hi - base, geo.pages_per_block)) // geo.pageblock_pages)
             mask[a:b] = True
     return masks
+
+
+class SpecialPageblocks:
+    """A machine's CMA pageblocks and the pageblocks someone else isolated, per memory block
+    (``MIGRATE_CMA`` / ``MIGRATE_ISOLATE`` before offlining starts)."""
+
+    def __init__(self, machine: Machine) -> None:
+        geo = machine.geometry
+        self.none = np.zeros(geo.pageblocks_per_block, dtype=bool)
+        self._cma = pageblock_masks(geo, machine.cma)
+        self._isolated = pageblock_masks(geo, machine.environment.isolated)
+        #: blocks holding at least one such pageblock
+        self.blocks = np.array(sorted(b for masks in (self._cma, self._isolated) for b, m in masks.items()
+                                      if m.any()), dtype=np.int64)
+
+    def cma(self, block: int) -> BoolArray:
+        return self._cma.get(block, self.none)
+
+    def isolated(self, block: int) -> BoolArray:
+        return self._isolated.get(block, self.none)
+
+
+def block_context(machine: Machine, pageblocks: SpecialPageblocks, block: int, state: BlockState,
+                  zone: Optional[Zone], node: int, vmemmap: int, device: Optional[VirtioMemDevice],
+                  device_state: Optional[str], targets: MigrationTargets) -> BlockContext:
+    """One block's ``BlockContext`` from its current facts: the one builder ``simulate``
+    (``ContextBuilder``) and the capacity plans (``MachineState``) share."""
+    return BlockContext(
+        block=block, start_pfn=machine.geometry.block_start_pfn(block), state=state, zone=zone, node=node,
+        vmemmap=vmemmap, device=device, device_state=device_state if device is not None else None,
+        cma=pageblocks.cma(block), isolated=pageblocks.isolated(block), targets=targets)
 
 
 def node_present_pages(machine: Machine) -> Dict[int, int]:
@@ -170,8 +202,8 @@ def setup_with(machine: Machine, semantics: OfflineSemantics, pools: Mapping[int
 class BlockColumns:
     """The ``BlockContext`` facts of a run of memory blocks, as one column per fact."""
 
-    block: np.ndarray
-    start_pfn: np.ndarray
+    block: IntArray
+    start_pfn: IntArray
     #: ``BlockTable.STATES`` index (0 = online)
     state: np.ndarray
     #: ``Zone.code`` or ``ZONE_NONE``
@@ -179,11 +211,11 @@ class BlockColumns:
     node: np.ndarray
     vmemmap: np.ndarray
     #: some pageblock of the block is CMA or already isolated by someone else
-    special_pageblocks: np.ndarray
+    special_pageblocks: BoolArray
     #: free pages migration targets may come from, in kernel zones (``-1``: plenty) and in
     #: ZONE_MOVABLE (``Capacity``)
-    capacity: np.ndarray
-    movable: np.ndarray
+    capacity: IntArray
+    movable: IntArray
     device: Tuple[Optional[VirtioMemDevice], ...]
     device_state: Tuple[Optional[str], ...]
 
@@ -229,11 +261,7 @@ class ContextBuilder:
             self._device_of_row[rows] = device
             names = np.array(cols.state_names, dtype=object)
             self._device_state_of_row[rows] = names[cols.state[present]]
-        self._no_pageblocks = np.zeros(geo.pageblocks_per_block, dtype=bool)
-        self._cma = pageblock_masks(geo, machine.cma)
-        self._isolated = pageblock_masks(geo, machine.environment.isolated)
-        self._special_pageblock_blocks = np.array(
-            sorted(b for masks in (self._cma, self._isolated) for b, m in masks.items() if m.any()), dtype=np.int64)
+        self.pageblocks = SpecialPageblocks(machine)
         #: free hugetlb folios per order (every one) and per row (those the pool may hand out),
         #: once known; ``pool_targets()`` counts them itself otherwise (a census)
         self.hugetlb_heads: Optional[Tuple[Dict[int, int], Dict[int, np.ndarray]]] = None
@@ -245,18 +273,14 @@ class ContextBuilder:
     def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
         """One block's facts (``row`` of the block table; ``capacity``: where migration targets may
         come from, ``None``: plenty)."""
-        machine, geo = self.machine, self.machine.geometry
+        machine = self.machine
         table = machine.blocks
-        block = int(table.ids[row])
         device_index = int(table.device[row])
-        device = machine.devices[device_index] if device_index >= 0 else None
-        return BlockContext(
-            block=block, start_pfn=geo.block_start_pfn(block), state=table.state_of(row), zone=table.zone_of(row),
-            node=int(table.node[row]), vmemmap=int(table.vmemmap[row]), device=device,
-            device_state=self._device_state_of_row[row] if device else None,
-            cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
-            targets=MigrationTargets(capacity=capacity, pool=_LazyPool(lambda: self.pool_targets(row))),
-        )
+        return block_context(
+            machine, self.pageblocks, int(table.ids[row]), table.state_of(row), table.zone_of(row),
+            int(table.node[row]), int(table.vmemmap[row]), machine.devices[device_index] if device_index >= 0 else None,
+            self._device_state_of_row[row], MigrationTargets(capacity=capacity, pool=_LazyPool(
+                lambda: self.pool_targets(row))))
 
     def pool_targets(self, row: int) -> Dict[int, int]:
         """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while the block of
@@ -307,7 +331,7 @@ class ContextBuilder:
                    and exact.get(order, 0) != stand_in.get(order, 0)
                    for order, count in (hugetlb_folios or {}).items())
 
-    def columns(self, rows: np.ndarray, capacities: Optional[Dict[int, Capacity]] = None) -> BlockColumns:
+    def columns(self, rows: IntArray, capacities: Optional[Dict[int, Capacity]] = None) -> BlockColumns:
         """``context()`` for many rows at once, as columns (no per-block objects)."""
         machine, geo = self.machine, self.machine.geometry
         table = machine.blocks
@@ -322,13 +346,13 @@ class ContextBuilder:
         return BlockColumns(
             block=ids, start_pfn=ids * geo.pages_per_block, state=table.state[rows], zone=table.zone[rows],
             node=table.node[rows], vmemmap=table.vmemmap[rows],
-            special_pageblocks=np.isin(ids, self._special_pageblock_blocks), capacity=capacity, movable=movable,
+            special_pageblocks=np.isin(ids, self.pageblocks.blocks), capacity=capacity, movable=movable,
             device=tuple(self._device_of_row[rows].tolist()),
             device_state=tuple(self._device_state_of_row[rows].tolist()),
         )
 
 
-def pool_targets_of(row: int, node: np.ndarray, online: np.ndarray, present_pages: Mapping[int, int],
+def pool_targets_of(row: int, node: np.ndarray, online: BoolArray, present_pages: Mapping[int, int],
                     pools: Mapping[int, HugetlbPool], free_hugetlb: Mapping[int, int],
                     pool_heads: Mapping[int, np.ndarray]) -> Dict[int, int]:
     """Free hugetlb folios ``alloc_hugetlb_folio_nodemask()`` may dequeue while the block of
@@ -345,8 +369,8 @@ def pool_targets_of(row: int, node: np.ndarray, online: np.ndarray, present_page
     return out
 
 
-def capacities_of(rows: np.ndarray, node: np.ndarray, zone: np.ndarray, online: np.ndarray,
-                  present_pages: Mapping[int, int], free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def capacities_of(rows: IntArray, node: np.ndarray, zone: np.ndarray, online: BoolArray,
+                  present_pages: Mapping[int, int], free: IntArray) -> Tuple[np.ndarray, np.ndarray]:
     """Free pages ``do_migrate_range()`` may take migration targets from while the block of
     each of ``rows`` is isolated, in the kernel zones and in ZONE_MOVABLE: ``free`` (per row) of
     the online rows on its allowed nodes (``allowed_nodes()``), the block's own left out.
@@ -371,8 +395,8 @@ def capacities_of(rows: np.ndarray, node: np.ndarray, zone: np.ndarray, online: 
     return kernel, movable
 
 
-def capacity_of(row: int, node: np.ndarray, zone: np.ndarray, online: np.ndarray, present_pages: Mapping[int, int],
-                free: np.ndarray) -> Capacity:
+def capacity_of(row: int, node: np.ndarray, zone: np.ndarray, online: BoolArray, present_pages: Mapping[int, int],
+                free: IntArray) -> Capacity:
     """``capacities_of()`` for the block of one ``row``."""
     kernel, movable = capacities_of(np.asarray([row], dtype=np.int64), node, zone, online, present_pages, free)
     return Capacity(int(kernel[0]), int(movable[0]))

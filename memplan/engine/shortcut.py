@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import BoolArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.model import (
     FOLIO_SIZE,
@@ -148,7 +149,7 @@ class _Chunk:
                                                     self.setup.geometry)
         return self._passes[key]
 
-    def targets_suffice(self, r: int, row: np.ndarray, migrated: int, demand: int) -> bool:
+    def targets_suffice(self, r: int, row: KindArray, migrated: int, demand: int) -> bool:
         """Every folio of a block with a known capacity finds a target (``targets_suffice()``:
         THPs may take ZONE_MOVABLE pages where order-0 folios may not)."""
         thp = _count_nonzero(row == _THP)
@@ -192,7 +193,7 @@ class _Chunk:
                 _stats(free_pages=ppb - n_used, demand=demand, free_hugetlb=self.no_free_hugetlb))
         return shared
 
-    def stopped(self, r: int, row: np.ndarray, unmovable: Optional[np.ndarray],
+    def stopped(self, r: int, row: KindArray, unmovable: Optional[BoolArray],
                 counts: PageCounts) -> Optional[BlockVerdict]:
         """The verdict of a block whose attempt ends before SCAN: isolation fails on an
         unmovable page, or a notifier or a signal stops it (``None``: it offlines)."""
@@ -212,7 +213,7 @@ class _Chunk:
                              **builder.outcome(stop, start_pfn, end_pfn))
 
 
-def _special_rows(kinds: np.ndarray, special_rows: Optional[np.ndarray]) -> np.ndarray:
+def _special_rows(kinds: KindArray, special_rows: Optional[BoolArray]) -> np.ndarray:
     """Rows that may hold a page of kind ``LOOK_CLOSER`` or above."""
     if special_rows is not None:
         return np.asarray(special_rows, dtype=bool)
@@ -222,8 +223,8 @@ def _special_rows(kinds: np.ndarray, special_rows: Optional[np.ndarray]) -> np.n
     return (np.bitwise_or.reduce(words.view(np.uint8).reshape(n, 8), axis=1) & _SPECIAL_BITS) != 0
 
 
-def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: np.ndarray, has_refcount: np.ndarray,
-                   whole_folios: bool = False, special_rows: Optional[np.ndarray] = None) -> List[Optional[Verdict]]:
+def chunk_verdicts(setup: OfflineSetup, blocks: BlockColumns, kinds: KindArray, has_refcount: BoolArray,
+                   whole_folios: bool = False, special_rows: Optional[BoolArray] = None) -> List[Optional[Verdict]]:
     """Verdicts for the blocks of a chunk that need no per-page pipeline (``None`` for the others).
 
     ``kinds`` holds one row of page-kind bytes per block; ``has_refcount`` marks rows that may

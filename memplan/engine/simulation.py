@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
+from memplan.core.arrays import IntArray
 from memplan.core.errors import UsageError
 from memplan.core.machine import Machine, PageSource, chunks
 from memplan.core.model import Zone
@@ -64,7 +65,7 @@ class Simulator(ContextBuilder):
     """Builds per-block contexts for one machine (``ContextBuilder``) and runs the pipeline over
     chunks: the block-level shortcut first, ``offline_block()`` for the blocks it leaves."""
 
-    def run(self, block_ids: np.ndarray, capacities: Optional[Dict[int, Capacity]] = None,
+    def run(self, block_ids: IntArray, capacities: Optional[Dict[int, Capacity]] = None,
             progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
         machine = self.machine
         table = machine.blocks
@@ -106,7 +107,7 @@ class Simulator(ContextBuilder):
         return out
 
 
-def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarray:
+def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> IntArray:
     """The requested block ids (all online blocks by default); unknown ids are a usage error."""
     table = machine.blocks
     if blocks is None:
@@ -122,7 +123,7 @@ def select_blocks(machine: Machine, blocks: Optional[Sequence[int]]) -> np.ndarr
     return ids
 
 
-def _describe_ids(ids: np.ndarray) -> str:
+def _describe_ids(ids: IntArray) -> str:
     text = format_block_ranges([int(i) for i in ids])
     return text if len(text) < 60 else text[:57] + "..."
 
@@ -150,7 +151,7 @@ def migration_capacities(machine: Machine, stats: Dict[int, BlockStats]) -> Dict
                                                 count=len(stats))
     present = node_present_pages(machine)
 
-    def capacities(free: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def capacities(free: IntArray) -> Tuple[np.ndarray, np.ndarray]:
         return capacities_of(needy_rows, table.node, table.zone, table.online, present, free)
 
     if np.all(targets_suffice(*capacities(free_known), movable_source, small, large)):
@@ -175,7 +176,7 @@ def _without_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def judge(machine: Machine, sem: OfflineSemantics, ids: np.ndarray,
+def judge(machine: Machine, sem: OfflineSemantics, ids: IntArray,
           progress: Optional[Progress] = None) -> List[Tuple[BlockVerdict, BlockStats]]:
     """Run the pipeline over the given blocks, then again where migration targets run short
     (every result held: ``stream()`` gives the same verdicts chunk by chunk)."""
@@ -344,7 +345,7 @@ class _Known:
                 for b, k, m in zip(blocks[short].tolist(), kernel[short].tolist(), movable[short].tolist())}
 
 
-def _judge_chunk(simulator: Simulator, known: _Known, ids: np.ndarray) -> List[Tuple[BlockVerdict, BlockStats]]:
+def _judge_chunk(simulator: Simulator, known: _Known, ids: IntArray) -> List[Tuple[BlockVerdict, BlockStats]]:
     """``judge()`` for one chunk of blocks, after every block before it: the same verdicts."""
     table_ids = simulator.machine.blocks.ids
     simulator.deferred_pool = {} if simulator.hugetlb_heads is None else None
@@ -404,7 +405,7 @@ class SimulationStream:
     while they are read: one chunk's pages and verdicts at a time, whatever the machine's
     size. Iterate once; ``summary`` is valid after that."""
 
-    def __init__(self, machine: Machine, sem: OfflineSemantics, ids: np.ndarray, semantics_reason: Optional[str],
+    def __init__(self, machine: Machine, sem: OfflineSemantics, ids: IntArray, semantics_reason: Optional[str],
                  progress: Optional[Progress] = None) -> None:
         self._machine = machine
         self._sem = sem

@@ -21,7 +21,7 @@ import numpy as np
 
 from memplan.core.errors import MemplanError, UsageError
 from memplan.core.machine import Machine
-from memplan.core.model import Errno, PageKind, Zone
+from memplan.core.model import Errno, PageKind, VirtioMemMode, Zone
 from memplan.core.results import BlockVerdict, Cause, Confidence, Outcome, Step
 from memplan.core.units import format_size
 from memplan.fleet.types import (
@@ -377,7 +377,7 @@ def _unplug_block(tally: _ZoneTally, block: UnplugBlock, unit_size: int, sbm: bo
     ``offline_and_remove_memory()``); in BBM the big block is one unit, charged to its first
     culprit. A culprit whose unit was unplugged later is gone (the driver forgets it)."""
     hangs = any(r.result is Outcome.HANGS for r in block.removal)
-    removed = block.state_after == "UNUSED" and block.state_before != "UNUSED"
+    removed = block.removed
     unplugged = len(block.unplugged_units) * unit_size
     if block.visited:
         tally.block(block.zone, unplug_confidence(block, default), offlined=removed,
@@ -429,7 +429,7 @@ def unplug_summary(task: HostTask, machine: Machine) -> HostSummary:
         requested = max(dev.plugged_bytes - by, 0)
         result = run_unplug(state, dev.device.id, requested)
         for block in result.blocks:
-            _unplug_block(tally, block, result.unit_size, result.mode == "sbm", default)
+            _unplug_block(tally, block, result.unit_size, result.mode is VirtioMemMode.SBM, default)
         warnings.extend(result.warnings)
         summaries.append(DeviceSummary(
             device=result.device, mode=result.mode, plugged_before_bytes=result.plugged_before_bytes,

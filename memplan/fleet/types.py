@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
+from memplan.core.model import VirtioMemMode
 from memplan.core.results import Confidence
+from memplan.plans.types import UnplugStop
 
 
 class FleetMode(str, Enum):
@@ -131,13 +133,13 @@ class DeviceSummary:
     """``--unplug-by``: one virtio-mem device of the host."""
 
     device: str
-    mode: str
+    mode: VirtioMemMode
     plugged_before_bytes: int
     plugged_after_bytes: int
     #: what was asked of this device (``--unplug-by``; may exceed what is plugged)
     asked_bytes: int
     #: why the driver stopped (``memplan unplug``'s ``stop``)
-    stop: str
+    stop: UnplugStop
     errno: Optional[str] = None
 
     @property

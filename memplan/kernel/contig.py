@@ -33,6 +33,7 @@ from typing import Optional, Protocol, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import AnyArray, BoolArray, IntArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.model import DEFAULT_REFCOUNT, IS_PINNED, Errno, PageKind
 from memplan.kernel.hugetlb import free_kind_of
@@ -63,7 +64,7 @@ class Request(int, Enum):
 class ContigTargets(Protocol):
     """Where migrated folios go (the caller owns the machine and places them)."""
 
-    def allocate(self, pfns: np.ndarray, kinds: np.ndarray, requests: np.ndarray) -> Tuple[int, np.ndarray]:
+    def allocate(self, pfns: IntArray, kinds: KindArray, requests: np.ndarray) -> Tuple[int, np.ndarray]:
         """Serve the requests in order until one cannot be served.
 
         Returns how many were served and, per served request, whether a hugetlb folio took
@@ -83,7 +84,7 @@ class ContigResult:
     #: ``alloc_contig_range()`` calls made (all fail alike but the first migrates)
     attempts: int
     #: pages whose folio left the range (migrated, or a free hugetlb folio replaced): free now
-    vacated: np.ndarray
+    vacated: BoolArray
     #: pages of hugetlb folios that migrated to a pool folio and whose source stayed in the pool
     #: as a free folio (its replacement failed): free hugetlb pages now
     pooled: np.ndarray
@@ -99,8 +100,8 @@ def unmovable_pages_other(view: RangeView, zone_movable: bool) -> np.ndarray:
     return unmovable_pages(view, zone_movable, None)
 
 
-def alloc_contig_range(kinds: np.ndarray, refcount: np.ndarray, start_pfn: int, zone_movable: bool,
-                       cma: np.ndarray, isolated: np.ndarray, geometry: Geometry,
+def alloc_contig_range(kinds: KindArray, refcount: AnyArray, start_pfn: int, zone_movable: bool,
+                       cma: BoolArray, isolated: BoolArray, geometry: Geometry,
                        targets: ContigTargets) -> ContigResult:
     """Predict ``virtio_mem_fake_offline(vm, start_pfn, len(kinds))``."""
     n = len(kinds)

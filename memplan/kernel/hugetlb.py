@@ -15,6 +15,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from memplan.core.arrays import AnyArray, BoolArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.model import DEFAULT_REFCOUNT, IS_HUGETLB, KIND_INFO, FolioSize, PageKind
 from memplan.core.results import Cause
@@ -42,14 +43,14 @@ class DissolveOutcome:
     #: index (in the range) of the folio that made dissolve fail, or ``None``
     failure: Optional[int]
     #: pages of free folios that dissolve (within headroom, before any failure)
-    dissolved: np.ndarray
+    dissolved: BoolArray
     #: pages of free folios that would dissolve if no earlier folio failed
-    dissolvable: np.ndarray
+    dissolvable: BoolArray
     #: why the folio at ``failure`` does not dissolve
     cause: Optional[Cause] = None
 
 
-def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
+def dissolve(kinds: KindArray, refcount: AnyArray, folio_first: BoolArray,
              headroom: Dict[int, int], geometry: Geometry) -> DissolveOutcome:
     hugetlb = np.take(IS_HUGETLB, kinds)
     if not hugetlb.any():
@@ -81,8 +82,8 @@ def dissolve(kinds: np.ndarray, refcount: np.ndarray, folio_first: np.ndarray,
     return DissolveOutcome(cut, dissolved, dissolvable, cause)
 
 
-def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geometry,
-                     isolated: Optional[np.ndarray] = None) -> int:
+def free_folio_heads(kinds: KindArray, base_pfn: int, order: int, geometry: Geometry,
+                     isolated: Optional[BoolArray] = None) -> int:
     """Free hugetlb folios of the given order whose head page lies in ``kinds`` (pfn ``base_pfn``
     onwards). ``dequeue_hugetlb_folio_node_exact()`` skips a folio whose head's pageblock is
     isolated (``is_migrate_isolate_page()``): with ``isolated`` (one flag per pageblock of
@@ -96,8 +97,8 @@ def free_folio_heads(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geo
     return len(free_folio_head_offsets(kinds, base_pfn, order, geometry, isolated))
 
 
-def free_folio_head_offsets(kinds: np.ndarray, base_pfn: int, order: int, geometry: Geometry,
-                            isolated: Optional[np.ndarray] = None) -> np.ndarray:
+def free_folio_head_offsets(kinds: KindArray, base_pfn: int, order: int, geometry: Geometry,
+                            isolated: Optional[BoolArray] = None) -> np.ndarray:
     """The offsets in ``kinds`` of the heads :func:`free_folio_heads` counts, lowest first (the
     folios ``dequeue_hugetlb_folio_node_exact()`` may hand out)."""
     size = 1 << order

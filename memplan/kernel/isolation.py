@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import BoolArray
 from memplan.core.geometry import Geometry
 from memplan.core.model import DEFAULT_REFCOUNT, PageKind
 from memplan.core.results import Cause, LogEntry, LogLevel
@@ -98,8 +99,8 @@ def _isolation_spans(pageblocks: int) -> Tuple[Tuple[int, int], ...]:
     return ((0, 1), (pageblocks - 1, pageblocks), (1, pageblocks - 1))
 
 
-def isolate_range(unmovable: np.ndarray, pageblock_pages: int, cma: np.ndarray,
-                  isolated: np.ndarray) -> Optional[IsolationFailure]:
+def isolate_range(unmovable: BoolArray, pageblock_pages: int, cma: BoolArray,
+                  isolated: BoolArray) -> Optional[IsolationFailure]:
     """``start_isolate_page_range()``: the first failing pageblock in isolation order, if any.
 
     Within a pageblock ``set_migratetype_isolate()`` checks "already isolated" first

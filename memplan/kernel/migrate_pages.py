@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from memplan.core.arrays import BoolArray, IntArray, KindArray
 from memplan.core.model import PageKind, Zone
 from memplan.kernel.pages import first_index
 
@@ -99,7 +100,7 @@ def targets_suffice(kernel: Ints, movable: Ints, movable_source: Ints, small: In
     return small + np.maximum(np.asarray(large) - large_only, 0) <= any_folio
 
 
-def free_target_pages(kinds: np.ndarray, isolated: np.ndarray, pageblock_pages: int) -> int:
+def free_target_pages(kinds: KindArray, isolated: BoolArray, pageblock_pages: int) -> int:
     """Free pages of one block that migration targets may come from: those in pageblocks
     someone else isolated sit on MIGRATE_ISOLATE free lists, which ``__rmqueue()`` never
     allocates from. ``isolated``: the block's pageblocks someone else isolated."""
@@ -148,7 +149,7 @@ class SourceFolios:
     size: np.ndarray
     hugetlb: np.ndarray
     #: migration fails every time (a long-term pin, references beyond the folio's own)
-    stuck: np.ndarray
+    stuck: BoolArray
     #: stuck before the move: ``try_to_migrate()`` cannot unmap it (its target is freed at once)
     unmap_stuck: np.ndarray
     #: hugetlb folios: hstate order; ``hstate_is_gigantic()``
@@ -163,7 +164,7 @@ class SourceFolios:
 class Migrated:
     """What one ``migrate_pages()`` call did to the folios of a ``SourceFolios``."""
 
-    migrated: np.ndarray
+    migrated: BoolArray
     #: hugetlb folios whose target was a free pool folio (the source returns to the pool)
     pooled: np.ndarray
     #: THPs split on -ENOMEM: how many of their pages (in split-list order) migrated, else -1
@@ -192,7 +193,7 @@ class _Walk:
     pools: Pools
     #: free pool folios ``alloc_hugetlb_folio_nodemask()`` may dequeue, per hstate order
     pool: Dict[int, int]
-    migrated: np.ndarray
+    migrated: BoolArray
     pooled: np.ndarray
     pieces: np.ndarray
     fresh: np.ndarray
@@ -324,7 +325,7 @@ def _migrate_others(walk: _Walk, others: np.ndarray, stuck_huge: np.ndarray, lim
     return failed
 
 
-def _migrate_plenty(walk: _Walk, others: np.ndarray, starts: np.ndarray, stuck_huge: np.ndarray,
+def _migrate_plenty(walk: _Walk, others: np.ndarray, starts: IntArray, stuck_huge: np.ndarray,
                     huge_before: int) -> int:
     """Every folio finds a target: all but the stuck ones migrate. Per batch, the stuck folios
     are left in ``migrate_pages_sync()``'s order: those ``try_to_migrate()`` could not unmap

@@ -24,6 +24,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import AnyArray, BoolArray, KindArray
 from memplan.core.model import DEFAULT_REFCOUNT, IS_HUGETLB, IS_PINNED, PageKind, Zone
 from memplan.core.results import Cause, LogEntry, LogLevel
 from memplan.kernel.hugetlb import free_kind_of
@@ -94,11 +95,11 @@ class MigrationOutcome:
     #: index in the range of the page SCAN stops at (busy) or keeps finding (loops)
     index: Optional[int]
     #: pages of folios that migrate successfully, over every round
-    migrated: np.ndarray
+    migrated: BoolArray
     #: kinds after the migration rounds (migrated pages freed, pool sources back in the pool,
     #: split THPs order-0 pages)
-    kinds_after: np.ndarray
-    refcount_after: np.ndarray
+    kinds_after: KindArray
+    refcount_after: AnyArray
     #: pages of the folios on the source list that need a target outside the hugetlb pool (a
     #: stuck folio every time it is tried); ``large_demand`` of them belong to large folios
     demand: int
@@ -106,19 +107,19 @@ class MigrationOutcome:
     #: MIGRATE ran at least once (migrated folios stay migrated whatever the verdict)
     ran: bool = False
     #: pages of hugetlb folios whose target came from the pool (their source returns to the pool)
-    pool: Optional[np.ndarray] = None
+    pool: Optional[BoolArray] = None
     #: why SCAN stops (busy) or the loop never ends (loops)
     cause: Optional[Cause] = None
     #: pages of large folios on the list that need a target outside the hugetlb pool
     large_demand: int = 0
     #: pages of THPs migrate_pages() split for want of a target (order-0 pages from then on)
-    split: Optional[np.ndarray] = None
+    split: Optional[BoolArray] = None
     #: hugetlb folios on the source list per hstate order (each takes at most one pool folio
     #: at a time, so a pool of that many never runs out)
     hugetlb_folios: Optional[Dict[int, int]] = None
     #: pages the first MIGRATE round migrates (the page counts' ``migrated``; ``migrated`` holds
     #: every round's)
-    counted: Optional[np.ndarray] = None
+    counted: Optional[BoolArray] = None
 
 
 def allowed_nodes(node_present_pages: Mapping[int, int], node: int) -> List[int]:
@@ -170,11 +171,11 @@ class _Source:
 
     #: index of each folio's first page in the range
     heads: np.ndarray
-    refcount: np.ndarray
+    refcount: AnyArray
     #: folio_try_get() succeeds (refcount > 0): the folio is isolated onto the list
     on_list: np.ndarray
     #: references migrate_pages() cannot drop
-    stuck: np.ndarray
+    stuck: BoolArray
     #: an in-use gigantic hugetlb folio (hstate_is_gigantic())
     gigantic: np.ndarray
     #: folio_pfn(): the head page's pfn (in an earlier block when the folio began there)
@@ -233,8 +234,8 @@ def _pages(view: RangeView, found: np.ndarray, src: _Source,
     return pages, (page_code & 5) == 5, split
 
 
-def _pages_after(view: RangeView, migrated: np.ndarray, pool_pages: np.ndarray, any_pool: bool,
-                 split: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+def _pages_after(view: RangeView, migrated: BoolArray, pool_pages: np.ndarray, any_pool: bool,
+                 split: Optional[BoolArray]) -> Tuple[np.ndarray, np.ndarray]:
     """Kinds and refcounts once migrated folios are freed, pool-backed hugetlb sources went back
     to the pool (free folios) and split THPs became order-0 pages."""
     # PageKind.FREE is 0: multiplying by "stays" frees the migrated pages (cheaper than np.where).
@@ -284,9 +285,9 @@ class _Round:
     found: np.ndarray
     src: _Source
     moved: Migrated
-    migrated: np.ndarray
+    migrated: BoolArray
     pooled: np.ndarray
-    split: Optional[np.ndarray]
+    split: Optional[BoolArray]
 
     @property
     def short(self) -> bool:
@@ -348,7 +349,7 @@ def _hugetlb_folios(heads: np.ndarray, view: RangeView) -> Optional[Dict[int, in
     return dict(zip(orders.tolist(), counts.tolist()))
 
 
-def _later_rounds(first: _Round, busy: np.ndarray, h: int, pools: Pools, pool: Dict[int, int],
+def _later_rounds(first: _Round, busy: BoolArray, h: int, pools: Pools, pool: Dict[int, int],
                   outcome: MigrationOutcome) -> Tuple[_Round, Optional[int]]:
     """SCAN from the found pfn and MIGRATE again while a round ran short of targets and changed
     something (its list changed: a later round may cut its batches elsewhere and find targets

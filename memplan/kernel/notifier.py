@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from memplan.core.arrays import AnyArray, BoolArray, IntArray, KindArray
 from memplan.core.machine import Environment, VirtioMemDevice
 from memplan.core.model import DriverState, ForeignRefTiming, PageKind
 from memplan.core.results import Hazard, HazardKind, LogEntry, LogLevel
@@ -22,7 +23,7 @@ from memplan.kernel.semantics import OfflineSemantics
 
 
 def skippable_pages(semantics: OfflineSemantics, device: Optional[VirtioMemDevice], device_state: Optional[str],
-                    kinds: np.ndarray) -> np.ndarray:
+                    kinds: KindArray) -> np.ndarray:
     """``PageOfflineSkippable`` per page: the device's fake-offline pages, when the semantics
     marks them (``virtio_mem_set_fake_offline()`` in PATCH-v2)."""
     if device is not None and semantics.fake_offline_skippable(device.driver, device_state):
@@ -34,14 +35,14 @@ def skippable_pages(semantics: OfflineSemantics, device: Optional[VirtioMemDevic
 class Notified:
     """The pages once every MEM_GOING_OFFLINE handler ran (and the foreign-reference timing)."""
 
-    kinds: np.ndarray
-    refcount: np.ndarray
+    kinds: KindArray
+    refcount: AnyArray
     log: List[LogEntry]
     hazards: List[Hazard]
     #: pages whose reference virtio-mem dropped
-    dropped: np.ndarray
+    dropped: BoolArray
     #: pages put_page() freed to the buddy while offlining
-    freed: np.ndarray
+    freed: BoolArray
 
 
 def going_offline(view: RangeView, driver: Optional[DriverState], semantics: OfflineSemantics,
@@ -84,7 +85,7 @@ def going_offline(view: RangeView, driver: Optional[DriverState], semantics: Off
 NOTIFIER_FUNCTION = "virtio_mem_memory_notifier_cb"
 
 
-def _referenced_log(pfns: np.ndarray) -> List[LogEntry]:
+def _referenced_log(pfns: IntArray) -> List[LogEntry]:
     """``WARN_ON(!page_ref_dec_and_test(page))`` + ``dump_page()`` per referenced page, interleaved
     (neither is rate-limited: a WARN_ON prints every time)."""
     function = NOTIFIER_FUNCTION
@@ -95,7 +96,7 @@ def _referenced_log(pfns: np.ndarray) -> List[LogEntry]:
     return out
 
 
-def _foreign_reference_dropped(view: RangeView, kinds: np.ndarray, ref: np.ndarray, foreign: np.ndarray,
+def _foreign_reference_dropped(view: RangeView, kinds: KindArray, ref: AnyArray, foreign: BoolArray,
                                hazards: List[Hazard]) -> tuple[np.ndarray, np.ndarray]:
     """The foreign holder drops its references while the block is isolated (``ref`` updated in place).
 

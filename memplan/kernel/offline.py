@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from memplan.core.arrays import AnyArray, BoolArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.machine import Environment, HugetlbPool, VirtioMemDevice
 from memplan.core.model import DEFAULT_REFCOUNT, BlockState, DriverState, PageKind, Zone
@@ -105,8 +106,8 @@ class BlockContext:
     device: Optional[VirtioMemDevice]
     device_state: Optional[str]
     #: per pageblock of the block: CMA, already isolated by someone else
-    cma: np.ndarray
-    isolated: np.ndarray
+    cma: BoolArray
+    isolated: BoolArray
     targets: MigrationTargets = field(default_factory=MigrationTargets)
 
 
@@ -122,15 +123,15 @@ class OfflineEffects:
 
     offset: int
     #: pages of folios migrated to a freshly allocated target
-    migrated: np.ndarray
+    migrated: BoolArray
     #: pages of hugetlb folios migrated to a free pool folio outside the block (their source
     #: went back to the pool as a free folio)
     pool_migrated: np.ndarray
     #: pages of free hugetlb folios dissolved (``dissolve_free_hugetlb_folios()``)
-    dissolved: np.ndarray
+    dissolved: BoolArray
     #: pages of THPs migrate_pages() split for want of a target: order-0 anonymous pages now
     #: (those not in ``migrated``); ``None``: none
-    split: Optional[np.ndarray] = None
+    split: Optional[BoolArray] = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ class _Attempt:
     dis: hugetlb_mod.DissolveOutcome
     final: RangeView
 
-    def __init__(self, setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, refcount: Optional[np.ndarray],
+    def __init__(self, setup: OfflineSetup, ctx: BlockContext, kinds: KindArray, refcount: Optional[AnyArray],
                  trace: Optional[TraceRecorder]) -> None:
         self.setup, self.ctx, self.trace = setup, ctx, trace
         self.geometry, self.semantics, self.env = setup.geometry, setup.semantics, setup.environment
@@ -551,7 +552,7 @@ _STEPS: Tuple[Callable[[_Attempt], Optional[Stop]], ...] = (
 )
 
 
-def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, refcount: Optional[np.ndarray],
+def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: KindArray, refcount: Optional[AnyArray],
                    trace: Optional[TraceRecorder]) -> Tuple[BlockVerdict, BlockStats]:
     attempt = _Attempt(setup, ctx, kinds, refcount, trace)
     stop = _memory_block_change_state(attempt)
@@ -564,14 +565,14 @@ def _offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray, re
     return attempt.verdict(stop)
 
 
-def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
-                  refcount: Optional[np.ndarray]) -> Tuple[BlockVerdict, BlockStats]:
+def offline_block(setup: OfflineSetup, ctx: BlockContext, kinds: KindArray,
+                  refcount: Optional[AnyArray]) -> Tuple[BlockVerdict, BlockStats]:
     """Predict writing ``offline`` to ``memoryN/state`` for one block (its pages in ``kinds``)."""
     return _offline_block(setup, ctx, kinds, refcount, None)
 
 
-def offline_block_traced(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
-                         refcount: Optional[np.ndarray]) -> Tuple[BlockVerdict, BlockStats, Tuple[StepRecord, ...]]:
+def offline_block_traced(setup: OfflineSetup, ctx: BlockContext, kinds: KindArray,
+                         refcount: Optional[AnyArray]) -> Tuple[BlockVerdict, BlockStats, Tuple[StepRecord, ...]]:
     """``offline_block()`` plus what every step of the pipeline decided (``memplan explain``).
 
     The verdict and stats are exactly ``offline_block()``'s: the same code runs, it only
@@ -596,12 +597,12 @@ class PredicateInputs:
 
     before: RangeView
     after: RangeView
-    dropped: np.ndarray
-    freed: np.ndarray
+    dropped: BoolArray
+    freed: BoolArray
 
 
-def predicate_inputs(setup: OfflineSetup, ctx: BlockContext, kinds: np.ndarray,
-                     refcount: Optional[np.ndarray]) -> PredicateInputs:
+def predicate_inputs(setup: OfflineSetup, ctx: BlockContext, kinds: KindArray,
+                     refcount: Optional[AnyArray]) -> PredicateInputs:
     """What ``offline_block()`` feeds the semantics' predicate sites for this block."""
     attempt = _Attempt(setup, ctx, kinds, refcount, None)
     attempt.notify()

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import AnyArray, BoolArray, IntArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.model import (
     FOLIO_SIZE,
@@ -61,10 +62,10 @@ class RangeView:
     """
 
     pfn: int
-    kinds: np.ndarray
-    refcount: np.ndarray
+    kinds: KindArray
+    refcount: AnyArray
     #: ``PageOfflineSkippable`` per page (always false under the refcount semantics)
-    skippable: np.ndarray
+    skippable: BoolArray
     #: folio orders (``Geometry.folio_order``) and everything else that follows the page size
     geometry: Geometry
     #: values that depend only on ``pfn`` and ``kinds``, by name
@@ -73,11 +74,11 @@ class RangeView:
     def __len__(self) -> int:
         return len(self.kinds)
 
-    def with_refcount(self, refcount: np.ndarray) -> RangeView:
+    def with_refcount(self, refcount: AnyArray) -> RangeView:
         """The same pages with other refcounts (what depends only on the kinds is shared)."""
         return RangeView(self.pfn, self.kinds, refcount, self.skippable, self.geometry, self.derived)
 
-    def with_pages(self, kinds: np.ndarray, refcount: np.ndarray) -> RangeView:
+    def with_pages(self, kinds: KindArray, refcount: AnyArray) -> RangeView:
         """The same range after a step changed pages (nothing derived is shared)."""
         return RangeView(self.pfn, kinds, refcount, self.skippable, self.geometry)
 
@@ -96,45 +97,45 @@ class RangeView:
         """``KIND_PREDICATES`` of every page."""
         return self._derived("predicates", lambda: np.take(KIND_PREDICATES, self.kinds))
 
-    def _test(self, bit: int) -> np.ndarray:
+    def _test(self, bit: int) -> BoolArray:
         return np.bitwise_and(self.predicates, np.uint8(bit)) != 0
 
     @property
-    def lru(self) -> np.ndarray:
+    def lru(self) -> BoolArray:
         return self._derived("lru", lambda: self._test(_LRU))
 
     @property
-    def movable_ops(self) -> np.ndarray:
+    def movable_ops(self) -> BoolArray:
         return self._derived("movable_ops", lambda: self._test(_MOVABLE_OPS))
 
     @property
-    def offline(self) -> np.ndarray:
+    def offline(self) -> BoolArray:
         """``PageOffline``."""
         return self._derived("offline", lambda: self._test(_OFFLINE))
 
     @property
-    def reserved(self) -> np.ndarray:
+    def reserved(self) -> BoolArray:
         return self._derived("reserved", lambda: self._test(_RESERVED))
 
     @property
-    def hugetlb(self) -> np.ndarray:
+    def hugetlb(self) -> BoolArray:
         return self._derived("hugetlb", lambda: self._test(_HUGETLB))
 
     @property
-    def compound(self) -> np.ndarray:
+    def compound(self) -> BoolArray:
         """Part of a folio of order > 0."""
         return self._derived("compound", lambda: self._test(_COMPOUND))
 
     @property
-    def hwpoison(self) -> np.ndarray:
+    def hwpoison(self) -> BoolArray:
         return self._derived("hwpoison", lambda: self.kinds == PageKind.HWPOISON.value)
 
     @property
-    def buddy(self) -> np.ndarray:
+    def buddy(self) -> BoolArray:
         return self._derived("buddy", lambda: self.kinds == PageKind.FREE.value)
 
     @property
-    def lru_or_movable_ops(self) -> np.ndarray:
+    def lru_or_movable_ops(self) -> BoolArray:
         """``PageLRU || page_has_movable_ops()``: what SCAN reports first."""
         return self._derived("lru_or_movable_ops", lambda: self._test(_LRU | _MOVABLE_OPS))
 
@@ -145,16 +146,16 @@ class RangeView:
                                   lambda: np.array(self._test(_HUGETLB_MIGRATABLE).any())))
 
     @cached_property
-    def hugetlb_in_use_migratable(self) -> np.ndarray:
+    def hugetlb_in_use_migratable(self) -> BoolArray:
         """``PageHuge && folio_test_hugetlb_migratable`` (free folios have the flag cleared)."""
         return self._test(_HUGETLB_MIGRATABLE) & (self.refcount > 0)
 
     @property
-    def first(self) -> np.ndarray:
+    def first(self) -> BoolArray:
         """``folio_first()``, computed once."""
         return self._derived("first", self.folio_first)
 
-    def folio_first(self) -> np.ndarray:
+    def folio_first(self) -> BoolArray:
         """True on the first page of every folio inside the range (a tail page at the start of
         the range counts: the walks reach a folio that began in an earlier block there)."""
         offsets = _offsets(len(self.kinds)) + np.uint32(self.pfn & 0xFFFFFFFF)  # low bits of the pfns
@@ -166,7 +167,7 @@ class RangeView:
         return first
 
 
-def folio_heads(mask: np.ndarray, order: int) -> int:
+def folio_heads(mask: BoolArray, order: int) -> int:
     """How many pages of ``mask`` start a folio as ``RangeView.folio_first()`` sees it, when
     ``mask`` marks the pages of one folio kind of ``order`` in a range whose first pfn is aligned
     to the folio size: every aligned page, the first page, and every page whose predecessor is of
@@ -188,7 +189,7 @@ class KindSet:
     runs: Tuple[Tuple[int, int], ...]
 
     @classmethod
-    def of(cls, table: np.ndarray) -> KindSet:
+    def of(cls, table: AnyArray) -> KindSet:
         """The kind codes where a per-kind-byte boolean table is true."""
         codes = np.flatnonzero(table).tolist()
         runs: List[Tuple[int, int]] = []
@@ -202,7 +203,7 @@ class KindSet:
     def __bool__(self) -> bool:
         return bool(self.runs)
 
-    def mask(self, kinds: np.ndarray) -> np.ndarray:
+    def mask(self, kinds: KindArray) -> BoolArray:
         """Which pages of ``kinds`` (uint8) are of a kind in the set."""
         out: Optional[np.ndarray] = None
         for lo, hi in self.runs:
@@ -213,7 +214,7 @@ class KindSet:
         return out if out is not None else np.zeros(len(kinds), dtype=bool)
 
 
-def first_index(mask: np.ndarray, start: int = 0) -> Optional[int]:
+def first_index(mask: BoolArray, start: int = 0) -> Optional[int]:
     """Index of the first true element at or after ``start``, or ``None``."""
     if start >= len(mask):
         return None
@@ -221,7 +222,7 @@ def first_index(mask: np.ndarray, start: int = 0) -> Optional[int]:
     return start + hit if mask[start + hit] else None
 
 
-def per_page_entries(level: LogLevel, text: str, function: str, pfns: np.ndarray,
+def per_page_entries(level: LogLevel, text: str, function: str, pfns: IntArray,
                      limit: int = PER_PAGE_LOG_LIMIT, repeats: bool = False) -> List[LogEntry]:
     """One entry per page for the first ``limit`` pages, then one merged entry with a count."""
     entries = [LogEntry(level, text, int(p), function, 1, repeats) for p in pfns[:limit]]

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from memplan.core.arrays import AnyArray, BoolArray
 from memplan.core.errors import UsageError, did_you_mean
 from memplan.core.model import DriverState, PageKind
 from memplan.core.results import ForeignRefEffect, HazardKind, LogLevel
@@ -30,7 +31,7 @@ from memplan.kernel.virtio_mem import SbmState
 _PARTIAL_ONLINE_STATES = frozenset({SbmState.KERNEL_PARTIAL.value, SbmState.MOVABLE_PARTIAL.value})
 
 #: (level, kernel text, function, hazard, mask)
-CommitCheck = Tuple[LogLevel, str, str, HazardKind, np.ndarray]
+CommitCheck = Tuple[LogLevel, str, str, HazardKind, BoolArray]
 
 
 class OfflineSemantics(ABC):
@@ -71,12 +72,12 @@ class OfflineSemantics(ABC):
         return not (self.virtio_mem_unload_clears_skippable and driver is DriverState.UNLOADED
                     and device_state in _PARTIAL_ONLINE_STATES)
 
-    def virtio_mem_going_offline(self, refcount: np.ndarray) -> np.ndarray:
+    def virtio_mem_going_offline(self, refcount: AnyArray) -> AnyArray:
         """Refcounts of a loaded driver's fake-offline pages after its MEM_GOING_OFFLINE handler
         (``virtio_mem_fake_offline_going_offline()``: ``page_ref_dec_and_test()`` per page)."""
         return refcount - 1 if self.virtio_mem_drops_refs else refcount
 
-    def virtio_mem_cancel_offline(self, refcount: np.ndarray) -> np.ndarray:
+    def virtio_mem_cancel_offline(self, refcount: AnyArray) -> AnyArray:
         """Refcounts after MEM_CANCEL_OFFLINE re-takes what GOING_OFFLINE dropped
         (``virtio_mem_fake_offline_cancel_offline()``: ``page_ref_inc()``, ML-NEW)."""
         return refcount + 1 if self.virtio_mem_drops_refs else refcount
@@ -101,27 +102,27 @@ class OfflineSemantics(ABC):
 
     # Site 1: mm/page_isolation.c page_is_unmovable(), PB_ISOLATE_MODE_MEM_OFFLINE rule.
     @abstractmethod
-    def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
+    def isolation_treats_as_movable(self, skippable: BoolArray) -> BoolArray:
         """PageOffline pages (refcount > 0, kernel zone) that isolation lets through."""
 
     # Site 2: mm/memory_hotplug.c scan_movable_pages().
     @abstractmethod
-    def scan_busy(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+    def scan_busy(self, refcount: AnyArray, skippable: BoolArray) -> BoolArray:
         """PageOffline pages that make SCAN return -EBUSY ("unmovable page")."""
 
     # Site 3: mm/memory_hotplug.c do_migrate_range().
     @abstractmethod
-    def migrate_skips(self, skippable: np.ndarray) -> np.ndarray:
+    def migrate_skips(self, skippable: BoolArray) -> BoolArray:
         """PageOffline pages MIGRATE skips before ``folio_try_get()``."""
 
     # Site 4: mm/page_isolation.c __test_page_isolated_in_pageblock(), MEM_OFFLINE mode.
     @abstractmethod
-    def test_passes(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+    def test_passes(self, refcount: AnyArray, skippable: BoolArray) -> BoolArray:
         """PageOffline pages TEST_ISOLATED accepts."""
 
     # Site 5: mm/page_alloc.c __offline_isolated_pages().
     @abstractmethod
-    def commit_checks(self, refcount: np.ndarray, skippable: np.ndarray) -> List[CommitCheck]:
+    def commit_checks(self, refcount: AnyArray, skippable: BoolArray) -> List[CommitCheck]:
         """The assertions the commit step runs on every PageOffline page still in the range."""
 
 
@@ -135,24 +136,24 @@ class RefcountSemantics(OfflineSemantics):
     virtio_mem_unload_clears_skippable = False
     unflagged_fake_offline_kind = PageKind.FAKE_OFFLINE
 
-    def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
+    def isolation_treats_as_movable(self, skippable: BoolArray) -> BoolArray:
         # "We treat all PageOffline() pages as movable when offlining to give drivers a
         # chance to decrement their reference count in MEM_GOING_OFFLINE".
         return np.ones_like(skippable, dtype=bool)
 
-    def scan_busy(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+    def scan_busy(self, refcount: AnyArray, skippable: BoolArray) -> BoolArray:
         # if (PageOffline(page) && page_count(page)) return -EBUSY;
         return refcount != 0
 
-    def migrate_skips(self, skippable: np.ndarray) -> np.ndarray:
+    def migrate_skips(self, skippable: BoolArray) -> BoolArray:
         # No special case: refcount-0 pages fail folio_try_get() and are skipped anyway.
         return np.zeros_like(skippable, dtype=bool)
 
-    def test_passes(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+    def test_passes(self, refcount: AnyArray, skippable: BoolArray) -> BoolArray:
         # else if (PageOffline(page) && !page_count(page)) pfn++;
         return refcount == 0
 
-    def commit_checks(self, refcount: np.ndarray, skippable: np.ndarray) -> List[CommitCheck]:
+    def commit_checks(self, refcount: AnyArray, skippable: BoolArray) -> List[CommitCheck]:
         return [(LogLevel.BUG, "BUG_ON(page_count(page))", "__offline_isolated_pages",
                  HazardKind.BUG, refcount != 0)]
 
@@ -168,22 +169,22 @@ class SkippableSemantics(OfflineSemantics):
     #: virtio_mem_sbm_mark_mb_non_skippable(): an ordinary, unmovable PageOffline page
     unflagged_fake_offline_kind = PageKind.BALLOON
 
-    def isolation_treats_as_movable(self, skippable: np.ndarray) -> np.ndarray:
+    def isolation_treats_as_movable(self, skippable: BoolArray) -> BoolArray:
         # if ((flags & MEMORY_OFFLINE) && PageOffline(page) && PageOfflineSkippable(page)) continue;
         return np.asarray(skippable, dtype=bool)
 
-    def scan_busy(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+    def scan_busy(self, refcount: AnyArray, skippable: BoolArray) -> BoolArray:
         # if (PageOffline(page) && !PageOfflineSkippable(page)) return -EBUSY;
         return ~np.asarray(skippable, dtype=bool)
 
-    def migrate_skips(self, skippable: np.ndarray) -> np.ndarray:
+    def migrate_skips(self, skippable: BoolArray) -> BoolArray:
         # if (PageOffline(page) && PageOfflineSkippable(page)) continue;
         return np.asarray(skippable, dtype=bool)
 
-    def test_passes(self, refcount: np.ndarray, skippable: np.ndarray) -> np.ndarray:
+    def test_passes(self, refcount: AnyArray, skippable: BoolArray) -> BoolArray:
         return np.asarray(skippable, dtype=bool)
 
-    def commit_checks(self, refcount: np.ndarray, skippable: np.ndarray) -> List[CommitCheck]:
+    def commit_checks(self, refcount: AnyArray, skippable: BoolArray) -> List[CommitCheck]:
         return [
             (LogLevel.WARN_ONCE, "WARN_ON_ONCE(!PageOfflineSkippable(page))", "__offline_isolated_pages",
              HazardKind.WARN, ~np.asarray(skippable, dtype=bool)),

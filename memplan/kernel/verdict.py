@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import numpy as np
-
+from memplan.core.arrays import AnyArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.model import DEFAULT_REFCOUNT, Errno, PageKind, Zone
 from memplan.core.results import (
@@ -60,7 +59,7 @@ class Stop:
         return self.cause.step.verdict_step
 
 
-def page_culprit(pfn: int, kinds: np.ndarray, refcount: Optional[np.ndarray], index: int) -> Culprit:
+def page_culprit(pfn: int, kinds: KindArray, refcount: Optional[AnyArray], index: int) -> Culprit:
     """The page ``index`` of a range starting at ``pfn`` (``refcount`` ``None``: every page has
     its kind's default refcount)."""
     kind = int(kinds[index])

@@ -63,9 +63,10 @@ from memplan.core.model import (
 )
 from memplan.core.results import BlockVerdict, Outcome
 from memplan.engine.context import (
+    SpecialPageblocks,
+    block_context,
     capacity_of,
     count_block,
-    pageblock_masks,
     pool_targets_of,
     resolve_pools,
     setup_with,
@@ -168,9 +169,7 @@ class MachineState:
         self.pool_heads = {o: np.zeros(n, dtype=np.int64) for o in geo.hugetlb_orders}
         self._pages: Dict[int, _Pages] = {}
         self.devices = [DeviceState(i, d, geo) for i, d in enumerate(machine.devices)]
-        self._cma = pageblock_masks(geo, machine.cma)
-        self._isolated = pageblock_masks(geo, machine.environment.isolated)
-        self._no_pageblocks = np.zeros(geo.pageblocks_per_block, dtype=bool)
+        self.pageblocks = SpecialPageblocks(machine)
         #: placement approximations worth telling the user about
         self.notes: List[str] = []
         self._census()
@@ -271,7 +270,7 @@ class MachineState:
         block = int(self.ids[row])
         self.free[row] = int(np.count_nonzero(kinds == FREE))
         self.free_slots[row] = int(np.count_nonzero((kinds.reshape(-1, geo.pageblock_pages) == FREE).all(axis=1)))
-        counts = count_block(kinds, block, geo, self._isolated.get(block, self._no_pageblocks))
+        counts = count_block(kinds, block, geo, self.pageblocks.isolated(block))
         self.target_free[row] = counts.free_pages
         for order in geo.hugetlb_orders:
             self.free_huge[order][row] = counts.free_hugetlb.get(order, 0)
@@ -344,18 +343,12 @@ class MachineState:
         return pool_targets_of(row, self.node, online, self.node_present_pages(), self.pools, free, self.pool_heads)
 
     def context(self, row: int, capacity: Optional[Capacity] = None) -> BlockContext:
-        geo = self.geometry
-        block = int(self.ids[row])
         dev = self.device_of(row)
-        return BlockContext(
-            block=block, start_pfn=geo.block_start_pfn(block),
-            state=BlockState.ONLINE if self.online(row) else BlockState.OFFLINE,
-            zone=self.zone_of(row), node=int(self.node[row]), vmemmap=int(self.vmemmap[row]),
-            device=self.current_device(dev) if dev else None,
-            device_state=self.block_state_name(row),
-            cma=self._cma.get(block, self._no_pageblocks), isolated=self._isolated.get(block, self._no_pageblocks),
-            targets=MigrationTargets(capacity=capacity, pool=self.pool_targets(row) if self.online(row) else {}),
-        )
+        return block_context(
+            self.machine, self.pageblocks, int(self.ids[row]),
+            BlockState.ONLINE if self.online(row) else BlockState.OFFLINE, self.zone_of(row), int(self.node[row]),
+            int(self.vmemmap[row]), self.current_device(dev) if dev else None, self.block_state_name(row),
+            MigrationTargets(capacity=capacity, pool=self.pool_targets(row) if self.online(row) else {}))
 
     def current_device(self, dev: DeviceState) -> VirtioMemDevice:
         offline = frozenset(int(b) for b in self.ids[(self.device == dev.index) & self.present & (self.state != 0)])
@@ -433,8 +426,8 @@ class MachineState:
                            replace_rows=self._target_rows([own], ZONELIST_ORDER, None), pool_nodes=nodes,
                            exclude_row=row, exclude=(lo, hi))
         pb = geo.pageblock_pages
-        cma = self._cma.get(block, self._no_pageblocks)[lo // pb:hi // pb]
-        isolated = self._isolated.get(block, self._no_pageblocks)[lo // pb:hi // pb]
+        cma = self.pageblocks.cma(block)[lo // pb:hi // pb]
+        isolated = self.pageblocks.isolated(block)[lo // pb:hi // pb]
         kinds, ref = pages.kinds[lo:hi], pages.refcount[lo:hi]
         before = kinds.copy()
         start_pfn = geo.block_start_pfn(block) + lo
@@ -692,7 +685,7 @@ class _Allocator:
             base = st.geometry.block_start_pfn(block)
             # dequeue_hugetlb_folio_node_exact(): never a folio whose head's pageblock is isolated
             heads = hugetlb_mod.free_folio_head_offsets(pages.kinds, base, order, st.geometry,
-                                                        st._isolated.get(block, st._no_pageblocks))
+                                                        st.pageblocks.isolated(block))
             if row == self.exclude_row:
                 lo, hi = self.exclude
                 heads = heads[(heads + size <= lo) | (heads >= hi)]

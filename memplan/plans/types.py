@@ -7,11 +7,13 @@ Frozen dataclasses that the core returns and both renderers (rich, JSON) consume
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Dict, Iterable, Optional, Tuple
 
-from memplan.core.model import Errno, PageKind, Zone
+from memplan.core.model import Errno, PageKind, VirtioMemMode, Zone
 from memplan.core.results import BlockVerdict, Confidence, Outcome
 from memplan.core.units import format_size
+from memplan.kernel.virtio_mem import BbmState, SbmState
 
 #: ``auto_movable_ratio`` default (mm/memory_hotplug.c): ZONE_MOVABLE may be at most 301 % of
 #: the kernel zones before the auto-movable online policy stops onlining to ZONE_MOVABLE.
@@ -20,6 +22,40 @@ AUTO_MOVABLE_RATIO = 301
 #: virtio-mem's retry timer (``VIRTIO_MEM_RETRY_TIMER_MIN_MS`` / ``_MAX_MS``), in seconds.
 RETRY_MIN_S = 50
 RETRY_MAX_S = 300
+
+
+class UnplugStop(str, Enum):
+    """Why the virtio-mem driver stopped working on a lower ``requested-size``."""
+
+    #: the plugged size reached the requested size
+    REACHED = "reached"
+    #: only offline blocks were unplugged (``unplug_online=0``)
+    UNPLUG_ONLINE = "unplug_online"
+    #: the rest of the request is smaller than the driver's unplug unit
+    GRANULARITY = "granularity"
+    #: -EBUSY: the remaining plugged memory is busy; the driver keeps retrying
+    BUSY = "busy"
+    #: -ENOMEM: no memory left to migrate to; the driver keeps retrying
+    NO_MEMORY = "no_memory"
+    #: ``offline_and_remove_memory()`` never returns: the work item hangs
+    HUNG = "hung"
+    #: the driver is not loaded: nobody acts on ``requested-size``
+    DRIVER = "driver"
+
+
+#: the state of a device block with nothing plugged, in either mode
+_UNUSED = frozenset({SbmState.UNUSED.value, BbmState.UNUSED.value})
+
+
+class WorkTrigger(str, Enum):
+    """What started a run of the driver's work item (``virtio_mem_run_wq()``)."""
+
+    #: the device changed ``requested-size`` (config-change interrupt)
+    REQUEST = "request"
+    #: ``virtio_mem_retry()`` queued the work again right away
+    IMMEDIATE = "immediate"
+    #: the retry timer fired (``VIRTIO_MEM_RETRY_TIMER_MIN_MS`` doubling to ``_MAX_MS``)
+    TIMER = "timer"
 
 
 def _split(items: Iterable[Tuple[Optional[Confidence], int]]) -> Dict[Confidence, int]:
@@ -177,8 +213,14 @@ class UnplugBlock:
     confidence: Confidence = Confidence.CERTAIN
     blind_spots: Tuple[str, ...] = ()
 
-    def unplugged_bytes(self, mode: str, unit_size: int, device_block_size: int) -> int:
-        if mode == "sbm":
+    @property
+    def removed(self) -> bool:
+        """The request took the whole block away: it ends ``UNUSED`` (SBM and BBM alike) and did
+        not start so."""
+        return self.state_after in _UNUSED and self.state_before not in _UNUSED
+
+    def unplugged_bytes(self, mode: VirtioMemMode, unit_size: int, device_block_size: int) -> int:
+        if mode is VirtioMemMode.SBM:
             return len(self.unplugged_units) * unit_size
         return device_block_size if self.unplugged_units else 0
 
@@ -191,7 +233,7 @@ class WorkRun:
     at_seconds: int
     #: what queued it: ``request`` (config change), ``immediate`` (memory was removed:
     #: ``virtio_mem_retry()``) or ``timer`` (the retry timer)
-    trigger: str
+    trigger: WorkTrigger
     errno: Optional[Errno]
     unplugged_bytes: int
 
@@ -204,7 +246,7 @@ class UnplugResult:
     machine: str
     semantics: str
     device: str
-    mode: str
+    mode: VirtioMemMode
     unit_size: int
     device_block_size: int
     requested_bytes: int
@@ -212,10 +254,8 @@ class UnplugResult:
     plugged_after_bytes: int
     blocks: Tuple[UnplugBlock, ...]
     runs: Tuple[WorkRun, ...]
-    #: why the driver stopped: ``reached``, ``unplug_online`` (``unplug_online=0``), ``busy``
-    #: (keeps retrying), ``no_memory`` (-ENOMEM, keeps retrying), ``hung`` (the work item never
-    #: returns), ``driver`` (not loaded: nothing happens)
-    stop: str
+    #: why the driver stopped
+    stop: UnplugStop
     left: MemoryLeft
     #: times (s) of the next retries after the last run; then every ``RETRY_MAX_S``
     next_retries: Tuple[int, ...] = ()
@@ -246,7 +286,7 @@ class UnplugResult:
 class SweepPoint:
     requested_bytes: int
     plugged_after_bytes: int
-    stop: str
+    stop: UnplugStop
     errno: Optional[Errno]
 
 
@@ -258,7 +298,7 @@ class SweepResult:
     machine: str
     semantics: str
     device: str
-    mode: str
+    mode: VirtioMemMode
     unit_size: int
     step: int
     plugged_before_bytes: int

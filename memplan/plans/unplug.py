@@ -33,7 +33,9 @@ from memplan.plans.types import (
     UnitCulprit,
     UnplugBlock,
     UnplugResult,
+    UnplugStop,
     WorkRun,
+    WorkTrigger,
 )
 
 #: ``virtio_mem_sbm_unplug_request()``'s state order.
@@ -380,14 +382,14 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
     runs: List[WorkRun] = []
     warnings: List[str] = []
     next_retries: Tuple[int, ...] = ()
-    stop = "reached"
+    stop = UnplugStop.REACHED
     if dev.device.driver is not DriverState.LOADED:
-        stop = "driver"
+        stop = UnplugStop.DRIVER
         warnings.append(f"virtio-mem {dev.device.id}: the driver is {dev.device.driver.value}; nobody acts on "
                         "requested-size")
     else:
         t, retry = 0, RETRY_MIN_S
-        trigger = "request"
+        trigger = WorkTrigger.REQUEST
         for run in range(MAX_RUNS):
             snapshot = (dev.plugged.copy(), state.present.copy(), state.state.copy(), set(dev.fake_offline))
             start = dev.plugged_bytes
@@ -395,22 +397,22 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
                 rc = drv.run_wq(requested)
             except _Hang as hang:
                 runs.append(WorkRun(run, t, trigger, None, start - dev.plugged_bytes))
-                stop = "hung"
+                stop = UnplugStop.HUNG
                 warnings.append(f"offline_and_remove_memory() of memory block {hang.verdict.block} never returns: "
                                 "the virtio-mem work item waits forever (a kworker receives no signal)")
                 break
             runs.append(WorkRun(run, t, trigger, rc, start - dev.plugged_bytes))
             if rc is None:
                 if dev.plugged_bytes == requested:
-                    stop = "reached"
+                    stop = UnplugStop.REACHED
                 elif not dev.device.unplug_online:
-                    stop = "unplug_online"
+                    stop = UnplugStop.UNPLUG_ONLINE
                 else:
-                    stop = "granularity"
+                    stop = UnplugStop.GRANULARITY
                 break
-            stop = "no_memory" if rc is Errno.ENOMEM else "busy"
+            stop = UnplugStop.NO_MEMORY if rc is Errno.ENOMEM else UnplugStop.BUSY
             if drv.requeued:
-                trigger = "immediate"  # virtio_mem_retry() queued the work again; the timer is cancelled
+                trigger = WorkTrigger.IMMEDIATE  # virtio_mem_retry() queued the work again; the timer is cancelled
                 continue
             changed = not (np.array_equal(snapshot[0], dev.plugged) and np.array_equal(snapshot[1], state.present)
                            and np.array_equal(snapshot[2], state.state) and snapshot[3] == dev.fake_offline)
@@ -425,7 +427,7 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
                 break
             t += retry
             retry = min(retry * 2, RETRY_MAX_S)  # virtio_mem_timer_expired()
-            trigger = "timer"
+            trigger = WorkTrigger.TIMER
     after = _block_states(state, drv)
     blocks = _summarise(state, drv, before, after)
     notes: Tuple[str, ...] = ()
@@ -434,7 +436,7 @@ def run_unplug(state: MachineState, device: Optional[str], requested: int, asses
     warnings.extend(state.notes)
     return UnplugResult(
         profile=state.machine.source, machine=state.machine.name, semantics=state.semantics.name,
-        device=dev.device.id, mode=dev.device.mode.value, unit_size=dev.device.unit_size,
+        device=dev.device.id, mode=dev.device.mode, unit_size=dev.device.unit_size,
         device_block_size=dev.device.device_block_size, requested_bytes=requested,
         plugged_before_bytes=plugged_before, plugged_after_bytes=dev.plugged_bytes, blocks=blocks,
         runs=tuple(runs), stop=stop, left=state.left(), next_retries=next_retries, warnings=tuple(warnings),
@@ -510,5 +512,5 @@ def sweep(machine: Machine, device: Optional[str], step: Optional[int] = None,
         result = run_unplug(base.copy(), dev.device.id, requested, assess=False)
         points.append(SweepPoint(requested, result.plugged_after_bytes, result.stop, result.errno))
     return SweepResult(profile=machine.source, machine=machine.name, semantics=base.semantics.name,
-                       device=dev.device.id, mode=dev.device.mode.value, unit_size=dev.device.unit_size, step=step,
+                       device=dev.device.id, mode=dev.device.mode, unit_size=dev.device.unit_size, step=step,
                        plugged_before_bytes=plugged, points=tuple(points))

@@ -51,7 +51,7 @@ class BlockColumns:
     high: Dict[str, IntArray]
     device: np.ndarray
 
-    def take(self, rows: np.ndarray) -> "BlockColumns":
+    def take(self, rows: IntArray) -> "BlockColumns":
         return BlockColumns(self.ids[rows], self.pages[rows], {k: v[rows] for k, v in self.low.items()},
                             {k: v[rows] for k, v in self.high.items()}, self.device[rows])
 

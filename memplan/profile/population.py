@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from memplan.core.arrays import IntArray
+from memplan.core.arrays import BoolArray, IntArray, KindArray
 from memplan.core.geometry import Geometry
 from memplan.core.machine import Fill, PageBatch, PageRun
 from memplan.core.model import DEFAULT_REFCOUNT, LOOK_CLOSER, PageKind
@@ -118,7 +118,7 @@ class ProfilePageSource:
             kinds |= {k for k, f in plan.fill.fractions.items() if f > 0}
         return kinds
 
-    def fill_of(self, block_ids: np.ndarray) -> IntArray:
+    def fill_of(self, block_ids: IntArray) -> IntArray:
         """Per block: the index of the fill that populates it, -1 for none."""
         ids = np.asarray(block_ids, dtype=np.int64)
         if not len(self._fill_ids):
@@ -126,7 +126,7 @@ class ProfilePageSource:
         at = np.minimum(np.searchsorted(self._fill_ids, ids), len(self._fill_ids) - 1)
         return np.where(self._fill_ids[at] == ids, self._fill_index[at], -1).astype(np.int32)
 
-    def _fill_runs(self, block_ids: np.ndarray) -> List[Tuple[int, int, int]]:
+    def _fill_runs(self, block_ids: IntArray) -> List[Tuple[int, int, int]]:
         """``(row, end, fill index)`` of the runs of consecutive blocks that share a fill."""
         index = self.fill_of(block_ids)
         cuts = np.flatnonzero((np.diff(block_ids) != 1) | (np.diff(index) != 0)) + 1
@@ -156,7 +156,7 @@ class ProfilePageSource:
         u16 = raw.astype("<u8", copy=False).view("<u2").reshape(nblocks, per_block * 4)
         return u16[:, :groups], u16[:, groups:groups + slots]
 
-    def materialize(self, block_ids: np.ndarray) -> PageBatch:
+    def materialize(self, block_ids: IntArray) -> PageBatch:
         ppb = self.geometry.pages_per_block
         block_ids = np.asarray(block_ids, dtype=np.int64)
         kinds = np.zeros((len(block_ids), ppb), dtype=np.uint8)
@@ -172,8 +172,8 @@ class ProfilePageSource:
         return PageBatch(block_ids=block_ids, kinds=kinds, refcount=refcount, refcount_rows=refcount_rows,
                          whole_folios=True, special_rows=special_rows)
 
-    def _place_fixed(self, kinds: np.ndarray, block_ids: np.ndarray, fixed_runs: List[PageRun],
-                     special_rows: np.ndarray) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    def _place_fixed(self, kinds: KindArray, block_ids: IntArray, fixed_runs: List[PageRun],
+                     special_rows: BoolArray) -> Tuple[Optional[np.ndarray], np.ndarray]:
         """Fixed runs on top of the fills; the refcounts when a run sets one."""
         ppb = self.geometry.pages_per_block
         refcount: Optional[np.ndarray] = None
@@ -201,7 +201,7 @@ class ProfilePageSource:
                     refcount[r, s:e] = DEFAULT_REFCOUNT[int(run.kind)]
         return refcount, refcount_rows
 
-    def _fill_rows(self, kinds: np.ndarray, row: int, end: int, block_ids: np.ndarray, plan: FillPlan,
+    def _fill_rows(self, kinds: KindArray, row: int, end: int, block_ids: IntArray, plan: FillPlan,
                    fixed_runs: List[PageRun]) -> None:
         geo = self.geometry
         groups_u16, slot_u16 = self._draw(plan, int(block_ids[row]), end - row)
@@ -234,7 +234,7 @@ class ProfilePageSource:
                 flat[lo // slot_pages:(hi - 1) // slot_pages + 1] = False
         return chosen, slot_kind
 
-    def census(self, block_ids: np.ndarray) -> Tuple[IntArray, Dict[int, int]]:
+    def census(self, block_ids: IntArray) -> Tuple[IntArray, Dict[int, int]]:
         """Free pages per block and free hugetlb folios (by order) of the given blocks, exactly
         as counting the materialised pages would give them, without materialising filled
         blocks that no fixed run touches: their free pages are the draws in the free part of
@@ -270,7 +270,7 @@ class ProfilePageSource:
                     folios[order] += hugetlb_mod.free_folio_heads(batch.kinds[r], block * ppb, order, geo)
         return free, folios
 
-    def _touched_by_fixed(self, block_ids: np.ndarray) -> np.ndarray:
+    def _touched_by_fixed(self, block_ids: IntArray) -> np.ndarray:
         """Per block: some fixed run (hole, vmemmap, fake-offline range, [[pages]]) lies in it."""
         ppb = self.geometry.pages_per_block
         if not len(self._start):

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, overload
 
 import numpy as np
 
+from memplan.core.arrays import IntArray
 from memplan.core.errors import ProfileError, did_you_mean
 from memplan.core.geometry import Geometry
 from memplan.core.model import Errno, Zone
@@ -204,7 +205,7 @@ def merge_spans(spans: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
 _BEYOND = 1 << 62
 
 
-def first_missing(ids: np.ndarray, spans: Sequence[Tuple[int, int]]) -> Optional[int]:
+def first_missing(ids: IntArray, spans: Sequence[Tuple[int, int]]) -> Optional[int]:
     """The first id of the sorted, disjoint inclusive ``spans`` that the sorted ``ids`` lack
     (``None``: every one exists), found with two binary searches per span."""
     if not spans:
@@ -223,7 +224,7 @@ def first_missing(ids: np.ndarray, spans: Sequence[Tuple[int, int]]) -> Optional
     return lo + int(gaps[0]) if len(gaps) else lo + len(present)
 
 
-def span_rows(ids: np.ndarray, spans: Sequence[Tuple[int, int]]) -> np.ndarray:
+def span_rows(ids: IntArray, spans: Sequence[Tuple[int, int]]) -> np.ndarray:
     """The rows of the sorted ``ids`` that the inclusive spans cover (every id exists)."""
     first = np.searchsorted(ids, [lo for lo, _ in spans], side="left")
     last = np.searchsorted(ids, [hi for _, hi in spans], side="right")

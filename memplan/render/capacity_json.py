@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Union
 
 from memplan import __version__
+from memplan.core.model import VirtioMemMode
 from memplan.core.results import Confidence
 from memplan.core.source import InputSource
 from memplan.plans.types import (
@@ -80,7 +81,7 @@ def culprit_dict(c: UnitCulprit, unit_key: str) -> Dict[str, Any]:
     }
 
 
-def unplug_block_dict(b: UnplugBlock, mode: str) -> Dict[str, Any]:
+def unplug_block_dict(b: UnplugBlock, mode: VirtioMemMode) -> Dict[str, Any]:
     out: Dict[str, Any] = {
         "block": b.block,
         "memory_blocks": list(b.memory_blocks),
@@ -89,7 +90,7 @@ def unplug_block_dict(b: UnplugBlock, mode: str) -> Dict[str, Any]:
         "state_after": b.state_after,
         "visited": b.visited,
     }
-    if mode == "sbm":
+    if mode is VirtioMemMode.SBM:
         out["unplugged_subblocks"] = list(b.unplugged_units)
         out["plugged_subblocks_left"] = list(b.plugged_units_left)
         out["culprits"] = [culprit_dict(c, "subblock") for c in b.culprits]
@@ -111,7 +112,7 @@ def _device_header(result: Union[UnplugResult, SweepResult], source: InputSource
         "machine": result.machine,
         "semantics": result.semantics,
         "device": result.device,
-        "mode": result.mode,
+        "mode": result.mode.value,
         "unit_bytes": result.unit_size,
     }
 
@@ -126,10 +127,10 @@ def unplug_dict(result: UnplugResult, source: InputSource) -> Dict[str, Any]:
         "asked_bytes": result.asked_bytes,
         "achieved_bytes": result.achieved_bytes,
         "achieved_bytes_by_confidence": _by_confidence(result.achieved_bytes_by_confidence),
-        "stop": result.stop,
+        "stop": result.stop.value,
         "errno": result.errno.value if result.errno else None,
         "blocks": [unplug_block_dict(b, result.mode) for b in result.blocks],
-        "runs": [{"run": r.run, "at_seconds": r.at_seconds, "trigger": r.trigger,
+        "runs": [{"run": r.run, "at_seconds": r.at_seconds, "trigger": r.trigger.value,
                   "errno": r.errno.value if r.errno else None, "unplugged_bytes": r.unplugged_bytes}
                  for r in result.runs],
         "next_retries_seconds": list(result.next_retries),
@@ -143,7 +144,7 @@ def unplug_dict(result: UnplugResult, source: InputSource) -> Dict[str, Any]:
 def sweep_dict(result: SweepResult, source: InputSource) -> Dict[str, Any]:
     points: List[Dict[str, Any]] = [
         {"requested_bytes": p.requested_bytes, "plugged_after_bytes": p.plugged_after_bytes,
-         "achieved_bytes": result.plugged_before_bytes - p.plugged_after_bytes, "stop": p.stop,
+         "achieved_bytes": result.plugged_before_bytes - p.plugged_after_bytes, "stop": p.stop.value,
          "errno": p.errno.value if p.errno else None}
         for p in result.points
     ]

@@ -7,6 +7,7 @@ from typing import List, Tuple
 
 from rich.console import Console
 
+from memplan.core.model import VirtioMemMode
 from memplan.core.results import Confidence
 from memplan.core.units import format_block_ranges, format_size
 from memplan.plans.types import (
@@ -17,6 +18,7 @@ from memplan.plans.types import (
     SweepResult,
     UnplugBlock,
     UnplugResult,
+    UnplugStop,
 )
 from memplan.render.cells import RESULT_STYLE, confidence_text, culprit_text, lsmem_range, worst_confidence
 from memplan.render.console import print_line
@@ -100,7 +102,7 @@ def unplug_confidence(b: UnplugBlock) -> Confidence:
 
 
 def _culprits(result: UnplugResult, b: UnplugBlock) -> str:
-    sbm = result.mode == "sbm"
+    sbm = result.mode is VirtioMemMode.SBM
     shown = [c for c in b.culprits if c.unit is not None] or list(b.culprits)
     return ", ".join(
         f"{'sb' if sbm else 'sec'} {'all' if c.unit is None else c.unit}: "
@@ -110,7 +112,7 @@ def _culprits(result: UnplugResult, b: UnplugBlock) -> str:
 
 
 def unplug_grid(result: UnplugResult) -> Grid:
-    sbm = result.mode == "sbm"
+    sbm = result.mode is VirtioMemMode.SBM
     grid = grid_of((
         ("BLOCK" if sbm else "BIG BLOCK", "right"), ("MEMORY", "left"), ("ZONE", "left"), ("BEFORE", "left"),
         ("AFTER", "left"), ("UNPLUGGED", "right"), ("LEFT", "right"), ("CULPRITS", "left"), ("CONFIDENCE", "left")))
@@ -126,10 +128,10 @@ def unplug_grid(result: UnplugResult) -> Grid:
 
 
 def print_unplug(console: Console, result: UnplugResult) -> None:
-    unit = "sub-block" if result.mode == "sbm" else "big block"
+    unit = "sub-block" if result.mode is VirtioMemMode.SBM else "big block"
     split = result.achieved_bytes_by_confidence
     lines = [
-        label("Device", f"{result.device} ({result.mode.upper()}, {format_size(result.unit_size)} {unit}s)"),
+        label("Device", f"{result.device} ({result.mode.value.upper()}, {format_size(result.unit_size)} {unit}s)"),
         label("Requested size", format_size(result.requested_bytes)),
         label("Plugged", f"{format_size(result.plugged_before_bytes)} -> {format_size(result.plugged_after_bytes)}"),
         label("Achieved", f"{format_size(result.achieved_bytes)} of {format_size(result.asked_bytes)} asked"),
@@ -156,14 +158,14 @@ def print_unplug(console: Console, result: UnplugResult) -> None:
 
 def _stop_text(result: UnplugResult) -> str:
     return {
-        "reached": "reached the requested size",
-        "unplug_online": "stopped after the offline blocks (unplug_online=0)",
-        "granularity": f"cannot get closer than one {format_size(result.unit_size)} unit",
-        "busy": "-EBUSY: the remaining plugged memory is busy; retrying",
-        "no_memory": "-ENOMEM: no memory left to migrate to; retrying",
-        "hung": "offline_and_remove_memory() never returns (the work item hangs)",
-        "driver": "driver not loaded: nothing happens",
-    }.get(result.stop, result.stop)
+        UnplugStop.REACHED: "reached the requested size",
+        UnplugStop.UNPLUG_ONLINE: "stopped after the offline blocks (unplug_online=0)",
+        UnplugStop.GRANULARITY: f"cannot get closer than one {format_size(result.unit_size)} unit",
+        UnplugStop.BUSY: "-EBUSY: the remaining plugged memory is busy; retrying",
+        UnplugStop.NO_MEMORY: "-ENOMEM: no memory left to migrate to; retrying",
+        UnplugStop.HUNG: "offline_and_remove_memory() never returns (the work item hangs)",
+        UnplugStop.DRIVER: "driver not loaded: nothing happens",
+    }[result.stop]
 
 
 def curve_cell(result: SweepResult, requested: int, plugged_after: int) -> Tuple[Styled, ...]:
@@ -184,11 +186,12 @@ def print_sweep(console: Console, result: SweepResult) -> None:
         curve: Cell = curve_cell(result, p.requested_bytes, p.plugged_after_bytes)
         grid.add_row([format_size(p.requested_bytes), format_size(p.plugged_after_bytes),
                       format_size(result.plugged_before_bytes - p.plugged_after_bytes),
-                      p.stop if p.errno is None else f"{p.stop} ({p.errno.value})", curve])
+                      p.stop.value if p.errno is None else f"{p.stop.value} ({p.errno.value})", curve])
     grid.print(console)
     print_line(console)
     lines: List[str] = [
-        label("Device", f"{result.device} ({result.mode.upper()}), plugged {format_size(result.plugged_before_bytes)}"),
+        label("Device", f"{result.device} ({result.mode.value.upper()}), "
+                        f"plugged {format_size(result.plugged_before_bytes)}"),
         label("Floor", f"{format_size(result.floor_bytes)} (the smallest plugged size any request reaches)"),
         label("Curve", "█ plugged as requested, ▒ plugged beyond the request (could not go), · unplugged"),
     ]

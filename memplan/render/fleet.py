@@ -75,9 +75,9 @@ def host_dict(h: HostSummary) -> Dict[str, Any]:
                    "offlinable_bytes": z.offlinable_bytes, "blocked_bytes": z.blocked_bytes,
                    "causes": [{"cause": c.cause, "blocks": c.blocks, "bytes": c.bytes} for c in z.causes]}
                   for z in h.zones],
-        "devices": [{"device": d.device, "mode": d.mode, "plugged_before_bytes": d.plugged_before_bytes,
+        "devices": [{"device": d.device, "mode": d.mode.value, "plugged_before_bytes": d.plugged_before_bytes,
                      "plugged_after_bytes": d.plugged_after_bytes, "asked_bytes": d.asked_bytes,
-                     "achieved_bytes": d.achieved_bytes, "stop": d.stop, "errno": d.errno} for d in h.devices],
+                     "achieved_bytes": d.achieved_bytes, "stop": d.stop.value, "errno": d.errno} for d in h.devices],
         "warnings": list(h.warnings),
     }
 

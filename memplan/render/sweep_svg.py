@@ -78,7 +78,7 @@ def sweep_svg(result: SweepResult, title: str) -> str:
              f"<title>{escape(title)}</title>",
              f"<rect width='{WIDTH}' height='{HEIGHT}' fill='white'/>",
              _text(WIDTH / 2, 24, title, size=15, extra="font-weight='bold'"),
-             _text(WIDTH / 2, 44, f"device {result.device} ({result.mode.upper()}, "
+             _text(WIDTH / 2, 44, f"device {result.device} ({result.mode.value.upper()}, "
                                   f"{format_size(result.unit_size)} units), plugged {format_size(top)}, "
                                   f"floor {format_size(result.floor_bytes)}, semantics {result.semantics}", size=12)]
     parts += _axes(top)
