@@ -36,6 +36,16 @@ NO_PAGE_FLAGS_ROOT = ("page flags not readable (/proc/kpageflags needs root): wh
 ZONE_ASSUMED = ("zone not known (no valid_zones, no /proc/zoneinfo span): judged as ZONE_NORMAL; in "
                 "ZONE_MOVABLE or spanning zones the verdict could differ")
 
+#: the blind spot of a page verdict without page data about a block the kernel itself rated not
+#: removable (drivers/base/memory.c removable_show(): before 5.8 is_mem_section_removable() of
+#: every section, false on an unmovable page in a pageblock outside ZONE_MOVABLE; since 5.8
+#: IS_ENABLED(CONFIG_MEMORY_HOTREMOVE))
+REMOVABLE_ZERO = ("the kernel rated the block not removable when the tree was saved (memoryN/removable read zero): "
+                  "kernels before 5.8 compute it "
+                  "(is_mem_section_removable(): an unmovable page in a pageblock outside ZONE_MOVABLE), so "
+                  "offlining would most likely fail -EBUSY \"failure to isolate range\"; since 5.8 it reads zero "
+                  "only without CONFIG_MEMORY_HOTREMOVE")
+
 CERTAIN, LIKELY, UNKNOWN = Confidence.CERTAIN, Confidence.LIKELY, Confidence.UNKNOWN
 LEVELS = tuple(Confidence)
 
@@ -60,7 +70,9 @@ def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence:
     if evidence is None or verdict.step in PAGE_FREE_STEPS:
         return CERTAIN, ()
     if evidence.no_page_data:
-        return UNKNOWN, (no_page_spot,) + ((ZONE_ASSUMED,) if evidence.zone_assumed else ())
+        return UNKNOWN, ((no_page_spot,) + ((ZONE_ASSUMED,) if evidence.zone_assumed else ())
+                         + ((REMOVABLE_ZERO,) if evidence.removable_zero and verdict.result is Outcome.OFFLINED
+                            else ()))
     if evidence.zone_assumed:
         _, spots = _assess_pages(verdict, alternative, evidence, foreign_reference)
         return UNKNOWN, (ZONE_ASSUMED,) + spots

@@ -107,6 +107,8 @@ class SnapshotPageSource:
         self.cma_of_block = cma_of_block
         #: blocks whose zone is assumed (neither valid_zones nor zoneinfo tell it)
         self.zone_assumed: frozenset = frozenset()
+        #: online blocks whose ``removable`` read 0
+        self.removable_zero: frozenset = frozenset()
         #: the blind spot of a verdict that needed pages this source does not hold (``blind``)
         self.no_page_spot = NO_PAGE_FLAGS
         self.movable_ops_visible = movable_ops_visible
@@ -205,7 +207,8 @@ class SnapshotPageSource:
         self.evidence[block] = BlockEvidence(
             block=block, zone=self.zone_of_block.get(block), counts=tuple(int(c) for c in counts),
             zone_cma_pages=self.cma_of_block.get(block, 0), movable_ops_visible=self.movable_ops_visible,
-            no_page_data=self.flags is None, zone_assumed=block in self.zone_assumed)
+            no_page_data=self.flags is None, zone_assumed=block in self.zone_assumed,
+            removable_zero=block in self.removable_zero)
 
     def materialize(self, block_ids: np.ndarray) -> PageBatch:
         ids = np.asarray(block_ids, dtype=np.int64)
@@ -506,6 +509,8 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         semantics_reason=reason, page_data=flags is not None,
     )
     source.zone_assumed = frozenset(zone_assumed)
+    source.removable_zero = frozenset(b.id for b in facts.memory.blocks
+                                      if b.removable == 0 and b.state is BlockState.ONLINE)
     source.no_page_spot = no_page_spot
     source.context = SnapshotContext(tree, facts, tuple(device_facts))
     return machine
