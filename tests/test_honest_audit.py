@@ -84,3 +84,53 @@ def test_trees_with_page_data_are_judged_from_the_pages():
     from conftest import fixture_tree
     doc = json.loads(run("simulate", "--sysroot", fixture_tree("qemu-6.1-post1"), "--json").stdout)
     assert not [b for b in doc["blocks"] if REMOVABLE_ZERO in b["blind_spots"]]
+
+
+def test_unplug_on_a_tree_without_iomem_says_why_no_device_is_seen(s390):
+    # a partial tree is not bad input: the device may exist, the tree cannot show it
+    iomem = os.path.join(s390, "proc", "iomem")
+    result = run("unplug", "--sysroot", s390, "--by", "1G")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("memplan: error:")]
+    assert errors == [f"memplan: error: s390: no virtio-mem device visible: {iomem} is missing (a device's memory "
+                      "shows there as 'System RAM (virtio_mem)')"]
+    doc = json.loads(run("fleet", s390, "--unplug-by", "1G", "--json", "--workers", 1).stdout)
+    assert doc["hosts"][0]["error"] == errors[0][len("memplan: error: "):]
+
+
+def test_unplug_on_a_tree_with_iomem_and_no_device_says_so(tmp_path):
+    from conftest import fixture_tree
+    result = run("unplug", "--sysroot", fixture_tree("host-6.18-24g"), "--by", "1G")
+    assert result.exit_code == 2
+    assert "memplan: error: host-6.18-24g has no virtio-mem device" in result.stderr.splitlines()
+
+
+def test_patched_snapshot_after_offline_and_online_is_read_the_same(tmp_path):
+    # spec §9.1: the patched kernel's fake-offline pages read 0x400800000, and 0x400800010 once
+    # the block was offlined and onlined again (virtio_mem_set_fake_offline(..., false) sets
+    # PG_dirty on PageOffline pages that were not onlined): still skippable fake-offline pages
+    import lzma
+    import shutil
+
+    import numpy as np
+
+    from conftest import fixture_tree
+    root = str(tmp_path / "reonlined")
+    shutil.copytree(fixture_tree("qemu-7.2-skippable-post1"), root)
+    path = os.path.join(root, "proc", "kpageflags.xz")
+    with lzma.open(path) as handle:
+        flags = np.frombuffer(handle.read(), dtype="<u8").copy()
+    fake = flags == 0x400800000
+    assert int(fake.sum()) == 16384 and int(np.nonzero(fake)[0][0]) == 0x13C000
+    flags[fake] = 0x400800010
+    with lzma.open(path, "wb", preset=0) as handle:
+        handle.write(flags.tobytes())
+    before = json.loads(run("simulate", "--sysroot", fixture_tree("qemu-7.2-skippable-post1"), "--blocks", 39,
+                            "--json").stdout)
+    after = json.loads(run("simulate", "--sysroot", root, "--blocks", 39, "--json").stdout)
+    assert after["semantics"] == before["semantics"] == "skippable"
+    assert after["semantics_reason"] == before["semantics_reason"]
+    assert after["blocks"][0]["pages"] == before["blocks"][0]["pages"]
+    assert after["blocks"][0]["pages"]["skipped_offline"] == 16384
+    for key in ("result", "errno", "reason", "confidence", "blind_spots", "kernel_log", "hazards"):
+        assert after["blocks"][0][key] == before["blocks"][0][key], key

@@ -507,6 +507,8 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
         assessor=SnapshotAssessor(evidence, source.alternative, no_page_spot),
         semantics_reason=reason, page_data=flags is not None,
+        devices_unseen=(f"{tree.display('proc/iomem')} reads every address as 0 without root" if facts.iomem_hidden
+                        else f"{tree.display('proc/iomem')} is missing" if facts.iomem is None else None),
     )
     source.zone_assumed = frozenset(zone_assumed)
     source.removable_zero = frozenset(b.id for b in facts.memory.blocks
