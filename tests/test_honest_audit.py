@@ -134,3 +134,19 @@ def test_patched_snapshot_after_offline_and_online_is_read_the_same(tmp_path):
     assert after["blocks"][0]["pages"]["skipped_offline"] == 16384
     for key in ("result", "errno", "reason", "confidence", "blind_spots", "kernel_log", "hazards"):
         assert after["blocks"][0][key] == before["blocks"][0][key], key
+
+
+def test_a_block_caught_going_offline_is_not_a_certain_einval(tmp_path):
+    # MEM_GOING_OFFLINE is only seen while another offline_pages() holds device_hotplug_lock:
+    # state_store() -> lock_device_hotplug_sysfs() restarts the write until that attempt ends,
+    # then device_offline() returns 1 (-EINVAL) if it offlined the block, or the block is online
+    # again and is judged on its pages. Already offline blocks stay certain.
+    from memplan.snapshot.confidence import GOING_OFFLINE
+    root = TREES["x86_64"].write(str(tmp_path / "x86_64"))
+    doc = json.loads(run("simulate", "--sysroot", root, "--blocks", "44-46", "--json").stdout)
+    got = {b["block"]: (b["result"], b["errno"], b["step"], b["confidence"], b["blind_spots"]) for b in doc["blocks"]}
+    assert got == {44: ("fails", "EINVAL", "state", "certain", []), 45: ("fails", "EINVAL", "state", "certain", []),
+                   46: ("fails", "EINVAL", "state", "unknown", [GOING_OFFLINE])}
+    assert doc["summary"]["unknown_blocks"] == 1
+    story = run("explain", "--sysroot", root, 46).stdout.splitlines()
+    assert story[3:5] == ["Confidence: unknown, because the input cannot see:", f"  - {GOING_OFFLINE}"]

@@ -46,6 +46,15 @@ REMOVABLE_ZERO = ("the kernel rated the block not removable when the tree was sa
                   "offlining would most likely fail -EBUSY \"failure to isolate range\"; since 5.8 it reads zero "
                   "only without CONFIG_MEMORY_HOTREMOVE")
 
+#: the blind spot of a block caught going offline (``MEM_GOING_OFFLINE``: another
+#: offline_pages() held device_hotplug_lock when the input was read). A write to its ``state``
+#: waits for that lock (lock_device_hotplug_sysfs() restarts the syscall), then meets the
+#: other attempt's result: offline (device_offline() returns 1, -EINVAL) or online again
+#: (offlined or refused on its pages).
+GOING_OFFLINE = ("the block was going offline when the input was read (another offline_pages() in progress): "
+                 "the write waits for device_hotplug_lock, then fails -EINVAL if that attempt offlined the block, "
+                 "or, if it failed, finds the block online again and succeeds or fails on its pages")
+
 CERTAIN, LIKELY, UNKNOWN = Confidence.CERTAIN, Confidence.LIKELY, Confidence.UNKNOWN
 LEVELS = tuple(Confidence)
 
@@ -168,6 +177,8 @@ class SnapshotAssessor:
         self._alternative = alternative
         #: the blind spot of a verdict that needed pages the input does not hold
         self.no_page_spot = no_page_spot
+        #: blocks read in state ``going-offline``
+        self.going_offline: frozenset = frozenset()
 
     def second_reading(self) -> Optional[PageSource]:
         return self._alternative
@@ -177,4 +188,6 @@ class SnapshotAssessor:
 
     def assess(self, verdict: BlockVerdict, second: Optional[BlockVerdict],
                foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
+        if verdict.block in self.going_offline:
+            return UNKNOWN, (GOING_OFFLINE,)
         return assess(verdict, second, self.evidence.get(verdict.block), foreign_reference, self.no_page_spot)

@@ -500,12 +500,14 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     source = SnapshotPageSource(geometry, flags, counts, ram, block_zone, cma, movable_ops_visible, primary, evidence,
                                 pessimistic)
     no_page_spot = NO_PAGE_FLAGS_ROOT if needs_root else NO_PAGE_FLAGS
+    assessor = SnapshotAssessor(evidence, source.alternative, no_page_spot)
+    assessor.going_offline = frozenset(b.id for b in facts.memory.blocks if b.state is BlockState.GOING_OFFLINE)
     name = socket.gethostname() if live else os.path.basename(os.path.normpath(root)) or root
     machine = Machine(
         name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
         devices=tuple(devices), environment=Environment(hugetlb=_pools(facts, geometry)), default_semantics=semantics,
         nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
-        assessor=SnapshotAssessor(evidence, source.alternative, no_page_spot),
+        assessor=assessor,
         semantics_reason=reason, page_data=flags is not None,
         devices_unseen=(f"{tree.display('proc/iomem')} reads every address as 0 without root" if facts.iomem_hidden
                         else f"{tree.display('proc/iomem')} is missing" if facts.iomem is None else None),
