@@ -1,6 +1,7 @@
 """Confidence and blind spots of snapshot verdicts."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from conftest import build_sysroot
 from memplan.core.model import Errno, Zone
 from memplan.core.results import BlockVerdict, Confidence, ForeignRefEffect, Outcome, PageCounts, Reason, Step
 from memplan.core.source import InputSource
+from memplan.core.units import format_size
 from memplan.engine.simulation import simulate
 from memplan.snapshot.confidence import assess, needs_second_reading
 from memplan.snapshot.evidence import CLASSES, BlockEvidence, PageClass
@@ -241,10 +243,20 @@ def test_explain_and_diff_json_carry_the_snapshot_confidence(kernel_zone_tree):
         "offlinable_bytes_by_confidence"]
 
 
-def test_diff_summary_splits_by_confidence_only_when_something_is_not_certain(kernel_zone_tree):
+def test_diff_summary_splits_by_confidence_on_every_input(kernel_zone_tree):
+    # as simulate's summary does (issue 13 section 1: every table summary prints the split),
+    # and the headline names the unknown part as simulate's "Would offline" does
     from conftest import bundled
     lines = run("diff-semantics", "--sysroot", kernel_zone_tree).stdout.splitlines()
+    assert "Offlinable (refcount):      2 (256M, 128M of it unknown)" in lines
     assert "By confidence (refcount):   certain 128M, likely 0B, unknown 128M" in lines
     assert "By confidence (skippable):  certain 128M, likely 0B, unknown 128M" in lines
-    assert not [line for line in run("diff-semantics", bundled("sbm-guest.toml")).stdout.splitlines()
-                if line.startswith("By confidence")]
+    profile = run("diff-semantics", bundled("sbm-guest.toml"))
+    doc = json.loads(run("diff-semantics", bundled("sbm-guest.toml"), "--json").stdout)
+    left = doc["summary"]["left"]
+    assert left["offlinable_bytes_by_confidence"] == {"certain": left["offlinable_bytes"], "likely": 0, "unknown": 0}
+    split = [line for line in profile.stdout.splitlines() if line.startswith("By confidence")]
+    assert split == [f"By confidence (refcount):   certain {format_size(left['offlinable_bytes'])}, likely 0B, "
+                     "unknown 0B", f"By confidence (skippable):  certain "
+                     f"{format_size(doc['summary']['right']['offlinable_bytes'])}, likely 0B, unknown 0B"]
+    assert not [line for line in profile.stdout.splitlines() if "of it unknown" in line]

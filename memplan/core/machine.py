@@ -266,6 +266,9 @@ class Machine:
     #: read without root): ``pages`` serves stand-ins (all free) to judge with, and every page
     #: count taken from them is unknown (``BlockVerdict.pages_known``, ``MemoryLeft.free_known``)
     page_data: bool = True
+    #: why virtio-mem devices cannot be seen in the input (a tree without /proc/iomem, a live
+    #: /proc/iomem read without root); ``None``: every device the input has is listed
+    devices_unseen: Optional[str] = None
 
     def device_of_block(self, row: int) -> Optional[VirtioMemDevice]:
         index = int(self.blocks.device[row])

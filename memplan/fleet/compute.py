@@ -408,7 +408,7 @@ def unplug_summary(task: HostTask, machine: Machine) -> HostSummary:
     """``memplan unplug --by``: lower every virtio-mem device's requested size (or the one
     ``--device`` names) by SIZE, one device after the other on the same machine state."""
     from memplan.plans.state import MachineState
-    from memplan.plans.unplug import find_device, run_unplug
+    from memplan.plans.unplug import find_device, no_device_message, run_unplug
     by = int(task.options.size or 0)
     state = MachineState(machine, task.options.semantics)
     if task.options.device is not None:
@@ -416,7 +416,7 @@ def unplug_summary(task: HostTask, machine: Machine) -> HostSummary:
     else:
         devices = list(state.devices)
         if not devices:
-            raise UsageError(f"{machine.name} has no virtio-mem device")
+            raise UsageError(no_device_message(machine))
     for dev in devices:
         if by % dev.device.device_block_size:
             raise UsageError(f"--unplug-by {format_size(by)} is not a multiple of the device block size of "

@@ -320,11 +320,19 @@ class VirtioMemDriver:
         return rc
 
 
+def no_device_message(machine: Machine) -> str:
+    """``NAME has no virtio-mem device``, or why the input cannot show one."""
+    if machine.devices_unseen:
+        return (f"{machine.name}: no virtio-mem device visible: {machine.devices_unseen} (a device's memory shows "
+                "there as 'System RAM (virtio_mem)')")
+    return f"{machine.name} has no virtio-mem device"
+
+
 def find_device(state: MachineState, name: Optional[str]) -> DeviceState:
     """The device ``--device`` names (the only one when there is one); usage errors otherwise."""
     names = [d.device.id for d in state.devices]
     if not names:
-        raise UsageError(f"{state.machine.name} has no virtio-mem device")
+        raise UsageError(no_device_message(state.machine))
     if name is None:
         if len(names) > 1:
             raise UsageError(f"--device is required: {state.machine.name} has {len(names)} virtio-mem devices "

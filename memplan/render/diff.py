@@ -29,7 +29,7 @@ from memplan.render.escape import safe
 from memplan.render.grid import Cell, Grid, GridColumn, Styled
 from memplan.render.json import block_dict, by_confidence_dict
 from memplan.render.lsmem import Format, SummaryWhen, TableOptions, print_listing
-from memplan.render.table import by_confidence_text
+from memplan.render.table import by_confidence_text, unknown_caveat
 
 # --- JSON -------------------------------------------------------------------------------
 
@@ -179,19 +179,21 @@ def print_owners(console: Console, diff: SemanticsDiff) -> None:
 
 def summary_lines(diff: SemanticsDiff, in_bytes: bool = False) -> List[str]:
     s = diff.summary
-    # the split by confidence once some verdict is not certain (a profile's are all certain)
-    splits = ((diff.left, s.left_offlinable_by_confidence), (diff.right, s.right_offlinable_by_confidence))
-    split = any(n for _, by in splits for level, n in by.items() if level is not Confidence.CERTAIN)
-    width = max(len(diff.left), len(diff.right)) + (18 if split else 16)
+    # the split by confidence on every input, as simulate's summary prints it (issue 13 §1; a
+    # profile's verdicts are all certain)
+    splits = ((diff.left, s.left_offlinable_by_confidence or {Confidence.CERTAIN: s.left_offlinable_bytes}),
+              (diff.right, s.right_offlinable_by_confidence or {Confidence.CERTAIN: s.right_offlinable_bytes}))
+    width = max(len(diff.left), len(diff.right)) + 18
     size = (lambda n: str(n)) if in_bytes else format_size
     lines = [
         f"{'Blocks compared:':<{width}} {s.blocks}",
         f"{'Blocks that differ:':<{width}} {s.differ}",
-        f"{f'Offlinable ({diff.left}):':<{width}} {s.left_offlined} ({size(s.left_offlinable_bytes)})",
-        f"{f'Offlinable ({diff.right}):':<{width}} {s.right_offlined} ({size(s.right_offlinable_bytes)})",
+        f"{f'Offlinable ({diff.left}):':<{width}} {s.left_offlined} ({size(s.left_offlinable_bytes)}"
+        f"{unknown_caveat(splits[0][1], in_bytes)})",
+        f"{f'Offlinable ({diff.right}):':<{width}} {s.right_offlined} ({size(s.right_offlinable_bytes)}"
+        f"{unknown_caveat(splits[1][1], in_bytes)})",
     ]
-    if split:
-        lines += [f"{f'By confidence ({name}):':<{width}} {by_confidence_text(by, in_bytes)}" for name, by in splits]
+    lines += [f"{f'By confidence ({name}):':<{width}} {by_confidence_text(by, in_bytes)}" for name, by in splits]
     return lines
 
 

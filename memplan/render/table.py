@@ -88,7 +88,7 @@ class BlindSpots:
         if not v.blind_spots:
             return
         confidence = (v.confidence or Confidence.CERTAIN).value
-        key = (confidence,) + tuple(re.sub(r"\b\d+\b", "N", s) for s in v.blind_spots)
+        key = (confidence,) + tuple(re.sub(r"(?<![.\w])\d+(?![.\w])", "N", s) for s in v.blind_spots)
         spans = self.groups.setdefault(key, [])
         if spans and spans[-1][1] + 1 == v.block and key not in self.more:
             spans[-1][1] = v.block

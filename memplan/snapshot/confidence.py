@@ -36,6 +36,25 @@ NO_PAGE_FLAGS_ROOT = ("page flags not readable (/proc/kpageflags needs root): wh
 ZONE_ASSUMED = ("zone not known (no valid_zones, no /proc/zoneinfo span): judged as ZONE_NORMAL; in "
                 "ZONE_MOVABLE or spanning zones the verdict could differ")
 
+#: the blind spot of a page verdict without page data about a block the kernel itself rated not
+#: removable (drivers/base/memory.c removable_show(): before 5.8 is_mem_section_removable() of
+#: every section, false on an unmovable page in a pageblock outside ZONE_MOVABLE; since 5.8
+#: IS_ENABLED(CONFIG_MEMORY_HOTREMOVE))
+REMOVABLE_ZERO = ("the kernel rated the block not removable when the tree was saved (memoryN/removable read zero): "
+                  "kernels before 5.8 compute it "
+                  "(is_mem_section_removable(): an unmovable page in a pageblock outside ZONE_MOVABLE), so "
+                  "offlining would most likely fail -EBUSY \"failure to isolate range\"; since 5.8 it reads zero "
+                  "only without CONFIG_MEMORY_HOTREMOVE")
+
+#: the blind spot of a block caught going offline (``MEM_GOING_OFFLINE``: another
+#: offline_pages() held device_hotplug_lock when the input was read). A write to its ``state``
+#: waits for that lock (lock_device_hotplug_sysfs() restarts the syscall), then meets the
+#: other attempt's result: offline (device_offline() returns 1, -EINVAL) or online again
+#: (offlined or refused on its pages).
+GOING_OFFLINE = ("the block was going offline when the input was read (another offline_pages() in progress): "
+                 "the write waits for device_hotplug_lock, then fails -EINVAL if that attempt offlined the block, "
+                 "or, if it failed, finds the block online again and succeeds or fails on its pages")
+
 CERTAIN, LIKELY, UNKNOWN = Confidence.CERTAIN, Confidence.LIKELY, Confidence.UNKNOWN
 LEVELS = tuple(Confidence)
 
@@ -60,7 +79,9 @@ def assess(verdict: BlockVerdict, alternative: Optional[BlockVerdict], evidence:
     if evidence is None or verdict.step in PAGE_FREE_STEPS:
         return CERTAIN, ()
     if evidence.no_page_data:
-        return UNKNOWN, (no_page_spot,) + ((ZONE_ASSUMED,) if evidence.zone_assumed else ())
+        return UNKNOWN, ((no_page_spot,) + ((ZONE_ASSUMED,) if evidence.zone_assumed else ())
+                         + ((REMOVABLE_ZERO,) if evidence.removable_zero and verdict.result is Outcome.OFFLINED
+                            else ()))
     if evidence.zone_assumed:
         _, spots = _assess_pages(verdict, alternative, evidence, foreign_reference)
         return UNKNOWN, (ZONE_ASSUMED,) + spots
@@ -156,6 +177,8 @@ class SnapshotAssessor:
         self._alternative = alternative
         #: the blind spot of a verdict that needed pages the input does not hold
         self.no_page_spot = no_page_spot
+        #: blocks read in state ``going-offline``
+        self.going_offline: frozenset = frozenset()
 
     def second_reading(self) -> Optional[PageSource]:
         return self._alternative
@@ -165,4 +188,6 @@ class SnapshotAssessor:
 
     def assess(self, verdict: BlockVerdict, second: Optional[BlockVerdict],
                foreign_reference: ForeignRefEffect) -> Tuple[Confidence, Tuple[str, ...]]:
+        if verdict.block in self.going_offline:
+            return UNKNOWN, (GOING_OFFLINE,)
         return assess(verdict, second, self.evidence.get(verdict.block), foreign_reference, self.no_page_spot)

@@ -109,6 +109,8 @@ class BlockEvidence:
     no_page_data: bool = False
     #: neither valid_zones nor zoneinfo tell the block's zone: ``zone`` is an assumption
     zone_assumed: bool = False
+    #: the online block's ``removable`` read 0 when the tree was saved
+    removable_zero: bool = False
 
     def count(self, cls: PageClass) -> int:
         return self.counts[int(cls)] if int(cls) < len(self.counts) else 0

@@ -107,6 +107,8 @@ class SnapshotPageSource:
         self.cma_of_block = cma_of_block
         #: blocks whose zone is assumed (neither valid_zones nor zoneinfo tell it)
         self.zone_assumed: frozenset = frozenset()
+        #: online blocks whose ``removable`` read 0
+        self.removable_zero: frozenset = frozenset()
         #: the blind spot of a verdict that needed pages this source does not hold (``blind``)
         self.no_page_spot = NO_PAGE_FLAGS
         self.movable_ops_visible = movable_ops_visible
@@ -205,7 +207,8 @@ class SnapshotPageSource:
         self.evidence[block] = BlockEvidence(
             block=block, zone=self.zone_of_block.get(block), counts=tuple(int(c) for c in counts),
             zone_cma_pages=self.cma_of_block.get(block, 0), movable_ops_visible=self.movable_ops_visible,
-            no_page_data=self.flags is None, zone_assumed=block in self.zone_assumed)
+            no_page_data=self.flags is None, zone_assumed=block in self.zone_assumed,
+            removable_zero=block in self.removable_zero)
 
     def materialize(self, block_ids: np.ndarray) -> PageBatch:
         ids = np.asarray(block_ids, dtype=np.int64)
@@ -497,15 +500,21 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
     source = SnapshotPageSource(geometry, flags, counts, ram, block_zone, cma, movable_ops_visible, primary, evidence,
                                 pessimistic)
     no_page_spot = NO_PAGE_FLAGS_ROOT if needs_root else NO_PAGE_FLAGS
+    assessor = SnapshotAssessor(evidence, source.alternative, no_page_spot)
+    assessor.going_offline = frozenset(b.id for b in facts.memory.blocks if b.state is BlockState.GOING_OFFLINE)
     name = socket.gethostname() if live else os.path.basename(os.path.normpath(root)) or root
     machine = Machine(
         name=name, source="live" if live else root, geometry=geometry, blocks=table, pages=source,
         devices=tuple(devices), environment=Environment(hugetlb=_pools(facts, geometry)), default_semantics=semantics,
         nodes=max(block_node.values()) + 1 if block_node else 1, kernel=facts.release, warnings=tuple(warnings),
-        assessor=SnapshotAssessor(evidence, source.alternative, no_page_spot),
+        assessor=assessor,
         semantics_reason=reason, page_data=flags is not None,
+        devices_unseen=(f"{tree.display('proc/iomem')} reads every address as 0 without root" if facts.iomem_hidden
+                        else f"{tree.display('proc/iomem')} is missing" if facts.iomem is None else None),
     )
     source.zone_assumed = frozenset(zone_assumed)
+    source.removable_zero = frozenset(b.id for b in facts.memory.blocks
+                                      if b.removable == 0 and b.state is BlockState.ONLINE)
     source.no_page_spot = no_page_spot
     source.context = SnapshotContext(tree, facts, tuple(device_facts))
     return machine

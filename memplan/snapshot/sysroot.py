@@ -143,6 +143,10 @@ class MemoryBlockInfo:
     #: every ``nodeX`` link (a boot block spanning nodes is registered under each,
     #: ``register_memory_blocks_under_node()``)
     nodes: Tuple[int, ...] = ()
+    #: ``removable`` as the kernel printed it (``None``: absent or not a number). Kernels
+    #: before 5.8 computed it for online blocks (``is_mem_section_removable()``); since then
+    #: it reads ``IS_ENABLED(CONFIG_MEMORY_HOTREMOVE)``
+    removable: Optional[int] = None
 
     @property
     def zone(self) -> Optional[Zone]:
@@ -199,8 +203,10 @@ def read_memory(tree: Tree) -> MemoryLayout:
                 raise _value_error(tree, f"{base}/valid_zones", zones_text,
                                    "one zone (DMA, DMA32, Normal, Movable) or none" if state is BlockState.ONLINE
                                    else "a list of zones")
-        for extra in BLOCK_EXTRA_FILES:  # what lsmem reads besides: kept for --save
-            tree.text(f"{base}/{extra}", required=False)
+        extras = {extra: tree.text(f"{base}/{extra}", required=False)  # what lsmem reads besides: kept for --save
+                  for extra in BLOCK_EXTRA_FILES}
+        removable_text = (extras.get("removable") or "").strip()
+        removable = int(removable_text) if removable_text in ("0", "1") else None
         index_text = tree.text(f"{base}/phys_index", required=False)
         if index_text is not None:
             try:
@@ -217,7 +223,7 @@ def read_memory(tree: Tree) -> MemoryLayout:
                 tree.link(f"{base}/{entry}")
                 nodes.append(int(node_match.group(1)))
         nodes = sorted(set(nodes)) or sorted(node_of.get(block, ()))
-        blocks.append(MemoryBlockInfo(block, state, zones, nodes[-1] if nodes else None, tuple(nodes)))
+        blocks.append(MemoryBlockInfo(block, state, zones, nodes[-1] if nodes else None, tuple(nodes), removable))
     if not blocks:
         raise InputError(f"{tree.display(MEMORY_DIR)}: no memoryN directories")
     blocks.sort(key=lambda b: b.id)
