@@ -119,7 +119,7 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
     """
     from memplan.fleet.aggregate import FleetAggregate
     from memplan.fleet.compute import make_tasks
-    from memplan.fleet.executors import FleetRun, gc_frozen
+    from memplan.fleet.executors import FleetRun
     from memplan.render import fleet as render_fleet
 
     if as_json and jsonl:
@@ -143,7 +143,7 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
                 bar.advance(progress_task)
     elapsed = time.perf_counter() - started
     report = aggregate.report()
-    with gc_frozen():  # a row is many small objects: collections skip the imported modules' ones
+    with FleetRun.gc_frozen():  # a row is many small objects: collections skip the imported modules' ones
         _finish(report, backend.describe(len(tasks)), elapsed, as_json, jsonl, check)
 
 

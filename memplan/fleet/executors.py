@@ -73,6 +73,9 @@ class FleetRun:
     (seconds, ``None``: no limit) bounds each host.
     """
 
+    #: ``gc_frozen()``, for the output that follows a run (its rows)
+    gc_frozen = staticmethod(gc_frozen)
+
     def __init__(self, tasks: Sequence[HostTask], backend: Optional[Backend] = None, func: HostFunc = run_host,
                  host_timeout: Optional[float] = DEFAULT_HOST_TIMEOUT_S, stats: Optional[FleetStats] = None) -> None:
         self.backend = backend or Backend()
