@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import io
 import os
 import pickle
@@ -207,8 +208,14 @@ class Measured:
         return max(total - self.idle_rates[which] * self.wall_s, 0.0)
 
 
-def _cpu(exclude: Tuple[int, ...], scheduler_pid: Optional[int]) -> Tuple[float, Dict[int, float], float]:
-    return time.process_time(), descendants_cpu(exclude), cpu_of(scheduler_pid) if scheduler_pid else 0.0
+def _cpu(exclude: Tuple[int, ...], scheduler_pid: Optional[int],
+         start: bool = False) -> Tuple[float, Dict[int, float], float]:
+    """This process's CPU seconds, every descendant's, the scheduler's. Reading /proc costs this
+    process tens of milliseconds: at the ``start`` of a window its own time is read after the
+    scan, at the end before it, so that no window counts the benchmark's own accounting."""
+    own = time.process_time()
+    others = descendants_cpu(exclude), cpu_of(scheduler_pid) if scheduler_pid else 0.0
+    return (time.process_time() if start else own), others[0], others[1]
 
 
 def _spent(before: Tuple[float, Dict[int, float], float], exclude: Tuple[int, ...],
@@ -228,11 +235,11 @@ def measure(name: str, tasks: List[HostTask], backend: Backend, func: Callable[[
     sink = io.StringIO()
     start_cpu = time.process_time()
     with FleetRun(tasks, backend, func=func, stats=stats) as run:
-        idle0, idle_wall = _cpu(exclude, scheduler_pid), time.perf_counter()
+        idle0, idle_wall = _cpu(exclude, scheduler_pid, start=True), time.perf_counter()
         time.sleep(IDLE_S)
         idle = _spent(idle0, exclude, scheduler_pid)
         rates = tuple(x / (time.perf_counter() - idle_wall) for x in idle)
-        before, start_wall, main0 = _cpu(exclude, scheduler_pid), time.perf_counter(), time.thread_time()
+        before, start_wall, main0 = _cpu(exclude, scheduler_pid, start=True), time.perf_counter(), time.thread_time()
         aggregate = FleetAggregate(tasks[0].options)
         answers = {}
         for host in run.results():
@@ -350,6 +357,7 @@ def print_parent_split(reference: Measured) -> None:
     hosts = list(reference.answers.values())
     blobs = [pickle.dumps(h) for h in hosts]
     sink = io.StringIO()
+    gc.collect()  # the collection the earlier runs owe would land in one of the pieces
 
     def per_host(work: Callable[[], object], repeat: int = 5) -> float:
         start = time.process_time()

@@ -143,7 +143,8 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
                 bar.advance(progress_task)
     elapsed = time.perf_counter() - started
     report = aggregate.report()
-    _finish(report, backend.describe(len(tasks)), elapsed, as_json, jsonl, check)
+    with FleetRun.gc_frozen():  # a row is many small objects: collections skip the imported modules' ones
+        _finish(report, backend.describe(len(tasks)), elapsed, as_json, jsonl, check)
 
 
 def _finish(report: FleetReport, where: str, elapsed: float, as_json: bool, jsonl: bool, check: bool) -> None:

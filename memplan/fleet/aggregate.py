@@ -13,9 +13,17 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from memplan.core.results import Confidence
 from memplan.core.status import ExitStatus, check_status
 from memplan.fleet.compute import ZONE_ORDER, FleetOptions
-from memplan.fleet.types import ConfidenceBytes, FleetCause, FleetReport, FleetTotals, HostSummary, ZoneTotal
+from memplan.fleet.types import (
+    ConfidenceBytes,
+    FleetCause,
+    FleetReport,
+    FleetTotals,
+    HostSummary,
+    ZoneTotal,
+)
 
-#: The host counters whose fleet total is their sum (``FleetTotals`` has a field for each).
+#: The host counters whose fleet total is their sum (``FleetTotals`` has a field for each;
+#: ``FleetAggregate.add()`` adds each by name).
 SUMMED = ("memory_bytes", "offlinable_bytes", "unreclaimable_bytes", "blocked_bytes", "asked_bytes", "achieved_bytes",
           "unknown_blocks")
 
@@ -42,13 +50,15 @@ class FleetAggregate:
         self.keep_hosts = keep_hosts
         self.hosts: List[HostSummary] = []
         self._counts: Dict[str, int] = dict.fromkeys(("hosts", "errors", "succeeded", *SUMMED, "warned"), 0)
-        self._by_confidence = ConfidenceBytes()
+        #: the fleet's offlinable memory by confidence: certain, likely, unknown
+        self._by_confidence = [0, 0, 0]
         #: zone -> [hosts, blocks, offlinable bytes, blocked bytes]
         self._zones: Dict[str, List[int]] = {}
         #: (cause, zone) -> [hosts, blocks, bytes]
         self._causes: Dict[Tuple[str, str], List[int]] = {}
 
     def add(self, host: HostSummary) -> None:
+        """Fold one host in: a few additions (the parent does this for every host of the fleet)."""
         if self.keep_hosts:
             self.hosts.append(host)
         c = self._counts
@@ -57,25 +67,39 @@ class FleetAggregate:
             c["errors"] += 1
             return
         c["succeeded"] += host.reaches(self.trust)
-        for name in SUMMED:
-            c[name] += getattr(host, name)
+        c["memory_bytes"] += host.memory_bytes
+        c["offlinable_bytes"] += host.offlinable_bytes
+        c["unreclaimable_bytes"] += host.unreclaimable_bytes
+        c["blocked_bytes"] += host.blocked_bytes
+        c["asked_bytes"] += host.asked_bytes
+        c["achieved_bytes"] += host.achieved_bytes
+        c["unknown_blocks"] += host.unknown_blocks
         c["warned"] += bool(host.warnings)
-        self._by_confidence = self._by_confidence + host.offlinable_by_confidence
+        split, total = host.offlinable_by_confidence, self._by_confidence
+        total[0] += split.certain
+        total[1] += split.likely
+        total[2] += split.unknown
+        zones, causes = self._zones, self._causes
         for z in host.zones:
-            t = self._zones.setdefault(z.zone, [0, 0, 0, 0])
+            t = zones.get(z.zone)
+            if t is None:
+                t = zones[z.zone] = [0, 0, 0, 0]
             t[0] += 1
             t[1] += z.blocks
             t[2] += z.offlinable_bytes
             t[3] += z.blocked_bytes
             for cause in z.causes:
-                u = self._causes.setdefault((cause.cause, z.zone), [0, 0, 0])
+                key = (cause.cause, z.zone)
+                u = causes.get(key)
+                if u is None:
+                    u = causes[key] = [0, 0, 0]
                 u[0] += 1
                 u[1] += cause.blocks
                 u[2] += cause.bytes
 
     @property
     def totals(self) -> FleetTotals:
-        return FleetTotals(offlinable_by_confidence=self._by_confidence, **self._counts)
+        return FleetTotals(offlinable_by_confidence=ConfidenceBytes(*self._by_confidence), **self._counts)
 
     def warnings(self) -> Tuple[str, ...]:
         """What the fleet warns about: hosts that could not be judged, hosts with warnings."""

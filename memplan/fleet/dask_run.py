@@ -24,22 +24,23 @@ import queue
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from memplan.core.errors import UsageError
 from memplan.fleet.backends import Backend, Batcher, FleetStats, cpu_count, signals_deferred
 from memplan.fleet.cluster import ClusterProcess
 from memplan.fleet.compute import HostTask, error_row
 from memplan.fleet.types import HostSummary
-from memplan.fleet.worker import HostFunc, failed_error, run_batch, timed_out_error
+from memplan.fleet.worker import Answer, HostFunc, answers_of, failed_error, run_batch, timed_out_error
 
 #: How to install the optional Dask support.
 DASK_HINT = "pip install 'memplan[fleet]'"
 #: How long a Dask run waits for its first worker.
 WORKER_WAIT_S = 60
 #: CPU seconds of work per Dask task: Dask costs 3-8 ms of CPU per task (client, scheduler,
-#: worker; ``benchmarks/fleet_bench.py`` measures it), 1-2 % of this.
-DASK_BATCH_S = 0.5
+#: worker; ``benchmarks/fleet_bench.py`` measures it), under 1 % of this; the client's share
+#: (1.5 ms per task) is most of what the parent spends per small host besides the table.
+DASK_BATCH_S = 1.0
 #: Most hosts in one Dask task.
 DASK_MAX_BATCH = 1024
 #: Tasks submitted at a time per worker thread.
@@ -199,23 +200,23 @@ class _DaskRun:
         hosts of batches that failed or were lost."""
         finished = [b for b in done if b.future.status == "finished"]
         try:
-            results: List[Optional[List[Tuple[HostSummary, float]]]] = self.client.gather(
-                [b.future for b in finished])
+            results: List[Optional[bytes]] = self.client.gather([b.future for b in finished])
         except (Exception, asyncio.CancelledError):  # noqa: BLE001 - lost meanwhile: one at a time
             results = [None] * len(finished)
         answers = dict(zip((id(b) for b in finished), results))
         for batch in done:
             yield from self._answers(batch, answers.get(id(batch)))
 
-    def _answers(self, batch: _Batch, answers: Optional[List[Tuple[HostSummary, float]]]) -> Iterator[HostSummary]:
+    def _answers(self, batch: _Batch, blob: Optional[bytes]) -> Iterator[HostSummary]:
         future = batch.future
         error: Optional[BaseException] = None
-        if answers is None:
+        if blob is None:
             try:
-                answers = future.result()
+                blob = future.result()
             except (Exception, asyncio.CancelledError) as lost:  # noqa: BLE001 - a failed, cancelled or lost task
                 error = lost
         future.release()
+        answers: Optional[List[Answer]] = answers_of(blob) if blob is not None else None
         if answers is None:
             yield from (error_row(t, failed_error(error or RuntimeError(future.status))) for t in batch.tasks)
             return

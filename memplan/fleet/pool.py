@@ -38,7 +38,7 @@ from memplan.fleet.worker import HostFunc, serve, timed_out_error
 #: CPU seconds of work per batch sent to a local worker: with answers sent a few at a time
 #: (``FLUSH_S``), the parent's CPU per host of a few milliseconds stays under 1/32 of the host's
 #: (``benchmarks/fleet_bench.py``: small hosts, local pool).
-LOCAL_BATCH_S = 0.2
+LOCAL_BATCH_S = 0.5
 #: Batches a worker holds at a time: the one it works on and the next (it never waits for the
 #: parent). At most one batch waits in the pipe, which holds it whole (``MAX_BATCH`` tasks).
 IN_FLIGHT = 2

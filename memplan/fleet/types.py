@@ -46,6 +46,12 @@ def trusts(trust: Confidence, level: Confidence) -> bool:
     return _DOUBT[level] <= _DOUBT[trust]
 
 
+#: For each ``--trust`` level, the ``ConfidenceBytes`` fields it counts (the fleet's parent asks
+#: this of every host).
+_TRUSTED: Dict[Confidence, Tuple[str, ...]] = {
+    trust: tuple(level.value for level in Confidence if trusts(trust, level)) for trust in Confidence}
+
+
 @dataclass(frozen=True)
 class ConfidenceBytes:
     """Memory split by the confidence of the verdicts it rests on (``certain``: nothing the
@@ -86,7 +92,10 @@ class ConfidenceBytes:
 
     def trusted(self, trust: Confidence) -> int:
         """The memory ``--trust TRUST`` counts."""
-        return sum(self.get(level) for level in Confidence if trusts(trust, level))
+        total = 0
+        for name in _TRUSTED[trust]:
+            total += getattr(self, name)
+        return total
 
     def as_dict(self) -> Dict[str, int]:
         """``{"certain": N, "likely": N, "unknown": N}`` (every level, in that order)."""

@@ -159,11 +159,20 @@ class Grid:
         plain: List[str] = []  # unstyled text not yet in a segment
         last = shown[-1]
         for i in shown:
+            right = self.columns[i].justify == "right"
+            if base is None and not (styles and styles[i]) and _PIECE not in texts[i]:
+                # the usual cell, plain text (the loop below, without its splits): a fleet's
+                # parent prints one row per host
+                text = texts[i].rstrip(" ")
+                pad = " " * (self.widths[i] - _width(text))
+                plain.append(pad + text if right else text)
+                if i != last:
+                    plain.append(("" if right else pad) + SEPARATOR)
+                continue
             # rich measures a cell with its trailing blanks but justifies it without them
             pieces = texts[i].rstrip(" ").split(_PIECE)
             piece_styles = styles[i].split(_PIECE) if styles else [""] * len(pieces)
             pad = " " * (self.widths[i] - sum(_width(p) for p in pieces))
-            right = self.columns[i].justify == "right"
             if right:
                 plain.append(pad)
             for text, name in zip(pieces, piece_styles):
