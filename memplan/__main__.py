@@ -45,6 +45,7 @@ def run() -> None:
     """The ``memplan`` entry point."""
     _take_over()
     from memplan.cli import main
+    from memplan.cli.app import leave
 
     try:
         main(prog_name="memplan")
@@ -52,7 +53,8 @@ def run() -> None:
         if exc.code in (130, 143):  # ended by a signal, and said so: the process exits now, and a
             for signum in _AT_START:  # second Ctrl-C during the interpreter's shutdown changes nothing
                 signal.signal(signum, signal.SIG_IGN)
-        raise
+            raise
+        leave(exc.code)  # the interpreter's teardown skipped: see memplan.cli.app.leave
 
 
 if __name__ == "__main__":

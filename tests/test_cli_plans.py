@@ -81,6 +81,9 @@ def test_plan_table(run, profiles):
     assert "hangs" in result.output and "Achieved:           128M" in result.output and "Left online" in result.output
     # chmem's own last words when SIZE is not reached (warnx("Could only disable %s of memory"))
     assert result.stdout.splitlines()[-1] == "Could only disable 128M of memory"
+    assert "Asked:              384M (3 blocks of 128M)" in result.stdout
+    one = run("plan", profiles["half"], "--size", "128M", "--skip-hangs")
+    assert "Asked:              128M (1 block of 128M)" in one.stdout
 
 
 def test_plan_stops_where_chmem_would_hang(run, profiles):
@@ -153,7 +156,10 @@ def test_plan_bad_input(run, profiles, args, needle):
 
 
 @pytest.mark.parametrize("size,blocks", [("128", [3]), ("256M", [3, 2]), ("0.5G", [3, 2]), ("256MiB", [3, 2]),
-                                         ("268435456B", None)])
+                                         ("268435456B", None),
+                                         # strtoumax(str, &end, 0) in parse_size(): hex and octal digits, and
+                                         # chmem reads a SIZE that ends in a digit as MiB
+                                         ("0x100", [3, 2]), ("0200", [3])])
 def test_plan_sizes_as_chmem_reads_them(run, profiles, size, blocks):
     result = run("plan", profiles["half"], "--size", size, "--json", "--skip-hangs")
     if blocks is None:  # "268435456B": B alone is no suffix util-linux knows

@@ -23,13 +23,13 @@ COMMAND_MODULES = {module for module, _ in COMMANDS.values()}
 HEAVY = ("numpy", "rich")
 
 
-def imported(args: List[str], env: Optional[Dict[str, str]] = None) -> Set[str]:
-    """The modules ``python -X importtime -m memplan ARGS`` imports (it must exit 0)."""
+def imported(args: List[str], env: Optional[Dict[str, str]] = None, status: int = 0) -> Set[str]:
+    """The modules ``python -X importtime -m memplan ARGS`` imports (it must exit ``status``)."""
     run_env = dict(os.environ, NO_COLOR="1", PYTHONPATH=ROOT)
     run_env.update(env or {})
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "memplan", *args], capture_output=True,
                           text=True, cwd=ROOT, env=run_env, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == status, done.stderr[-2000:]
     names = {line.split("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "memplan.cli.app" in names  # the listing is real
     return names
@@ -82,6 +82,39 @@ def test_completing_inside_a_command_imports_nothing_heavy(words, cword, expecte
     names = imported([], env)
     assert COMMANDS[words.split()[1]][0] in names
     assert heavy(names) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["simulate", "--json", "profiles/sbm-guest.toml"],
+    ["simulate", "--jsonl", "profiles/sbm-guest.toml", "--blocks", "36-37"],
+    ["simulate", "--csv", "profiles/sbm-guest.toml", "--blocks", "36-37"],
+    ["simulate", "--json", "--sysroot", "tests/fixtures/qemu-6.1-post1"],
+    ["plan", "--json", "profiles/sbm-guest.toml", "--size", "512M"],
+    ["unplug", "--json", "profiles/sbm-guest.toml", "--by", "512M"],
+    ["unplug", "--json", "profiles/sbm-guest.toml", "--sweep"],
+    ["explain", "--json", "profiles/sbm-guest.toml", "43"],
+    ["diff-semantics", "--json", "profiles/skippable-review.toml", "--blocks", "34-35"],
+    ["diff-semantics", "--csv", "profiles/skippable-review.toml", "--blocks", "34-35"],
+    ["snapshot", "--json", "--sysroot", "tests/fixtures/qemu-6.1-post1"],
+    ["map", "--json", "profiles/sbm-guest.toml"],
+    ["fleet", "--json", "profiles/sbm-guest.toml", "--workers", "1"],
+    ["fleet", "--jsonl", "profiles/sbm-guest.toml", "--workers", "1"],
+    ["profiles", "--json"],
+], ids=lambda args: " ".join(args[:2]))
+def test_a_documents_path_imports_no_rich(args):
+    """``--json``, ``--jsonl`` and ``--csv`` never draw a table: rich (and the table renderers)
+    stay unimported, whatever the command; the table of the same command does import it."""
+    names = imported(args, status=1 if args[0] == "diff-semantics" else 0)  # 1: differences found
+    assert COMMANDS[args[0]][0] in names
+    assert sorted(n for n in names if n.split(".")[0] == "rich") == []
+    assert "memplan.render.grid" not in names
+
+
+@pytest.mark.parametrize("args", [["simulate", "profiles/sbm-guest.toml", "--blocks", "36"], ["profiles"]])
+def test_a_table_imports_rich(args):
+    """The check above can fail: a table is drawn with rich."""
+    names = imported(args)
+    assert "rich.console" in names and "memplan.render.grid" in names
 
 
 def test_the_option_words_match_their_definitions():
@@ -203,3 +236,40 @@ def test_python_dash_m_and_the_script_entry_point():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
     assert done.returncode == 0 and done.stdout == "memplan, version 0.1.0\n"
+
+
+LEAVE = """
+import atexit, sys, threading, time
+sys.argv = ['memplan'] + {args!r}
+atexit.register(lambda: print('atexit ran', flush=True))
+class Teardown:
+    def __del__(self):
+        print('teardown ran', flush=True)
+keep = Teardown()
+if {thread!r}:
+    threading.Thread(target=lambda: (time.sleep(0.3), print('thread done', flush=True))).start()
+from memplan.__main__ import run
+run()
+"""
+
+
+@pytest.mark.parametrize("args, status", [(["--version"], 0), (["simulate", "--check", "profiles/sbm-guest.toml"], 64),
+                                          (["simulate", "nonesuch.toml"], 2)])
+def test_the_script_skips_the_interpreters_teardown(args, status):
+    """``memplan`` ends with ``os._exit()`` once its output is flushed and the ``atexit`` handlers
+    have run: the interpreter's teardown (freeing every object, 25-40 ms with numpy) is skipped,
+    the exit status is kept."""
+    done = subprocess.run([sys.executable, "-c", LEAVE.format(args=args, thread=False)], capture_output=True,
+                          text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, NO_COLOR="1"), timeout=120)
+    assert done.returncode == status, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "atexit ran" and "teardown ran" not in done.stdout
+    if args == ["--version"]:
+        assert done.stdout == "memplan, version 0.1.0\natexit ran\n"
+
+
+def test_a_running_thread_keeps_the_ordinary_exit():
+    done = subprocess.run([sys.executable, "-c", LEAVE.format(args=["--version"], thread=True)], capture_output=True,
+                          text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "memplan, version 0.1.0" and "thread done" in lines and "teardown ran" in lines

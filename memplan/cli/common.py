@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the readers, writers and renderers are imported by the func
     from memplan.core.machine import Machine
     from memplan.core.results import Confidence
     from memplan.plans.state import MachineState
+    from memplan.plans.types import PlanResult, UnplugResult
 
 #: a click command function that an option decorator returns as it is (with the option added)
 FuncT = TypeVar("FuncT", bound=Callable[..., Any])
@@ -339,6 +340,20 @@ def finish_capacity_command(result: R, state: MachineState, profile: str, out: O
         counted = sum(n for level, n in result.achieved_bytes_by_confidence.items() if trusted(trust, level))
         raise SystemExit(int(check_status(counted, result.asked_bytes)))
     raise SystemExit(int(ExitStatus.SUCCESS))
+
+
+def print_plan_table(console: Console, result: PlanResult) -> None:
+    """``plan``'s report (the renderer, and rich with it, is imported here: ``--json`` imports none)."""
+    from memplan.render.capacity_table import print_plan
+
+    print_plan(console, result)
+
+
+def print_unplug_table(console: Console, result: UnplugResult) -> None:
+    """``unplug``'s report (rich imported here, as for ``plan``)."""
+    from memplan.render.capacity_table import print_unplug
+
+    print_unplug(console, result)
 
 
 def size_value(option: str, value: str, chmem: bool = False, positive: bool = False) -> int:

@@ -59,19 +59,20 @@ def diff_semantics_command(profile: str, left: str, right: str, blocks: str, for
     from memplan.diff.compute import diff_semantics, with_foreign_ref_timing
     from memplan.kernel.semantics import SEMANTICS
     from memplan.render import csv as render_csv
-    from memplan.render import diff as render_diff
     from memplan.render import json as render_json
     from memplan.render.block_columns import difference_columns
+    from memplan.render.diff_json import diff_dict
 
     options, document = listing_request(table, as_json, difference_columns(left, right), csv=as_csv)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
     result = diff_semantics(machine, left, right, parse_blocks(blocks, machine))
     print_warnings(result.warnings)
     if document:
-        render_json.write(render_diff.diff_dict(result, input_source(profile)), sys.stdout)
+        render_json.write(diff_dict(result, input_source(profile)), sys.stdout)
     elif as_csv:
         render_csv.write_diff(result, sys.stdout, noheader=options.noheadings)
     else:
-        render_diff.print_diff(stdout_console(), result, {name: SEMANTICS[name].title for name in (left, right)},
-                               options)
+        from memplan.render.diff import print_diff  # rich: only for the table
+
+        print_diff(stdout_console(), result, {name: SEMANTICS[name].title for name in (left, right)}, options)
     raise SystemExit(int(ExitStatus.FAILURE if result.differences else ExitStatus.SUCCESS))

@@ -81,8 +81,8 @@ def explain_command(words: Tuple[str, ...], sysroot: Optional[str], live: bool, 
     from memplan.engine.simulation import with_confidence
     from memplan.explain.compute import explain_block
     from memplan.kernel.semantics import get_semantics
-    from memplan.render import explain as render_explain
     from memplan.render import json as render_json
+    from memplan.render.explain_json import story_dict
 
     profile, block = machine_and_block(words, sysroot, live)
     machine = with_foreign_ref_timing(load_machine(profile), foreign_ref_dropped)
@@ -93,8 +93,9 @@ def explain_command(words: Tuple[str, ...], sysroot: Optional[str], live: bool, 
         story = dataclasses.replace(story, verdict=judged)
     print_warnings(machine.warnings)
     if as_json:
-        render_json.write(render_explain.story_dict(story, input_source(profile), machine.geometry,
-                                                    machine.warnings), sys.stdout)
+        render_json.write(story_dict(story, input_source(profile), machine.geometry, machine.warnings), sys.stdout)
     else:
-        render_explain.print_story(stdout_console(), story, machine.geometry)
+        from memplan.render.explain import print_story  # rich: only for the table
+
+        print_story(stdout_console(), story, machine.geometry)
     raise SystemExit(int(ExitStatus.SUCCESS))

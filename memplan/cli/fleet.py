@@ -23,6 +23,8 @@ from memplan.cli.names import DEFAULT_HOST_TIMEOUT_S
 from memplan.core.errors import UsageError
 
 if TYPE_CHECKING:  # the fleet runner and the renderers: imported when the command runs (--help needs none)
+    from rich.progress import Progress
+
     from memplan.core.results import Confidence
     from memplan.fleet.compute import FleetOptions
     from memplan.fleet.executors import Backend
@@ -120,7 +122,7 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
     from memplan.fleet.aggregate import FleetAggregate
     from memplan.fleet.compute import make_tasks
     from memplan.fleet.executors import FleetRun
-    from memplan.render import fleet as render_fleet
+    from memplan.render.fleet_json import write_line
 
     if as_json and jsonl:
         raise UsageError("--json and --jsonl exclude each other")
@@ -133,12 +135,12 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
     started = time.perf_counter()
     # The backend starts first (a Dask LocalCluster, the worker processes), then the progress bar.
     with FleetRun(tasks, backend, host_timeout=host_timeout) as run, contextlib.ExitStack() as stack:
-        bar = stack.enter_context(render_fleet.progress_bar(stderr_console())) if show_progress else None
+        bar = stack.enter_context(_progress_bar()) if show_progress else None
         progress_task = bar.add_task("fleet", total=len(tasks)) if bar is not None else None
         for host in run.results():
             aggregate.add(host)
             if jsonl:
-                render_fleet.write_line(host, sys.stdout)
+                write_line(host, sys.stdout)
             if bar is not None and progress_task is not None:
                 bar.advance(progress_task)
     elapsed = time.perf_counter() - started
@@ -147,21 +149,30 @@ def fleet_command(inputs: Tuple[str, ...], semantics: Optional[str], unplug_by: 
         _finish(report, backend.describe(len(tasks)), elapsed, as_json, jsonl, check)
 
 
+def _progress_bar() -> Progress:
+    """The progress bar on stderr (a terminal, no --json/--jsonl: rich is imported only here)."""
+    from memplan.render.fleet import progress_bar
+
+    return progress_bar(stderr_console())
+
+
 def _finish(report: FleetReport, where: str, elapsed: float, as_json: bool, jsonl: bool, check: bool) -> None:
     """Warnings, the document or the table, then the exit status (2 when no host was judged)."""
     from memplan.fleet.aggregate import fleet_status, nothing_judged
-    from memplan.render import fleet as render_fleet
     from memplan.render import json as render_json
+    from memplan.render.fleet_json import fleet_dict
 
     problem = nothing_judged(report.totals)
     print_warnings(w for w in report.warnings if problem is None or not w.endswith("(error rows)"))
     if as_json:
-        render_json.write(render_fleet.fleet_dict(report), sys.stdout)
+        render_json.write(fleet_dict(report), sys.stdout)
     elif not jsonl:
         n = report.totals.hosts
         rate = n / elapsed if elapsed > 0 else 0.0
         ran = f"{where}: {n} host{'s' if n != 1 else ''} in {elapsed:.1f} s ({rate:.1f} hosts/s)"
-        render_fleet.print_fleet(stdout_console(), report, ran)
+        from memplan.render.fleet import print_fleet  # rich: only for the table
+
+        print_fleet(stdout_console(), report, ran)
     if problem is not None:
         click.echo(f"memplan: error: {problem}", err=True)
     raise SystemExit(int(fleet_status(report.totals, check)))

@@ -69,8 +69,6 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
     """
     from memplan.engine.simulation import stream
     from memplan.map.compute import diff_map, machine_map
-    from memplan.render.export import export_pictures
-    from memplan.render.map import map_renderable, print_map
     from memplan.render.map_json import write_map
 
     diff = diff or left is not None or right is not None
@@ -92,11 +90,15 @@ def map_command(profile: str, semantics: Optional[str], blocks: Optional[str], d
         warnings = result.warnings
         title = f"memplan map {machine.name}: {result.semantics}"
     print_warnings(warnings)
-    console = stdout_console()
-    if svg or html:  # first: a file that cannot be written is an error before any output
-        export_pictures(map_renderable(bmap, console.width), console.width, title, svg, html)
+    if svg or html or not as_json:  # the pictures and the map are drawn with rich (--json alone needs none)
+        from memplan.render.export import export_pictures
+        from memplan.render.map import map_renderable, print_map
+
+        console = stdout_console()
+        if svg or html:  # first: a file that cannot be written is an error before any output
+            export_pictures(map_renderable(bmap, console.width), console.width, title, svg, html)
+        if not as_json:
+            print_map(console, bmap)
     if as_json:
         write_map(bmap, input_source(profile), warnings, sys.stdout)
-    else:
-        print_map(console, bmap)
     raise SystemExit(int(ExitStatus.SUCCESS))

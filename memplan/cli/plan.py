@@ -11,6 +11,7 @@ from memplan.cli.common import (
     finish_capacity_command,
     load_machine,
     machine_argument,
+    print_plan_table,
     semantics_option,
     trust_option,
 )
@@ -58,11 +59,11 @@ def plan_command(profile: str, size: str, blocks: Optional[str], zone: Optional[
       memplan plan profiles/sbm-guest.toml --size 1G --zone Movable --check
     """
     from memplan.plans.plan import parse_plan_size, plan
-    from memplan.render import capacity_json, capacity_table
+    from memplan.render import capacity_json
 
     machine = load_machine(profile)
     wanted = parse_plan_size(size, machine.geometry.memory_block_size)
     result, state = plan(machine, wanted, semantics, blocks, zone, skip_hangs)
     finish_capacity_command(result, state, profile, out, f"written by memplan plan {profile} --size {size}",
                             list(result.warnings), as_json, check, capacity_json.plan_dict,
-                            capacity_table.print_plan, trust)
+                            print_plan_table, trust)

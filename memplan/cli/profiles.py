@@ -41,13 +41,14 @@ def profiles_command(as_json: bool) -> None:
     """
     from memplan.profile.bundled import bundled_profiles
     from memplan.render import json as render_json
-    from memplan.render.grid import print_grid
 
     profiles = bundled_profiles()
     if as_json:
         render_json.write({"profiles": [{"name": p.name, "description": p.description, "path": p.path}
                                         for p in profiles]}, sys.stdout)
     else:
+        from memplan.render.grid import print_grid  # rich: only for the table
+
         print_grid(stdout_console(), (("NAME", "left"), ("PATH", "left"), ("DESCRIPTION", "left")),
                    [_row(p) for p in profiles])
     raise SystemExit(int(ExitStatus.SUCCESS))

@@ -52,23 +52,25 @@ def snapshot_command(sysroot: Optional[str], live: bool, as_json: bool, page_typ
       memplan snapshot --live --save /tmp/myhost    # then: memplan simulate --sysroot /tmp/myhost
     """
     from memplan.render import json as render_json
-    from memplan.render import snapshot as render_snapshot
     from memplan.render.block_columns import lsmem_columns, reads_tree
     from memplan.render.block_facts import MachineFacts
+    from memplan.render.snapshot_json import SNAPSHOT_DEFAULT, snapshot_dict
     from memplan.snapshot.reader import describe
 
-    options, document = listing_request(table, as_json, lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT),
+    options, document = listing_request(table, as_json, lsmem_columns(True, SNAPSHOT_DEFAULT),
                                         page_types=page_types)
     source = machine_source(None, sysroot, live)
     machine = load_machine(source)
     report = describe(machine, save_to=save)
     print_warnings(report.warnings)
     if document:
-        render_json.write(render_snapshot.snapshot_dict(report, input_source(source)), sys.stdout)
+        render_json.write(snapshot_dict(report, input_source(source)), sys.stdout)
     elif page_types:
         click.echo(report.page_types, nl=False)
     else:
-        columns = lsmem_columns(True, render_snapshot.SNAPSHOT_DEFAULT)
+        from memplan.render.snapshot import print_snapshot  # rich: only for the table
+
+        columns = lsmem_columns(True, SNAPSHOT_DEFAULT)
         facts = MachineFacts(machine, sysfs_tree(source), read_tree=reads_tree(columns, options))
-        render_snapshot.print_snapshot(stdout_console(), report, facts, options)
+        print_snapshot(stdout_console(), report, facts, options)
     raise SystemExit(int(ExitStatus.SUCCESS))

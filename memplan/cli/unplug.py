@@ -13,6 +13,7 @@ from memplan.cli.common import (
     input_source,
     load_machine,
     machine_argument,
+    print_unplug_table,
     print_warnings,
     semantics_option,
     size_value,
@@ -65,10 +66,8 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
     """
     from memplan.plans.state import MachineState
     from memplan.plans.unplug import find_device, run_unplug, sweep
-    from memplan.render import capacity_json, capacity_table
+    from memplan.render import capacity_json
     from memplan.render import json as render_json
-    from memplan.render.export import write_text
-    from memplan.render.sweep_svg import sweep_svg
 
     if do_sweep:
         if to_size or by_size:
@@ -86,9 +85,14 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
         if as_json:
             render_json.write(capacity_json.sweep_dict(curve, input_source(profile)), sys.stdout)
         if svg:
+            from memplan.render.export import write_text
+            from memplan.render.sweep_svg import sweep_svg
+
             write_text("--svg", svg, sweep_svg(curve, f"memplan unplug --sweep {profile}"))
         if not as_json:
-            capacity_table.print_sweep(stdout_console(), curve)
+            from memplan.render.capacity_table import print_sweep  # rich: only for the table
+
+            print_sweep(stdout_console(), curve)
         raise SystemExit(int(ExitStatus.SUCCESS))
 
     state = MachineState(machine, semantics)
@@ -104,4 +108,4 @@ def unplug_command(profile: str, device: Optional[str], to_size: Optional[str], 
     finish_capacity_command(result, state, profile, out,
                             f"written by memplan unplug {profile} (requested-size {requested})",
                             list(machine.warnings) + list(result.warnings), as_json, check,
-                            capacity_json.unplug_dict, capacity_table.print_unplug, trust)
+                            capacity_json.unplug_dict, print_unplug_table, trust)

@@ -76,9 +76,10 @@ def print_plan(console: Console, result: PlanResult) -> None:
     if result.attempts:
         print_attempts(console, result)
         print_line(console)
+    count = result.asked_bytes // result.block_size
     lines = [
         label("Semantics", result.semantics),
-        label("Asked", f"{format_size(result.asked_bytes)} ({result.asked_bytes // result.block_size} blocks of "
+        label("Asked", f"{format_size(result.asked_bytes)} ({count} block{'' if count == 1 else 's'} of "
                        f"{format_size(result.block_size)}{', zone ' + result.zone if result.zone else ''})"),
         label("Achieved", f"{format_size(result.achieved_bytes)} "
                           f"(blocks {format_block_ranges(list(result.offlined)) or 'none'}"

@@ -1,115 +1,35 @@
-"""``memplan diff-semantics`` output: the JSON document and the rich report."""
+"""``memplan diff-semantics`` output: the rich report (the JSON document is
+``memplan.render.diff_json``, which imports no rich; its functions are re-exported here)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from rich.console import Console
 from rich.text import Text
 
-from memplan import __version__
 from memplan.core.results import BlockVerdict, Confidence, Outcome, log_lines
-from memplan.core.source import InputSource
-from memplan.core.units import format_block_ranges, format_size
+from memplan.core.units import format_size
 from memplan.diff.types import (
     BlockDifference,
-    OwnerAnswer,
-    OwnerHazard,
     OwnerOutcome,
     SemanticsDiff,
-    SidedHazard,
     Site,
-    SiteFinding,
 )
 from memplan.render.block_columns import difference_columns
-from memplan.render.cells import worst_confidence
 from memplan.render.console import print_line
+from memplan.render.diff_json import (  # noqa: F401  (re-exported)
+    diff_dict,
+    difference_dict,
+    finding_dict,
+    owner_dict,
+    sided_hazard_dict,
+)
 from memplan.render.escape import safe
 from memplan.render.grid import Cell, Grid, GridColumn, Styled
-from memplan.render.json import block_dict, by_confidence_dict
 from memplan.render.lsmem import Format, SummaryWhen, TableOptions, print_listing
 from memplan.render.table import by_confidence_text, unknown_caveat
-
-# --- JSON -------------------------------------------------------------------------------
-
-def finding_dict(f: SiteFinding) -> Dict[str, Any]:
-    return {"site": f.site.value, "left": f.left, "right": f.right, "pages": f.pages, "kinds": list(f.kinds),
-            "pfn": f.pfn}
-
-
-def sided_hazard_dict(h: SidedHazard) -> Dict[str, Any]:
-    return {"side": h.side.value, "semantics": h.semantics, "kind": h.hazard.kind.value, "text": h.hazard.text,
-            "pfn": h.hazard.pfn}
-
-
-def difference_dict(d: BlockDifference) -> Dict[str, Any]:
-    return {
-        "block": d.block,
-        "zone": d.zone.value if d.zone else "none",
-        "left": block_dict(d.left),
-        "right": block_dict(d.right),
-        "changed": list(d.changed),
-        # the less certain side's (each side's own is in its block)
-        "confidence": worst_confidence((d.left.confidence, d.right.confidence)).value,
-        "sites": [s.value for s in d.sites],
-        "findings": [finding_dict(f) for f in d.findings],
-        "explanation": d.explanation,
-        "hazards": [sided_hazard_dict(h) for h in d.hazards],
-    }
-
-
-def _owner_outcome_dict(o: OwnerOutcome) -> Dict[str, Any]:
-    return {
-        "answer": o.answer, "blocks": o.blocks, "offlinable": o.offlinable, "blocked_by_kind": o.blocked_by_kind,
-        "failures": [{"result": r.value, "errno": e, "reason": why, "step": s.value if s else None}
-                     for r, e, why, s in o.failures],
-    }
-
-
-def _owner_hazard_dict(h: OwnerHazard, left: str, right: str) -> Dict[str, Any]:
-    def side(name: str, blocks: Tuple[int, ...]) -> Dict[str, Any]:
-        return {"semantics": name, "blocks": list(blocks), "ranges": format_block_ranges(list(blocks))}
-    return {"kind": h.kind.value, "left": side(left, h.left), "right": side(right, h.right)}
-
-
-def owner_dict(o: OwnerAnswer, left: str, right: str) -> Dict[str, Any]:
-    return {
-        "kind": o.kind.label,
-        "owner": o.owner,
-        "pages": o.pages,
-        "changes_in": [z.value if z else "none" for z in o.changes_in],
-        "note": o.note,
-        "hazards": [_owner_hazard_dict(h, left, right) for h in o.hazards],
-        "zones": [{"zone": z.zone.value if z.zone else "none", "blocks": z.blocks, "changes": z.changes,
-                   "changed_blocks": z.changed_blocks, "step_changed_blocks": z.step_changed_blocks,
-                   "left": _owner_outcome_dict(z.left), "right": _owner_outcome_dict(z.right)} for z in o.zones],
-    }
-
-
-def diff_dict(d: SemanticsDiff, source: InputSource) -> Dict[str, Any]:
-    s = d.summary
-    return {
-        "memplan": __version__,
-        **source.fields(),
-        "machine": d.machine,
-        "left": d.left,
-        "right": d.right,
-        "foreign_ref_dropped": d.foreign_ref_dropped.value,
-        "differences": [difference_dict(x) for x in d.differences],
-        "owners": [owner_dict(o, d.left, d.right) for o in d.owners],
-        "summary": {
-            "blocks": s.blocks,
-            "differ": s.differ,
-            "left": {"semantics": d.left, "offlined": s.left_offlined, "offlinable_bytes": s.left_offlinable_bytes,
-                     "offlinable_bytes_by_confidence": by_confidence_dict(s.left_offlinable_by_confidence)},
-            "right": {"semantics": d.right, "offlined": s.right_offlined,
-                      "offlinable_bytes": s.right_offlinable_bytes,
-                      "offlinable_bytes_by_confidence": by_confidence_dict(s.right_offlinable_by_confidence)},
-        },
-        "warnings": list(d.warnings),
-    }
-
 
 # --- rich -------------------------------------------------------------------------------
 
