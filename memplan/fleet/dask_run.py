@@ -75,8 +75,12 @@ def _connect(address: str, timeout: float) -> Any:
     from distributed import Client
     try:
         return Client(address, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise UsageError(f"cannot connect to the Dask scheduler {address}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever answers there, it is not a scheduler memplan can use
+        # (a port that speaks another protocol: Dask reads a frame length of exabytes -> MemoryError)
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if isinstance(exc, MemoryError):
+            detail = "what answers there does not speak Dask's protocol (its first message claims an impossible size)"
+        raise UsageError(f"cannot connect to the Dask scheduler {address}: {detail}") from None
 
 
 class DaskSession:
