@@ -62,13 +62,17 @@ def require_dask(option: str) -> None:
 def _quiet_asyncio() -> Iterator[None]:
     """Dask's client leaves asyncio tasks behind when it is closed in the middle of a run
     (Ctrl-C): asyncio would log each one ("Task exception was never retrieved") with a traceback."""
-    log = logging.getLogger("asyncio")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
+    # Nor do Dask's own loggers speak (the client logs "Batched Comm Closed" with a traceback when
+    # SIGTERM reached the whole process group and the cluster went first): memplan reports.
+    logs = [logging.getLogger(name) for name in ("asyncio", "distributed", "tornado")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def _connect(address: str, timeout: float) -> Any:
