@@ -321,8 +321,6 @@ def _read_device_input(path: str, i: int, table: Any, geometry: Geometry, seen_i
     dev_id = v.string("id")
     if not dev_id:
         raise v.fail("id", "is required")
-    if not dev_id.isprintable() or dev_id != dev_id.strip():  # a name for --device and [[fill]] blocks
-        raise v.fail("id", f"{shown(dev_id)} holds control characters or blanks at its ends")
     if dev_id in seen_ids:
         raise v.fail("id", f"{shown(dev_id)} is used twice")
     addr, region = _extent(v, "addr", "region_size")
