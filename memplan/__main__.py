@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 #: signal -> (its line, its exit status: memplan.core.status.ExitStatus, not imported yet)
 _AT_START: "dict[int, tuple[str, int]]" = {
@@ -37,8 +38,12 @@ def _take_over() -> None:
             signal.signal(signum, _ended_at_start)
 
 
-#: only the ``memplan`` script and ``python -m memplan`` import this module: take the signals at once
-_take_over()
+#: only the ``memplan`` script and ``python -m memplan`` import this module: take the signals at once.
+#: Not in a worker process: multiprocessing's fork server and spawned children import the script
+#: again (as ``__mp_main__``); there the start-up handler would print "memplan: terminated" once
+#: per worker when SIGTERM reaches the whole process group (``timeout``, ``systemctl stop``).
+if "__mp_main__" not in sys.modules:
+    _take_over()
 
 
 def run() -> None:

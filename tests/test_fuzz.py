@@ -425,6 +425,52 @@ def tree_mutations() -> List[Tuple[str, str, Any]]:
     return out
 
 
+def _sub(root: str, rel: str, old: str, new: str) -> None:
+    path = os.path.join(root, rel)
+    with open(path) as handle:
+        text = handle.read()
+    assert old in text, (rel, old)
+    with open(path, "w") as handle:
+        handle.write(text.replace(old, new, 1))
+
+
+def _rename(root: str, rel: str, new: str) -> None:
+    os.rename(os.path.join(root, rel), os.path.join(root, os.path.dirname(rel), new))
+
+
+#: found by the w6 audit (each failed before its fix): ``(class, name, mutate(root), expect)``
+TREE_AUDIT: List[Tuple[str, str, Any, str]] = [
+    ("numbers beyond 64 bits or int32", "zoneinfo Node 5000 digits",
+     lambda r: _sub(r, "proc/zoneinfo", "Node 0, zone      DMA", "Node " + "9" * 5000 + ", zone      DMA"), "error"),
+    ("numbers beyond 64 bits or int32", "zoneinfo Node 2^64",
+     lambda r: _sub(r, "proc/zoneinfo", "Node 0, zone      DMA", f"Node {2**64}, zone      DMA"), "error"),
+    ("numbers beyond 64 bits or int32", "zoneinfo start_pfn 2^100",
+     lambda r: _sub(r, "proc/zoneinfo", "start_pfn:           1", f"start_pfn:           {2**100}"), "error"),
+    ("numbers beyond 64 bits or int32", "zoneinfo spanned 2^64",
+     lambda r: _sub(r, "proc/zoneinfo", "spanned  4095", f"spanned  {2**64}"), "error"),
+    ("numbers beyond 64 bits or int32", "meminfo MemTotal 5000 digits",
+     lambda r: _sub(r, "proc/meminfo", "MemTotal:", f"MemTotal: {'9' * 5000} kB\nX:"), "any"),
+    ("numbers beyond 64 bits or int32", "meminfo HugePages_Total 2^100",
+     lambda r: _sub(r, "proc/meminfo", "HugePages_Total:", f"HugePages_Total: {2**100}\nX:"), "error"),
+    ("numbers beyond 64 bits or int32", "iomem 5000 hex digits",
+     lambda r: _append(r, "proc/iomem", "1" + "0" * 5000 + "-2" + "0" * 5000 + " : System RAM\n"), "error"),
+    ("numbers beyond 64 bits or int32", "iomem System RAM past 2^64 (strict)",
+     lambda r: _append(r, "proc/iomem", "10000000000000000-1ffffffffffffffff : System RAM\n"), "error"),
+    ("numbers beyond 64 bits or int32", "hugepages-2^64kB",
+     lambda r: os.makedirs(os.path.join(r, f"sys/kernel/mm/hugepages/hugepages-{2**64}kB")), "error"),
+    ("impossible but accepted", "memory block dir with full-width digits",
+     lambda r: _rename(r, f"{MEMORY}/memory33", "memory３３"), "any"),
+    ("impossible but accepted", "64 KiB pages in 128 MiB blocks",
+     lambda r: _write(r, "memplan-page-size", "65536\n"), "error"),
+    ("special files", "kpageflags.xz sparse 1 TiB of zeros",
+     lambda r: (os.unlink(os.path.join(r, "proc/kpageflags.xz")),
+                open(os.path.join(r, "proc/kpageflags.xz"), "wb").truncate(1 << 40)), "error"),
+    ("special files", "kpageflags.xz then 1 TiB of stream padding",
+     lambda r: os.truncate(os.path.join(r, "proc/kpageflags.xz"),
+                           os.path.getsize(os.path.join(r, "proc/kpageflags.xz")) + (1 << 40)), "any"),
+]
+
+
 def _blocks(root: str) -> List[str]:
     base = os.path.join(root, MEMORY)
     return [os.path.join(base, n) for n in os.listdir(base) if n.startswith("memory")]
@@ -505,6 +551,21 @@ def option_cases(profile: str) -> List[Case]:
         Case(c, "fleet --jobs -1", ["fleet", profile, "--jobs", "-1"], "error"),
         Case(c, "snapshot --jobs 2^64", ["snapshot", "--sysroot", TREE, "--jobs", str(2**64)], "error"),
         Case(c, "snapshot --jobs 0", ["snapshot", "--sysroot", TREE, "--jobs", "0"], "error"),
+    ]
+    cases += [  # found by the w6 audit (each failed before its fix)
+        Case(c, "explain 5000 digits", ["explain", profile, "9" * 5000], "error"),
+        Case(c, "explain --sysroot 5000 digits", ["explain", "--sysroot", TREE, "9" * 5000], "error"),
+        Case(c, "snapshot --jobs full-width", ["snapshot", "--sysroot", TREE, "--jobs", "４"], "error"),
+        Case(c, "snapshot --jobs 1_0", ["snapshot", "--sysroot", TREE, "--jobs", "1_0"], "error"),
+        Case(c, "snapshot --jobs 5000 digits", ["snapshot", "--sysroot", TREE, "--jobs", "9" * 5000], "error"),
+        Case(c, "fleet --workers full-width", ["fleet", profile, "--workers", "４"], "error"),
+        Case(c, "fleet --dask-local full-width", ["fleet", profile, "--dask-local", "４"], "error"),
+        Case(c, "fleet --dask-local 25 digits", ["fleet", profile, "--dask-local", "9" * 25], "error"),
+        Case(c, "fleet --dask-local 100000", ["fleet", profile, "--dask-local", "100000"], "error"),
+        Case(c, "fleet --host-timeout full-width", ["fleet", profile, "--host-timeout", "５"], "error"),
+        Case(c, "fleet --scheduler port 2^64", ["fleet", profile, "--scheduler", f"tcp://127.0.0.1:{2**64}"], "error"),
+        Case(c, "fleet --scheduler port 0", ["fleet", profile, "--scheduler", "tcp://127.0.0.1:0"], "error"),
+        Case(c, "fleet --scheduler ESC", ["fleet", profile, "--scheduler", "tcp://\x1b[2J:1"], "error"),
     ]
     for value in ("abc", "0", "-5", "99999999999999999999", "1e3", "", " 80", "８０"):
         cases.append(Case("terminal", f"COLUMNS={value!r}", ["simulate", profile], "any", env={"COLUMNS": value}))
@@ -659,12 +720,19 @@ def build_cases(base: str, setups: List[Any]) -> List[Case]:
                       else open(path, "wb").truncate(100 << 20))
         cases.append(Case("special files", f"profile {name}", ["simulate", path], "error"))
     trees = os.path.join(base, "trees")
-    for n, (cls, name, mutate) in enumerate(tree_mutations()):
+    mutations = [(cls, name, mutate, "any") for cls, name, mutate in tree_mutations()] + TREE_AUDIT
+    for n, (cls, name, mutate, expect) in enumerate(mutations):
         root = os.path.join(trees, f"t{n}")
         setups.append(lambda root=root, mutate=mutate: (shutil.copytree(TREE, root, symlinks=True), mutate(root)))
-        cases.append(Case(cls, f"{name} (simulate)", ["simulate", "--sysroot", root], "any"))
-        cases.append(Case(cls, f"{name} (snapshot)", ["snapshot", "--sysroot", root], "any"))
+        cases.append(Case(cls, f"{name} (simulate)", ["simulate", "--sysroot", root], expect))
+        cases.append(Case(cls, f"{name} (snapshot)", ["snapshot", "--sysroot", root], expect))
     cases += option_cases(os.path.join(ROOT, "profiles", "sbm-guest.toml"))
+    fifo = os.path.join(base, "unread-fifo")
+    setups.append(lambda: os.mkfifo(fifo))
+    sbm = os.path.join(ROOT, "profiles", "sbm-guest.toml")
+    for argv in (["map", sbm, "--svg", fifo], ["map", sbm, "--html", fifo],
+                 ["plan", sbm, "--size", "128M", "--write-profile", fifo], ["unplug", sbm, "--sweep", "--svg", fifo]):
+        cases.append(Case("output", f"{argv[0]} {argv[-2]} to a FIFO no process reads", argv, "error"))
     return cases
 
 
@@ -740,3 +808,18 @@ def test_the_suite_stays_fast(outcomes):
     (half a minute on CI's two cores); measured as CPU time, so a busy machine does not fail it."""
     assert len(outcomes) == len(_cases()) >= 500
     assert _STATE["cpu"] < 60
+
+
+@pytest.mark.parametrize("worker, expected", [(False, "memplan"), (True, "default")])
+def test_only_memplan_itself_takes_signals_at_start_up(worker, expected):
+    """multiprocessing's fork server and spawned children (the workers of ``fleet --workers`` and
+    ``--dask-local``) import the ``memplan`` script again as ``__mp_main__``: they must keep the
+    default SIGTERM action, or SIGTERM to the whole process group (``timeout``, ``systemctl
+    stop``) printed "memplan: terminated" once per worker process."""
+    code = ("import signal, sys, types\n"
+            f"if {worker}: sys.modules['__mp_main__'] = types.ModuleType('__mp_main__')\n"
+            "import memplan.__main__\n"
+            "print('default' if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 'memplan')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.stdout.strip() == expected, out.stderr[-500:]

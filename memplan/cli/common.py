@@ -122,11 +122,11 @@ def _jobs_value(ctx: click.Context, param: click.Parameter, value: Optional[str]
         return
     from memplan.snapshot import ingest
 
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise UsageError(f"--jobs: {value!r} is not a number") from None
-    ingest.set_jobs(ingest.check_jobs(number))
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit()):  # int() would take "４", "1_0" and " 4"
+        raise UsageError(f"--jobs: {value!r} is not a number")
+    number = int(digits) if len(digits) <= 20 else 1 << 64  # past any thread count either way
+    ingest.set_jobs(ingest.check_jobs(-number if value.startswith("-") else number))
 
 
 def snapshot_options(func: FuncT) -> FuncT:

@@ -21,6 +21,7 @@ from memplan.cli.common import (
     with_foreign_ref_timing,
 )
 from memplan.core.errors import UsageError
+from memplan.core.limits import ascii_number
 from memplan.core.status import ExitStatus
 
 
@@ -31,8 +32,8 @@ def parse_block(value: str) -> int:
         text = text[len("memory"):]
     if not (text.isascii() and text.isdigit()):
         raise UsageError(f"BLOCK: {value!r} is not a memory block number", hint="e.g. 36 or memory36")
-    block = int(text)
-    if block >= 1 << 63:  # no machine has it (block ids are below 2^52 / 128 MiB)
+    block = ascii_number(text, 1 << 63)
+    if block is None:  # no machine has it (block ids are below 2^52 / 128 MiB)
         raise UsageError(f"BLOCK: {value!r} is not a memory block of any machine", hint="e.g. 36 or memory36")
     return block
 

@@ -6,7 +6,7 @@ import contextlib
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 import click
 
@@ -20,6 +20,7 @@ from memplan.cli.common import (
     trust_option,
 )
 from memplan.cli.names import DEFAULT_HOST_TIMEOUT_S
+from memplan.cli.signals import one_line
 from memplan.core.errors import UsageError
 
 if TYPE_CHECKING:  # the fleet runner and the renderers: imported when the command runs (--help needs none)
@@ -47,6 +48,29 @@ def _options(semantics: Optional[str], unplug_by: Optional[str], device: Optiona
     return FleetOptions(FleetMode.SIMULATE, semantics)
 
 
+class _AsciiIntRange(click.IntRange):
+    """``click.IntRange`` that reads only ASCII digits (Python's ``int()`` also takes full-width
+    and other Unicode digits, ``_`` and blanks, which no number on a command line means)."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
+        if isinstance(value, str):
+            digits = value[1:] if value.startswith("-") else value
+            if not (digits.isascii() and digits.isdigit()):
+                self.fail(f"{value!r} is not a valid integer.", param, ctx)
+            if len(digits.lstrip("0")) > 20:  # past any 64-bit count
+                self.fail(f"{one_line(value, 60)!r} is not a count any machine has.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _AsciiFloat(click.types.FloatParamType):
+    """A float written with ASCII characters only, and no ``_`` (see ``_AsciiIntRange``)."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        if isinstance(value, str) and (not value.isascii() or "_" in value or value != value.strip()):
+            self.fail(f"{value!r} is not a valid float.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 #: ``--host-timeout`` at most a week (``setitimer`` and the parent's deadlines stay exact)
 MAX_HOST_TIMEOUT_S = 7 * 24 * 3600.0
 
@@ -57,6 +81,34 @@ def _host_timeout(ctx: click.Context, param: click.Parameter, value: float) -> f
     return value
 
 
+def _check_scheduler(url: str) -> None:
+    """``--scheduler``: an address Dask can dial (``[PROTOCOL://]HOST[:PORT]``, a port from 1 to
+    65535, printable ASCII); checked before Dask sees it (a port of 2^64 is an ``OverflowError``
+    deep in ``getaddrinfo``)."""
+    shown = one_line(url, 200)
+    if not url or not url.isascii() or not url.isprintable() or " " in url or len(url) > 1024:
+        raise UsageError(f"--scheduler: {shown!r} is not an address (tcp://HOST:PORT)")
+    rest = url.split("://", 1)[1] if "://" in url else url
+    host, sep, port = rest.rpartition(":")
+    if sep and not host.endswith("]") and ":" in host:  # an IPv6 address without brackets, no port
+        return
+    if sep and port and (not port.isdigit() or not 1 <= int(port[:6]) <= 65535 or len(port) > 5):
+        raise UsageError(f"--scheduler: {shown!r}: port {one_line(port, 40)!r} is not a port from 1 to 65535")
+
+
+def _check_dask_local(workers: int) -> None:
+    """``--dask-local N``: N worker processes (each with its nanny) must fit in this machine's memory."""
+    from memplan.core.limits import DASK_WORKER_BYTES, MAX_DASK_LOCAL_WORKERS, memory_budget
+    from memplan.core.units import format_size
+
+    budget = memory_budget()
+    need = workers * DASK_WORKER_BYTES
+    if workers > MAX_DASK_LOCAL_WORKERS or (budget is not None and need > budget):
+        room = f"; this machine has {format_size(budget)} to spare" if budget is not None else ""
+        raise UsageError(f"--dask-local: {workers} worker processes would need about {format_size(min(need, 1 << 62))} "
+                         f"of memory (at most {MAX_DASK_LOCAL_WORKERS} workers{room})")
+
+
 def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optional[int]) -> Backend:
     from memplan.fleet.executors import Backend, require_dask
 
@@ -65,9 +117,11 @@ def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optio
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} exclude each other: choose where the fleet runs")
     if scheduler is not None:
+        _check_scheduler(scheduler)
         require_dask("--scheduler")
         return Backend("dask", scheduler=scheduler)
     if dask_local is not None:
+        _check_dask_local(dask_local)
         require_dask("--dask-local")
         return Backend("dask", workers=dask_local)
     return Backend("local", workers=workers)
@@ -81,14 +135,14 @@ def _backend(workers: Optional[int], scheduler: Optional[str], dask_local: Optio
 @click.option("--device", metavar="ID", default=None, help="With --unplug-by: only this virtio-mem device.")
 @click.option("--plan-size", metavar="SIZE", default=None,
               help="Offline SIZE the way chmem -d does (memplan plan --size) on every host; a bare number means MiB.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--workers", type=_AsciiIntRange(min=1), default=None, metavar="N",
               help="Local worker processes (default: one per CPU; 1 runs in this process).")
 @click.option("--scheduler", metavar="URL", default=None,
               help="Run on a Dask cluster: tcp://HOST:PORT of its scheduler (needs memplan[fleet]).")
-@click.option("--dask-local", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--dask-local", type=_AsciiIntRange(min=1), default=None, metavar="N",
               help="Start a Dask LocalCluster of N worker processes and run on it (needs memplan[fleet]).")
-@click.option("--host-timeout", type=float, default=DEFAULT_HOST_TIMEOUT_S, metavar="SECONDS", show_default=True,
-              callback=_host_timeout,
+@click.option("--host-timeout", type=_AsciiFloat(), default=DEFAULT_HOST_TIMEOUT_S, metavar="SECONDS",
+              show_default=True, callback=_host_timeout,
               help="Time limit per host: a host still being judged after SECONDS (a huge or stuck input) becomes "
                    "an error row and the fleet goes on.")
 @trust_option

@@ -70,16 +70,18 @@ def atomic_output(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterat
     gets the mode a plain ``open()`` would give it (or the old file's); a symbolic link keeps
     pointing where it did (its target is replaced).
     """
-    path = os.path.realpath(path) if os.path.islink(path) else path
     try:
         st: Optional[os.stat_result] = os.stat(path)
     except FileNotFoundError:
         st = None
+    if st is None or stat.S_ISREG(st.st_mode):
+        # not before: /dev/stdout on a pipe resolves to "/proc/N/fd/pipe:[M]", which is no path
+        path = os.path.realpath(path) if os.path.islink(path) else path
     if st is not None and not stat.S_ISREG(st.st_mode):
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
             raise IsADirectoryError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL,
                                     f"is {_not_regular(st.st_mode)}", path)
-        with open(path, mode, encoding=None if "b" in mode else encoding) as direct:
+        with _open_direct(path, mode, encoding) as direct:
             yield direct
         return
     import tempfile  # here: reading a profile (start-up) needs neither tempfile nor shutil
@@ -96,6 +98,27 @@ def atomic_output(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterat
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+def _open_direct(path: str, mode: str, encoding: str) -> IO[Any]:
+    """A character device or a FIFO opened for writing without waiting: ``open()`` of a FIFO
+    that no process reads would block forever (``O_NONBLOCK`` makes it fail with ``ENXIO``);
+    blocking mode comes back once it is open, so a slow reader is waited for as usual."""
+    flags = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if "a" in mode:
+        flags |= os.O_APPEND
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(errno.ENXIO, "a FIFO that no process reads", path) from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode.replace("x", "w"), encoding=None if "b" in mode else encoding)
+    except BaseException:
+        os.close(fd)
         raise
 
 

@@ -39,6 +39,12 @@ MAX_PROFILE_BYTES = 64 << 20
 #: seeds are unsigned 64-bit numbers (a TOML integer is a signed 64-bit one)
 MAX_SEED = (1 << 64) - 1
 
+#: What one ``--dask-local`` worker costs: a Dask nanny and a worker process with memplan and
+#: numpy imported (~100 MiB each, resident), with headroom.
+DASK_WORKER_BYTES = 256 << 20
+#: More local Dask workers than this is no machine's useful number (one per CPU is the default).
+MAX_DASK_LOCAL_WORKERS = 1024
+
 #: What judging one memory block costs memplan, in bytes, whatever the command: the block
 #: table's columns and the profile's per-block layout while it is built (~0.5 KiB), the
 #: engine's per-block context, verdict and census columns (~1 KiB; measured at 1, 4 and 16 TiB
@@ -125,3 +131,17 @@ def memory_budget() -> Optional[int]:
     ``None`` when none of them is known."""
     known = [v for v in (_meminfo_available(), _cgroup_limit(), _rlimit_headroom()) if v is not None]
     return min(known) if known else None
+
+
+def ascii_number(text: str, limit: int) -> Optional[int]:
+    """``text`` read as a decimal count below ``limit`` the way the kernel's ``kstrtoul`` and
+    util-linux read numbers: ASCII digits only (no full-width or other Unicode digits, no
+    ``_``, sign or blanks); ``None`` when it is not one. Never converts more digits than
+    ``limit`` has, so a 5000-digit word costs nothing (and hits no ``int`` digit limit)."""
+    if not text or not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(limit)):
+        return None
+    value = int(digits)
+    return value if value < limit else None

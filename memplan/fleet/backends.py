@@ -13,6 +13,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ def signals_deferred() -> Iterator[None]:
                 os.kill(os.getpid(), signum)
 
 
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
 def start_forkserver(preload: Sequence[str]) -> BaseContext:
     """The ``forkserver`` multiprocessing context, its server started with SIGINT ignored.
 
@@ -80,6 +84,11 @@ def start_forkserver(preload: Sequence[str]) -> BaseContext:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(preload))
+    # The resource tracker (started with the server, passed this interpreter's -W options) warns
+    # about "leaked semaphore objects" when SIGTERM reached the whole process group and killed
+    # Dask's workers: it removes them all the same; the warning would only add lines to memplan's one.
+    if _QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_TRACKER)
     main = threading.current_thread() is threading.main_thread()
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:

@@ -96,9 +96,16 @@ class ClusterProcess:
         with signals_deferred():
             ctx = start_forkserver(WORKER_MODULES)
             self.conn, child = ctx.Pipe(duplex=True)
-            self.process = ctx.Process(target=serve_cluster, args=(child, self.workers),  # type: ignore[attr-defined]
-                                       name="memplan Dask LocalCluster")
-            self.process.start()
+            process = ctx.Process(target=serve_cluster, args=(child, self.workers),  # type: ignore[attr-defined]
+                                  name="memplan Dask LocalCluster")
+            try:
+                process.start()
+            except (OSError, EOFError) as exc:  # the fork server is gone (SIGTERM to the whole process group)
+                child.close()
+                self.conn.close()
+                raise UsageError(f"cannot start a Dask LocalCluster of {self.workers} workers: "
+                                 f"{type(exc).__name__}: {exc}") from None
+            self.process = process
             child.close()
         reply = self._reply()
         if reply is None or reply[0] != "address":

@@ -63,21 +63,29 @@ def require_dask(option: str) -> None:
 def _quiet_asyncio() -> Iterator[None]:
     """Dask's client leaves asyncio tasks behind when it is closed in the middle of a run
     (Ctrl-C): asyncio would log each one ("Task exception was never retrieved") with a traceback."""
-    log = logging.getLogger("asyncio")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
+    # Nor do Dask's own loggers speak (the client logs "Batched Comm Closed" with a traceback when
+    # SIGTERM reached the whole process group and the cluster went first): memplan reports.
+    logs = [logging.getLogger(name) for name in ("asyncio", "distributed", "tornado")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def _connect(address: str, timeout: float) -> Any:
     from distributed import Client
     try:
         return Client(address, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise UsageError(f"cannot connect to the Dask scheduler {address}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever answers there, it is not a scheduler memplan can use
+        # (a port that speaks another protocol: Dask reads a frame length of exabytes -> MemoryError)
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if isinstance(exc, MemoryError):
+            detail = "what answers there does not speak Dask's protocol (its first message claims an impossible size)"
+        raise UsageError(f"cannot connect to the Dask scheduler {address}: {detail}") from None
 
 
 class DaskSession:

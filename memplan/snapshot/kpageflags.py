@@ -90,7 +90,9 @@ class KpageFile:
         assert self._raw is not None
         try:
             self._raw.seek(0)
-            self._stream = lzma.LZMAFile(self._raw, "rb")
+            # FORMAT_XZ, not auto-detection: "auto" takes a run of zero bytes for an empty raw
+            # stream and would read a sparse 1 TiB file of zeros to its end
+            self._stream = lzma.LZMAFile(self._raw, "rb", format=lzma.FORMAT_XZ)
         except OSError as exc:
             raise InputError(f"cannot read {self.display}: {exc.strerror or exc}") from None
         self._pos = 0

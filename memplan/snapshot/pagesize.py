@@ -72,7 +72,7 @@ def _nearest(value: float) -> Optional[int]:
 def _from_meminfo(meminfo: Optional[str], managed: int) -> Optional[int]:
     if not meminfo or managed <= 0:
         return None
-    match = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.M)
+    match = re.search(r"^MemTotal:\s+([0-9]{1,20}) kB", meminfo, re.M)  # ASCII; no 5000-digit int()
     if not match:
         return None
     return _nearest(int(match.group(1)) * 1024 / managed)
@@ -105,7 +105,7 @@ def _from_kpageflags(entries: Optional[int], last_end: int, block_size: int) -> 
 
 
 def _from_hugepages(names: Sequence[str]) -> Optional[int]:
-    kb = {int(m.group(1)) for m in (re.fullmatch(r"hugepages-(\d+)kB", n) for n in names) if m}
+    kb = {int(m.group(1)) for m in (re.fullmatch(r"hugepages-([0-9]{1,20})kB", n) for n in names) if m}
     if not kb:
         return None
     small, middle, large = PAGE_SIZES

@@ -474,6 +474,11 @@ def load_snapshot(root: str, live: bool = False) -> Machine:
         geometry = geometry_for(facts.memory.block_size, facts.page.size)
     except ValueError as exc:
         raise InputError(f"{tree.display(MEMORY_DIR + '/block_size_bytes')}: {exc}") from None
+    if geometry.pageblock_size > geometry.memory_block_size:  # no kernel has it (a block holds whole pageblocks)
+        raise InputError(f"{tree.display(MEMORY_DIR + '/block_size_bytes')}: memory blocks of "
+                         f"{geometry.memory_block_size:#x} bytes are smaller than a pageblock "
+                         f"({geometry.pageblock_size:#x}) of the {facts.page.size}-byte pages the tree has "
+                         f"({facts.page.how})")
     warnings = _input_warnings(tree, facts, flags, counts, needs_root)
     ppb = geometry.pages_per_block
     ram = (ram_ranges(facts.iomem, geometry.page_shift) if facts.iomem is not None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
 from memplan.core.errors import InputError
-from memplan.core.limits import MAX_NUMNODES, MAX_PHYSMEM_BITS, max_address
+from memplan.core.limits import MAX_NUMNODES, MAX_PHYSMEM_BITS, ascii_number, max_address
 from memplan.core.model import BlockState, Zone
 from memplan.snapshot.files import open_regular
 from memplan.snapshot.pagesize import DEFAULT_PAGE_SIZE, HUGEPAGES_DIR, PAGE_SIZE_FILE, PageSize, find_page_size
@@ -37,6 +37,10 @@ EXTRA_FILES = ("proc/meminfo", "proc/vmstat", "proc/buddyinfo", "proc/pagetypein
 #: the widest physical address space any architecture Linux hot-unplugs on has (s390x)
 _MAX_BITS = max(MAX_PHYSMEM_BITS.values())
 _MAX_ADDRESS = max_address(_MAX_BITS)
+#: pfns (and page counts) below this: the largest address space with the smallest (4 KiB) pages
+_MAX_PFNS = _MAX_ADDRESS >> 12
+#: the largest hugetlb page any architecture has (16 GiB: ppc64, arm64 with 64 KiB pages)
+_MAX_HUGE_PAGE = 16 << 30
 #: memoryN files the model does not need but lsmem reads (``snapshot --save`` keeps them)
 BLOCK_EXTRA_FILES = ("removable", "phys_device")
 _ZONE_WORDS = {z.value: z for z in Zone}
@@ -180,7 +184,7 @@ def read_memory(tree: Tree) -> MemoryLayout:
     node_of = _node_links(tree)
     blocks: List[MemoryBlockInfo] = []
     for name in tree.listdir(MEMORY_DIR):
-        match = re.fullmatch(r"memory(\d+)", name)
+        match = re.fullmatch(r"memory([0-9]{1,20})", name)
         if not match:
             continue
         block = int(match.group(1))
@@ -217,7 +221,7 @@ def read_memory(tree: Tree) -> MemoryLayout:
                 raise _value_error(tree, f"{base}/phys_index", index_text, f"{block:08x} (the block's own index)")
         nodes: List[int] = []
         for entry in tree.listdir(base):
-            node_match = re.fullmatch(r"node(\d+)", entry)
+            node_match = re.fullmatch(r"node([0-9]{1,20})", entry)
             if node_match:
                 _check_node(tree, f"{base}/{entry}", int(node_match.group(1)))
                 tree.link(f"{base}/{entry}")
@@ -242,11 +246,11 @@ def _node_links(tree: Tree) -> Dict[int, Set[int]]:
     if not tree.isdir(NODE_DIR):
         return out
     for node_name in tree.listdir(NODE_DIR):
-        node_match = re.fullmatch(r"node(\d+)", node_name)
+        node_match = re.fullmatch(r"node([0-9]{1,20})", node_name)
         if not node_match or not tree.isdir(f"{NODE_DIR}/{node_name}"):
             continue
         for entry in tree.listdir(f"{NODE_DIR}/{node_name}"):
-            block_match = re.fullmatch(r"memory(\d+)", entry)
+            block_match = re.fullmatch(r"memory([0-9]{1,20})", entry)
             if block_match:
                 _check_node(tree, f"{NODE_DIR}/{node_name}", int(node_match.group(1)))
                 out.setdefault(int(block_match.group(1)), set()).add(int(node_match.group(1)))
@@ -290,7 +294,13 @@ def read_iomem(tree: Tree) -> Optional[Tuple[Resource, ...]]:
         if not match or len(match.group(1)) % 2:
             raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r} is not 'start-end : name'")
         depth = len(match.group(1)) // 2
+        if max(len(match.group(2).lstrip("0")), len(match.group(3).lstrip("0"))) > 16:
+            raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r}: an address past 2^64 - 1 "
+                             "(resource_size_t is 64 bits)")
         start, end = int(match.group(2), 16), int(match.group(3), 16)
+        if match.group(4).strip().startswith("System RAM") and end >= _MAX_ADDRESS:
+            raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r}: System RAM at or past "
+                             f"{_MAX_ADDRESS:#x} (MAX_PHYSMEM_BITS is at most {_MAX_BITS})")
         if end < start or depth > len(stack):
             raise InputError(f"{tree.display(rel)}: line {number}: {line[:60]!r} is not a valid resource")
         del stack[depth:]
@@ -339,7 +349,7 @@ class ZoneInfo:
     pcp: int
 
 
-_ZONE_HEADER = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s*$")
+_ZONE_HEADER = re.compile(r"^Node\s+([0-9]{1,20}),\s+zone\s+(\S+)\s*$")
 
 
 def read_zoneinfo(tree: Tree) -> Tuple[ZoneInfo, ...]:
@@ -361,6 +371,9 @@ def read_zoneinfo(tree: Tree) -> Tuple[ZoneInfo, ...]:
         header = _ZONE_HEADER.match(line)
         if header:
             flush()
+            if int(header.group(1)) >= MAX_NUMNODES:
+                raise InputError(f"{tree.display(rel)}: line {number}: node {header.group(1)} is out of range "
+                                 f"(MAX_NUMNODES is at most {MAX_NUMNODES}, NODES_SHIFT <= 10)")
             where, current = (int(header.group(1)), header.group(2)), {}
             continue
         if line.startswith("Node"):
@@ -377,10 +390,10 @@ def read_zoneinfo(tree: Tree) -> Tuple[ZoneInfo, ...]:
             value = words[1]
         else:
             continue
-        try:
-            number_value = int(value)
-        except ValueError:
-            raise InputError(f"{tree.display(rel)}: line {number}: {value!r} is not a number") from None
+        number_value = ascii_number(value, _MAX_PFNS + 1)
+        if number_value is None:  # pfns and page counts: a page is 4 KiB or more, addresses below 2^53
+            raise InputError(f"{tree.display(rel)}: line {number}: {value[:40]!r} is not a number of pages "
+                             f"(0 to {_MAX_PFNS:#x})")
         if key == "count":
             current["pcp"] = current.get("pcp", 0) + number_value
         else:
@@ -409,10 +422,13 @@ def read_hugepages(tree: Tree, page_shift: int) -> Dict[int, Hstate]:
     if not tree.isdir(HUGEPAGES_DIR):
         return out
     for name in tree.listdir(HUGEPAGES_DIR):
-        match = re.fullmatch(r"hugepages-(\d+)kB", name)
+        match = re.fullmatch(r"hugepages-([0-9]{1,20})kB", name)
         if not match:
             continue
         pages = (int(match.group(1)) << 10) >> page_shift
+        if int(match.group(1)) << 10 > _MAX_HUGE_PAGE:
+            raise InputError(f"{tree.display(HUGEPAGES_DIR + '/' + name)}: no huge page size is larger than "
+                             f"{_MAX_HUGE_PAGE >> 30} GiB")
         if pages <= 0 or pages & (pages - 1):
             raise InputError(f"{tree.display(HUGEPAGES_DIR + '/' + name)}: not a power-of-two page size")
         values: Dict[str, int] = {}
@@ -422,12 +438,10 @@ def read_hugepages(tree: Tree, page_shift: int) -> Dict[int, Hstate]:
             if text is None:
                 values[key] = 0
                 continue
-            try:
-                values[key] = int(text.strip())
-            except ValueError:
-                raise _value_error(tree, rel, text, "a number of huge pages") from None
-            if values[key] < 0:
+            count = ascii_number(text.strip(), _MAX_PFNS + 1)
+            if count is None or count * pages > _MAX_PFNS:  # no pool is larger than the address space
                 raise _value_error(tree, rel, text, "a number of huge pages")
+            values[key] = count
         out[pages.bit_length() - 1] = Hstate(pages.bit_length() - 1, values["nr"], values["free"], values["resv"],
                                              values["surplus"])
     return out
@@ -480,10 +494,12 @@ def read_meminfo_hugepages(tree: Tree, page_shift: int) -> Dict[int, Hstate]:
         key, _, rest = line.partition(":")
         if key in ("HugePages_Total", "HugePages_Free", "HugePages_Rsvd", "HugePages_Surp", "Hugepagesize",
                    "Hugetlb"):
-            try:
-                values[key] = int(rest.split()[0])
-            except (IndexError, ValueError):
-                raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'Key: N'") from None
+            words = rest.split()
+            found = ascii_number(words[0], _MAX_PFNS + 1) if words else None
+            if found is None:  # counts of pages, sizes in kB: within the address space either way
+                raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'Key: N' "
+                                 f"(N below {_MAX_PFNS:#x})")
+            values[key] = found
     out: Dict[int, Hstate] = {}
     if values.get("Hugetlb", -1) == 0:
         pmd = page_shift - 3
@@ -504,10 +520,11 @@ def read_cma_total(tree: Tree) -> Optional[int]:
     for line in (text or "").splitlines():
         if line.startswith("CmaTotal:"):
             words = line.split()
-            try:
-                return int(words[1]) << 10
-            except (IndexError, ValueError):
-                raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'CmaTotal: N kB'") from None
+            kb = ascii_number(words[1], _MAX_ADDRESS >> 10) if len(words) > 1 else None
+            if kb is None:
+                raise InputError(f"{tree.display('proc/meminfo')}: {line[:60]!r} is not 'CmaTotal: N kB' "
+                                 f"(below {_MAX_ADDRESS >> 10} kB)")
+            return kb << 10
     return None
 
 
@@ -518,7 +535,7 @@ def read_extra(tree: Tree) -> None:
     rels = list(EXTRA_FILES)
     if tree.isdir(FIRMWARE_DIR):
         rels += [f"{FIRMWARE_DIR}/{name}/{attr}" for name in tree.listdir(FIRMWARE_DIR)
-                 if re.fullmatch(r"memory\d+", name) for attr in ("config", "memmap_on_memory")]
+                 if re.fullmatch(r"memory[0-9]{1,20}", name) for attr in ("config", "memmap_on_memory")]
     for rel in rels:
         try:
             tree.text(rel, required=False)
