@@ -300,3 +300,24 @@ def test_output_errors_in_process(monkeypatch, capsys, error, code):
     assert ended.value.code == code
     full = "memplan: error: cannot write to stdout: No space left on device\n"
     assert capsys.readouterr().err == ("" if code == ExitStatus.BROKEN_PIPE else full)
+
+
+def test_a_ctrl_c_swallowed_on_its_way_still_ends_the_run():
+    """A KeyboardInterrupt raised in a weakref callback of the import system is "ignored" by
+    Python: the hook takes it as the Ctrl-C it was, prints nothing, and the run ends with 130."""
+    from types import SimpleNamespace
+
+    from memplan.cli import signals
+
+    seen = []
+    signals._SIGINT.update(seen=False, said=False)
+    try:
+        hook = signals._unraisable(seen.append)
+        hook(SimpleNamespace(exc_value=ValueError("other")))
+        assert len(seen) == 1 and not signals.interrupt_lost()
+        hook(SimpleNamespace(exc_value=KeyboardInterrupt()))
+        assert len(seen) == 1 and signals.interrupt_lost()
+        assert signals.finish(KeyboardInterrupt()) == ExitStatus.INTERRUPTED
+        assert not signals.interrupt_lost()
+    finally:
+        signals._SIGINT.update(seen=False, said=False)

@@ -121,6 +121,8 @@ class MemplanGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         with signals.handled():
             code = self._run(args, prog_name, complete_var, **extra)
+            if signals.interrupt_lost():  # Ctrl-C swallowed on its way ("Exception ignored in ...")
+                code = signals.finish(KeyboardInterrupt()) or int(ExitStatus.INTERRUPTED)
         _exit(code)
 
     def _run(self, args: Optional[Sequence[str]], prog_name: Optional[str], complete_var: Optional[str],

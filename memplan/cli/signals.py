@@ -158,6 +158,33 @@ def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:
     raise Terminated()
 
 
+#: Ctrl-C seen during the run / said (``finish()``): a ``KeyboardInterrupt`` raised where Python
+#: cannot pass it on (a weakref callback of the import system: "Exception ignored in ...") is
+#: lost, and the run would go on and exit 0; ``interrupt_lost()`` tells the run it was asked to stop.
+_SIGINT = {"seen": False, "said": False}
+
+
+def _raise_interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    _SIGINT["seen"] = True
+    raise KeyboardInterrupt()
+
+
+def _unraisable(previous: Any) -> Any:
+    """``sys.unraisablehook`` that takes a lost ``KeyboardInterrupt`` as the Ctrl-C it was (no
+    "Exception ignored in" traceback; the run ends with its one line); anything else as before."""
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _SIGINT["seen"] = True
+            return
+        previous(unraisable)
+    return hook
+
+
+def interrupt_lost() -> bool:
+    """A Ctrl-C reached the run but no ``memplan: interrupted`` was said for it."""
+    return _SIGINT["seen"] and not _SIGINT["said"]
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """The run's stdout guard and SIGTERM handler (the previous ones come back at the end)."""
@@ -168,15 +195,19 @@ def handled() -> Iterator[None]:
         stream = ClosedStdout()
     sys.stdout = GuardedStdout(stream)
     saved: Dict[int, Any] = {}
+    saved_hook = sys.unraisablehook
     if in_main_thread():
         saved[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
         if getattr(signal.getsignal(signal.SIGINT), "memplan_startup", False):  # memplan.__main__.run
-            saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+            _SIGINT.update(seen=False, said=False)
+            saved[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
+            sys.unraisablehook = _unraisable(saved_hook)
     try:
         yield
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        sys.unraisablehook = saved_hook
         sys.stdout = saved_stdout
 
 
@@ -192,6 +223,7 @@ def finish(exc: BaseException) -> Optional[int]:
         _say(f"memplan: error: cannot write to stdout: {reason}")
         return int(ExitStatus.IO_ERROR)
     if isinstance(exc, KeyboardInterrupt):
+        _SIGINT["said"] = True
         _say("memplan: interrupted")
         return int(ExitStatus.INTERRUPTED)
     if isinstance(exc, Terminated):
