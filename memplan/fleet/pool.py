@@ -66,11 +66,17 @@ class _Worker:
     def busy(self) -> bool:
         return bool(self.batches)
 
-    def send(self, func: HostFunc, batch: List[HostTask], timeout: Optional[float]) -> None:
+    def send(self, func: HostFunc, batch: List[HostTask], timeout: Optional[float]) -> bool:
+        """Hand it a batch; ``False`` when its pipe is broken: it died since the parent last looked
+        (the batch is held as sent, and goes back when the death is seen at the next wait)."""
         if not self.batches:
             self.since = time.monotonic()
-        self.conn.send((func, batch, timeout))
         self.batches.append(deque(batch))
+        try:
+            self.conn.send((func, batch, timeout))
+        except OSError:
+            return False
+        return True
 
     def answered(self) -> HostTask:
         """The next host answered (the worker went on with the hosts after it by now)."""
@@ -151,8 +157,9 @@ def _feed(crew: List[_Worker], ctx: BaseContext, batcher: Batcher, func: HostFun
             with signals_deferred():
                 crew[i] = w = _Worker(ctx)
         while batcher and len(w.batches) < IN_FLIGHT:
-            w.send(func, batcher.take(), timeout)
             stats.batches += 1
+            if not w.send(func, batcher.take(), timeout):
+                break
 
 
 def _deadline(w: _Worker, timeout: Optional[float]) -> float:
