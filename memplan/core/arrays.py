@@ -20,3 +20,15 @@ U64Array = NDArray[np.uint64]
 ClassArray = NDArray[np.uint8]
 #: an array whose dtype varies with the caller (numpy's generic integer/bool mixes)
 AnyArray = NDArray[Any]
+
+
+def unique_sorted(values: AnyArray) -> AnyArray:
+    """``np.unique(values)`` for a 1-D array without a mask: sorted, each value once. numpy 2's
+    ``np.unique`` asks ``np.ma.is_masked()`` and so imports ``numpy.ma`` (7 ms of start-up)."""
+    ordered = np.sort(values, kind="stable")
+    if len(ordered) < 2:
+        return ordered
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from memplan.core.arrays import IntArray
+from memplan.core.arrays import IntArray, unique_sorted
 from memplan.core.geometry import Geometry
 from memplan.core.machine import VirtioMemDevice
 from memplan.core.model import Zone
@@ -122,7 +122,7 @@ def node_spans(rams: Sequence[RamRange], geometry: Geometry, blocks: IntArray) -
 def with_devices(ram: BlockColumns, devices: Sequence[VirtioMemDevice], geometry: Geometry) -> BlockColumns:
     """Add the blocks virtio-mem devices added: the device decides everything about them."""
     dev_cols = [virtio_mem.added_block_columns(device, geometry) for device in devices]
-    all_ids = np.union1d(ram.ids, np.concatenate([c.blocks for c in dev_cols] or [_EMPTY]))
+    all_ids = unique_sorted(np.concatenate([ram.ids, *[c.blocks for c in dev_cols]]))
     in_ram = np.searchsorted(all_ids, ram.ids)
     pages = np.zeros(len(all_ids), dtype=np.int64)
     pages[in_ram] = ram.pages
