@@ -46,26 +46,6 @@ if "__mp_main__" not in sys.modules:
     _take_over()
 
 
-def _exit_now(status: int) -> None:
-    """End an interrupted run with ``status`` (130, 143) whatever the interpreter remembers: a
-    ``KeyboardInterrupt`` that a worker pool's thread saw on its way out makes CPython's own exit
-    re-raise SIGINT at itself (exit status -2 instead of 130). The ``atexit`` handlers run first,
-    as they would (temporary files, multiprocessing's clean-up)."""
-    import atexit
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    try:
-        atexit._run_exitfuncs()
-    except BaseException:  # noqa: BLE001  (the run has already ended with its line)
-        pass
-    os._exit(status)
-
-
 def run() -> None:
     """The ``memplan`` entry point."""
     _take_over()
@@ -78,7 +58,7 @@ def run() -> None:
         if exc.code in (130, 143):  # ended by a signal, and said so: the process exits now, and a
             for signum in _AT_START:  # second Ctrl-C during the interpreter's shutdown changes nothing
                 signal.signal(signum, signal.SIG_IGN)
-            _exit_now(exc.code)
+            leave(exc.code, interrupted=True)
         leave(exc.code)  # the interpreter's teardown skipped: see memplan.cli.app.leave
 
 

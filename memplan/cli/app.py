@@ -171,7 +171,7 @@ def _exit(code: int) -> NoReturn:
     sys.exit(code)
 
 
-def leave(code: object) -> NoReturn:
+def leave(code: object, interrupted: bool = False) -> NoReturn:
     """End the ``memplan`` process with ``code`` (a ``SystemExit`` code) without the interpreter's
     teardown: freeing every module's objects one by one costs 25-40 ms once numpy is loaded (a
     sixth of a small ``simulate``), and nothing memplan does needs it. What the teardown does
@@ -179,12 +179,16 @@ def leave(code: object) -> NoReturn:
     handlers run (temporary files, logging, multiprocessing). When that cannot be done as
     usual (a thread still running, a flush that fails, a code that is no exit status) the
     interpreter exits the ordinary way. Only the script calls this: ``main()`` (and with it
-    ``CliRunner``) still raises ``SystemExit``."""
+    ``CliRunner``) still raises ``SystemExit``.
+
+    ``interrupted``: a run ended by a signal, its line said (130, 143), ends so whatever happens:
+    the ordinary exit would re-raise SIGINT at itself when Python remembers a lost
+    ``KeyboardInterrupt`` (exit status -2 instead of 130)."""
     import atexit
     import threading
 
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255 or others:
+    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255 or (others and not interrupted):
         raise SystemExit(code)
     try:
         sys.stdout.flush()
@@ -193,7 +197,8 @@ def leave(code: object) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001  (the ordinary exit reports it as Python would)
-        raise SystemExit(code) from None
+        if not interrupted:
+            raise SystemExit(code) from None
     os._exit(code)
 
 
